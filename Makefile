@@ -1,0 +1,38 @@
+# bake: every target does its own set-up and is safe to run twice.
+SHELL := /bin/bash
+.PHONY: setup services build demo test test-unit test-it bench lint schema clean
+
+setup:
+	@bash scripts/setup.sh
+
+services: setup
+	@bash scripts/services.sh
+
+build: setup
+
+demo: services
+	@bash scripts/demo.sh
+
+test: services
+	@node scripts/test.mjs unit it
+
+test-unit: setup
+	@node scripts/test.mjs unit
+
+test-it: services
+	@node scripts/test.mjs it
+
+bench: services
+	@bash bench/run.sh
+
+lint: setup
+	npx tsc -p tsconfig.json --noEmit
+	shellcheck scripts/*.sh bench/*.sh .ci/run
+	ansible-lint ansible/host.yml
+	yamllint -d relaxed bake.yml ansible
+
+schema: setup
+	@node dist/src/config/write-schema.js schema/bake.schema.json
+
+clean:
+	rm -rf dist .bake

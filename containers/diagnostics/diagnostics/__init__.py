@@ -1,0 +1,1 @@
+"""Gameplay diagnostics: accepts client diagnostic reports and serves a summary."""

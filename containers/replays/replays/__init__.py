@@ -1,0 +1,1 @@
+"""Game replays: stores replay files and serves them back by id."""

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what bake's demo and tests need on a Debian 12 machine. Idempotent and quiet
+# when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+debs=(docker.io docker-registry packer ansible debootstrap busybox-static ansible-lint shellcheck yamllint curl)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "setup: installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]>=5,<6' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
+  hash -r
+fi
+
+# npm ci only when the lock file changed since the last install.
+stamp=node_modules/.bake-lock-sha
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$want" > "$stamp"
+fi
+
+# Compile only when a source is newer than the last build.
+if [ ! -f dist/src/cli.js ] || [ -n "$(find src test bench tsconfig.json package-lock.json -newer dist/.built -print -quit 2>/dev/null)" ] || [ ! -f dist/.built ]; then
+  npx tsc -p tsconfig.json
+  touch dist/.built
+fi

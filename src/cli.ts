@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/** bake's command line: yargs definitions, and the one place errors become exit codes. */
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
+import type { Tools } from "./core/read.js";
+import type { Target } from "./graph/keys.js";
+
+const tools: Tools = {
+  docker: () => lazy.docker!(),
+  ec2: () => lazy.ec2!(),
+};
+const lazy: { docker?: Tools["docker"]; ec2?: Tools["ec2"] } = {};
+
+async function loadTools(): Promise<void> {
+  const [docker, ec2] = await Promise.all([import("./tools/docker.js"), import("./tools/ec2.js")]);
+  lazy.docker = () => docker.connectDocker({ timeoutMs: 10_000 });
+  lazy.ec2 = () => ec2.connectEc2();
+}
+
+const stdout = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+
+export async function main(argv: string[]): Promise<number> {
+  let verbose = argv.includes("--verbose");
+  let code: number = EXIT.ok;
+  const parser = yargs(argv)
+    .scriptName("bake")
+    .usage("$0 <command> [options]")
+    .option("file", { alias: "f", type: "string", default: "bake.yml", describe: "the pipeline file" })
+    .option("json", { type: "boolean", default: false, describe: "machine output on stdout" })
+    .option("verbose", { type: "boolean", default: false, describe: "show stack traces and debug detail" })
+    .command(
+      "plan [nodes..]",
+      "the graph in build order: each node's key, whether it is cached or will build, and why",
+      (y) =>
+        y
+          .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
+          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const, describe: "where AMIs are baked" }),
+      async (args) => {
+        await loadTools();
+        const { planCommand } = await import("./commands/plan.js");
+        await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json }, tools, stdout);
+      },
+    )
+    .command(
+      "doctor",
+      "check docker, registry, packer, ansible and AWS; one fix per problem",
+      (y) => y,
+      async (args) => {
+        await loadTools();
+        const { doctorCommand } = await import("./commands/doctor.js");
+        const checks = await doctorCommand({ file: args.file, json: args.json }, tools, stdout);
+        if (checks.some((c) => c.status === "fail")) code = EXIT.failed;
+      },
+    )
+    .demandCommand(1, "name a command: bake <command> (see bake --help)")
+    .strict()
+    .recommendCommands()
+    .help()
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((message, error) => {
+      if (error) throw error;
+      throw new UsageError(message);
+    });
+  try {
+    const args = await parser.parseAsync();
+    verbose = Boolean(args.verbose);
+    return code;
+  } catch (error) {
+    printError(error, verbose);
+    return exitCodeFor(error);
+  }
+}
+
+function printError(error: unknown, verbose: boolean): void {
+  const write = (s: string) => process.stderr.write(`${s}\n`);
+  if (error instanceof ConfigErrors) for (const e of error.errors) write(`error: ${e.describe()}`);
+  else if (error instanceof ConfigError) write(`error: ${error.describe()}`);
+  else if (error instanceof UsageError) write(`error: ${error.message}\n(see bake --help)`);
+  else if (error instanceof BuildFailedError) write(`error: ${error.message}${error.detail ? `\n${error.detail}` : ""}`);
+  else if (error instanceof ToolFailedError) write(`error: ${error.message}${error.stderrTail ? `\n${error.stderrTail}` : ""}`);
+  else if (error instanceof BakeError) write(`error: ${error.message}`);
+  else write(`error: ${(error as Error)?.message ?? String(error)}`);
+  if (verbose && error instanceof Error && error.stack) write(error.stack);
+}
+
+main(hideBin(process.argv)).then((code) => {
+  process.exitCode = code;
+});

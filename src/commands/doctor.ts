@@ -1,0 +1,103 @@
+/** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
+import { loadConfig } from "../config/load.js";
+import { ConfigError, ConfigErrors } from "../errors.js";
+import type { Tools } from "../core/read.js";
+import { run } from "../tools/exec.js";
+import { describeDockerError } from "../tools/docker.js";
+import { ec2Endpoint, NoCredentialsError } from "../tools/ec2.js";
+
+export type CheckStatus = "ok" | "warn" | "fail";
+
+export interface Check {
+  name: string;
+  status: CheckStatus;
+  detail: string;
+  fix?: string;
+}
+
+export async function doctorCommand(options: { file: string; json: boolean }, tools: Tools, out: (text: string) => void): Promise<Check[]> {
+  const config = await loadConfig(options.file).then(
+    (c) => ({ ok: true as const, c }),
+    (e) => ({ ok: false as const, e }),
+  );
+  const registry = config.ok ? config.c.registry : process.env.BAKE_REGISTRY || undefined;
+  const checks = await Promise.all([
+    checkConfig(options.file, config),
+    checkDocker(tools),
+    checkRegistry(registry),
+    checkVersion("packer", ["version"], /Packer v?(\S+)/),
+    checkVersion("ansible-playbook", ["--version"], /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/),
+    checkAws(tools),
+  ]);
+  out(options.json ? JSON.stringify({ checks }, null, 2) : checks.map(formatCheck).join("\n"));
+  return checks;
+}
+
+export function formatCheck(c: Check): string {
+  const mark = { ok: "ok  ", warn: "warn", fail: "FAIL" }[c.status];
+  return `${mark}  ${c.name.padEnd(15)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`;
+}
+
+function checkConfig(file: string, loaded: { ok: true; c: any } | { ok: false; e: unknown }): Check {
+  if (loaded.ok) return { name: "bake.yml", status: "ok", detail: `${file}: ${loaded.c.images.length} images, ${loaded.c.amis.length} AMIs` };
+  const e = loaded.e;
+  if (e instanceof ConfigError || e instanceof ConfigErrors) {
+    const first = e instanceof ConfigErrors ? e.errors[0] : e;
+    return { name: "bake.yml", status: "fail", detail: `${first.file}:${first.line}:${first.column}: ${first.message}`, fix: first.hint ?? `edit ${first.file} line ${first.line}` };
+  }
+  return { name: "bake.yml", status: "warn", detail: (e as Error).message, fix: "bake --file <path to bake.yml> doctor" };
+}
+
+async function checkDocker(tools: Tools): Promise<Check> {
+  let endpoint = "DOCKER_HOST";
+  try {
+    const docker = tools.docker();
+    endpoint = docker.endpoint;
+    const v = await docker.ping();
+    return { name: "docker engine", status: "ok", detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}` };
+  } catch (e) {
+    return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };
+  }
+}
+
+async function checkRegistry(registry: string | undefined): Promise<Check> {
+  if (!registry) return { name: "registry", status: "ok", detail: "none configured (registry: in bake.yml): images stay local" };
+  const host = registry.split("/")[0];
+  const scheme = /^(127\.|localhost[:]?|\[::1\])/.test(host) ? "http" : "https";
+  try {
+    const res = await fetch(`${scheme}://${host}/v2/`, { signal: AbortSignal.timeout(3000) });
+    if (res.status === 200 || res.status === 401) return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP ${res.status})` };
+    return { name: "registry", status: "fail", detail: `${host}/v2/ answered HTTP ${res.status}`, fix: "make services" };
+  } catch (e: any) {
+    return { name: "registry", status: "fail", detail: `${host} unreachable (${e?.cause?.code ?? e?.name ?? e})`, fix: "make services" };
+  }
+}
+
+async function checkVersion(tool: string, args: string[], pattern: RegExp): Promise<Check> {
+  try {
+    const { stdout } = await run(tool, args, { timeoutMs: 15_000 });
+    const m = pattern.exec(stdout);
+    return { name: tool, status: "ok", detail: m ? `${m[1] ?? m[2]}` : stdout.split("\n")[0] };
+  } catch (e: any) {
+    return { name: tool, status: "fail", detail: e?.message ?? String(e), fix: "make setup" };
+  }
+}
+
+async function checkAws(tools: Tools): Promise<Check> {
+  const endpoint = ec2Endpoint();
+  const where = endpoint ? `endpoint ${endpoint}` : "AWS";
+  const region = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1";
+  const ec2 = tools.ec2();
+  try {
+    await ec2.checkCredentials();
+  } catch (e) {
+    const detail = e instanceof NoCredentialsError ? e.message : String((e as Error).message ?? e);
+    return { name: "aws", status: "warn", detail: `${detail}; the local target works without them`, fix: "export AWS_PROFILE=<profile> (or use --target local)" };
+  }
+  try {
+    const n = await ec2.ping(region, 5000);
+    return { name: "aws", status: "ok", detail: `credentials found; ${where} answers in ${region} (${n} regions)` };
+  } catch (e: any) {
+    return { name: "aws", status: "fail", detail: `${where} in ${region}: ${e?.name === "AbortError" || e?.name === "TimeoutError" ? "no answer within 5s" : e?.message ?? e}`, fix: endpoint ? "make services" : "check AWS_REGION and network access to EC2, or set AWS_ENDPOINT_URL" };
+  }
+}

@@ -1,0 +1,87 @@
+/** The validated, normalised pipeline that the rest of bake works from. Paths are absolute. */
+import type { SourcePosition } from "../errors.js";
+
+export type Layer = "base" | "service" | "release";
+
+export interface DebootstrapSpec {
+  suite: string;
+  variant?: string;
+  include: string[];
+  mirror?: string;
+}
+
+export interface RootfsSpec {
+  debootstrap?: DebootstrapSpec;
+  tar?: string;
+}
+
+export interface PortSpec {
+  hostIp: string;
+  /** undefined: Docker picks a free host port. */
+  hostPort?: number;
+  containerPort: number;
+  protocol: "tcp" | "udp";
+}
+
+export interface HealthSpec {
+  http?: string;
+  port?: number;
+  cmd?: string[];
+  interval: number;
+  timeout: number;
+  retries: number;
+}
+
+export interface RunContract {
+  ports: PortSpec[];
+  env: Record<string, string>;
+  passEnv: string[];
+  command?: string[];
+  health?: HealthSpec;
+}
+
+export interface ImageNode {
+  name: string;
+  layer: Layer;
+  parent?: string;
+  rootfs?: RootfsSpec;
+  from?: string;
+  dockerfile?: string;
+  context?: string;
+  args: Record<string, string>;
+  run?: RunContract;
+  position: SourcePosition;
+}
+
+export interface AmiNode {
+  name: string;
+  builder: "ebs" | "instance-store";
+  bundle?: { s3Bucket: string; accountId: string };
+  region: string;
+  copyTo: string[];
+  shareWith: string[];
+  source: { owners: string[]; name: string };
+  instanceType: string;
+  playbook: string;
+  preload: string[];
+  services: string[];
+  retention: { keep: number };
+  position: SourcePosition;
+}
+
+export interface BakeConfig {
+  /** bake.yml as the user named it (used in messages). */
+  file: string;
+  /** Folder of bake.yml: relative paths resolve against it. */
+  dir: string;
+  project: string;
+  /** host[:port][/path] without a trailing slash, or undefined for local only. */
+  registry?: string;
+  images: ImageNode[];
+  amis: AmiNode[];
+}
+
+/** `<registry>/<project>/<image>` or `<project>/<image>` without a registry. */
+export function imageRepository(config: Pick<BakeConfig, "project" | "registry">, name: string): string {
+  return config.registry ? `${config.registry}/${config.project}/${name}` : `${config.project}/${name}`;
+}

@@ -1,0 +1,113 @@
+/**
+ * The one source of bake.yml's shape: the validator (ajv) and schema/bake.schema.json are both
+ * generated from these TypeBox definitions, and the TypeScript types below come from them too.
+ */
+import { Type, type Static } from "@sinclair/typebox";
+
+const Scalar = Type.Union([Type.String(), Type.Number(), Type.Boolean()]);
+const StringMap = Type.Record(Type.String(), Scalar, { description: "NAME: value pairs" });
+const NonEmpty = Type.String({ minLength: 1 });
+
+export const DebootstrapSchema = Type.Object(
+  {
+    suite: Type.String({ minLength: 1, description: "Debian suite, e.g. bookworm" }),
+    variant: Type.Optional(Type.String({ minLength: 1, description: "debootstrap --variant, e.g. minbase" })),
+    include: Type.Optional(Type.Array(NonEmpty, { description: "extra packages (debootstrap --include)" })),
+    mirror: Type.Optional(Type.String({ minLength: 1, description: "Debian mirror URL; debootstrap's default when absent" })),
+  },
+  { additionalProperties: false },
+);
+
+export const RootfsSchema = Type.Object(
+  {
+    debootstrap: Type.Optional(DebootstrapSchema),
+    tar: Type.Optional(Type.String({ minLength: 1, description: "path to a rootfs tarball" })),
+  },
+  { additionalProperties: false, description: "exactly one of debootstrap | tar" },
+);
+
+export const HealthSchema = Type.Object(
+  {
+    http: Type.Optional(Type.String({ minLength: 1, description: "path probed with HTTP GET, e.g. /healthz" })),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    cmd: Type.Optional(Type.Array(NonEmpty, { minItems: 1, description: "command run inside the container" })),
+    interval: Type.Optional(Type.Integer({ minimum: 1, description: "seconds" })),
+    timeout: Type.Optional(Type.Integer({ minimum: 1, description: "seconds" })),
+    retries: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+);
+
+export const RunSchema = Type.Object(
+  {
+    ports: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Integer()]), { description: '"8080", "8080:80" or "127.0.0.1:8080:80"' })),
+    env: Type.Optional(StringMap),
+    pass_env: Type.Optional(Type.Array(NonEmpty, { description: "names read from the environment when the container starts" })),
+    command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+    health: Type.Optional(HealthSchema),
+  },
+  { additionalProperties: false, description: "the runtime contract shared by `bake up` and Ansible" },
+);
+
+export const ImageSchema = Type.Object(
+  {
+    parent: Type.Optional(NonEmpty),
+    rootfs: Type.Optional(RootfsSchema),
+    from: Type.Optional(Type.String({ minLength: 1, description: "an upstream image reference" })),
+    dockerfile: Type.Optional(NonEmpty),
+    context: Type.Optional(NonEmpty),
+    args: Type.Optional(StringMap),
+    run: Type.Optional(RunSchema),
+  },
+  { additionalProperties: false },
+);
+
+export const AmiSchema = Type.Object(
+  {
+    builder: Type.Union([Type.Literal("ebs"), Type.Literal("instance-store")]),
+    bundle: Type.Optional(
+      Type.Object(
+        { s3_bucket: NonEmpty, account_id: Type.Union([Type.String(), Type.Integer()]) },
+        { additionalProperties: false },
+      ),
+    ),
+    region: NonEmpty,
+    copy_to: Type.Optional(Type.Array(NonEmpty)),
+    share_with: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Integer()]))),
+    source: Type.Object(
+      { owners: Type.Array(Type.Union([Type.String(), Type.Integer()]), { minItems: 1 }), name: NonEmpty },
+      { additionalProperties: false },
+    ),
+    instance_type: NonEmpty,
+    playbook: NonEmpty,
+    preload: Type.Optional(Type.Array(NonEmpty)),
+    services: Type.Optional(Type.Array(NonEmpty)),
+    retention: Type.Optional(Type.Object({ keep: Type.Integer({ minimum: 1 }) }, { additionalProperties: false })),
+  },
+  { additionalProperties: false },
+);
+
+export const BakeFileSchema = Type.Object(
+  {
+    project: Type.String({ minLength: 1, description: "prefix of image repositories and AMI names" }),
+    registry: Type.Optional(Type.String({ description: "host[:port][/path]; empty = local only" })),
+    images: Type.Record(Type.String(), ImageSchema, { minProperties: 1 }),
+    amis: Type.Optional(Type.Record(Type.String(), AmiSchema)),
+  },
+  {
+    additionalProperties: false,
+    $id: "https://bake.dev/schema/bake.schema.json",
+    title: "bake.yml",
+    description: "A bake pipeline: container images (base → service → release) and AMIs.",
+  },
+);
+
+export type BakeFile = Static<typeof BakeFileSchema>;
+export type ImageEntry = Static<typeof ImageSchema>;
+export type AmiEntry = Static<typeof AmiSchema>;
+export type RunEntry = Static<typeof RunSchema>;
+
+/** The JSON Schema document written to schema/bake.schema.json. */
+export function jsonSchemaDocument(): Record<string, unknown> {
+  return { $schema: "http://json-schema.org/draft-07/schema#", ...JSON.parse(JSON.stringify(BakeFileSchema)) };
+}

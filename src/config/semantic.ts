@@ -1,0 +1,248 @@
+/**
+ * Checks that need more than the schema (names, parents, layers, cycles, files, ports, account
+ * ids) and produces the normalised BakeConfig. Reads the file system only to see that the
+ * files and folders bake.yml names exist.
+ */
+import { statSync } from "node:fs";
+import path from "node:path";
+import { isIP } from "node:net";
+import { ConfigError } from "../errors.js";
+import type { AmiEntry, BakeFile, ImageEntry, RunEntry } from "./schema.js";
+import type { AmiNode, BakeConfig, HealthSpec, ImageNode, Layer, PortSpec, RunContract } from "./model.js";
+import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
+import { findCycle } from "../graph/graph.js";
+
+/** One path component of a Docker repository name. */
+export const DOCKER_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const REGISTRY = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const REGION = /^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+$/;
+const ACCOUNT = /^\d{12}$/;
+const OWNER_ALIASES = new Set(["self", "amazon", "aws-marketplace", "aws-backup-vault"]);
+
+export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string): { config: BakeConfig; errors: ConfigError[] } {
+  const errors: ConfigError[] = [];
+  const err = (p: YamlPath, message: string, hint?: string, key = false) => errors.push(new ConfigError(map.locate(p, key), message, hint));
+
+  if (!DOCKER_NAME.test(raw.project)) {
+    err(["project"], `project "${raw.project}" is not a valid Docker repository name`, "use lower-case letters, digits and single . _ - between them, e.g. arcade");
+  }
+  let registry: string | undefined = raw.registry?.trim().replace(/\/+$/, "") || undefined;
+  if (registry && !REGISTRY.test(registry)) {
+    err(["registry"], `registry "${raw.registry}" is not host[:port][/path]`, "e.g. 127.0.0.1:5000 or registry.example.com/team; leave it empty for local only");
+    registry = undefined;
+  }
+
+  const imageEntries = Object.entries(raw.images);
+  const layers = new Map<string, Layer>();
+  for (const [name, img] of imageEntries) layers.set(name, img.run ? "release" : img.parent ? "service" : "base");
+
+  const images: ImageNode[] = [];
+  for (const [name, img] of imageEntries) {
+    const at: YamlPath = ["images", name];
+    if (!DOCKER_NAME.test(name)) err(at, `image name "${name}" is not a valid Docker repository name`, "use lower-case letters, digits and single . _ - between them", true);
+    const layer = layers.get(name)!;
+    images.push(checkImage(name, img, layer, layers, at, dir, map, err));
+  }
+
+  // Cycles among parents: report at the parent key of the first node on the cycle.
+  const cycle = findCycle(images.map((i) => ({ name: i.name, deps: i.parent && layers.has(i.parent) ? [i.parent] : [] })));
+  if (cycle) err(["images", cycle[0], "parent"], `images form a cycle: ${[...cycle, cycle[0]].join(" → ")}`, "a parent chain must end at a base image (one with rootfs: or from:)");
+
+  const amis: AmiNode[] = [];
+  for (const [name, ami] of Object.entries(raw.amis ?? {})) {
+    const at: YamlPath = ["amis", name];
+    if (!DOCKER_NAME.test(name)) err(at, `AMI name "${name}" is not valid`, "use lower-case letters, digits and single . _ - between them", true);
+    if (layers.has(name)) err(at, `"${name}" names both an image and an AMI`, "give the AMI a name of its own", true);
+    amis.push(checkAmi(name, ami, layers, at, dir, map, err));
+  }
+
+  errors.sort((a, b) => a.line - b.line || a.column - b.column);
+  return { config: { file: map.file, dir, project: raw.project, registry, images, amis }, errors };
+}
+
+type Report = (p: YamlPath, message: string, hint?: string, key?: boolean) => void;
+
+function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): ImageNode {
+  const node: ImageNode = { name, layer, parent: img.parent, args: {}, position: map.locate(at, true) };
+  if (img.parent === undefined) {
+    if (layer === "release") err([...at, "run"], `image "${name}" has run: but no parent`, "a release is built on a service image: add parent: <service>");
+    const sources = ["rootfs", "from"].filter((k) => (img as any)[k] !== undefined);
+    if (sources.length !== 1) {
+      err(at, `base image "${name}" needs exactly one of rootfs: or from:`, sources.length ? "keep one of them" : "add rootfs: { debootstrap: {...} } or from: <image>, or a parent:", true);
+    }
+  } else {
+    if (img.parent === name) err([...at, "parent"], `image "${name}" is its own parent`, "point parent: at another image");
+    else if (!layers.has(img.parent)) err([...at, "parent"], `parent "${img.parent}" of image "${name}" is not defined`, `define images.${img.parent}, or use one of: ${[...layers.keys()].join(", ")}`);
+    else {
+      const parentLayer = layers.get(img.parent)!;
+      if (parentLayer === "release") err([...at, "parent"], `parent "${img.parent}" of "${name}" is a release`, "releases are leaves: build on the service below it instead");
+      else if (layer === "release" && parentLayer !== "service") err([...at, "parent"], `release "${name}" must have a service as parent, but "${img.parent}" is a base`, "add a service layer between them, or remove run: to make this a service");
+    }
+    for (const k of ["rootfs", "from"] as const) if (img[k] !== undefined) err([...at, k], `image "${name}" has a parent, so it cannot also have ${k}:`, `remove ${k}: or parent:`, true);
+    if (img.dockerfile === undefined) err(at, `image "${name}" has a parent but no dockerfile:`, "services and releases are built from a Dockerfile: add dockerfile: path/to/Dockerfile", true);
+  }
+  if (img.rootfs) {
+    const kinds = Object.keys(img.rootfs);
+    if (kinds.length !== 1) err([...at, "rootfs"], `rootfs of "${name}" needs exactly one of debootstrap: or tar:`, kinds.length ? "keep one of them" : "add debootstrap: { suite: bookworm } or tar: path/to/rootfs.tar");
+    else if (img.rootfs.tar !== undefined) {
+      const tar = path.resolve(dir, img.rootfs.tar);
+      if (kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
+      node.rootfs = { tar };
+    } else if (img.rootfs.debootstrap) {
+      const d = img.rootfs.debootstrap;
+      if (!/^[a-z][a-z0-9-]*$/.test(d.suite)) err([...at, "rootfs", "debootstrap", "suite"], `debootstrap suite "${d.suite}" is not a suite name`, "e.g. bookworm");
+      if (d.mirror !== undefined && !/^(https?|file):\/\/\S+$/.test(d.mirror)) err([...at, "rootfs", "debootstrap", "mirror"], `mirror "${d.mirror}" is not an http(s):// or file:// URL`);
+      node.rootfs = { debootstrap: { suite: d.suite, variant: d.variant, include: [...(d.include ?? [])].sort(), mirror: d.mirror } };
+    }
+  }
+  if (img.from !== undefined) {
+    if (!/^[a-z0-9][a-zA-Z0-9._\-/:@]*$/.test(img.from) || /\s/.test(img.from)) err([...at, "from"], `from: "${img.from}" is not an image reference`, "e.g. debian:bookworm-slim or 127.0.0.1:5000/upstream/debian:12");
+    node.from = img.from;
+  }
+  if (img.dockerfile !== undefined) {
+    const file = path.resolve(dir, img.dockerfile);
+    if (kindOf(file) !== "file") err([...at, "dockerfile"], `Dockerfile ${img.dockerfile} does not exist`, `looked for ${file}`);
+    node.dockerfile = file;
+    node.context = path.dirname(file);
+  }
+  if (img.context !== undefined) {
+    const ctx = path.resolve(dir, img.context);
+    if (kindOf(ctx) !== "dir") err([...at, "context"], `build context ${img.context} is not a folder`, `looked for ${ctx}`);
+    if (img.dockerfile === undefined) err([...at, "context"], `image "${name}" has a context: but no dockerfile:`, "add dockerfile:, or remove context:", true);
+    node.context = ctx;
+  }
+  for (const [k, v] of Object.entries(img.args ?? {})) {
+    if (!ENV_NAME.test(k)) err([...at, "args", k], `build arg name "${k}" is not valid`, "use letters, digits and _, not starting with a digit", true);
+    if (k === "BAKE_PARENT") err([...at, "args", k], "BAKE_PARENT is set by bake to the parent's image id", "remove it from args:", true);
+    node.args[k] = String(v);
+  }
+  if (img.run) node.run = checkRun(img.run, [...at, "run"], err);
+  return node;
+}
+
+function checkRun(run: RunEntry, at: YamlPath, err: Report): RunContract {
+  const ports: PortSpec[] = [];
+  (run.ports ?? []).forEach((p, i) => {
+    const parsed = parsePort(String(p));
+    if (typeof parsed === "string") err([...at, "ports", i], `port "${p}" ${parsed}`, 'use "8080", "8080:80" or "127.0.0.1:8080:80" (optionally /udp)');
+    else ports.push(parsed);
+  });
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(run.env ?? {})) {
+    if (!ENV_NAME.test(k)) err([...at, "env", k], `environment variable name "${k}" is not valid`, "use letters, digits and _, not starting with a digit", true);
+    env[k] = String(v);
+  }
+  const passEnv = run.pass_env ?? [];
+  passEnv.forEach((n, i) => {
+    if (!ENV_NAME.test(n)) err([...at, "pass_env", i], `pass_env name "${n}" is not a valid environment variable name`, "use letters, digits and _, not starting with a digit");
+    else if (n in env) err([...at, "pass_env", i], `"${n}" is in both env: and pass_env:`, "keep it in one of them");
+  });
+  let health: HealthSpec | undefined;
+  if (run.health) {
+    const h = run.health;
+    if ((h.http === undefined) === (h.cmd === undefined)) err([...at, "health"], "health needs exactly one of http: or cmd:", "e.g. health: { http: /healthz, port: 8080 }");
+    if (h.http !== undefined && !h.http.startsWith("/")) err([...at, "health", "http"], `health path "${h.http}" must start with /`, `write /${h.http}`);
+    if (h.http !== undefined && h.port === undefined) err([...at, "health"], "an http health check needs port:", "add port: <the container port that serves it>");
+    health = { http: h.http, port: h.port, cmd: h.cmd, interval: h.interval ?? 5, timeout: h.timeout ?? 3, retries: h.retries ?? 10 };
+  }
+  return { ports, env, passEnv, command: run.command, health };
+}
+
+/** Docker's short port forms. Returns a reason string when the text is not one of them. */
+export function parsePort(text: string): PortSpec | string {
+  let spec = text.trim();
+  let protocol: "tcp" | "udp" = "tcp";
+  const slash = spec.lastIndexOf("/");
+  if (slash >= 0) {
+    const proto = spec.slice(slash + 1);
+    if (proto !== "tcp" && proto !== "udp") return `has an unknown protocol "${proto}"`;
+    protocol = proto;
+    spec = spec.slice(0, slash);
+  }
+  let hostIp = "127.0.0.1";
+  let rest = spec;
+  const ipv6 = /^\[([^\]]+)\]:(.*)$/.exec(spec);
+  if (ipv6) {
+    hostIp = ipv6[1];
+    rest = ipv6[2];
+  } else {
+    const parts = spec.split(":");
+    if (parts.length === 3) {
+      hostIp = parts[0];
+      rest = `${parts[1]}:${parts[2]}`;
+    } else if (parts.length > 3) return "has too many ':'";
+  }
+  if (!isIP(hostIp)) return `has an invalid address "${hostIp}"`;
+  const nums = rest.split(":");
+  const toPort = (s: string) => (/^\d{1,5}$/.test(s) && +s >= 1 && +s <= 65535 ? +s : undefined);
+  if (nums.length === 1) {
+    const c = toPort(nums[0]);
+    return c === undefined ? "is not a port between 1 and 65535" : { hostIp, containerPort: c, protocol };
+  }
+  const host = nums[0] === "" ? undefined : toPort(nums[0]);
+  const container = toPort(nums[1]);
+  if ((nums[0] !== "" && host === undefined) || container === undefined) return "is not a port between 1 and 65535";
+  return { hostIp, hostPort: host, containerPort: container, protocol };
+}
+
+function checkAmi(name: string, ami: AmiEntry, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): AmiNode {
+  const regionOk = (p: YamlPath, r: string) => {
+    if (!REGION.test(r)) err(p, `"${r}" is not an AWS region name`, "e.g. us-east-1 or eu-west-1");
+  };
+  regionOk([...at, "region"], ami.region);
+  (ami.copy_to ?? []).forEach((r, i) => regionOk([...at, "copy_to", i], r));
+  const account = (p: YamlPath, v: string | number, aliases: boolean) => {
+    const s = String(v);
+    if (ACCOUNT.test(s) || (aliases && OWNER_ALIASES.has(s))) return s;
+    const hint = typeof v === "number" ? "write account ids in quotes: YAML reads 0123… as a number and drops the leading zero" : `an AWS account id is 12 digits${aliases ? `, or one of ${[...OWNER_ALIASES].join(", ")}` : ""}`;
+    err(p, `"${s}" is not an AWS account id`, hint);
+    return s;
+  };
+  let bundle: AmiNode["bundle"];
+  if (ami.bundle) bundle = { s3Bucket: ami.bundle.s3_bucket, accountId: account([...at, "bundle", "account_id"], ami.bundle.account_id, false) };
+  if (ami.builder === "instance-store" && !ami.bundle) err([...at, "builder"], `AMI "${name}" is instance-store but has no bundle:`, "add bundle: { s3_bucket: ..., account_id: ... }");
+  if (ami.builder === "ebs" && ami.bundle) err([...at, "bundle"], `AMI "${name}" is ebs: bundle: applies only to instance-store`, "remove bundle:", true);
+  if (ami.bundle && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(ami.bundle.s3_bucket)) err([...at, "bundle", "s3_bucket"], `"${ami.bundle.s3_bucket}" is not a valid S3 bucket name`, "3-63 lower-case letters, digits, dots and hyphens");
+  const shareWith = (ami.share_with ?? []).map((v, i) => account([...at, "share_with", i], v, false));
+  const owners = ami.source.owners.map((v, i) => account([...at, "source", "owners", i], v, true));
+  if (!/^[a-z0-9]+[0-9]*[a-z]*\.[a-z0-9]+$/.test(ami.instance_type)) err([...at, "instance_type"], `"${ami.instance_type}" is not an EC2 instance type`, "e.g. t3.small or m3.medium");
+  const playbook = path.resolve(dir, ami.playbook);
+  if (kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
+  const preload = ami.preload ?? [];
+  preload.forEach((p, i) => {
+    if (!layers.has(p)) err([...at, "preload", i], `preload image "${p}" is not defined`, `use one of: ${[...layers.keys()].join(", ")}`);
+  });
+  const services = ami.services ?? [];
+  services.forEach((s, i) => {
+    const layer = layers.get(s);
+    if (!layer) err([...at, "services", i], `service "${s}" is not defined`, `define images.${s} with run:`);
+    else if (layer !== "release") err([...at, "services", i], `"${s}" is a ${layer} image, not a release`, "services: lists release images (those with run:)");
+  });
+  return {
+    name,
+    builder: ami.builder,
+    bundle,
+    region: ami.region,
+    copyTo: ami.copy_to ?? [],
+    shareWith,
+    source: { owners, name: ami.source.name },
+    instanceType: ami.instance_type,
+    playbook,
+    preload,
+    services,
+    retention: { keep: ami.retention?.keep ?? 5 },
+    position: map.locate(at, true),
+  };
+}
+
+function kindOf(p: string): "file" | "dir" | undefined {
+  try {
+    const s = statSync(p);
+    return s.isDirectory() ? "dir" : s.isFile() ? "file" : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export { dotted };

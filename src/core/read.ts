@@ -1,0 +1,103 @@
+/** The read step shared by commands: config → graph → input digests → state of the world → keys. */
+import { loadConfig } from "../config/load.js";
+import type { BakeConfig } from "../config/model.js";
+import { UsageError } from "../errors.js";
+import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
+import { readInputDigests } from "../graph/inputs.js";
+import { computeKeys, type InputDigests, type KeyResult, type SourceResolution, type Target } from "../graph/keys.js";
+import type { Known, WorldState } from "../plan/plan.js";
+import { describeDockerError, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
+import { NoCredentialsError, type AmiRecord, type Ec2Tool } from "../tools/ec2.js";
+
+export interface Tools {
+  docker: () => DockerTool;
+  ec2: () => Ec2Tool;
+}
+
+export interface Pipeline {
+  config: BakeConfig;
+  graph: Graph;
+  /** The selected nodes and their dependencies, in build order. */
+  nodes: GraphNode[];
+  inputs: Map<string, InputDigests>;
+  keys: Map<string, KeyResult>;
+  state: WorldState;
+  target: Target;
+}
+
+export async function readPipeline(options: { file: string; target: Target; nodes?: string[] }, tools: Tools): Promise<Pipeline> {
+  const config = await loadConfig(options.file);
+  const graph = buildGraph(config);
+  const { nodes, unknown } = selectWithDependencies(graph, options.nodes ?? []);
+  if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
+
+  const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
+  const [inputs, images, sources] = await Promise.all([
+    readInputDigests(config),
+    readImages(tools, config.project),
+    wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
+  ]);
+  const keys = computeKeys(graph, inputs, options.target, sources);
+  const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
+  return { config, graph, nodes, inputs, keys, state: { images, amis }, target: options.target };
+}
+
+async function readImages(tools: Tools, project: string): Promise<Known<BakeImageRecord[]>> {
+  let docker: DockerTool | undefined;
+  try {
+    docker = tools.docker();
+    return { ok: true, value: await docker.listBakeImages(project) };
+  } catch (e) {
+    return { ok: false, reason: describeDockerError(e, docker?.endpoint ?? "DOCKER_HOST") };
+  }
+}
+
+const NO_CREDENTIALS = "no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --target local)";
+
+async function resolveSources(tools: Tools, nodes: GraphNode[]): Promise<SourceResolution> {
+  const result: SourceResolution = { sourceAmi: new Map(), unresolved: new Map() };
+  const ec2 = tools.ec2();
+  try {
+    await ec2.checkCredentials();
+  } catch (e) {
+    for (const n of nodes) if (n.kind === "ami") result.unresolved.set(n.name, e instanceof NoCredentialsError ? NO_CREDENTIALS : awsReason(e));
+    return result;
+  }
+  await Promise.all(
+    nodes.map(async (n) => {
+      if (n.kind !== "ami") return;
+      const { region, source } = n.ami;
+      try {
+        const found = await ec2.findSourceAmi(region, source.owners, source.name);
+        if (found) result.sourceAmi.set(n.name, found.imageId);
+        else result.unresolved.set(n.name, `no source AMI in ${region} matches name ${source.name} from owners ${source.owners.join(", ")}`);
+      } catch (e) {
+        result.unresolved.set(n.name, awsReason(e));
+      }
+    }),
+  );
+  return result;
+}
+
+async function findAmis(tools: Tools, nodes: GraphNode[], keys: Map<string, KeyResult>): Promise<Map<string, Known<AmiRecord | undefined>>> {
+  const out = new Map<string, Known<AmiRecord | undefined>>();
+  const ec2 = tools.ec2();
+  await Promise.all(
+    nodes.map(async (n) => {
+      const key = keys.get(n.name)?.key;
+      if (n.kind !== "ami" || !key) return;
+      try {
+        out.set(n.name, { ok: true, value: await ec2.findAmiByKey(n.ami.region, key) });
+      } catch (e) {
+        out.set(n.name, { ok: false, reason: awsReason(e) });
+      }
+    }),
+  );
+  return out;
+}
+
+function awsReason(e: unknown): string {
+  const err = e as { name?: string; message?: string; code?: string };
+  if (err?.code === "ECONNREFUSED") return `AWS endpoint unreachable (${err.message})`;
+  return `AWS: ${err?.name && err.name !== "Error" ? `${err.name}: ` : ""}${err?.message ?? String(e)}`;
+}

@@ -1,0 +1,116 @@
+/**
+ * The files of a build context after `.dockerignore`, as Docker's classic builder sends them,
+ * and their digests. The same list feeds the bake key and the build's tar stream.
+ */
+import { createReadStream } from "node:fs";
+import { lstat, readFile, readdir, readlink } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import path from "node:path";
+import dockerignore from "@balena/dockerignore";
+import pLimit from "p-limit";
+
+// The package types declare an ES default export; at run time the CommonJS module.exports is it.
+const ignore = ((dockerignore as any).default ?? dockerignore) as unknown as (typeof dockerignore)["default"];
+
+export interface ContextEntry {
+  /** Posix path relative to the context root; folders end without a slash. */
+  path: string;
+  type: "file" | "dir" | "symlink";
+  executable: boolean;
+  size: number;
+  /** sha256 of the content (file) or of the link target (symlink). */
+  digest?: string;
+}
+
+export interface ContextListing {
+  root: string;
+  entries: ContextEntry[];
+  /** Entries that Docker always sends even when .dockerignore names them (Dockerfile, .dockerignore). */
+  alwaysSent: string[];
+}
+
+/** Parses a .dockerignore the way Docker's dockerignore.ReadAll does. */
+export function parseDockerignore(text: string): string[] {
+  const patterns: string[] = [];
+  for (const raw of text.split(/\r?\n/)) {
+    let line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    const negate = line.startsWith("!");
+    if (negate) line = line.slice(1).trim();
+    line = path.posix.normalize(line).replace(/^\/+/, "");
+    if (line === "" || line === ".") line = ".";
+    patterns.push(negate ? `!${line}` : line);
+  }
+  return patterns;
+}
+
+/** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
+export async function listContext(root: string, options: { dockerfile?: string } = {}): Promise<ContextListing> {
+  let patterns: string[] = [];
+  try {
+    patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
+  } catch (e: any) {
+    if (e?.code !== "ENOENT") throw e;
+  }
+  const matcher = ignore().add(patterns);
+  const hasExceptions = patterns.some((p) => p.startsWith("!"));
+  const entries: ContextEntry[] = [];
+  const walk = async (dirRel: string) => {
+    const names = (await readdir(path.join(root, dirRel))).sort(compareBytes);
+    for (const name of names) {
+      const rel = dirRel ? `${dirRel}/${name}` : name;
+      const st = await lstat(path.join(root, rel));
+      const ignored = patterns.length > 0 && matcher.ignores(rel);
+      if (st.isDirectory()) {
+        // An excluded folder is still walked when a `!` pattern might bring something back.
+        if (ignored && !hasExceptions) continue;
+        if (!ignored) entries.push({ path: rel, type: "dir", executable: false, size: 0 });
+        await walk(rel);
+      } else if (!ignored) {
+        if (st.isSymbolicLink()) entries.push({ path: rel, type: "symlink", executable: false, size: 0 });
+        else if (st.isFile()) entries.push({ path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size });
+      }
+    }
+  };
+  await walk("");
+  const limit = pLimit(16);
+  await Promise.all(
+    entries.map((e) =>
+      limit(async () => {
+        if (e.type === "file") e.digest = await hashFile(path.join(root, e.path));
+        else if (e.type === "symlink") e.digest = sha256(await readlink(path.join(root, e.path)));
+      }),
+    ),
+  );
+  const alwaysSent = [".dockerignore"];
+  if (options.dockerfile) {
+    const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");
+    if (!rel.startsWith("..")) alwaysSent.push(rel);
+  }
+  return { root, entries, alwaysSent };
+}
+
+/** One digest for a context: stable across machines (only the executable bit of the mode counts). */
+export function contextDigest(entries: readonly ContextEntry[]): string {
+  const h = createHash("sha256");
+  for (const e of entries) h.update(`${e.type}\0${e.path}\0${e.executable ? "x" : "-"}\0${e.digest ?? ""}\n`);
+  return h.digest("hex");
+}
+
+export function hashFile(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(file)
+      .on("error", reject)
+      .on("data", (chunk) => h.update(chunk))
+      .on("end", () => resolve(h.digest("hex")));
+  });
+}
+
+export function sha256(text: string | Buffer): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+function compareBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}

@@ -1,0 +1,101 @@
+/**
+ * Bake keys: sha256 over everything that decides a node's output. Pure: the digests of files
+ * are read elsewhere (inputs.ts) and passed in.
+ */
+import { createHash } from "node:crypto";
+import type { Graph } from "./graph.js";
+
+export const KEY_VERSION = "bake-key-v1";
+
+/** Named digests of a node's own inputs (without its dependencies' keys). */
+export type InputDigests = Record<string, string>;
+
+export type Target = "aws" | "local";
+
+export type KeyResult = { key: string; inputs: InputDigests } | { key: undefined; inputs: InputDigests; unknownBecause: string };
+
+/** What the world says about AMI sources: the resolved source AMI per AMI (aws target). */
+export interface SourceResolution {
+  sourceAmi: Map<string, string>;
+  /** Why a source could not be resolved, per AMI name. */
+  unresolved: Map<string, string>;
+}
+
+export function keyOf(components: InputDigests): string {
+  const h = createHash("sha256").update(`${KEY_VERSION}\n`);
+  for (const name of Object.keys(components).sort()) h.update(`${name}=${components[name]}\n`);
+  return h.digest("hex");
+}
+
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v));
+}
+
+export function digestOf(value: unknown): string {
+  return createHash("sha256").update(typeof value === "string" ? value : canonicalJson(value)).digest("hex");
+}
+
+/**
+ * Keys of every node in build order. An image's key folds in its parent's key; an AMI's key
+ * folds in the keys of its preloaded and service images and, on `aws`, the resolved source AMI
+ * id or, on `local`, the key of the base image it starts from.
+ */
+export function computeKeys(graph: Graph, own: Map<string, InputDigests>, target: Target, sources: SourceResolution): Map<string, KeyResult> {
+  const keys = new Map<string, KeyResult>();
+  for (const node of graph.order) {
+    const inputs: InputDigests = { ...own.get(node.name)! };
+    if (node.kind === "image") {
+      if (node.image.parent) {
+        const parent = keys.get(node.image.parent)!;
+        if (parent.key === undefined) {
+          keys.set(node.name, { key: undefined, inputs, unknownBecause: `parent ${node.image.parent} has no key` });
+          continue;
+        }
+        inputs.parent = parent.key;
+      }
+      keys.set(node.name, { key: keyOf(inputs), inputs });
+      continue;
+    }
+    const ami = node.ami;
+    inputs.target = target;
+    const missing: string[] = [];
+    for (const [field, names] of [["preload", ami.preload], ["services", ami.services]] as const) {
+      inputs[field] = names
+        .map((n) => {
+          const k = keys.get(n)?.key;
+          if (!k) missing.push(n);
+          return `${n}:${k ?? "?"}`;
+        })
+        .join(",");
+    }
+    if (missing.length) {
+      keys.set(node.name, { key: undefined, inputs, unknownBecause: `images without a key: ${missing.join(", ")}` });
+      continue;
+    }
+    if (target === "aws") {
+      const source = sources.sourceAmi.get(ami.name);
+      if (!source) {
+        keys.set(node.name, { key: undefined, inputs, unknownBecause: sources.unresolved.get(ami.name) ?? "source AMI not resolved" });
+        continue;
+      }
+      inputs.source = source;
+    } else {
+      const base = baseOf(graph, ami.preload[0] ?? ami.services[0]);
+      if (base) inputs.source = `${base}:${keys.get(base)!.key}`;
+    }
+    keys.set(node.name, { key: keyOf(inputs), inputs });
+  }
+  return keys;
+}
+
+/** The base image at the bottom of an image's parent chain. */
+export function baseOf(graph: Graph, image: string | undefined): string | undefined {
+  let name = image;
+  while (name) {
+    const node = graph.byName.get(name);
+    if (!node || node.kind !== "image") return undefined;
+    if (!node.image.parent) return name;
+    name = node.image.parent;
+  }
+  return undefined;
+}

@@ -1,0 +1,103 @@
+/**
+ * The plan: for every node in build order, its key, whether it is cached or will build, and
+ * why. Pure: the state of the world comes in as data.
+ */
+import type { GraphNode } from "../graph/graph.js";
+import type { InputDigests, KeyResult, Target } from "../graph/keys.js";
+import type { BakeImageRecord } from "../tools/docker.js";
+import type { AmiRecord } from "../tools/ec2.js";
+import type { Layer } from "../config/model.js";
+
+export type Status = "cached" | "build" | "unknown";
+
+export interface PlanEntry {
+  name: string;
+  kind: "image" | "ami";
+  layer: Layer | "ami";
+  key: string | null;
+  status: Status;
+  reason: string;
+  deps: string[];
+  /** The image id or AMI id that makes this node cached. */
+  existing?: string;
+}
+
+export type Known<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+export interface WorldState {
+  /** Images labelled with the project, from the engine. */
+  images: Known<BakeImageRecord[]>;
+  /** On the aws target: the AMI carrying each AMI node's key, per AMI name. */
+  amis: Map<string, Known<AmiRecord | undefined>>;
+}
+
+const INPUT_WORDS: Record<string, string> = {
+  context: "build context",
+  dockerfile: "Dockerfile",
+  args: "build args",
+  rootfs: "rootfs spec",
+  from: "upstream image",
+  parent: "parent image",
+  spec: "AMI settings",
+  playbook: "playbook or roles",
+  preload: "preloaded images",
+  services: "service images",
+  source: "source image",
+  target: "target",
+};
+
+export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, state: WorldState, target: Target): PlanEntry[] {
+  const entries = new Map<string, PlanEntry>();
+  for (const node of nodes) {
+    const k = keys.get(node.name)!;
+    const base: Omit<PlanEntry, "status" | "reason"> = {
+      name: node.name,
+      kind: node.kind,
+      layer: node.kind === "image" ? node.image.layer : "ami",
+      key: k.key ?? null,
+      deps: node.deps,
+    };
+    const entry = (status: Status, reason: string, existing?: string): PlanEntry => ({ ...base, status, reason, ...(existing ? { existing } : {}) });
+    if (k.key === undefined) {
+      entries.set(node.name, entry("unknown", `key unknown: ${k.unknownBecause}`));
+      continue;
+    }
+    const depsBuilding = node.deps.filter((d) => entries.get(d)?.status === "build");
+    if (node.kind === "ami" && target === "aws") {
+      const found = state.amis.get(node.name);
+      if (!found || !found.ok) entries.set(node.name, entry("unknown", found ? found.reason : "AMIs not looked up"));
+      else if (found.value) entries.set(node.name, entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId));
+      else entries.set(node.name, entry("build", depsBuilding.length ? `${depsBuilding.join(", ")} will build` : `no AMI in ${node.ami.region} is tagged with this key`));
+      continue;
+    }
+    if (!state.images.ok) {
+      entries.set(node.name, entry("unknown", state.images.reason));
+      continue;
+    }
+    const mine = state.images.value.filter((r) => r.node === node.name);
+    const hit = mine.find((r) => r.key === k.key);
+    if (hit) {
+      entries.set(node.name, entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id));
+      continue;
+    }
+    const previous = [...mine].sort((a, b) => b.created - a.created)[0];
+    entries.set(node.name, entry("build", buildReason(previous, k.inputs, depsBuilding)));
+  }
+  return nodes.map((n) => entries.get(n.name)!);
+}
+
+function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests, depsBuilding: string[]): string {
+  if (!previous) return depsBuilding.length ? `never built; ${depsBuilding.join(", ")} will build first` : "never built";
+  const changed = changedInputs(previous.inputs, inputs);
+  const since = `since ${previous.key.slice(0, 12)}`;
+  if (!changed) return `changed ${since}`;
+  return `${changed.map((c) => INPUT_WORDS[c] ?? c).join(", ")} changed ${since}`;
+}
+
+/** Names of the inputs that differ, or undefined when the previous inputs are not known. */
+export function changedInputs(previous: InputDigests | undefined, current: InputDigests): string[] | undefined {
+  if (!previous) return undefined;
+  const names = [...new Set([...Object.keys(previous), ...Object.keys(current)])].sort();
+  const changed = names.filter((n) => previous[n] !== current[n]);
+  return changed.length ? changed : undefined;
+}

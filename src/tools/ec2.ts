@@ -1,0 +1,75 @@
+/** The only module that talks to EC2 (@aws-sdk/client-ec2, loaded on first use). */
+import { BakeError } from "../errors.js";
+
+export interface AmiRecord {
+  imageId: string;
+  name: string;
+  created: string;
+  tags: Record<string, string>;
+}
+
+export interface Ec2Tool {
+  /** Resolves credentials from the SDK's default chain; throws NoCredentialsError when there are none. */
+  checkCredentials(): Promise<void>;
+  /** One cheap call (DescribeRegions) that proves endpoint and credentials work; returns the region count. */
+  ping(region: string, timeoutMs: number): Promise<number>;
+  /** The newest image matching owners and a name pattern, or undefined. */
+  findSourceAmi(region: string, owners: string[], name: string): Promise<AmiRecord | undefined>;
+  /** The AMI tagged bake:key=<key> in that region, or undefined. */
+  findAmiByKey(region: string, key: string): Promise<AmiRecord | undefined>;
+}
+
+export class NoCredentialsError extends BakeError {}
+
+export function ec2Endpoint(env = process.env): string | undefined {
+  return env.AWS_ENDPOINT_URL_EC2 || env.AWS_ENDPOINT_URL || undefined;
+}
+
+export function connectEc2(): Ec2Tool {
+  // bake supports Node 20 (PRODUCT.md); the SDK's notice about its own future support policy
+  // would otherwise land in every command's stderr.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+  const clients = new Map<string, Promise<any>>();
+  const client = (region: string) => {
+    if (!clients.has(region)) clients.set(region, import("@aws-sdk/client-ec2").then((sdk) => ({ sdk, ec2: new sdk.EC2Client({ region, maxAttempts: 2 }) })));
+    return clients.get(region)!;
+  };
+  const translate = (e: any): never => {
+    if (e?.name === "CredentialsProviderError" || /Could not load credentials/i.test(e?.message ?? "")) {
+      throw new NoCredentialsError("no AWS credentials found (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role)", { cause: e });
+    }
+    throw e;
+  };
+  const describe = async (region: string, input: any): Promise<AmiRecord[]> => {
+    const { sdk, ec2 } = await client(region);
+    const out = await ec2.send(new sdk.DescribeImagesCommand(input)).catch(translate);
+    return (out.Images ?? []).map((i: any) => ({
+      imageId: i.ImageId,
+      name: i.Name ?? "",
+      created: i.CreationDate ?? "",
+      tags: Object.fromEntries((i.Tags ?? []).map((t: any) => [t.Key, t.Value])),
+    }));
+  };
+  return {
+    async checkCredentials() {
+      const { ec2 } = await client(process.env.AWS_REGION || "us-east-1");
+      await ec2.config.credentials().catch(translate);
+    },
+    async ping(region, timeoutMs) {
+      const { sdk, ec2 } = await client(region);
+      const out = await ec2.send(new sdk.DescribeRegionsCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) }).catch(translate);
+      return (out.Regions ?? []).length;
+    },
+    async findSourceAmi(region, owners, name) {
+      const images = await describe(region, { Owners: owners, Filters: [{ Name: "name", Values: [name] }, { Name: "state", Values: ["available"] }] });
+      return newest(images);
+    },
+    async findAmiByKey(region, key) {
+      return newest(await describe(region, { Owners: ["self"], Filters: [{ Name: "tag:bake:key", Values: [key] }] }));
+    },
+  };
+}
+
+export function newest(images: AmiRecord[]): AmiRecord | undefined {
+  return [...images].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1))[0];
+}
