@@ -5,18 +5,14 @@ import { hideBin } from "yargs/helpers";
 import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
 import type { Tools } from "./core/read.js";
 import type { Target } from "./graph/keys.js";
+import { connectDocker } from "./tools/docker.js";
+import { connectEc2 } from "./tools/ec2.js";
 
+// Both tools load their SDKs on first use, so a command pays only for what it touches.
 const tools: Tools = {
-  docker: () => lazy.docker!(),
-  ec2: () => lazy.ec2!(),
+  docker: () => connectDocker({ timeoutMs: 10_000 }),
+  ec2: () => connectEc2(),
 };
-const lazy: { docker?: Tools["docker"]; ec2?: Tools["ec2"] } = {};
-
-async function loadTools(): Promise<void> {
-  const [docker, ec2] = await Promise.all([import("./tools/docker.js"), import("./tools/ec2.js")]);
-  lazy.docker = () => docker.connectDocker({ timeoutMs: 10_000 });
-  lazy.ec2 = () => ec2.connectEc2();
-}
 
 const stdout = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
 
@@ -37,7 +33,6 @@ export async function main(argv: string[]): Promise<number> {
           .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
           .option("target", { choices: ["aws", "local"] as const, default: "aws" as const, describe: "where AMIs are baked" }),
       async (args) => {
-        await loadTools();
         const { planCommand } = await import("./commands/plan.js");
         await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json }, tools, stdout);
       },
@@ -47,7 +42,6 @@ export async function main(argv: string[]): Promise<number> {
       "check docker, registry, packer, ansible and AWS; one fix per problem",
       (y) => y,
       async (args) => {
-        await loadTools();
         const { doctorCommand } = await import("./commands/doctor.js");
         const checks = await doctorCommand({ file: args.file, json: args.json }, tools, stdout);
         if (checks.some((c) => c.status === "fail")) code = EXIT.failed;

@@ -96,7 +96,6 @@ export const BakeFileSchema = Type.Object(
   },
   {
     additionalProperties: false,
-    $id: "https://bake.dev/schema/bake.schema.json",
     title: "bake.yml",
     description: "A bake pipeline: container images (base → service → release) and AMIs.",
   },

@@ -1,5 +1,6 @@
 /** The only module that talks to the Docker engine (through dockerode). */
-import Docker from "dockerode";
+import { createRequire } from "node:module";
+import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
 
 export const LABEL = {
@@ -32,8 +33,14 @@ export function dockerEndpoint(env = process.env): string {
   return env.DOCKER_HOST || "unix:///var/run/docker.sock";
 }
 
+/** dockerode is loaded on first connect: commands that fail before reaching the engine skip its cost. */
+export function loadDockerode(): typeof Docker {
+  return createRequire(import.meta.url)("dockerode") as typeof Docker;
+}
+
 export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool {
-  const docker = new Docker({ timeout: options.timeoutMs } as Docker.DockerOptions);
+  const Dockerode = loadDockerode();
+  const docker = new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions);
   const endpoint = dockerEndpoint();
   return {
     endpoint,

@@ -1,0 +1,56 @@
+/** Helpers for tests: run the real CLI, make temporary pipelines. */
+import { execa } from "execa";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const CLI = path.join(ROOT, "dist/src/cli.js");
+
+/** Environment for test runs: no AWS credentials, no instance metadata probes, plain output. */
+export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    AWS_ACCESS_KEY_ID: undefined,
+    AWS_SECRET_ACCESS_KEY: undefined,
+    AWS_PROFILE: undefined,
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: "/nonexistent",
+    AWS_SHARED_CREDENTIALS_FILE: "/nonexistent",
+    CI: "true",
+    NO_COLOR: "1",
+    ...extra,
+  };
+}
+
+export interface BakeRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function bake(args: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Promise<BakeRun> {
+  const r = await execa(process.execPath, [CLI, ...args], { cwd: options.cwd, env: testEnv(options.env), extendEnv: true, reject: false, timeout: 300_000 });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** Writes files (path → content; a `->target` content makes a symlink) into a new temp folder. */
+export function tempTree(files: Record<string, string>, prefix = "bake-test-"): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  writeTree(dir, files);
+  return dir;
+}
+
+export function writeTree(dir: string, files: Record<string, string>): void {
+  for (const [rel, content] of Object.entries(files)) {
+    const file = path.join(dir, rel);
+    mkdirSync(path.dirname(file), { recursive: true });
+    if (content.startsWith("->")) symlinkSync(content.slice(2), file);
+    else if (rel.endsWith("/")) mkdirSync(file, { recursive: true });
+    else writeFileSync(file, content);
+  }
+}
+
+export function removeTree(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
