@@ -1,0 +1,182 @@
+/** Bake keys: stable for the same inputs; a changed input changes its node and those above it only. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { chmodSync, writeFileSync, appendFileSync, utimesSync } from "node:fs";
+import path from "node:path";
+import { parseConfig } from "../../src/config/load.js";
+import { buildGraph } from "../../src/graph/graph.js";
+import { readInputDigests } from "../../src/graph/inputs.js";
+import { computeKeys, type Target } from "../../src/graph/keys.js";
+import { listContext } from "../../src/graph/context-files.js";
+import { tempTree, writeTree } from "../helpers/bake.js";
+
+const PIPELINE = `
+project: keys
+images:
+  base:
+    rootfs: { tar: rootfs.tar }
+  svc:
+    parent: base
+    dockerfile: svc/Dockerfile
+    args: { A: "1" }
+  rel:
+    parent: svc
+    context: rel
+    dockerfile: rel/Dockerfile
+    run: { ports: ["8080"] }
+  other:
+    parent: base
+    dockerfile: other/Dockerfile
+amis:
+  host:
+    builder: ebs
+    region: us-east-1
+    source: { owners: ["136693071363"], name: "debian-12-*" }
+    instance_type: t3.small
+    playbook: ansible/host.yml
+    preload: [base]
+    services: [rel]
+`;
+
+const FILES: Record<string, string> = {
+  "bake.yml": PIPELINE,
+  "rootfs.tar": "rootfs bytes",
+  "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /svc\n",
+  "svc/app.py": "print('svc')\n",
+  "rel/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /rel\n",
+  "rel/.dockerignore": "*.log\nbuild/**\n!build/keep.txt\n",
+  "rel/main.py": "print('rel')\n",
+  "rel/debug.log": "noise\n",
+  "rel/build/out.o": "obj\n",
+  "rel/build/keep.txt": "kept\n",
+  "rel/pkg/mod.py": "x = 1\n",
+  "other/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+  "ansible/host.yml": "- hosts: all\n  roles: [web]\n",
+  "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n",
+  "ansible/roles/unused/tasks/main.yml": "- ansible.builtin.debug: { msg: unused }\n",
+};
+
+async function keysOf(dir: string, target: Target = "local", env: Record<string, string> = {}): Promise<Record<string, string>> {
+  const { readFileSync } = await import("node:fs");
+  const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, env);
+  const graph = buildGraph(config);
+  const keys = computeKeys(graph, await readInputDigests(config), target, { sourceAmi: new Map([["host", "ami-0123"]]), unresolved: new Map() });
+  return Object.fromEntries([...keys].map(([n, k]) => [n, k.key ?? "unknown"]));
+}
+
+function changedNodes(a: Record<string, string>, b: Record<string, string>): string[] {
+  return Object.keys(a).filter((n) => a[n] !== b[n]).sort();
+}
+
+test("the same tree gives the same keys, in another folder and another file order", async () => {
+  const one = tempTree(FILES);
+  const reversed = Object.fromEntries(Object.entries(FILES).reverse());
+  const two = tempTree(reversed);
+  const a = await keysOf(one);
+  assert.equal(a, await keysOf(two));
+  assert.equal(a, await keysOf(one));
+  for (const k of Object.values(a)) assert.match(k, /^[0-9a-f]{64}$/);
+});
+
+const EDITS: [string, (dir: string) => void, string[]][] = [
+  ["a file of the rel context", (d) => appendFileSync(path.join(d, "rel/main.py"), "#\n"), ["host", "rel"]],
+  ["a new file in the rel context", (d) => writeFileSync(path.join(d, "rel/pkg/new.py"), ""), ["host", "rel"]],
+  ["the exception under an ignored folder", (d) => appendFileSync(path.join(d, "rel/build/keep.txt"), "!"), ["host", "rel"]],
+  ["rel's .dockerignore", (d) => appendFileSync(path.join(d, "rel/.dockerignore"), "pkg\n"), ["host", "rel"]],
+  ["svc's Dockerfile", (d) => appendFileSync(path.join(d, "svc/Dockerfile"), "RUN true\n"), ["host", "rel", "svc"]],
+  ["a file of svc's context", (d) => appendFileSync(path.join(d, "svc/app.py"), "#\n"), ["host", "rel", "svc"]],
+  ["svc's args", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace('A: "1"', 'A: "2"')), ["host", "rel", "svc"]],
+  ["the rootfs tarball", (d) => appendFileSync(path.join(d, "rootfs.tar"), "more"), ["base", "host", "other", "rel", "svc"]],
+  ["other's Dockerfile", (d) => appendFileSync(path.join(d, "other/Dockerfile"), "RUN true\n"), ["other"]],
+  ["the playbook", (d) => appendFileSync(path.join(d, "ansible/host.yml"), "# note\n"), ["host"]],
+  ["a file of a role the playbook uses", (d) => writeTree(d, { "ansible/roles/web/defaults/main.yml": "a: 1\n" }), ["host"]],
+  ["the executable bit of a context file", (d) => chmodSync(path.join(d, "rel/main.py"), 0o755), ["host", "rel"]],
+  ["the AMI's instance type", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("t3.small", "t3.large")), ["host"]],
+];
+
+for (const [what, edit, expected] of EDITS) {
+  test(`changing ${what} changes the keys of ${expected.join(", ")} and nothing else`, async () => {
+    const dir = tempTree(FILES);
+    const before = await keysOf(dir);
+    edit(dir);
+    assert.equal(changedNodes(before, await keysOf(dir)), expected);
+  });
+}
+
+const NO_OPS: [string, (dir: string) => void][] = [
+  ["an ignored file", (d) => appendFileSync(path.join(d, "rel/debug.log"), "more noise\n")],
+  ["a new file in an ignored folder", (d) => writeFileSync(path.join(d, "rel/build/new.o"), "obj")],
+  ["a role the playbook does not use", (d) => appendFileSync(path.join(d, "ansible/roles/unused/tasks/main.yml"), "# x\n")],
+  ["group-write permission (umask)", (d) => chmodSync(path.join(d, "rel/main.py"), 0o664)],
+  ["a file's modification time", (d) => utimesSync(path.join(d, "rel/main.py"), new Date(0), new Date(0))],
+  ["a file beside bake.yml outside any context", (d) => writeFileSync(path.join(d, "NOTES.md"), "notes")],
+  ["retention (not an output)", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("services: [rel]", "services: [rel]\n    retention: { keep: 9 }"))],
+];
+
+for (const [what, edit] of NO_OPS) {
+  test(`changing ${what} changes no key`, async () => {
+    const dir = tempTree(FILES);
+    const before = await keysOf(dir);
+    edit(dir);
+    assert.equal(changedNodes(before, await keysOf(dir)), []);
+  });
+}
+
+test("the AMI key depends on the target and, on aws, on the source AMI", async () => {
+  const dir = tempTree(FILES);
+  const local = await keysOf(dir, "local");
+  const aws = await keysOf(dir, "aws");
+  assert.is.not(local.host, aws.host);
+  assert.is(local.rel, aws.rel);
+  const { readFileSync } = await import("node:fs");
+  const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, {});
+  const graph = buildGraph(config);
+  const inputs = await readInputDigests(config);
+  const withSource = (id: string) => computeKeys(graph, inputs, "aws", { sourceAmi: new Map([["host", id]]), unresolved: new Map() }).get("host")!.key;
+  assert.is.not(withSource("ami-0123"), withSource("ami-0456"));
+  const unknown = computeKeys(graph, inputs, "aws", { sourceAmi: new Map(), unresolved: new Map([["host", "no AWS credentials"]]) }).get("host")!;
+  assert.is(unknown.key, undefined);
+  assert.is((unknown as any).unknownBecause, "no AWS credentials");
+});
+
+test("the context listing follows .dockerignore: **, nested paths, ! exceptions", async () => {
+  const dir = tempTree({
+    ".dockerignore": "# comment\n**/*.tmp\ndocs\nsrc/gen/*\n!src/gen/keep.ts\n/abs.txt\nnested/deep/file.txt\n*.md\n!README.md\nDockerfile\n",
+    Dockerfile: "FROM x\n",
+    "README.md": "r",
+    "CHANGES.md": "c",
+    "a.tmp": "t",
+    "src/b.tmp": "t",
+    "src/index.ts": "i",
+    "src/gen/x.ts": "x",
+    "src/gen/keep.ts": "k",
+    "docs/guide.txt": "g",
+    "abs.txt": "a",
+    "nested/deep/file.txt": "n",
+    "nested/deep/other.txt": "o",
+    "nested/docs/x.md": "m",
+    "link": "->src/index.ts",
+  });
+  const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
+  assert.equal(
+    listing.entries.map((e) => e.path),
+    [".dockerignore", "README.md", "link", "nested", "nested/deep", "nested/deep/other.txt", "nested/docs", "nested/docs/x.md", "src", "src/gen", "src/gen/keep.ts", "src/index.ts"],
+  );
+  assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
+});
+
+test("hashing streams large files (a 64 MiB file costs far less than 64 MiB of memory)", async () => {
+  const dir = tempTree({ "Dockerfile": "FROM x\n" });
+  const { openSync, writeSync, closeSync } = await import("node:fs");
+  const fd = openSync(path.join(dir, "big.bin"), "w");
+  const chunk = Buffer.alloc(1 << 20, 7);
+  for (let i = 0; i < 64; i++) writeSync(fd, chunk);
+  closeSync(fd);
+  const before = process.memoryUsage().rss;
+  const listing = await listContext(dir);
+  const grown = process.memoryUsage().rss - before;
+  assert.is(listing.entries.find((e) => e.path === "big.bin")?.size, 64 << 20);
+  assert.ok(grown < 48 << 20, `rss grew by ${grown >> 20} MiB`);
+});
+
+test.run();

@@ -1,0 +1,122 @@
+/** Graph order and levels, and the pure plan: statuses and reasons from a given state. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { parseConfig } from "../../src/config/load.js";
+import { buildGraph, findCycle, selectWithDependencies } from "../../src/graph/graph.js";
+import { computeKeys, keyOf } from "../../src/graph/keys.js";
+import { assemblePlan, changedInputs, type WorldState } from "../../src/plan/plan.js";
+import { planJson } from "../../src/commands/plan.js";
+import type { BakeImageRecord } from "../../src/tools/docker.js";
+import { tempTree } from "../helpers/bake.js";
+
+const dir = tempTree({ "r.tar": "x", "d/Dockerfile": "FROM x\n", "p.yml": "- hosts: all\n" });
+const config = parseConfig(
+  `project: p
+images:
+  zeta: { rootfs: { tar: r.tar } }
+  alpha: { rootfs: { tar: r.tar } }
+  svc: { parent: zeta, dockerfile: d/Dockerfile }
+  rel: { parent: svc, dockerfile: d/Dockerfile, run: { command: [x] } }
+  rel2: { parent: svc, dockerfile: d/Dockerfile, run: { command: [x] } }
+  side: { parent: alpha, dockerfile: d/Dockerfile }
+amis:
+  host:
+    builder: ebs
+    region: us-east-1
+    source: { owners: [self], name: x }
+    instance_type: t3.small
+    playbook: p.yml
+    preload: [zeta]
+    services: [rel]
+`,
+  "bake.yml",
+  dir,
+  {},
+);
+const graph = buildGraph(config);
+const own = new Map(graph.order.map((n) => [n.name, { kind: n.kind, self: n.name }]));
+const localKeys = computeKeys(graph, own, "local", { sourceAmi: new Map(), unresolved: new Map() });
+const key = (n: string) => localKeys.get(n)!.key!;
+const record = (node: string, k: string, created = 1, inputs?: Record<string, string>): BakeImageRecord => ({ id: `sha256:${node}${created}`, tags: [`p/${node}:${k.slice(0, 12)}`], node, key: k, created, inputs });
+const state = (images: BakeImageRecord[]): WorldState => ({ images: { ok: true, value: images }, amis: new Map() });
+
+test("build order: dependencies first, by level, then kind, then name", () => {
+  assert.equal(graph.order.map((n) => n.name), ["alpha", "zeta", "side", "svc", "rel", "rel2", "host"]);
+  assert.equal(graph.levels.map((l) => l.map((n) => n.name)), [["alpha", "zeta"], ["side", "svc"], ["rel", "rel2"], ["host"]]);
+});
+
+test("selecting nodes brings their dependencies, in build order", () => {
+  assert.equal(selectWithDependencies(graph, ["rel"]).nodes.map((n) => n.name), ["zeta", "svc", "rel"]);
+  assert.equal(selectWithDependencies(graph, ["host", "side"]).nodes.map((n) => n.name), ["alpha", "zeta", "side", "svc", "rel", "host"]);
+  assert.equal(selectWithDependencies(graph, ["nope"]).unknown, ["nope"]);
+});
+
+test("findCycle names the cycle", () => {
+  assert.equal(findCycle([{ name: "a", deps: ["b"] }, { name: "b", deps: ["c"] }, { name: "c", deps: ["a"] }]), ["a", "b", "c"]);
+  assert.is(findCycle([{ name: "a", deps: ["b"] }, { name: "b", deps: [] }]), undefined);
+});
+
+test("nothing built: everything builds, with its reason", () => {
+  const plan = assemblePlan(graph.order, localKeys, state([]), "local");
+  assert.equal(plan.map((e) => [e.name, e.status, e.reason]), [
+    ["alpha", "build", "never built"],
+    ["zeta", "build", "never built"],
+    ["side", "build", "never built; alpha will build first"],
+    ["svc", "build", "never built; zeta will build first"],
+    ["rel", "build", "never built; svc will build first"],
+    ["rel2", "build", "never built; svc will build first"],
+    ["host", "build", "never built; zeta, rel will build first"],
+  ]);
+});
+
+test("everything present: everything cached, naming the image", () => {
+  const plan = assemblePlan(graph.order, localKeys, state(graph.order.map((n) => record(n.name, key(n.name)))), "local");
+  assert.ok(plan.every((e) => e.status === "cached"), planJson(plan));
+  assert.is(plan.find((e) => e.name === "svc")!.reason, `image p/svc:${key("svc").slice(0, 12)} has this key`);
+  assert.is(plan.find((e) => e.name === "svc")!.existing, "sha256:svc1");
+});
+
+test("a changed input is named against the newest earlier build", () => {
+  const old = { kind: "image", self: "svc", dockerfile: "d1", context: "c1", parent: key("zeta") };
+  const now = { ...old, context: "c2" };
+  const keys = new Map(localKeys);
+  keys.set("svc", { key: keyOf(now), inputs: now });
+  const images = [...graph.order.filter((n) => n.name !== "svc").map((n) => record(n.name, key(n.name))), record("svc", "0".repeat(64), 1, { ...old, dockerfile: "d0" }), record("svc", "a".repeat(64), 2, old)];
+  const plan = assemblePlan(graph.order, keys, state(images), "local");
+  assert.equal(plan.find((e) => e.name === "svc")!.reason, "build context changed since aaaaaaaaaaaa");
+  assert.is(plan.find((e) => e.name === "svc")!.status, "build");
+});
+
+test("engine unreachable: the graph and keys are still shown, every status unknown with why", () => {
+  const plan = assemblePlan(graph.order, localKeys, { images: { ok: false, reason: "docker engine unreachable at unix:///x.sock (ENOENT)" }, amis: new Map() }, "local");
+  assert.ok(plan.every((e) => e.status === "unknown" && e.key && /unreachable/.test(e.reason)));
+});
+
+test("aws target: an AMI without a known source has an unknown key and says why", () => {
+  const keys = computeKeys(graph, own, "aws", { sourceAmi: new Map(), unresolved: new Map([["host", "no AWS credentials"]]) });
+  const plan = assemblePlan(graph.order, keys, state([]), "aws");
+  const host = plan.find((e) => e.name === "host")!;
+  assert.equal([host.key, host.status, host.reason], [null, "unknown", "key unknown: no AWS credentials"]);
+});
+
+test("aws target: an AMI carrying the key is cached", () => {
+  const keys = computeKeys(graph, own, "aws", { sourceAmi: new Map([["host", "ami-1"]]), unresolved: new Map() });
+  const amis = new Map([["host", { ok: true as const, value: { imageId: "ami-0abc", name: "p-host", created: "", tags: {} } }]]);
+  const plan = assemblePlan(graph.order, keys, { images: { ok: true, value: [] }, amis }, "aws");
+  assert.equal(plan.find((e) => e.name === "host")!.status, "cached");
+  assert.match(plan.find((e) => e.name === "host")!.reason, /ami-0abc in us-east-1/);
+});
+
+test("plan --json has exactly the contract's fields", () => {
+  const parsed = JSON.parse(planJson(assemblePlan(graph.order, localKeys, state([]), "local")));
+  assert.equal(Object.keys(parsed), ["nodes"]);
+  assert.equal(Object.keys(parsed.nodes[0]), ["name", "kind", "layer", "key", "status", "reason"]);
+  assert.equal(parsed.nodes.at(-1).kind, "ami");
+});
+
+test("changedInputs", () => {
+  assert.equal(changedInputs({ a: "1", b: "2" }, { a: "1", b: "3", c: "4" }), ["b", "c"]);
+  assert.is(changedInputs(undefined, { a: "1" }), undefined);
+});
+
+test.run();
