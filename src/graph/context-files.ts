@@ -64,8 +64,10 @@ export async function listContext(root: string, options: { dockerfile?: string }
       if (st.isDirectory()) {
         // An excluded folder is still walked when a `!` pattern might bring something back.
         if (ignored && !hasExceptions) continue;
-        if (!ignored) entries.push({ path: rel, type: "dir", executable: false, size: 0 });
+        const at = entries.length;
         await walk(rel);
+        // A folder that is itself excluded still arrives when something inside it is kept.
+        if (!ignored || entries.length > at) entries.splice(at, 0, { path: rel, type: "dir", executable: false, size: 0 });
       } else if (!ignored) {
         if (st.isSymbolicLink()) entries.push({ path: rel, type: "symlink", executable: false, size: 0 });
         else if (st.isFile()) entries.push({ path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size });

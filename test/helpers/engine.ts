@@ -1,0 +1,50 @@
+/** Real-engine helpers: a busybox rootfs tarball (fast base), image lookups, cleanup. */
+import { execa } from "execa";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, copyFileSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createRequire } from "node:module";
+import type Docker from "dockerode";
+import { ROOT } from "./bake.js";
+
+export const docker: Docker = new (createRequire(import.meta.url)("dockerode"))();
+
+const CACHE = path.join(ROOT, ".bake", "test-cache");
+
+/** A rootfs tarball holding busybox and its applets: imports and runs in about a second. */
+export async function busyboxRootfs(): Promise<string> {
+  const tar = path.join(CACHE, "busybox-rootfs.tar");
+  if (existsSync(tar)) return tar;
+  mkdirSync(CACHE, { recursive: true });
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-busybox-"));
+  for (const d of ["bin", "tmp", "etc", "root"]) mkdirSync(path.join(dir, d));
+  copyFileSync("/bin/busybox", path.join(dir, "bin/busybox"));
+  const { stdout } = await execa("/bin/busybox", ["--list"]);
+  for (const applet of stdout.split("\n").filter((a) => a && a !== "busybox")) symlinkSync("busybox", path.join(dir, "bin", applet));
+  const partial = `${tar}.${process.pid}`;
+  await execa("tar", ["--numeric-owner", "--owner=0", "--group=0", "--mtime=@0", "--sort=name", "-C", dir, "-cf", partial, "."]);
+  await execa("mv", [partial, tar]);
+  rmSync(dir, { recursive: true, force: true });
+  return tar;
+}
+
+/** An image made from the busybox rootfs with `docker import`, for tests that need a plain base. */
+export async function busyboxImage(ref = "bake-test/busybox:latest"): Promise<string> {
+  const existing = await docker.getImage(ref).inspect().catch(() => undefined);
+  if (existing) return existing.Id;
+  await execa("sh", ["-c", `docker import - ${ref} < "${await busyboxRootfs()}"`]);
+  return (await docker.getImage(ref).inspect()).Id;
+}
+
+export async function imagesOfProject(project: string): Promise<Docker.ImageInfo[]> {
+  return docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
+}
+
+/** Removes every image labelled with the project (tests use a project name of their own). */
+export async function removeProject(project: string): Promise<void> {
+  for (const img of await imagesOfProject(project)) await docker.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+}
+
+export function uniqueProject(prefix: string): string {
+  return `${prefix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+}

@@ -1,0 +1,42 @@
+/** `bake doctor` against the real services: one line per check, a fix for each failure. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { bake, ROOT } from "../helpers/bake.js";
+import { motoEnv } from "../helpers/moto.js";
+
+const env = { ...motoEnv, BAKE_REGISTRY: "127.0.0.1:5000" };
+
+test("all services up: every check ok, exit 0", async () => {
+  const r = await bake(["doctor"], { cwd: ROOT, env });
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  for (const name of ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "aws"]) assert.match(r.stdout, new RegExp(`^ok\\s+${name}`, "m"));
+  assert.match(r.stdout, /registry\s+127\.0\.0\.1:5000 answers/);
+  assert.match(r.stdout, /packer\s+1\.\d+\.\d+/);
+  assert.match(r.stdout, /endpoint http:\/\/localhost:5001 answers in us-east-1/);
+});
+
+test("--json gives the checks as data", async () => {
+  const r = await bake(["doctor", "--json"], { cwd: ROOT, env });
+  const checks = JSON.parse(r.stdout).checks as { name: string; status: string }[];
+  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "aws"]);
+});
+
+test("engine and registry down, no packer, no credentials: each failure says how to fix it, exit 1", async () => {
+  const bin = mkdtempSync(path.join(tmpdir(), "bake-path-"));
+  symlinkSync("/usr/bin/ansible-playbook", path.join(bin, "ansible-playbook"));
+  const r = await bake(["doctor"], {
+    cwd: ROOT,
+    env: { DOCKER_HOST: "unix:///tmp/no-engine.sock", BAKE_REGISTRY: "127.0.0.1:5999", PATH: bin },
+  });
+  assert.is(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /^FAIL\s+docker engine\s+docker engine unreachable at unix:\/\/\/tmp\/no-engine\.sock.*\n\s+fix: make services/m);
+  assert.match(r.stdout, /^FAIL\s+registry\s+127\.0\.0\.1:5999 unreachable.*\n\s+fix: make services/m);
+  assert.match(r.stdout, /^FAIL\s+packer\s+packer is not installed: run make setup\n\s+fix: make setup/m);
+  assert.match(r.stdout, /^warn\s+aws\s+no AWS credentials.*\n\s+fix: export AWS_PROFILE/m);
+  assert.match(r.stdout, /^ok\s+ansible-playbook/m);
+});
+
+test.run();
