@@ -2,7 +2,7 @@
 /** bake's command line: yargs definitions, and the one place errors become exit codes. */
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
+import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
 import type { Tools } from "./core/read.js";
 import type { Target } from "./graph/keys.js";
 import { connectDocker } from "./tools/docker.js";
@@ -15,6 +15,35 @@ const tools: Tools = {
 };
 
 const stdout = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+const stderr = (text: string) => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`);
+
+/**
+ * Runs a command with an AbortSignal that SIGINT/SIGTERM trigger. The command cleans up and
+ * throws InterruptedError (exit 130); a second signal exits at once.
+ */
+async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let count = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    count += 1;
+    if (count > 1) process.exit(EXIT.interrupted);
+    process.stderr.write(`\n${sig}: stopping and cleaning up (again to force)\n`);
+    controller.abort(new InterruptedError(sig));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const result = await fn(controller.signal);
+    if (controller.signal.aborted) throw new InterruptedError();
+    return result;
+  } catch (e) {
+    if (controller.signal.aborted) throw new InterruptedError();
+    throw e;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
 
 export async function main(argv: string[]): Promise<number> {
   let verbose = argv.includes("--verbose");
@@ -35,6 +64,29 @@ export async function main(argv: string[]): Promise<number> {
       async (args) => {
         const { planCommand } = await import("./commands/plan.js");
         await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json }, tools, stdout);
+      },
+    )
+    .command(
+      "build [nodes..]",
+      "build container images (and their parents); nothing whose key exists is built again",
+      (y) =>
+        y
+          .positional("nodes", { type: "string", array: true, describe: "only these images (and their parents)" })
+          .option("push", { type: "boolean", default: false, describe: "push every image to the registry and record digests" })
+          .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
+          .option("no-cache", { type: "boolean", default: false, describe: "rebuild even when the key exists, without the engine's layer cache" })
+          .option("concurrency", { type: "number", default: 2, describe: "images built at once" })
+          .option("tag", { type: "string", array: true, default: [] as string[], describe: "extra moving tag, applied after the whole run succeeded" }),
+      async (args) => {
+        const { buildCommand } = await import("./commands/build.js");
+        await withInterrupt((signal) =>
+          buildCommand(
+            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], push: args.push, pull: args.pull, noCache: args["no-cache"], concurrency: args.concurrency, tags: args.tag as string[], json: args.json, signal },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
       },
     )
     .command(

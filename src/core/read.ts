@@ -3,10 +3,11 @@ import { loadConfig } from "../config/load.js";
 import type { BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
 import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
-import { readInputDigests } from "../graph/inputs.js";
+import { readInputs } from "../graph/inputs.js";
+import type { ContextListing } from "../graph/context-files.js";
 import { computeKeys, type InputDigests, type KeyResult, type SourceResolution, type Target } from "../graph/keys.js";
 import type { Known, WorldState } from "../plan/plan.js";
-import { describeDockerError, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
+import { describeDockerError, repositoryOf, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
 import { NoCredentialsError, type AmiRecord, type Ec2Tool } from "../tools/ec2.js";
 
 export interface Tools {
@@ -20,26 +21,69 @@ export interface Pipeline {
   /** The selected nodes and their dependencies, in build order. */
   nodes: GraphNode[];
   inputs: Map<string, InputDigests>;
+  listings: Map<string, ContextListing>;
   keys: Map<string, KeyResult>;
   state: WorldState;
   target: Target;
 }
 
-export async function readPipeline(options: { file: string; target: Target; nodes?: string[] }, tools: Tools): Promise<Pipeline> {
+export interface ReadOptions {
+  file: string;
+  target: Target;
+  nodes?: string[];
+  /** Ask the registry for the current digest of every `from:` image, even one present locally. */
+  pull?: boolean;
+}
+
+export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
   const graph = buildGraph(config);
   const { nodes, unknown } = selectWithDependencies(graph, options.nodes ?? []);
   if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
-  const [inputs, images, sources] = await Promise.all([
-    readInputDigests(config),
+  const [{ digests: inputs, listings }, images, sources] = await Promise.all([
+    readInputs(config),
     readImages(tools, config.project),
     wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
-  const keys = computeKeys(graph, inputs, options.target, sources);
+  const unreadable = await resolveUpstreams(tools, config, inputs, images.ok, options.pull ?? false);
+  const keys = computeKeys(graph, inputs, options.target, sources, unreadable);
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
-  return { config, graph, nodes, inputs, keys, state: { images, amis }, target: options.target };
+  return { config, graph, nodes, inputs, listings, keys, state: { images, amis }, target: options.target };
+}
+
+/**
+ * Pins every `from:` image to a digest (inputs.from becomes `ref@sha256:…`): the local image's
+ * digest, or the registry's when it is not local or `pull` is set.
+ */
+async function resolveUpstreams(tools: Tools, config: BakeConfig, inputs: Map<string, InputDigests>, engineUp: boolean, pull: boolean): Promise<Map<string, string>> {
+  const unreadable = new Map<string, string>();
+  const fromNodes = config.images.filter((i) => i.from);
+  if (!fromNodes.length) return unreadable;
+  if (!engineUp) {
+    for (const n of fromNodes) unreadable.set(n.name, `digest of ${n.from} unknown: the docker engine is unreachable`);
+    return unreadable;
+  }
+  const docker = tools.docker();
+  await Promise.all(
+    fromNodes.map(async (n) => {
+      const ref = n.from!;
+      try {
+        let digest: string | undefined;
+        if (!pull) {
+          const local = await docker.inspectImage(ref);
+          digest = local?.repoDigests.find((d) => d.startsWith(`${repositoryOf(ref)}@`))?.split("@")[1];
+        }
+        digest ??= await docker.distributionDigest(ref);
+        if (digest) inputs.get(n.name)!.from = `${ref}@${digest}`;
+        else unreadable.set(n.name, `upstream image ${ref} not found locally or in its registry`);
+      } catch (e) {
+        unreadable.set(n.name, `digest of ${ref} unknown: ${(e as Error).message}`);
+      }
+    }),
+  );
+  return unreadable;
 }
 
 async function readImages(tools: Tools, project: string): Promise<Known<BakeImageRecord[]>> {

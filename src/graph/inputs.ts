@@ -3,19 +3,30 @@ import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
-import { contextDigest, hashFile, listContext, sha256 } from "./context-files.js";
+import { contextDigest, hashFile, listContext, sha256, type ContextListing } from "./context-files.js";
 import { digestOf, type InputDigests } from "./keys.js";
 
-export async function readInputDigests(config: BakeConfig): Promise<Map<string, InputDigests>> {
-  const out = new Map<string, InputDigests>();
-  await Promise.all([
-    ...config.images.map(async (img) => out.set(img.name, await imageInputs(img))),
-    ...config.amis.map(async (ami) => out.set(ami.name, await amiInputs(ami, config.dir))),
-  ]);
-  return out;
+export interface ReadInputs {
+  digests: Map<string, InputDigests>;
+  /** The build context of every image with a Dockerfile: the build sends exactly these files. */
+  listings: Map<string, ContextListing>;
 }
 
-export async function imageInputs(img: ImageNode): Promise<InputDigests> {
+export async function readInputs(config: BakeConfig): Promise<ReadInputs> {
+  const digests = new Map<string, InputDigests>();
+  const listings = new Map<string, ContextListing>();
+  await Promise.all([
+    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings))),
+    ...config.amis.map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
+  ]);
+  return { digests, listings };
+}
+
+export async function readInputDigests(config: BakeConfig): Promise<Map<string, InputDigests>> {
+  return (await readInputs(config)).digests;
+}
+
+export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
   if (img.rootfs?.debootstrap) inputs.rootfs = digestOf({ debootstrap: img.rootfs.debootstrap });
   if (img.rootfs?.tar) inputs.rootfs = `tar:${await hashFile(img.rootfs.tar)}`;
@@ -23,6 +34,7 @@ export async function imageInputs(img: ImageNode): Promise<InputDigests> {
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
     const listing = await listContext(img.context!, { dockerfile: img.dockerfile });
+    listings?.set(img.name, listing);
     inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);
   }

@@ -40,10 +40,22 @@ export function digestOf(value: unknown): string {
  * folds in the keys of its preloaded and service images and, on `aws`, the resolved source AMI
  * id or, on `local`, the key of the base image it starts from.
  */
-export function computeKeys(graph: Graph, own: Map<string, InputDigests>, target: Target, sources: SourceResolution): Map<string, KeyResult> {
+export function computeKeys(
+  graph: Graph,
+  own: Map<string, InputDigests>,
+  target: Target,
+  sources: SourceResolution,
+  /** Nodes with an input that could not be read (an upstream image's digest), and why. */
+  unreadable: Map<string, string> = new Map(),
+): Map<string, KeyResult> {
   const keys = new Map<string, KeyResult>();
   for (const node of graph.order) {
     const inputs: InputDigests = { ...own.get(node.name)! };
+    const why = unreadable.get(node.name);
+    if (why) {
+      keys.set(node.name, { key: undefined, inputs, unknownBecause: why });
+      continue;
+    }
     if (node.kind === "image") {
       if (node.image.parent) {
         const parent = keys.get(node.image.parent)!;

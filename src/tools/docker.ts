@@ -1,7 +1,13 @@
 /** The only module that talks to the Docker engine (through dockerode). */
 import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+import type { Readable } from "node:stream";
 import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
+import { BakeError } from "../errors.js";
+import { BuildProgress, JsonLines, pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
 
 export const LABEL = {
   project: "bake.project",
@@ -9,6 +15,7 @@ export const LABEL = {
   key: "bake.key",
   parent: "bake.parent",
   inputs: "bake.inputs",
+  rootfs: "bake.rootfs",
 } as const;
 
 /** An image bake built, as the engine reports it. */
@@ -21,12 +28,56 @@ export interface BakeImageRecord {
   created: number;
 }
 
+export interface BuildRequest {
+  context: Readable;
+  /** Path of the Dockerfile inside the context tar. */
+  dockerfile: string;
+  tags: string[];
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  noCache: boolean;
+  signal?: AbortSignal;
+  onLine?: (line: string) => void;
+}
+
+export interface RegistryAuth {
+  username?: string;
+  password?: string;
+  identitytoken?: string;
+  serveraddress: string;
+}
+
 export interface DockerTool {
   /** Where the engine is, for messages. */
   readonly endpoint: string;
   ping(): Promise<{ version: string; apiVersion: string }>;
   /** Every image labelled with this project: one query to the engine. */
   listBakeImages(project: string): Promise<BakeImageRecord[]>;
+  /** The image's id and labels, or undefined when the engine does not have it. */
+  inspectImage(ref: string): Promise<{ id: string; labels: Record<string, string>; repoDigests: string[]; size: number } | undefined>;
+  /** Imports a rootfs tar stream as an image; returns its id. */
+  importRootfs(tar: Readable, ref: { repo: string; tag: string }, labels: Record<string, string>, signal?: AbortSignal): Promise<string>;
+  /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
+  build(request: BuildRequest): Promise<string>;
+  tag(id: string, repo: string, tag: string): Promise<void>;
+  /** Pushes repo:tag; returns the manifest digest. */
+  push(repo: string, tag: string, signal?: AbortSignal, onLine?: (line: string) => void): Promise<string>;
+  /** Pulls a reference; returns false when the registry does not have it. */
+  pull(ref: string, signal?: AbortSignal, onLine?: (line: string) => void): Promise<boolean>;
+  /** The registry's manifest digest for a reference, without pulling (the engine asks the registry). */
+  distributionDigest(ref: string): Promise<string | undefined>;
+  removeImage(ref: string): Promise<void>;
+}
+
+/** A failure the engine reported inside a build's progress stream. */
+export class BuildStreamError extends BakeError {
+  constructor(
+    message: string,
+    readonly step: string | undefined,
+    readonly tail: string[],
+  ) {
+    super(message);
+  }
 }
 
 export function dockerEndpoint(env = process.env): string {
@@ -41,7 +92,30 @@ export function loadDockerode(): typeof Docker {
 export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool {
   const Dockerode = loadDockerode();
   const docker = new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions);
+  // Builds, pulls and pushes are long: no socket timeout on them.
+  const longDocker = new Dockerode();
   const endpoint = dockerEndpoint();
+  const follow = async (stream: NodeJS.ReadableStream, onMessage: (m: StreamMessage) => void, signal?: AbortSignal) => {
+    const lines = new JsonLines();
+    await new Promise<void>((resolve, reject) => {
+      const abort = () => {
+        (stream as Readable).destroy?.();
+        reject(signal?.reason ?? new Error("aborted"));
+      };
+      if (signal?.aborted) return abort();
+      signal?.addEventListener("abort", abort, { once: true });
+      stream.on("data", (chunk: Buffer) => lines.push(chunk).forEach(onMessage));
+      stream.on("end", () => {
+        lines.end().forEach(onMessage);
+        signal?.removeEventListener("abort", abort);
+        resolve();
+      });
+      stream.on("error", (e) => {
+        signal?.removeEventListener("abort", abort);
+        reject(e);
+      });
+    });
+  };
   return {
     endpoint,
     async ping() {
@@ -51,6 +125,95 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     async listBakeImages(project) {
       const images = await docker.listImages({ filters: JSON.stringify({ label: [`${LABEL.project}=${project}`] }) });
       return images.map((img) => toRecord(img.Id, img.RepoTags ?? [], img.Labels ?? {}, img.Created));
+    },
+    async inspectImage(ref) {
+      try {
+        const i = await docker.getImage(ref).inspect();
+        return { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
+      } catch (e: any) {
+        if (e?.statusCode === 404) return undefined;
+        throw e;
+      }
+    },
+    async importRootfs(tar, ref, labels, signal) {
+      const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
+      const stream = (await longDocker.importImage(tar as any, { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any)) as unknown as NodeJS.ReadableStream;
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => messages.push(m), signal);
+      const error = streamError(messages);
+      if (error) throw new BakeError(`importing the rootfs failed: ${error}`);
+      const found = await this.inspectImage(`${ref.repo}:${ref.tag}`);
+      if (!found) throw new BakeError(`importing the rootfs produced no image ${ref.repo}:${ref.tag}`);
+      return found.id;
+    },
+    async build(request) {
+      const stream: NodeJS.ReadableStream = await (longDocker.buildImage as any)(request.context, {
+        t: request.tags,
+        dockerfile: request.dockerfile,
+        buildargs: request.buildArgs,
+        labels: request.labels,
+        nocache: request.noCache,
+        rm: true,
+        forcerm: true,
+        abortSignal: request.signal,
+      } as any);
+      const progress = new BuildProgress();
+      await follow(stream, (m) => progress.accept(m).forEach((l) => request.onLine?.(l)), request.signal);
+      if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
+      if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+      return progress.imageId.startsWith("sha256:") ? progress.imageId : (await this.inspectImage(progress.imageId))!.id;
+    },
+    async tag(id, repo, tag) {
+      await docker.getImage(id).tag({ repo, tag });
+    },
+    async push(repo, tag, signal, onLine) {
+      const auth = registryAuth(repo.split("/")[0]);
+      const stream: NodeJS.ReadableStream = await (longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: repo.split("/")[0] }, abortSignal: signal } as any);
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => {
+        messages.push(m);
+        if (m.status && onLine) onLine(`${m.id ? `${m.id}: ` : ""}${m.status}`);
+      }, signal);
+      const error = streamError(messages);
+      if (error) throw new BakeError(`pushing ${repo}:${tag} failed: ${error}`);
+      const digest = pushDigest(messages);
+      if (!digest) throw new BakeError(`pushing ${repo}:${tag} reported no digest`);
+      return digest;
+    },
+    async pull(ref, signal, onLine) {
+      const auth = registryAuth(ref.split("/")[0]);
+      let stream: NodeJS.ReadableStream;
+      try {
+        stream = await longDocker.pull(ref, { authconfig: auth, abortSignal: signal } as any);
+      } catch (e: any) {
+        if (e?.statusCode === 404) return false;
+        throw e;
+      }
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => {
+        messages.push(m);
+        if (m.status && onLine && !m.progress) onLine(`${m.id ? `${m.id}: ` : ""}${m.status}`);
+      }, signal);
+      const error = streamError(messages);
+      if (error) {
+        if (/not found|manifest unknown/i.test(error)) return false;
+        throw new BakeError(`pulling ${ref} failed: ${error}`);
+      }
+      return true;
+    },
+    async distributionDigest(ref) {
+      try {
+        const info: any = await (docker.getImage(ref) as any).distribution({ authconfig: registryAuth(ref.split("/")[0]) });
+        return info?.Descriptor?.digest;
+      } catch (e: any) {
+        if (e?.statusCode === 404 || e?.statusCode === 401 || e?.statusCode === 403) return undefined;
+        throw e;
+      }
+    },
+    async removeImage(ref) {
+      await docker.getImage(ref).remove({ force: true }).catch((e: any) => {
+        if (e?.statusCode !== 404) throw e;
+      });
     },
   };
 }
@@ -63,6 +226,35 @@ export function toRecord(id: string, tags: string[], labels: Record<string, stri
     inputs = undefined;
   }
   return { id, tags: tags.filter((t) => t !== "<none>:<none>"), node: labels[LABEL.node] ?? "", key: labels[LABEL.key] ?? "", inputs, created };
+}
+
+/** Credentials for a registry host from the Docker config file (DOCKER_CONFIG or ~/.docker). */
+export function registryAuth(host: string, env = process.env): RegistryAuth | undefined {
+  const file = path.join(env.DOCKER_CONFIG || path.join(homedir(), ".docker"), "config.json");
+  let config: any;
+  try {
+    config = JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return undefined;
+  }
+  const entry = config?.auths?.[host] ?? config?.auths?.[`https://${host}`] ?? config?.auths?.[`http://${host}`];
+  if (!entry) return undefined;
+  if (entry.identitytoken) return { identitytoken: entry.identitytoken, serveraddress: host };
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1), serveraddress: host };
+  }
+  if (entry.username) return { username: entry.username, password: entry.password, serveraddress: host };
+  return undefined;
+}
+
+/** `host:5000/a/b:tag` → `host:5000/a/b`; a digest reference loses its digest. */
+export function repositoryOf(ref: string): string {
+  const noDigest = ref.split("@")[0];
+  const slash = noDigest.lastIndexOf("/");
+  const colon = noDigest.lastIndexOf(":");
+  return colon > slash ? noDigest.slice(0, colon) : noDigest;
 }
 
 /** Explains an engine connection failure in one line. */

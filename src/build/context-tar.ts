@@ -1,0 +1,71 @@
+/**
+ * The build context as a tar stream, from the same listing the key was computed from. Files are
+ * streamed one after another, so memory does not grow with the context. Modes, owners and times
+ * are normalised the way the key sees them, so the same key sends the same bytes.
+ */
+import { createReadStream, existsSync, readFileSync, readlinkSync } from "node:fs";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import tar from "tar-stream";
+import type { ContextListing } from "../graph/context-files.js";
+
+/** Where bake puts the Dockerfile it sends (the user's, plus one LABEL instruction). */
+export const SENT_DOCKERFILE = ".bake.Dockerfile";
+
+const MTIME = new Date("2000-01-01T00:00:00Z");
+
+/**
+ * `labels` are appended to the Dockerfile as one LABEL instruction (the engine's `labels`
+ * parameter would add one instruction, and one container, per label). That Dockerfile travels
+ * as `.bake.Dockerfile`, named in the sent `.dockerignore` so that the engine drops it before
+ * COPY sees it, as the docker CLI does for a Dockerfile from outside the context. The user's
+ * own Dockerfile stays in the context untouched.
+ */
+export function contextTar(listing: ContextListing, dockerfile: string, labels: Record<string, string> = {}, signal?: AbortSignal): { stream: Readable; dockerfilePath: string } {
+  const pack = tar.pack();
+  const common = { uid: 0, gid: 0, uname: "", gname: "", mtime: MTIME };
+  const addFile = (name: string, abs: string, size: number, mode: number) =>
+    new Promise<void>((resolve, reject) => {
+      const entry = pack.entry({ ...common, name, size, mode, type: "file" }, (err) => (err ? reject(err) : resolve()));
+      const source = createReadStream(abs);
+      source.on("error", (e) => {
+        entry.destroy(e);
+        reject(e);
+      });
+      source.pipe(entry);
+    });
+  const dockerfileText = withLabels(readFileSync(dockerfile, "utf8"), labels);
+  const ignorePath = path.join(listing.root, ".dockerignore");
+  const ignoreText = existsSync(ignorePath) ? `${readFileSync(ignorePath, "utf8").replace(/\n*$/, "\n")}${SENT_DOCKERFILE}\n` : `${SENT_DOCKERFILE}\n.dockerignore\n`;
+  (async () => {
+    for (const e of listing.entries) {
+      if (signal?.aborted) throw signal.reason ?? new Error("aborted");
+      const abs = path.join(listing.root, e.path);
+      if (e.path === ".dockerignore" || e.path === SENT_DOCKERFILE) continue;
+      if (e.type === "dir") pack.entry({ ...common, name: e.path, type: "directory", mode: 0o755 });
+      else if (e.type === "symlink") pack.entry({ ...common, name: e.path, type: "symlink", linkname: readlinkSync(abs), mode: 0o777 });
+      else await addFile(e.path, abs, e.size, e.executable ? 0o755 : 0o644);
+    }
+    pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
+    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, dockerfileText);
+    pack.finalize();
+  })().catch((e) => pack.destroy(e));
+  return { stream: pack as unknown as Readable, dockerfilePath: SENT_DOCKERFILE };
+}
+
+/** Appends one LABEL instruction carrying every label (values JSON-quoted). */
+export function withLabels(dockerfile: string, labels: Record<string, string>): string {
+  const pairs = Object.keys(labels)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}=${JSON.stringify(labels[k])}`);
+  if (!pairs.length) return dockerfile;
+  return `${dockerfile.replace(/\n*$/, "\n")}LABEL ${pairs.join(" \\\n      ")}\n`;
+}
+
+/** An empty context holding only a generated Dockerfile (a base without one of its own). */
+export function dockerfileOnlyTar(text: string, labels: Record<string, string> = {}): { stream: Readable; dockerfilePath: string } {
+  const pack = tar.pack();
+  pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, labels));
+  pack.finalize();
+  return { stream: pack as unknown as Readable, dockerfilePath: "Dockerfile" };
+}

@@ -1,0 +1,217 @@
+/**
+ * Walks the plan's image nodes with listr2: each node waits for its parent, then takes one of
+ * `concurrency` slots to reuse (cached), pull (from the registry, by key) or build it. Nothing
+ * here decides what to build: the plan did. Moving tags move only after every node succeeded.
+ */
+import pLimit from "p-limit";
+import type { ImageNode } from "../config/model.js";
+import { imageRepository } from "../config/model.js";
+import type { Pipeline } from "../core/read.js";
+import { BakeError, BuildFailedError, InterruptedError } from "../errors.js";
+import type { PlanEntry } from "../plan/plan.js";
+import { BuildStreamError, LABEL, type DockerTool } from "../tools/docker.js";
+import type { GitInfo } from "../tools/git.js";
+import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
+import type { RunLogs } from "./logs.js";
+import { baseParentId, type StepReport } from "./rootfs.js";
+
+export type NodeAction = "cached" | "pulled" | "built";
+
+export interface ImageResult {
+  name: string;
+  key: string;
+  id: string;
+  repo: string;
+  action: NodeAction;
+  tags: string[];
+  digest?: string;
+  seconds: number;
+}
+
+export interface BuildOptions {
+  noCache: boolean;
+  push: boolean;
+  concurrency: number;
+  /** Moving tags besides `latest`, applied after the whole run succeeded. */
+  tags: string[];
+  signal: AbortSignal;
+  /** Renderer: listr2's default on a TTY, plain lines in CI or when stderr is not a TTY. */
+  plain: boolean;
+}
+
+export const KEY_TAG_LENGTH = 12;
+
+export function imageLabels(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
+  const inputs = pipeline.keys.get(node.name)!.inputs;
+  const labels: Record<string, string> = {
+    [LABEL.project]: pipeline.config.project,
+    [LABEL.node]: node.name,
+    [LABEL.key]: entry.key!,
+    [LABEL.parent]: inputs.parent ?? inputs.rootfs ?? inputs.from ?? "",
+    [LABEL.inputs]: JSON.stringify(inputs),
+    "org.opencontainers.image.title": `${pipeline.config.project}/${node.name}`,
+    "org.opencontainers.image.created": now.toISOString(),
+  };
+  if (git.revision) labels["org.opencontainers.image.revision"] = git.revision;
+  if (git.source) labels["org.opencontainers.image.source"] = git.source;
+  return labels;
+}
+
+export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: GitInfo, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
+  const { Listr, ListrLogger, ProcessOutput } = await import("listr2");
+  const images = plan.filter((e) => e.kind === "image");
+  const results = new Map<string, ImageResult>();
+  const finished = new Map<string, Promise<ImageResult>>();
+  const settle = new Map<string, { resolve: (r: ImageResult) => void; reject: (e: unknown) => void }>();
+  for (const e of images) {
+    const p = new Promise<ImageResult>((resolve, reject) => settle.set(e.name, { resolve, reject }));
+    p.catch(() => undefined);
+    finished.set(e.name, p);
+  }
+  const limit = pLimit(Math.max(1, options.concurrency));
+  const failures: BuildFailedError[] = [];
+  const now = new Date();
+
+  const tasks = images.map((entry) => ({
+    title: entry.name,
+    task: async (_ctx: unknown, task: any) => {
+      const node = pipeline.graph.byName.get(entry.name)! as { kind: "image"; image: ImageNode };
+      const done = settle.get(entry.name)!;
+      try {
+        for (const dep of entry.deps) {
+          if (!finished.has(dep)) continue;
+          task.title = `${entry.name}: waiting for ${dep}`;
+          await finished.get(dep)!.catch(() => {
+            throw new SkippedError(`${entry.name}: not built because ${dep} failed`);
+          });
+        }
+        const result = await limit(() => {
+          if (options.signal.aborted) throw new InterruptedError();
+          const report: StepReport = {
+            step: (text) => {
+              task.title = `${entry.name}: ${text}`;
+              logs.line(entry.name, `== ${text}`);
+            },
+            line: (text) => {
+              // Plain output shows the instructions; a terminal shows the latest line of each node.
+              if (!options.plain || /^Step \d+\/\d+ : /.test(text)) task.output = text;
+              logs.line(entry.name, text);
+            },
+          };
+          return buildOne(node.image, entry, pipeline, docker, git, now, options, report);
+        });
+        results.set(entry.name, result);
+        task.title = `${entry.name}: ${result.action} ${result.repo}:${entry.key!.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
+        done.resolve(result);
+      } catch (error) {
+        done.reject(error);
+        if (error instanceof SkippedError) {
+          task.skip(error.message);
+          return;
+        }
+        if (error instanceof InterruptedError || options.signal.aborted) throw new InterruptedError();
+        const failure = explainFailure(entry.name, error, logs.pathOf(entry.name));
+        failures.push(failure);
+        logs.line(entry.name, `FAILED: ${failure.message}\n${failure.detail}`);
+        throw failure;
+      }
+    },
+  }));
+
+  const processOutput = new ProcessOutput(process.stderr, process.stderr);
+  const list = new Listr(tasks, {
+    concurrent: true,
+    exitOnError: false,
+    registerSignalListeners: false,
+    renderer: options.plain ? "simple" : "default",
+    rendererOptions: { processOutput, collapseErrors: false, logger: new ListrLogger({ processOutput }) } as any,
+    fallbackRendererCondition: () => options.plain,
+  } as any);
+  await list.run();
+
+  if (options.signal.aborted) throw new InterruptedError();
+  if (failures.length) {
+    const skipped = images.filter((e) => !results.has(e.name) && !failures.some((f) => f.node === e.name)).map((e) => e.name);
+    const first = failures[0];
+    const more = failures.length > 1 ? `\n(${failures.length - 1} more failed: ${failures.slice(1).map((f) => f.node).join(", ")})` : "";
+    throw new BuildFailedError(first.node, first.message, `${first.detail}${more}${skipped.length ? `\nnot built: ${skipped.join(", ")}` : ""}`);
+  }
+
+  const ordered = images.map((e) => results.get(e.name)!);
+  if (options.push) await pushAll(ordered, docker, options, logs);
+  // Moving tags move last: after every node built (and pushed).
+  for (const r of ordered) {
+    for (const t of ["latest", ...options.tags]) {
+      await docker.tag(r.id, r.repo, t);
+      r.tags.push(`${r.repo}:${t}`);
+      if (options.push) {
+        await docker.push(r.repo, t, options.signal, (l) => logs.line(r.name, l));
+      }
+    }
+  }
+  return ordered;
+}
+
+async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport): Promise<ImageResult> {
+  const started = Date.now();
+  const key = entry.key!;
+  const repo = imageRepository(pipeline.config, node.name);
+  const keyTag = key.slice(0, KEY_TAG_LENGTH);
+  const result = (action: NodeAction, id: string): ImageResult => ({ name: node.name, key, id, repo, action, tags: [`${repo}:${keyTag}`], seconds: (Date.now() - started) / 1000 });
+
+  if (entry.status === "cached" && entry.existing && !options.noCache) {
+    const existing = await docker.inspectImage(`${repo}:${keyTag}`);
+    if (existing?.labels[LABEL.key] === key) return result("cached", existing.id);
+  }
+  if (pipeline.config.registry && !options.noCache) {
+    report.step(`looking for ${repo}:${keyTag} in the registry`);
+    if (await docker.pull(`${repo}:${keyTag}`, options.signal, report.line)) {
+      const pulled = await docker.inspectImage(`${repo}:${keyTag}`);
+      if (pulled?.labels[LABEL.key] === key) return result("pulled", pulled.id);
+      report.line(`${repo}:${keyTag} in the registry carries another key; building`);
+    }
+  }
+
+  const inputs = pipeline.keys.get(node.name)!.inputs;
+  const parentId = node.parent
+    ? (await docker.inspectImage(`${imageRepository(pipeline.config, node.parent)}:${pipeline.keys.get(node.parent)!.key!.slice(0, KEY_TAG_LENGTH)}`))?.id
+    : await baseParentId(node, inputs.rootfs, inputs.from, docker, report, options.signal);
+  if (!parentId) throw new BakeError(`${node.name}: the parent image ${node.parent} is missing`);
+
+  report.step("building");
+  const labels = imageLabels(node, entry, pipeline, git, now);
+  const tar = node.dockerfile ? contextTar(pipeline.listings.get(node.name)!, node.dockerfile, labels, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", labels);
+  const id = await docker.build({
+    context: tar.stream,
+    dockerfile: tar.dockerfilePath,
+    tags: [`${repo}:${keyTag}`],
+    buildArgs: { ...node.args, BAKE_PARENT: parentId },
+    labels: {},
+    noCache: options.noCache,
+    signal: options.signal,
+    onLine: report.line,
+  });
+  return result("built", id);
+}
+
+async function pushAll(results: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs): Promise<void> {
+  const limit = pLimit(Math.max(1, options.concurrency));
+  await Promise.all(
+    results.map((r) =>
+      limit(async () => {
+        r.digest = await docker.push(r.repo, r.key.slice(0, KEY_TAG_LENGTH), options.signal, (l) => logs.line(r.name, l));
+      }),
+    ),
+  );
+}
+
+class SkippedError extends BakeError {}
+
+function explainFailure(node: string, error: unknown, logFile: string): BuildFailedError {
+  if (error instanceof BuildStreamError) {
+    const at = error.step ? ` at ${error.step.replace(/^Step /, "step ")}` : "";
+    return new BuildFailedError(node, `${node}: build failed${at}: ${error.message}`, `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`);
+  }
+  const message = (error as Error)?.message ?? String(error);
+  return new BuildFailedError(node, message.startsWith(`${node}:`) ? message : `${node}: ${message}`, `full log: ${logFile}`);
+}

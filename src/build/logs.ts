@@ -1,0 +1,37 @@
+/** Full tool logs of a run: .bake/logs/<run-id>/<node>.log beside bake.yml. */
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { randomBytes } from "node:crypto";
+import path from "node:path";
+
+export function newRunId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+  return `${stamp}-${randomBytes(2).toString("hex")}`;
+}
+
+export class RunLogs {
+  readonly dir: string;
+  private readonly files = new Map<string, WriteStream>();
+
+  constructor(baseDir: string, readonly runId = newRunId()) {
+    this.dir = path.join(baseDir, ".bake", "logs", runId);
+  }
+
+  pathOf(node: string): string {
+    return path.join(this.dir, `${node}.log`);
+  }
+
+  line(node: string, text: string): void {
+    let file = this.files.get(node);
+    if (!file) {
+      mkdirSync(this.dir, { recursive: true });
+      file = createWriteStream(this.pathOf(node), { flags: "a" });
+      this.files.set(node, file);
+    }
+    file.write(`${text}\n`);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.files.values()].map((f) => new Promise<void>((resolve) => f.end(resolve))));
+    this.files.clear();
+  }
+}

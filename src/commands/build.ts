@@ -1,0 +1,55 @@
+/** `bake build`: build the container images (and their parents) the plan says to build. */
+import { readPipeline, type Tools } from "../core/read.js";
+import { UsageError } from "../errors.js";
+import { assemblePlan } from "../plan/plan.js";
+import { executeBuild, type ImageResult } from "../build/execute.js";
+import { RunLogs } from "../build/logs.js";
+import { updateManifest } from "../build/manifest.js";
+import { gitInfo } from "../tools/git.js";
+import { describeDockerError } from "../tools/docker.js";
+
+export interface BuildCommandOptions {
+  file: string;
+  nodes: string[];
+  push: boolean;
+  pull: boolean;
+  noCache: boolean;
+  concurrency: number;
+  tags: string[];
+  json: boolean;
+  signal: AbortSignal;
+}
+
+export async function buildCommand(options: BuildCommandOptions, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<ImageResult[]> {
+  if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new UsageError(`--concurrency must be a whole number of at least 1, not ${options.concurrency}`);
+  for (const t of options.tags) if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(t)) throw new UsageError(`--tag ${t} is not a valid Docker tag`);
+  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: options.nodes, pull: options.pull }, tools);
+  if (options.push && !pipeline.config.registry) throw new UsageError(`--push needs a registry: set registry: in ${options.file} (or BAKE_REGISTRY)`);
+  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services, or point DOCKER_HOST at an engine`);
+  const plan = assemblePlan(pipeline.nodes.filter((n) => n.kind === "image"), pipeline.keys, pipeline.state, "local");
+  const unknown = plan.filter((e) => e.status === "unknown");
+  if (unknown.length) throw new UsageError(`cannot build ${unknown.map((e) => `${e.name} (${e.reason})`).join(", ")}`);
+
+  const logs = new RunLogs(pipeline.config.dir);
+  const docker = tools.docker();
+  const plain = Boolean(process.env.CI) || !process.stderr.isTTY;
+  const git = await gitInfo(pipeline.config.dir);
+  let results: ImageResult[];
+  try {
+    results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain });
+  } catch (e) {
+    if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT") throw new UsageError(describeDockerError(e, docker.endpoint));
+    throw e;
+  } finally {
+    await logs.close();
+  }
+  updateManifest(pipeline.config.dir, {
+    revision: git.revision,
+    images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])),
+  });
+  const counts = (["built", "pulled", "cached"] as const).map((a) => `${results.filter((r) => r.action === a).length} ${a}`).join(", ");
+  err(`${counts}; logs in ${logs.dir}`);
+  if (options.json) out(JSON.stringify({ images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, action: r.action, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])) }, null, 2));
+  else out(results.map((r) => `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`).join("\n"));
+  return results;
+}
