@@ -58,7 +58,7 @@ export function imageLabels(node: ImageNode, entry: PlanEntry, pipeline: Pipelin
 }
 
 export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: GitInfo, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
-  const { Listr, ListrLogger, ProcessOutput } = await import("listr2");
+  const { Listr, ListrLogger, ListrLogLevels, ProcessOutput } = await import("listr2");
   const images = plan.filter((e) => e.kind === "image");
   const results = new Map<string, ImageResult>();
   const finished = new Map<string, Promise<ImageResult>>();
@@ -118,13 +118,17 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
     },
   }));
 
+  // Progress goes to stderr: stdout carries only the result (and --json).
   const processOutput = new ProcessOutput(process.stderr, process.stderr);
+  const logger = new ListrLogger({ processOutput, toStderr: Object.values(ListrLogLevels) });
   const list = new Listr(tasks, {
     concurrent: true,
     exitOnError: false,
     registerSignalListeners: false,
     renderer: options.plain ? "simple" : "default",
-    rendererOptions: { processOutput, collapseErrors: false, logger: new ListrLogger({ processOutput }) } as any,
+    rendererOptions: { processOutput, collapseErrors: false, logger } as any,
+    fallbackRenderer: "simple",
+    fallbackRendererOptions: { logger } as any,
     fallbackRendererCondition: () => options.plain,
   } as any);
   await list.run();
@@ -209,7 +213,7 @@ class SkippedError extends BakeError {}
 
 function explainFailure(node: string, error: unknown, logFile: string): BuildFailedError {
   if (error instanceof BuildStreamError) {
-    const at = error.step ? ` at ${error.step.replace(/^Step /, "step ")}` : "";
+    const at = error.step ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ")}` : "";
     return new BuildFailedError(node, `${node}: build failed${at}: ${error.message}`, `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`);
   }
   const message = (error as Error)?.message ?? String(error);
