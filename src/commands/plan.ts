@@ -8,10 +8,11 @@ export interface PlanOptions {
   nodes: string[];
   target: Target;
   json: boolean;
+  pull?: boolean;
 }
 
 export async function planCommand(options: PlanOptions, tools: Tools, out: (text: string) => void): Promise<PlanEntry[]> {
-  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: options.nodes }, tools);
+  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: options.nodes, pull: options.pull }, tools);
   const entries = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
   out(options.json ? planJson(entries) : planTable(entries, options.target));
   return entries;

@@ -1,0 +1,135 @@
+/** Pure parts of the build: stream parsers, the context tar, labels, tool argument lists. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import tar from "tar-stream";
+import { BuildProgress, JsonLines, pushDigest, streamError } from "../../src/tools/docker-stream.js";
+import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context-tar.js";
+import { listContext } from "../../src/graph/context-files.js";
+import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
+import { stripCredentials } from "../../src/tools/git.js";
+import { registryAuth, repositoryOf } from "../../src/tools/docker.js";
+import { tempTree } from "../helpers/bake.js";
+
+test("JsonLines joins messages split across chunks", () => {
+  const p = new JsonLines();
+  assert.equal(p.push('{"stream":"Step 1/2 : FROM x\\n"}\n{"str'), [{ stream: "Step 1/2 : FROM x\n" }]);
+  assert.equal(p.push('eam":"ok"}\r\n'), [{ stream: "ok" }]);
+  assert.equal(p.push('{"aux":{"ID":"sha256:abc"}}'), []);
+  assert.equal(p.end(), [{ aux: { ID: "sha256:abc" } }]);
+});
+
+test("a failed build inside a 200 response: the error and the step it failed at", () => {
+  const b = new BuildProgress();
+  for (const m of [
+    { stream: "Step 1/3 : FROM sha256:1\n" },
+    { stream: " ---> 1\n" },
+    { stream: "Step 2/3 : RUN make\n" },
+    { stream: "make: *** no rule\n" },
+    { errorDetail: { code: 2, message: "The command '/bin/sh -c make' returned a non-zero code: 2" }, error: "The command '/bin/sh -c make' returned a non-zero code: 2" },
+  ])
+    b.accept(m);
+  assert.is(b.error, "The command '/bin/sh -c make' returned a non-zero code: 2");
+  assert.is(b.step, "Step 2/3 : RUN make");
+  assert.is(b.imageId, undefined);
+  assert.equal(b.tail.slice(-2), ["make: *** no rule", "Step 2/3 : RUN make"].reverse());
+});
+
+test("a good build ends with aux.ID", () => {
+  const b = new BuildProgress();
+  b.accept({ stream: "Successfully built 0123456789ab\n" });
+  b.accept({ aux: { ID: "sha256:" + "f".repeat(64) } });
+  assert.is(b.imageId, "sha256:" + "f".repeat(64));
+  assert.is(b.error, undefined);
+});
+
+test("push digest from aux or the status line; stream errors", () => {
+  const d = "sha256:" + "a".repeat(64);
+  assert.is(pushDigest([{ status: "Pushed" }, { aux: { Tag: "x", Digest: d, Size: 1 } }]), d);
+  assert.is(pushDigest([{ status: `latest: digest: ${d} size: 528` }]), d);
+  assert.is(streamError([{ status: "x" }, { error: "denied", errorDetail: { message: "denied: no" } }]), "denied: no");
+});
+
+test("withLabels appends one LABEL instruction, values quoted", () => {
+  assert.is(withLabels("FROM x", { b: 'say "hi"', a: "1" }), 'FROM x\nLABEL "a"="1" \\\n      "b"="say \\"hi\\""\n');
+  assert.is(withLabels("FROM x\n", {}), "FROM x\n");
+});
+
+async function tarEntries(stream: NodeJS.ReadableStream): Promise<{ name: string; mode: number; type: string; content: string }[]> {
+  const extract = tar.extract();
+  const out: { name: string; mode: number; type: string; content: string }[] = [];
+  extract.on("entry", (header: any, body: any, next: () => void) => {
+    let content = "";
+    body.on("data", (c: Buffer) => (content += c));
+    body.on("end", () => {
+      out.push({ name: header.name, mode: header.mode, type: header.type, content });
+      next();
+    });
+  });
+  const done = new Promise((resolve, reject) => {
+    extract.on("finish", () => resolve(undefined));
+    extract.on("error", reject);
+  });
+  (stream as any).pipe(extract);
+  await done;
+  return out;
+}
+
+test("the context tar: the listed files with normalised modes, the user's Dockerfile untouched, bake's labelled copy hidden by .dockerignore", async () => {
+  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\n", "app.sh": "echo\n", "a.log": "x", "sub/b.txt": "b" });
+  const { chmodSync } = await import("node:fs");
+  chmodSync(path.join(dir, "app.sh"), 0o775);
+  chmodSync(path.join(dir, "sub/b.txt"), 0o600);
+  const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
+  const { stream, dockerfilePath } = contextTar(listing, path.join(dir, "Dockerfile"), { "bake.key": "k" });
+  assert.is(dockerfilePath, SENT_DOCKERFILE);
+  const entries = await tarEntries(stream as any);
+  assert.equal(entries.map((e) => [e.name, e.type, e.mode.toString(8)]), [
+    ["Dockerfile", "file", "644"],
+    ["app.sh", "file", "755"],
+    ["sub", "directory", "755"],
+    ["sub/b.txt", "file", "644"],
+    [".dockerignore", "file", "644"],
+    [SENT_DOCKERFILE, "file", "644"],
+  ]);
+  assert.is(entries[0].content, "FROM x\n");
+  assert.is(entries[4].content, `*.log\n${SENT_DOCKERFILE}\n`);
+  assert.is(entries[5].content, 'FROM x\nLABEL "bake.key"="k"\n');
+});
+
+test("the context tar without a .dockerignore hides both bake files", async () => {
+  const dir = tempTree({ "d/Dockerfile": "FROM x\n", "ctx/f": "f" });
+  const listing = await listContext(path.join(dir, "ctx"));
+  const entries = await tarEntries(contextTar(listing, path.join(dir, "d/Dockerfile")).stream as any);
+  assert.equal(entries.map((e) => e.name), ["f", ".dockerignore", SENT_DOCKERFILE]);
+  assert.is(entries[1].content, `${SENT_DOCKERFILE}\n.dockerignore\n`);
+});
+
+test("debootstrap and tar argument lists", () => {
+  assert.equal(debootstrapArgs({ suite: "bookworm", variant: "minbase", include: ["ca-certificates", "python3"] }, "/r"), ["--variant=minbase", "--include=ca-certificates,python3", "bookworm", "/r"]);
+  assert.equal(debootstrapArgs({ suite: "bookworm", include: [], mirror: "http://mirror.example/debian" }, "/r"), ["bookworm", "/r", "http://mirror.example/debian"]);
+  assert.equal(packRootfsArgs("/r", "/o.tar"), ["--numeric-owner", "--xattrs", "--sort=name", "-C", "/r", "-cf", "/o.tar", "."]);
+});
+
+test("git remotes lose their credentials before they reach a label", () => {
+  assert.is(stripCredentials("https://user:s3cret@git.example/team/repo.git"), "https://git.example/team/repo.git");
+  assert.is(stripCredentials("git@git.example:team/repo.git"), "git@git.example:team/repo.git");
+});
+
+test("registry credentials come from the Docker config file", () => {
+  const home = mkdtempSync(path.join(tmpdir(), "bake-docker-config-"));
+  mkdirSync(home, { recursive: true });
+  writeFileSync(path.join(home, "config.json"), JSON.stringify({ auths: { "127.0.0.1:5000": { auth: Buffer.from("ci:pa:ss").toString("base64") } } }));
+  assert.equal(registryAuth("127.0.0.1:5000", { DOCKER_CONFIG: home }), { username: "ci", password: "pa:ss", serveraddress: "127.0.0.1:5000" });
+  assert.is(registryAuth("other:5000", { DOCKER_CONFIG: home }), undefined);
+});
+
+test("repositoryOf strips tags and digests, not registry ports", () => {
+  assert.is(repositoryOf("127.0.0.1:5000/up/debian:12"), "127.0.0.1:5000/up/debian");
+  assert.is(repositoryOf("127.0.0.1:5000/up/debian"), "127.0.0.1:5000/up/debian");
+  assert.is(repositoryOf("debian@sha256:abc"), "debian");
+});
+
+test.run();
