@@ -37,5 +37,6 @@ fi
 # Compile only when a source is newer than the last build.
 if [ ! -f dist/src/cli.js ] || [ -n "$(find src test bench tsconfig.json package-lock.json -newer dist/.built -print -quit 2>/dev/null)" ] || [ ! -f dist/.built ]; then
   npx tsc -p tsconfig.json
+  node dist/src/config/write-validator.js
   touch dist/.built
 fi

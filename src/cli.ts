@@ -75,14 +75,15 @@ export async function main(argv: string[]): Promise<number> {
           .positional("nodes", { type: "string", array: true, describe: "only these images (and their parents)" })
           .option("push", { type: "boolean", default: false, describe: "push every image to the registry and record digests" })
           .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
-          .option("no-cache", { type: "boolean", default: false, describe: "rebuild even when the key exists, without the engine's layer cache" })
+          // yargs reads --no-cache as cache=false.
+          .option("cache", { type: "boolean", default: true, describe: "--no-cache: rebuild even when the key exists, without the engine's layer cache" })
           .option("concurrency", { type: "number", default: 2, describe: "images built at once" })
           .option("tag", { type: "string", array: true, default: [] as string[], describe: "extra moving tag, applied after the whole run succeeded" }),
       async (args) => {
         const { buildCommand } = await import("./commands/build.js");
         await withInterrupt((signal) =>
           buildCommand(
-            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], push: args.push, pull: args.pull, noCache: args["no-cache"], concurrency: args.concurrency, tags: args.tag as string[], json: args.json, signal },
+            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], push: args.push, pull: args.pull, noCache: !args.cache, concurrency: args.concurrency, tags: args.tag as string[], json: args.json, signal },
             tools,
             stdout,
             stderr,

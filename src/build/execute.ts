@@ -57,9 +57,23 @@ export function imageLabels(node: ImageNode, entry: PlanEntry, pipeline: Pipelin
   return labels;
 }
 
-export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: GitInfo, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
-  const { Listr, ListrLogger, ListrLogLevels, ProcessOutput } = await import("listr2");
+/** Nothing to build: every image exists with its key (the plan read that in one query). */
+export function nothingToBuild(plan: PlanEntry[], options: Pick<BuildOptions, "noCache" | "push">): boolean {
+  return !options.noCache && !options.push && plan.every((e) => e.kind !== "image" || (e.status === "cached" && e.existing));
+}
+
+export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: () => Promise<GitInfo>, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
   const images = plan.filter((e) => e.kind === "image");
+  if (nothingToBuild(plan, options)) {
+    const results = images.map((e): ImageResult => {
+      const repo = imageRepository(pipeline.config, e.name);
+      return { name: e.name, key: e.key!, id: e.existing!, repo, action: "cached", tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`], seconds: 0 };
+    });
+    await moveTags(results, docker, options, logs);
+    return results;
+  }
+  const gitInfo = await git();
+  const { Listr, ListrLogger, ListrLogLevels, ProcessOutput } = await import("listr2");
   const results = new Map<string, ImageResult>();
   const finished = new Map<string, Promise<ImageResult>>();
   const settle = new Map<string, { resolve: (r: ImageResult) => void; reject: (e: unknown) => void }>();
@@ -98,7 +112,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
               logs.line(entry.name, text);
             },
           };
-          return buildOne(node.image, entry, pipeline, docker, git, now, options, report);
+          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report);
         });
         results.set(entry.name, result);
         task.title = `${entry.name}: ${result.action} ${result.repo}:${entry.key!.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
@@ -143,7 +157,12 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
 
   const ordered = images.map((e) => results.get(e.name)!);
   if (options.push) await pushAll(ordered, docker, options, logs);
-  // Moving tags move last: after every node built (and pushed).
+  await moveTags(ordered, docker, options, logs);
+  return ordered;
+}
+
+/** Moving tags move last: after every node built (and pushed). */
+async function moveTags(ordered: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs): Promise<void> {
   for (const r of ordered) {
     for (const t of ["latest", ...options.tags]) {
       await docker.tag(r.id, r.repo, t);
@@ -153,7 +172,6 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
       }
     }
   }
-  return ordered;
 }
 
 async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport): Promise<ImageResult> {

@@ -1,11 +1,12 @@
 /** `bake build`: build the container images (and their parents) the plan says to build. */
+import { existsSync } from "node:fs";
 import { readPipeline, type Tools } from "../core/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import { executeBuild, type ImageResult } from "../build/execute.js";
 import { RunLogs } from "../build/logs.js";
 import { updateManifest } from "../build/manifest.js";
-import { gitInfo } from "../tools/git.js";
+import { gitInfo, readRevision } from "../tools/git.js";
 import { describeDockerError } from "../tools/docker.js";
 
 export interface BuildCommandOptions {
@@ -33,7 +34,7 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   const logs = new RunLogs(pipeline.config.dir);
   const docker = tools.docker();
   const plain = Boolean(process.env.CI) || !process.stderr.isTTY;
-  const git = await gitInfo(pipeline.config.dir);
+  const git = () => gitInfo(pipeline.config.dir);
   let results: ImageResult[];
   try {
     results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain });
@@ -44,11 +45,11 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
     await logs.close();
   }
   updateManifest(pipeline.config.dir, {
-    revision: git.revision,
+    revision: readRevision(pipeline.config.dir),
     images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])),
   });
   const counts = (["built", "pulled", "cached"] as const).map((a) => `${results.filter((r) => r.action === a).length} ${a}`).join(", ");
-  err(`${counts}; logs in ${logs.dir}`);
+  err(existsSync(logs.dir) ? `${counts}; logs in ${logs.dir}` : counts);
   if (options.json) out(JSON.stringify({ images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, action: r.action, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])) }, null, 2));
   else out(results.map((r) => `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`).join("\n"));
   return results;

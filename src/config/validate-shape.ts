@@ -1,11 +1,16 @@
 /** Checks bake.yml against the schema and turns ajv's findings into positioned ConfigErrors. */
-import { Ajv, type ErrorObject } from "ajv";
+import type { ErrorObject } from "ajv";
 import { BakeFileSchema, type BakeFile } from "./schema.js";
 import { ConfigError } from "../errors.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 
-const ajv = new Ajv({ allErrors: true, strict: false });
-const validate = ajv.compile<BakeFile>(BakeFileSchema);
+type Validate = ((value: unknown) => value is BakeFile) & { errors?: ErrorObject[] | null };
+
+/** The validator generated at set-up (write-validator.ts), or compiled now when it is missing. */
+const validate: Validate = await import(new URL("./bake-validator.js", import.meta.url).href).then(
+  (m) => m.default as Validate,
+  () => import("ajv").then(({ Ajv }) => new Ajv({ allErrors: true, strict: false }).compile<BakeFile>(BakeFileSchema) as Validate),
+);
 
 export function checkShape(value: unknown, map: SourceMap): ConfigError[] {
   if (validate(value)) return [];

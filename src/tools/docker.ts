@@ -1,6 +1,7 @@
 /** The only module that talks to the Docker engine (through dockerode). */
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import { homedir } from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -89,11 +90,52 @@ export function loadDockerode(): typeof Docker {
   return createRequire(import.meta.url)("dockerode") as typeof Docker;
 }
 
+/**
+ * The engine's HTTP API over the socket DOCKER_HOST names, for the few quick calls a no-op run
+ * makes. dockerode (which loads ssh and gRPC support) is loaded only when there is work to do.
+ * Returns undefined when DOCKER_HOST needs more than plain unix or tcp (TLS, ssh).
+ */
+export function engineClient(env = process.env, timeoutMs = 10_000): ((method: string, apiPath: string) => Promise<{ status: number; body: any }>) | undefined {
+  const host = dockerEndpoint(env);
+  let target: http.RequestOptions;
+  if (host.startsWith("unix://")) target = { socketPath: host.slice("unix://".length) };
+  else if (host.startsWith("tcp://") && env.DOCKER_TLS_VERIFY !== "1" && !env.DOCKER_CERT_PATH) {
+    const url = new URL(`http://${host.slice("tcp://".length)}`);
+    target = { host: url.hostname, port: Number(url.port || 2375) };
+  } else return undefined;
+  return (method, apiPath) =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ ...target, method, path: apiPath, timeout: timeoutMs }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c) => (text += c));
+        res.on("end", () => {
+          let body: any = text;
+          try {
+            body = text ? JSON.parse(text) : undefined;
+          } catch {
+            /* plain text body */
+          }
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      });
+      req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer from ${host} within ${timeoutMs} ms`), { code: "ETIMEDOUT" })));
+      req.on("error", reject);
+      req.end();
+    });
+}
+
 export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool {
-  const Dockerode = loadDockerode();
-  const docker = new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions);
-  // Builds, pulls and pushes are long: no socket timeout on them.
-  const longDocker = new Dockerode();
+  let loaded: { docker: Docker; longDocker: Docker } | undefined;
+  const dockerode = () => {
+    if (!loaded) {
+      const Dockerode = loadDockerode();
+      // Builds, pulls and pushes are long: no socket timeout on them.
+      loaded = { docker: new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions), longDocker: new Dockerode() };
+    }
+    return loaded;
+  };
+  const quick = engineClient(process.env, options.timeoutMs);
   const endpoint = dockerEndpoint();
   const follow = async (stream: NodeJS.ReadableStream, onMessage: (m: StreamMessage) => void, signal?: AbortSignal) => {
     const lines = new JsonLines();
@@ -119,16 +161,22 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
   return {
     endpoint,
     async ping() {
-      const v = await docker.version();
+      const v = await dockerode().docker.version();
       return { version: v.Version, apiVersion: v.ApiVersion };
     },
     async listBakeImages(project) {
-      const images = await docker.listImages({ filters: JSON.stringify({ label: [`${LABEL.project}=${project}`] }) });
+      const filters = JSON.stringify({ label: [`${LABEL.project}=${project}`] });
+      let images: Docker.ImageInfo[];
+      if (quick) {
+        const res = await quick("GET", `/images/json?filters=${encodeURIComponent(filters)}`);
+        if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: listing images answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+        images = res.body;
+      } else images = await dockerode().docker.listImages({ filters });
       return images.map((img) => toRecord(img.Id, img.RepoTags ?? [], img.Labels ?? {}, img.Created));
     },
     async inspectImage(ref) {
       try {
-        const i = await docker.getImage(ref).inspect();
+        const i = await dockerode().docker.getImage(ref).inspect();
         return { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
       } catch (e: any) {
         if (e?.statusCode === 404) return undefined;
@@ -137,7 +185,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     },
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
-      const stream = (await longDocker.importImage(tar as any, { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any)) as unknown as NodeJS.ReadableStream;
+      const stream = (await dockerode().longDocker.importImage(tar as any, { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any)) as unknown as NodeJS.ReadableStream;
       const messages: StreamMessage[] = [];
       await follow(stream, (m) => messages.push(m), signal);
       const error = streamError(messages);
@@ -147,7 +195,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       return found.id;
     },
     async build(request) {
-      const stream: NodeJS.ReadableStream = await (longDocker.buildImage as any)(request.context, {
+      const stream: NodeJS.ReadableStream = await (dockerode().longDocker.buildImage as any)(request.context, {
         t: request.tags,
         dockerfile: request.dockerfile,
         buildargs: request.buildArgs,
@@ -164,11 +212,16 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       return progress.imageId.startsWith("sha256:") ? progress.imageId : (await this.inspectImage(progress.imageId))!.id;
     },
     async tag(id, repo, tag) {
-      await docker.getImage(id).tag({ repo, tag });
+      if (quick) {
+        const res = await quick("POST", `/images/${encodeURIComponent(id)}/tag?repo=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`);
+        if (res.status !== 201) throw new BakeError(`tagging ${repo}:${tag} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+        return;
+      }
+      await dockerode().docker.getImage(id).tag({ repo, tag });
     },
     async push(repo, tag, signal, onLine) {
       const auth = registryAuth(repo.split("/")[0]);
-      const stream: NodeJS.ReadableStream = await (longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: repo.split("/")[0] }, abortSignal: signal } as any);
+      const stream: NodeJS.ReadableStream = await (dockerode().longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: repo.split("/")[0] }, abortSignal: signal } as any);
       const messages: StreamMessage[] = [];
       await follow(stream, (m) => {
         messages.push(m);
@@ -184,7 +237,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       const auth = registryAuth(ref.split("/")[0]);
       let stream: NodeJS.ReadableStream;
       try {
-        stream = await longDocker.pull(ref, { authconfig: auth, abortSignal: signal } as any);
+        stream = await dockerode().longDocker.pull(ref, { authconfig: auth, abortSignal: signal } as any);
       } catch (e: any) {
         if (e?.statusCode === 404) return false;
         throw e;
@@ -203,7 +256,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     },
     async distributionDigest(ref) {
       try {
-        const info: any = await (docker.getImage(ref) as any).distribution({ authconfig: registryAuth(ref.split("/")[0]) });
+        const info: any = await (dockerode().docker.getImage(ref) as any).distribution({ authconfig: registryAuth(ref.split("/")[0]) });
         return info?.Descriptor?.digest;
       } catch (e: any) {
         if (e?.statusCode === 404 || e?.statusCode === 401 || e?.statusCode === 403) return undefined;
@@ -211,7 +264,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       }
     },
     async removeImage(ref) {
-      await docker.getImage(ref).remove({ force: true }).catch((e: any) => {
+      await dockerode().docker.getImage(ref).remove({ force: true }).catch((e: any) => {
         if (e?.statusCode !== 404) throw e;
       });
     },

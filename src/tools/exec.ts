@@ -2,7 +2,6 @@
  * The one way bake starts a process: renders the command line for logs, redacts secrets from
  * everything it shows, and turns failures into ToolFailedError.
  */
-import { execa } from "execa";
 import { BakeError, ToolFailedError } from "../errors.js";
 
 export interface RunOptions {
@@ -34,6 +33,8 @@ export function renderCommand(file: string, args: readonly string[]): string {
 export async function run(file: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
   const secrets = options.secrets ?? [];
   const command = redact(renderCommand(file, args), secrets);
+  // execa is loaded on first use: commands that start no process do not pay for it.
+  const { execa } = await import("execa");
   const child = execa(file, args, {
     cwd: options.cwd,
     env: options.env,

@@ -85,6 +85,15 @@ test("a second build builds nothing and keeps the same ids", async () => {
   }
 });
 
+test("--no-cache rebuilds every image, to the same keys", async () => {
+  const before = manifest();
+  const r = await bake(["build", "--no-cache", "svc"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(actions(r.stdout), { base: "built", svc: "built" });
+  assert.is(manifest().images.svc.key, before.images.svc.key);
+  assert.is.not(manifest().images.svc.id, before.images.svc.id);
+});
+
 test("a changed file rebuilds its node and those above it only", async () => {
   const before = manifest();
   appendFileSync(path.join(dir, "svc/Dockerfile"), "RUN echo changed > /svc/changed\n");

@@ -223,6 +223,12 @@ test("the reference bake.yml is valid", async () => {
   assert.is(config.images[2].args.RELEASE, "dev");
 });
 
+test("the generated validator is current (make setup writes it after tsc)", async () => {
+  const { validatorSource } = await import("../../src/config/write-validator.js");
+  const file = path.join(ROOT, "dist/src/config/bake-validator.js");
+  assert.is(readFileSync(file, "utf8"), validatorSource(), "run make setup");
+});
+
 test("schema/bake.schema.json is generated from the validator's source", () => {
   assert.is(readFileSync(path.join(ROOT, "schema/bake.schema.json"), "utf8"), schemaText(), "run make schema");
 });

@@ -1,0 +1,141 @@
+/**
+ * `bake build` against raw `docker build` (classic builder) of the same Dockerfiles, measured
+ * side by side in one run:
+ *   1. no-op: bake with everything cached vs docker build with a warm layer cache, on the
+ *      reference graph and on a generated 20-node graph;
+ *   2. cold: `bake build --no-cache` vs the same docker builds with --no-cache, one after another;
+ *   3. a 1 GiB build context: bake's peak memory and time vs docker build's.
+ * Usage: node dist/bench/build.js [--quick]  (quick skips the 1 GiB context)
+ */
+import { execa } from "execa";
+import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CLI = path.join(ROOT, "dist/src/cli.js");
+const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0" };
+const quick = process.argv.includes("--quick");
+
+const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+};
+const median = async (runs: number, fn: () => Promise<unknown>) => {
+  const s: number[] = [];
+  for (let i = 0; i < runs; i++) s.push(await seconds(fn));
+  return s.sort((a, b) => a - b)[Math.floor(runs / 2)];
+};
+const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env });
+
+interface Node {
+  name: string;
+  parent?: string;
+  dockerfile: string;
+  context: string;
+}
+
+/** Raw docker builds of the graph, parents first, each FROM its parent's id like bake's. */
+async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boolean): Promise<void> {
+  const ids = new Map<string, string>();
+  for (const n of nodes) {
+    const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
+    const tag = `bench-raw/${n.name}:latest`;
+    await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", n.dockerfile, "-t", tag, n.context], { env });
+    ids.set(n.name, (await execa("docker", ["image", "inspect", "-f", "{{.Id}}", tag])).stdout.trim());
+  }
+}
+
+async function rootfsImageOf(dir: string, node: string): Promise<string> {
+  // The imported rootfs bake made for this base, so both sides start from the same image.
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  const inputs = JSON.parse((await execa("docker", ["image", "inspect", "-f", '{{index .Config.Labels "bake.inputs"}}', manifest.images[node].id])).stdout);
+  const { stdout } = await execa("docker", ["images", "-q", "--no-trunc", "--filter", `label=bake.rootfs=${inputs.rootfs}`, "--filter", "reference=bake-rootfs"]);
+  return stdout.trim().split("\n")[0];
+}
+
+function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-bench-graph-"));
+  const nodes: Node[] = [{ name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") }];
+  let yaml = `project: bench20\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
+  mkdirSync(path.join(dir, "base"));
+  writeFileSync(path.join(dir, "base/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /srv\n");
+  for (let i = 1; i < 20; i++) {
+    const name = `n${String(i).padStart(2, "0")}`;
+    const parent = i <= 4 ? "base" : `n${String(((i - 1) % 4) + 1).padStart(2, "0")}`;
+    mkdirSync(path.join(dir, name));
+    writeFileSync(path.join(dir, name, "Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY . /srv/${name}\nRUN echo ${name} > /srv/${name}.txt\n`);
+    for (let f = 0; f < 20; f++) writeFileSync(path.join(dir, name, `file${f}.txt`), `${name} ${f}\n`.repeat(50));
+    yaml += `  ${name}: { parent: ${parent}, dockerfile: ${name}/Dockerfile }\n`;
+    nodes.push({ name, parent, dockerfile: path.join(dir, name, "Dockerfile"), context: path.join(dir, name) });
+  }
+  writeFileSync(path.join(dir, "bake.yml"), yaml);
+  return { dir, nodes };
+}
+
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+const lines: string[] = [];
+const say = (s: string) => {
+  lines.push(s);
+  console.log(s);
+};
+
+// --- reference graph, no-op
+await bake(ROOT, ["build"]);
+const refNodes: Node[] = [
+  { name: "base", dockerfile: "containers/base/Dockerfile", context: "containers/base" },
+  { name: "runtime", parent: "base", dockerfile: "containers/runtime/Dockerfile", context: "containers/runtime" },
+  { name: "diagnostics", parent: "runtime", dockerfile: "containers/diagnostics/Dockerfile", context: "containers/diagnostics" },
+  { name: "replays", parent: "runtime", dockerfile: "containers/replays/Dockerfile", context: "containers/replays" },
+].map((n) => ({ ...n, dockerfile: path.join(ROOT, n.dockerfile), context: path.join(ROOT, n.context) }));
+const refRootfs = await rootfsImageOf(ROOT, "base");
+await rawBuilds(refNodes, refRootfs, false); // warm the raw layer cache
+const refBake = await median(5, () => bake(ROOT, ["build"]));
+const refRaw = await median(5, () => rawBuilds(refNodes, refRootfs, false));
+say(`no-op, reference graph (4 images): bake ${refBake.toFixed(2)} s, docker build warm ${refRaw.toFixed(2)} s, ratio ${ratio(refBake, refRaw)} (target <= 0.6x)`);
+
+// --- generated 20-node graph
+const rootfsTar = path.join(ROOT, ".bake/test-cache/busybox-rootfs.tar");
+const graph = generatedGraph(rootfsTar);
+const coldBake = await seconds(() => bake(graph.dir, ["build", "--no-cache"]));
+const genRootfs = await rootfsImageOf(graph.dir, "base");
+const coldRaw = await seconds(() => rawBuilds(graph.nodes, genRootfs, true));
+const noopBake = await median(5, () => bake(graph.dir, ["build"]));
+const noopRaw = await median(3, () => rawBuilds(graph.nodes, genRootfs, false));
+say(`no-op, generated graph (20 images): bake ${noopBake.toFixed(2)} s, docker build warm ${noopRaw.toFixed(2)} s, ratio ${ratio(noopBake, noopRaw)} (target <= 0.2x)`);
+say(`cold, generated graph (20 images, --no-cache, concurrency 2): bake ${coldBake.toFixed(2)} s, docker build one after another ${coldRaw.toFixed(2)} s, ratio ${ratio(coldBake, coldRaw)} (target <= 1.05x, < 1 with parallel nodes)`);
+const coldBakeSerial = await seconds(() => bake(graph.dir, ["build", "--no-cache", "--concurrency", "1"]));
+say(`cold, generated graph, --concurrency 1: bake ${coldBakeSerial.toFixed(2)} s, ratio ${ratio(coldBakeSerial, coldRaw)}`);
+rmSync(graph.dir, { recursive: true, force: true });
+
+// --- 1 GiB context
+if (!quick) {
+  const big = mkdtempSync(path.join(tmpdir(), "bake-bench-big-"));
+  mkdirSync(path.join(big, "ctx"));
+  const chunk = Buffer.alloc(1 << 20);
+  for (let f = 0; f < 16; f++) {
+    const fd = openSync(path.join(big, "ctx", `blob${f}.bin`), "w");
+    for (let i = 0; i < 64; i++) {
+      chunk.fill(f * 64 + i);
+      writeSync(fd, chunk);
+    }
+    closeSync(fd);
+  }
+  writeFileSync(path.join(big, "ctx/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY Dockerfile /context-arrived\n");
+  writeFileSync(path.join(big, "bake.yml"), `project: benchbig\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`);
+  await bake(big, ["build", "base"]);
+  const bigRootfs = (await execa("docker", ["image", "inspect", "-f", "{{.Id}}", "benchbig/base:latest"])).stdout.trim();
+  const timed = async (cmd: string[], cwd: string) => {
+    const r = await execa("/usr/bin/time", ["-f", "%M %e", ...cmd], { cwd, env, reject: true });
+    const [kb, s] = r.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
+    return { mb: kb / 1024, s };
+  };
+  const bakeBig = await timed([process.execPath, CLI, "build", "--no-cache", "big"], big);
+  const rawBig = await timed(["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"], big);
+  say(`1 GiB context: bake ${bakeBig.s.toFixed(2)} s, peak RSS ${bakeBig.mb.toFixed(0)} MB (target <= 150 MB); docker build ${rawBig.s.toFixed(2)} s, peak RSS ${rawBig.mb.toFixed(0)} MB; time ratio ${ratio(bakeBig.s, rawBig.s)} (target <= 1.1x)`);
+  rmSync(big, { recursive: true, force: true });
+  await execa("sh", ["-c", "docker rmi -f benchbig/big:latest benchbig/base:latest bench-raw/big >/dev/null 2>&1 || true"]);
+}
+await execa("sh", ["-c", "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true"]);
