@@ -69,6 +69,8 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
       const repo = imageRepository(pipeline.config, e.name);
       return { name: e.name, key: e.key!, id: e.existing!, repo, action: "cached", tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`], seconds: 0 };
     });
+    // The same content may exist under another repository (registry: changed): tag it here too.
+    for (const r of results) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
     await moveTags(results, docker, options, logs);
     return results;
   }
@@ -182,8 +184,8 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
   const result = (action: NodeAction, id: string): ImageResult => ({ name: node.name, key, id, repo, action, tags: [`${repo}:${keyTag}`], seconds: (Date.now() - started) / 1000 });
 
   if (entry.status === "cached" && entry.existing && !options.noCache) {
-    const existing = await docker.inspectImage(`${repo}:${keyTag}`);
-    if (existing?.labels[LABEL.key] === key) return result("cached", existing.id);
+    await docker.tag(entry.existing, repo, keyTag);
+    return result("cached", entry.existing);
   }
   if (pipeline.config.registry && !options.noCache) {
     report.step(`looking for ${repo}:${keyTag} in the registry`);

@@ -139,8 +139,10 @@ test("--push records digests; removed locally, the next build pulls instead of b
     assert.is(res.status, 200, `${name}:${tag} is in the registry`);
     assert.is(m.images[name].digest, res.headers.get("docker-content-digest"));
   }
+  // Remove both images from the engine entirely (the child first), whatever names they carry.
   for (const name of ["web", "svc"]) {
-    for (const t of [m.images[name].key.slice(0, 12), "latest"]) await docker.getImage(`127.0.0.1:5000/${project}/${name}:${t}`).remove().catch(() => undefined);
+    const all = await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, `bake.node=${name}`] }) });
+    for (const img of all) await docker.getImage(img.Id).remove({ force: true });
   }
   const again = await bake(["build"], { cwd: dir });
   assert.is(again.code, 0, again.stderr);
