@@ -92,6 +92,33 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "render <ami>",
+      "render the Packer HCL2 for an AMI",
+      (y) =>
+        y
+          .positional("ami", { type: "string", demandOption: true })
+          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("out", { type: "string", describe: "write the folder here (default: print the HCL)" }),
+      async (args) => {
+        const { renderCommand } = await import("./commands/render.js");
+        await renderCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, out: args.out }, tools, stdout, stderr);
+      },
+    )
+    .command(
+      "ami <ami>",
+      "build what the AMI needs, bake it (or return the one with the same key), tag, copy, share, write the manifest",
+      (y) =>
+        y
+          .positional("ami", { type: "string", demandOption: true })
+          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("force", { type: "boolean", default: false, describe: "bake even when an AMI with the same key exists" })
+          .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" }),
+      async (args) => {
+        const { amiCommand } = await import("./commands/ami.js");
+        await withInterrupt((signal) => amiCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, force: args.force, dryRun: args["dry-run"], json: args.json, signal }, tools, stdout, stderr));
+      },
+    )
+    .command(
       "doctor",
       "check docker, registry, packer, ansible and AWS; one fix per problem",
       (y) => y,

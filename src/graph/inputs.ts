@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
 import { contextDigest, hashFile, listContext, sha256, type ContextListing } from "./context-files.js";
 import { digestOf, type InputDigests } from "./keys.js";
+import { readTemplates } from "../ami/render.js";
 
 export interface ReadInputs {
   digests: Map<string, InputDigests>;
@@ -41,6 +42,11 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
   return inputs;
 }
 
+/** The Packer templates decide the rendered HCL together with the AMI's settings and keys. */
+export function templateDigest(): string {
+  return digestOf(Object.fromEntries(readTemplates()));
+}
+
 export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests> {
   const spec = {
     builder: ami.builder,
@@ -53,7 +59,7 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
   const files = await playbookFiles(ami.playbook);
   const base = path.dirname(ami.playbook);
   const lines = await Promise.all(files.map(async (f) => `${path.relative(base, f)}\0${await hashFile(f)}`));
-  return { kind: "ami", spec: digestOf(spec), playbook: sha256(lines.join("\n")) };
+  return { kind: "ami", spec: digestOf(spec), playbook: sha256(lines.join("\n")), template: templateDigest() };
 }
 
 /**

@@ -1,6 +1,7 @@
 /** The only module that talks to the Docker engine (through dockerode). */
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import http from "node:http";
 import { homedir } from "node:os";
 import path from "node:path";
@@ -68,6 +69,8 @@ export interface DockerTool {
   /** The registry's manifest digest for a reference, without pulling (the engine asks the registry). */
   distributionDigest(ref: string): Promise<string | undefined>;
   removeImage(ref: string): Promise<void>;
+  /** `docker save` of these references into one archive file, streamed. */
+  saveImages(refs: string[], file: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** A failure the engine reported inside a build's progress stream. */
@@ -262,6 +265,13 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
         if (e?.statusCode === 404 || e?.statusCode === 401 || e?.statusCode === 403) return undefined;
         throw e;
       }
+    },
+    async saveImages(refs, file, signal) {
+      const docker = dockerode().longDocker;
+      const stream: NodeJS.ReadableStream = await new Promise((resolve, reject) =>
+        (docker as any).modem.dial({ path: "/images/get?", method: "GET", options: { names: refs }, isStream: true, abortSignal: signal, statusCodes: { 200: true, 404: "no such image", 500: "server error" } }, (err: Error | null, res: NodeJS.ReadableStream) => (err ? reject(err) : resolve(res))),
+      );
+      await pipeline(stream, createWriteStream(file), { signal });
     },
     async removeImage(ref) {
       await dockerode().docker.getImage(ref).remove({ force: true }).catch((e: any) => {

@@ -17,6 +17,15 @@ export interface Ec2Tool {
   findSourceAmi(region: string, owners: string[], name: string): Promise<AmiRecord | undefined>;
   /** The AMI tagged bake:key=<key> in that region, or undefined. */
   findAmiByKey(region: string, key: string): Promise<AmiRecord | undefined>;
+  /** Region names the endpoint knows. */
+  regions(region: string): Promise<string[]>;
+  /** Copies an AMI into another region; returns the new id (not yet available). */
+  copyImage(from: { region: string; imageId: string }, toRegion: string, name: string): Promise<string>;
+  /** Waits until the AMI is available; throws when it fails or the time runs out. */
+  waitAvailable(region: string, imageId: string, timeoutMs: number, signal?: AbortSignal): Promise<void>;
+  tagImage(region: string, imageId: string, tags: Record<string, string>): Promise<void>;
+  /** Adds launch permission for accounts that lack it; returns the accounts it added. */
+  shareImage(region: string, imageId: string, accounts: string[]): Promise<string[]>;
 }
 
 export class NoCredentialsError extends BakeError {}
@@ -66,6 +75,42 @@ export function connectEc2(): Ec2Tool {
     },
     async findAmiByKey(region, key) {
       return newest(await describe(region, { Owners: ["self"], Filters: [{ Name: "tag:bake:key", Values: [key] }] }));
+    },
+    async regions(region) {
+      const { sdk, ec2 } = await client(region);
+      const out = await ec2.send(new sdk.DescribeRegionsCommand({ AllRegions: true })).catch(translate);
+      return (out.Regions ?? []).map((r: any) => r.RegionName as string);
+    },
+    async copyImage(from, toRegion, name) {
+      const { sdk, ec2 } = await client(toRegion);
+      const out = await ec2.send(new sdk.CopyImageCommand({ SourceRegion: from.region, SourceImageId: from.imageId, Name: name })).catch(translate);
+      return out.ImageId as string;
+    },
+    async waitAvailable(region, imageId, timeoutMs, signal) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { sdk, ec2 } = await client(region);
+        const state = (await ec2.send(new sdk.DescribeImagesCommand({ ImageIds: [imageId] })).catch(translate)).Images?.[0]?.State;
+        if (state === "available") return;
+        if (state === "failed" || state === "invalid" || state === "error") throw new BakeError(`${imageId} in ${region} is ${state}`);
+        if (Date.now() > deadline) throw new BakeError(`${imageId} in ${region} not available after ${Math.round(timeoutMs / 1000)}s (state ${state ?? "unknown"})`);
+        if (signal?.aborted) throw signal.reason;
+        await new Promise((r) => setTimeout(r, Number(process.env.BAKE_EC2_POLL_MS ?? 5000)));
+      }
+    },
+    async tagImage(region, imageId, tags) {
+      const { sdk, ec2 } = await client(region);
+      await ec2.send(new sdk.CreateTagsCommand({ Resources: [imageId], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) })).catch(translate);
+    },
+    async shareImage(region, imageId, accounts) {
+      const { sdk, ec2 } = await client(region);
+      const current = await ec2.send(new sdk.DescribeImageAttributeCommand({ ImageId: imageId, Attribute: "launchPermission" })).catch(translate);
+      const have = new Set((current.LaunchPermissions ?? []).map((p: any) => p.UserId));
+      const missing = accounts.filter((a) => !have.has(a));
+      if (missing.length) {
+        await ec2.send(new sdk.ModifyImageAttributeCommand({ ImageId: imageId, LaunchPermission: { Add: missing.map((UserId) => ({ UserId })) } })).catch(translate);
+      }
+      return missing;
     },
   };
 }

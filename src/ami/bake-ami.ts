@@ -1,0 +1,151 @@
+/**
+ * Execute step of `bake render` and `bake ami`: render the folder Packer runs in, export the
+ * shipped images, run Packer, and reconcile copies, shares and tags on EC2. The plan (read
+ * step) decided whether any of it is needed.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import type { AmiNode } from "../config/model.js";
+import { imageRepository } from "../config/model.js";
+import type { Pipeline } from "../core/read.js";
+import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
+import { baseOf } from "../graph/keys.js";
+import type { DockerTool } from "../tools/docker.js";
+import type { Ec2Tool } from "../tools/ec2.js";
+import type { PackerTool } from "../tools/packer.js";
+import { needsRequiredPlugins } from "../tools/packer.js";
+import { ansibleVars, amiTags, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
+import { readTemplates, renderTemplate } from "./render.js";
+
+export interface RenderedFolder {
+  dir: string;
+  hclFile: string;
+}
+
+export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
+  const node = pipeline.graph.byName.get(name);
+  if (!node || node.kind !== "ami") {
+    const amis = pipeline.config.amis.map((a) => a.name);
+    throw new UsageError(`"${name}" is not an AMI in ${pipeline.config.file}${amis.length ? `: it defines ${amis.join(", ")}` : ""}`);
+  }
+  return node.ami;
+}
+
+/** Writes ami.pkr.hcl and bake-vars.json into dir and formats them with `packer fmt`. */
+export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
+  const version = await packer.version();
+  const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const base = baseOf(pipeline.graph, ami.preload[0] ?? ami.services[0]);
+  const baseRecord = base && pipeline.state.images.ok ? pipeline.state.images.value.find((r) => r.node === base && r.key === imageKeys.get(base)) : undefined;
+  const hcl = renderTemplate(readTemplates(), templateContext({
+    config: pipeline.config,
+    ami,
+    target: pipeline.target,
+    key: pipeline.keys.get(ami.name)?.key,
+    imageKeys,
+    baseImageId: baseRecord?.id ?? (base ? `${imageRepository(pipeline.config, base)}:${(imageKeys.get(base) ?? "unknown").slice(0, KEY12)}` : undefined),
+    sourceAmi: extra.sourceAmi,
+    requiredPlugins: needsRequiredPlugins(version),
+    outDir: dir,
+    revision: extra.revision,
+  }));
+  mkdirSync(dir, { recursive: true });
+  const hclFile = path.join(dir, "ami.pkr.hcl");
+  writeFileSync(hclFile, hcl);
+  writeFileSync(path.join(dir, "bake-vars.json"), `${JSON.stringify(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys), null, 2)}\n`);
+  await packer.fmt(dir);
+  return { dir, hclFile };
+}
+
+/** Environment variables the rendered folder reads, and which of their values are secret. */
+export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = process.env): { missing: string[]; secrets: string[] } {
+  const { sensitive, passEnv } = sensitiveVariables(ami, pipeline.config, pipeline.target);
+  const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
+  const secrets = [
+    ...passEnv.map((p) => env[p.name]),
+    env.AWS_SECRET_ACCESS_KEY,
+    env.AWS_SESSION_TOKEN,
+  ].filter((v): v is string => Boolean(v));
+  return { missing, secrets };
+}
+
+export interface BakeResult {
+  key: string;
+  target: "aws" | "local";
+  regions: Record<string, string>;
+  action: "existing" | "baked";
+}
+
+/** Exports the shipped images into the folder as one `docker save` archive. */
+export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string, docker: DockerTool, signal?: AbortSignal): Promise<void> {
+  const refs = shippedImages(ami).map((n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY12)}`);
+  const file = path.join(dir, PRELOAD_ARCHIVE);
+  try {
+    await docker.saveImages(refs, file, signal);
+  } catch (e) {
+    rmSync(file, { force: true });
+    throw e;
+  }
+}
+
+export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
+  const errors: string[] = [];
+  try {
+    const artifacts = await packer.build(folder.dir, {
+      secrets: options.secrets,
+      force: options.force,
+      signal: options.signal,
+      onRaw: options.onRaw,
+      onLine: (l) => {
+        if (l.startsWith("ERROR: ")) errors.push(l.slice(7));
+        options.onLine(l);
+      },
+    });
+    if (!artifacts.length) throw new BuildFailedError(ami.name, `${ami.name}: packer reported no artifact`);
+    return artifacts.map((a) => a.id);
+  } catch (e) {
+    if (e instanceof ToolFailedError) {
+      throw new BuildFailedError(ami.name, `${ami.name}: packer build failed${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${errors.length ? `: ${errors.at(-1)!.split("\n")[0]}` : ""}`, errors.slice(-5).join("\n") || e.stderrTail);
+    }
+    throw e;
+  }
+}
+
+/** The local target's result: the committed image id Packer reported. */
+export function localImageId(artifactIds: string[]): string {
+  const id = artifactIds.find((a) => /^sha256:[0-9a-f]{64}$/.test(a));
+  if (!id) throw new BakeError(`packer reported no image id (artifacts: ${artifactIds.join(", ")})`);
+  return id;
+}
+
+/**
+ * Makes the AMI whole on EC2: its tags in the home region, a tagged copy in every copy_to region
+ * (found by key, else CopyImage and wait), and launch permission for share_with accounts.
+ */
+export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: string, ec2: Ec2Tool, options: { sourceAmi?: string; revision?: string; signal?: AbortSignal; onLine: (l: string) => void }): Promise<Record<string, string>> {
+  const key = pipeline.keys.get(ami.name)!.key!;
+  const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const tags = amiTags({ config: pipeline.config, ami, key, imageKeys, sourceAmi: options.sourceAmi, revision: options.revision });
+  const regions: Record<string, string> = { [ami.region]: home };
+  await ec2.tagImage(ami.region, home, tags);
+  for (const region of ami.copyTo) {
+    const existing = await ec2.findAmiByKey(region, key);
+    if (existing) {
+      regions[region] = existing.imageId;
+      continue;
+    }
+    options.onLine(`copying ${home} to ${region}`);
+    const copy = await ec2.copyImage({ region: ami.region, imageId: home }, region, `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY12)}`);
+    await ec2.waitAvailable(region, copy, 60 * 60_000, options.signal);
+    await ec2.tagImage(region, copy, tags);
+    regions[region] = copy;
+  }
+  if (ami.shareWith.length) {
+    for (const [region, id] of Object.entries(regions)) {
+      const added = await ec2.shareImage(region, id, ami.shareWith);
+      if (added.length) options.onLine(`shared ${id} in ${region} with ${added.join(", ")}`);
+    }
+  }
+  return regions;
+}
+

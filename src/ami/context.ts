@@ -1,0 +1,125 @@
+/** What an AMI's template is rendered from: the template context and the Ansible variables. Pure. */
+import path from "node:path";
+import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
+import { imageRepository } from "../config/model.js";
+import type { Target } from "../graph/keys.js";
+import { serviceVars, type ServiceVars } from "../runtime/contract.js";
+import type { TemplateContext } from "./render.js";
+
+export const KEY12 = 12;
+export const PRELOAD_ARCHIVE = "preload.tar";
+
+export interface AmiRenderInput {
+  config: BakeConfig;
+  ami: AmiNode;
+  target: Target;
+  /** The AMI's key, or undefined when it cannot be known (bake render without credentials). */
+  key?: string;
+  imageKeys: Map<string, string | undefined>;
+  /** Image id of the base the local target starts from. */
+  baseImageId?: string;
+  sourceAmi?: string;
+  requiredPlugins: boolean;
+  /** The folder the HCL is written to: paths in it are relative to this (path.root). */
+  outDir: string;
+  revision?: string;
+}
+
+export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Target): { sensitive: TemplateContext["sensitive"]; passEnv: TemplateContext["passEnv"] } {
+  const sensitive: TemplateContext["sensitive"] = [];
+  if (target === "aws" && ami.builder === "instance-store") {
+    sensitive.push({ name: "x509_cert_path", env: "BAKE_X509_CERT" }, { name: "x509_key_path", env: "BAKE_X509_KEY" });
+  }
+  const names = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
+  const passEnv = names.map((name) => ({ name, variable: `pass_env_${name}` }));
+  for (const p of passEnv) sensitive.push({ name: p.variable, env: p.name });
+  return { sensitive, passEnv };
+}
+
+export function templateContext(input: AmiRenderInput): TemplateContext {
+  const { config, ami, target } = input;
+  const keyTag = input.key ? input.key.slice(0, KEY12) : "unknown";
+  const local = target === "local";
+  const { sensitive, passEnv } = sensitiveVariables(ami, config, target);
+  const rel = (p: string) => path.relative(input.outDir, p).split(path.sep).join("/");
+  const common = {
+    amiName: ami.name,
+    target,
+    local,
+    instanceStore: !local && ami.builder === "instance-store",
+    requiredPlugins: input.requiredPlugins,
+    sensitive,
+    passEnv,
+    preloadArchive: PRELOAD_ARCHIVE,
+    playbookPath: rel(ami.playbook),
+    ansibleUser: local ? "root" : "admin",
+    keyTag,
+  };
+  if (local) {
+    return {
+      ...common,
+      sourceRef: "source.docker.ami",
+      baseImageId: input.baseImageId ?? "unknown",
+      localRepository: `${config.project}/${ami.name}`,
+      dockerChanges: [
+        `LABEL bake.project=${config.project}`,
+        `LABEL bake.node=${ami.name}`,
+        `LABEL bake.key=${input.key ?? "unknown"}`,
+        'ENTRYPOINT [""]',
+        'CMD ["/bin/bash"]',
+      ],
+    };
+  }
+  return {
+    ...common,
+    sourceRef: ami.builder === "instance-store" ? "source.amazon-instance.ami" : "source.amazon-ebs.ami",
+    region: ami.region,
+    instanceType: ami.instanceType,
+    sshUsername: "admin",
+    amiNameValue: `${config.project}-${ami.name}-${keyTag}-{{timestamp}}`,
+    sourceAmi: input.sourceAmi,
+    sourceOwners: ami.source.owners,
+    sourceName: ami.source.name,
+    bundle: ami.bundle,
+    tags: amiTags(input),
+  };
+}
+
+export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">): Record<string, string> {
+  const { config, ami } = input;
+  return {
+    Name: `${config.project}-${ami.name}`,
+    "bake:key": input.key ?? "unknown",
+    "bake:project": config.project,
+    "bake:ami": ami.name,
+    "bake:source-ami": input.sourceAmi ?? "{{ .SourceAMI }}",
+    "bake:revision": input.revision ?? "unknown",
+    "bake:preload": ami.preload.map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY12)}`).join(" "),
+  };
+}
+
+/** The images inside the AMI's archive: the preloaded ones and the services it runs. */
+export function shippedImages(ami: AmiNode): string[] {
+  return [...new Set([...ami.preload, ...ami.services])];
+}
+
+export interface AnsibleVars {
+  bake_project: string;
+  bake_target: Target;
+  bake_preload_archive: string;
+  bake_preload_images: { name: string; ref: string; key: string }[];
+  bake_services: ServiceVars[];
+}
+
+/** The non-secret variables the host playbook receives (bake-vars.json beside the HCL). */
+export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, imageKeys: Map<string, string | undefined>): AnsibleVars {
+  const ref = (name: string) => `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY12)}`;
+  const byName = new Map<string, ImageNode>(config.images.map((i) => [i.name, i]));
+  return {
+    bake_project: config.project,
+    bake_target: target,
+    bake_preload_archive: "/tmp/bake-preload.tar",
+    bake_preload_images: shippedImages(ami).map((name) => ({ name, ref: ref(name), key: imageKeys.get(name) ?? "unknown" })),
+    bake_services: ami.services.map((name) => serviceVars(name, ref(name), byName.get(name)!.run!)),
+  };
+}

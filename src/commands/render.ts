@@ -1,0 +1,29 @@
+/** `bake render <ami>`: the Packer HCL2 folder for an AMI, as `bake ami` would run it. */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { readPipeline, type Tools } from "../core/read.js";
+import type { Target } from "../graph/keys.js";
+import { UsageError } from "../errors.js";
+import { amiNodeOf, packerEnvironment, renderFolder } from "../ami/bake-ami.js";
+import { packerTool } from "../tools/packer.js";
+import { readRevision } from "../tools/git.js";
+
+export async function renderCommand(options: { file: string; ami: string; target: Target; out?: string }, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<string> {
+  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.ami] }, tools);
+  const ami = amiNodeOf(pipeline, options.ami);
+  const { missing } = packerEnvironment(pipeline, ami);
+  if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`);
+  const key = pipeline.keys.get(ami.name)!;
+  if (!key.key) err(`note: ${ami.name}'s key is unknown (${(key as { unknownBecause?: string }).unknownBecause}); tags carry "unknown" and the source AMI is found by filter`);
+  const dir = options.out ? path.resolve(options.out) : mkdtempSync(path.join(tmpdir(), "bake-render-"));
+  const source = pipeline.keys.get(ami.name)?.inputs.source;
+  const folder = await renderFolder(pipeline, ami, dir, packerTool(), { sourceAmi: options.target === "aws" ? source : undefined, revision: readRevision(pipeline.config.dir) });
+  if (options.out) {
+    out(folder.dir);
+  } else {
+    out(readFileSync(folder.hclFile, "utf8"));
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return folder.dir;
+}
