@@ -1,0 +1,109 @@
+/** `bake ami --target local`, end to end with real Packer, Ansible and Docker. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import { bake, ROOT, tempTree } from "../helpers/bake.js";
+import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("ami-local");
+const SECRET = `sentinel-${process.pid}-Zq9xW`;
+let dir = "";
+
+test.before(() => {
+  dir = tempTree({
+    "bake.yml": `project: ${project}
+images:
+  base:
+    rootfs:
+      debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] }
+  svc: { parent: base, dockerfile: app/Dockerfile }
+  app:
+    parent: svc
+    dockerfile: app/Dockerfile
+    run: { ports: ["8080"], command: [python3, -m, http.server, "8080"], pass_env: [APP_TOKEN] }
+amis:
+  host:
+    builder: ebs
+    region: us-east-1
+    source: { owners: [self], name: "unused-*" }
+    instance_type: t3.small
+    playbook: ansible/host.yml
+    preload: [base]
+    services: [app]
+`,
+    "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers.txt\n",
+    "ansible/host.yml": "---\n- name: Test host\n  hosts: all\n  become: true\n  roles:\n    - role: preload\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy:\n        dest: /etc/bake-test\n        content: \"baked\\n\"\n        mode: \"0644\"\n",
+  });
+  cpSync(path.join(ROOT, "ansible/roles"), path.join(dir, "ansible/roles"), { recursive: true });
+});
+
+test.after(async () => {
+  await removeProject(project);
+});
+
+const manifest = () => JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+
+/** Every file under a folder, as text, for the secret search. */
+function filesUnder(root: string): string[] {
+  return readdirSync(root, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath ?? (e as any).path, e.name))
+    .filter((f) => statSync(f).size < 64 << 20);
+}
+
+let first = { stdout: "", stderr: "" };
+
+test("bake ami --target local: a tagged image carrying the shipped images, whose ids equal the built ones", async () => {
+  const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { APP_TOKEN: SECRET } });
+  first = r;
+  assert.is(r.code, 0, r.stderr.slice(-3000));
+  const m = manifest();
+  const id = m.amis.host.regions.local;
+  assert.match(r.stdout.trim(), new RegExp(`^local\\s+${id}$`));
+  assert.is(m.amis.host.target, "local");
+  const key12 = m.amis.host.key.slice(0, 12);
+  const image = await docker.getImage(`${project}/host:${key12}`).inspect();
+  assert.is(image.Id, id);
+  assert.is(image.Config.Labels["bake.key"], m.amis.host.key);
+
+  // The playbook ran, and the archive inside holds exactly the built images.
+  const out = mkdtempSync(path.join(tmpdir(), "bake-preload-"));
+  const container = await docker.createContainer({ Image: id, Cmd: ["true"] });
+  try {
+    await execa("docker", ["cp", `${container.id}:/var/lib/bake/preload/images.tar`, out]);
+    await execa("docker", ["cp", `${container.id}:/etc/bake-test`, out]);
+  } finally {
+    await container.remove({ force: true });
+  }
+  assert.is(readFileSync(path.join(out, "bake-test"), "utf8"), "baked\n");
+  await execa("tar", ["-xf", path.join(out, "images.tar"), "-C", out, "manifest.json"]);
+  const archived = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as { Config: string; RepoTags: string[] }[];
+  const ids = archived.map((a) => `sha256:${path.basename(a.Config, ".json")}`).sort();
+  assert.equal(ids, [m.images.base.id, m.images.app.id].sort());
+  const loaded = await execa("docker", ["load", "-i", path.join(out, "images.tar")]);
+  assert.match(loaded.stdout, new RegExp(`Loaded image: ${project}/app:${m.images.app.key.slice(0, 12)}`));
+  assert.is((await docker.getImage(`${project}/app:${m.images.app.key.slice(0, 12)}`).inspect()).Id, m.images.app.id);
+});
+
+test("the plan shows the local AMI cached; a second bake is a no-op that never starts Packer", async () => {
+  const plan = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes;
+  assert.equal(plan.map((n: any) => n.status), ["cached", "cached", "cached", "cached"]);
+  const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
+  for (const tool of ["git", "docker"]) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool));
+  const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { PATH: bin } });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /nothing to bake/);
+  assert.match(r.stdout, new RegExp(manifest().amis.host.regions.local));
+});
+
+test("the secret passed through pass_env appears in no output, log, rendered file or manifest", () => {
+  assert.not.ok(first.stdout.includes(SECRET) || first.stderr.includes(SECRET), "output");
+  const leaks = filesUnder(dir).filter((f) => readFileSync(f).includes(SECRET));
+  assert.equal(leaks, []);
+  assert.ok(filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")), "the packer log exists and was searched");
+});
+
+test.run();
