@@ -19,6 +19,19 @@ export function hclEscape(value: string): string {
   return out;
 }
 
+/**
+ * Packer renders most builder and provisioner fields once more as Go templates, so a literal
+ * `{{` must be written as the template expression {{"{{"}}. `}}` outside an action is literal.
+ */
+export function goTemplateEscape(value: string): string {
+  return value.replace(/\{\{/g, '{{"{{"}}');
+}
+
+/** A value for a field Packer interpolates: HCL-escaped and Go-template-escaped. */
+export function packerString(value: unknown): string {
+  return hclString(typeof value === "string" ? goTemplateEscape(value) : value);
+}
+
 export function hclString(value: unknown): string {
   if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") {
     throw new Error(`hcl: expected a string, got ${value === undefined ? "undefined" : typeof value}`);
@@ -28,10 +41,14 @@ export function hclString(value: unknown): string {
 
 export function hclList(values: unknown): string {
   if (!Array.isArray(values)) throw new Error("hclList: expected a list");
-  return `[${values.map(hclString).join(", ")}]`;
+  return `[${values.map(packerString).join(", ")}]`;
 }
 
-/** A map as an HCL object expression on one line per key, keys quoted (tag names hold ':'). */
+/**
+ * A map bake writes itself (tags) as an HCL object, one line per key, keys quoted (tag names
+ * hold ':'). Values are not Go-template-escaped: bake puts {{ .SourceAMI }} in them on purpose,
+ * and the rest are names and hex keys.
+ */
 export function hclMap(map: unknown, indent = "  "): string {
   if (!map || typeof map !== "object") throw new Error("hclMap: expected a mapping");
   const entries = Object.entries(map as Record<string, unknown>);

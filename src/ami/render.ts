@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Handlebars from "handlebars";
 import { BakeError } from "../errors.js";
-import { hclEscape, hclList, hclMap, hclString } from "./hcl.js";
+import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString } from "./hcl.js";
 
 export const TEMPLATE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packer");
 export const MAIN_TEMPLATE = "ami.pkr.hcl.hbs";
@@ -52,11 +52,20 @@ export function readTemplates(dir = TEMPLATE_DIR): Map<string, string> {
 
 export function renderTemplate(templates: Map<string, string>, context: TemplateContext): string {
   const hb = Handlebars.create();
-  hb.registerHelper("hcl", (v: unknown) => hclString(v));
-  hb.registerHelper("hclRaw", (v: unknown) => hclEscape(String(v)));
-  hb.registerHelper("hclList", (v: unknown) => hclList(v));
-  hb.registerHelper("hclMap", (v: unknown) => hclMap(v));
-  hb.registerHelper("varRef", (v: unknown) => `\${var.${hclEscape(String(v))}}`);
+  // Strict mode checks plain lookups; a helper's argument is checked here, with its line.
+  const helper = (name: string, fn: (v: any) => string) =>
+    hb.registerHelper(name, (v: unknown, options: { loc?: { start: { line: number } } }) => {
+      if (v === undefined || v === null) throw Object.assign(new Error(`a value for {{${name}}} is missing`), { line: options?.loc?.start.line });
+      return fn(v);
+    });
+  // Every value: HCL quoting, and Go-template escaping for Packer's own interpolation.
+  helper("hcl", (v) => packerString(v));
+  helper("hclRaw", (v) => hclEscape(goTemplateEscape(String(v))));
+  // Only where bake itself writes a Packer template expression ({{timestamp}}, {{ .SourceAMI }}).
+  helper("hclTemplate", (v) => hclString(v));
+  helper("hclList", (v) => hclList(v));
+  helper("hclMap", (v) => hclMap(v));
+  helper("varRef", (v) => `\${var.${hclEscape(String(v))}}`);
   let current = MAIN_TEMPLATE;
   for (const [name, text] of templates) {
     if (name.startsWith("partials/")) {
@@ -78,8 +87,9 @@ export function renderTemplate(templates: Map<string, string>, context: Template
   try {
     return hb.compile(templates.get(MAIN_TEMPLATE)!, { strict: true, noEscape: true, preventIndent: true })(context);
   } catch (e) {
-    const message = (e as Error).message.replace(/ - (\d+):(\d+)$/, "");
-    const where = /(\d+):(\d+)$/.exec((e as Error).message);
-    throw new BakeError(`packer/${(e as { template?: string }).template ?? current}${where ? `:${where[1]}` : ""}: ${message}`);
+    const err = e as Error & { template?: string; line?: number };
+    const message = err.message.replace(/ - (\d+):(\d+)$/, "");
+    const line = err.line ?? /(\d+):(\d+)$/.exec(err.message)?.[1];
+    throw new BakeError(`packer/${err.template ?? current}${line ? `:${line}` : ""}: ${message}`);
   }
 }

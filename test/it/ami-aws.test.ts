@@ -1,0 +1,160 @@
+/** AMIs on the aws target against moto, and rendered Packer folders that Packer accepts. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import { DescribeImageAttributeCommand, DescribeImagesCommand } from "@aws-sdk/client-ec2";
+import { bake, tempTree, testEnv } from "../helpers/bake.js";
+import { busyboxRootfs } from "../helpers/engine.js";
+import { motoEc2, motoEnv, registerAmi, resetMoto } from "../helpers/moto.js";
+import { hclString } from "../../src/ami/hcl.js";
+
+const suffix = `${process.pid}`;
+const SHARE = "210987654321";
+
+async function fixture(extra = "", builder = "ebs", sourceName = `aws-src-${suffix}-*`, playbook = "host.yml"): Promise<string> {
+  const rootfs = await busyboxRootfs();
+  return tempTree({
+    "bake.yml": `project: aws-${suffix}
+images:
+  base: { rootfs: { tar: ${rootfs} } }
+  svc: { parent: base, dockerfile: svc/Dockerfile }
+  web:
+    parent: svc
+    dockerfile: svc/Dockerfile
+    run: { ports: ["8080"], command: [httpd, -f], pass_env: [WEB_TOKEN] }
+amis:
+  host:
+    builder: ${builder}
+${builder === "instance-store" ? '    bundle: { s3_bucket: bake-bundles, account_id: "123456789012" }\n' : ""}    region: us-east-1
+    source: { owners: [self], name: ${yamlValue(sourceName)} }
+    instance_type: ${builder === "instance-store" ? "m3.medium" : "t3.small"}
+    playbook: ${yamlValue(playbook)}
+    preload: [base]
+    services: [web]
+${extra}`,
+    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+    [playbook]: "- hosts: all\n  tasks: []\n",
+  });
+}
+
+/** A double-quoted YAML scalar whose value, after bake's ${VAR} interpolation, is `value` ($ → $$). */
+function yamlValue(value: string): string {
+  return JSON.stringify(value.replace(/\$/g, "$$$$"));
+}
+
+const packerEnv = (extra: Record<string, string> = {}) => ({ ...process.env, ...testEnv(), ...motoEnv, ...extra }) as Record<string, string>;
+
+test.before(async () => {
+  await resetMoto();
+  await registerAmi(`aws-src-${suffix}-1`);
+});
+
+for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["ebs", "local"]] as const) {
+  test(`render ${builder} on ${target}: packer validate and packer fmt -check accept the folder as it is`, async () => {
+    const dir = await fixture("", builder);
+    const cert = path.join(dir, "cert.pem");
+    writeFileSync(cert, "not a real certificate");
+    const env = { ...motoEnv, BAKE_X509_CERT: cert, BAKE_X509_KEY: cert };
+    const out = path.join(dir, "rendered");
+    const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env });
+    assert.is(r.code, 0, r.stderr);
+    const hcl = readFileSync(path.join(out, "ami.pkr.hcl"), "utf8");
+    assert.match(hcl, target === "local" ? /source "docker" "ami"/ : builder === "ebs" ? /source "amazon-ebs" "ami"/ : /source "amazon-instance" "ami"/);
+    assert.not.match(hcl, /required_plugins/, "Packer 1.6 does not know required_plugins");
+    await execa("packer", ["validate", out], { env: packerEnv(env) });
+    await execa("packer", ["fmt", "-check", out]);
+    const vars = JSON.parse(readFileSync(path.join(out, "bake-vars.json"), "utf8"));
+    assert.equal(vars.bake_preload_images.map((i: any) => i.name), ["base", "web"]);
+    assert.equal(vars.bake_services[0].pass_env, ["WEB_TOKEN"]);
+  });
+}
+
+test("instance-store without the x509 paths in the environment: exit 2 naming them", async () => {
+  const dir = await fixture("", "instance-store");
+  const r = await bake(["render", "host", "--out", path.join(dir, "o")], { cwd: dir, env: motoEnv });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /set BAKE_X509_CERT and BAKE_X509_KEY/);
+});
+
+const ALPHABET = ['"', "\\", "$", "{", "}", "%", "\n", "\t", "\r", "'", "`", "é", "✓", " ", "a", "Z", "0", ":", "/", "*", "[", "]", "=", "#"];
+const PIECES = ["${", "%{", "$${", "%%{", "{{", "}}", "\\n", "\\\"", "${var.x}", "%{ if true }"];
+function arbitrary(seed: number): string {
+  let x = seed * 2654435761 % 2 ** 32;
+  const next = () => (x = (x * 1664525 + 1013904223) % 2 ** 32) / 2 ** 32;
+  let s = "";
+  const length = 1 + Math.floor(next() * 24);
+  for (let i = 0; i < length; i++) s += next() < 0.25 ? PIECES[Math.floor(next() * PIECES.length)] : ALPHABET[Math.floor(next() * ALPHABET.length)];
+  return s;
+}
+
+test("property: arbitrary strings through the hcl helper reach Packer literally", async () => {
+  const values = Array.from({ length: 60 }, (_, i) => arbitrary(i + 1));
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-hcl-property-"));
+  writeFileSync(path.join(dir, "t.pkr.hcl"), `locals {\n${values.map((v, i) => `  v${i} = ${hclString(v)}`).join("\n")}\n}\nsource "null" "n" {\n  communicator = "none"\n}\nbuild {\n  sources = ["source.null.n"]\n}\n`);
+  const { stdout } = await execa("packer", ["console", "-config-type=hcl2", dir], { input: `jsonencode([${values.map((_, i) => `local.v${i}`).join(", ")}])\n` });
+  assert.equal(JSON.parse(stdout.trim()), values);
+});
+
+test("property: arbitrary strings in config values render to HCL that packer validate accepts", async () => {
+  for (let i = 0; i < 6; i++) {
+    const name = arbitrary(100 + i).replace(/[\n\r]/g, " ");
+    const playbook = `play ${arbitrary(200 + i).replace(/[\n\r\t/\\]/g, "_")}.yml`;
+    const dir = await fixture("", "ebs", name, playbook);
+    for (const target of ["aws", "local"]) {
+      const out = path.join(dir, `rendered-${target}`);
+      const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env: motoEnv });
+      assert.is(r.code, 0, `${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${r.stderr}`);
+      await execa("packer", ["validate", out], { env: packerEnv() }).catch((e) => assert.unreachable(`${target} ${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${e.stderr}`));
+    }
+  }
+});
+
+test("an AMI with the same key exists: returned without Packer, tagged, copied to copy_to, shared", async () => {
+  const dir = await fixture(`    copy_to: [eu-west-1]\n    share_with: ["${SHARE}"]\n`);
+  const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
+  const key = plan.find((n: any) => n.name === "host").key;
+  assert.match(key, /^[0-9a-f]{64}$/);
+  const existing = await registerAmi(`aws-${suffix}-host-existing`, { "bake:key": key });
+  const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
+  symlinkSync("/usr/bin/git", path.join(bin, "git"));
+  const r = await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin, BAKE_EC2_POLL_MS: "200" } });
+  assert.is(r.code, 0, r.stderr);
+  const result = JSON.parse(r.stdout);
+  assert.is(result.regions["us-east-1"], existing);
+  const copy = result.regions["eu-west-1"];
+  assert.match(copy, /^ami-[0-9a-f]+$/);
+  for (const [region, id] of [["us-east-1", existing], ["eu-west-1", copy]]) {
+    const ec2 = motoEc2(region);
+    const image = (await ec2.send(new DescribeImagesCommand({ ImageIds: [id] }))).Images![0];
+    const tags = Object.fromEntries(image.Tags!.map((t) => [t.Key, t.Value]));
+    assert.is(tags["bake:key"], key, `${region} bake:key`);
+    assert.is(tags["bake:project"], `aws-${suffix}`);
+    assert.match(tags["bake:preload"], /^base=[0-9a-f]{12}$/);
+    const perms = await ec2.send(new DescribeImageAttributeCommand({ ImageId: id, Attribute: "launchPermission" }));
+    assert.equal(perms.LaunchPermissions!.map((p) => p.UserId), [SHARE], `${region} launch permission`);
+  }
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.equal(manifest.amis.host, { key, target: "aws", regions: { "us-east-1": existing, "eu-west-1": copy } });
+  // Again: the copy is found by its key, not made twice.
+  const again = JSON.parse((await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin } })).stdout);
+  assert.equal(again.regions, result.regions);
+});
+
+test("no AWS credentials: exit 2, pointing to --target local", async () => {
+  const dir = await fixture();
+  const r = await bake(["ami", "host"], { cwd: dir });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /no AWS credentials.*use --target local/);
+});
+
+test("an unknown region: exit 2 naming it", async () => {
+  const dir = await fixture("    copy_to: [xx-nowhere-1]\n");
+  const r = await bake(["ami", "host"], { cwd: dir, env: motoEnv });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /unknown AWS region xx-nowhere-1/);
+});
+
+test.run();

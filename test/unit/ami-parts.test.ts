@@ -1,0 +1,54 @@
+/** Pure parts of the AMI path: HCL quoting, strict templates, Packer's machine-readable output. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { hclEscape, hclList, hclString, packerString } from "../../src/ami/hcl.js";
+import { MAIN_TEMPLATE, readTemplates, renderTemplate } from "../../src/ami/render.js";
+import { amiIdsByRegion, artifactsOf, parseMachineLine, uiText } from "../../src/tools/packer-output.js";
+import { buildArgs, needsRequiredPlugins, parseVersion } from "../../src/tools/packer.js";
+
+test("hcl quoting: quotes, backslashes, newlines, ${ and %{", () => {
+  assert.is(hclEscape('a"b\\c'), 'a\\"b\\\\c');
+  assert.is(hclEscape("x\ny\tz\r"), "x\\ny\\tz\\r");
+  assert.is(hclEscape("${a} %{b} $x %y"), "$${a} %%{b} $x %y");
+  assert.is(hclEscape("\u0001"), "\\u0001");
+  assert.is(hclString("v"), '"v"');
+  assert.is(packerString("{{timestamp}}"), String.raw`"{{\"{{\"}}timestamp}}"`);
+  assert.is(hclList(["a", "b"]), '["a", "b"]');
+  assert.throws(() => hclString(undefined), /expected a string, got undefined/);
+});
+
+test("strict templates: a missing value names the template and line", () => {
+  const templates = new Map(readTemplates());
+  templates.set(MAIN_TEMPLATE, "line one\n{{hcl missingValue}}\n");
+  assert.throws(() => renderTemplate(templates, {} as any), /packer\/ami\.pkr\.hcl\.hbs:2: a value for \{\{hcl\}\} is missing/);
+  templates.set(MAIN_TEMPLATE, "{{> docker}}");
+  assert.throws(() => renderTemplate(templates, {} as any), /packer\/partials\/docker\.hbs:2: a value for \{\{hcl\}\} is missing/);
+});
+
+test("machine-readable lines: artifacts, commas, ui text", () => {
+  const lines = [
+    "1700000000,,ui,say,==> amazon-ebs.ami: Creating AMI",
+    "1700000001,amazon-ebs.ami,artifact-count,1",
+    "1700000001,amazon-ebs.ami,artifact,0,builder-id,mitchellh.amazonebs",
+    "1700000001,amazon-ebs.ami,artifact,0,id,us-east-1:ami-0abc%!(PACKER_COMMA)eu-west-1:ami-0def",
+    "1700000002,,ui,error,Build 'x' errored: boom\\nsecond line",
+    "not a machine line",
+  ].map(parseMachineLine);
+  assert.is(lines[5], undefined);
+  const parsed = lines.filter((l) => l !== undefined);
+  assert.equal(artifactsOf(parsed), [{ builder: "amazon-ebs.ami", index: 0, id: "us-east-1:ami-0abc,eu-west-1:ami-0def" }]);
+  assert.equal(amiIdsByRegion("us-east-1:ami-0abc,eu-west-1:ami-0def"), { "us-east-1": "ami-0abc", "eu-west-1": "ami-0def" });
+  assert.is(uiText(parsed[0]), "==> amazon-ebs.ami: Creating AMI");
+  assert.is(uiText(parsed[4]), "ERROR: Build 'x' errored: boom\nsecond line");
+});
+
+test("packer versions and argument lists", () => {
+  assert.equal(parseVersion("Packer v1.6.6\n"), { major: 1, minor: 6, patch: 6, text: "1.6.6" });
+  assert.is(needsRequiredPlugins(parseVersion("1.6.6")), false);
+  assert.is(needsRequiredPlugins(parseVersion("1.7.0")), true);
+  assert.is(needsRequiredPlugins(parseVersion("1.11.2")), true);
+  assert.equal(buildArgs("/d"), ["build", "-machine-readable", "-color=false", "/d"]);
+  assert.equal(buildArgs("/d", { force: true }), ["build", "-machine-readable", "-color=false", "-force", "/d"]);
+});
+
+test.run();
