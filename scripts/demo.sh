@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The reference pipeline end to end on the local engine. Called by `make demo` after set-up
-# and services.
+# The reference pipeline end to end on the local engine: plan, build the containers, bake the
+# AMI on the local target. Called by `make demo` after set-up and services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bake() { node dist/src/cli.js "$@"; }
@@ -9,4 +9,13 @@ echo "== bake doctor"
 bake doctor || true
 echo
 echo "== bake plan --target local"
+bake plan --target local
+echo
+echo "== bake build"
+bake build
+echo
+echo "== bake ami app-host --target local"
+bake ami app-host --target local
+echo
+echo "== bake plan --target local (everything cached now)"
 bake plan --target local
