@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
   const parser = yargs(argv)
     .scriptName("bake")
     .usage("$0 <command> [options]")
-    .option("file", { alias: "f", type: "string", default: "bake.yml", describe: "the pipeline file" })
+    .option("file", { type: "string", default: "bake.yml", describe: "the pipeline file" })
     .option("json", { type: "boolean", default: false, describe: "machine output on stdout" })
     .option("verbose", { type: "boolean", default: false, describe: "show stack traces and debug detail" })
     .command(
@@ -119,6 +119,57 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "up [services..]",
+      "build what is missing and run release containers with their runtime contract; waits for health, prints URLs",
+      (y) =>
+        y
+          .positional("services", { type: "string", array: true })
+          .option("via", { choices: ["api", "ansible"] as const, default: "api" as const, describe: "start through the Docker API, or through the production Ansible service role" }),
+      async (args) => {
+        const { upCommand } = await import("./commands/up.js");
+        await withInterrupt((signal) => upCommand({ file: args.file, services: (args.services as string[] | undefined) ?? [], via: args.via as "api" | "ansible", json: args.json, signal }, tools, stdout, stderr));
+      },
+    )
+    .command(
+      "down [services..]",
+      "remove the containers (and network) bake up started",
+      (y) => y.positional("services", { type: "string", array: true }),
+      async (args) => {
+        const { downCommand } = await import("./commands/up.js");
+        await downCommand({ file: args.file, services: (args.services as string[] | undefined) ?? [] }, tools, stdout);
+      },
+    )
+    .command(
+      "ps",
+      "the project's running services",
+      (y) => y,
+      async (args) => {
+        const { psCommand } = await import("./commands/up.js");
+        await psCommand({ file: args.file, json: args.json }, tools, stdout);
+      },
+    )
+    .command(
+      "logs [service]",
+      "a service's logs (all services, prefixed, without a name)",
+      (y) => y.positional("service", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false }),
+      async (args) => {
+        const { logsCommand } = await import("./commands/up.js");
+        await withInterrupt((signal) => logsCommand({ file: args.file, service: args.service, follow: args.follow, signal }, tools)).catch((e) => {
+          if (!(e instanceof InterruptedError)) throw e;
+        });
+      },
+    )
+    .command(
+      "exec <service> [command..]",
+      "run a command in a service's container: bake exec <service> -- <command>",
+      (y) => y.positional("service", { type: "string", demandOption: true }).positional("command", { type: "string", array: true }).parserConfiguration({ "populate--": true }),
+      async (args) => {
+        const { execCommand } = await import("./commands/up.js");
+        const command = [...((args.command as string[] | undefined) ?? []), ...(((args as any)["--"] as string[] | undefined) ?? [])].map(String);
+        code = await execCommand({ file: args.file, service: args.service as string, command }, tools);
+      },
+    )
+    .command(
       "doctor",
       "check docker, registry, packer, ansible and AWS; one fix per problem",
       (y) => y,
@@ -128,7 +179,7 @@ export async function main(argv: string[]): Promise<number> {
         if (checks.some((c) => c.status === "fail")) code = EXIT.failed;
       },
     )
-    .demandCommand(1, "name a command: bake <command> (see bake --help)")
+    .demandCommand(1, "name a command: bake <command>")
     .strict()
     .recommendCommands()
     .help()
@@ -136,7 +187,7 @@ export async function main(argv: string[]): Promise<number> {
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, error) => {
       if (error) throw error;
-      throw new UsageError(message);
+      throw new UsageError(`${message}\n(see bake --help)`);
     });
   try {
     const args = await parser.parseAsync();
@@ -152,7 +203,7 @@ function printError(error: unknown, verbose: boolean): void {
   const write = (s: string) => process.stderr.write(`${s}\n`);
   if (error instanceof ConfigErrors) for (const e of error.errors) write(`error: ${e.describe()}`);
   else if (error instanceof ConfigError) write(`error: ${error.describe()}`);
-  else if (error instanceof UsageError) write(`error: ${error.message}\n(see bake --help)`);
+  else if (error instanceof UsageError) write(`error: ${error.message}`);
   else if (error instanceof BuildFailedError) write(`error: ${error.message}${error.detail ? `\n${error.detail}` : ""}`);
   else if (error instanceof ToolFailedError) write(`error: ${error.message}${error.stderrTail ? `\n${error.stderrTail}` : ""}`);
   else if (error instanceof BakeError) write(`error: ${error.message}`);

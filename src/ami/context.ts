@@ -120,6 +120,6 @@ export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, im
     bake_target: target,
     bake_preload_archive: "/tmp/bake-preload.tar",
     bake_preload_images: shippedImages(ami).map((name) => ({ name, ref: ref(name), key: imageKeys.get(name) ?? "unknown" })),
-    bake_services: ami.services.map((name) => serviceVars(name, ref(name), byName.get(name)!.run!)),
+    bake_services: ami.services.map((name) => serviceVars({ project: config.project, service: name, image: ref(name), key: imageKeys.get(name) ?? "unknown", run: byName.get(name)!.run! })),
   };
 }

@@ -1,0 +1,137 @@
+/** `bake up` and friends on the real engine, and parity with the production Ansible role. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { writeFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import { bake, tempTree } from "../helpers/bake.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("up-it");
+const TOKEN = `tok-${process.pid}`;
+let dir = "";
+
+test.before(async () => {
+  dir = tempTree({
+    "bake.yml": `project: ${project}
+images:
+  base: { rootfs: { tar: ${await busyboxRootfs()} } }
+  svc: { parent: base, dockerfile: svc/Dockerfile }
+  web:
+    parent: svc
+    dockerfile: web/Dockerfile
+    run:
+      ports: ["127.0.0.1::8080"]
+      env: { GREETING: hello, MODE: test }
+      pass_env: [WEB_TOKEN]
+      command: [sh, -c, "echo web starting; exec httpd -f -v -p 8080 -h /www"]
+      health: { http: /index.html, port: 8080, interval: 1, retries: 5 }
+  sick:
+    parent: svc
+    dockerfile: web/Dockerfile
+    run:
+      command: [sh, -c, "echo sick-service-says-goodbye; sleep 600"]
+      health: { cmd: ["false"], interval: 1, timeout: 1, retries: 2 }
+`,
+    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /www\n",
+    "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY index.html /www/index.html\n",
+    "web/index.html": "<h1>web</h1>\n",
+  });
+});
+
+test.after(async () => {
+  await bake(["down"], { cwd: dir });
+  await removeProject(project);
+});
+
+const containers = () => docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
+const networks = async () => (await docker.listNetworks()).filter((n) => n.Name.startsWith(`${project}-`));
+
+test("a missing pass_env value: exit 2 naming it, nothing started", async () => {
+  const r = await bake(["up", "web"], { cwd: dir });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /pass_env not set: WEB_TOKEN \(for web\)/);
+  assert.is((await containers()).length, 0);
+});
+
+let url = "";
+let firstId = "";
+
+test("up: healthy, reachable on 127.0.0.1, pass_env from .env present in the container", async () => {
+  writeFileSync(path.join(dir, ".env"), `# local secrets\nWEB_TOKEN="${TOKEN}"\n`);
+  const r = await bake(["up", "web", "--json"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  const [web] = JSON.parse(r.stdout).services;
+  assert.equal([web.service, web.healthy], ["web", true]);
+  url = web.urls[0];
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.is(await (await fetch(`${url}/index.html`)).text(), "<h1>web</h1>\n");
+  const exec = await bake(["exec", "web", "--", "sh", "-c", "echo $WEB_TOKEN $GREETING"], { cwd: dir });
+  assert.is(exec.code, 0, exec.stderr);
+  assert.is(exec.stdout.trim(), `${TOKEN} hello`);
+  const ps = await bake(["ps"], { cwd: dir });
+  assert.match(ps.stdout, new RegExp(`web\\s+${project}-web\\s+Up .*\\(healthy\\)`));
+  const logs = await bake(["logs", "web"], { cwd: dir });
+  assert.match(logs.stdout, /web starting/);
+  firstId = (await containers())[0].Id;
+});
+
+test("up twice is idempotent: the same container keeps running", async () => {
+  const r = await bake(["up", "web"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /already up to date/);
+  const list = await containers();
+  assert.equal(list.map((c) => c.Id), [firstId]);
+});
+
+test("exec passes the command's exit code through", async () => {
+  const r = await bake(["exec", "web", "--", "sh", "-c", "exit 7"], { cwd: dir });
+  assert.is(r.code, 7);
+});
+
+test("a service that never becomes healthy: exit 1 with its last log lines", async () => {
+  const r = await bake(["up", "sick"], { cwd: dir });
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, /sick did not become healthy \(unhealthy\); its last log lines:\nsick-service-says-goodbye/);
+});
+
+test("down removes exactly what bake started: no container, no network", async () => {
+  const bystander = await docker.createContainer({ Image: "bake-test/busybox:latest", Cmd: ["true"], Labels: { "bake.project": project } });
+  const r = await bake(["down"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`removed .*${project}-web`));
+  assert.equal((await containers()).map((c) => c.Id), [bystander.id], "only the container bake did not start is left");
+  await bystander.remove({ force: true });
+  assert.equal(await networks(), []);
+});
+
+/** The fields a host and a laptop must agree on. */
+async function contractOf(name: string) {
+  const c = await docker.getContainer(name).inspect();
+  return {
+    image: c.Image,
+    env: [...c.Config.Env].sort(),
+    ports: c.HostConfig.PortBindings,
+    command: c.Config.Cmd,
+    healthcheck: c.Config.Healthcheck,
+    restart: c.HostConfig.RestartPolicy,
+    labels: c.Config.Labels,
+  };
+}
+
+test("parity: --via ansible (the production service role) runs the same container as bake up", async () => {
+  const api = await bake(["up", "web"], { cwd: dir });
+  assert.is(api.code, 0, api.stderr);
+  const viaApi = await contractOf(`${project}-web`);
+  assert.is((await bake(["down"], { cwd: dir })).code, 0);
+  const ansible = await bake(["up", "web", "--via", "ansible"], { cwd: dir });
+  assert.is(ansible.code, 0, ansible.stderr);
+  const viaAnsible = await contractOf(`${project}-web`);
+  assert.equal(viaAnsible, viaApi);
+  assert.ok(viaApi.env.includes(`WEB_TOKEN=${TOKEN}`));
+  assert.is(viaApi.restart?.Name, "unless-stopped");
+  assert.not.ok(ansible.stdout.includes(TOKEN) || ansible.stderr.includes(TOKEN), "the secret stays out of the output");
+  assert.is((await bake(["down"], { cwd: dir })).code, 0);
+  rmSync(path.join(dir, ".env"));
+});
+
+test.run();
