@@ -19,3 +19,9 @@ bake ami app-host --target local
 echo
 echo "== bake plan --target local (everything cached now)"
 bake plan --target local
+echo
+echo "== bake up (the release services, with their runtime contract)"
+export DIAGNOSTICS_TOKEN="${DIAGNOSTICS_TOKEN:-demo-token}"
+bake up
+echo
+echo "They answer at the URLs above; bake ps, bake logs -f <service>, and bake down to stop them."
