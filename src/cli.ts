@@ -170,6 +170,18 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "prune",
+      "retention for AMIs (with their snapshots) and local images; a plan unless --yes",
+      (y) =>
+        y
+          .option("yes", { type: "boolean", default: false, describe: "remove what the plan lists" })
+          .option("keep-images", { type: "number", default: 2, describe: "earlier local builds kept per image, besides the current key" }),
+      async (args) => {
+        const { pruneCommand } = await import("./commands/prune.js");
+        await pruneCommand({ file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"] }, tools, stdout, stderr);
+      },
+    )
+    .command(
       "doctor",
       "check docker, registry, packer, ansible and AWS; one fix per problem",
       (y) => y,

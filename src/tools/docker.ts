@@ -69,6 +69,8 @@ export interface DockerTool {
   /** The registry's manifest digest for a reference, without pulling (the engine asks the registry). */
   distributionDigest(ref: string): Promise<string | undefined>;
   removeImage(ref: string): Promise<void>;
+  /** Removes an image (and its tags) unless a container uses it; false when one does. */
+  removeUnusedImage(id: string): Promise<boolean>;
   /** `docker save` of these references into one archive file, streamed. */
   saveImages(refs: string[], file: string, signal?: AbortSignal): Promise<void>;
   ensureNetwork(name: string, labels: Record<string, string>): Promise<void>;
@@ -382,6 +384,22 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
         stream.on("error", reject);
       });
       return (await exec.inspect()).ExitCode ?? 0;
+    },
+    async removeUnusedImage(id) {
+      const { docker } = dockerode();
+      const info = await docker.getImage(id).inspect().catch(() => undefined);
+      if (!info) return true;
+      try {
+        // Untag every name first: removal by id refuses an image with several tags.
+        for (const tag of info.RepoTags ?? []) if (tag !== "<none>:<none>") await docker.getImage(tag).remove({ noprune: false });
+        await docker.getImage(id).remove().catch((e: any) => {
+          if (e?.statusCode !== 404) throw e;
+        });
+        return true;
+      } catch (e: any) {
+        if (e?.statusCode === 409) return false;
+        throw e;
+      }
     },
     async removeImage(ref) {
       await dockerode().docker.getImage(ref).remove({ force: true }).catch((e: any) => {

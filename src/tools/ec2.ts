@@ -26,6 +26,18 @@ export interface Ec2Tool {
   tagImage(region: string, imageId: string, tags: Record<string, string>): Promise<void>;
   /** Adds launch permission for accounts that lack it; returns the accounts it added. */
   shareImage(region: string, imageId: string, accounts: string[]): Promise<string[]>;
+  /** AMIs owned by this account and tagged with the project and AMI name. */
+  listBakedAmis(region: string, project: string, ami: string): Promise<BakedAmi[]>;
+  /** Image ids used by instances (not terminated) and by any launch template version. */
+  imagesInUse(region: string): Promise<Set<string>>;
+  deregister(region: string, imageId: string): Promise<void>;
+  deleteSnapshot(region: string, snapshotId: string): Promise<void>;
+}
+
+/** An AMI bake made, with what retention needs to know. */
+export interface BakedAmi extends AmiRecord {
+  region: string;
+  snapshots: string[];
 }
 
 export class NoCredentialsError extends BakeError {}
@@ -101,6 +113,42 @@ export function connectEc2(): Ec2Tool {
     async tagImage(region, imageId, tags) {
       const { sdk, ec2 } = await client(region);
       await ec2.send(new sdk.CreateTagsCommand({ Resources: [imageId], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) })).catch(translate);
+    },
+    async listBakedAmis(region, project, ami) {
+      const { sdk, ec2 } = await client(region);
+      const out = await ec2.send(new sdk.DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }, { Name: "tag:bake:ami", Values: [ami] }] })).catch(translate);
+      return (out.Images ?? []).map((i: any) => ({
+        imageId: i.ImageId,
+        name: i.Name ?? "",
+        created: i.CreationDate ?? "",
+        tags: Object.fromEntries((i.Tags ?? []).map((t: any) => [t.Key, t.Value])),
+        region,
+        snapshots: (i.BlockDeviceMappings ?? []).map((b: any) => b.Ebs?.SnapshotId).filter(Boolean),
+      }));
+    },
+    async imagesInUse(region) {
+      const { sdk, ec2 } = await client(region);
+      const used = new Set<string>();
+      let token: string | undefined;
+      do {
+        const out = await ec2.send(new sdk.DescribeInstancesCommand({ NextToken: token, Filters: [{ Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped", "shutting-down"] }] })).catch(translate);
+        for (const r of out.Reservations ?? []) for (const i of r.Instances ?? []) if (i.ImageId) used.add(i.ImageId);
+        token = out.NextToken;
+      } while (token);
+      const templates = await ec2.send(new sdk.DescribeLaunchTemplatesCommand({})).catch(translate);
+      for (const t of templates.LaunchTemplates ?? []) {
+        const versions = await ec2.send(new sdk.DescribeLaunchTemplateVersionsCommand({ LaunchTemplateId: t.LaunchTemplateId })).catch(translate);
+        for (const v of versions.LaunchTemplateVersions ?? []) if (v.LaunchTemplateData?.ImageId) used.add(v.LaunchTemplateData.ImageId);
+      }
+      return used;
+    },
+    async deregister(region, imageId) {
+      const { sdk, ec2 } = await client(region);
+      await ec2.send(new sdk.DeregisterImageCommand({ ImageId: imageId })).catch(translate);
+    },
+    async deleteSnapshot(region, snapshotId) {
+      const { sdk, ec2 } = await client(region);
+      await ec2.send(new sdk.DeleteSnapshotCommand({ SnapshotId: snapshotId })).catch(translate);
     },
     async shareImage(region, imageId, accounts) {
       const { sdk, ec2 } = await client(region);

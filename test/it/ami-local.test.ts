@@ -1,7 +1,7 @@
 /** `bake ami --target local`, end to end with real Packer, Ansible and Docker. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -104,6 +104,24 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
   const leaks = filesUnder(dir).filter((f) => readFileSync(f).includes(SECRET));
   assert.equal(leaks, []);
   assert.ok(filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")), "the packer log exists and was searched");
+});
+
+test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
+  const failing = tempTree({
+    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-fail`),
+    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
+    "ansible/host.yml": "---\n- name: Failing host\n  hosts: all\n  tasks:\n    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n",
+  });
+  const containersBefore = (await docker.listContainers({ all: true })).length;
+  const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
+  assert.is(r.code, 1, r.stderr.slice(-2000));
+  assert.match(r.stderr, /error: host: packer build failed/);
+  const tagged = await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-fail/host`] }) });
+  assert.is(tagged.length, 0);
+  const manifestFile = path.join(failing, "bake-manifest.json");
+  assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
+  assert.is((await docker.listContainers({ all: true })).length, containersBefore, "Packer removed its build container");
+  await removeProject(`${project}-fail`);
 });
 
 test.run();
