@@ -61,10 +61,11 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
           .option("target", { choices: ["aws", "local"] as const, default: "aws" as const, describe: "where AMIs are baked" })
-          .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" }),
+          .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
+          .option("matrix", { type: "boolean", default: false, describe: "print the nodes to build as a CI matrix (JSON), grouped by level" }),
       async (args) => {
         const { planCommand } = await import("./commands/plan.js");
-        await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json, pull: args.pull }, tools, stdout);
+        await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json, pull: args.pull, matrix: args.matrix }, tools, stdout);
       },
     )
     .command(

@@ -42,6 +42,7 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
     ami,
     target: pipeline.target,
     key: pipeline.keys.get(ami.name)?.key,
+    inputs: pipeline.keys.get(ami.name)?.inputs,
     imageKeys,
     baseImageId: baseRecord?.id ?? (base ? `${imageRepository(pipeline.config, base)}:${(imageKeys.get(base) ?? "unknown").slice(0, KEY12)}` : undefined),
     sourceAmi: extra.sourceAmi,

@@ -15,6 +15,8 @@ export interface AmiRenderInput {
   target: Target;
   /** The AMI's key, or undefined when it cannot be known (bake render without credentials). */
   key?: string;
+  /** The digests the key was made of, labelled on the local image so plan can say what changed. */
+  inputs?: Record<string, string>;
   imageKeys: Map<string, string | undefined>;
   /** Image id of the base the local target starts from. */
   baseImageId?: string;
@@ -65,6 +67,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
         `LABEL bake.project=${config.project}`,
         `LABEL bake.node=${ami.name}`,
         `LABEL bake.key=${input.key ?? "unknown"}`,
+        `LABEL bake.inputs=${JSON.stringify(JSON.stringify(input.inputs ?? {}))}`,
         'ENTRYPOINT [""]',
         'CMD ["/bin/bash"]',
       ],

@@ -9,17 +9,41 @@ export interface PlanOptions {
   target: Target;
   json: boolean;
   pull?: boolean;
+  matrix?: boolean;
 }
 
 export async function planCommand(options: PlanOptions, tools: Tools, out: (text: string) => void): Promise<PlanEntry[]> {
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: options.nodes, pull: options.pull }, tools);
   const entries = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
-  out(options.json ? planJson(entries) : planTable(entries, options.target));
+  if (options.matrix) out(JSON.stringify(planMatrix(entries, pipeline.graph.levels.map((l) => l.map((n) => n.name)))));
+  else out(options.json ? planJson(entries) : planTable(entries, options.target));
   return entries;
 }
 
 export function planJson(entries: PlanEntry[]): string {
   return JSON.stringify({ nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({ name, kind, layer, key, status, reason })) }, null, 2);
+}
+
+/**
+ * The nodes to build as a CI matrix. `include` has every node that builds; `levels[i].include`
+ * the ones whose dependencies are all in lower levels, so a job per level (each needing the one
+ * before) can fan out over runners that find parents by key in the shared registry.
+ */
+export function planMatrix(entries: PlanEntry[], levels: string[][]): { include: MatrixEntry[]; levels: { include: MatrixEntry[] }[] } {
+  const levelOf = new Map(levels.flatMap((names, i) => names.map((n) => [n, i] as const)));
+  const include = entries
+    .filter((e) => e.status !== "cached")
+    .map((e) => ({ node: e.name, kind: e.kind, key: e.key, level: levelOf.get(e.name) ?? 0, reason: e.reason }));
+  const byLevel = levels.map((_, i) => ({ include: include.filter((m) => m.level === i) })).filter((l) => l.include.length);
+  return { include, levels: byLevel };
+}
+
+export interface MatrixEntry {
+  node: string;
+  kind: "image" | "ami";
+  key: string | null;
+  level: number;
+  reason: string;
 }
 
 export function planTable(entries: PlanEntry[], target: Target): string {
