@@ -171,6 +171,20 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "nightly",
+      "refresh bases from upstream, rebuild what changed, bake AMIs, prune, report",
+      (y) =>
+        y
+          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("dry-run", { type: "boolean", default: false, describe: "report what would change; build, bake and remove nothing" })
+          .option("force", { type: "boolean", default: false, describe: "rebuild every image even when its upstream did not change" }),
+      async (args) => {
+        const { nightlyCommand } = await import("./commands/nightly.js");
+        await withInterrupt((signal) => nightlyCommand({ file: args.file, target: args.target as Target, dryRun: args["dry-run"], force: args.force, json: args.json, signal }, tools, stdout, stderr));
+        if (process.exitCode === 1) code = EXIT.failed;
+      },
+    )
+    .command(
       "prune",
       "retention for AMIs (with their snapshots) and local images; a plan unless --yes",
       (y) =>

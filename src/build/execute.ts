@@ -37,6 +37,8 @@ export interface BuildOptions {
   signal: AbortSignal;
   /** Renderer: listr2's default on a TTY, plain lines in CI or when stderr is not a TTY. */
   plain: boolean;
+  /** Told what did build when some nodes failed (before the failure is thrown). */
+  onPartial?: (partial: { built: ImageResult[]; failures: BuildFailedError[]; skipped: string[] }) => void;
 }
 
 export const KEY_TAG_LENGTH = 12;
@@ -152,6 +154,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   if (options.signal.aborted) throw new InterruptedError();
   if (failures.length) {
     const skipped = images.filter((e) => !results.has(e.name) && !failures.some((f) => f.node === e.name)).map((e) => e.name);
+    options.onPartial?.({ built: images.filter((e) => results.has(e.name)).map((e) => results.get(e.name)!), failures, skipped });
     const first = failures[0];
     const more = failures.length > 1 ? `\n(${failures.length - 1} more failed: ${failures.slice(1).map((f) => f.node).join(", ")})` : "";
     throw new BuildFailedError(first.node, first.message, `${first.detail}${more}${skipped.length ? `\nnot built: ${skipped.join(", ")}` : ""}`);

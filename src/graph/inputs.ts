@@ -6,6 +6,7 @@ import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
 import { contextDigest, hashFile, listContext, sha256, type ContextListing } from "./context-files.js";
 import { digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "../ami/render.js";
+import { readLock } from "../config/lock.js";
 
 export interface ReadInputs {
   digests: Map<string, InputDigests>;
@@ -16,8 +17,9 @@ export interface ReadInputs {
 export async function readInputs(config: BakeConfig): Promise<ReadInputs> {
   const digests = new Map<string, InputDigests>();
   const listings = new Map<string, ContextListing>();
+  const lock = readLock(config.dir);
   await Promise.all([
-    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings))),
+    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release))),
     ...config.amis.map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
   return { digests, listings };
@@ -27,9 +29,10 @@ export async function readInputDigests(config: BakeConfig): Promise<Map<string, 
   return (await readInputs(config)).digests;
 }
 
-export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>): Promise<InputDigests> {
+export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
-  if (img.rootfs?.debootstrap) inputs.rootfs = digestOf({ debootstrap: img.rootfs.debootstrap });
+  // A pinned release index (bake.lock) makes fresh upstream packages a new key.
+  if (img.rootfs?.debootstrap) inputs.rootfs = digestOf(upstreamRelease ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease } : { debootstrap: img.rootfs.debootstrap });
   if (img.rootfs?.tar) inputs.rootfs = `tar:${await hashFile(img.rootfs.tar)}`;
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {

@@ -139,6 +139,21 @@ test("the AMI key depends on the target and, on aws, on the source AMI", async (
   assert.is((unknown as any).unknownBecause, "no AWS credentials");
 });
 
+test("a bake.lock release pin changes the debootstrap base's key and everything above it", async () => {
+  const dir = tempTree({
+    "bake.yml": "project: lock\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm } } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n  other: { rootfs: { tar: r.tar } }\n",
+    "app/Dockerfile": "FROM x\n",
+    "r.tar": "t",
+  });
+  const unpinned = await keysOf(dir);
+  writeFileSync(path.join(dir, "bake.lock"), JSON.stringify({ debootstrap: { base: { release: "sha256:1", url: "http://127.0.0.1/x" } } }));
+  const pinned = await keysOf(dir);
+  writeFileSync(path.join(dir, "bake.lock"), JSON.stringify({ debootstrap: { base: { release: "sha256:2", url: "http://127.0.0.1/x" } } }));
+  const repinned = await keysOf(dir);
+  assert.equal(changedNodes(unpinned, pinned), ["app", "base"]);
+  assert.equal(changedNodes(pinned, repinned), ["app", "base"]);
+});
+
 test("the context listing follows .dockerignore: **, nested paths, ! exceptions", async () => {
   const dir = tempTree({
     ".dockerignore": "# comment\n**/*.tmp\ndocs\nsrc/gen/*\n!src/gen/keep.ts\n/abs.txt\nnested/deep/file.txt\n*.md\n!README.md\nDockerfile\n",

@@ -1,0 +1,101 @@
+/** `bake nightly`: quiet when upstream is unchanged, cascades when it moves, keeps going past failures. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { createServer, type Server } from "node:http";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { bake, tempTree } from "../helpers/bake.js";
+import { busyboxImage, busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("nightly-it");
+const upstreamRepo = "127.0.0.1:5000/bake-test-upstream/nightly";
+const upstream = `${upstreamRepo}:${process.pid}`;
+
+test.after(async () => {
+  for (const p of [project, `${project}-fail`, `${project}-deb`]) await removeProject(p);
+});
+
+const run = async (cwd: string, extra: string[] = []) => {
+  const r = await bake(["nightly", "--target", "local", "--json", ...extra], { cwd });
+  return { ...r, report: r.stdout ? JSON.parse(r.stdout) : undefined };
+};
+
+test("registry-backed from: base — quiet while the upstream tag stands, base and everything above rebuild when it moves", async () => {
+  const busybox = await busyboxImage();
+  await docker.getImage(busybox).tag({ repo: upstreamRepo, tag: String(process.pid) });
+  await execa("docker", ["push", upstream]);
+  const dir = tempTree({
+    "bake.yml": `project: ${project}\nimages:\n  base: { from: "${upstream}" }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\n  rel: { parent: svc, dockerfile: svc/Dockerfile, run: { command: [sleep, "1"] } }\n`,
+    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers\n",
+  });
+  const first = await run(dir);
+  assert.is(first.code, 0, first.stderr);
+  assert.equal(first.report.rebuilt.map((r: any) => [r.node, r.action]), [["base", "built"], ["svc", "built"], ["rel", "built"]]);
+
+  const quiet = await run(dir);
+  assert.is(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.report.upstream.map((u: any) => [u.node, u.kind, u.changed]), [["base", "from", false]]);
+  assert.equal(quiet.report.rebuilt, []);
+  assert.match(quiet.stderr, /rebuilt: nothing/);
+
+  // The tag moves upstream; this engine still holds the old image under it.
+  const old = (await docker.getImage(upstream).inspect()).Id;
+  await execa("docker", ["build", "-t", upstream, "-"], { input: `FROM ${upstream}\nRUN echo patched > /patched\n`, env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["push", upstream]);
+  await docker.getImage(old).tag({ repo: upstreamRepo, tag: String(process.pid) });
+
+  const moved = await run(dir);
+  assert.is(moved.code, 0, moved.stderr);
+  const base = moved.report.upstream.find((u: any) => u.node === "base");
+  assert.ok(base.changed && base.before !== base.after, JSON.stringify(base));
+  assert.equal(moved.report.rebuilt.map((r: any) => [r.node, r.action]), [["base", "built"], ["svc", "built"], ["rel", "built"]]);
+  assert.match(moved.report.rebuilt[0].reason, /upstream image changed/);
+  assert.ok(moved.report.seconds.build >= 0 && "prune" in moved.report.seconds);
+});
+
+test("a failing node does not stop independent ones; the exit code says it failed", async () => {
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-fail\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  good: { parent: base, dockerfile: good/Dockerfile }\n  bad: { parent: base, dockerfile: bad/Dockerfile }\n  above-bad: { parent: bad, dockerfile: good/Dockerfile }\n`,
+    "good/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo good > /good\n",
+    "bad/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo broken && exit 4\n",
+  });
+  const r = await run(dir);
+  assert.is(r.code, 1, r.stderr);
+  const actions = Object.fromEntries(r.report.rebuilt.map((x: any) => [x.node, x.action]));
+  assert.equal(actions, { base: "built", good: "built", bad: "failed", "above-bad": "failed" });
+  assert.equal(r.report.failed.map((f: any) => f.node), ["bad"]);
+  assert.match(r.report.failed[0].error, /bad: build failed at step 3\/4: RUN echo broken && exit 4/);
+  assert.equal(r.report.skipped, ["above-bad"]);
+  assert.match(r.stderr, /FAILED bad: /);
+});
+
+test("debootstrap base: the suite's release index is checked (dry run: reported, nothing written)", async () => {
+  let body = "Origin: Debian\nSuite: stable\nDate: 1\n";
+  const server: Server = createServer((req, res) => {
+    if (req.url === "/debian/dists/bookworm/InRelease") res.end(body);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const dir = tempTree({
+      "bake.yml": `project: ${project}-deb\nimages:\n  base:\n    rootfs:\n      debootstrap: { suite: bookworm, variant: minbase, mirror: "http://127.0.0.1:${port}/debian" }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`,
+      "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+    });
+    const r = await run(dir, ["--dry-run"]);
+    assert.is(r.code, 0, r.stderr);
+    const base = r.report.upstream.find((u: any) => u.node === "base");
+    assert.equal([base.kind, base.changed, base.note], ["debootstrap", true, "first pin"]);
+    assert.match(base.after, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(r.report.rebuilt.map((x: any) => x.node), ["base", "app"]);
+    assert.not.ok(existsSync(path.join(dir, "bake.lock")), "a dry run writes no pin");
+    body += "Date: 2\n";
+    const again = await run(dir, ["--dry-run"]);
+    assert.is.not(again.report.upstream[0].after, base.after, "a new release index is a new digest");
+  } finally {
+    server.close();
+  }
+});
+
+test.run();
