@@ -13,6 +13,12 @@ export interface RunOptions {
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Run in a process group of its own and deliver an abort as one SIGINT to the whole group,
+   * as Ctrl-C in a terminal does: the tool and its children (Packer's ansible-playbook) stop
+   * together and the tool cleans up. SIGKILL follows after `graceMs`.
+   */
+  processGroup?: { graceMs: number };
 }
 
 export interface RunResult {
@@ -42,7 +48,8 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     reject: false,
     all: false,
     timeout: options.timeoutMs,
-    cancelSignal: options.signal,
+    cancelSignal: options.processGroup ? undefined : options.signal,
+    detached: Boolean(options.processGroup),
     forceKillAfterDelay: 30_000,
     killSignal: "SIGINT",
     lines: false,
@@ -68,7 +75,31 @@ export async function run(file: string, args: string[], options: RunOptions = {}
   };
   child.stdout?.on("data", collect("stdout"));
   child.stderr?.on("data", collect("stderr"));
+  let interrupted = false;
+  let forceKill: NodeJS.Timeout | undefined;
+  const interruptGroup = () => {
+    if (!child.pid || interrupted) return;
+    interrupted = true;
+    try {
+      process.kill(-child.pid, "SIGINT");
+    } catch {
+      /* already gone */
+    }
+    forceKill = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }, options.processGroup!.graceMs);
+  };
+  if (options.processGroup && options.signal) {
+    if (options.signal.aborted) interruptGroup();
+    else options.signal.addEventListener("abort", interruptGroup, { once: true });
+  }
   const result = await child;
+  if (forceKill) clearTimeout(forceKill);
+  options.signal?.removeEventListener("abort", interruptGroup);
   if ((result as any).code === "ENOENT" || /ENOENT/.test(String((result as any).originalMessage ?? ""))) {
     throw new BakeError(`${file} is not installed: run make setup`);
   }

@@ -49,6 +49,9 @@ export function packerTool(): PackerTool {
         env: options.env,
         secrets: options.secrets,
         signal: options.signal,
+        // One SIGINT to Packer and its ansible-playbook: Packer cancels, removes its build
+        // container or instance, and exits. A second SIGINT would make it quit without cleaning.
+        processGroup: { graceMs: 120_000 },
         onLine: (raw, stream) => {
           options.onRaw?.(raw);
           const line = stream === "stdout" ? parseMachineLine(raw) : undefined;

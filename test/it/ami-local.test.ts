@@ -5,7 +5,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, s
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
-import { bake, ROOT, tempTree } from "../helpers/bake.js";
+import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("ami-local");
@@ -122,6 +122,36 @@ test("a failed bake exits 1 naming the failure, tags nothing and leaves no manif
   assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
   assert.is((await docker.listContainers({ all: true })).length, containersBefore, "Packer removed its build container");
   await removeProject(`${project}-fail`);
+});
+
+test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, no manifest entry", async () => {
+  const slow = tempTree({
+    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-int`),
+    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
+    "ansible/host.yml": "---\n- name: Slow host\n  hosts: all\n  tasks:\n    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n",
+  });
+  const containersBefore = (await docker.listContainers({ all: true })).length;
+  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 240_000) await new Promise((r) => setTimeout(r, 200));
+  assert.match(seen, /TASK \[Take a while\]/);
+  const interrupted = Date.now();
+  child.kill("SIGINT");
+  const result = await child;
+  assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
+  assert.ok(Date.now() - interrupted < 60_000, "stopped long before the task would have ended");
+  let containers = (await docker.listContainers({ all: true })).length;
+  for (let i = 0; i < 50 && containers > containersBefore; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    containers = (await docker.listContainers({ all: true })).length;
+  }
+  assert.is(containers, containersBefore, "Packer removed its container");
+  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-int/host`] }) })).length, 0);
+  const manifestFile = path.join(slow, "bake-manifest.json");
+  assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
+  await removeProject(`${project}-int`);
 });
 
 test.run();

@@ -7,6 +7,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
 import { busyboxImage, busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { motoEnv, registerAmi } from "../helpers/moto.js";
 
 const project = uniqueProject("nightly-it");
 const upstreamRepo = "127.0.0.1:5000/bake-test-upstream/nightly";
@@ -96,6 +97,23 @@ test("debootstrap base: the suite's release index is checked (dry run: reported,
   } finally {
     server.close();
   }
+});
+
+test("the bake phase: on the aws target an AMI that already carries the key is reported, not baked again", async () => {
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-ami\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "nightly-src-${process.pid}-*" }\n    instance_type: t3.small\n    playbook: host.yml\n    preload: [base]\n`,
+    "host.yml": "- hosts: all\n  tasks: []\n",
+  });
+  await registerAmi(`nightly-src-${process.pid}-1`);
+  const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
+  const key = plan.find((n: any) => n.name === "host").key;
+  const existing = await registerAmi(`nightly-host-${process.pid}`, { "bake:key": key, "bake:project": `${project}-ami`, "bake:ami": "host" });
+  const r = await bake(["nightly", "--json"], { cwd: dir, env: motoEnv });
+  assert.is(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.amis, { host: { "us-east-1": existing } });
+  assert.equal(report.failed, []);
+  await removeProject(`${project}-ami`);
 });
 
 test.run();

@@ -5,6 +5,9 @@ import { hclEscape, hclList, hclString, packerString } from "../../src/ami/hcl.j
 import { MAIN_TEMPLATE, readTemplates, renderTemplate } from "../../src/ami/render.js";
 import { amiIdsByRegion, artifactsOf, parseMachineLine, uiText } from "../../src/tools/packer-output.js";
 import { buildArgs, needsRequiredPlugins, parseVersion } from "../../src/tools/packer.js";
+import { templateContext } from "../../src/ami/context.js";
+import { parseConfig } from "../../src/config/load.js";
+import { tempTree } from "../helpers/bake.js";
 
 test("hcl quoting: quotes, backslashes, newlines, ${ and %{", () => {
   assert.is(hclEscape('a"b\\c'), 'a\\"b\\\\c');
@@ -49,6 +52,22 @@ test("packer versions and argument lists", () => {
   assert.is(needsRequiredPlugins(parseVersion("1.11.2")), true);
   assert.equal(buildArgs("/d"), ["build", "-machine-readable", "-color=false", "/d"]);
   assert.equal(buildArgs("/d", { force: true }), ["build", "-machine-readable", "-color=false", "-force", "/d"]);
+});
+
+test("the rendered HCL declares required_plugins only for Packer >= 1.7", () => {
+  const dir = tempTree({ "r.tar": "t", "host.yml": "- hosts: all\n" });
+  const config = parseConfig(
+    "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: host.yml\n    preload: [base]\n",
+    "bake.yml",
+    dir,
+    {},
+  );
+  const render = (requiredPlugins: boolean) =>
+    renderTemplate(readTemplates(), templateContext({ config, ami: config.amis[0], target: "aws", key: "k".repeat(64), imageKeys: new Map([["base", "a".repeat(64)]]), requiredPlugins, outDir: dir, sourceAmi: "ami-0123" }));
+  assert.match(render(true), /required_plugins \{\n\s+amazon = \{/);
+  assert.not.match(render(false), /required_plugins/);
+  assert.match(render(false), /source_ami\s+= "ami-0123"/);
+  assert.match(render(false), /"bake:key"\s+= "k{64}"/);
 });
 
 test.run();
