@@ -3,7 +3,8 @@
  * and their digests. The same list feeds the bake key and the build's tar stream.
  */
 import { createReadStream } from "node:fs";
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
+import type { DigestCache } from "./digest-cache.js";
 import { readFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import path from "node:path";
@@ -46,7 +47,7 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
-export async function listContext(root: string, options: { dockerfile?: string } = {}): Promise<ContextListing> {
+export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache } = {}): Promise<ContextListing> {
   let patterns: string[] = [];
   try {
     patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
@@ -57,7 +58,7 @@ export async function listContext(root: string, options: { dockerfile?: string }
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   // The walk and small files use synchronous calls: for thousands of small files they are
   // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.
-  const large: ContextEntry[] = [];
+  const large: { entry: ContextEntry; st: Stats }[] = [];
   const walk = (dirRel: string): ContextEntry[] => {
     const out: ContextEntry[] = [];
     for (const name of readdirSync(path.join(root, dirRel)).sort(compareBytes)) {
@@ -78,7 +79,10 @@ export async function listContext(root: string, options: { dockerfile?: string }
       } else if (st.isFile()) {
         const entry: ContextEntry = { path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size };
         if (st.size <= SMALL_FILE) entry.digest = sha256(readFileSync(abs));
-        else large.push(entry);
+        else {
+          entry.digest = options.cache?.get(abs, st);
+          if (!entry.digest) large.push({ entry, st });
+        }
         out.push(entry);
       }
     }
@@ -86,7 +90,15 @@ export async function listContext(root: string, options: { dockerfile?: string }
   };
   const entries = walk("");
   const limit = pLimit(4);
-  await Promise.all(large.map((e) => limit(async () => (e.digest = await hashFile(path.join(root, e.path))))));
+  await Promise.all(
+    large.map(({ entry, st }) =>
+      limit(async () => {
+        const abs = path.join(root, entry.path);
+        entry.digest = await hashFile(abs);
+        options.cache?.set(abs, st, entry.digest);
+      }),
+    ),
+  );
   const alwaysSent = [".dockerignore"];
   if (options.dockerfile) {
     const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");

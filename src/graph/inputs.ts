@@ -7,6 +7,7 @@ import { contextDigest, hashFile, listContext, sha256, type ContextListing } fro
 import { digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "../ami/render.js";
 import { readLock } from "../config/lock.js";
+import { DigestCache } from "./digest-cache.js";
 
 export interface ReadInputs {
   digests: Map<string, InputDigests>;
@@ -18,10 +19,12 @@ export async function readInputs(config: BakeConfig): Promise<ReadInputs> {
   const digests = new Map<string, InputDigests>();
   const listings = new Map<string, ContextListing>();
   const lock = readLock(config.dir);
+  const cache = DigestCache.forProject(config.dir);
   await Promise.all([
-    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release))),
+    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache))),
     ...config.amis.map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
+  cache.save();
   return { digests, listings };
 }
 
@@ -29,7 +32,7 @@ export async function readInputDigests(config: BakeConfig): Promise<Map<string, 
   return (await readInputs(config)).digests;
 }
 
-export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string): Promise<InputDigests> {
+export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
   // A pinned release index (bake.lock) makes fresh upstream packages a new key.
   if (img.rootfs?.debootstrap) inputs.rootfs = digestOf(upstreamRelease ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease } : { debootstrap: img.rootfs.debootstrap });
@@ -37,7 +40,7 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
-    const listing = await listContext(img.context!, { dockerfile: img.dockerfile });
+    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache });
     listings?.set(img.name, listing);
     inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);

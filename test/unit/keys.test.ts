@@ -180,6 +180,34 @@ test("the context listing follows .dockerignore: **, nested paths, ! exceptions"
   assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
 });
 
+test("large files' digests are reused while size, times and inode stand, and recomputed when they change", async () => {
+  const { DigestCache } = await import("../../src/graph/digest-cache.js");
+  const { readFileSync: read, writeFileSync: write, utimesSync: utimes } = await import("node:fs");
+  const dir = tempTree({});
+  const big = path.join(dir, "big.bin");
+  write(big, Buffer.alloc(2 << 20, 1));
+  const past = new Date(Date.now() - 3600_000);
+  utimes(big, past, past);
+  const cacheFile = path.join(dir, "digests.json");
+  const first = new DigestCache(cacheFile);
+  const real = (await listContext(dir, { cache: first })).entries.find((e) => e.path === "big.bin")!.digest!;
+  first.save();
+  // Prove the second run does not read the file: plant a different digest in the cache.
+  write(cacheFile, read(cacheFile, "utf8").replace(real, "planted"));
+  assert.is((await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest, "planted");
+  appendFileSync(big, "x");
+  utimes(big, past, past);
+  const changed = (await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest!;
+  assert.is.not(changed, "planted");
+  assert.is.not(changed, real);
+  // A file written moments ago is never taken from the cache.
+  const fresh = new DigestCache(cacheFile);
+  write(big, Buffer.alloc(2 << 20, 2));
+  const racy = (await listContext(dir, { cache: fresh })).entries.find((e) => e.path === "big.bin")!.digest!;
+  fresh.save();
+  assert.is((await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest, racy);
+});
+
 test("hashing streams large files (a 64 MiB file costs far less than 64 MiB of memory)", async () => {
   const dir = tempTree({ "Dockerfile": "FROM x\n" });
   const { openSync, writeSync, closeSync } = await import("node:fs");
