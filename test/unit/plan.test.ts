@@ -5,7 +5,7 @@ import { parseConfig } from "../../src/config/load.js";
 import { buildGraph, findCycle, selectWithDependencies } from "../../src/graph/graph.js";
 import { computeKeys, keyOf } from "../../src/graph/keys.js";
 import { assemblePlan, changedInputs, type WorldState } from "../../src/plan/plan.js";
-import { planJson } from "../../src/commands/plan.js";
+import { planJson, planMatrix } from "../../src/commands/plan.js";
 import type { BakeImageRecord } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
@@ -112,6 +112,15 @@ test("plan --json has exactly the contract's fields", () => {
   assert.equal(Object.keys(parsed), ["nodes"]);
   assert.equal(Object.keys(parsed.nodes[0]), ["name", "kind", "layer", "key", "status", "reason"]);
   assert.equal(parsed.nodes.at(-1).kind, "ami");
+});
+
+test("plan --matrix: only what builds, grouped by level so each level's jobs can need the one before", () => {
+  const images = [record("alpha", key("alpha")), record("side", key("side"))];
+  const plan = assemblePlan(graph.order, localKeys, state(images), "local");
+  const matrix = planMatrix(plan, graph.levels.map((l) => l.map((n) => n.name)));
+  assert.equal(matrix.include.map((m) => [m.node, m.level]), [["zeta", 0], ["svc", 1], ["rel", 2], ["rel2", 2], ["host", 3]]);
+  assert.equal(matrix.levels.map((l) => l.include.map((m) => m.node)), [["zeta"], ["svc"], ["rel", "rel2"], ["host"]]);
+  assert.is(matrix.include[0].key, key("zeta"));
 });
 
 test("changedInputs", () => {
