@@ -2,15 +2,14 @@
  * Renders an AMI's Packer HCL2 from the Handlebars templates in packer/. Strict: a value the
  * template needs and the context lacks is an error naming the template and line.
  */
-import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import Handlebars from "handlebars";
+import { MAIN_TEMPLATE } from "./templates.js";
+
+export { MAIN_TEMPLATE, readTemplates, TEMPLATE_DIR } from "./templates.js";
 import { BakeError } from "../errors.js";
 import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString } from "./hcl.js";
 
-export const TEMPLATE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packer");
-export const MAIN_TEMPLATE = "ami.pkr.hcl.hbs";
 
 export interface TemplateContext {
   amiName: string;
@@ -39,15 +38,6 @@ export interface TemplateContext {
   baseImageId?: string;
   dockerChanges?: string[];
   localRepository?: string;
-}
-
-/** The template files (main and partials), by name, for rendering and for the AMI's key. */
-export function readTemplates(dir = TEMPLATE_DIR): Map<string, string> {
-  const files = new Map<string, string>([[MAIN_TEMPLATE, readFileSync(path.join(dir, MAIN_TEMPLATE), "utf8")]]);
-  for (const f of readdirSync(path.join(dir, "partials")).sort()) {
-    if (f.endsWith(".hbs")) files.set(`partials/${f}`, readFileSync(path.join(dir, "partials", f), "utf8"));
-  }
-  return files;
 }
 
 export function renderTemplate(templates: Map<string, string>, context: TemplateContext): string {

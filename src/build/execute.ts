@@ -72,8 +72,9 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
       return { name: e.name, key: e.key!, id: e.existing!, repo, action: "cached", tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`], seconds: 0 };
     });
     // The same content may exist under another repository (registry: changed): tag it here too.
-    for (const r of results) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
-    await moveTags(results, docker, options, logs);
+    const known = knownTags(pipeline);
+    for (const r of results) if (!known.get(r.id)?.has(r.tags[0])) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
+    await moveTags(results, docker, options, logs, known);
     return results;
   }
   const gitInfo = await git();
@@ -166,10 +167,20 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   return ordered;
 }
 
+/** The tags each image had when the run started (one engine query, made by the read step). */
+function knownTags(pipeline: Pipeline): Map<string, Set<string>> {
+  const images = pipeline.state.images.ok ? pipeline.state.images.value : [];
+  return new Map(images.map((i) => [i.id, new Set(i.tags)]));
+}
+
 /** Moving tags move last: after every node built (and pushed). */
-async function moveTags(ordered: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs): Promise<void> {
+async function moveTags(ordered: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs, known = new Map<string, Set<string>>()): Promise<void> {
   for (const r of ordered) {
     for (const t of ["latest", ...options.tags]) {
+      if (!options.push && known.get(r.id)?.has(`${r.repo}:${t}`)) {
+        r.tags.push(`${r.repo}:${t}`);
+        continue;
+      }
       await docker.tag(r.id, r.repo, t);
       r.tags.push(`${r.repo}:${t}`);
       if (options.push) {

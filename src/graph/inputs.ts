@@ -5,7 +5,7 @@ import { parse as parseYaml } from "yaml";
 import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
 import { contextDigest, hashFile, listContext, sha256, type ContextListing } from "./context-files.js";
 import { digestOf, type InputDigests } from "./keys.js";
-import { readTemplates } from "../ami/render.js";
+import { readTemplates } from "../ami/templates.js";
 import { readLock } from "../config/lock.js";
 import { DigestCache } from "./digest-cache.js";
 
