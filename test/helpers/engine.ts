@@ -48,3 +48,16 @@ export async function removeProject(project: string): Promise<void> {
 export function uniqueProject(prefix: string): string {
   return `${prefix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
 }
+
+/**
+ * The number of containers once it has come back down to `expected` (the engine removes a
+ * cancelled build's container shortly after the request ends), or after about ten seconds.
+ */
+export async function containerCountSettling(expected: number): Promise<number> {
+  let count = (await docker.listContainers({ all: true })).length;
+  for (let i = 0; i < 50 && count > expected; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    count = (await docker.listContainers({ all: true })).length;
+  }
+  return count;
+}

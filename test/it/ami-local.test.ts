@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
-import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("ami-local");
 const SECRET = `sentinel-${process.pid}-Zq9xW`;
@@ -142,11 +142,7 @@ test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, 
   const result = await child;
   assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
   assert.ok(Date.now() - interrupted < 60_000, "stopped long before the task would have ended");
-  let containers = (await docker.listContainers({ all: true })).length;
-  for (let i = 0; i < 50 && containers > containersBefore; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-    containers = (await docker.listContainers({ all: true })).length;
-  }
+  const containers = await containerCountSettling(containersBefore);
   assert.is(containers, containersBefore, "Packer removed its container");
   assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-int/host`] }) })).length, 0);
   const manifestFile = path.join(slow, "bake-manifest.json");

@@ -5,7 +5,7 @@ import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } 
 import path from "node:path";
 import { execa } from "execa";
 import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
-import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxRootfs, containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("build-it");
 let dir = "";
@@ -175,11 +175,7 @@ test("Ctrl-C during a build: exit 130, no container or temp file left, no tag", 
   assert.is(result.exitCode, 130, String(result.stderr));
   assert.ok(Date.now() - started < 30_000, "stopped well before the sleep ended");
   // The engine removes the build's container once the request is gone: give it a moment.
-  let containers = (await docker.listContainers({ all: true })).length;
-  for (let i = 0; i < 50 && containers > containersBefore; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-    containers = (await docker.listContainers({ all: true })).length;
-  }
+  const containers = await containerCountSettling(containersBefore);
   assert.is(containers, containersBefore);
   const tags = (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-int/slow`] }) })).length;
   assert.is(tags, 0);
