@@ -85,6 +85,17 @@ test("a second build builds nothing and keeps the same ids", async () => {
   }
 });
 
+test("--tag moves an extra tag with latest, after the whole run", async () => {
+  const r = await bake(["build", "--tag", "release-1.2"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  for (const name of ["base", "svc", "web", "tools"]) {
+    assert.is((await inspect(`${project}/${name}:release-1.2`))!.Id, manifest().images[name].id);
+  }
+  const bad = await bake(["build", "--tag", "no spaces"], { cwd: dir });
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--tag no spaces is not a valid Docker tag/);
+});
+
 test("--no-cache rebuilds every image, to the same keys", async () => {
   const before = manifest();
   const r = await bake(["build", "--no-cache", "svc"], { cwd: dir });

@@ -83,6 +83,27 @@ test("up twice is idempotent: the same container keeps running", async () => {
   assert.equal(list.map((c) => c.Id), [firstId]);
 });
 
+test("logs -f follows until interrupted", async () => {
+  const { execa } = await import("execa");
+  const { CLI, testEnv } = await import("../helpers/bake.js");
+  const child = execa(process.execPath, [CLI, "logs", "-f", "web"], { cwd: dir, env: testEnv(), reject: false });
+  let seen = "";
+  child.stdout!.on("data", (d) => (seen += d));
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/web starting/.test(seen) && Date.now() - started < 10_000) await new Promise((r) => setTimeout(r, 100));
+  // httpd logs each request (the health check's every second): new lines keep arriving.
+  const count = () => (seen.match(/response:200/g) ?? []).length;
+  const before = count();
+  await fetch(`${url}/index.html`);
+  while (count() <= before && Date.now() - started < 15_000) await new Promise((r) => setTimeout(r, 100));
+  child.kill("SIGINT");
+  const r = await child;
+  assert.match(seen, /web starting/);
+  assert.ok(count() > before, "lines written after the start arrive while following");
+  assert.ok(r.exitCode === 0 || r.exitCode === 130, `exit ${r.exitCode}`);
+});
+
 test("exec passes the command's exit code through", async () => {
   const r = await bake(["exec", "web", "--", "sh", "-c", "exit 7"], { cwd: dir });
   assert.is(r.code, 7);
