@@ -106,12 +106,17 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
   assert.ok(filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")), "the packer log exists and was searched");
 });
 
-test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
-  const failing = tempTree({
-    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-fail`),
+/** The same pipeline under another project name, with a host playbook of one task. */
+function variantWithTask(suffix: string, task: string): string {
+  return tempTree({
+    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-${suffix}`),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
-    "ansible/host.yml": "---\n- name: Failing host\n  hosts: all\n  tasks:\n    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n",
+    "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${task}`,
   });
+}
+
+test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
+  const failing = variantWithTask("fail", "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n");
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-2000));
@@ -125,11 +130,7 @@ test("a failed bake exits 1 naming the failure, tags nothing and leaves no manif
 });
 
 test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, no manifest entry", async () => {
-  const slow = tempTree({
-    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-int`),
-    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
-    "ansible/host.yml": "---\n- name: Slow host\n  hosts: all\n  tasks:\n    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n",
-  });
+  const slow = variantWithTask("int", "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n");
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
   let seen = "";

@@ -5,6 +5,7 @@ import { execa } from "execa";
 import path from "node:path";
 import { listContext } from "../../src/graph/context-files.js";
 import { tempTree } from "../helpers/bake.js";
+import { GLOB_IGNORE, GLOB_TREE } from "../fixtures/dockerignore-tree.js";
 import { busyboxImage, docker } from "../helpers/engine.js";
 
 /** Builds the folder with the docker CLI (classic builder) and lists what arrived in the image. */
@@ -22,23 +23,7 @@ async function arrivedInImage(dir: string): Promise<string[]> {
 const compare = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 const TREES: Record<string, Record<string, string>> = {
-  "globs, nested paths and exceptions": {
-    ".dockerignore": "# comment\n**/*.tmp\ndocs\nsrc/gen/*\n!src/gen/keep.ts\n/abs.txt\nnested/deep/file.txt\n*.md\n!README.md\n",
-    "README.md": "r",
-    "CHANGES.md": "c",
-    "a.tmp": "t",
-    "src/b.tmp": "t",
-    "src/deeper/c.tmp": "t",
-    "src/index.ts": "i",
-    "src/gen/x.ts": "x",
-    "src/gen/keep.ts": "k",
-    "docs/guide.txt": "g",
-    "abs.txt": "a",
-    "nested/deep/file.txt": "n",
-    "nested/deep/other.txt": "o",
-    "nested/docs/x.md": "m",
-    link: "->src/index.ts",
-  },
+  "globs, nested paths and exceptions": { ...GLOB_TREE, ".dockerignore": GLOB_IGNORE, "src/deeper/c.tmp": "t" },
   "exclude everything, bring some back": {
     ".dockerignore": "*\n!app\n!app/**\napp/**/*.pyc\n!requirements.txt\n",
     "app/main.py": "m",

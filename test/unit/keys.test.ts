@@ -9,6 +9,7 @@ import { readInputDigests } from "../../src/graph/inputs.js";
 import { computeKeys, type Target } from "../../src/graph/keys.js";
 import { listContext } from "../../src/graph/context-files.js";
 import { tempTree, writeTree } from "../helpers/bake.js";
+import { GLOB_IGNORE, GLOB_TREE } from "../fixtures/dockerignore-tree.js";
 
 const PIPELINE = `
 project: keys
@@ -155,23 +156,7 @@ test("a bake.lock release pin changes the debootstrap base's key and everything 
 });
 
 test("the context listing follows .dockerignore: **, nested paths, ! exceptions", async () => {
-  const dir = tempTree({
-    ".dockerignore": "# comment\n**/*.tmp\ndocs\nsrc/gen/*\n!src/gen/keep.ts\n/abs.txt\nnested/deep/file.txt\n*.md\n!README.md\nDockerfile\n",
-    Dockerfile: "FROM x\n",
-    "README.md": "r",
-    "CHANGES.md": "c",
-    "a.tmp": "t",
-    "src/b.tmp": "t",
-    "src/index.ts": "i",
-    "src/gen/x.ts": "x",
-    "src/gen/keep.ts": "k",
-    "docs/guide.txt": "g",
-    "abs.txt": "a",
-    "nested/deep/file.txt": "n",
-    "nested/deep/other.txt": "o",
-    "nested/docs/x.md": "m",
-    "link": "->src/index.ts",
-  });
+  const dir = tempTree({ ...GLOB_TREE, ".dockerignore": `${GLOB_IGNORE}Dockerfile\n`, Dockerfile: "FROM x\n" });
   const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
   assert.equal(
     listing.entries.map((e) => e.path),
