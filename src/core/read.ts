@@ -33,22 +33,26 @@ export interface ReadOptions {
   nodes?: string[];
   /** Ask the registry for the current digest of every `from:` image, even one present locally. */
   pull?: boolean;
+  /** Only container images (build, up): AMIs are left out and their inputs are not read. */
+  imagesOnly?: boolean;
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
   const graph = buildGraph(config);
-  const { nodes, unknown } = selectWithDependencies(graph, options.nodes ?? []);
+  const selection = selectWithDependencies(graph, options.nodes ?? []);
+  const { unknown } = selection;
+  const nodes = options.imagesOnly ? selection.nodes.filter((n) => n.kind === "image") : selection.nodes;
   if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
   const [{ digests: inputs, listings }, images, sources] = await Promise.all([
-    readInputs(config),
+    readInputs(config, new Set(nodes.map((n) => n.name))),
     readImages(tools, config.project),
     wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
   const unreadable = await resolveUpstreams(tools, config, inputs, images.ok, options.pull ?? false);
-  const keys = computeKeys(graph, inputs, options.target, sources, unreadable);
+  const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes);
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
   return { config, graph, nodes, inputs, listings, keys, state: { images, amis }, target: options.target };
 }
@@ -59,7 +63,7 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
  */
 async function resolveUpstreams(tools: Tools, config: BakeConfig, inputs: Map<string, InputDigests>, engineUp: boolean, pull: boolean): Promise<Map<string, string>> {
   const unreadable = new Map<string, string>();
-  const fromNodes = config.images.filter((i) => i.from);
+  const fromNodes = config.images.filter((i) => i.from && inputs.has(i.name));
   if (!fromNodes.length) return unreadable;
   if (!engineUp) {
     for (const n of fromNodes) unreadable.set(n.name, `digest of ${n.from} unknown: the docker engine is unreachable`);

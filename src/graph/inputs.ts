@@ -15,14 +15,16 @@ export interface ReadInputs {
   listings: Map<string, ContextListing>;
 }
 
-export async function readInputs(config: BakeConfig): Promise<ReadInputs> {
+/** The inputs of every node, or of the named ones only (a build reads no playbook). */
+export async function readInputs(config: BakeConfig, only?: Set<string>): Promise<ReadInputs> {
   const digests = new Map<string, InputDigests>();
   const listings = new Map<string, ContextListing>();
   const lock = readLock(config.dir);
   const cache = DigestCache.forProject(config.dir);
+  const wanted = (name: string) => !only || only.has(name);
   await Promise.all([
-    ...config.images.map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache))),
-    ...config.amis.map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
+    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache))),
+    ...config.amis.filter((ami) => wanted(ami.name)).map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
   cache.save();
   return { digests, listings };

@@ -3,7 +3,7 @@
  * are read elsewhere (inputs.ts) and passed in.
  */
 import { createHash } from "node:crypto";
-import type { Graph } from "./graph.js";
+import type { Graph, GraphNode } from "./graph.js";
 
 export const KEY_VERSION = "bake-key-v1";
 
@@ -47,9 +47,11 @@ export function computeKeys(
   sources: SourceResolution,
   /** Nodes with an input that could not be read (an upstream image's digest), and why. */
   unreadable: Map<string, string> = new Map(),
+  /** The nodes to key, with everything they depend on, in build order. */
+  nodes: GraphNode[] = graph.order,
 ): Map<string, KeyResult> {
   const keys = new Map<string, KeyResult>();
-  for (const node of graph.order) {
+  for (const node of nodes) {
     const inputs: InputDigests = { ...own.get(node.name)! };
     const why = unreadable.get(node.name);
     if (why) {
