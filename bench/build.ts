@@ -12,9 +12,10 @@ import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { busyboxRootfs } from "../test/helpers/engine.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CLI = path.join(ROOT, "dist/src/cli.js");
+const CLI = path.join(ROOT, "dist/src/bake.cjs");
 const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0" };
 const quick = process.argv.includes("--quick");
 const onlyBig = process.argv.includes("--only-big");
@@ -44,8 +45,9 @@ async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boolean): 
   for (const n of nodes) {
     const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
     const tag = `bench-raw/${n.name}:latest`;
-    await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", n.dockerfile, "-t", tag, n.context], { env });
-    ids.set(n.name, (await execa("docker", ["image", "inspect", "-f", "{{.Id}}", tag])).stdout.trim());
+    // -q prints only the image id: one docker command per node, as a hand-written script would.
+    const { stdout } = await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", n.dockerfile, "-t", tag, n.context], { env });
+    ids.set(n.name, stdout.trim().split("\n").at(-1)!);
   }
 }
 
@@ -83,7 +85,7 @@ const say = (s: string) => {
   console.log(s);
 };
 
-const rootfsTar = path.join(ROOT, ".bake/test-cache/busybox-rootfs.tar");
+const rootfsTar = await busyboxRootfs();
 if (!onlyBig) {
 // --- reference graph, no-op
 await bake(ROOT, ["build"]);

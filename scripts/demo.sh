@@ -3,7 +3,7 @@
 # AMI on the local target. Called by `make demo` after set-up and services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bake() { node dist/src/cli.js "$@"; }
+bake() { node dist/src/bake.cjs "$@"; }
 
 echo "== bake doctor"
 bake doctor || true

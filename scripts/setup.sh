@@ -35,8 +35,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # Compile only when a source is newer than the last build.
-if [ ! -f dist/src/cli.js ] || [ -n "$(find src test bench tsconfig.json package-lock.json -newer dist/.built -print -quit 2>/dev/null)" ] || [ ! -f dist/.built ]; then
+if [ ! -f dist/bundle/cli.cjs ] || [ -n "$(find src test bench scripts/bundle.mjs tsconfig.json package-lock.json -newer dist/.built -print -quit 2>/dev/null)" ] || [ ! -f dist/.built ]; then
   npx tsc -p tsconfig.json
   node dist/src/config/write-validator.js
+  node scripts/bundle.mjs
   touch dist/.built
 fi

@@ -1,9 +1,9 @@
 /** The Handlebars templates in packer/: read for rendering and digested for the AMI's key. */
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../package-root.js";
 
-export const TEMPLATE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packer");
+export const TEMPLATE_DIR = path.join(PACKAGE_ROOT, "packer");
 export const MAIN_TEMPLATE = "ami.pkr.hcl.hbs";
 
 /** The template files (main and partials), by name, for rendering and for the AMI's key. */

@@ -1,6 +1,6 @@
 /** `bake up` / `down` / `ps` / `logs` / `exec`: release containers locally, with their runtime contract. */
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../package-root.js";
 import { loadConfig } from "../config/load.js";
 import { readPipeline, type Tools } from "../core/read.js";
 import { UsageError } from "../errors.js";
@@ -10,7 +10,7 @@ import { RunLogs } from "../build/logs.js";
 import { gitInfo } from "../tools/git.js";
 import { failureMessage, passEnvValues, servicesOf, startWithAnsible, startWithApi, stopAll, waitHealthy } from "../up/services.js";
 
-const UP_PLAYBOOK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../ansible/up.yml");
+const UP_PLAYBOOK = path.join(PACKAGE_ROOT, "ansible/up.yml");
 
 export interface UpOptions {
   file: string;
@@ -24,7 +24,7 @@ export async function upCommand(options: UpOptions, tools: Tools, out: (t: strin
   const config = await loadConfig(options.file);
   const releases = options.services.length ? options.services : config.images.filter((i) => i.layer === "release").map((i) => i.name);
   if (!releases.length) throw new UsageError(`${options.file} has no release images (images with run:) to start`);
-  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: releases }, tools);
+  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: releases, imagesOnly: true }, tools);
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
   const keys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
   const services = servicesOf(pipeline.config, options.services, keys);

@@ -1,16 +1,14 @@
 /** Checks bake.yml against the schema and turns ajv's findings into positioned ConfigErrors. */
 import type { ErrorObject } from "ajv";
-import { BakeFileSchema, type BakeFile } from "./schema.js";
+import type { BakeFile } from "./schema.js";
+// Generated from schema.ts at set-up (write-validator.ts): no schema compilation at run time.
+import generatedValidator, { schema as bakeFileSchema } from "./bake-validator.js";
 import { ConfigError } from "../errors.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 
 type Validate = ((value: unknown) => value is BakeFile) & { errors?: ErrorObject[] | null };
 
-/** The validator generated at set-up (write-validator.ts), or compiled now when it is missing. */
-const validate: Validate = await import(new URL("./bake-validator.js", import.meta.url).href).then(
-  (m) => m.default as Validate,
-  () => import("ajv").then(({ Ajv }) => new Ajv({ allErrors: true, strict: false }).compile<BakeFile>(BakeFileSchema) as Validate),
-);
+const validate = generatedValidator as Validate;
 
 export function checkShape(value: unknown, map: SourceMap): ConfigError[] {
   if (validate(value)) return [];
@@ -87,7 +85,7 @@ function describeValue(v: unknown): string {
 
 /** The sub-schema that describes the object at `path` (for listing the keys it allows). */
 function schemaAt(path: YamlPath): any {
-  let s: any = BakeFileSchema;
+  let s: any = bakeFileSchema;
   for (const p of path) {
     if (!s) return undefined;
     if (s.type === "array") s = s.items;

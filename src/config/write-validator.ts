@@ -1,7 +1,6 @@
 /**
  * Writes the schema validator as standalone code (ajv's code generation), so a command does
- * not compile the schema at every start. Run by `make setup` after tsc; validate-shape.ts
- * compiles at run time when the file is missing.
+ * not compile the schema at every start. Run by `make setup` (and `npm run build`) after tsc.
  */
 import { writeFileSync } from "node:fs";
 import { Ajv } from "ajv";
@@ -12,7 +11,8 @@ export function validatorSource(): string {
   const ajv = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true } });
   const generate = ((standaloneCode as any).default ?? standaloneCode) as (ajv: Ajv, validate: unknown) => string;
   // The generated module still require()s ajv's small runtime helpers (ucs2length).
-  return `import { createRequire } from "node:module";\nconst require = createRequire(import.meta.url);\n${generate(ajv, ajv.compile(BakeFileSchema))}`;
+  // The schema itself rides along as plain JSON: error messages list the keys it allows.
+  return `import { createRequire } from "node:module";\nconst require = createRequire(import.meta.url);\n${generate(ajv, ajv.compile(BakeFileSchema))}\nexport const schema = ${JSON.stringify(BakeFileSchema)};\n`;
 }
 
 if (process.argv[1] && import.meta.url === new URL(process.argv[1], "file://").href) {

@@ -1,4 +1,5 @@
 /** The only module that talks to EC2 (@aws-sdk/client-ec2, loaded on first use). */
+import { createRequire } from "node:module";
 import { BakeError } from "../errors.js";
 
 export interface AmiRecord {
@@ -52,7 +53,11 @@ export function connectEc2(): Ec2Tool {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
   const clients = new Map<string, Promise<any>>();
   const client = (region: string) => {
-    if (!clients.has(region)) clients.set(region, import("@aws-sdk/client-ec2").then((sdk) => ({ sdk, ec2: new sdk.EC2Client({ region, maxAttempts: 2 }) })));
+    // require(), not import(): the bundled CLI runs in a vm.Script, where import() has no loader.
+    if (!clients.has(region)) clients.set(region, Promise.resolve().then(() => {
+      const sdk = createRequire(import.meta.url)("@aws-sdk/client-ec2") as typeof import("@aws-sdk/client-ec2");
+      return { sdk, ec2: new sdk.EC2Client({ region, maxAttempts: 2 }) };
+    }));
     return clients.get(region)!;
   };
   const translate = (e: any): never => {

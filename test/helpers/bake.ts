@@ -6,7 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-export const CLI = path.join(ROOT, "dist/src/cli.js");
+export const CLI = path.join(ROOT, "dist/src/bake.cjs");
 
 /** Environment for test runs: no AWS credentials, no instance metadata probes, plain output. */
 export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {

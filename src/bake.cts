@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/**
+ * bake's executable: runs the bundled CLI (dist/bundle/cli.cjs, made by scripts/bundle.mjs)
+ * through a V8 code cache kept beside it. Most of a no-op command's time is spent compiling
+ * JavaScript; with the cache, the functions an earlier run compiled arrive compiled.
+ *
+ * V8 checks a cache only against the source's length, so the cache file is named after the
+ * bundle's size and mtime and the Node.js version; a missing or rejected cache is written anew.
+ */
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import vm from "node:vm";
+
+const bundle = path.join(__dirname, "..", "bundle", "cli.cjs");
+const cacheDir = path.join(path.dirname(bundle), ".v8-cache");
+const stat = statSync(bundle);
+const cacheFile = path.join(cacheDir, `${process.version}-${process.arch}-${stat.size}-${Math.trunc(stat.mtimeMs)}.bin`);
+
+let cachedData: Buffer | undefined;
+try {
+  cachedData = readFileSync(cacheFile);
+} catch {
+  cachedData = undefined;
+}
+
+const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, "utf8").replace(/^#!.*/, "")}\n})`, {
+  filename: bundle,
+  cachedData,
+});
+
+if (!cachedData || script.cachedDataRejected) {
+  // Written at exit, so that it holds every function this run compiled, not only the top level.
+  process.once("exit", () => {
+    try {
+      mkdirSync(cacheDir, { recursive: true });
+      for (const old of readdirSync(cacheDir)) rmSync(path.join(cacheDir, old), { force: true });
+      const partial = `${cacheFile}.${process.pid}`;
+      writeFileSync(partial, script.createCachedData());
+      renameSync(partial, cacheFile);
+    } catch {
+      // A read-only install runs without the cache.
+    }
+  });
+}
+
+const cjsModule = { exports: {} };
+script.runInThisContext()(cjsModule.exports, createRequire(bundle), cjsModule, bundle, path.dirname(bundle));
