@@ -6,6 +6,8 @@
  *
  * V8 checks a cache only against the source's length, so the cache file is named after the
  * bundle's size and mtime and the Node.js version; a missing or rejected cache is written anew.
+ * Each command has its own: a cache holds what one run compiled, and `bake build` compiles
+ * other functions than `bake ami`.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -15,7 +17,9 @@ import vm from "node:vm";
 const bundle = path.join(__dirname, "..", "bundle", "cli.cjs");
 const cacheDir = path.join(path.dirname(bundle), ".v8-cache");
 const stat = statSync(bundle);
-const cacheFile = path.join(cacheDir, `${process.version}-${process.arch}-${stat.size}-${Math.trunc(stat.mtimeMs)}.bin`);
+const bundleStamp = `${process.version}-${process.arch}-${stat.size}-${Math.trunc(stat.mtimeMs)}`;
+const command = /^[a-z]+$/.test(process.argv[2] ?? "") ? process.argv[2] : "other";
+const cacheFile = path.join(cacheDir, `${bundleStamp}-${command}.bin`);
 
 let cachedData: Buffer | undefined;
 try {
@@ -34,7 +38,7 @@ if (!cachedData || script.cachedDataRejected) {
   process.once("exit", () => {
     try {
       mkdirSync(cacheDir, { recursive: true });
-      for (const old of readdirSync(cacheDir)) rmSync(path.join(cacheDir, old), { force: true });
+      for (const old of readdirSync(cacheDir)) if (!old.startsWith(`${bundleStamp}-`)) rmSync(path.join(cacheDir, old), { force: true });
       const partial = `${cacheFile}.${process.pid}`;
       writeFileSync(partial, script.createCachedData());
       renameSync(partial, cacheFile);

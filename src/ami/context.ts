@@ -1,7 +1,7 @@
 /** What an AMI's template is rendered from: the template context and the Ansible variables. Pure. */
 import path from "node:path";
 import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
-import { imageRepository } from "../config/model.js";
+import { imageRepository, localAmiRepository } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
@@ -62,7 +62,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
       ...common,
       sourceRef: "source.docker.ami",
       baseImageId: input.baseImageId ?? "unknown",
-      localRepository: `${config.project}/${ami.name}`,
+      localRepository: localAmiRepository(config, ami.name),
       dockerChanges: [
         `LABEL bake.project=${config.project}`,
         `LABEL bake.node=${ami.name}`,

@@ -5,7 +5,7 @@
  */
 import pLimit from "p-limit";
 import type { ImageNode } from "../config/model.js";
-import { imageRepository } from "../config/model.js";
+import { KEY_TAG_LENGTH, imageRepository } from "../config/model.js";
 import type { Pipeline } from "../core/read.js";
 import { BakeError, BuildFailedError, InterruptedError } from "../errors.js";
 import type { PlanEntry } from "../plan/plan.js";
@@ -41,7 +41,6 @@ export interface BuildOptions {
   onPartial?: (partial: { built: ImageResult[]; failures: BuildFailedError[]; skipped: string[] }) => void;
 }
 
-export const KEY_TAG_LENGTH = 12;
 
 export function imageLabels(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
   const inputs = pipeline.keys.get(node.name)!.inputs;

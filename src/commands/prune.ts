@@ -18,7 +18,7 @@ export interface PruneReport {
 }
 
 export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<PruneReport> {
-  const pipeline = await readPipeline({ file: options.file, target: "aws" }, tools);
+  const pipeline = await readPipeline({ file: options.file, target: "aws", everyImage: true }, tools);
   const { config } = pipeline;
   const manifest = readManifest(config.dir);
   const decisions: PruneDecision[] = [];

@@ -81,6 +81,14 @@ export interface BakeConfig {
   amis: AmiNode[];
 }
 
+/** Images are tagged `<repo>:<key[0:12]>`. */
+export const KEY_TAG_LENGTH = 12;
+
+/** Where the local target's machine image goes: `<project>/<ami>`, never pushed. */
+export function localAmiRepository(config: Pick<BakeConfig, "project">, ami: string): string {
+  return `${config.project}/${ami}`;
+}
+
 /** `<registry>/<project>/<image>` or `<project>/<image>` without a registry. */
 export function imageRepository(config: Pick<BakeConfig, "project" | "registry">, name: string): string {
   return config.registry ? `${config.registry}/${config.project}/${name}` : `${config.project}/${name}`;

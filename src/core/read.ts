@@ -1,6 +1,6 @@
 /** The read step shared by commands: config → graph → input digests → state of the world → keys. */
 import { loadConfig } from "../config/load.js";
-import type { BakeConfig } from "../config/model.js";
+import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
 import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
 import { readInputs } from "../graph/inputs.js";
@@ -35,6 +35,8 @@ export interface ReadOptions {
   pull?: boolean;
   /** Only container images (build, up): AMIs are left out and their inputs are not read. */
   imagesOnly?: boolean;
+  /** Every image of the project, not only those the selected nodes' keys name (prune). */
+  everyImage?: boolean;
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
@@ -46,13 +48,14 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
-  const [{ digests: inputs, listings }, images, sources] = await Promise.all([
+  const [{ digests: inputs, listings }, engine, sources] = await Promise.all([
     readInputs(config, new Set(nodes.map((n) => n.name))),
-    readImages(tools, config.project),
+    engineReachable(tools),
     wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
-  const unreadable = await resolveUpstreams(tools, config, inputs, images.ok, options.pull ?? false);
+  const unreadable = await resolveUpstreams(tools, config, inputs, engine.ok, options.pull ?? false);
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes);
+  const images = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ?? false) : engine;
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
   return { config, graph, nodes, inputs, listings, keys, state: { images, amis }, target: options.target };
 }
@@ -90,13 +93,40 @@ async function resolveUpstreams(tools: Tools, config: BakeConfig, inputs: Map<st
   return unreadable;
 }
 
-async function readImages(tools: Tools, project: string): Promise<Known<BakeImageRecord[]>> {
+async function engineReachable(tools: Tools): Promise<Known<true>> {
   let docker: DockerTool | undefined;
   try {
     docker = tools.docker();
-    return { ok: true, value: await docker.listBakeImages(project) };
+    await docker.reachable();
+    return { ok: true, value: true };
   } catch (e) {
     return { ok: false, reason: describeDockerError(e, docker?.endpoint ?? "DOCKER_HOST") };
+  }
+}
+
+/**
+ * The images the keys name, each looked up by its key tag (`<repo>:<key12>`): the engine answers
+ * an inspect in about a millisecond, while listing images by label takes time that grows with
+ * every image on the engine (~45 ms with 500). When one is missing, or for prune, the project's
+ * images are listed by label: the plan then says what changed since the previous build, and a
+ * build finds an image with the key under another repository.
+ */
+async function readImages(tools: Tools, config: BakeConfig, nodes: GraphNode[], keys: Map<string, KeyResult>, target: Target, everyImage: boolean): Promise<Known<BakeImageRecord[]>> {
+  const docker = tools.docker();
+  try {
+    // Images, and on the local target the machine images, which are engine images too.
+    const wanted = nodes.flatMap((n) => {
+      const key = keys.get(n.name)?.key;
+      if (!key || (n.kind === "ami" && target !== "local")) return [];
+      return [{ node: n.name, key, ref: `${n.kind === "image" ? imageRepository(config, n.name) : localAmiRepository(config, n.name)}:${key.slice(0, KEY_TAG_LENGTH)}` }];
+    });
+    if (!everyImage && wanted.length) {
+      const found = await docker.findBakeImages(wanted.map((w) => w.ref));
+      if (found.every((r, i) => r?.key === wanted[i].key && r.node === wanted[i].node)) return { ok: true, value: found as BakeImageRecord[] };
+    }
+    return { ok: true, value: await docker.listBakeImages(config.project) };
+  } catch (e) {
+    return { ok: false, reason: describeDockerError(e, docker.endpoint) };
   }
 }
 

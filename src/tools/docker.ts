@@ -53,8 +53,12 @@ export interface DockerTool {
   /** Where the engine is, for messages. */
   readonly endpoint: string;
   ping(): Promise<{ version: string; apiVersion: string }>;
+  /** Throws the connection error when the engine does not answer. */
+  reachable(): Promise<void>;
   /** Every image labelled with this project: one query to the engine. */
   listBakeImages(project: string): Promise<BakeImageRecord[]>;
+  /** The image each reference names (undefined where there is none), looked up at once. */
+  findBakeImages(refs: string[]): Promise<(BakeImageRecord | undefined)[]>;
   /** The image's id and labels, or undefined when the engine does not have it. */
   inspectImage(ref: string): Promise<{ id: string; labels: Record<string, string>; repoDigests: string[]; size: number } | undefined>;
   /** Imports a rootfs tar stream as an image; returns its id. */
@@ -190,6 +194,28 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     async ping() {
       const v = await dockerode().docker.version();
       return { version: v.Version, apiVersion: v.ApiVersion };
+    },
+    async reachable() {
+      if (!quick) {
+        await dockerode().docker.ping();
+        return;
+      }
+      const res = await quick("GET", "/_ping");
+      if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: /_ping answered HTTP ${res.status}`);
+    },
+    async findBakeImages(refs) {
+      return Promise.all(
+        refs.map(async (ref) => {
+          let image: Docker.ImageInspectInfo | undefined;
+          if (quick) {
+            const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
+            if (res.status === 404) return undefined;
+            if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+            image = res.body;
+          } else image = await dockerode().docker.getImage(ref).inspect().catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
+          return image && toRecord(image.Id, image.RepoTags ?? [], image.Config?.Labels ?? {}, Math.floor(Date.parse(image.Created) / 1000));
+        }),
+      );
     },
     async listBakeImages(project) {
       const filters = JSON.stringify({ label: [`${LABEL.project}=${project}`] });

@@ -85,6 +85,19 @@ test("a second build builds nothing and keeps the same ids", async () => {
   }
 });
 
+test("an image whose key tag was removed is found by its label: nothing builds and the tag comes back", async () => {
+  // Images are looked up by key tag first; a missing tag falls back to the label listing.
+  const before = manifest();
+  const keyTag = `${project}/web:${before.images.web.key.slice(0, 12)}`;
+  await docker.getImage(keyTag).remove();
+  assert.is(await inspect(keyTag), undefined);
+  const r = await bake(["build", "--json"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  const images = JSON.parse(r.stdout).images;
+  for (const name of ["base", "svc", "web", "tools"]) assert.is(images[name].action, "cached", name);
+  assert.is((await inspect(keyTag))!.Id, before.images.web.id);
+});
+
 test("--tag moves an extra tag with latest, after the whole run", async () => {
   const r = await bake(["build", "--tag", "release-1.2"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
