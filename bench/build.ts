@@ -116,6 +116,9 @@ rmSync(graph.dir, { recursive: true, force: true });
 }
 
 // --- 1 GiB context
+// Both sides build one image from the same changed context: the Dockerfile gets a new comment
+// line before every build, so bake's key is new (its parent stays cached) and docker build runs
+// with --no-cache. Medians of 5, taken in turns.
 if (!quick) {
   const big = mkdtempSync(path.join(tmpdir(), "bake-bench-big-"));
   mkdirSync(path.join(big, "ctx"));
@@ -128,22 +131,35 @@ if (!quick) {
     }
     closeSync(fd);
   }
-  writeFileSync(path.join(big, "ctx/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY Dockerfile /context-arrived\n");
+  let run = 0;
+  const changeDockerfile = () => writeFileSync(path.join(big, "ctx/Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\n# run ${run++}\nCOPY Dockerfile /context-arrived\n`);
+  changeDockerfile();
   writeFileSync(path.join(big, "bake.yml"), `project: benchbig\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`);
   await bake(big, ["build", "base"]);
   const bigRootfs = (await execa("docker", ["image", "inspect", "-f", "{{.Id}}", "benchbig/base:latest"])).stdout.trim();
   const timed = async (cmd: string[], cwd: string) => {
+    changeDockerfile();
     const r = await execa("/usr/bin/time", ["-f", "%M %e", ...cmd], { cwd, env, reject: true });
     const [kb, s] = r.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
     return { mb: kb / 1024, s };
   };
+  const medianOf = (runs: { mb: number; s: number }[]) => ({ s: runs.map((r) => r.s).sort((a, b) => a - b)[Math.floor(runs.length / 2)], mb: Math.max(...runs.map((r) => r.mb)) });
   await new Promise((r) => setTimeout(r, 3500)); // past the digest cache's "racy" window
-  const bakeCold = await timed([process.execPath, CLI, "build", "--no-cache", "big"], big);
-  const bakeBig = await timed([process.execPath, CLI, "build", "--no-cache", "big"], big);
-  const rawBig = await timed(["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"], big);
-  say(`1 GiB context, first run (every file hashed): bake ${bakeCold.s.toFixed(2)} s, peak RSS ${bakeCold.mb.toFixed(0)} MB; ratio ${ratio(bakeCold.s, rawBig.s)}`);
+  const bakeBuild = () => timed([process.execPath, CLI, "build", "big"], big);
+  const rawBuild = () => timed(["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"], big);
+  const bakeFirst = await bakeBuild(); // every file hashed
+  // Interleaved, so that the disk's write-back of one build's 1 GiB weighs on both sides alike.
+  const bakeRuns: { mb: number; s: number }[] = [];
+  const rawRuns: { mb: number; s: number }[] = [];
+  for (let i = 0; i < 5; i++) {
+    rawRuns.push(await rawBuild());
+    bakeRuns.push(await bakeBuild());
+  }
+  const bakeBig = await medianOf(bakeRuns);
+  const rawBig = await medianOf(rawRuns);
+  say(`1 GiB context, first run (every file hashed): bake ${bakeFirst.s.toFixed(2)} s, peak RSS ${bakeFirst.mb.toFixed(0)} MB; ratio ${ratio(bakeFirst.s, rawBig.s)}`);
   say(`1 GiB context, digests cached: bake ${bakeBig.s.toFixed(2)} s, peak RSS ${bakeBig.mb.toFixed(0)} MB (target <= 150 MB); docker build ${rawBig.s.toFixed(2)} s, peak RSS ${rawBig.mb.toFixed(0)} MB; time ratio ${ratio(bakeBig.s, rawBig.s)} (target <= 1.1x)`);
   rmSync(big, { recursive: true, force: true });
-  await execa("sh", ["-c", "docker rmi -f benchbig/big:latest benchbig/base:latest bench-raw/big >/dev/null 2>&1 || true"]);
+  await execa("sh", ["-c", "docker images -q 'benchbig/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker rmi -f bench-raw/big >/dev/null 2>&1 || true"]);
 }
 await execa("sh", ["-c", "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true"]);

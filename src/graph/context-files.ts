@@ -120,7 +120,7 @@ const SMALL_FILE = 1 << 20;
 export function hashFile(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(file)
+    createReadStream(file, { highWaterMark: 1 << 20 })
       .on("error", reject)
       .on("data", (chunk) => h.update(chunk))
       .on("end", () => resolve(h.digest("hex")));

@@ -10,7 +10,7 @@ import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context
 import { listContext } from "../../src/graph/context-files.js";
 import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
 import { stripCredentials } from "../../src/tools/git.js";
-import { registryAuth, repositoryOf } from "../../src/tools/docker.js";
+import { buildQuery, engineTarget, registryAuth, repositoryOf } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
 test("JsonLines joins messages split across chunks", () => {
@@ -124,6 +124,21 @@ test("registry credentials come from the Docker config file", () => {
   writeFileSync(path.join(home, "config.json"), JSON.stringify({ auths: { "127.0.0.1:5000": { auth: Buffer.from("ci:pa:ss").toString("base64") } } }));
   assert.equal(registryAuth("127.0.0.1:5000", { DOCKER_CONFIG: home }), { username: "ci", password: "pa:ss", serveraddress: "127.0.0.1:5000" });
   assert.is(registryAuth("other:5000", { DOCKER_CONFIG: home }), undefined);
+});
+
+test("the build query: every tag, the hidden Dockerfile, args as JSON; labels and nocache only when asked", () => {
+  const q = buildQuery({ tags: ["p/web:0123456789ab", "p/web:x"], dockerfile: ".bake.Dockerfile", buildArgs: { BAKE_PARENT: "sha256:1", A: "b c" }, labels: {}, noCache: false });
+  assert.is(q, "t=p%2Fweb%3A0123456789ab&t=p%2Fweb%3Ax&dockerfile=.bake.Dockerfile&buildargs=%7B%22BAKE_PARENT%22%3A%22sha256%3A1%22%2C%22A%22%3A%22b+c%22%7D&rm=1&forcerm=1");
+  const params = new URLSearchParams(buildQuery({ tags: [], dockerfile: "Dockerfile", buildArgs: {}, labels: { a: "1" }, noCache: true }));
+  assert.equal([...params.keys()], ["dockerfile", "buildargs", "labels", "nocache", "rm", "forcerm"]);
+  assert.equal(JSON.parse(params.get("labels")!), { a: "1" });
+});
+
+test("plain http reaches the engine over a unix socket or tcp without TLS, not otherwise", () => {
+  assert.equal(engineTarget({}), { socketPath: "/var/run/docker.sock" });
+  assert.equal(engineTarget({ DOCKER_HOST: "tcp://127.0.0.1:2375" }), { host: "127.0.0.1", port: 2375 });
+  assert.is(engineTarget({ DOCKER_HOST: "tcp://127.0.0.1:2376", DOCKER_TLS_VERIFY: "1" }), undefined);
+  assert.is(engineTarget({ DOCKER_HOST: "ssh://builder@host" }), undefined);
 });
 
 test("repositoryOf strips tags and digests, not registry ports", () => {
