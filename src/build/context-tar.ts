@@ -21,7 +21,13 @@ const MTIME = new Date("2000-01-01T00:00:00Z");
  * COPY sees it, as the docker CLI does for a Dockerfile from outside the context. The user's
  * own Dockerfile stays in the context untouched.
  */
-export function contextTar(listing: ContextListing, dockerfile: string, labels: Record<string, string> = {}, signal?: AbortSignal): { stream: Readable; dockerfilePath: string } {
+export function contextTar(
+  listing: ContextListing,
+  dockerfile: string,
+  /** The labels, or a function that gives them once every file was sent (a key still pending). */
+  labels: Record<string, string> | (() => Promise<Record<string, string>>) = {},
+  signal?: AbortSignal,
+): { stream: Readable; dockerfilePath: string } {
   const pack = tar.pack();
   const common = { uid: 0, gid: 0, uname: "", gname: "", mtime: MTIME };
   const addFile = (name: string, abs: string, size: number, mode: number) =>
@@ -33,9 +39,14 @@ export function contextTar(listing: ContextListing, dockerfile: string, labels: 
         entry.destroy(e);
         reject(e);
       });
+      // The whole stream destroyed (interrupt, or an image with the pending key exists).
+      entry.on("error", (e) => {
+        source.destroy();
+        reject(e);
+      });
       source.pipe(entry);
     });
-  const dockerfileText = withLabels(readFileSync(dockerfile, "utf8"), labels);
+  const dockerfileText = readFileSync(dockerfile, "utf8");
   const ignorePath = path.join(listing.root, ".dockerignore");
   const ignoreText = existsSync(ignorePath) ? `${readFileSync(ignorePath, "utf8").replace(/\n*$/, "\n")}${SENT_DOCKERFILE}\n` : `${SENT_DOCKERFILE}\n.dockerignore\n`;
   (async () => {
@@ -48,7 +59,7 @@ export function contextTar(listing: ContextListing, dockerfile: string, labels: 
       else await addFile(e.path, abs, e.size, e.executable ? 0o755 : 0o644);
     }
     pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
-    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, dockerfileText);
+    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, typeof labels === "function" ? await labels() : labels));
     pack.finalize();
   })().catch((e) => pack.destroy(e));
   return { stream: pack as unknown as Readable, dockerfilePath: SENT_DOCKERFILE };

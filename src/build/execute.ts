@@ -12,6 +12,8 @@ import type { PlanEntry } from "../plan/plan.js";
 import { BuildStreamError, LABEL, type DockerTool } from "../tools/docker.js";
 import type { GitInfo } from "../tools/git.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
+import { completeDigests, contextDigest } from "../graph/context-files.js";
+import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "./logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
 
@@ -42,12 +44,11 @@ export interface BuildOptions {
 }
 
 
-export function imageLabels(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
-  const inputs = pipeline.keys.get(node.name)!.inputs;
+export function imageLabels(node: ImageNode, key: string, inputs: InputDigests, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
   const labels: Record<string, string> = {
     [LABEL.project]: pipeline.config.project,
     [LABEL.node]: node.name,
-    [LABEL.key]: entry.key!,
+    [LABEL.key]: key,
     [LABEL.parent]: inputs.parent ?? inputs.rootfs ?? inputs.from ?? "",
     [LABEL.inputs]: JSON.stringify(inputs),
     "org.opencontainers.image.title": `${pipeline.config.project}/${node.name}`,
@@ -119,7 +120,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report);
         });
         results.set(entry.name, result);
-        task.title = `${entry.name}: ${result.action} ${result.repo}:${entry.key!.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
+        task.title = `${entry.name}: ${result.action} ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
         done.resolve(result);
       } catch (error) {
         done.reject(error);
@@ -191,43 +192,73 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
 
 async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport): Promise<ImageResult> {
   const started = Date.now();
-  const key = entry.key!;
+  const keyResult = pipeline.keys.get(node.name)!;
+  // A key is pending when the context's large files are hashed while they are sent (read.ts).
+  let key = entry.key ?? undefined;
+  let inputs = keyResult.inputs;
   const repo = imageRepository(pipeline.config, node.name);
-  const keyTag = key.slice(0, KEY_TAG_LENGTH);
-  const result = (action: NodeAction, id: string): ImageResult => ({ name: node.name, key, id, repo, action, tags: [`${repo}:${keyTag}`], seconds: (Date.now() - started) / 1000 });
+  const keyTag = () => key!.slice(0, KEY_TAG_LENGTH);
+  const result = (action: NodeAction, id: string): ImageResult => ({ name: node.name, key: key!, id, repo, action, tags: [`${repo}:${keyTag()}`], seconds: (Date.now() - started) / 1000 });
 
   if (entry.status === "cached" && entry.existing && !options.noCache) {
-    await docker.tag(entry.existing, repo, keyTag);
+    await docker.tag(entry.existing, repo, keyTag());
     return result("cached", entry.existing);
   }
-  if (pipeline.config.registry && !options.noCache) {
-    report.step(`looking for ${repo}:${keyTag} in the registry`);
-    if (await docker.pull(`${repo}:${keyTag}`, options.signal, report.line)) {
-      const pulled = await docker.inspectImage(`${repo}:${keyTag}`);
-      if (pulled?.labels[LABEL.key] === key) return result("pulled", pulled.id);
-      report.line(`${repo}:${keyTag} in the registry carries another key; building`);
+  const fromRegistry = async (): Promise<ImageResult | undefined> => {
+    if (!pipeline.config.registry || options.noCache) return undefined;
+    report.step(`looking for ${repo}:${keyTag()} in the registry`);
+    if (await docker.pull(`${repo}:${keyTag()}`, options.signal, report.line)) {
+      const pulled = await docker.inspectImage(`${repo}:${keyTag()}`);
+      if (pulled && pulled.labels[LABEL.key] === key) return result("pulled", pulled.id);
+      report.line(`${repo}:${keyTag()} in the registry carries another key; building`);
     }
+    return undefined;
+  };
+  if (key) {
+    const pulled = await fromRegistry();
+    if (pulled) return pulled;
   }
 
-  const inputs = pipeline.keys.get(node.name)!.inputs;
   const parentId = node.parent
     ? (await docker.inspectImage(`${imageRepository(pipeline.config, node.parent)}:${pipeline.keys.get(node.parent)!.key!.slice(0, KEY_TAG_LENGTH)}`))?.id
     : await baseParentId(node, inputs.rootfs, inputs.from, docker, report, options.signal);
   if (!parentId) throw new BakeError(`${node.name}: the parent image ${node.parent} is missing`);
 
   report.step("building");
-  const labels = imageLabels(node, entry, pipeline, git, now);
-  const tar = node.dockerfile ? contextTar(pipeline.listings.get(node.name)!, node.dockerfile, labels, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", labels);
-  const id = await docker.build({
-    context: tar.stream,
-    dockerfile: tar.dockerfilePath,
-    tags: [`${repo}:${keyTag}`],
-    buildArgs: { ...node.args, BAKE_PARENT: parentId },
-    labels: {},
-    noCache: options.noCache,
-    signal: options.signal,
-    onLine: report.line,
+  if (key) {
+    const labels = imageLabels(node, key, inputs, pipeline, git, now);
+    const tar = node.dockerfile ? contextTar(pipeline.listings.get(node.name)!, node.dockerfile, labels, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", labels);
+    const id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    return result("built", id);
+  }
+
+  // Pending key: the large files are hashed on a worker thread while the context streams; the
+  // labelled Dockerfile goes last, once the key is known. An image that already has that key
+  // (files only touched, say) is reused and the upload is dropped before the build starts.
+  const listing = pipeline.listings.get(node.name)!;
+  let reused: ImageResult | undefined;
+  const tar = contextTar(listing, node.dockerfile!, () => labelled, options.signal);
+  const labelled = completeDigests(listing).then(async () => {
+    ({ key, inputs } = withContextDigest(keyResult.inputs, contextDigest(listing.entries)));
+    const local = (await docker.findBakeImages([`${repo}:${keyTag()}`]))[0];
+    reused = local?.key === key && !options.noCache ? result("cached", local.id) : await fromRegistry();
+    if (reused) {
+      const dropped = new BakeError(`${node.name}: an image with key ${keyTag()} exists; not building`);
+      tar.stream.destroy(dropped);
+      throw dropped;
+    }
+    report.step(`building ${repo}:${keyTag()}`);
+    return imageLabels(node, key!, inputs, pipeline, git, now);
   });
+  labelled.catch(() => undefined);
+  let id: string;
+  try {
+    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: [], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
+  } catch (e) {
+    if (reused) return reused;
+    throw e;
+  }
+  await docker.tag(id, repo, keyTag());
   return result("built", id);
 }
 

@@ -37,6 +37,11 @@ export interface ReadOptions {
   imagesOnly?: boolean;
   /** Every image of the project, not only those the selected nodes' keys name (prune). */
   everyImage?: boolean;
+  /**
+   * `bake build`: an image nothing else in the run builds on hashes its large changed files
+   * while it sends them, in one pass over them instead of two (its key is known at the end).
+   */
+  hashWhileSending?: boolean;
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
@@ -48,13 +53,13 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
-  const [{ digests: inputs, listings }, engine, sources] = await Promise.all([
-    readInputs(config, new Set(nodes.map((n) => n.name))),
+  const [{ digests: inputs, listings, deferred }, engine, sources] = await Promise.all([
+    readInputs(config, new Set(nodes.map((n) => n.name)), options.hashWhileSending ? leaves(nodes) : undefined),
     engineReachable(tools),
     wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
   const unreadable = await resolveUpstreams(tools, config, inputs, engine.ok, options.pull ?? false);
-  const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes);
+  const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
   const images = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ?? false) : engine;
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
   return { config, graph, nodes, inputs, listings, keys, state: { images, amis }, target: options.target };
@@ -91,6 +96,12 @@ async function resolveUpstreams(tools: Tools, config: BakeConfig, inputs: Map<st
     }),
   );
   return unreadable;
+}
+
+/** Selected images that no other selected node builds on. */
+function leaves(nodes: GraphNode[]): Set<string> {
+  const parents = new Set(nodes.flatMap((n) => n.deps));
+  return new Set(nodes.filter((n) => n.kind === "image" && !parents.has(n.name)).map((n) => n.name));
 }
 
 async function engineReachable(tools: Tools): Promise<Known<true>> {

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import dockerignore from "@balena/dockerignore";
 import pLimit from "p-limit";
+import { hashOnWorkers } from "./hash-workers.js";
 
 // The package types declare an ES default export; at run time the CommonJS module.exports is it.
 const ignore = ((dockerignore as any).default ?? dockerignore) as unknown as (typeof dockerignore)["default"];
@@ -29,6 +30,12 @@ export interface ContextListing {
   entries: ContextEntry[];
   /** Entries that Docker always sends even when .dockerignore names them (Dockerfile, .dockerignore). */
   alwaysSent: string[];
+  /**
+   * Large files whose digest was not in the cache and is taken while the context is sent
+   * (listContext's `deferLarge`): their entries have no digest until completeDigests().
+   */
+  deferred?: { entry: ContextEntry; abs: string; st: Stats }[];
+  cache?: DigestCache;
 }
 
 /** Parses a .dockerignore the way Docker's dockerignore.ReadAll does. */
@@ -47,7 +54,7 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
-export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache } = {}): Promise<ContextListing> {
+export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean } = {}): Promise<ContextListing> {
   let patterns: string[] = [];
   try {
     patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
@@ -89,22 +96,40 @@ export async function listContext(root: string, options: { dockerfile?: string; 
     return out;
   };
   const entries = walk("");
-  const limit = pLimit(4);
-  await Promise.all(
-    large.map(({ entry, st }) =>
-      limit(async () => {
-        const abs = path.join(root, entry.path);
-        entry.digest = await hashFile(abs);
-        options.cache?.set(abs, st, entry.digest);
-      }),
-    ),
-  );
   const alwaysSent = [".dockerignore"];
   if (options.dockerfile) {
     const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");
     if (!rel.startsWith("..")) alwaysSent.push(rel);
   }
-  return { root, entries, alwaysSent };
+  const listing: ContextListing = { root, entries, alwaysSent, cache: options.cache };
+  const deferred = large.map(({ entry, st }) => ({ entry, st, abs: path.join(root, entry.path) }));
+  if (options.deferLarge && deferred.length) listing.deferred = deferred;
+  else await hashInto(deferred, options.cache);
+  return listing;
+}
+
+/** Takes the digests a listing deferred (on worker threads) and remembers them in the cache. */
+export async function completeDigests(listing: ContextListing): Promise<void> {
+  if (!listing.deferred) return;
+  // One worker: the main thread is busy streaming the same files meanwhile.
+  await hashInto(listing.deferred, listing.cache, 1);
+  listing.deferred = undefined;
+  listing.cache?.save();
+}
+
+// Worker threads pay ~25 ms to start: below this many bytes the main thread hashes sooner.
+const WORKERS_FROM_BYTES = 32 << 20;
+
+async function hashInto(files: { entry: ContextEntry; abs: string; st: Stats }[], cache?: DigestCache, threads?: number): Promise<void> {
+  if (!files.length) return;
+  if (files.reduce((n, f) => n + f.st.size, 0) >= WORKERS_FROM_BYTES) {
+    const digests = await hashOnWorkers(files.map((f) => ({ path: f.abs, size: f.st.size })), threads);
+    for (const f of files) f.entry.digest = digests.get(f.abs);
+  } else {
+    const limit = pLimit(4);
+    await Promise.all(files.map((f) => limit(async () => void (f.entry.digest = await hashFile(f.abs)))));
+  }
+  for (const f of files) cache?.set(f.abs, f.st, f.entry.digest!);
 }
 
 /** One digest for a context: stable across machines (only the executable bit of the mode counts). */

@@ -13,28 +13,35 @@ export interface ReadInputs {
   digests: Map<string, InputDigests>;
   /** The build context of every image with a Dockerfile: the build sends exactly these files. */
   listings: Map<string, ContextListing>;
+  /** Images whose context has large files to hash: their `context` digest is taken while sending. */
+  deferred: Set<string>;
 }
 
-/** The inputs of every node, or of the named ones only (a build reads no playbook). */
-export async function readInputs(config: BakeConfig, only?: Set<string>): Promise<ReadInputs> {
+/**
+ * The inputs of every node, or of the named ones only (a build reads no playbook). Images named
+ * in `deferLarge` leave their large uncached files unhashed: the build hashes them while it
+ * sends them (see ReadInputs.deferred).
+ */
+export async function readInputs(config: BakeConfig, only?: Set<string>, deferLarge = new Set<string>()): Promise<ReadInputs> {
   const digests = new Map<string, InputDigests>();
   const listings = new Map<string, ContextListing>();
   const lock = readLock(config.dir);
   const cache = DigestCache.forProject(config.dir);
   const wanted = (name: string) => !only || only.has(name);
   await Promise.all([
-    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache))),
+    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache, deferLarge.has(img.name)))),
     ...config.amis.filter((ami) => wanted(ami.name)).map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
   cache.save();
-  return { digests, listings };
+  const deferred = new Set([...listings].filter(([, l]) => l.deferred).map(([name]) => name));
+  return { digests, listings, deferred };
 }
 
 export async function readInputDigests(config: BakeConfig): Promise<Map<string, InputDigests>> {
   return (await readInputs(config)).digests;
 }
 
-export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache): Promise<InputDigests> {
+export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache, deferLarge = false): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
   // A pinned release index (bake.lock) makes fresh upstream packages a new key.
   if (img.rootfs?.debootstrap) inputs.rootfs = digestOf(upstreamRelease ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease } : { debootstrap: img.rootfs.debootstrap });
@@ -42,9 +49,9 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
-    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache });
+    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge });
     listings?.set(img.name, listing);
-    inputs.context = contextDigest(listing.entries);
+    if (!listing.deferred) inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);
   }
   return inputs;

@@ -12,7 +12,10 @@ export type InputDigests = Record<string, string>;
 
 export type Target = "aws" | "local";
 
-export type KeyResult = { key: string; inputs: InputDigests } | { key: undefined; inputs: InputDigests; unknownBecause: string };
+export type KeyResult =
+  | { key: string; inputs: InputDigests }
+  /** contextPending: every input is known but the context digest, which the build takes while sending. */
+  | { key: undefined; inputs: InputDigests; unknownBecause: string; contextPending?: true };
 
 /** What the world says about AMI sources: the resolved source AMI per AMI (aws target). */
 export interface SourceResolution {
@@ -49,6 +52,8 @@ export function computeKeys(
   unreadable: Map<string, string> = new Map(),
   /** The nodes to key, with everything they depend on, in build order. */
   nodes: GraphNode[] = graph.order,
+  /** Images whose context digest is taken while the build sends it (ReadInputs.deferred). */
+  contextPending: Set<string> = new Set(),
 ): Map<string, KeyResult> {
   const keys = new Map<string, KeyResult>();
   for (const node of nodes) {
@@ -66,6 +71,10 @@ export function computeKeys(
           continue;
         }
         inputs.parent = parent.key;
+      }
+      if (contextPending.has(node.name)) {
+        keys.set(node.name, { key: undefined, inputs, unknownBecause: "large files of its context are hashed while they are sent", contextPending: true });
+        continue;
       }
       keys.set(node.name, { key: keyOf(inputs), inputs });
       continue;
@@ -112,4 +121,10 @@ export function baseOf(graph: Graph, image: string | undefined): string | undefi
     name = node.image.parent;
   }
   return undefined;
+}
+
+/** The key of an image whose context digest was taken while it was sent. */
+export function withContextDigest(pending: InputDigests, context: string): { key: string; inputs: InputDigests } {
+  const inputs = { ...pending, context };
+  return { key: keyOf(inputs), inputs };
 }

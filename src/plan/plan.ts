@@ -58,6 +58,11 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
       deps: node.deps,
     };
     const entry = (status: Status, reason: string, existing?: string): PlanEntry => ({ ...base, status, reason, ...(existing ? { existing } : {}) });
+    if (k.key === undefined && "contextPending" in k && k.contextPending && state.images.ok) {
+      // Only a build defers (never `bake plan`): it reuses an image with the final key if one exists.
+      entries.set(node.name, entry("build", `${k.unknownBecause}; an image with the resulting key is reused`));
+      continue;
+    }
     if (k.key === undefined) {
       entries.set(node.name, entry("unknown", `key unknown: ${k.unknownBecause}`));
       continue;
