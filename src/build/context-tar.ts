@@ -65,11 +65,16 @@ export function contextTar(
   return { stream: pack as unknown as Readable, dockerfilePath: SENT_DOCKERFILE };
 }
 
-/** Appends one LABEL instruction carrying every label (values JSON-quoted). */
+/**
+ * Appends one LABEL instruction carrying every label. Values are JSON-quoted (the Dockerfile
+ * lexer reads `\"` and `\\` the same way) and `$` is escaped: the builder would expand `$NAME`
+ * inside double quotes (seen: "x$HOME-y" became "x-y").
+ */
 export function withLabels(dockerfile: string, labels: Record<string, string>): string {
+  const quote = (s: string) => JSON.stringify(s).replaceAll("$", "\\$");
   const pairs = Object.keys(labels)
     .sort()
-    .map((k) => `${JSON.stringify(k)}=${JSON.stringify(labels[k])}`);
+    .map((k) => `${quote(k)}=${quote(labels[k])}`);
   if (!pairs.length) return dockerfile;
   return `${dockerfile.replace(/\n*$/, "\n")}LABEL ${pairs.join(" \\\n      ")}\n`;
 }

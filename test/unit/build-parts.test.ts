@@ -55,6 +55,7 @@ test("push digest from aux or the status line; stream errors", () => {
 test("withLabels appends one LABEL instruction, values quoted", () => {
   assert.is(withLabels("FROM x", { b: 'say "hi"', a: "1" }), 'FROM x\nLABEL "a"="1" \\\n      "b"="say \\"hi\\""\n');
   assert.is(withLabels("FROM x\n", {}), "FROM x\n");
+  assert.is(withLabels("FROM x", { src: "https://h/$HOME/r" }), 'FROM x\nLABEL "src"="https://h/\\$HOME/r"\n');
 });
 
 async function tarEntries(stream: NodeJS.ReadableStream): Promise<{ name: string; mode: number; type: string; content: string }[]> {
