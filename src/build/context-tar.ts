@@ -80,9 +80,11 @@ export function withLabels(dockerfile: string, labels: Record<string, string>): 
 }
 
 /** An empty context holding only a generated Dockerfile (a base without one of its own). */
-export function dockerfileOnlyTar(text: string, labels: Record<string, string> = {}): { stream: Readable; dockerfilePath: string } {
+export function dockerfileOnlyTar(text: string, labels: Record<string, string> | (() => Promise<Record<string, string>>) = {}): { stream: Readable; dockerfilePath: string } {
   const pack = tar.pack();
-  pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, labels));
-  pack.finalize();
+  (async () => {
+    pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, typeof labels === "function" ? await labels() : labels));
+    pack.finalize();
+  })().catch((e) => pack.destroy(e));
   return { stream: pack as unknown as Readable, dockerfilePath: "Dockerfile" };
 }

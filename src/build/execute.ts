@@ -4,12 +4,13 @@
  * here decides what to build: the plan did. Moving tags move only after every node succeeded.
  */
 import pLimit from "p-limit";
+import type { Readable } from "node:stream";
 import type { ImageNode } from "../config/model.js";
 import { KEY_TAG_LENGTH, imageRepository } from "../config/model.js";
 import type { Pipeline } from "../core/read.js";
 import { BakeError, BuildFailedError, InterruptedError } from "../errors.js";
 import type { PlanEntry } from "../plan/plan.js";
-import { BuildStreamError, LABEL, type DockerTool } from "../tools/docker.js";
+import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
 import type { GitInfo } from "../tools/git.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
 import { completeDigests, contextDigest } from "../graph/context-files.js";
@@ -89,6 +90,15 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   }
   const limit = pLimit(Math.max(1, options.concurrency));
   const failures: BuildFailedError[] = [];
+  // An image with a key may carry another tag (its key tag removed, registry: changed): found
+  // by label, in the read step's listing or in one listing asked when the first node builds.
+  let listing: Promise<BakeImageRecord[]> | undefined = pipeline.state.imagesListed && pipeline.state.images.ok ? Promise.resolve(pipeline.state.images.value) : undefined;
+  const findExisting: FindExisting = async (node, repo, key) => {
+    const byTag = (await docker.findBakeImages([`${repo}:${key.slice(0, KEY_TAG_LENGTH)}`]))[0];
+    if (byTag?.key === key && byTag.node === node) return byTag;
+    listing ??= docker.listBakeImages(pipeline.config.project);
+    return (await listing).find((r) => r.key === key && r.node === node);
+  };
   const now = new Date();
 
   const tasks = images.map((entry) => ({
@@ -117,7 +127,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
               logs.line(entry.name, text);
             },
           };
-          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report);
+          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report, findExisting);
         });
         results.set(entry.name, result);
         task.title = `${entry.name}: ${result.action} ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
@@ -190,7 +200,9 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
   }
 }
 
-async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport): Promise<ImageResult> {
+type FindExisting = (node: string, repo: string, key: string) => Promise<BakeImageRecord | undefined>;
+
+async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting): Promise<ImageResult> {
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).
@@ -224,41 +236,44 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     : await baseParentId(node, inputs.rootfs, inputs.from, docker, report, options.signal);
   if (!parentId) throw new BakeError(`${node.name}: the parent image ${node.parent} is missing`);
 
+  // The labelled Dockerfile is the context's last entry: while the files stream, bake settles
+  // the key (hashing large files on a worker thread when the read step left them) and looks for
+  // an image that already has it under another tag (the engine's label listing is slow, ~0.1 s
+  // with 1,000 images, so it is not asked before building). Such an image is reused and the
+  // upload dropped before the engine starts the build.
   report.step("building");
-  if (key) {
-    const labels = imageLabels(node, key, inputs, pipeline, git, now);
-    const tar = node.dockerfile ? contextTar(pipeline.listings.get(node.name)!, node.dockerfile, labels, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", labels);
-    const id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
-    return result("built", id);
-  }
-
-  // Pending key: the large files are hashed on a worker thread while the context streams; the
-  // labelled Dockerfile goes last, once the key is known. An image that already has that key
-  // (files only touched, say) is reused and the upload is dropped before the build starts.
-  const listing = pipeline.listings.get(node.name)!;
+  const listing = node.dockerfile ? pipeline.listings.get(node.name)! : undefined;
+  const pendingKey = !key;
   let reused: ImageResult | undefined;
-  const tar = contextTar(listing, node.dockerfile!, () => labelled, options.signal);
-  const labelled = completeDigests(listing).then(async () => {
-    ({ key, inputs } = withContextDigest(keyResult.inputs, contextDigest(listing.entries)));
-    const local = (await docker.findBakeImages([`${repo}:${keyTag()}`]))[0];
-    reused = local?.key === key && !options.noCache ? result("cached", local.id) : await fromRegistry();
+  let tar: { stream: Readable; dockerfilePath: string } | undefined;
+  const labelled = (async () => {
+    if (!key) {
+      await completeDigests(listing!);
+      ({ key, inputs } = withContextDigest(keyResult.inputs, contextDigest(listing!.entries)));
+    }
+    const existing = options.noCache ? undefined : await findExisting(node.name, repo, key);
+    if (existing) {
+      if (!existing.tags.includes(`${repo}:${keyTag()}`)) await docker.tag(existing.id, repo, keyTag());
+      reused = result("cached", existing.id);
+    } else if (pendingKey) reused = await fromRegistry();
     if (reused) {
       const dropped = new BakeError(`${node.name}: an image with key ${keyTag()} exists; not building`);
-      tar.stream.destroy(dropped);
+      tar?.stream.destroy(dropped);
       throw dropped;
     }
-    report.step(`building ${repo}:${keyTag()}`);
-    return imageLabels(node, key!, inputs, pipeline, git, now);
-  });
+    if (pendingKey) report.step(`building ${repo}:${keyTag()}`);
+    return imageLabels(node, key, inputs, pipeline, git, now);
+  })();
   labelled.catch(() => undefined);
+  tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
   let id: string;
   try {
-    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: [], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: pendingKey ? [] : [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
   } catch (e) {
     if (reused) return reused;
     throw e;
   }
-  await docker.tag(id, repo, keyTag());
+  if (pendingKey) await docker.tag(id, repo, keyTag());
   return result("built", id);
 }
 

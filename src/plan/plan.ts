@@ -25,8 +25,12 @@ export interface PlanEntry {
 export type Known<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 export interface WorldState {
-  /** Images labelled with the project, from the engine. */
+  /**
+   * Images of the project, from the engine: every one (imagesListed), or, when each key's tag
+   * named an image, only those.
+   */
   images: Known<BakeImageRecord[]>;
+  imagesListed?: boolean;
   /** On the aws target: the AMI carrying each AMI node's key, per AMI name. */
   amis: Map<string, Known<AmiRecord | undefined>>;
 }

@@ -274,13 +274,21 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       return images.map((img) => toRecord(img.Id, img.RepoTags ?? [], img.Labels ?? {}, img.Created));
     },
     async inspectImage(ref) {
-      try {
-        const i = await dockerode().docker.getImage(ref).inspect();
-        return { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
-      } catch (e: any) {
-        if (e?.statusCode === 404) return undefined;
-        throw e;
+      let i: Docker.ImageInspectInfo;
+      if (quick) {
+        const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
+        if (res.status === 404) return undefined;
+        if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+        i = res.body;
+      } else {
+        try {
+          i = await dockerode().docker.getImage(ref).inspect();
+        } catch (e: any) {
+          if (e?.statusCode === 404) return undefined;
+          throw e;
+        }
       }
+      return { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
     },
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
