@@ -78,7 +78,9 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
     await moveTags(results, docker, options, logs, known);
     return results;
   }
-  const gitInfo = await git();
+  // Needed only for the labels, which go last in each context: read while the first one streams.
+  const gitInfo = git();
+  gitInfo.catch(() => undefined);
   const { Listr, ListrLogger, ListrLogLevels, ProcessOutput } = await import("listr2");
   const results = new Map<string, ImageResult>();
   const finished = new Map<string, Promise<ImageResult>>();
@@ -99,6 +101,12 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
     listing ??= docker.listBakeImages(pipeline.config.project);
     return (await listing).find((r) => r.key === key && r.node === node);
   };
+  // Asked now, while git and the first parents are read, rather than when the first (small)
+  // context has already been sent and the build would wait for it.
+  if (!options.noCache && images.some((e) => e.status === "build")) {
+    listing ??= docker.listBakeImages(pipeline.config.project);
+    listing.catch(() => undefined);
+  }
   const now = new Date();
 
   const tasks = images.map((entry) => ({
@@ -202,7 +210,7 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
 
 type FindExisting = (node: string, repo: string, key: string) => Promise<BakeImageRecord | undefined>;
 
-async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: GitInfo, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting): Promise<ImageResult> {
+async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting): Promise<ImageResult> {
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).
@@ -262,7 +270,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
       throw dropped;
     }
     if (pendingKey) report.step(`building ${repo}:${keyTag()}`);
-    return imageLabels(node, key, inputs, pipeline, git, now);
+    return imageLabels(node, key, inputs, pipeline, await git, now);
   })();
   labelled.catch(() => undefined);
   tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
