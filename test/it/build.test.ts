@@ -174,6 +174,15 @@ test("--push records digests; removed locally, the next build pulls instead of b
   assert.is((await inspect(`127.0.0.1:5000/${project}/web:latest`))!.Id, m.images.web.id);
 });
 
+test("no engine: exit 2 naming where bake looked and how to start one, nothing written", async () => {
+  const before = readFileSync(path.join(dir, "bake-manifest.json"), "utf8");
+  const r = await bake(["build"], { cwd: dir, env: { DOCKER_HOST: "unix:///tmp/no-engine-for-build.sock" } });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /docker engine unreachable at unix:\/\/\/tmp\/no-engine-for-build\.sock .*start it with make services/);
+  assert.not.match(r.stderr, /\n\s+at /);
+  assert.is(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"), before);
+});
+
 test("--push without a registry is a usage error", async () => {
   const local = tempTree({ "bake.yml": `project: ${project}-np\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n` });
   const r = await bake(["build", "--push"], { cwd: local });
