@@ -103,4 +103,17 @@ test("a changed large file in the leaf: only the leaf builds, to the key plan co
   assert.is((await planKeys()).app.key, images.app.key);
 });
 
+test("with a registry: pushed, removed here, files touched: the leaf is pulled by its key, not built", async () => {
+  const yml = path.join(dir, "bake.yml");
+  writeFileSync(yml, readFileSync(yml, "utf8").replace(`project: ${project}\n`, `project: ${project}\nregistry: "127.0.0.1:5000"\n`));
+  const pushed = await built(["--push"]);
+  const app = pushed.app;
+  for (const img of await imagesOfProject(project)) if (img.Labels?.["bake.node"] === "app") await execa("docker", ["rmi", "-f", img.Id]);
+  age("app/data-b.bin", 20);
+  const images = await built();
+  assert.is(images.app.action, "pulled");
+  assert.is(images.app.key, app.key);
+  assert.is(images.assets.action, "cached");
+});
+
 test.run();
