@@ -207,4 +207,40 @@ test("hashing streams large files (a 64 MiB file costs far less than 64 MiB of m
   assert.ok(grown < 48 << 20, `rss grew by ${grown >> 20} MiB`);
 });
 
+test("large files hashed on worker threads, now or deferred, give the digests sha256 gives", async () => {
+  const { createHash } = await import("node:crypto");
+  const { rmSync } = await import("node:fs");
+  const { completeDigests } = await import("../../src/graph/context-files.js");
+  const dir = tempTree({ "Dockerfile": "FROM x\n", "small.txt": "small\n" });
+  // Over 32 MiB in all, so that the workers (not the main thread) hash them.
+  const blobs = { "a.bin": Buffer.alloc(12 << 20, 1), "b.bin": Buffer.alloc(12 << 20, 2), "c.bin": Buffer.alloc(10 << 20, 3) };
+  for (const [name, data] of Object.entries(blobs)) writeFileSync(path.join(dir, name), data);
+  const want = Object.fromEntries(Object.entries(blobs).map(([n, d]) => [n, createHash("sha256").update(d).digest("hex")]));
+  const digests = (entries: { path: string; digest?: string }[]) => Object.fromEntries(entries.filter((e) => e.path.endsWith(".bin")).map((e) => [e.path, e.digest]));
+
+  assert.equal(digests((await listContext(dir)).entries), want);
+  const deferred = await listContext(dir, { deferLarge: true });
+  assert.equal(digests(deferred.entries), { "a.bin": undefined, "b.bin": undefined, "c.bin": undefined });
+  assert.ok(deferred.entries.find((e) => e.path === "small.txt")!.digest, "small files are hashed at once");
+  await completeDigests(deferred);
+  assert.equal(digests(deferred.entries), want);
+
+  const gone = await listContext(dir, { deferLarge: true });
+  rmSync(path.join(dir, "b.bin"));
+  try {
+    await completeDigests(gone);
+    assert.unreachable("a file removed after listing must fail the digest");
+  } catch (e) {
+    assert.match((e as Error).message, /cannot read .*b\.bin/);
+  }
+});
+
+test("work is shared out by size, largest first onto the lightest thread", async () => {
+  const { shareOut } = await import("../../src/graph/hash-workers.js");
+  const files = [{ path: "a", size: 10 }, { path: "b", size: 60 }, { path: "c", size: 30 }, { path: "d", size: 25 }];
+  assert.equal(shareOut(files, 2), [["b"], ["c", "d", "a"]]);
+  assert.equal(shareOut(files, 1), [["b", "c", "d", "a"]]);
+  assert.equal(shareOut([{ path: "x", size: 1 }], 4), [["x"]]);
+});
+
 test.run();
