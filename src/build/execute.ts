@@ -1,7 +1,10 @@
 /**
  * Walks the plan's image nodes with listr2: each node waits for its parent, then takes one of
  * `concurrency` slots to reuse (cached), pull (from the registry, by key) or build it. Nothing
- * here decides what to build: the plan did. Moving tags move only after every node succeeded.
+ * here decides what to build: the plan did. What the executor still settles is what the read
+ * step left open on purpose — a key whose large files are hashed while they are sent, and an
+ * image that has a key under another tag — and then it reuses, as it does a registry's image.
+ * Moving tags move only after every node succeeded.
  */
 import pLimit from "p-limit";
 import type { Readable } from "node:stream";
@@ -43,7 +46,6 @@ export interface BuildOptions {
   /** Told what did build when some nodes failed (before the failure is thrown). */
   onPartial?: (partial: { built: ImageResult[]; failures: BuildFailedError[]; skipped: string[] }) => void;
 }
-
 
 export function imageLabels(node: ImageNode, key: string, inputs: InputDigests, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
   const labels: Record<string, string> = {
