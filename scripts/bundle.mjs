@@ -1,6 +1,7 @@
 // Bundles the compiled CLI (dist/src/cli.js) into one CommonJS file, dist/bundle/cli.cjs, that
-// bake's executable (src/bake.cts → dist/src/bake.cjs) runs through a V8 code cache. Start-up of a no-op `bake build` is mostly reading
-// and compiling JavaScript: one file instead of ~200, compiled once per machine, cuts it.
+// bake's executable (src/bake.cts → dist/src/bake.cjs) runs through a V8 code cache. Start-up
+// of a no-op `bake build` is mostly reading and compiling JavaScript: one file instead of ~200,
+// compiled once per machine, cuts it.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { build } from "esbuild";
