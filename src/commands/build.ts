@@ -24,7 +24,7 @@ export interface BuildCommandOptions {
 export async function buildCommand(options: BuildCommandOptions, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<ImageResult[]> {
   if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new UsageError(`--concurrency must be a whole number of at least 1, not ${options.concurrency}`);
   for (const t of options.tags) if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(t)) throw new UsageError(`--tag ${t} is not a valid Docker tag`);
-  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: options.nodes, pull: options.pull, imagesOnly: true, hashWhileSending: true }, tools);
+  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: options.nodes, pull: options.pull, imagesOnly: true, forBuild: true }, tools);
   if (options.push && !pipeline.config.registry) throw new UsageError(`--push needs a registry: set registry: in ${options.file} (or BAKE_REGISTRY)`);
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services, or point DOCKER_HOST at an engine`);
   const plan = assemblePlan(pipeline.nodes.filter((n) => n.kind === "image"), pipeline.keys, pipeline.state, "local");

@@ -38,10 +38,12 @@ export interface ReadOptions {
   /** Every image of the project, not only those the selected nodes' keys name (prune). */
   everyImage?: boolean;
   /**
-   * `bake build`: an image nothing else in the run builds on hashes its large changed files
-   * while it sends them, in one pass over them instead of two (its key is known at the end).
+   * For `bake build`, which settles two things while it sends each context (build/execute.ts):
+   * an image nothing else in the run builds on hashes its large changed files then, in one pass
+   * instead of two (its key is known at the end); and an image whose key tag is missing is
+   * looked for by label then, not by listing the engine's images here first.
    */
-  hashWhileSending?: boolean;
+  forBuild?: boolean;
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
@@ -54,13 +56,13 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
   const [{ digests: inputs, listings, deferred }, engine, sources] = await Promise.all([
-    readInputs(config, new Set(nodes.map((n) => n.name)), options.hashWhileSending ? leaves(nodes) : undefined),
+    readInputs(config, new Set(nodes.map((n) => n.name)), options.forBuild ? leaves(nodes) : undefined),
     engineReachable(tools),
     wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
   const unreadable = await resolveUpstreams(tools, config, inputs, engine.ok, options.pull ?? false);
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
-  const images = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.hashWhileSending ? "never" : "when-missing") : { ...engine, listed: false };
+  const images = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { ...engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
   return { config, graph, nodes, inputs, listings, keys, state: { images: images.ok ? { ok: true, value: images.value } : images, imagesListed: images.listed, amis }, target: options.target };
 }
