@@ -24,7 +24,11 @@ v8.setFlagsFromString("--no-incremental-marking");
 
 const bundle = path.join(__dirname, "..", "bundle", "cli.cjs");
 const cacheDir = path.join(path.dirname(bundle), ".v8-cache");
-const stat = statSync(bundle);
+const stat = statSync(bundle, { throwIfNoEntry: false });
+if (!stat) {
+  process.stderr.write(`error: ${bundle} is missing: run make setup (or npm run build)\n`);
+  process.exit(1);
+}
 const bundleStamp = `${process.version}-${process.arch}-${stat.size}-${Math.trunc(stat.mtimeMs)}`;
 const command = /^[a-z]+$/.test(process.argv[2] ?? "") ? process.argv[2] : "other";
 const cacheFile = path.join(cacheDir, `${bundleStamp}-${command}.bin`);
