@@ -94,21 +94,18 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   }
   const limit = pLimit(Math.max(1, options.concurrency));
   const failures: BuildFailedError[] = [];
-  // An image with a key may carry another tag (its key tag removed, registry: changed): found
-  // by label, in the read step's listing or in one listing asked when the first node builds.
+  // An image with its key may exist under another name (registry: changed, so the repository
+  // did): found by label, in the read step's listing or in one listing asked when needed. An
+  // image built before under its own name (its `latest` is there) and missing its key tag has
+  // new content: the listing, which keeps the engine busy ~0.1 s with 1,000 images, is skipped.
   let listing: Promise<BakeImageRecord[]> | undefined = pipeline.state.imagesListed && pipeline.state.images.ok ? Promise.resolve(pipeline.state.images.value) : undefined;
   const findExisting: FindExisting = async (node, repo, key) => {
-    const byTag = (await docker.findBakeImages([`${repo}:${key.slice(0, KEY_TAG_LENGTH)}`]))[0];
+    const [byTag, latest] = await docker.findBakeImages([`${repo}:${key.slice(0, KEY_TAG_LENGTH)}`, `${repo}:latest`]);
     if (byTag?.key === key && byTag.node === node) return byTag;
+    if (latest?.node === node && !listing) return undefined;
     listing ??= docker.listBakeImages(pipeline.config.project);
     return (await listing).find((r) => r.key === key && r.node === node);
   };
-  // Asked now, while git and the first parents are read, rather than when the first (small)
-  // context has already been sent and the build would wait for it.
-  if (!options.noCache && images.some((e) => e.status === "build")) {
-    listing ??= docker.listBakeImages(pipeline.config.project);
-    listing.catch(() => undefined);
-  }
   const now = new Date();
 
   const tasks = images.map((entry) => ({

@@ -85,17 +85,23 @@ test("a second build builds nothing and keeps the same ids", async () => {
   }
 });
 
-test("an image whose key tag was removed is found by its label: nothing builds and the tag comes back", async () => {
-  // Images are looked up by key tag first; a missing tag falls back to the label listing.
+test("registry: set, so every repository changes: the images are found by label and tagged, nothing builds", async () => {
+  // Images are looked up by key tag first; under a name never built before, by label.
   const before = manifest();
-  const keyTag = `${project}/web:${before.images.web.key.slice(0, 12)}`;
-  await docker.getImage(keyTag).remove();
-  assert.is(await inspect(keyTag), undefined);
-  const r = await bake(["build", "--json"], { cwd: dir });
-  assert.is(r.code, 0, r.stderr);
-  const images = JSON.parse(r.stdout).images;
-  for (const name of ["base", "svc", "web", "tools"]) assert.is(images[name].action, "cached", name);
-  assert.is((await inspect(keyTag))!.Id, before.images.web.id);
+  const rootfs = await busyboxRootfs();
+  writeFileSync(path.join(dir, "bake.yml"), pipeline(rootfs, "127.0.0.1:5000"));
+  try {
+    const r = await bake(["build", "--json"], { cwd: dir });
+    assert.is(r.code, 0, r.stderr);
+    const images = JSON.parse(r.stdout).images;
+    for (const name of ["base", "svc", "web", "tools"]) {
+      assert.is(images[name].action, "cached", name);
+      assert.is(images[name].id, before.images[name].id, name);
+      assert.is((await inspect(`127.0.0.1:5000/${project}/${name}:${before.images[name].key.slice(0, 12)}`))?.Id, before.images[name].id, name);
+    }
+  } finally {
+    writeFileSync(path.join(dir, "bake.yml"), pipeline(rootfs));
+  }
 });
 
 test("--tag moves an extra tag with latest, after the whole run", async () => {
