@@ -214,6 +214,14 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
   };
   const quick = engineClient(process.env, options.timeoutMs);
   const endpoint = dockerEndpoint();
+  /** The engine's inspect of an image, undefined when it has none (plain http when it can). */
+  const inspectRaw = async (ref: string): Promise<Docker.ImageInspectInfo | undefined> => {
+    if (!quick) return dockerode().docker.getImage(ref).inspect().catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
+    const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
+    if (res.status === 404) return undefined;
+    if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+    return res.body;
+  };
   const follow = async (stream: NodeJS.ReadableStream, onMessage: (m: StreamMessage) => void, signal?: AbortSignal) => {
     const lines = new JsonLines();
     await new Promise<void>((resolve, reject) => {
@@ -252,13 +260,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     async findBakeImages(refs) {
       return Promise.all(
         refs.map(async (ref) => {
-          let image: Docker.ImageInspectInfo | undefined;
-          if (quick) {
-            const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
-            if (res.status === 404) return undefined;
-            if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
-            image = res.body;
-          } else image = await dockerode().docker.getImage(ref).inspect().catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
+          const image = await inspectRaw(ref);
           return image && toRecord(image.Id, image.RepoTags ?? [], image.Config?.Labels ?? {}, Math.floor(Date.parse(image.Created) / 1000));
         }),
       );
@@ -274,21 +276,8 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       return images.map((img) => toRecord(img.Id, img.RepoTags ?? [], img.Labels ?? {}, img.Created));
     },
     async inspectImage(ref) {
-      let i: Docker.ImageInspectInfo;
-      if (quick) {
-        const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
-        if (res.status === 404) return undefined;
-        if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
-        i = res.body;
-      } else {
-        try {
-          i = await dockerode().docker.getImage(ref).inspect();
-        } catch (e: any) {
-          if (e?.statusCode === 404) return undefined;
-          throw e;
-        }
-      }
-      return { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
+      const i = await inspectRaw(ref);
+      return i && { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
     },
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
