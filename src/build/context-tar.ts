@@ -14,6 +14,10 @@ export const SENT_DOCKERFILE = ".bake.Dockerfile";
 
 const MTIME = new Date("2000-01-01T00:00:00Z");
 
+/** The labels, or a function that gives them once every file was sent (a key still pending). */
+type Labels = Record<string, string> | (() => Promise<Record<string, string>>);
+const labelsOf = async (labels: Labels) => (typeof labels === "function" ? labels() : labels);
+
 /**
  * `labels` are appended to the Dockerfile as one LABEL instruction (the engine's `labels`
  * parameter would add one instruction, and one container, per label). That Dockerfile travels
@@ -24,8 +28,7 @@ const MTIME = new Date("2000-01-01T00:00:00Z");
 export function contextTar(
   listing: ContextListing,
   dockerfile: string,
-  /** The labels, or a function that gives them once every file was sent (a key still pending). */
-  labels: Record<string, string> | (() => Promise<Record<string, string>>) = {},
+  labels: Labels = {},
   signal?: AbortSignal,
 ): { stream: Readable; dockerfilePath: string } {
   const pack = tar.pack();
@@ -59,7 +62,7 @@ export function contextTar(
       else await addFile(e.path, abs, e.size, e.executable ? 0o755 : 0o644);
     }
     pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
-    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, typeof labels === "function" ? await labels() : labels));
+    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, await labelsOf(labels)));
     pack.finalize();
   })().catch((e) => pack.destroy(e));
   return { stream: pack as unknown as Readable, dockerfilePath: SENT_DOCKERFILE };
@@ -80,10 +83,10 @@ export function withLabels(dockerfile: string, labels: Record<string, string>): 
 }
 
 /** An empty context holding only a generated Dockerfile (a base without one of its own). */
-export function dockerfileOnlyTar(text: string, labels: Record<string, string> | (() => Promise<Record<string, string>>) = {}): { stream: Readable; dockerfilePath: string } {
+export function dockerfileOnlyTar(text: string, labels: Labels = {}): { stream: Readable; dockerfilePath: string } {
   const pack = tar.pack();
   (async () => {
-    pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, typeof labels === "function" ? await labels() : labels));
+    pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, await labelsOf(labels)));
     pack.finalize();
   })().catch((e) => pack.destroy(e));
   return { stream: pack as unknown as Readable, dockerfilePath: "Dockerfile" };

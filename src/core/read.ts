@@ -62,9 +62,9 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   ]);
   const unreadable = await resolveUpstreams(tools, config, inputs, engine.ok, options.pull ?? false);
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
-  const images = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { ...engine, listed: false };
+  const { images, listed } = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { images: engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
-  return { config, graph, nodes, inputs, listings, keys, state: { images: images.ok ? { ok: true, value: images.value } : images, imagesListed: images.listed, amis }, target: options.target };
+  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis }, target: options.target };
 }
 
 /**
@@ -132,7 +132,7 @@ async function readImages(
   keys: Map<string, KeyResult>,
   target: Target,
   list: "always" | "when-missing" | "never",
-): Promise<Known<BakeImageRecord[]> & { listed: boolean }> {
+): Promise<{ images: Known<BakeImageRecord[]>; listed: boolean }> {
   const docker = tools.docker();
   try {
     // Images, and on the local target the machine images, which are engine images too.
@@ -144,11 +144,11 @@ async function readImages(
     if (list !== "always") {
       const found = wanted.length ? await docker.findBakeImages(wanted.map((w) => w.ref)) : [];
       const hits = found.filter((r, i): r is BakeImageRecord => r?.key === wanted[i].key && r.node === wanted[i].node);
-      if (hits.length === wanted.length || list === "never") return { ok: true, value: hits, listed: false };
+      if (hits.length === wanted.length || list === "never") return { images: { ok: true, value: hits }, listed: false };
     }
-    return { ok: true, value: await docker.listBakeImages(config.project), listed: true };
+    return { images: { ok: true, value: await docker.listBakeImages(config.project) }, listed: true };
   } catch (e) {
-    return { ok: false, reason: describeDockerError(e, docker.endpoint), listed: false };
+    return { images: { ok: false, reason: describeDockerError(e, docker.endpoint) }, listed: false };
   }
 }
 
