@@ -1,14 +1,13 @@
 /** The only module that talks to the Docker engine (through dockerode). */
 import { createRequire } from "node:module";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import http from "node:http";
-import { homedir } from "node:os";
-import path from "node:path";
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
 import { BakeError } from "../errors.js";
+import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
 import { BuildProgress, JsonLines, pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
 
 export const LABEL = {
@@ -40,13 +39,6 @@ export interface BuildRequest {
   noCache: boolean;
   signal?: AbortSignal;
   onLine?: (line: string) => void;
-}
-
-export interface RegistryAuth {
-  username?: string;
-  password?: string;
-  identitytoken?: string;
-  serveraddress: string;
 }
 
 export interface DockerTool {
@@ -319,26 +311,29 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       await dockerode().docker.getImage(id).tag({ repo, tag });
     },
     async push(repo, tag, signal, onLine) {
-      const auth = registryAuth(repo.split("/")[0]);
-      const stream: NodeJS.ReadableStream = await (dockerode().longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: repo.split("/")[0] }, abortSignal: signal } as any);
+      const auth = await registryAuth(registryOf(repo));
+      const stream: NodeJS.ReadableStream = await (dockerode().longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: registryOf(repo) }, abortSignal: signal } as any);
       const messages: StreamMessage[] = [];
       await follow(stream, (m) => {
         messages.push(m);
         if (m.status && onLine) onLine(`${m.id ? `${m.id}: ` : ""}${m.status}`);
       }, signal);
       const error = streamError(messages);
+      if (error && REFUSED.test(error)) throw new BakeError(refusedMessage(`pushing ${repo}:${tag}`, error, registryOf(repo), Boolean(auth), dockerConfigFile()));
       if (error) throw new BakeError(`pushing ${repo}:${tag} failed: ${error}`);
       const digest = pushDigest(messages);
       if (!digest) throw new BakeError(`pushing ${repo}:${tag} reported no digest`);
       return digest;
     },
     async pull(ref, signal, onLine) {
-      const auth = registryAuth(ref.split("/")[0]);
+      const auth = await registryAuth(registryOf(ref));
       let stream: NodeJS.ReadableStream;
       try {
         stream = await dockerode().longDocker.pull(ref, { authconfig: auth, abortSignal: signal } as any);
       } catch (e: any) {
         if (e?.statusCode === 404) return false;
+        const reason = String(e?.json?.message ?? e?.message ?? e);
+        if (REFUSED.test(reason)) throw new BakeError(refusedMessage(`pulling ${ref}`, reason, registryOf(ref), Boolean(auth), dockerConfigFile()));
         throw e;
       }
       const messages: StreamMessage[] = [];
@@ -349,13 +344,14 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       const error = streamError(messages);
       if (error) {
         if (/not found|manifest unknown/i.test(error)) return false;
+        if (REFUSED.test(error)) throw new BakeError(refusedMessage(`pulling ${ref}`, error, registryOf(ref), Boolean(auth), dockerConfigFile()));
         throw new BakeError(`pulling ${ref} failed: ${error}`);
       }
       return true;
     },
     async distributionDigest(ref) {
       try {
-        const info: any = await (dockerode().docker.getImage(ref) as any).distribution({ authconfig: registryAuth(ref.split("/")[0]) });
+        const info: any = await (dockerode().docker.getImage(ref) as any).distribution({ authconfig: await registryAuth(registryOf(ref)) });
         return info?.Descriptor?.digest;
       } catch (e: any) {
         if (e?.statusCode === 404 || e?.statusCode === 401 || e?.statusCode === 403) return undefined;
@@ -504,27 +500,6 @@ export function toRecord(id: string, tags: string[], labels: Record<string, stri
     inputs = undefined;
   }
   return { id, tags: tags.filter((t) => t !== "<none>:<none>"), node: labels[LABEL.node] ?? "", key: labels[LABEL.key] ?? "", inputs, created };
-}
-
-/** Credentials for a registry host from the Docker config file (DOCKER_CONFIG or ~/.docker). */
-export function registryAuth(host: string, env = process.env): RegistryAuth | undefined {
-  const file = path.join(env.DOCKER_CONFIG || path.join(homedir(), ".docker"), "config.json");
-  let config: any;
-  try {
-    config = JSON.parse(readFileSync(file, "utf8"));
-  } catch {
-    return undefined;
-  }
-  const entry = config?.auths?.[host] ?? config?.auths?.[`https://${host}`] ?? config?.auths?.[`http://${host}`];
-  if (!entry) return undefined;
-  if (entry.identitytoken) return { identitytoken: entry.identitytoken, serveraddress: host };
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
-    const colon = decoded.indexOf(":");
-    return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1), serveraddress: host };
-  }
-  if (entry.username) return { username: entry.username, password: entry.password, serveraddress: host };
-  return undefined;
 }
 
 /** `host:5000/a/b:tag` → `host:5000/a/b`; a digest reference loses its digest. */

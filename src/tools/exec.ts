@@ -19,11 +19,18 @@ export interface RunOptions {
    * together and the tool cleans up. SIGKILL follows after `graceMs`.
    */
   processGroup?: { graceMs: number };
+  /** Written to the tool's stdin. */
+  input?: string;
+  /** false: a non-zero exit is returned in `exitCode` instead of thrown. */
+  reject?: boolean;
+  /** The message when the program is missing (default: "<file> is not installed: run make setup"). */
+  notInstalled?: string;
 }
 
 export interface RunResult {
   stdout: string;
   stderr: string;
+  exitCode?: number;
 }
 
 export function redact(text: string, secrets: readonly string[] = []): string {
@@ -54,6 +61,7 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     killSignal: "SIGINT",
     lines: false,
     stripFinalNewline: true,
+    ...(options.input !== undefined ? { input: options.input } : {}),
   });
   const tail: string[] = [];
   const collect = (stream: "stdout" | "stderr") => {
@@ -101,9 +109,9 @@ export async function run(file: string, args: string[], options: RunOptions = {}
   if (forceKill) clearTimeout(forceKill);
   options.signal?.removeEventListener("abort", interruptGroup);
   if ((result as any).code === "ENOENT" || /ENOENT/.test(String((result as any).originalMessage ?? ""))) {
-    throw new BakeError(`${file} is not installed: run make setup`);
+    throw new BakeError(options.notInstalled ?? `${file} is not installed: run make setup`);
   }
-  if (result.failed) {
+  if (result.failed && (options.reject !== false || result.exitCode === undefined)) {
     throw new ToolFailedError({
       tool: file,
       exitCode: result.exitCode,
@@ -112,5 +120,5 @@ export async function run(file: string, args: string[], options: RunOptions = {}
       stderrTail: redact(tail.length ? tail.join("\n") : String(result.stderr ?? "").split("\n").slice(-20).join("\n"), secrets),
     });
   }
-  return { stdout: redact(String(result.stdout ?? ""), secrets), stderr: redact(String(result.stderr ?? ""), secrets) };
+  return { stdout: redact(String(result.stdout ?? ""), secrets), stderr: redact(String(result.stderr ?? ""), secrets), exitCode: result.exitCode };
 }

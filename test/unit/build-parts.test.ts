@@ -1,8 +1,6 @@
 /** Pure parts of the build: stream parsers, the context tar, labels, tool argument lists. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import tar from "tar-stream";
 import { BuildProgress, JsonLines, pushDigest, streamError } from "../../src/tools/docker-stream.js";
@@ -10,7 +8,7 @@ import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context
 import { listContext } from "../../src/graph/context-files.js";
 import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
 import { stripCredentials } from "../../src/tools/git.js";
-import { buildQuery, engineTarget, registryAuth, repositoryOf } from "../../src/tools/docker.js";
+import { buildQuery, engineTarget, repositoryOf } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
 test("JsonLines joins messages split across chunks", () => {
@@ -117,14 +115,6 @@ test("debootstrap and tar argument lists", () => {
 test("git remotes lose their credentials before they reach a label", () => {
   assert.is(stripCredentials("https://user:s3cret@git.example/team/repo.git"), "https://git.example/team/repo.git");
   assert.is(stripCredentials("git@git.example:team/repo.git"), "git@git.example:team/repo.git");
-});
-
-test("registry credentials come from the Docker config file", () => {
-  const home = mkdtempSync(path.join(tmpdir(), "bake-docker-config-"));
-  mkdirSync(home, { recursive: true });
-  writeFileSync(path.join(home, "config.json"), JSON.stringify({ auths: { "127.0.0.1:5000": { auth: Buffer.from("ci:pa:ss").toString("base64") } } }));
-  assert.equal(registryAuth("127.0.0.1:5000", { DOCKER_CONFIG: home }), { username: "ci", password: "pa:ss", serveraddress: "127.0.0.1:5000" });
-  assert.is(registryAuth("other:5000", { DOCKER_CONFIG: home }), undefined);
 });
 
 test("the build query: every tag, the hidden Dockerfile, args as JSON; labels and nocache only when asked", () => {
