@@ -4,6 +4,7 @@ import { ConfigError, ConfigErrors } from "../errors.js";
 import type { Tools } from "../core/read.js";
 import { run } from "../tools/exec.js";
 import { describeDockerError } from "../tools/docker.js";
+import { dockerConfigFile, registryAuth } from "../tools/docker-credentials.js";
 import { ec2Endpoint, NoCredentialsError } from "../tools/ec2.js";
 
 export type CheckStatus = "ok" | "warn" | "fail";
@@ -66,7 +67,15 @@ async function checkRegistry(registry: string | undefined): Promise<Check> {
   const scheme = /^(127\.|localhost[:]?|\[::1\])/.test(host) ? "http" : "https";
   try {
     const res = await fetch(`${scheme}://${host}/v2/`, { signal: AbortSignal.timeout(3000) });
-    if (res.status === 200 || res.status === 401) return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP ${res.status})` };
+    if (res.status === 200) return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP 200)` };
+    if (res.status === 401) {
+      // It asks for credentials: say whether the Docker config file has some for it (not whether they are right).
+      const file = dockerConfigFile();
+      const auth = await registryAuth(host).catch((e: Error) => e);
+      if (auth instanceof Error) return { name: "registry", status: "fail", detail: `${host} asks for credentials: ${auth.message}`, fix: `install the helper, or docker login ${host}` };
+      if (!auth) return { name: "registry", status: "fail", detail: `${host} asks for credentials and ${file} holds none for it`, fix: `docker login ${host}` };
+      return { name: "registry", status: "ok", detail: `${host} answers the registry API and asks for credentials; ${file} has them` };
+    }
     return { name: "registry", status: "fail", detail: `${host}/v2/ answered HTTP ${res.status}`, fix: "make services" };
   } catch (e: any) {
     return { name: "registry", status: "fail", detail: `${host} unreachable (${e?.cause?.code ?? e?.name ?? e})`, fix: "make services" };

@@ -119,4 +119,13 @@ test("removed locally, the next build pulls the image through the helper's crede
   assert.is((await docker.getImage(`${registry}/${project}/svc:latest`).inspect()).Id, m.images.svc.id);
 });
 
+test("bake doctor: the registry asks for credentials; it says whether the Docker config file has them", async () => {
+  const without = await bake(["doctor"], { cwd: dir, env: dockerConfig(false) });
+  assert.match(without.stdout, new RegExp(`^FAIL\\s+registry\\s+${registry.replace(/\./g, "\\.")} asks for credentials and .*config\\.json holds none for it\\n\\s+fix: docker login ${registry.replace(/\./g, "\\.")}$`, "m"));
+  assert.is(without.code, 1);
+  const withHelper = await bake(["doctor"], { cwd: dir, env: dockerConfig(true) });
+  assert.match(withHelper.stdout, /^ok\s+registry\s+.* asks for credentials; .*config\.json has them$/m);
+  assert.not.ok((withHelper.stdout + withHelper.stderr).includes(SECRET));
+});
+
 test.run();
