@@ -8,52 +8,20 @@
  * Usage: node dist/bench/build.js [--quick | --only-big]  (quick skips the 1 GiB context)
  */
 import { execa } from "execa";
-import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { withLabels } from "../src/build/context-tar.js";
 import { busyboxRootfs } from "../test/helpers/engine.js";
+import { env, generatedGraph, gibibyteOfFiles, median, mid, ratio, rawBuilds, seconds, type Node } from "./graph.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = path.join(ROOT, "dist/src/bake.cjs");
-const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0" };
 const quick = process.argv.includes("--quick");
 const onlyBig = process.argv.includes("--only-big");
 
-const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e9;
-};
-const median = async (runs: number, fn: () => Promise<unknown>) => {
-  const s: number[] = [];
-  for (let i = 0; i < runs; i++) s.push(await seconds(fn));
-  return s.sort((a, b) => a - b)[Math.floor(runs / 2)];
-};
 const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env });
-
-interface Node {
-  name: string;
-  parent?: string;
-  dockerfile: string;
-  context: string;
-}
-
-/**
- * Raw docker builds of the graph, parents first, each FROM its parent's id like bake's.
- * `dockerfiles` replaces a node's Dockerfile (kept outside its context, as bake's is).
- */
-async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boolean, dockerfiles?: Map<string, string>): Promise<void> {
-  const ids = new Map<string, string>();
-  for (const n of nodes) {
-    const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
-    const tag = `bench-raw/${n.name}:latest`;
-    // -q prints only the image id: one docker command per node, as a hand-written script would.
-    const { stdout } = await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", dockerfiles?.get(n.name) ?? n.dockerfile, "-t", tag, n.context], { env });
-    ids.set(n.name, stdout.trim().split("\n").at(-1)!);
-  }
-}
 
 async function rootfsImageOf(dir: string, node: string): Promise<string> {
   // The imported rootfs bake made for this base, so both sides start from the same image.
@@ -63,26 +31,6 @@ async function rootfsImageOf(dir: string, node: string): Promise<string> {
   return stdout.trim().split("\n")[0];
 }
 
-function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
-  const dir = mkdtempSync(path.join(tmpdir(), "bake-bench-graph-"));
-  const nodes: Node[] = [{ name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") }];
-  let yaml = `project: bench20\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
-  mkdirSync(path.join(dir, "base"));
-  writeFileSync(path.join(dir, "base/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /srv\n");
-  for (let i = 1; i < 20; i++) {
-    const name = `n${String(i).padStart(2, "0")}`;
-    const parent = i <= 4 ? "base" : `n${String(((i - 1) % 4) + 1).padStart(2, "0")}`;
-    mkdirSync(path.join(dir, name));
-    writeFileSync(path.join(dir, name, "Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY . /srv/${name}\nRUN echo ${name} > /srv/${name}.txt\n`);
-    for (let f = 0; f < 20; f++) writeFileSync(path.join(dir, name, `file${f}.txt`), `${name} ${f}\n`.repeat(50));
-    yaml += `  ${name}: { parent: ${parent}, dockerfile: ${name}/Dockerfile }\n`;
-    nodes.push({ name, parent, dockerfile: path.join(dir, name, "Dockerfile"), context: path.join(dir, name) });
-  }
-  writeFileSync(path.join(dir, "bake.yml"), yaml);
-  return { dir, nodes };
-}
-
-const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 const lines: string[] = [];
 const say = (s: string) => {
   lines.push(s);
@@ -131,7 +79,6 @@ for (let round = 0; round < 3; round++) {
   coldSerialRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache", "--concurrency", "1"])));
   coldBakeRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache"])));
 }
-const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const [coldRaw, coldLabelled, coldBake, coldBakeSerial] = [mid(coldRawRuns), mid(coldLabelledRuns), mid(coldBakeRuns), mid(coldSerialRuns)];
 const noopBake = await median(5, () => bake(graph.dir, ["build"]));
 const noopRaw = await median(3, () => rawBuilds(graph.nodes, genRootfs, false));
@@ -149,16 +96,7 @@ rmSync(labelledDir, { recursive: true, force: true });
 // with --no-cache. Medians of 5, taken in turns.
 if (!quick) {
   const big = mkdtempSync(path.join(tmpdir(), "bake-bench-big-"));
-  mkdirSync(path.join(big, "ctx"));
-  const chunk = Buffer.alloc(1 << 20);
-  for (let f = 0; f < 16; f++) {
-    const fd = openSync(path.join(big, "ctx", `blob${f}.bin`), "w");
-    for (let i = 0; i < 64; i++) {
-      chunk.fill(f * 64 + i);
-      writeSync(fd, chunk);
-    }
-    closeSync(fd);
-  }
+  gibibyteOfFiles(path.join(big, "ctx"));
   let run = 0;
   const changeDockerfile = () => writeFileSync(path.join(big, "ctx/Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\n# run ${run++}\nCOPY Dockerfile /context-arrived\n`);
   changeDockerfile();

@@ -1,0 +1,77 @@
+/** What the build benchmarks share: timing, the generated 20-image graph, raw docker builds, a 1 GiB context. */
+import { execa } from "execa";
+import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+/** The docker CLI here has no buildx: the raw side is the classic builder, as it falls back to. */
+export const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0" };
+
+export const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+};
+export const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const median = async (runs: number, fn: () => Promise<unknown>) => {
+  const s: number[] = [];
+  for (let i = 0; i < runs; i++) s.push(await seconds(fn));
+  return mid(s);
+};
+export const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+
+export interface Node {
+  name: string;
+  parent?: string;
+  dockerfile: string;
+  context: string;
+}
+
+/**
+ * Raw docker builds of the graph, parents first, each FROM its parent's id like bake's.
+ * `dockerfiles` replaces a node's Dockerfile (kept outside its context, as bake's is).
+ */
+export async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boolean, dockerfiles?: Map<string, string>): Promise<void> {
+  const ids = new Map<string, string>();
+  for (const n of nodes) {
+    const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
+    const tag = `bench-raw/${n.name}:latest`;
+    // -q prints only the image id: one docker command per node, as a hand-written script would.
+    const { stdout } = await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", dockerfiles?.get(n.name) ?? n.dockerfile, "-t", tag, n.context], { env });
+    ids.set(n.name, stdout.trim().split("\n").at(-1)!);
+  }
+}
+
+/** 20 images: a base on the rootfs, four on the base, fifteen on those; each copies 20 files and runs one command. */
+export function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-bench-graph-"));
+  const nodes: Node[] = [{ name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") }];
+  let yaml = `project: bench20\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
+  mkdirSync(path.join(dir, "base"));
+  writeFileSync(path.join(dir, "base/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /srv\n");
+  for (let i = 1; i < 20; i++) {
+    const name = `n${String(i).padStart(2, "0")}`;
+    const parent = i <= 4 ? "base" : `n${String(((i - 1) % 4) + 1).padStart(2, "0")}`;
+    mkdirSync(path.join(dir, name));
+    writeFileSync(path.join(dir, name, "Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY . /srv/${name}\nRUN echo ${name} > /srv/${name}.txt\n`);
+    for (let f = 0; f < 20; f++) writeFileSync(path.join(dir, name, `file${f}.txt`), `${name} ${f}\n`.repeat(50));
+    yaml += `  ${name}: { parent: ${parent}, dockerfile: ${name}/Dockerfile }\n`;
+    nodes.push({ name, parent, dockerfile: path.join(dir, name, "Dockerfile"), context: path.join(dir, name) });
+  }
+  writeFileSync(path.join(dir, "bake.yml"), yaml);
+  return { dir, nodes };
+}
+
+/** 16 files of 64 MiB in `dir`, each of one repeated byte per MiB (written, not sparse). */
+export function gibibyteOfFiles(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const chunk = Buffer.alloc(1 << 20);
+  for (let f = 0; f < 16; f++) {
+    const fd = openSync(path.join(dir, `blob${f}.bin`), "w");
+    for (let i = 0; i < 64; i++) {
+      chunk.fill(f * 64 + i);
+      writeSync(fd, chunk);
+    }
+    closeSync(fd);
+  }
+}
