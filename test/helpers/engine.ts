@@ -40,9 +40,18 @@ export async function imagesOfProject(project: string): Promise<Docker.ImageInfo
   return docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
 }
 
-/** Removes every image labelled with the project (tests use a project name of their own). */
+/**
+ * Removes every image labelled with the project (tests use a project name of their own). A few
+ * passes: a parent goes only after its children, and an image only once the container a tool
+ * ran from it (Packer's) is gone.
+ */
 export async function removeProject(project: string): Promise<void> {
-  for (const img of await imagesOfProject(project)) await docker.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+  for (let pass = 0; pass < 5; pass++) {
+    const left = await imagesOfProject(project);
+    if (!left.length) return;
+    if (pass) await new Promise((r) => setTimeout(r, 500));
+    for (const img of left) await docker.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+  }
 }
 
 export function uniqueProject(prefix: string): string {
