@@ -27,7 +27,7 @@ await build({
   define: { "import.meta.url": "__bakeModuleUrl" },
   banner: { js: 'const __bakeModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
   // Loaded from node_modules when first used: the SDKs, with native or data files of their own.
-  external: ["dockerode", "@aws-sdk/*", "ajv"],
+  external: ["dockerode", "@aws-sdk/*", "ajv", "@grpc/grpc-js", "protobufjs"],
   plugins: [yargsCommonJs],
   legalComments: "none",
   logLevel: "warning",

@@ -16,7 +16,10 @@ import type { PlanEntry } from "../plan/plan.js";
 import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
 import type { GitInfo } from "../tools/git.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
-import { completeDigests, contextDigest } from "../graph/context-files.js";
+import { completeDigests, contextDigest, type ContextListing } from "../graph/context-files.js";
+import { pinParent, type ServedEntry } from "../tools/buildkit.js";
+import { readFileSync, readlinkSync } from "node:fs";
+import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "./logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
@@ -130,7 +133,8 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
             },
             line: (text) => {
               // Plain output shows the instructions; a terminal shows the latest line of each node.
-              if (!options.plain || /^Step \d+\/\d+ : /.test(text)) task.output = text;
+              // In plain output only the instructions show: "Step 3/5 : RUN x" (classic), "#5 [2/3] RUN x" (BuildKit).
+              if (!options.plain || /^Step \d+\/\d+ : |^#\d+ \[(?:\S+ )?\d+\/\d+\] /.test(text)) task.output = text;
               logs.line(entry.name, text);
             },
           };
@@ -272,6 +276,18 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     return imageLabels(node, key, inputs, pipeline, await git, now);
   })();
   labelled.catch(() => undefined);
+  const viaBuildKit = await buildKitRequest(node, listing, parentId, docker);
+  if (viaBuildKit) {
+    let labels: Record<string, string>;
+    try {
+      labels = await labelled;
+    } catch (e) {
+      if (reused) return reused;
+      throw e;
+    }
+    const id = await docker.buildWithSession({ ...viaBuildKit, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    return result("built", id);
+  }
   tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
   let id: string;
   try {
@@ -295,11 +311,29 @@ async function pushAll(results: ImageResult[], docker: DockerTool, options: Buil
   );
 }
 
+/**
+ * What a BuildKit build of the node needs (buildkit.ts), or undefined for the classic builder:
+ * an engine without BuildKit sessions, or a Dockerfile whose FROM uses BAKE_PARENT in a way that
+ * cannot be pinned to a tag named after the parent's id.
+ */
+async function buildKitRequest(node: ImageNode, listing: ContextListing | undefined, parentId: string, docker: DockerTool) {
+  if (!(await docker.canBuildKit())) return undefined;
+  const parentTag = `bake-parent/${process.pid}:${parentId.replace(/^sha256:/, "")}`;
+  const dockerfileText = pinParent(node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", parentTag);
+  if (dockerfileText === undefined) return undefined;
+  const context: ServedEntry[] = (listing?.entries ?? []).map((e) => {
+    const abs = path.join(listing!.root, e.path);
+    return { ...e, linkname: e.type === "symlink" ? readlinkSync(abs) : undefined, source: e.type === "file" ? { file: abs } : undefined };
+  });
+  return { context, dockerfileText, parentTag };
+}
+
 class SkippedError extends BakeError {}
 
 function explainFailure(node: string, error: unknown, logFile: string): BuildFailedError {
   if (error instanceof BuildStreamError) {
-    const at = error.step ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ")}` : "";
+    // "Step 3/5 : RUN x" (classic) or "[3/5] RUN x", "[build 3/5] RUN x" (BuildKit).
+    const at = error.step ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ").replace(/^\[(?:\S+ )?(\d+\/\d+)\] /, "step $1: ")}` : "";
     return new BuildFailedError(node, `${node}: build failed${at}: ${error.message}`, `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`);
   }
   const message = (error as Error)?.message ?? String(error);

@@ -3,11 +3,12 @@ import { createRequire } from "node:module";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import http from "node:http";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
 import { BakeError } from "../errors.js";
 import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
+import { BuildKitProgress, decodeTrace, openSession, type ServedEntry } from "./buildkit.js";
 import { BuildProgress, JsonLines, pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
 
 export const LABEL = {
@@ -41,6 +42,22 @@ export interface BuildRequest {
   onLine?: (line: string) => void;
 }
 
+/** A build through BuildKit with a session (buildkit.ts): the engine reads what it needs. */
+export interface SessionBuildRequest {
+  /** The context's entries (after .dockerignore), read from disk when the engine asks. */
+  context: ServedEntry[];
+  /** The Dockerfile bake serves, its FROM ${BAKE_PARENT} already naming `parentTag`. */
+  dockerfileText: string;
+  parentId: string;
+  parentTag: string;
+  tags: string[];
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  noCache: boolean;
+  signal?: AbortSignal;
+  onLine?: (line: string) => void;
+}
+
 export interface DockerTool {
   /** Where the engine is, for messages. */
   readonly endpoint: string;
@@ -57,6 +74,10 @@ export interface DockerTool {
   importRootfs(tar: Readable, ref: { repo: string; tag: string }, labels: Record<string, string>, signal?: AbortSignal): Promise<string>;
   /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
   build(request: BuildRequest): Promise<string>;
+  /** Whether builds can go through BuildKit with a session (a Linux engine on a plain socket, API >= 1.39). */
+  canBuildKit(): Promise<boolean>;
+  /** Builds through BuildKit with a session; throws BuildStreamError when the stream reports a failure. */
+  buildWithSession(request: SessionBuildRequest): Promise<string>;
   tag(id: string, repo: string, tag: string): Promise<void>;
   /** Pushes repo:tag; returns the manifest digest. */
   push(repo: string, tag: string, signal?: AbortSignal, onLine?: (line: string) => void): Promise<string>;
@@ -206,6 +227,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
   };
   const quick = engineClient(process.env, options.timeoutMs);
   const endpoint = dockerEndpoint();
+  let buildKit: Promise<boolean> | undefined;
   /** The engine's inspect of an image, undefined when it has none (plain http when it can). */
   const inspectRaw = async (ref: string): Promise<Docker.ImageInspectInfo | undefined> => {
     if (!quick) return dockerode().docker.getImage(ref).inspect().catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
@@ -301,6 +323,45 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
       if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
       return progress.imageId.startsWith("sha256:") ? progress.imageId : (await this.inspectImage(progress.imageId))!.id;
+    },
+    async canBuildKit() {
+      const target = engineTarget();
+      if (!target) return false;
+      buildKit ??= new Promise<boolean>((resolve) => {
+        const req = http.request({ ...target, method: "GET", path: "/_ping", timeout: 5000 }, (res) => {
+          res.resume();
+          const [major, minor] = String(res.headers["api-version"] ?? "0.0").split(".").map(Number);
+          resolve(res.statusCode === 200 && res.headers["ostype"] === "linux" && (major > 1 || (major === 1 && minor >= 39)));
+        });
+        req.on("error", () => resolve(false));
+        req.on("timeout", () => req.destroy());
+        req.end();
+      });
+      return buildKit;
+    },
+    async buildWithSession(request) {
+      const target = engineTarget()!;
+      const [repo, tag] = [request.parentTag.slice(0, request.parentTag.lastIndexOf(":")), request.parentTag.slice(request.parentTag.lastIndexOf(":") + 1)];
+      await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
+      let session: { id: string; close: () => void } | undefined;
+      try {
+        const text = request.dockerfileText;
+        session = await openSession(target, { context: request.context, dockerfile: [{ path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), source: { text } }] });
+        const q = new URLSearchParams({ version: "2", session: session.id, remote: "client-session", dockerfile: "Dockerfile" });
+        for (const t of request.tags) q.append("t", t);
+        q.set("buildargs", JSON.stringify(request.buildArgs));
+        if (Object.keys(request.labels).length) q.set("labels", JSON.stringify(request.labels));
+        if (request.noCache) q.set("nocache", "1");
+        const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);
+        const progress = new BuildKitProgress();
+        await follow(stream, (m: any) => progress.accept(m, m.id === "moby.buildkit.trace" && typeof m.aux === "string" ? decodeTrace(m.aux) : undefined).forEach((l) => request.onLine?.(l)), request.signal);
+        if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
+        if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+        return progress.imageId;
+      } finally {
+        session?.close();
+        await releaseParentTag(request.parentTag, () => quick ? quick("DELETE", `/images/${encodeURIComponent(request.parentTag)}?noprune=1`).then(() => undefined) : dockerode().docker.getImage(request.parentTag).remove({ noprune: true }).then(() => undefined));
+      }
     },
     async tag(id, repo, tag) {
       if (quick) {
@@ -475,6 +536,27 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       });
     },
   };
+}
+
+/**
+ * The tags that name parents for BuildKit builds in flight (several children of one parent share
+ * one), made before the first and removed after the last; a removal only untags: the parent
+ * keeps its own tags.
+ */
+const parentTags = new Map<string, Promise<void>>();
+const parentUsers = new Map<string, number>();
+async function holdParentTag(tag: string, make: () => Promise<void>): Promise<void> {
+  parentUsers.set(tag, (parentUsers.get(tag) ?? 0) + 1);
+  if (!parentTags.has(tag)) parentTags.set(tag, make());
+  await parentTags.get(tag);
+}
+async function releaseParentTag(tag: string, remove: () => Promise<void>): Promise<void> {
+  const users = (parentUsers.get(tag) ?? 1) - 1;
+  parentUsers.set(tag, users);
+  if (users > 0) return;
+  parentUsers.delete(tag);
+  parentTags.delete(tag);
+  await remove().catch(() => undefined);
 }
 
 /** Splits a non-streamed log buffer (8-byte frame headers unless the container has a TTY). */
