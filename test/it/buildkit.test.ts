@@ -1,0 +1,60 @@
+/**
+ * Builds through BuildKit with a session: the contract holds (BAKE_PARENT is the parent's image
+ * id), the engine gets the context's files and nothing of bake's, no parent tag outlives a run,
+ * and a Dockerfile whose FROM cannot be pinned goes through the classic builder.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { bake, tempTree } from "../helpers/bake.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("bk-it");
+let dir = "";
+
+const inImage = async (id: string, cmd: string) => (await execa("docker", ["run", "--rm", "--network", "none", id, "sh", "-c", cmd])).stdout;
+
+test.before(async () => {
+  dir = tempTree({
+    "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  probe: { parent: base, dockerfile: probe/Dockerfile }\n  classic: { parent: base, dockerfile: classic/Dockerfile }\n`,
+    // ARG again after FROM: the build argument itself, as the Dockerfile sees it.
+    "probe/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nARG BAKE_PARENT\nRUN echo \"$BAKE_PARENT\" > /parent\nCOPY . /ctx\n",
+    "probe/.dockerignore": "*.log\n",
+    "probe/a.txt": "a\n",
+    "probe/sub/b.txt": "b\n",
+    "probe/noise.log": "noise\n",
+    "classic/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT:-no-such-image}\nRUN echo classic > /classic\n",
+  });
+});
+
+test.after(async () => {
+  await removeProject(project);
+});
+
+test("BAKE_PARENT is the parent's image id; the image holds the context's files and nothing bake sent besides; no parent tag is left", async () => {
+  const r = await bake(["build"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.is(await inImage(m.images.probe.id, "cat /parent"), m.images.base.id);
+  assert.is(await inImage(m.images.probe.id, "cd /ctx && find . | sort | tr '\\n' ' '"), ". ./.dockerignore ./Dockerfile ./a.txt ./sub ./sub/b.txt ");
+  const labels = (await docker.getImage(m.images.probe.id).inspect()).Config.Labels;
+  assert.is(labels["bake.key"], m.images.probe.key);
+  assert.is(labels["bake.parent"], m.images.base.key);
+  // BuildKit: the labels are metadata, with no step of their own in the image's history.
+  const history = await docker.getImage(m.images.probe.id).history();
+  assert.not.ok(history.some((h: any) => /LABEL/.test(h.CreatedBy)), JSON.stringify(history.map((h: any) => h.CreatedBy)));
+  assert.equal((await docker.listImages({ filters: JSON.stringify({ reference: ["bake-parent/*"] }) })).length, 0, "no parent tag left");
+});
+
+test("a FROM that uses BAKE_PARENT with a default goes through the classic builder, labels and all", async () => {
+  const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.is(await inImage(m.images.classic.id, "cat /classic"), "classic");
+  const image = await docker.getImage(m.images.classic.id).inspect();
+  assert.is(image.Config.Labels["bake.key"], m.images.classic.key);
+  const history = await docker.getImage(m.images.classic.id).history();
+  assert.ok(history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)), "the classic builder's LABEL step");
+});
+
+test.run();
