@@ -145,10 +145,15 @@ const codec = (type: any) => ({
   deserialize: (b: Buffer) => type.toObject(type.decode(b), { longs: Number, defaults: true }),
 });
 
-/** A trace message's payload (base64 of BuildKit's StatusResponse), decoded. */
+/** A trace message's payload (base64 of BuildKit's StatusResponse), decoded; empty when it cannot be. */
 export function decodeTrace(base64: string): { vertexes: TraceVertex[]; logs: TraceLog[] } {
   const { types } = loadWire();
-  const m = types.StatusResponse.toObject(types.StatusResponse.decode(Buffer.from(base64, "base64")), { longs: Number, defaults: true });
+  let m: any;
+  try {
+    m = types.StatusResponse.toObject(types.StatusResponse.decode(Buffer.from(base64, "base64")), { longs: Number, defaults: true });
+  } catch {
+    return { vertexes: [], logs: [] }; // progress only: the build's result comes in other messages
+  }
   return {
     vertexes: m.vertexes.map((v: any) => ({ digest: v.digest, name: v.name, cached: v.cached, started: Boolean(v.started), completed: Boolean(v.completed), error: v.error || undefined })),
     logs: m.logs.map((l: any) => ({ vertex: l.vertex, text: Buffer.from(l.msg).toString("utf8") })),
@@ -285,12 +290,13 @@ export class BuildKitProgress {
         this.names.set(v.digest, v.name);
         if (v.started && !this.announced.has(v.digest)) {
           this.announced.add(v.digest);
-          if (/^\[.*\d+\/\d+\]/.test(v.name)) this.step = v.name;
+          if (/^\[.*\d+\/\d+\]/.test(v.name) && !this.error) this.step = v.name;
           lines.push(`#${this.announced.size} ${v.name}${v.cached ? " (cached)" : ""}`);
         }
-        if (v.error) {
+        // Steps running beside a failed one end "context canceled": the first real error names the failure.
+        if (v.error && (!this.error || (/context canceled/.test(this.error) && !/context canceled/.test(v.error)))) {
           this.step = v.name;
-          if (!this.error) this.error = v.error;
+          this.error = v.error;
         }
       }
       for (const l of trace.logs) {

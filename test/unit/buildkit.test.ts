@@ -1,7 +1,7 @@
 /** The pure parts of BuildKit builds: what bake serves in a session, the pinned FROM, the trace. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { BuildKitProgress, comparePaths, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
+import { BuildKitProgress, comparePaths, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
 
 const file = (path: string, size = 1): ServedEntry => ({ path, type: "file", executable: false, size });
 const dir = (path: string): ServedEntry => ({ path, type: "dir", executable: false, size: 0 });
@@ -48,6 +48,15 @@ test("the trace: instructions as they start, their output, the failing step and 
   const ok = new BuildKitProgress();
   ok.accept({ id: "moby.image.id", aux: { ID: "sha256:abc" } });
   assert.is(ok.imageId, "sha256:abc");
+});
+
+test("a step cancelled beside the failing one does not take its place; an unreadable trace is no progress", () => {
+  const p = new BuildKitProgress();
+  const v = (digest: string, name: string, error: string) => ({ digest, name, cached: false, started: true, completed: true, error });
+  p.accept({ id: "moby.buildkit.trace" }, { vertexes: [v("a", "[stage-1 2/3] RUN sleep 9", "context canceled")], logs: [] });
+  p.accept({ id: "moby.buildkit.trace" }, { vertexes: [v("b", "[build 2/2] RUN make", "executor failed running [/bin/sh -c make]: exit code: 2"), v("c", "[stage-1 3/3] RUN x", "context canceled")], logs: [] });
+  assert.equal([p.step, p.error], ["[build 2/2] RUN make", "executor failed running [/bin/sh -c make]: exit code: 2"]);
+  assert.equal(decodeTrace(Buffer.from([0xff, 0xff, 0xff]).toString("base64")), { vertexes: [], logs: [] });
 });
 
 test.run();
