@@ -247,11 +247,12 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     : await baseParentId(node, inputs.rootfs, inputs.from, docker, report, options.signal);
   if (!parentId) throw new BakeError(`${node.name}: the parent image ${node.parent} is missing`);
 
-  // The labelled Dockerfile is the context's last entry: while the files stream, bake settles
-  // the key (hashing large files on a worker thread when the read step left them) and looks for
-  // an image that already has it under another tag (the engine's label listing is slow, ~0.1 s
-  // with 1,000 images, so it is not asked before building). Such an image is reused and the
-  // upload dropped before the engine starts the build.
+  // `labelled` settles the key (hashing large files on a worker thread when the read step left
+  // them) and looks for an image that already has it under another tag (the engine's label
+  // listing is slow, ~0.1 s with 1,000 images, so it is not asked before building); such an
+  // image is reused. BuildKit builds wait for it (labels are part of the request). For the
+  // classic builder the labelled Dockerfile is the context tar's last entry, so the files stream
+  // meanwhile and the upload is dropped when an image is reused.
   report.step("building");
   const listing = node.dockerfile ? pipeline.listings.get(node.name)! : undefined;
   const pendingKey = !key;
