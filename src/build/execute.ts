@@ -286,7 +286,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
       if (reused) return reused;
       throw e;
     }
-    const id = await docker.buildWithSession({ ...viaBuildKit, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    const id = await docker.buildWithSession({ ...viaBuildKit, sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
     return result("built", id);
   }
   tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);

@@ -28,6 +28,8 @@ export interface ServedEntry {
   executable: boolean;
   size: number;
   linkname?: string;
+  /** sha256 of the content (a file) or the link target (a link), as the key took it. */
+  digest?: string;
   /** Where the bytes are (a file on disk) or the bytes themselves (a generated Dockerfile). */
   source?: { file: string } | { text: string };
 }
@@ -39,14 +41,25 @@ export interface FsStat {
   uid: number;
   gid: number;
   size: number;
-  modTime: number;
+  /** Nanoseconds, as a decimal string (past 2^53). */
+  modTime: string;
   linkname: string;
 }
 
 const MODE_DIR = 0x80000000;
 const MODE_SYMLINK = 0x08000000;
-/** The same time for every file (as the classic builder's tar): images do not depend on checkout times. */
-const MOD_TIME_NS = Date.parse("2000-01-01T00:00:00Z") * 1e6;
+const EPOCH_2000_NS = BigInt(Date.parse("2000-01-01T00:00:00Z")) * 1_000_000n;
+
+/**
+ * A file's modification time, from its content: 2000-01-01 plus the first 48 bits of its
+ * sha256 in nanoseconds (under four days). The engine keeps each node's files between builds
+ * (one shared key per node) and sends for a file again only when its size, mode or time
+ * changed, so the time must change with the content; and images must not depend on checkout
+ * times. Folders keep 2000-01-01.
+ */
+export function contentTime(digest: string | undefined): string {
+  return (EPOCH_2000_NS + (digest ? BigInt(`0x${digest.slice(0, 12)}`) : 0n)).toString();
+}
 
 /** Compares paths folder by folder, the order fsutil's receiver checks ("changes out of order"). */
 export function comparePaths(a: string, b: string): number {
@@ -90,7 +103,7 @@ export function servedEntries(entries: ServedEntry[], include: string[], exclude
 
 export function fsStat(e: ServedEntry): FsStat {
   const mode = e.type === "dir" ? (MODE_DIR | 0o755) >>> 0 : e.type === "symlink" ? (MODE_SYMLINK | 0o777) >>> 0 : e.executable ? 0o755 : 0o644;
-  return { path: e.path, mode, uid: 0, gid: 0, size: e.type === "file" ? e.size : 0, modTime: MOD_TIME_NS, linkname: e.linkname ?? "" };
+  return { path: e.path, mode, uid: 0, gid: 0, size: e.type === "file" ? e.size : 0, modTime: contentTime(e.type === "dir" ? undefined : e.digest), linkname: e.linkname ?? "" };
 }
 
 /**
@@ -181,9 +194,9 @@ export interface SessionDirs {
 
 /**
  * Opens a session on the engine and serves `dirs` in it until closed. `target` is where plain
- * HTTP reaches the engine (a unix socket, or tcp).
+ * HTTP reaches the engine (a unix socket, or tcp); `sharedKey` names the files it keeps.
  */
-export async function openSession(target: http.RequestOptions, dirs: SessionDirs): Promise<{ id: string; close: () => void }> {
+export async function openSession(target: http.RequestOptions, dirs: SessionDirs, sharedKey: string): Promise<{ id: string; close: () => void }> {
   const { grpc, types } = loadWire();
   const id = randomUUID();
   const server = new grpc.Server();
@@ -207,9 +220,9 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
         Upgrade: "h2c",
         "X-Docker-Expose-Session-Uuid": id,
         "X-Docker-Expose-Session-Name": "bake",
-        // A key of its own: the engine keeps no files from an earlier session to compare with
-        // (bake's files all carry one modification time, so only a fresh copy is right).
-        "X-Docker-Expose-Session-Sharedkey": id,
+        // The engine keeps the files it was sent under this key and asks next time only for
+        // those whose stat changed (see contentTime); one key per node bounds what it keeps.
+        "X-Docker-Expose-Session-Sharedkey": sharedKey,
         "X-Docker-Expose-Session-Grpc-Method": ["/moby.filesync.v1.FileSync/DiffCopy", "/grpc.health.v1.Health/Check"],
       },
     });

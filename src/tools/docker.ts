@@ -1,4 +1,5 @@
 /** The only module that talks to the Docker engine (through dockerode). */
+import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
@@ -50,6 +51,8 @@ export interface SessionBuildRequest {
   dockerfileText: string;
   parentId: string;
   parentTag: string;
+  /** Names what the engine keeps of the node's files between builds (one per node). */
+  sharedKey: string;
   tags: string[];
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
@@ -346,7 +349,8 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       let session: { id: string; close: () => void } | undefined;
       try {
         const text = request.dockerfileText;
-        session = await openSession(target, { context: request.context, dockerfile: [{ path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), source: { text } }] });
+        const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
+        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey);
         const q = new URLSearchParams({ version: "2", session: session.id, remote: "client-session", dockerfile: "Dockerfile" });
         for (const t of request.tags) q.append("t", t);
         q.set("buildargs", JSON.stringify(request.buildArgs));

@@ -5,7 +5,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
@@ -46,6 +46,24 @@ test("BAKE_PARENT is the parent's image id; the image holds the context's files 
   const history = await docker.getImage(m.images.probe.id).history();
   assert.not.ok(history.some((h: any) => /LABEL/.test(h.CreatedBy)), JSON.stringify(history.map((h: any) => h.CreatedBy)));
   assert.equal((await docker.listImages({ filters: JSON.stringify({ reference: ["bake-parent/*"] }) })).length, 0, "no parent tag left");
+});
+
+/** The engine's records of files sent to it in sessions ("local source for context"). */
+const localSources = async () => {
+  const df: any = await (docker as any).df();
+  return (df.BuildCache ?? []).filter((c: any) => c.Type === "source.local" && /context/.test(c.Description)).length;
+};
+
+test("a file changed to content of the same size is sent again; the engine keeps one copy of the node's files", async () => {
+  const before = await localSources();
+  for (const content of ["b\n", "c\n"]) {
+    writeFileSync(path.join(dir, "probe/a.txt"), content);
+    const r = await bake(["build", "probe"], { cwd: dir });
+    assert.is(r.code, 0, r.stderr);
+    const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+    assert.is(await inImage(m.images.probe.id, "cat /ctx/a.txt"), content.trim());
+  }
+  assert.is(await localSources(), before, "the same record, updated");
 });
 
 test("a FROM that uses BAKE_PARENT with a default goes through the classic builder, labels and all", async () => {

@@ -1,7 +1,7 @@
 /** The pure parts of BuildKit builds: what bake serves in a session, the pinned FROM, the trace. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { BuildKitProgress, comparePaths, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
+import { BuildKitProgress, comparePaths, contentTime, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
 
 const file = (path: string, size = 1): ServedEntry => ({ path, type: "file", executable: false, size });
 const dir = (path: string): ServedEntry => ({ path, type: "dir", executable: false, size: 0 });
@@ -21,9 +21,13 @@ test("served entries: all of them in walk order, or what the patterns name with 
   assert.equal(servedEntries([file(".dockerignore"), file("a.txt")], [], [".dockerignore", "*.log"]).map((e) => e.path), ["a.txt"]);
 });
 
-test("stats carry Go's file modes and one modification time", () => {
+test("stats carry Go's file modes and a modification time that changes with the content only", () => {
+  assert.is(contentTime(undefined), "946684800000000000");
+  assert.is(contentTime("ffffffffffff" + "0".repeat(52)), (946684800000000000n + 0xffffffffffffn).toString());
+  assert.is.not(contentTime("a".repeat(64)), contentTime("b".repeat(64)));
+  assert.is(fsStat({ path: "d", type: "dir", executable: false, size: 0, digest: "ab" }).modTime, contentTime(undefined));
   assert.equal(fsStat({ path: "d", type: "dir", executable: false, size: 0 }).mode, 0x800001ed);
-  assert.equal(fsStat({ path: "l", type: "symlink", executable: false, size: 0, linkname: "a.txt" }), { path: "l", mode: 0x080001ff, uid: 0, gid: 0, size: 0, modTime: Date.parse("2000-01-01T00:00:00Z") * 1e6, linkname: "a.txt" });
+  assert.equal(fsStat({ path: "l", type: "symlink", executable: false, size: 0, linkname: "a.txt", digest: "000000000001ff" }), { path: "l", mode: 0x080001ff, uid: 0, gid: 0, size: 0, modTime: "946684800000000001", linkname: "a.txt" });
   assert.equal([fsStat({ ...file("x", 9), executable: true }).mode, fsStat(file("y", 9)).mode, fsStat(file("y", 9)).size], [0o755, 0o644, 9]);
 });
 
