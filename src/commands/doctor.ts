@@ -55,7 +55,8 @@ async function checkDocker(tools: Tools): Promise<Check> {
     const docker = tools.docker();
     endpoint = docker.endpoint;
     const v = await docker.ping();
-    return { name: "docker engine", status: "ok", detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}` };
+    const builder = (await docker.canBuildKit()) ? "builds through BuildKit with a session" : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+, on a unix socket or plain tcp)";
+    return { name: "docker engine", status: "ok", detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}; ${builder}` };
   } catch (e) {
     return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };
   }
