@@ -345,17 +345,14 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
     async buildWithSession(request) {
       const target = engineTarget()!;
       const [repo, tag] = [request.parentTag.slice(0, request.parentTag.lastIndexOf(":")), request.parentTag.slice(request.parentTag.lastIndexOf(":") + 1)];
-      await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
       let session: { id: string; close: () => void } | undefined;
       try {
+        await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
         const text = request.dockerfileText;
         const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
         session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey);
-        const q = new URLSearchParams({ version: "2", session: session.id, remote: "client-session", dockerfile: "Dockerfile" });
-        for (const t of request.tags) q.append("t", t);
-        q.set("buildargs", JSON.stringify(request.buildArgs));
-        if (Object.keys(request.labels).length) q.set("labels", JSON.stringify(request.labels));
-        if (request.noCache) q.set("nocache", "1");
+        const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));
+        for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" })) q.set(k, v);
         const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);
         const progress = new BuildKitProgress();
         await follow(stream, (m: any) => progress.accept(m, m.id === "moby.buildkit.trace" && typeof m.aux === "string" ? decodeTrace(m.aux) : undefined).forEach((l) => request.onLine?.(l)), request.signal);
