@@ -1,7 +1,8 @@
 /**
- * Contexts with large files: a leaf image hashes its changed large files while it sends them
- * (one read instead of two), an image others build on hashes them first. Either way the key is
- * the one `bake plan` computes, the image holds the files, and touched-but-equal files reuse it.
+ * Contexts with large files: a leaf image hashes its changed large files at build time (while
+ * the classic builder's tar streams; before a BuildKit build asks for them), an image others
+ * build on hashes them first. Either way the key is the one `bake plan` computes, the image holds
+ * the files, and touched-but-equal files reuse it.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -61,7 +62,7 @@ test.after(async () => {
   removeTree(dir);
 });
 
-test("cold build: the leaf's key, taken while sending, is the key bake plan computes; the image holds the files", async () => {
+test("cold build: the leaf's key, taken at build time, is the key bake plan computes; the image holds the files", async () => {
   const images = await built();
   assert.is(images.assets.action, "built");
   assert.is(images.app.action, "built");
