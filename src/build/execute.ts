@@ -17,7 +17,7 @@ import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "
 import type { GitInfo } from "../tools/git.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
 import { completeDigests, contextDigest, type ContextListing } from "../graph/context-files.js";
-import { pinParent, type ServedEntry } from "../tools/buildkit.js";
+import { pinParent, SessionRefusedError, type ServedEntry } from "../tools/buildkit.js";
 import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
@@ -286,8 +286,14 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
       if (reused) return reused;
       throw e;
     }
-    const id = await docker.buildWithSession({ ...viaBuildKit, sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
-    return result("built", id);
+    try {
+      const id = await docker.buildWithSession({ ...viaBuildKit, sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+      return result("built", id);
+    } catch (e) {
+      // A proxy before the engine may allow builds but not sessions (docker-socket-proxy does by default).
+      if (!(e instanceof SessionRefusedError)) throw e;
+      report.line(`${e.message}: building with the classic builder`);
+    }
   }
   tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
   let id: string;

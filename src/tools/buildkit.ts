@@ -186,6 +186,9 @@ export interface TraceLog {
   text: string;
 }
 
+/** The engine (or a proxy before it) would not open a session: builds take the classic builder. */
+export class SessionRefusedError extends Error {}
+
 /** What the engine may read in a session: the build context and the folder of the Dockerfile. */
 export interface SessionDirs {
   context: ServedEntry[];
@@ -230,7 +233,10 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
       if (head.length) s.unshift(head);
       resolve(s);
     });
-    request.on("response", (r) => reject(new Error(`the engine answered /session with HTTP ${r.statusCode}`)));
+    request.on("response", (r) => {
+      r.resume();
+      reject(new SessionRefusedError(`the engine answered /session with HTTP ${r.statusCode}`));
+    });
     request.on("error", reject);
     request.end();
   });

@@ -9,7 +9,7 @@ import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
 import { BakeError } from "../errors.js";
 import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
-import { BuildKitProgress, decodeTrace, openSession, type ServedEntry } from "./buildkit.js";
+import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
 import { BuildProgress, JsonLines, pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
 
 export const LABEL = {
@@ -350,7 +350,10 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
         await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
         const text = request.dockerfileText;
         const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
-        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey);
+        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey).catch((e) => {
+          if (e instanceof SessionRefusedError) buildKit = Promise.resolve(false); // the rest of the run builds classic
+          throw e;
+        });
         const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));
         for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" })) q.set(k, v);
         const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);

@@ -5,7 +5,9 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
@@ -73,6 +75,41 @@ test("a FROM that uses BAKE_PARENT with a default goes through the classic build
   assert.is(image.Config.Labels["bake.key"], m.images.classic.key);
   const history = await docker.getImage(m.images.classic.id).history();
   assert.ok(history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)), "the classic builder's LABEL step");
+});
+
+test("a proxy before the engine that refuses sessions: the build goes through the classic builder", async () => {
+  // As docker-socket-proxy does by default: builds pass, /session does not.
+  const proxy = createServer((req, res) => {
+    if (/\/session$/.test(req.url!.split("?")[0])) return void res.writeHead(403, { "Content-Type": "application/json" }).end('{"message":"sessions are not allowed"}');
+    const upstream = request({ socketPath: "/var/run/docker.sock", method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode!, r.headers);
+      r.pipe(res);
+    });
+    upstream.on("error", (e) => res.destroy(e));
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  try {
+    const proxied = tempTree({
+      "bake.yml": `project: ${project}-proxied\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`,
+      "app/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${project} > /proxied\n`,
+    });
+    const r = await bake(["build"], { cwd: proxied, env: { DOCKER_HOST: `tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}` } });
+    assert.is(r.code, 0, r.stderr);
+    const m = JSON.parse(readFileSync(path.join(proxied, "bake-manifest.json"), "utf8"));
+    const logs = readdirSync(path.join(proxied, ".bake/logs"));
+    // The first build that asks says so in its log; the rest of the run builds classic directly.
+    const runLogs = readdirSync(path.join(proxied, ".bake/logs", logs[0])).map((f) => readFileSync(path.join(proxied, ".bake/logs", logs[0], f), "utf8"));
+    assert.is(runLogs.filter((l) => /the engine answered \/session with HTTP 403: building with the classic builder/.test(l)).length, 1);
+    assert.is(await inImage(m.images.app.id, "cat /proxied"), project);
+    const history = await docker.getImage(m.images.app.id).history();
+    assert.ok(history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)), "the classic builder's LABEL step");
+    assert.is((await docker.getImage(m.images.app.id).inspect()).Config.Labels["bake.key"], m.images.app.key);
+    assert.equal((await docker.listImages({ filters: JSON.stringify({ reference: ["bake-parent/*"] }) })).length, 0, "no parent tag left");
+  } finally {
+    proxy.close();
+    await removeProject(`${project}-proxied`);
+  }
 });
 
 test.run();
