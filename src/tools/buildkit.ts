@@ -205,7 +205,7 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
   const server = new grpc.Server();
   const packet = codec(types.Packet);
   const bidi = (path: string) => ({ path, requestStream: true, responseStream: true, requestSerialize: packet.serialize, requestDeserialize: packet.deserialize, responseSerialize: packet.serialize, responseDeserialize: packet.deserialize });
-  server.addService({ DiffCopy: bidi("/moby.filesync.v1.FileSync/DiffCopy") }, { DiffCopy: (call: any) => diffCopy(call, dirs) });
+  server.addService({ DiffCopy: bidi("/moby.filesync.v1.FileSync/DiffCopy") }, { DiffCopy: (call: any) => void diffCopy(call, dirs).catch(() => call.destroy?.()) });
   const req = codec(types.HealthCheckRequest);
   const res = codec(types.HealthCheckResponse);
   server.addService(
@@ -276,12 +276,24 @@ async function diffCopy(call: any, dirs: SessionDirs): Promise<void> {
         }
         await send({ type: PACKET.DATA, ID: p.ID });
       });
-      sending.catch((err: Error) => call.write({ type: PACKET.ERR, data: Buffer.from(err.message) }));
+      // A file that cannot be read fails the build with its error (the session may be gone: an interrupt).
+      sending.catch((err: Error) => {
+        try {
+          call.write({ type: PACKET.ERR, data: Buffer.from(err.message) });
+        } catch {
+          /* the call is over */
+        }
+      });
     } else if (p.type === PACKET.FIN) {
-      sending.then(() => {
-        call.write({ type: PACKET.FIN });
-        call.end();
-      }, () => call.end());
+      sending
+        .then(
+          () => {
+            call.write({ type: PACKET.FIN });
+            call.end();
+          },
+          () => call.end(),
+        )
+        .catch(() => undefined);
     }
   });
   for (const e of entries) await send({ type: PACKET.STAT, stat: fsStat(e) });

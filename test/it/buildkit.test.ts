@@ -5,12 +5,12 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
-import { bake, tempTree } from "../helpers/bake.js";
+import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("bk-it");
@@ -110,6 +110,32 @@ test("a proxy before the engine that refuses sessions: the build goes through th
     proxy.close();
     await removeProject(`${project}-proxied`);
   }
+});
+
+test("Ctrl-C while the engine reads the context: exit 130, no stack trace, no parent tag, nothing tagged", async () => {
+  const big = tempTree({
+    "bake.yml": `project: ${project}-int\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  big: { parent: base, dockerfile: big/Dockerfile }\n`,
+    "big/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY blob /blob\nRUN echo ${project}\n`,
+  });
+  // 512 MiB of random bytes: long enough to stream that the interrupt lands mid-file.
+  await execa("dd", ["if=/dev/urandom", `of=${path.join(big, "big/blob")}`, "bs=1M", "count=512", "status=none"]);
+  const child = execa(process.execPath, [CLI, "build"], { cwd: big, env: testEnv(), reject: false });
+  // The node's log says when the engine starts reading the context ("load build context").
+  const log = () => {
+    const runs = existsSync(path.join(big, ".bake/logs")) ? readdirSync(path.join(big, ".bake/logs")) : [];
+    const file = runs.length ? path.join(big, ".bake/logs", runs[0], "big.log") : "";
+    return file && existsSync(file) ? readFileSync(file, "utf8") : "";
+  };
+  const started = Date.now();
+  while (!/load build context/.test(log()) && Date.now() - started < 60_000) await new Promise((r) => setTimeout(r, 10));
+  assert.match(log(), /load build context/);
+  child.kill("SIGINT");
+  const result = await child;
+  assert.is(result.exitCode, 130, String(result.stderr));
+  assert.not.match(String(result.stderr), /\n\s+at /);
+  assert.equal((await docker.listImages({ filters: JSON.stringify({ reference: ["bake-parent/*"] }) })).length, 0, "no parent tag left");
+  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-int/big`] }) })).length, 0);
+  await removeProject(`${project}-int`);
 });
 
 test.run();
