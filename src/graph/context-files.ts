@@ -15,6 +15,12 @@ import { hashOnWorkers } from "./hash-workers.js";
 // The package types declare an ES default export; at run time the CommonJS module.exports is it.
 const ignore = ((dockerignore as any).default ?? dockerignore) as unknown as (typeof dockerignore)["default"];
 
+/** Whether a path matches Docker's patterns (.dockerignore syntax, `!` exceptions included). */
+export function patternMatcher(patterns: string[]): (path: string) => boolean {
+  const m = ignore().add(patterns);
+  return (p) => m.ignores(p);
+}
+
 export interface ContextEntry {
   /** Posix path relative to the context root; folders end without a slash. */
   path: string;

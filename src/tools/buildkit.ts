@@ -16,10 +16,7 @@ import http from "node:http";
 import { createRequire } from "node:module";
 import { once } from "node:events";
 import type { Duplex } from "node:stream";
-import dockerignore from "@balena/dockerignore";
-
-// The package types declare an ES default export; at run time the CommonJS module.exports is it.
-const ignore = ((dockerignore as any).default ?? dockerignore) as unknown as (typeof dockerignore)["default"];
+import { patternMatcher } from "../graph/context-files.js";
 
 /** One file the engine may ask for: fsutil's Stat, and how to read it. */
 export interface ServedEntry {
@@ -80,13 +77,13 @@ export function servedEntries(entries: ServedEntry[], include: string[], exclude
   const chosen = new Map<string, ServedEntry>();
   // fsutil's patterns use Docker's pattern syntax, as .dockerignore does. The excludes are the
   // context's .dockerignore, which bake's listing already applied, except to .dockerignore itself.
-  const matcher = ignore().add(include);
-  const excluded = ignore().add(exclude);
+  const included = patternMatcher(include);
+  const excluded = patternMatcher(exclude);
   const wanted = (p: string) => {
-    if (exclude.length && excluded.ignores(p)) return false;
+    if (exclude.length && excluded(p)) return false;
     if (!include.length) return true;
     const parts = p.split("/");
-    for (let i = 1; i <= parts.length; i++) if (matcher.ignores(parts.slice(0, i).join("/"))) return true;
+    for (let i = 1; i <= parts.length; i++) if (included(parts.slice(0, i).join("/"))) return true;
     return false;
   };
   for (const e of entries) {
