@@ -16,17 +16,11 @@ import http from "node:http";
 import { createRequire } from "node:module";
 import { once } from "node:events";
 import type { Duplex } from "node:stream";
-import { patternMatcher } from "../graph/context-files.js";
+import { patternMatcher, type ContextEntry } from "../graph/context-files.js";
 
-/** One file the engine may ask for: fsutil's Stat, and how to read it. */
-export interface ServedEntry {
-  path: string;
-  type: "file" | "dir" | "symlink";
-  executable: boolean;
-  size: number;
+/** One entry of the context listing the engine may ask for, and how to read it. */
+export interface ServedEntry extends ContextEntry {
   linkname?: string;
-  /** sha256 of the content (a file) or the link target (a link), as the key took it. */
-  digest?: string;
   /** Where the bytes are (a file on disk) or the bytes themselves (a generated Dockerfile). */
   source?: { file: string } | { text: string };
 }
