@@ -31,10 +31,8 @@ export interface BakeImageRecord {
   created: number;
 }
 
-export interface BuildRequest {
-  context: Readable;
-  /** Path of the Dockerfile inside the context tar. */
-  dockerfile: string;
+/** What every build asks of the engine, whichever builder runs it. */
+interface BuildSettings {
   tags: string[];
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
@@ -43,8 +41,14 @@ export interface BuildRequest {
   onLine?: (line: string) => void;
 }
 
+export interface BuildRequest extends BuildSettings {
+  context: Readable;
+  /** Path of the Dockerfile inside the context tar. */
+  dockerfile: string;
+}
+
 /** A build through BuildKit with a session (buildkit.ts): the engine reads what it needs. */
-export interface SessionBuildRequest {
+export interface SessionBuildRequest extends BuildSettings {
   /** The context's entries (after .dockerignore), read from disk when the engine asks. */
   context: ServedEntry[];
   /** The Dockerfile bake serves, its FROM ${BAKE_PARENT} already naming `parentTag`. */
@@ -53,12 +57,6 @@ export interface SessionBuildRequest {
   parentTag: string;
   /** Names what the engine keeps of the node's files between builds (one per node). */
   sharedKey: string;
-  tags: string[];
-  buildArgs: Record<string, string>;
-  labels: Record<string, string>;
-  noCache: boolean;
-  signal?: AbortSignal;
-  onLine?: (line: string) => void;
 }
 
 export interface DockerTool {
@@ -547,18 +545,16 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
  * one), made before the first and removed after the last; a removal only untags: the parent
  * keeps its own tags.
  */
-const parentTags = new Map<string, Promise<void>>();
-const parentUsers = new Map<string, number>();
+const parentTags = new Map<string, { made: Promise<void>; users: number }>();
 async function holdParentTag(tag: string, make: () => Promise<void>): Promise<void> {
-  parentUsers.set(tag, (parentUsers.get(tag) ?? 0) + 1);
-  if (!parentTags.has(tag)) parentTags.set(tag, make());
-  await parentTags.get(tag);
+  const held = parentTags.get(tag) ?? { made: make(), users: 0 };
+  held.users++;
+  parentTags.set(tag, held);
+  await held.made;
 }
 async function releaseParentTag(tag: string, remove: () => Promise<void>): Promise<void> {
-  const users = (parentUsers.get(tag) ?? 1) - 1;
-  parentUsers.set(tag, users);
-  if (users > 0) return;
-  parentUsers.delete(tag);
+  const held = parentTags.get(tag);
+  if (held && --held.users > 0) return;
   parentTags.delete(tag);
   await remove().catch(() => undefined);
 }
