@@ -15,9 +15,17 @@ import { hashOnWorkers } from "./hash-workers.js";
 // The package types declare an ES default export; at run time the CommonJS module.exports is it.
 const ignore = ((dockerignore as any).default ?? dockerignore) as unknown as (typeof dockerignore)["default"];
 
-/** Whether a path matches Docker's patterns (.dockerignore syntax, `!` exceptions included). */
+/**
+ * A matcher of Docker's patterns (.dockerignore syntax, `!` exceptions included), case-sensitive
+ * as the docker CLI and BuildKit match on Linux (the library's default ignores case).
+ */
+function dockerMatcher(patterns: string[]) {
+  return ignore({ ignorecase: false }).add(patterns);
+}
+
+/** Whether a path matches Docker's patterns. */
 export function patternMatcher(patterns: string[]): (path: string) => boolean {
-  const m = ignore().add(patterns);
+  const m = dockerMatcher(patterns);
   return (p) => m.ignores(p);
 }
 
@@ -67,7 +75,7 @@ export async function listContext(root: string, options: { dockerfile?: string; 
   } catch (e: any) {
     if (e?.code !== "ENOENT") throw e;
   }
-  const matcher = ignore().add(patterns);
+  const matcher = dockerMatcher(patterns);
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   // The walk and small files use synchronous calls: for thousands of small files they are
   // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.

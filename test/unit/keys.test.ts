@@ -155,12 +155,12 @@ test("a bake.lock release pin changes the debootstrap base's key and everything 
   assert.equal(changedNodes(pinned, repinned), ["app", "base"]);
 });
 
-test("the context listing follows .dockerignore: **, nested paths, ! exceptions", async () => {
+test("the context listing follows .dockerignore: **, nested paths, ! exceptions, case-sensitive", async () => {
   const dir = tempTree({ ...GLOB_TREE, ".dockerignore": `${GLOB_IGNORE}Dockerfile\n`, Dockerfile: "FROM x\n" });
   const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
   assert.equal(
     listing.entries.map((e) => e.path),
-    [".dockerignore", "README.md", "link", "nested", "nested/deep", "nested/deep/other.txt", "nested/docs", "nested/docs/x.md", "src", "src/gen", "src/gen/keep.ts", "src/index.ts"],
+    [".dockerignore", "NOTES.MD", "README.md", "link", "nested", "nested/deep", "nested/deep/other.txt", "nested/docs", "nested/docs/x.md", "src", "src/c.TMP", "src/gen", "src/gen/keep.ts", "src/index.ts"],
   );
   assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
 });
