@@ -257,7 +257,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
   const listing = node.dockerfile ? pipeline.listings.get(node.name)! : undefined;
   const pendingKey = !key;
   let reused: ImageResult | undefined;
-  let tar: { stream: Readable; dockerfilePath: string } | undefined;
+  let tar: { stream: Readable; dockerfilePath: string; labelsInRequest?: boolean } | undefined;
   const labelled = (async () => {
     if (!key) {
       await completeDigests(listing!);
@@ -277,7 +277,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     return imageLabels(node, key, inputs, pipeline, await git, now);
   })();
   labelled.catch(() => undefined);
-  const viaBuildKit = await buildKitRequest(node, listing, parentId, docker);
+  const viaBuildKit = await buildKitRequest(node, parentId, docker);
   if (viaBuildKit) {
     let labels: Record<string, string>;
     try {
@@ -287,7 +287,8 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
       throw e;
     }
     try {
-      const id = await docker.buildWithSession({ ...viaBuildKit, sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+      // Served only now: every file's digest is settled, and the engine tells content apart by it.
+      const id = await docker.buildWithSession({ ...viaBuildKit, context: servedContext(listing), sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
       return result("built", id);
     } catch (e) {
       // A proxy before the engine may allow builds but not sessions (docker-socket-proxy does by default).
@@ -298,7 +299,9 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
   tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
   let id: string;
   try {
-    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: pendingKey ? [] : [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: {}, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    // Labels in the request (the context's .dockerignore reaches the image as it is) are known before it starts.
+    const requestLabels = tar.labelsInRequest ? await labelled : {};
+    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: pendingKey ? [] : [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: requestLabels, noCache: options.noCache, signal: options.signal, onLine: report.line });
   } catch (e) {
     if (reused) return reused;
     throw e;
@@ -319,20 +322,24 @@ async function pushAll(results: ImageResult[], docker: DockerTool, options: Buil
 }
 
 /**
- * What a BuildKit build of the node needs (buildkit.ts), or undefined for the classic builder:
- * an engine without BuildKit sessions, or a Dockerfile whose FROM uses BAKE_PARENT in a way that
- * cannot be pinned to a tag named after the parent's id.
+ * What a BuildKit build of the node needs (buildkit.ts) but its files, or undefined for the
+ * classic builder: an engine without BuildKit sessions, or a Dockerfile whose FROM uses
+ * BAKE_PARENT in a way that cannot be pinned to a tag named after the parent's id.
  */
-async function buildKitRequest(node: ImageNode, listing: ContextListing | undefined, parentId: string, docker: DockerTool) {
+async function buildKitRequest(node: ImageNode, parentId: string, docker: DockerTool) {
   if (!(await docker.canBuildKit())) return undefined;
   const parentTag = `bake-parent/${process.pid}:${parentId.replace(/^sha256:/, "")}`;
   const dockerfileText = pinParent(node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", parentTag);
   if (dockerfileText === undefined) return undefined;
-  const context: ServedEntry[] = (listing?.entries ?? []).map((e) => {
+  return { dockerfileText, parentTag };
+}
+
+/** The context's entries as the session serves them, once the listing's digests are complete. */
+function servedContext(listing: ContextListing | undefined): ServedEntry[] {
+  return (listing?.entries ?? []).map((e) => {
     const abs = path.join(listing!.root, e.path);
     return { ...e, linkname: e.type === "symlink" ? readlinkSync(abs) : undefined, source: e.type === "file" ? { file: abs } : undefined };
   });
-  return { context, dockerfileText, parentTag };
 }
 
 class SkippedError extends BakeError {}

@@ -92,7 +92,13 @@ export function servedEntries(entries: ServedEntry[], include: string[], exclude
   return [...chosen.values()].sort((a, b) => comparePaths(a.path, b.path));
 }
 
+/**
+ * The stat the engine compares with its copy. Every field comes from the listing (content,
+ * executable bit), never from the checkout; a file whose digest is not known is never served,
+ * since the engine would keep a copy of another content of the same size.
+ */
 export function fsStat(e: ServedEntry): FsStat {
+  if (e.type !== "dir" && !e.digest) throw new Error(`${e.path}: served before its digest was taken`);
   const mode = e.type === "dir" ? (MODE_DIR | 0o755) >>> 0 : e.type === "symlink" ? (MODE_SYMLINK | 0o777) >>> 0 : e.executable ? 0o755 : 0o644;
   return { path: e.path, mode, uid: 0, gid: 0, size: e.type === "file" ? e.size : 0, modTime: contentTime(e.type === "dir" ? undefined : e.digest), linkname: e.linkname ?? "" };
 }

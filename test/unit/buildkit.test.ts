@@ -3,7 +3,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { BuildKitProgress, comparePaths, contentTime, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
 
-const file = (path: string, size = 1): ServedEntry => ({ path, type: "file", executable: false, size });
+const file = (path: string, size = 1, digest = "ab".repeat(32)): ServedEntry => ({ path, type: "file", executable: false, size, digest });
 const dir = (path: string): ServedEntry => ({ path, type: "dir", executable: false, size: 0 });
 
 test("paths compare folder by folder, as fsutil walks: a/x before a.txt", () => {
@@ -29,6 +29,13 @@ test("stats carry Go's file modes and a modification time that changes with the 
   assert.equal(fsStat({ path: "d", type: "dir", executable: false, size: 0 }).mode, 0x800001ed);
   assert.equal(fsStat({ path: "l", type: "symlink", executable: false, size: 0, linkname: "a.txt", digest: "000000000001ff" }), { path: "l", mode: 0x080001ff, uid: 0, gid: 0, size: 0, modTime: "946684800000000001", linkname: "a.txt" });
   assert.equal([fsStat({ ...file("x", 9), executable: true }).mode, fsStat(file("y", 9)).mode, fsStat(file("y", 9)).size], [0o755, 0o644, 9]);
+  // Same size, other content: another time. Nothing of the checkout (mode bits, times) counts.
+  assert.is.not(fsStat(file("big", 3_000_000, "1".repeat(64))).modTime, fsStat(file("big", 3_000_000, "2".repeat(64))).modTime);
+});
+
+test("a file whose digest is not taken yet is never served: the engine would keep another content of its size", () => {
+  assert.throws(() => fsStat({ path: "big.bin", type: "file", executable: false, size: 3_000_000 }), /big\.bin: served before its digest was taken/);
+  assert.throws(() => fsStat({ path: "l", type: "symlink", executable: false, size: 0, linkname: "x" }), /served before/);
 });
 
 test("the parent's FROM names the tag made for the build; other FROMs stay; other uses of BAKE_PARENT cannot be pinned", () => {
