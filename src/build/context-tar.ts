@@ -24,13 +24,17 @@ const labelsOf = async (labels: Labels) => (typeof labels === "function" ? label
  * as `.bake.Dockerfile`, named in the sent `.dockerignore` so that the engine drops it before
  * COPY sees it, as the docker CLI does for a Dockerfile from outside the context. The user's
  * own Dockerfile stays in the context untouched.
+ *
+ * A `.dockerignore` that does not exclude itself reaches the image, and must reach it as the
+ * context holds it (as `docker build` sends it): then the user's Dockerfile is named as it
+ * stands, when it is inside the context, and the labels go with the request (`labelsInRequest`).
  */
 export function contextTar(
   listing: ContextListing,
   dockerfile: string,
   labels: Labels = {},
   signal?: AbortSignal,
-): { stream: Readable; dockerfilePath: string } {
+): { stream: Readable; dockerfilePath: string; labelsInRequest: boolean } {
   const pack = tar.pack();
   const common = { uid: 0, gid: 0, uname: "", gname: "", mtime: MTIME };
   const addFile = (name: string, abs: string, size: number, mode: number) =>
@@ -50,22 +54,29 @@ export function contextTar(
       source.pipe(entry);
     });
   const dockerfileText = readFileSync(dockerfile, "utf8");
+  const dockerfileRel = path.relative(listing.root, dockerfile).split(path.sep).join("/");
+  const labelsInRequest = listing.entries.some((e) => e.path === ".dockerignore") && !dockerfileRel.startsWith("../") && !path.isAbsolute(dockerfileRel);
   const ignorePath = path.join(listing.root, ".dockerignore");
   const ignoreText = existsSync(ignorePath) ? `${readFileSync(ignorePath, "utf8").replace(/\n*$/, "\n")}${SENT_DOCKERFILE}\n` : `${SENT_DOCKERFILE}\n.dockerignore\n`;
   (async () => {
     for (const e of listing.entries) {
       if (signal?.aborted) throw signal.reason ?? new Error("aborted");
       const abs = path.join(listing.root, e.path);
-      if (e.path === ".dockerignore" || e.path === SENT_DOCKERFILE) continue;
+      if (!labelsInRequest && (e.path === ".dockerignore" || e.path === SENT_DOCKERFILE)) continue;
       if (e.type === "dir") pack.entry({ ...common, name: e.path, type: "directory", mode: 0o755 });
       else if (e.type === "symlink") pack.entry({ ...common, name: e.path, type: "symlink", linkname: readlinkSync(abs), mode: 0o777 });
       else await addFile(e.path, abs, e.size, e.executable ? 0o755 : 0o644);
     }
-    pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
-    pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, await labelsOf(labels)));
+    if (labelsInRequest) {
+      // The engine reads the Dockerfile from the context even when .dockerignore names it.
+      if (!listing.entries.some((e) => e.path === dockerfileRel)) pack.entry({ ...common, name: dockerfileRel, mode: 0o644 }, dockerfileText);
+    } else {
+      pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
+      pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, await labelsOf(labels)));
+    }
     pack.finalize();
   })().catch((e) => pack.destroy(e));
-  return { stream: pack as unknown as Readable, dockerfilePath: SENT_DOCKERFILE };
+  return { stream: pack as unknown as Readable, dockerfilePath: labelsInRequest ? dockerfileRel : SENT_DOCKERFILE, labelsInRequest };
 }
 
 /**

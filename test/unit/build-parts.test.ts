@@ -77,7 +77,7 @@ async function tarEntries(stream: NodeJS.ReadableStream): Promise<{ name: string
 }
 
 test("the context tar: the listed files with normalised modes, the user's Dockerfile untouched, bake's labelled copy hidden by .dockerignore", async () => {
-  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\n", "app.sh": "echo\n", "a.log": "x", "sub/b.txt": "b" });
+  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\n.dockerignore\n", "app.sh": "echo\n", "a.log": "x", "sub/b.txt": "b" });
   const { chmodSync } = await import("node:fs");
   chmodSync(path.join(dir, "app.sh"), 0o775);
   chmodSync(path.join(dir, "sub/b.txt"), 0o600);
@@ -94,8 +94,18 @@ test("the context tar: the listed files with normalised modes, the user's Docker
     [SENT_DOCKERFILE, "file", "644"],
   ]);
   assert.is(entries[0].content, "FROM x\n");
-  assert.is(entries[4].content, `*.log\n${SENT_DOCKERFILE}\n`);
+  assert.is(entries[4].content, `*.log\n.dockerignore\n${SENT_DOCKERFILE}\n`);
   assert.is(entries[5].content, 'FROM x\nLABEL "bake.key"="k"\n');
+});
+
+test("a .dockerignore that reaches the image is sent as it is: the user's Dockerfile is named, the labels go with the request", async () => {
+  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\nDockerfile\n", "a.log": "x", "f": "f" });
+  const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
+  const tar = contextTar(listing, path.join(dir, "Dockerfile"), { "bake.key": "k" });
+  assert.equal([tar.dockerfilePath, tar.labelsInRequest], ["Dockerfile", true]);
+  const entries = await tarEntries(tar.stream as any);
+  // The Dockerfile is sent though .dockerignore names it: the engine reads it, then drops it.
+  assert.equal(entries.map((e) => [e.name, e.content]), [[".dockerignore", "*.log\nDockerfile\n"], ["f", "f"], ["Dockerfile", "FROM x\n"]]);
 });
 
 test("the context tar without a .dockerignore hides both bake files", async () => {
