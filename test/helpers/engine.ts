@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import type Docker from "dockerode";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { ROOT } from "./bake.js";
 
 export const docker: Docker = new (createRequire(import.meta.url)("dockerode"))();
@@ -69,4 +71,22 @@ export async function containerCountSettling(expected: number): Promise<number> 
     count = (await docker.listContainers({ all: true })).length;
   }
   return count;
+}
+
+/**
+ * A proxy before the engine that passes builds but refuses sessions, as docker-socket-proxy does
+ * by default: bake behind it builds with the classic builder. `host` is its DOCKER_HOST.
+ */
+export async function sessionRefusingProxy(): Promise<{ host: string; close: () => void }> {
+  const proxy = createServer((req, res) => {
+    if (/\/session$/.test(req.url!.split("?")[0])) return void res.writeHead(403, { "Content-Type": "application/json" }).end('{"message":"sessions are not allowed"}');
+    const upstream = request({ socketPath: "/var/run/docker.sock", method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode!, r.headers);
+      r.pipe(res);
+    });
+    upstream.on("error", (e) => res.destroy(e));
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  return { host: `tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}`, close: () => proxy.close() };
 }

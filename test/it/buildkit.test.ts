@@ -6,12 +6,10 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { createServer, request } from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
-import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxRootfs, docker, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("bk-it");
 let dir = "";
@@ -78,23 +76,13 @@ test("a FROM that uses BAKE_PARENT with a default goes through the classic build
 });
 
 test("a proxy before the engine that refuses sessions: the build goes through the classic builder", async () => {
-  // As docker-socket-proxy does by default: builds pass, /session does not.
-  const proxy = createServer((req, res) => {
-    if (/\/session$/.test(req.url!.split("?")[0])) return void res.writeHead(403, { "Content-Type": "application/json" }).end('{"message":"sessions are not allowed"}');
-    const upstream = request({ socketPath: "/var/run/docker.sock", method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode!, r.headers);
-      r.pipe(res);
-    });
-    upstream.on("error", (e) => res.destroy(e));
-    req.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const proxy = await sessionRefusingProxy();
   try {
     const proxied = tempTree({
       "bake.yml": `project: ${project}-proxied\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`,
       "app/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${project} > /proxied\n`,
     });
-    const r = await bake(["build"], { cwd: proxied, env: { DOCKER_HOST: `tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}` } });
+    const r = await bake(["build"], { cwd: proxied, env: { DOCKER_HOST: proxy.host } });
     assert.is(r.code, 0, r.stderr);
     const m = JSON.parse(readFileSync(path.join(proxied, "bake-manifest.json"), "utf8"));
     const logs = readdirSync(path.join(proxied, ".bake/logs"));
