@@ -10,6 +10,7 @@ import { imageRepository } from "../config/model.js";
 import type { Pipeline } from "../core/read.js";
 import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
 import { baseOf } from "../graph/keys.js";
+import { ansibleConfigFile } from "../graph/playbook-inputs.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
@@ -89,10 +90,17 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
   }
 }
 
-export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
+/**
+ * Runs Packer in the project's folder (Ansible's working folder then), with ANSIBLE_CONFIG naming
+ * the ansible.cfg the AMI's key covers (playbook-inputs.ts), so Ansible reads no other.
+ */
+export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
   const errors: string[] = [];
+  const ansibleConfig = ansibleConfigFile(ami.playbook, options.projectDir);
   try {
     const artifacts = await packer.build(folder.dir, {
+      cwd: options.projectDir,
+      env: ansibleConfig ? { ANSIBLE_CONFIG: ansibleConfig } : undefined,
       secrets: options.secrets,
       force: options.force,
       signal: options.signal,

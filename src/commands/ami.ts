@@ -83,7 +83,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     say("exporting the shipped images");
     await exportImages(pipeline, ami, dir, docker, options.signal);
     say(`packer build ${folder.dir}`);
-    const ids = await runPacker(ami, folder, packer, { secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
+    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
     let regions: Record<string, string>;
     if (options.target === "aws") {
       const baked = amiIdsByRegion(ids.join(","))[ami.region];

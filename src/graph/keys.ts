@@ -7,6 +7,9 @@ import type { Graph, GraphNode } from "./graph.js";
 
 export const KEY_VERSION = "bake-key-v1";
 
+/** The prefix of an AMI's input components that are files Ansible may read (playbook-inputs.ts). */
+export const ANSIBLE_INPUT = "ansible:";
+
 /** Named digests of a node's own inputs (without its dependencies' keys). */
 export type InputDigests = Record<string, string>;
 

@@ -3,7 +3,7 @@
  * why. Pure: the state of the world comes in as data.
  */
 import type { GraphNode } from "../graph/graph.js";
-import type { InputDigests, KeyResult, Target } from "../graph/keys.js";
+import { ANSIBLE_INPUT, type InputDigests, type KeyResult, type Target } from "../graph/keys.js";
 import type { BakeImageRecord } from "../tools/docker.js";
 import type { AmiRecord } from "../tools/ec2.js";
 import type { Layer } from "../config/model.js";
@@ -89,10 +89,19 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
       entries.set(node.name, entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id));
       continue;
     }
-    const previous = [...mine].sort((a, b) => b.created - a.created)[0];
-    entries.set(node.name, entry("build", buildReason(previous, k.inputs, depsBuilding)));
+    entries.set(node.name, entry("build", buildReason(previousImage(mine), k.inputs, depsBuilding)));
   }
   return nodes.map((n) => entries.get(n.name)!);
+}
+
+/**
+ * The image a rebuild is compared with: the one the node's name points to (`latest` moves only
+ * after a whole run succeeded), else the newest, ties broken by id, so that two plans with
+ * nothing changed in between name the same one.
+ */
+export function previousImage(records: BakeImageRecord[]): BakeImageRecord | undefined {
+  const current = records.find((r) => r.tags.some((t) => t.endsWith(":latest")));
+  return current ?? [...records].sort((a, b) => b.created - a.created || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))[0];
 }
 
 function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests, depsBuilding: string[]): string {
@@ -100,7 +109,15 @@ function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests
   const changed = changedInputs(previous.inputs, inputs);
   const since = `since ${previous.key.slice(0, 12)}`;
   if (!changed) return `changed ${since}`;
-  return `${changed.map((c) => INPUT_WORDS[c] ?? c).join(", ")} changed ${since}`;
+  return `${describeInputs(changed)} changed ${since}`;
+}
+
+/** Input names in words; files Ansible reads by their names ("playbook input group_vars/all.yml"). */
+export function describeInputs(names: string[]): string {
+  const files = names.filter((n) => n.startsWith(ANSIBLE_INPUT)).map((n) => n.slice(ANSIBLE_INPUT.length));
+  const words = names.filter((n) => !n.startsWith(ANSIBLE_INPUT)).map((n) => INPUT_WORDS[n] ?? n);
+  if (files.length) words.push(`playbook ${files.length === 1 ? "input" : "inputs"} ${files.slice(0, 5).join(", ")}${files.length > 5 ? ` and ${files.length - 5} more` : ""}`);
+  return words.join(", ");
 }
 
 /** Names of the inputs that differ, or undefined when the previous inputs are not known. */

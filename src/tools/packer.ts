@@ -29,7 +29,7 @@ export interface PackerTool {
   version(): Promise<PackerVersion>;
   validate(dir: string, env?: Record<string, string | undefined>): Promise<void>;
   fmt(dir: string): Promise<void>;
-  build(dir: string, options: { env?: Record<string, string | undefined>; secrets: string[]; force?: boolean; signal?: AbortSignal; onLine?: (text: string) => void; onRaw?: (line: string) => void }): Promise<Artifact[]>;
+  build(dir: string, options: { cwd?: string; env?: Record<string, string | undefined>; secrets: string[]; force?: boolean; signal?: AbortSignal; onLine?: (text: string) => void; onRaw?: (line: string) => void }): Promise<Artifact[]>;
 }
 
 export function packerTool(): PackerTool {
@@ -46,6 +46,7 @@ export function packerTool(): PackerTool {
     async build(dir, options) {
       const lines: MachineLine[] = [];
       await run("packer", buildArgs(dir, options), {
+        cwd: options.cwd,
         env: options.env,
         secrets: options.secrets,
         signal: options.signal,

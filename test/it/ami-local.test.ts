@@ -1,7 +1,7 @@
 /** `bake ami --target local`, end to end with real Packer, Ansible and Docker. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -35,7 +35,13 @@ amis:
     services: [app]
 `,
     "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers.txt\n",
-    "ansible/host.yml": "---\n- name: Test host\n  hosts: all\n  become: true\n  roles:\n    - role: preload\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy:\n        dest: /etc/bake-test\n        content: \"baked\\n\"\n        mode: \"0644\"\n",
+    // The marker role is found through the ansible.cfg beside the playbook, its text comes from
+    // group_vars: the bake reads both, as `ansible-playbook host.yml` in that folder would.
+    "ansible/host.yml": "---\n- name: Test host\n  hosts: all\n  become: true\n  roles:\n    - role: preload\n    - role: marker\n  tasks:\n    - name: Extra tasks from outside the folder\n      ansible.builtin.include_tasks: ../shared/extra.yml\n",
+    "ansible/ansible.cfg": "[defaults]\nroles_path = roles:../shared/roles\n",
+    "ansible/group_vars/all.yml": "marker_text: \"baked\\n\"\n",
+    "shared/roles/marker/tasks/main.yml": "- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: \"{{ marker_text }}\"\n    mode: \"0644\"\n",
+    "shared/extra.yml": "- name: An included task\n  ansible.builtin.debug:\n    msg: included\n",
   });
   cpSync(path.join(ROOT, "ansible/roles"), path.join(dir, "ansible/roles"), { recursive: true });
 });
@@ -97,6 +103,24 @@ test("the plan shows the local AMI cached; a second bake is a no-op that never s
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /nothing to bake/);
   assert.match(r.stdout, new RegExp(manifest().amis.host.regions.local));
+});
+
+test("an edit of anything Ansible reads moves the local AMI's key, and bake plan names the file", async () => {
+  for (const file of ["ansible/group_vars/all.yml", "ansible/ansible.cfg", "shared/extra.yml", "shared/roles/marker/tasks/main.yml"]) {
+    const original = readFileSync(path.join(dir, file), "utf8");
+    writeFileSync(path.join(dir, file), `${original}# edited\n`);
+    try {
+      const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "host");
+      assert.is(host.status, "build", file);
+      assert.is.not(host.key, manifest().amis.host.key);
+      const name = file.startsWith("ansible/") ? file.slice("ansible/".length) : file;
+      assert.match(host.reason, new RegExp(`^playbook input ${name.replace(/[./]/g, "\\$&")} changed since ${manifest().amis.host.key.slice(0, 12)}$`));
+    } finally {
+      writeFileSync(path.join(dir, file), original);
+    }
+  }
+  const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "host");
+  assert.is(host.status, "cached");
 });
 
 test("the secret passed through pass_env appears in no output, log, rendered file or manifest", () => {

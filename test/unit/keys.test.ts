@@ -53,6 +53,7 @@ const FILES: Record<string, string> = {
   "rel/pkg/mod.py": "x = 1\n",
   "other/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
   "ansible/host.yml": "- hosts: all\n  roles: [web]\n",
+  "ansible/.bakeignore": "*.md\n",
   "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n",
   "ansible/roles/unused/tasks/main.yml": "- ansible.builtin.debug: { msg: unused }\n",
 };
@@ -91,6 +92,9 @@ const EDITS: [string, (dir: string) => void, string[]][] = [
   ["other's Dockerfile", (d) => appendFileSync(path.join(d, "other/Dockerfile"), "RUN true\n"), ["other"]],
   ["the playbook", (d) => appendFileSync(path.join(d, "ansible/host.yml"), "# note\n"), ["host"]],
   ["a file of a role the playbook uses", (d) => writeTree(d, { "ansible/roles/web/defaults/main.yml": "a: 1\n" }), ["host"]],
+  // Ansible can reach any of them (include_role with a templated name, group_vars, files/).
+  ["a role of the playbook's folder it does not name", (d) => appendFileSync(path.join(d, "ansible/roles/unused/tasks/main.yml"), "# x\n"), ["host"]],
+  ["group_vars beside the playbook", (d) => writeTree(d, { "ansible/group_vars/all.yml": "port: 80\n" }), ["host"]],
   ["the executable bit of a context file", (d) => chmodSync(path.join(d, "rel/main.py"), 0o755), ["host", "rel"]],
   ["the AMI's instance type", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("t3.small", "t3.large")), ["host"]],
 ];
@@ -107,7 +111,7 @@ for (const [what, edit, expected] of EDITS) {
 const NO_OPS: [string, (dir: string) => void][] = [
   ["an ignored file", (d) => appendFileSync(path.join(d, "rel/debug.log"), "more noise\n")],
   ["a new file in an ignored folder", (d) => writeFileSync(path.join(d, "rel/build/new.o"), "obj")],
-  ["a role the playbook does not use", (d) => appendFileSync(path.join(d, "ansible/roles/unused/tasks/main.yml"), "# x\n")],
+  ["a file of the playbook's folder that its .bakeignore names", (d) => writeTree(d, { "ansible/notes.md": "n" })],
   ["group-write permission (umask)", (d) => chmodSync(path.join(d, "rel/main.py"), 0o664)],
   ["a file's modification time", (d) => utimesSync(path.join(d, "rel/main.py"), new Date(0), new Date(0))],
   ["a file beside bake.yml outside any context", (d) => writeFileSync(path.join(d, "NOTES.md"), "notes")],

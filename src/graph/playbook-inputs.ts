@@ -1,0 +1,212 @@
+/**
+ * Everything Ansible can read for an AMI's playbook, for the AMI's key:
+ * - the playbook's whole folder (group_vars, host_vars, files, templates, tasks, roles, …) less
+ *   what a `.bakeignore` there excludes (Docker's pattern syntax) and bake's own state;
+ * - the ansible.cfg the bake runs Ansible with (ansibleConfigFile) and every roles_path it or
+ *   ANSIBLE_ROLES_PATH names;
+ * - the roles the playbook uses wherever Ansible finds them, and the files it names outside
+ *   its folder (import_playbook, include_tasks/import_tasks, vars_files, include_vars).
+ */
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { parseDockerignore, patternMatcher } from "./context-files.js";
+
+/** One file Ansible may read: `name` is how keys and `bake plan` call it (stable across machines). */
+export interface AnsibleInput {
+  name: string;
+  file: string;
+}
+
+/** The ignore file in a playbook's folder: what it names is not an input of the AMI's key. */
+export const PLAYBOOK_IGNORE = ".bakeignore";
+/** Never inputs: bake's own state and version control, which change on every run or commit. */
+const ALWAYS_IGNORED = [".git", ".bake", "bake-manifest.json", "*.retry"];
+
+/**
+ * The ansible.cfg Ansible reads when bake runs it, the first that exists: ANSIBLE_CONFIG, the
+ * playbook's folder, the project's folder (Packer runs there, so it is Ansible's working
+ * folder), ~/.ansible.cfg, /etc/ansible/ansible.cfg. bake names the chosen one in
+ * ANSIBLE_CONFIG for the run, so Ansible reads the file the key covers.
+ */
+export function ansibleConfigFile(playbook: string, projectDir: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const fromEnv = env.ANSIBLE_CONFIG ? path.resolve(projectDir, expandHome(env.ANSIBLE_CONFIG, env)) : undefined;
+  const candidates = [
+    fromEnv && isDir(fromEnv) ? path.join(fromEnv, "ansible.cfg") : fromEnv,
+    path.join(path.dirname(playbook), "ansible.cfg"),
+    path.join(projectDir, "ansible.cfg"),
+    path.join(env.HOME ?? homedir(), ".ansible.cfg"),
+    "/etc/ansible/ansible.cfg",
+  ];
+  return candidates.find((c): c is string => Boolean(c) && isFile(c!));
+}
+
+/**
+ * roles_path from ANSIBLE_ROLES_PATH (relative to Ansible's working folder, the project's), else
+ * from the config file's [defaults] (relative to that file).
+ */
+export function configuredRolesPaths(configFile: string | undefined, projectDir: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  let value = env.ANSIBLE_ROLES_PATH;
+  let base = projectDir;
+  if (value === undefined && configFile) {
+    value = iniValue(readFileSync(configFile, "utf8"), "defaults", "roles_path");
+    base = path.dirname(configFile);
+  }
+  if (!value) return [];
+  return value
+    .split(":")
+    .filter(Boolean)
+    .map((p) => path.resolve(base, expandHome(p, env)));
+}
+
+/** A key of an INI section, as Python's configparser reads it (`=` or `:`, `#`/`;` comments). */
+export function iniValue(text: string, section: string, key: string): string | undefined {
+  let current = "";
+  let found: string | undefined;
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#") || line.startsWith(";")) continue;
+    const head = /^\[(.+)\]$/.exec(line);
+    if (head) current = head[1].trim();
+    else if (current === section) {
+      const m = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
+      if (m && m[1] === key) found = m[2].trim();
+    }
+  }
+  return found;
+}
+
+/** Every file Ansible may read for the playbook, sorted by name. */
+export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.ProcessEnv = process.env): AnsibleInput[] {
+  const folder = path.dirname(playbook);
+  const inputs = new Map<string, string>();
+  const nameOf = (file: string) => {
+    const inFolder = path.relative(folder, file);
+    if (!inFolder.startsWith("..")) return toPosix(inFolder);
+    const inProject = path.relative(projectDir, file);
+    return inProject.startsWith("..") ? file : toPosix(inProject);
+  };
+  const add = (file: string) => inputs.set(nameOf(file), file);
+
+  const ignorePatterns = [...ALWAYS_IGNORED, ...readIgnore(path.join(folder, PLAYBOOK_IGNORE))];
+  for (const f of walk(folder, ignorePatterns)) add(f);
+  const config = ansibleConfigFile(playbook, projectDir, env);
+  if (config) add(config);
+  const rolesPaths = configuredRolesPaths(config, projectDir, env);
+  for (const dir of rolesPaths) for (const f of walk(dir, ALWAYS_IGNORED)) add(f);
+
+  // Roles used by name that live outside the folder and the configured paths (Ansible's defaults).
+  const home = env.HOME ?? homedir();
+  const searchRoles = [path.join(folder, "roles"), ...(rolesPaths.length ? rolesPaths : [path.join(home, ".ansible/roles"), "/usr/share/ansible/roles", "/etc/ansible/roles"]), folder];
+  const seenRoles = new Set<string>();
+  const seenFiles = new Set<string>();
+  const useRole = (name: unknown) => {
+    if (typeof name !== "string" || /[{}]/.test(name) || seenRoles.has(name)) return;
+    seenRoles.add(name);
+    const dir = path.isAbsolute(name) ? name : searchRoles.map((r) => path.join(r, name)).find(isDir);
+    if (!dir) return;
+    for (const f of walk(dir, ALWAYS_IGNORED)) {
+      add(f);
+      if (/\.ya?ml$/.test(f) && (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))) scanTasks(readYaml(f), path.dirname(f));
+    }
+    const meta = readYaml(path.join(dir, "meta", "main.yml"));
+    for (const dep of meta?.dependencies ?? []) useRole(typeof dep === "string" ? dep : dep?.role ?? dep?.name);
+  };
+  // A file named in a task or play: relative to the file that names it, or to the playbook.
+  const named = (value: unknown, from: string) => {
+    const ref = typeof value === "string" ? value : (value as any)?.file;
+    if (typeof ref !== "string" || /[{}]/.test(ref)) return undefined;
+    const file = [path.resolve(from, ref), path.resolve(folder, ref)].find(isFile);
+    if (file && !seenFiles.has(file)) {
+      seenFiles.add(file);
+      add(file);
+      return file;
+    }
+    return undefined;
+  };
+  const scanTasks = (tasks: unknown, from: string): void => {
+    if (!Array.isArray(tasks)) return;
+    for (const t of tasks) {
+      if (!t || typeof t !== "object") continue;
+      for (const [k, v] of Object.entries(t)) {
+        const verb = k.replace(/^ansible\.(builtin|legacy)\./, "");
+        if (verb === "include_role" || verb === "import_role") useRole((v as any)?.name);
+        else if (verb === "include_tasks" || verb === "import_tasks" || verb === "include") {
+          const file = named(v, from);
+          if (file) scanTasks(readYaml(file), path.dirname(file));
+        } else if (verb === "include_vars") named(v, from);
+        else if (k === "block" || k === "rescue" || k === "always") scanTasks(v, from);
+      }
+    }
+  };
+  const scanPlaybook = (file: string) => {
+    const plays = readYaml(file);
+    if (!Array.isArray(plays)) return;
+    const from = path.dirname(file);
+    for (const play of plays) {
+      if (!play || typeof play !== "object") continue;
+      const imported = named(play.import_playbook ?? play["ansible.builtin.import_playbook"], from);
+      if (imported) scanPlaybook(imported);
+      for (const v of [play.vars_files ?? []].flat()) for (const f of [v].flat()) named(f, from);
+      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : r?.role ?? r?.name);
+      for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) scanTasks(play[section], from);
+    }
+  };
+  seenFiles.add(playbook);
+  scanPlaybook(playbook);
+  return [...inputs].map(([name, file]) => ({ name, file })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * Files under `dir` that `patterns` keep (Docker's syntax, `!` exceptions), following links
+ * as Ansible does; a folder reached twice through links is walked once.
+ */
+function walk(dir: string, patterns: string[]): string[] {
+  const ignored = patternMatcher(patterns);
+  const hasExceptions = patterns.some((p) => p.startsWith("!"));
+  const out: string[] = [];
+  const seen = new Set<string>();
+  const visit = (rel: string) => {
+    const abs = rel ? path.join(dir, rel) : dir;
+    let real: string;
+    try {
+      real = realpathSync(abs);
+    } catch {
+      return; // a dangling link: nothing Ansible could read
+    }
+    if (seen.has(real)) return;
+    seen.add(real);
+    for (const name of readdirSync(abs).sort()) {
+      const child = rel ? `${rel}/${name}` : name;
+      const skip = ignored(child);
+      const st = statSync(path.join(abs, name), { throwIfNoEntry: false });
+      if (!st) continue;
+      if (st.isDirectory()) {
+        if (!skip || hasExceptions) visit(child);
+      } else if (st.isFile() && !skip) out.push(path.join(dir, child));
+    }
+  };
+  if (isDir(dir)) visit("");
+  return out;
+}
+
+function readIgnore(file: string): string[] {
+  return existsSync(file) ? parseDockerignore(readFileSync(file, "utf8")) : [];
+}
+
+function readYaml(file: string): any {
+  try {
+    return parseYaml(readFileSync(file, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+function expandHome(p: string, env: NodeJS.ProcessEnv): string {
+  return p.startsWith("~/") || p === "~" ? path.join(env.HOME ?? homedir(), p.slice(1)) : p;
+}
+
+const isDir = (p: string) => statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+const isFile = (p: string) => statSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
+const toPosix = (p: string) => p.split(path.sep).join("/");
