@@ -2,7 +2,7 @@
 import { readPipeline, type Tools } from "../core/read.js";
 import { readLock, writeLock } from "../config/lock.js";
 import type { Target } from "../graph/keys.js";
-import { assemblePlan } from "../plan/plan.js";
+import { assemblePlan, previousImage } from "../plan/plan.js";
 import { executeBuild, type ImageResult } from "../build/execute.js";
 import { RunLogs } from "../build/logs.js";
 import { updateManifest } from "../build/manifest.js";
@@ -68,7 +68,10 @@ export async function runNightly(options: NightlyOptions, tools: Tools, err: (t:
   });
   const after = await readPipeline({ file: options.file, target: "local", pull: true }, tools);
   for (const img of after.config.images.filter((i) => i.from)) {
-    const was = before.keys.get(img.name)?.inputs.from;
+    // Before: what the node's current image was built from (its labels); the engine may hold
+    // the new upstream image under the tag already, so its local digest says nothing.
+    const current = after.state.images.ok ? previousImage(after.state.images.value.filter((r) => r.node === img.name)) : undefined;
+    const was = current?.inputs?.from ?? before.keys.get(img.name)?.inputs.from;
     const now = after.keys.get(img.name)?.inputs.from;
     report.upstream.push({ node: img.name, kind: "from", before: was?.split("@")[1], after: now?.split("@")[1], changed: Boolean(now && was !== now), note: now ? undefined : (after.keys.get(img.name) as { unknownBecause?: string }).unknownBecause });
   }

@@ -53,6 +53,17 @@ test("registry-backed from: base — quiet while the upstream tag stands, base a
   assert.equal(moved.report.rebuilt.map((r: any) => [r.node, r.action]), [["base", "built"], ["svc", "built"], ["rel", "built"]]);
   assert.match(moved.report.rebuilt[0].reason, /upstream image changed/);
   assert.ok(moved.report.seconds.build >= 0 && "prune" in moved.report.seconds);
+
+  // The tag moves again and this engine already holds the new image under it (built here, as a
+  // `docker pull` by anyone would leave it): the report still says what the base was built from.
+  await execa("docker", ["build", "-t", upstream, "-"], { input: `FROM ${upstream}\nRUN echo again > /again\n`, env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["push", upstream]);
+  const dry = await run(dir, ["--dry-run"]);
+  assert.is(dry.code, 0, dry.stderr);
+  const again = dry.report.upstream.find((u: any) => u.node === "base");
+  assert.equal([again.changed, again.before], [true, base.after], JSON.stringify(again));
+  assert.is.not(again.after, base.after);
+  assert.match(dry.report.rebuilt.find((r: any) => r.node === "base").reason, /upstream image changed/);
 });
 
 test("a failing node does not stop independent ones; the exit code says it failed", async () => {

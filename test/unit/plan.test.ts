@@ -4,7 +4,7 @@ import * as assert from "uvu/assert";
 import { parseConfig } from "../../src/config/load.js";
 import { buildGraph, findCycle, selectWithDependencies } from "../../src/graph/graph.js";
 import { computeKeys, keyOf } from "../../src/graph/keys.js";
-import { assemblePlan, changedInputs, type WorldState } from "../../src/plan/plan.js";
+import { assemblePlan, changedInputs, previousImage, type WorldState } from "../../src/plan/plan.js";
 import { planJson, planMatrix } from "../../src/commands/plan.js";
 import type { BakeImageRecord } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
@@ -85,6 +85,15 @@ test("a changed input is named against the newest earlier build", () => {
   const plan = assemblePlan(graph.order, keys, state(images), "local");
   assert.equal(plan.find((e) => e.name === "svc")!.reason, "build context changed since aaaaaaaaaaaa");
   assert.is(plan.find((e) => e.name === "svc")!.status, "build");
+});
+
+test("the image a rebuild is compared with: the one `latest` names, else the newest, ties broken by id in any order", () => {
+  const r = (id: string, created: number, tags: string[] = []): BakeImageRecord => ({ id, tags, node: "svc", key: id.repeat(64).slice(0, 64), created });
+  const tied = [r("a", 5), r("c", 5), r("b", 5)];
+  assert.is(previousImage(tied)!.id, "c");
+  assert.is(previousImage([...tied].reverse())!.id, "c");
+  assert.is(previousImage([r("a", 9), r("b", 1, ["p/svc:latest"]), r("c", 5)])!.id, "b");
+  assert.is(previousImage([]), undefined);
 });
 
 test("engine unreachable: the graph and keys are still shown, every status unknown with why", () => {
