@@ -13,6 +13,8 @@ export interface ManifestAmi {
   key: string;
   target: string;
   regions: Record<string, string>;
+  /** The digests the key was made of (digests only): what a later plan names as changed. */
+  inputs?: Record<string, string>;
 }
 
 export interface Manifest {

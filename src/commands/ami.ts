@@ -43,7 +43,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     logs.line(ami.name, l);
   };
   const finish = (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}) => {
-    if (!options.dryRun) updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: { key: result.key, target: result.target, regions: result.regions } } });
+    if (!options.dryRun) updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs } } });
     out(options.json ? JSON.stringify({ ami: ami.name, ...result }, null, 2) : Object.entries(result.regions).map(([r, id]) => `${r}\t${id}`).join("\n"));
     return result;
   };

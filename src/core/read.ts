@@ -2,6 +2,7 @@
 import { loadConfig } from "../config/load.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
+import { readManifest } from "../build/manifest.js";
 import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
 import { readInputs } from "../graph/inputs.js";
 import type { ContextListing } from "../graph/context-files.js";
@@ -64,7 +65,8 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
   const { images, listed } = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { images: engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
-  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis }, target: options.target };
+  const lastBaked = wantsAws ? new Map(Object.entries(readManifest(config.dir).amis)) : undefined;
+  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis, lastBaked }, target: options.target };
 }
 
 /**

@@ -33,6 +33,8 @@ export interface WorldState {
   imagesListed?: boolean;
   /** On the aws target: the AMI carrying each AMI node's key, per AMI name. */
   amis: Map<string, Known<AmiRecord | undefined>>;
+  /** What bake-manifest.json says each AMI was last baked from: a rebuild's reason names the change. */
+  lastBaked?: Map<string, { key: string; target: string; inputs?: InputDigests }>;
 }
 
 const INPUT_WORDS: Record<string, string> = {
@@ -76,7 +78,12 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
       const found = state.amis.get(node.name);
       if (!found || !found.ok) entries.set(node.name, entry("unknown", found ? found.reason : "AMIs not looked up"));
       else if (found.value) entries.set(node.name, entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId));
-      else entries.set(node.name, entry("build", depsBuilding.length ? `${depsBuilding.join(", ")} will build` : `no AMI in ${node.ami.region} is tagged with this key`));
+      else {
+        const last = state.lastBaked?.get(node.name);
+        const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
+        const why = depsBuilding.length ? `${depsBuilding.join(", ")} will build` : `no AMI in ${node.ami.region} is tagged with this key`;
+        entries.set(node.name, entry("build", changed ? `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}` : why));
+      }
       continue;
     }
     if (!state.images.ok) {

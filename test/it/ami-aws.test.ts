@@ -1,7 +1,8 @@
 /** AMIs on the aws target against moto, and rendered Packer folders that Packer accepts. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -137,10 +138,16 @@ test("an AMI with the same key exists: returned without Packer, tagged, copied t
     assert.equal(perms.LaunchPermissions!.map((p) => p.UserId), [SHARE], `${region} launch permission`);
   }
   const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
-  assert.equal(manifest.amis.host, { key, target: "aws", regions: { "us-east-1": existing, "eu-west-1": copy } });
+  assert.equal([manifest.amis.host.key, manifest.amis.host.target, manifest.amis.host.regions], [key, "aws", { "us-east-1": existing, "eu-west-1": copy }]);
+  assert.is(manifest.amis.host.inputs["ansible:host.yml"], createHash("sha256").update("- hosts: all\n  tasks: []\n").digest("hex"));
   // Again: the copy is found by its key, not made twice.
   const again = JSON.parse((await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin } })).stdout);
   assert.equal(again.regions, result.regions);
+  // A file Ansible reads appears beside the playbook: the plan names it against the last bake.
+  mkdirSync(path.join(dir, "group_vars"));
+  writeFileSync(path.join(dir, "group_vars/all.yml"), "x: 1\n");
+  const host = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes.find((n: any) => n.name === "host");
+  assert.equal([host.status, host.reason], ["build", `playbook input group_vars/all.yml changed since ${key.slice(0, 12)}`]);
 });
 
 test("no AWS credentials: exit 2, pointing to --target local", async () => {

@@ -14,7 +14,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, cpSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { extract } from "tar-stream";
-import { bake, removeTree, tempTree } from "../helpers/bake.js";
+import { bake, removeTree, tempTree, writeTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
 
 interface FsRecord {
@@ -97,6 +97,11 @@ const link = (dir: string, rel: string, target: string) => {
   symlinkSync(target, path.join(ctx(dir), rel));
 };
 const drop = (dir: string, rel: string) => rmSync(path.join(ctx(dir), rel), { recursive: true, force: true });
+/** Replaces what stands at `rel` by the files given (writeTree's form: `->target` makes a link). */
+const replace = (dir: string, rel: string, files: Record<string, string>) => {
+  drop(dir, rel);
+  writeTree(ctx(dir), files);
+};
 /** New content of exactly the old size: what a size-and-time check cannot tell apart. */
 const sameSize = (dir: string, rel: string) => put(dir, rel, randomBytes(readFileSync(path.join(ctx(dir), rel)).length));
 
@@ -161,23 +166,17 @@ const ROUNDS: { name: string; change: (dir: string) => void }[] = [
   {
     name: "a file becomes a folder, a folder a link, a link a file",
     change: (dir) => {
-      drop(dir, "morph/file");
-      put(dir, "morph/file/now-inside.txt", "a folder now\n");
-      drop(dir, "morph/dir");
-      link(dir, "morph/dir", "../pkg");
-      drop(dir, "morph/link");
-      put(dir, "morph/link", "a file now\n");
+      replace(dir, "morph/file", { "morph/file/now-inside.txt": "a folder now\n" });
+      replace(dir, "morph/dir", { "morph/dir": "->../pkg" });
+      replace(dir, "morph/link", { "morph/link": "a file now\n" });
     },
   },
   {
     name: "and back, with a large file of the same size as before",
     change: (dir) => {
-      drop(dir, "morph/file");
-      put(dir, "morph/file", "a file again\n");
-      drop(dir, "morph/dir");
-      put(dir, "morph/dir/inner/a.txt", "a folder again\n");
-      drop(dir, "morph/link");
-      link(dir, "morph/link", "../X.LOG");
+      replace(dir, "morph/file", { "morph/file": "a file again\n" });
+      replace(dir, "morph/dir", { "morph/dir/inner/a.txt": "a folder again\n" });
+      replace(dir, "morph/link", { "morph/link": "->../X.LOG" });
       sameSize(dir, "big/three.bin");
     },
   },

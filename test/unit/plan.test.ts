@@ -116,6 +116,18 @@ test("aws target: an AMI carrying the key is cached", () => {
   assert.match(plan.find((e) => e.name === "host")!.reason, /ami-0abc in us-east-1/);
 });
 
+test("aws target: a rebuild names what changed since the AMI bake-manifest.json records; another target's record says nothing", () => {
+  const sources = { sourceAmi: new Map([["host", "ami-1"]]), unresolved: new Map() };
+  const keys = computeKeys(graph, own, "aws", sources);
+  const images = graph.order.filter((n) => n.kind === "image").map((n) => record(n.name, key(n.name)));
+  const now = keys.get("host")!.inputs;
+  const before = { ...now, "ansible:group_vars/all.yml": "old", "ansible:gone.yml": "x" };
+  const plan = (target: string) =>
+    assemblePlan(graph.order, keys, { images: { ok: true, value: images }, amis: new Map([["host", { ok: true as const, value: undefined }]]), lastBaked: new Map([["host", { key: "f".repeat(64), target, inputs: before }]]) }, "aws").find((e) => e.name === "host")!;
+  assert.equal([plan("aws").status, plan("aws").reason], ["build", "playbook inputs gone.yml, group_vars/all.yml changed since ffffffffffff"]);
+  assert.is(plan("local").reason, "no AMI in us-east-1 is tagged with this key");
+});
+
 test("plan --json has exactly the contract's fields", () => {
   const parsed = JSON.parse(planJson(assemblePlan(graph.order, localKeys, state([]), "local")));
   assert.equal(Object.keys(parsed), ["nodes"]);
