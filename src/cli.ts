@@ -113,10 +113,11 @@ export async function main(argv: string[]): Promise<number> {
           .positional("ami", { type: "string", demandOption: true })
           .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
           .option("force", { type: "boolean", default: false, describe: "bake even when an AMI with the same key exists" })
-          .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" }),
+          .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" })
+          .option("boot-test", { type: "boolean", default: true, describe: "boot a local bake as a host and check it (--no-boot-test skips)" }),
       async (args) => {
         const { amiCommand } = await import("./commands/ami.js");
-        await withInterrupt((signal) => amiCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, force: args.force, dryRun: args["dry-run"], json: args.json, signal }, tools, stdout, stderr));
+        await withInterrupt((signal) => amiCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, force: args.force, dryRun: args["dry-run"], json: args.json, bootTest: args["boot-test"], signal }, tools, stdout, stderr));
       },
     )
     .command(

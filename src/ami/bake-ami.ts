@@ -9,7 +9,6 @@ import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
 import type { Pipeline } from "../core/read.js";
 import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
-import { baseOf } from "../graph/keys.js";
 import { ansibleConfigFile } from "../graph/playbook-inputs.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { Ec2Tool } from "../tools/ec2.js";
@@ -17,6 +16,7 @@ import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
 import { ansibleVars, amiTags, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
+import { ENGINE_STANDIN } from "../host/standin.js";
 
 export interface RenderedFolder {
   dir: string;
@@ -36,8 +36,8 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
 export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
-  const base = baseOf(pipeline.graph, ami.preload[0] ?? ami.services[0]);
-  const baseRecord = base && pipeline.state.images.ok ? pipeline.state.images.value.find((r) => r.node === base && r.key === imageKeys.get(base)) : undefined;
+  const host = ami.local?.image;
+  const hostRecord = host && pipeline.state.images.ok ? pipeline.state.images.value.find((r) => r.node === host && r.key === imageKeys.get(host)) : undefined;
   const hcl = renderTemplate(readTemplates(), templateContext({
     config: pipeline.config,
     ami,
@@ -45,7 +45,7 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
     key: pipeline.keys.get(ami.name)?.key,
     inputs: pipeline.keys.get(ami.name)?.inputs,
     imageKeys,
-    baseImageId: baseRecord?.id ?? (base ? `${imageRepository(pipeline.config, base)}:${(imageKeys.get(base) ?? "unknown").slice(0, KEY12)}` : undefined),
+    baseImageId: hostRecord?.id ?? (host ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY12)}` : undefined),
     sourceAmi: extra.sourceAmi,
     requiredPlugins: needsRequiredPlugins(version),
     outDir: dir,
@@ -55,6 +55,12 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
   writeFileSync(path.join(dir, "bake-vars.json"), `${JSON.stringify(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys), null, 2)}\n`);
+  if (pipeline.target === "local") {
+    for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
+      mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });
+      writeFileSync(path.join(dir, "host-standin", file), text);
+    }
+  }
   await packer.fmt(dir);
   return { dir, hclFile };
 }
@@ -94,13 +100,13 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
  * Runs Packer in the project's folder (Ansible's working folder then), with ANSIBLE_CONFIG naming
  * the ansible.cfg the AMI's key covers (playbook-inputs.ts), so Ansible reads no other.
  */
-export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
+export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
   const errors: string[] = [];
   const ansibleConfig = ansibleConfigFile(ami.playbook, options.projectDir);
   try {
     const artifacts = await packer.build(folder.dir, {
       cwd: options.projectDir,
-      env: ansibleConfig ? { ANSIBLE_CONFIG: ansibleConfig } : undefined,
+      env: { ...options.env, ...(ansibleConfig ? { ANSIBLE_CONFIG: ansibleConfig } : {}) },
       secrets: options.secrets,
       force: options.force,
       signal: options.signal,

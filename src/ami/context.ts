@@ -5,8 +5,11 @@ import { imageRepository, localAmiRepository } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
+import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
 
 export const KEY12 = 12;
+/** The environment variable that carries the engine's socket path to the local target's Packer run. */
+export const DOCKER_SOCKET_ENV = "BAKE_DOCKER_SOCKET";
 export const PRELOAD_ARCHIVE = "preload.tar";
 
 export interface AmiRenderInput {
@@ -18,7 +21,7 @@ export interface AmiRenderInput {
   /** The digests the key was made of, labelled on the local image so plan can say what changed. */
   inputs?: Record<string, string>;
   imageKeys: Map<string, string | undefined>;
-  /** Image id of the base the local target starts from. */
+  /** Image id of the image the local host starts from (local.image). */
   baseImageId?: string;
   sourceAmi?: string;
   requiredPlugins: boolean;
@@ -32,6 +35,8 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
   if (target === "aws" && ami.builder === "instance-store") {
     sensitive.push({ name: "x509_cert_path", env: "BAKE_X509_CERT" }, { name: "x509_key_path", env: "BAKE_X509_KEY" });
   }
+  // The local host reaches the engine through its socket, wherever this machine keeps it.
+  if (target === "local") sensitive.push({ name: "docker_socket", env: DOCKER_SOCKET_ENV });
   const names = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
   const passEnv = names.map((name) => ({ name, variable: `pass_env_${name}` }));
   for (const p of passEnv) sensitive.push({ name: p.variable, env: p.name });
@@ -63,13 +68,18 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
       sourceRef: "source.docker.ami",
       baseImageId: input.baseImageId ?? "unknown",
       localRepository: localAmiRepository(config, ami.name),
+      hostRunFlags: SYSTEMD_RUN_FLAGS,
+      standinUnits: STANDIN_UNITS,
+      engineSocket: ENGINE_SOCKET_IN_HOST,
       dockerChanges: [
         `LABEL bake.project=${config.project}`,
         `LABEL bake.node=${ami.name}`,
         `LABEL bake.key=${input.key ?? "unknown"}`,
         `LABEL bake.inputs=${JSON.stringify(JSON.stringify(input.inputs ?? {}))}`,
+        // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
+        "ENV container=docker",
         'ENTRYPOINT [""]',
-        'CMD ["/bin/bash"]',
+        'CMD ["/sbin/init"]',
       ],
     };
   }
@@ -112,6 +122,7 @@ export interface AnsibleVars {
   bake_preload_archive: string;
   bake_preload_images: { name: string; ref: string; key: string }[];
   bake_services: ServiceVars[];
+  bake_runtime_env: string;
 }
 
 /** The non-secret variables the host playbook receives (bake-vars.json beside the HCL). */
@@ -121,8 +132,9 @@ export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, im
   return {
     bake_project: config.project,
     bake_target: target,
-    bake_preload_archive: "/tmp/bake-preload.tar",
+    bake_preload_archive: "/var/tmp/bake-preload.tar",
     bake_preload_images: shippedImages(ami).map((name) => ({ name, ref: ref(name), key: imageKeys.get(name) ?? "unknown" })),
     bake_services: ami.services.map((name) => serviceVars({ project: config.project, service: name, image: ref(name), key: imageKeys.get(name) ?? "unknown", run: byName.get(name)!.run! })),
+    bake_runtime_env: ami.runtimeEnv,
   };
 }

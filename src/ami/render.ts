@@ -36,6 +36,9 @@ export interface TemplateContext {
   bundle?: { accountId: string; s3Bucket: string };
   // local
   baseImageId?: string;
+  hostRunFlags?: string[];
+  standinUnits?: string[];
+  engineSocket?: string;
   dockerChanges?: string[];
   localRepository?: string;
 }

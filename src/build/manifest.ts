@@ -15,6 +15,8 @@ export interface ManifestAmi {
   regions: Record<string, string>;
   /** The digests the key was made of (digests only): what a later plan names as changed. */
   inputs?: Record<string, string>;
+  /** The local target's boot test: passed, and how long it took. */
+  boot?: { ok: boolean; seconds: number };
 }
 
 export interface Manifest {

@@ -9,7 +9,9 @@ import { executeBuild } from "../build/execute.js";
 import { RunLogs } from "../build/logs.js";
 import { updateManifest } from "../build/manifest.js";
 import { amiNodeOf, exportImages, localImageId, packerEnvironment, reconcileAws, renderFolder, runPacker, type BakeResult } from "../ami/bake-ami.js";
-import { KEY12 } from "../ami/context.js";
+import { DOCKER_SOCKET_ENV, KEY12 } from "../ami/context.js";
+import { bootPassEnv, bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
+import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { gitInfo, readRevision } from "../tools/git.js";
@@ -22,6 +24,8 @@ export interface AmiOptions {
   force: boolean;
   dryRun: boolean;
   json: boolean;
+  /** --no-boot-test: skip booting a local bake (the boot test runs by default). */
+  bootTest?: boolean;
   signal: AbortSignal;
 }
 
@@ -35,6 +39,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
   const key = keyResult.key;
   const plan = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
   const entry = plan.find((e) => e.name === ami.name)!;
+  const local = options.target === "local" ? checkLocalTarget(ami) : undefined;
   const revision = readRevision(pipeline.config.dir);
   const sourceAmi = options.target === "aws" ? keyResult.inputs.source : undefined;
   const logs = new RunLogs(pipeline.config.dir);
@@ -42,8 +47,9 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     err(`${ami.name}: ${l}`);
     logs.line(ami.name, l);
   };
-  const finish = (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}) => {
-    if (!options.dryRun) updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs } } });
+  const finish = (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}, boot?: BootReport) => {
+    const record = { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs, ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}) };
+    if (!options.dryRun) updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: record } });
     out(options.json ? JSON.stringify({ ami: ami.name, ...result }, null, 2) : Object.entries(result.regions).map(([r, id]) => `${r}\t${id}`).join("\n"));
     return result;
   };
@@ -67,6 +73,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
       return { key, target: options.target, regions: {}, action: "baked" };
     }
 
+    const passEnv = local && options.bootTest !== false ? bootPassEnv(pipeline, ami) : {};
     const docker = tools.docker();
     const images = await executeBuild(pipeline, plan.filter((e) => e.kind === "image"), docker, () => gitInfo(pipeline.config.dir), logs, {
       noCache: false,
@@ -78,12 +85,13 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     });
     const state = pipeline.state.images.ok ? pipeline.state.images.value : [];
     for (const r of images) if (!state.some((s) => s.id === r.id)) state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
+    if (local) await checkHostImage(pipeline, ami, docker);
     rmSync(dir, { recursive: true, force: true });
     const folder = await renderFolder(pipeline, ami, dir, packer, { sourceAmi, revision });
     say("exporting the shipped images");
     await exportImages(pipeline, ami, dir, docker, options.signal);
     say(`packer build ${folder.dir}`);
-    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
+    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, env: local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : undefined, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
     let regions: Record<string, string>;
     if (options.target === "aws") {
       const baked = amiIdsByRegion(ids.join(","))[ami.region];
@@ -92,7 +100,8 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     } else {
       regions = { local: localImageId(ids) };
     }
-    return finish({ key, target: options.target, regions, action: "baked" }, Object.fromEntries(images.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }])));
+    const boot = local && options.bootTest !== false ? await bootTestLocal(pipeline, ami, regions.local, docker, { ...local, passEnv, signal: options.signal, onLine: say }) : undefined;
+    return finish({ key, target: options.target, regions, action: "baked" }, Object.fromEntries(images.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }])), boot);
   } finally {
     await logs.close();
   }

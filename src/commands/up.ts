@@ -8,7 +8,7 @@ import { assemblePlan } from "../plan/plan.js";
 import { executeBuild } from "../build/execute.js";
 import { RunLogs } from "../build/logs.js";
 import { gitInfo } from "../tools/git.js";
-import { failureMessage, passEnvValues, servicesOf, startWithAnsible, startWithApi, stopAll, waitHealthy } from "../up/services.js";
+import { failureMessage, passEnvValues, servicesOf, startWithAnsible, startWithApi, stopAll, upContainers, waitHealthy } from "../up/services.js";
 
 const UP_PLAYBOOK = path.join(PACKAGE_ROOT, "ansible/up.yml");
 
@@ -61,7 +61,7 @@ export async function downCommand(options: { file: string; services: string[] },
 export async function psCommand(options: { file: string; json: boolean }, tools: Tools, out: (t: string) => void): Promise<void> {
   const config = await loadConfig(options.file);
   const docker = tools.docker();
-  const containers = (await docker.listContainers({ "bake.project": config.project })).filter((c) => c.labels["bake.service"]);
+  const containers = await upContainers(config, docker);
   const rows = containers.map((c) => ({
     service: c.labels["bake.service"],
     container: c.name,
@@ -76,7 +76,7 @@ export async function psCommand(options: { file: string; json: boolean }, tools:
 export async function logsCommand(options: { file: string; service?: string; follow: boolean; signal: AbortSignal }, tools: Tools): Promise<void> {
   const config = await loadConfig(options.file);
   const docker = tools.docker();
-  const containers = (await docker.listContainers({ "bake.project": config.project })).filter((c) => c.labels["bake.service"] && (!options.service || c.labels["bake.service"] === options.service));
+  const containers = (await upContainers(config, docker)).filter((c) => !options.service || c.labels["bake.service"] === options.service);
   if (!containers.length) throw new UsageError(options.service ? `${options.service} is not running (bake up ${options.service})` : "no services running (bake up)");
   const prefix = containers.length > 1;
   await Promise.all(
@@ -97,7 +97,7 @@ export async function execCommand(options: { file: string; service: string; comm
   if (!options.command.length) throw new UsageError("name the command to run: bake exec <service> -- <command> [args..]");
   const config = await loadConfig(options.file);
   const docker = tools.docker();
-  const [container] = (await docker.listContainers({ "bake.project": config.project, "bake.service": options.service })).filter((c) => c.state === "running");
+  const [container] = (await upContainers(config, docker, { "bake.service": options.service })).filter((c) => c.state === "running");
   if (!container) throw new UsageError(`${options.service} is not running (bake up ${options.service})`);
   return docker.exec(container.id, options.command, (stream, chunk) => (stream === "stderr" ? process.stderr : process.stdout).write(chunk));
 }

@@ -66,8 +66,14 @@ export interface AmiNode {
   preload: string[];
   services: string[];
   retention: { keep: number };
+  /** The local target's host: the image it starts from (systemd as PID 1). */
+  local?: { image: string; position: SourcePosition };
+  /** Where the host reads its services' pass_env values at boot (an absolute path on the host). */
+  runtimeEnv: string;
   position: SourcePosition;
 }
+
+export const DEFAULT_RUNTIME_ENV = "/etc/bake/runtime.env";
 
 export interface BakeConfig {
   /** bake.yml as the user named it (used in messages). */

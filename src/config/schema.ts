@@ -83,6 +83,15 @@ export const AmiSchema = Type.Object(
     preload: Type.Optional(Type.Array(NonEmpty)),
     services: Type.Optional(Type.Array(NonEmpty)),
     retention: Type.Optional(Type.Object({ keep: Type.Integer({ minimum: 1 }) }, { additionalProperties: false })),
+    local: Type.Optional(
+      Type.Object(
+        { image: Type.String({ minLength: 1, description: "the image the local host starts from (--target local); it needs systemd (systemd-sysv)" }) },
+        { additionalProperties: false, description: "the local target: a systemd host started from one of images:" },
+      ),
+    ),
+    runtime_env: Type.Optional(
+      Type.String({ minLength: 1, description: "where the host reads its services' pass_env values at boot (docker --env-file format; user-data writes it); default /etc/bake/runtime.env" }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -8,7 +8,7 @@ import path from "node:path";
 import { isIP } from "node:net";
 import { ConfigError } from "../errors.js";
 import type { AmiEntry, BakeFile, ImageEntry, RunEntry } from "./schema.js";
-import type { AmiNode, BakeConfig, HealthSpec, ImageNode, Layer, PortSpec, RunContract } from "./model.js";
+import { DEFAULT_RUNTIME_ENV, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RunContract } from "./model.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 import { findCycle } from "../graph/graph.js";
 
@@ -54,7 +54,7 @@ export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string): { co
     const at: YamlPath = ["amis", name];
     if (!DOCKER_NAME.test(name)) err(at, `AMI name "${name}" is not valid`, "use lower-case letters, digits and single . _ - between them", true);
     if (layers.has(name)) err(at, `"${name}" names both an image and an AMI`, "give the AMI a name of its own", true);
-    amis.push(checkAmi(name, ami, layers, at, dir, map, err));
+    amis.push(checkAmi(name, ami, new Map(imageEntries), layers, at, dir, map, err));
   }
 
   errors.sort((a, b) => a.line - b.line || a.column - b.column);
@@ -186,7 +186,7 @@ export function parsePort(text: string): PortSpec | string {
   return { hostIp, hostPort: host, containerPort: container, protocol };
 }
 
-function checkAmi(name: string, ami: AmiEntry, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): AmiNode {
+function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEntry>, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): AmiNode {
   const regionOk = (p: YamlPath, r: string) => {
     if (!REGION.test(r)) err(p, `"${r}" is not an AWS region name`, "e.g. us-east-1 or eu-west-1");
   };
@@ -219,6 +219,16 @@ function checkAmi(name: string, ami: AmiEntry, layers: Map<string, Layer>, at: Y
     if (!layer) err([...at, "services", i], `service "${s}" is not defined`, `define images.${s} with run:`);
     else if (layer !== "release") err([...at, "services", i], `"${s}" is a ${layer} image, not a release`, "services: lists release images (those with run:)");
   });
+  if (ami.local) {
+    const host = imageEntries.get(ami.local.image);
+    const spec = host?.rootfs?.debootstrap;
+    if (!host) err([...at, "local", "image"], `local image "${ami.local.image}" is not defined`, `define images.${ami.local.image} with systemd (e.g. a debootstrap base including systemd-sysv), or use one of: ${[...layers.keys()].join(", ")}`);
+    // A debootstrap base with nothing on top has exactly its include list; others are checked once built.
+    else if (spec && !host.dockerfile && !(spec.include ?? []).some((p) => p === "systemd-sysv" || p === "systemd")) {
+      err([...at, "local", "image"], `local image "${ami.local.image}" has no systemd: the local host boots with systemd as PID 1`, `add systemd-sysv to images.${ami.local.image}.rootfs.debootstrap.include`);
+    }
+  }
+  if (ami.runtime_env !== undefined && !path.posix.isAbsolute(ami.runtime_env)) err([...at, "runtime_env"], `runtime_env "${ami.runtime_env}" is not an absolute path on the host`, "e.g. /etc/bake/runtime.env");
   return {
     name,
     builder: ami.builder,
@@ -232,6 +242,8 @@ function checkAmi(name: string, ami: AmiEntry, layers: Map<string, Layer>, at: Y
     preload,
     services,
     retention: { keep: ami.retention?.keep ?? 5 },
+    ...(ami.local ? { local: { image: ami.local.image, position: map.locate([...at, "local", "image"]) } } : {}),
+    runtimeEnv: ami.runtime_env ?? DEFAULT_RUNTIME_ENV,
     position: map.locate(at, true),
   };
 }

@@ -49,7 +49,7 @@ export interface ReadOptions {
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
-  const graph = buildGraph(config);
+  const graph = buildGraph(config, options.target);
   const selection = selectWithDependencies(graph, options.nodes ?? []);
   const { unknown } = selection;
   const nodes = options.imagesOnly ? selection.nodes.filter((n) => n.kind === "image") : selection.nodes;

@@ -37,10 +37,15 @@ export function findCycle(nodes: { name: string; deps: string[] }[]): string[] |
   return undefined;
 }
 
-export function buildGraph(config: BakeConfig): Graph {
+/**
+ * The graph for a target: on `local` an AMI also depends on the image its host starts from
+ * (`local.image`), which the other targets never build.
+ */
+export function buildGraph(config: BakeConfig, target: "aws" | "local" = "aws"): Graph {
+  const amiDeps = (ami: BakeConfig["amis"][number]) => [...ami.preload, ...ami.services, ...(target === "local" && ami.local ? [ami.local.image] : [])];
   const nodes: GraphNode[] = [
     ...config.images.map((image): GraphNode => ({ kind: "image", name: image.name, deps: image.parent ? [image.parent] : [], image })),
-    ...config.amis.map((ami): GraphNode => ({ kind: "ami", name: ami.name, deps: unique([...ami.preload, ...ami.services]), ami })),
+    ...config.amis.map((ami): GraphNode => ({ kind: "ami", name: ami.name, deps: unique(amiDeps(ami)), ami })),
   ];
   const byName = new Map(nodes.map((n) => [n.name, n]));
   const level = new Map<string, number>();

@@ -74,6 +74,7 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
     source: ami.source,
     instanceType: ami.instanceType,
     playbook: path.relative(dir, ami.playbook),
+    runtimeEnv: ami.runtimeEnv,
   };
   const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest() };
   const limit = pLimit(8);

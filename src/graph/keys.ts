@@ -44,7 +44,7 @@ export function digestOf(value: unknown): string {
 /**
  * Keys of every node in build order. An image's key folds in its parent's key; an AMI's key
  * folds in the keys of its preloaded and service images and, on `aws`, the resolved source AMI
- * id or, on `local`, the key of the base image it starts from.
+ * id or, on `local`, the key of the image its host starts from (local.image).
  */
 export function computeKeys(
   graph: Graph,
@@ -106,8 +106,16 @@ export function computeKeys(
       }
       inputs.source = source;
     } else {
-      const base = baseOf(graph, ami.preload[0] ?? ami.services[0]);
-      if (base) inputs.source = `${base}:${keys.get(base)!.key}`;
+      // The local host starts from its own image (local.image); without one, bake ami refuses the target.
+      const host = ami.local?.image;
+      if (host) {
+        const hostKey = keys.get(host)?.key;
+        if (!hostKey) {
+          keys.set(node.name, { key: undefined, inputs, unknownBecause: `the local host image ${host} has no key` });
+          continue;
+        }
+        inputs.source = `${host}:${hostKey}`;
+      }
     }
     keys.set(node.name, { key: keyOf(inputs), inputs });
   }

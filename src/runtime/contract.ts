@@ -30,6 +30,8 @@ export interface ServiceVars {
   restart_policy: string;
   labels: Record<string, string>;
   network: string;
+  /** The Docker create options `bake up` uses, without pass_env values (a host adds them at boot). */
+  create: CreateOptions;
 }
 
 /** The Docker Engine create options `bake up` uses (pass_env values are added at start). */
@@ -76,7 +78,7 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
     .digest("hex")
     .slice(0, 16);
   const labels = { "bake.project": input.project, "bake.service": input.service, "bake.key": input.key, "bake.contract": digest };
-  const ansible: ServiceVars = {
+  const ansible: Omit<ServiceVars, "create"> = {
     name,
     image: input.image,
     published_ports: run.ports.map(portText),
@@ -107,7 +109,9 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
       HostConfig: { PortBindings: bindings, RestartPolicy: { Name: RESTART_POLICY }, NetworkMode: networkName(input.project) },
     };
   };
-  return { ansible, create };
+  const withoutPassEnv = create({});
+  withoutPassEnv.Env = withoutPassEnv.Env.slice(0, sortedEnv.length);
+  return { ansible: { ...ansible, create: withoutPassEnv }, create };
 }
 
 /** Kept for the AMI's bake-vars.json: the same contract, Ansible side. */

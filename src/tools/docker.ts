@@ -6,6 +6,7 @@ import { pipeline } from "node:stream/promises";
 import http from "node:http";
 import { Readable } from "node:stream";
 import type Docker from "dockerode";
+import tar from "tar-stream";
 import type { InputDigests } from "../graph/keys.js";
 import { BakeError } from "../errors.js";
 import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
@@ -93,6 +94,8 @@ export interface DockerTool {
   saveImages(refs: string[], file: string, signal?: AbortSignal): Promise<void>;
   ensureNetwork(name: string, labels: Record<string, string>): Promise<void>;
   removeNetwork(name: string): Promise<boolean>;
+  /** Removes every network carrying all of these labels; returns their names. */
+  removeNetworks(labels: Record<string, string>): Promise<string[]>;
   /** Containers (running or not) carrying every one of these labels. */
   listContainers(labels: Record<string, string>): Promise<ContainerRecord[]>;
   inspectContainer(idOrName: string): Promise<any | undefined>;
@@ -103,6 +106,10 @@ export interface DockerTool {
   containerLogs(id: string, options: { follow: boolean; tail?: number; signal?: AbortSignal }, write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<void>;
   /** Runs a command in a running container, streaming its output; returns its exit code. */
   exec(id: string, cmd: string[], write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<number>;
+  /** Writes files into a container (created or running), from memory: nothing lands on this machine's disk. */
+  putFiles(id: string, files: { path: string; content: string; mode: number }[]): Promise<void>;
+  /** Whether the image holds this path (a container is created to look, never started). */
+  imageHasPath(image: string, path: string): Promise<boolean>;
 }
 
 export interface ContainerRecord {
@@ -444,6 +451,14 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
         throw e;
       }
     },
+    async removeNetworks(labels) {
+      const { docker } = dockerode();
+      const found = await docker.listNetworks({ filters: JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) }) });
+      for (const n of found) await docker.getNetwork(n.Id).remove().catch((e: any) => {
+        if (e?.statusCode !== 404) throw e;
+      });
+      return found.map((n) => n.Name);
+    },
     async listContainers(labels) {
       const filters = JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) });
       const list = await dockerode().docker.listContainers({ all: true, filters });
@@ -530,6 +545,26 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       } catch (e: any) {
         if (e?.statusCode === 409) return false;
         throw e;
+      }
+    },
+    async putFiles(id, files) {
+      const pack = tar.pack();
+      for (const f of files) pack.entry({ name: f.path.replace(/^\/+/, ""), mode: f.mode, uid: 0, gid: 0 }, f.content);
+      pack.finalize();
+      const chunks: Buffer[] = [];
+      for await (const c of pack) chunks.push(c as Buffer);
+      await dockerode().docker.getContainer(id).putArchive(Buffer.concat(chunks), { path: "/" });
+    },
+    async imageHasPath(image, path) {
+      const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
+      try {
+        await (container as any).infoArchive({ path });
+        return true;
+      } catch (e: any) {
+        if (e?.statusCode === 404) return false;
+        throw e;
+      } finally {
+        await container.remove({ force: true }).catch(() => undefined);
       }
     },
     async removeImage(ref) {

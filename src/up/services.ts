@@ -10,7 +10,7 @@ import type { BakeConfig, ImageNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
 import { BakeError, UsageError } from "../errors.js";
 import { runtimeContract, networkName, type RuntimeContract } from "../runtime/contract.js";
-import type { DockerTool } from "../tools/docker.js";
+import type { ContainerRecord, DockerTool } from "../tools/docker.js";
 import { run } from "../tools/exec.js";
 
 export interface Service {
@@ -107,11 +107,14 @@ export interface Health {
   lastLogs?: string;
 }
 
-/** Waits until every service is healthy (or running, without a health check). */
-export async function waitHealthy(services: Service[], docker: DockerTool, signal?: AbortSignal): Promise<Health[]> {
+/**
+ * Waits until every service is healthy (or running, without a health check). `containerOf` names
+ * a service's container (a host's boot test runs them under a namespace).
+ */
+export async function waitHealthy(services: Service[], docker: DockerTool, signal?: AbortSignal, containerOf = (s: Service) => s.contract.ansible.name): Promise<Health[]> {
   return Promise.all(
     services.map(async (s): Promise<Health> => {
-      const name = s.contract.ansible.name;
+      const name = containerOf(s);
       const hc = s.release.run!.health;
       const deadline = Date.now() + 1000 * (hc ? hc.interval * (hc.retries + 2) + hc.timeout + 30 : 30);
       for (;;) {
@@ -141,11 +144,16 @@ export async function lastLogs(docker: DockerTool, id: string, lines: number): P
   return Buffer.concat(chunks).toString("utf8").trimEnd();
 }
 
+/** The project's service containers that `bake up` started (a boot test's, namespaced, are not). */
+export async function upContainers(config: BakeConfig, docker: DockerTool, labels: Record<string, string> = {}): Promise<ContainerRecord[]> {
+  return (await docker.listContainers({ "bake.project": config.project, ...labels })).filter((c) => c.labels["bake.service"] && !c.labels["bake.namespace"]);
+}
+
 /** Removes the project's service containers and its network: only what carries bake's labels. */
 export async function stopAll(config: BakeConfig, docker: DockerTool, names: string[] = []): Promise<string[]> {
-  const containers = (await docker.listContainers({ "bake.project": config.project })).filter((c) => c.labels["bake.service"] && (!names.length || names.includes(c.labels["bake.service"])));
+  const containers = (await upContainers(config, docker)).filter((c) => !names.length || names.includes(c.labels["bake.service"]));
   for (const c of containers) await docker.removeContainer(c.id);
-  const left = (await docker.listContainers({ "bake.project": config.project })).filter((c) => c.labels["bake.service"]);
+  const left = await upContainers(config, docker);
   if (!left.length) await docker.removeNetwork(networkName(config.project));
   return containers.map((c) => c.name);
 }

@@ -25,7 +25,7 @@ test("strict templates: a missing value names the template and line", () => {
   templates.set(MAIN_TEMPLATE, "line one\n{{hcl missingValue}}\n");
   assert.throws(() => renderTemplate(templates, {} as any), /packer\/ami\.pkr\.hcl\.hbs:2: a value for \{\{hcl\}\} is missing/);
   templates.set(MAIN_TEMPLATE, "{{> docker}}");
-  assert.throws(() => renderTemplate(templates, {} as any), /packer\/partials\/docker\.hbs:2: a value for \{\{hcl\}\} is missing/);
+  assert.throws(() => renderTemplate(templates, {} as any), /packer\/partials\/docker\.hbs:4: a value for \{\{hcl\}\} is missing/);
 });
 
 test("machine-readable lines: artifacts, commas, ui text", () => {

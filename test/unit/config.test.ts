@@ -101,6 +101,9 @@ const BAD: [string, string, number, RegExp][] = [
   ["args not scalars", variant({ 7: "    dockerfile: app/Dockerfile\n    args: { A: [1, 2] }" }), 8, /images\.svc\.args\.A must be a string or a number or a boolean/],
   ["ami named like an image", variant({ 15: "  rel:" }), 15, /"rel" names both an image and an AMI/],
   ["empty file", "", 1, /must be a mapping with project: and images:/],
+  ["local image unknown", variant({ 22: "    services: [rel]\n    local: { image: hostimg }" }), 23, /local image "hostimg" is not defined/],
+  ["local image without systemd", variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, include: [python3] } }", 22: "    services: [rel]\n    local: { image: base }" }), 23, /local image "base" has no systemd[\s\S]*add systemd-sysv to images\.base\.rootfs\.debootstrap\.include/],
+  ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
 ];
 
 test(`at least 30 bad inputs are covered (${BAD.length})`, () => {
@@ -217,10 +220,10 @@ test("Docker port forms", () => {
 
 test("the reference bake.yml is valid", async () => {
   const config = await loadConfig(path.join(ROOT, "bake.yml"), {});
-  assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "runtime:service", "diagnostics:release", "replays:release"]);
-  assert.equal(config.amis.map((a) => a.name), ["app-host"]);
+  assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "host:service", "runtime:service", "diagnostics:release", "replays:release"]);
+  assert.equal(config.amis.map((a) => [a.name, a.local?.image, a.runtimeEnv]), [["app-host", "host", "/etc/bake/runtime.env"]]);
   assert.is(config.registry, undefined);
-  assert.is(config.images[2].args.RELEASE, "dev");
+  assert.is(config.images[3].args.RELEASE, "dev");
 });
 
 test("the generated validator is current (make setup writes it after tsc)", async () => {

@@ -28,6 +28,9 @@ images:
   other:
     parent: base
     dockerfile: other/Dockerfile
+  hostimg:
+    parent: base
+    dockerfile: hostimg/Dockerfile
 amis:
   host:
     builder: ebs
@@ -37,6 +40,7 @@ amis:
     playbook: ansible/host.yml
     preload: [base]
     services: [rel]
+    local: { image: hostimg }
 `;
 
 const FILES: Record<string, string> = {
@@ -52,6 +56,7 @@ const FILES: Record<string, string> = {
   "rel/build/keep.txt": "kept\n",
   "rel/pkg/mod.py": "x = 1\n",
   "other/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+  "hostimg/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get install -y systemd-sysv\n",
   "ansible/host.yml": "- hosts: all\n  roles: [web]\n",
   "ansible/.bakeignore": "*.md\n",
   "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n",
@@ -61,7 +66,7 @@ const FILES: Record<string, string> = {
 async function keysOf(dir: string, target: Target = "local", env: Record<string, string> = {}): Promise<Record<string, string>> {
   const { readFileSync } = await import("node:fs");
   const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, env);
-  const graph = buildGraph(config);
+  const graph = buildGraph(config, target);
   const keys = computeKeys(graph, await readInputDigests(config), target, { sourceAmi: new Map([["host", "ami-0123"]]), unresolved: new Map() });
   return Object.fromEntries([...keys].map(([n, k]) => [n, k.key ?? "unknown"]));
 }
@@ -88,7 +93,9 @@ const EDITS: [string, (dir: string) => void, string[]][] = [
   ["svc's Dockerfile", (d) => appendFileSync(path.join(d, "svc/Dockerfile"), "RUN true\n"), ["host", "rel", "svc"]],
   ["a file of svc's context", (d) => appendFileSync(path.join(d, "svc/app.py"), "#\n"), ["host", "rel", "svc"]],
   ["svc's args", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace('A: "1"', 'A: "2"')), ["host", "rel", "svc"]],
-  ["the rootfs tarball", (d) => appendFileSync(path.join(d, "rootfs.tar"), "more"), ["base", "host", "other", "rel", "svc"]],
+  ["the rootfs tarball", (d) => appendFileSync(path.join(d, "rootfs.tar"), "more"), ["base", "host", "hostimg", "other", "rel", "svc"]],
+  // The local AMI's host starts from local.image: its key is part of the local AMI's.
+  ["the local host image's Dockerfile", (d) => appendFileSync(path.join(d, "hostimg/Dockerfile"), "RUN true\n"), ["host", "hostimg"]],
   ["other's Dockerfile", (d) => appendFileSync(path.join(d, "other/Dockerfile"), "RUN true\n"), ["other"]],
   ["the playbook", (d) => appendFileSync(path.join(d, "ansible/host.yml"), "# note\n"), ["host"]],
   ["a file of a role the playbook uses", (d) => writeTree(d, { "ansible/roles/web/defaults/main.yml": "a: 1\n" }), ["host"]],
@@ -126,6 +133,18 @@ for (const [what, edit] of NO_OPS) {
     assert.equal(changedNodes(before, await keysOf(dir)), []);
   });
 }
+
+test("the local host image is a dependency of the AMI on the local target only, and in its key there only", async () => {
+  const dir = tempTree(FILES);
+  const { readFileSync } = await import("node:fs");
+  const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, {});
+  assert.ok(buildGraph(config, "local").byName.get("host")!.deps.includes("hostimg"));
+  assert.not.ok(buildGraph(config, "aws").byName.get("host")!.deps.includes("hostimg"));
+  const before = await keysOf(dir, "aws");
+  appendFileSync(path.join(dir, "hostimg/Dockerfile"), "RUN true\n");
+  const after = await keysOf(dir, "aws");
+  assert.equal(changedNodes(before, after), ["hostimg"]);
+});
 
 test("the AMI key depends on the target and, on aws, on the source AMI", async () => {
   const dir = tempTree(FILES);

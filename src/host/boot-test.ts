@@ -1,0 +1,180 @@
+/**
+ * The boot test of a local machine image: started as a host boots (systemd as PID 1), it must
+ * reach `running` with no failed unit, its loader must have the shipped images present under
+ * their keys, and every service must run from its runtime contract and answer its health check
+ * on 127.0.0.1. The host's engine is the outer one (standin.ts). Everything the test starts is
+ * namespaced (container and network names, a `bake.namespace` label, host ports the engine
+ * picks) so it never touches `bake up`'s containers, and is removed at the end, interrupt or not.
+ */
+import { randomBytes } from "node:crypto";
+import type { DockerTool } from "../tools/docker.js";
+import { waitHealthy, type Service } from "../up/services.js";
+import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
+
+/** What `systemctl is-system-running --wait` answers once the boot is over. */
+const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);
+
+export interface BootCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface BootReport {
+  ok: boolean;
+  seconds: number;
+  checks: BootCheck[];
+}
+
+export interface BootTestInput {
+  docker: DockerTool;
+  /** The machine image to boot (an image id). */
+  image: string;
+  project: string;
+  ami: string;
+  /** The images the loader must leave present, by reference and key. */
+  shipped: { ref: string; key: string }[];
+  services: Service[];
+  /** pass_env values, written into the host's runtime environment file as user-data would. */
+  passEnv: Record<string, string>;
+  runtimeEnv: string;
+  /** The outer engine's unix socket on this machine. */
+  engineSocket: string;
+  /** Seconds to reach `running` and for the services to become healthy. */
+  timeoutSeconds?: number;
+  signal?: AbortSignal;
+  onLine?: (line: string) => void;
+}
+
+/** The host's runtime environment file: the pass_env values and the boot test's namespace. */
+export function runtimeEnvFile(passEnv: Record<string, string>, namespace: string): string {
+  const lines = Object.keys(passEnv)
+    .sort()
+    .map((k) => `${k}=${passEnv[k]}`);
+  return [...lines, `BAKE_NAMESPACE=${namespace}`, "BAKE_PUBLISH=ephemeral", ""].join("\n");
+}
+
+/** The container that boots the image as a host. */
+export function hostContainer(input: Pick<BootTestInput, "image" | "project" | "ami" | "engineSocket">, namespace: string): Record<string, unknown> {
+  return {
+    name: `${namespace}-${input.project}-${input.ami}`,
+    Image: input.image,
+    Entrypoint: [""],
+    Cmd: ["/sbin/init"],
+    Env: ["container=docker"],
+    StopSignal: "SIGRTMIN+3",
+    Labels: { "bake.project": input.project, "bake.namespace": namespace, "bake.boot-test": input.ami },
+    HostConfig: {
+      Tmpfs: { "/run": "", "/run/lock": "" },
+      Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `${input.engineSocket}:${ENGINE_SOCKET_IN_HOST}`],
+      NetworkMode: "none",
+    },
+  };
+}
+
+export async function bootTest(input: BootTestInput): Promise<BootReport> {
+  const { docker } = input;
+  const started = Date.now();
+  const namespace = `bake-boot-${randomBytes(3).toString("hex")}`;
+  const deadline = started + 1000 * (input.timeoutSeconds ?? 180);
+  const checks: BootCheck[] = [];
+  const check = (name: string, ok: boolean, detail: string) => {
+    checks.push({ name, ok, detail });
+    input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`);
+    return ok;
+  };
+  const run = async (cmd: string[]) => {
+    let out = "";
+    const code = await docker.exec(id, cmd, (_s, c) => (out += c.toString("utf8")));
+    return { code, out: out.trim() };
+  };
+  let id = "";
+  try {
+    id = await docker.createContainer(hostContainer(input, namespace));
+    await docker.putFiles(id, [
+      ...Object.entries(ENGINE_STANDIN).map(([file, content]) => ({ path: `/etc/systemd/system/${file}`, content, mode: 0o644 })),
+      { path: input.runtimeEnv, content: runtimeEnvFile(input.passEnv, namespace), mode: 0o600 },
+    ]);
+    await docker.startContainer(id);
+    input.onLine?.(`boot test: booting ${input.image.slice(0, 19)} as ${namespace}-${input.project}-${input.ami}`);
+
+    // 1. systemd reaches a steady state (asked again until its bus answers).
+    const state = await untilDeadline(deadline, input.signal, async () => {
+      for (;;) {
+        const answer = (await run(["systemctl", "is-system-running", "--wait"])).out.split("\n").pop()!;
+        if (SETTLED.has(answer) || Date.now() > deadline || input.signal?.aborted) return answer;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    });
+    const booted = state ?? "still starting";
+    check("boot", booted === "running", `systemd ${booted} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out.split("\n").map((l) => l.split(/\s+/)[0]).filter(Boolean);
+    const journals = await Promise.all(failed.map(async (u) => `${u}:\n${(await run(["journalctl", "-u", u, "-n", "15", "--no-pager", "-o", "cat"])).out}`));
+    check("units", failed.length === 0, failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units");
+
+    // 2. The loader ran before the services and the shipped images are there under their keys.
+    const loader = await unitState(run, "bake-preload.service");
+    const found = await docker.findBakeImages(input.shipped.map((s) => s.ref));
+    const missing = input.shipped.filter((s, i) => found[i]?.key !== s.key).map((s) => s.ref);
+    check("preload", loader.ok && !missing.length, `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`);
+
+    // 3. Every service runs from its contract and answers on 127.0.0.1.
+    const containerOf = (s: Service) => `${namespace}-${s.contract.ansible.name}`;
+    const health = await waitHealthy(input.services, docker, input.signal, containerOf);
+    for (const s of input.services) {
+      const unit = await unitState(run, `bake-service@${s.contract.ansible.name}.service`);
+      const h = health.find((x) => x.service === s.release.name)!;
+      const probe = h.ok ? await httpProbe(docker, s, h.container) : undefined;
+      const ok = unit.ok && h.ok && (probe?.ok ?? true);
+      const journal = unit.ok ? "" : `\n${(await run(["journalctl", "-u", `bake-service@${s.contract.ansible.name}.service`, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
+      check(`service ${s.release.name}`, ok, `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`);
+    }
+  } finally {
+    await removeNamespace(docker, namespace, id);
+  }
+  return { ok: checks.every((c) => c.ok), seconds: (Date.now() - started) / 1000, checks };
+}
+
+/** Removes the host and everything its services started under the namespace. */
+async function removeNamespace(docker: DockerTool, namespace: string, hostId: string): Promise<void> {
+  if (hostId) await docker.removeContainer(hostId).catch(() => undefined);
+  for (const c of await docker.listContainers({ "bake.namespace": namespace }).catch(() => [])) await docker.removeContainer(c.id).catch(() => undefined);
+  await docker.removeNetworks({ "bake.namespace": namespace }).catch(() => []);
+}
+
+async function unitState(run: (cmd: string[]) => Promise<{ code: number; out: string }>, unit: string): Promise<{ ok: boolean; text: string }> {
+  const { out } = await run(["systemctl", "show", unit, "-p", "ActiveState", "-p", "Result", "-p", "UnitFileState"]);
+  const props = Object.fromEntries(out.split("\n").map((l) => l.split("=", 2) as [string, string]));
+  return { ok: props.ActiveState === "active" && props.Result === "success", text: `${unit} ${props.ActiveState ?? "?"} (${props.Result ?? "?"}, ${props.UnitFileState || "not installed"})` };
+}
+
+/** GET of the service's health path on the host port the engine published for it, when its contract has one. */
+async function httpProbe(docker: DockerTool, s: Service, container: string): Promise<{ ok: boolean; detail: string } | undefined> {
+  const health = s.release.run!.health;
+  if (!health?.http) return undefined;
+  const info = await docker.inspectContainer(container);
+  const binding = (info?.NetworkSettings?.Ports?.[`${health.port}/tcp`] ?? [])[0] as { HostPort: string } | undefined;
+  if (!binding) return { ok: false, detail: `port ${health.port} is not published` };
+  const url = `http://127.0.0.1:${binding.HostPort}${health.http}`;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    await res.arrayBuffer();
+    return { ok: res.ok, detail: `GET ${url} answered ${res.status}` };
+  } catch (e) {
+    return { ok: false, detail: `GET ${url}: ${(e as Error).message}` };
+  }
+}
+
+/** The first answer of `attempt` before the deadline (undefined when none came). */
+async function untilDeadline<T>(deadline: number, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+    signal?.addEventListener("abort", () => resolve(undefined), { once: true });
+  });
+  try {
+    return await Promise.race([attempt(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,40 @@
+/** The local host's pure parts: the container that boots it, its runtime environment, its stand-ins. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { hostContainer, runtimeEnvFile } from "../../src/host/boot-test.js";
+import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
+import { runtimeContract } from "../../src/runtime/contract.js";
+
+test("the boot test's host: systemd as PID 1, unprivileged, no network of its own, the engine's socket where the host's engine would be", () => {
+  const c: any = hostContainer({ image: "sha256:abc", project: "p", ami: "web", engineSocket: "/var/run/docker.sock" }, "bake-boot-1a2b3c");
+  assert.is(c.name, "bake-boot-1a2b3c-p-web");
+  assert.equal(c.Cmd, ["/sbin/init"]);
+  assert.equal(c.Labels, { "bake.project": "p", "bake.namespace": "bake-boot-1a2b3c", "bake.boot-test": "web" });
+  assert.equal(c.HostConfig.Binds, ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`]);
+  assert.equal(Object.keys(c.HostConfig.Tmpfs), ["/run", "/run/lock"]);
+  assert.is(c.HostConfig.NetworkMode, "none");
+  assert.not.ok("Privileged" in c.HostConfig);
+});
+
+test("the runtime environment the boot test hands the host: pass_env values, its namespace, ports the engine picks", () => {
+  assert.is(runtimeEnvFile({ TOKEN: "a=b c", API: "x" }, "bake-boot-1"), "API=x\nTOKEN=a=b c\nBAKE_NAMESPACE=bake-boot-1\nBAKE_PUBLISH=ephemeral\n");
+});
+
+test("the engine's stand-in: docker.service succeeds when the socket answers, its socket and containerd are skipped", () => {
+  assert.equal(STANDIN_UNITS, ["docker.service.d", "docker.socket.d", "containerd.service.d"]);
+  const service = ENGINE_STANDIN["docker.service.d/bake-standin.conf"];
+  assert.match(service, /^ExecStart=$/m);
+  assert.match(service, new RegExp(`^ExecStart=/bin/sh -c 'test -S ${ENGINE_SOCKET_IN_HOST}'$`, "m"));
+  assert.match(service, /^Type=oneshot$/m);
+  assert.match(service, /^Restart=no$/m);
+  for (const unit of ["docker.socket.d", "containerd.service.d"]) assert.match(ENGINE_STANDIN[`${unit}/bake-standin.conf`], /^ConditionPathExists=\/nonexistent/m);
+});
+
+test("a host's service contract is bake up's create options without pass_env values", () => {
+  const contract = runtimeContract({ project: "p", service: "web", image: "p/web:0123456789ab", key: "k", run: { ports: [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 80, protocol: "tcp" }], env: { A: "1" }, passEnv: ["TOKEN"] } });
+  assert.equal(contract.ansible.create, { ...contract.create({ TOKEN: "x" }), Env: ["A=1"] });
+  assert.equal(contract.create({ TOKEN: "x" }).Env, ["A=1", "TOKEN=x"]);
+  assert.not.ok(JSON.stringify(contract.ansible).includes("TOKEN=x"));
+});
+
+test.run();
