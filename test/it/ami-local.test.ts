@@ -12,18 +12,21 @@ const project = uniqueProject("ami-local");
 const SECRET = `sentinel-${process.pid}-Zq9xW`;
 let dir = "";
 
-test.before(() => {
-  dir = tempTree({
-    "bake.yml": `project: ${project}
+const PIPELINE = `project: ${project}
 images:
   base:
     rootfs:
       debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] }
+  hostimg: { parent: base, dockerfile: host/Dockerfile }
   svc: { parent: base, dockerfile: app/Dockerfile }
   app:
     parent: svc
     dockerfile: app/Dockerfile
-    run: { ports: ["8080"], command: [python3, -m, http.server, "8080"], pass_env: [APP_TOKEN] }
+    run:
+      ports: ["8080"]
+      command: [python3, -m, http.server, "8080"]
+      pass_env: [APP_TOKEN]
+      health: { http: /, port: 8080, interval: 1, retries: 3 }
 amis:
   host:
     builder: ebs
@@ -33,17 +36,56 @@ amis:
     playbook: ansible/host.yml
     preload: [base]
     services: [app]
-`,
+    local: { image: hostimg }
+`;
+const HOST_DOCKERFILE = "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n";
+
+test.before(() => {
+  dir = tempTree({
+    "bake.yml": PIPELINE,
     "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers.txt\n",
-    // The marker role is found through the ansible.cfg beside the playbook, its text comes from
-    // group_vars: the bake reads both, as `ansible-playbook host.yml` in that folder would.
-    "ansible/host.yml": "---\n- name: Test host\n  hosts: all\n  become: true\n  roles:\n    - role: preload\n    - role: marker\n  tasks:\n    - name: Extra tasks from outside the folder\n      ansible.builtin.include_tasks: ../shared/extra.yml\n",
+    "host/Dockerfile": HOST_DOCKERFILE,
+    // The production roles (engine, loader, services at boot), a role in the style of public ones
+    // (package, template, a handler that restarts its service, enabled at boot), and the marker
+    // role, found through the ansible.cfg beside the playbook with its text from group_vars.
+    "ansible/host.yml": [
+      "---",
+      "- name: Test host",
+      "  hosts: all",
+      "  become: true",
+      "  roles:",
+      "    - role: docker_host",
+      "    - role: web",
+      "    - role: preload",
+      "    - role: marker",
+      "    - role: service",
+      "      vars:",
+      "        service_at_boot: true",
+      "  tasks:",
+      "    - name: Extra tasks from outside the folder",
+      "      ansible.builtin.include_tasks: ../shared/extra.yml",
+      "",
+    ].join("\n"),
     "ansible/ansible.cfg": "[defaults]\nroles_path = roles:../shared/roles\n",
     "ansible/group_vars/all.yml": "marker_text: \"baked\\n\"\n",
+    "ansible/roles/web/defaults/main.yml": "---\nweb_port: 8088\n",
+    "ansible/roles/web/tasks/main.yml": [
+      "---",
+      "- name: Install lighttpd",
+      "  ansible.builtin.apt: { name: lighttpd, state: present, update_cache: true, cache_valid_time: 3600 }",
+      "- name: Listen on the configured port",
+      "  ansible.builtin.template: { src: port.conf.j2, dest: /etc/lighttpd/conf-enabled/90-port.conf, mode: \"0644\" }",
+      "  notify: Restart lighttpd",
+      "- name: Run lighttpd now and at boot",
+      "  ansible.builtin.service: { name: lighttpd, state: started, enabled: true }",
+      "",
+    ].join("\n"),
+    "ansible/roles/web/handlers/main.yml": "---\n- name: Restart lighttpd\n  ansible.builtin.service: { name: lighttpd, state: restarted }\n",
+    "ansible/roles/web/templates/port.conf.j2": "server.port := {{ web_port }}\n",
     "shared/roles/marker/tasks/main.yml": "- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: \"{{ marker_text }}\"\n    mode: \"0644\"\n",
     "shared/extra.yml": "- name: An included task\n  ansible.builtin.debug:\n    msg: included\n",
   });
-  cpSync(path.join(ROOT, "ansible/roles"), path.join(dir, "ansible/roles"), { recursive: true });
+  for (const role of ["docker_host", "preload", "service", "bake_agent"]) cpSync(path.join(ROOT, "ansible/roles", role), path.join(dir, "ansible/roles", role), { recursive: true });
 });
 
 test.after(async () => {
@@ -94,9 +136,46 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   assert.is((await docker.getImage(`${project}/app:${m.images.app.key.slice(0, 12)}`).inspect()).Id, m.images.app.id);
 });
 
+test("the bake ran on a systemd host, and the image boots: no failed unit, the loader's images, the service answering on 127.0.0.1", async () => {
+  // A public-style role's handler restarts its service through systemd during the bake.
+  assert.match(first.stderr, /RUNNING HANDLER \[web : Restart lighttpd\][\s\S]*?changed: \[default\]/);
+  assert.match(first.stderr, /boot test: ok boot \([\d.]+ s\): systemd running/);
+  assert.match(first.stderr, /boot test: ok units \([\d.]+ s\): no failed units/);
+  assert.match(first.stderr, new RegExp(`boot test: ok preload [^\\n]*bake-preload.service active \\(success, enabled\\); present under their keys: ${project}/base:[0-9a-f]{12}, ${project}/app:[0-9a-f]{12}`));
+  assert.match(first.stderr, /boot test: ok service app [^\n]*bake-service@[^ ]+-app\.service active[^\n]*healthy; GET http:\/\/127\.0\.0\.1:\d+\/ answered 200/);
+  const boot = manifest().amis.host.boot;
+  assert.ok(boot.ok && boot.seconds > 0 && boot.seconds < 180, JSON.stringify(boot));
+  // Nothing of the boot test is left: no container or network under its namespace.
+  assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
+  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
+});
+
+test("the secret is baked nowhere: not in the image's files or configuration, nor in any container the engine keeps", async () => {
+  const id = manifest().amis.host.regions.local;
+  assert.not.ok(JSON.stringify(await docker.getImage(id).inspect()).includes(SECRET), "image configuration");
+  const container = await docker.createContainer({ Image: id, Cmd: ["true"] });
+  let found = false;
+  let bytes = 0;
+  try {
+    const stream = await container.export();
+    let tail = Buffer.alloc(0);
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      const window = Buffer.concat([tail, chunk]);
+      if (window.includes(SECRET)) found = true;
+      bytes += chunk.length;
+      tail = window.subarray(Math.max(0, window.length - SECRET.length));
+    }
+  } finally {
+    await container.remove({ force: true });
+  }
+  assert.ok(bytes > 100 << 20, `the whole filesystem was read (${bytes} bytes)`);
+  assert.not.ok(found, "the image's files");
+  for (const c of await docker.listContainers({ all: true })) assert.not.ok(JSON.stringify(await docker.getContainer(c.Id).inspect()).includes(SECRET), `container ${c.Names[0]}`);
+});
+
 test("the plan shows the local AMI cached; a second bake is a no-op that never starts Packer", async () => {
   const plan = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes;
-  assert.equal(plan.map((n: any) => n.status), ["cached", "cached", "cached", "cached"]);
+  assert.equal(plan.map((n: any) => n.status), ["cached", "cached", "cached", "cached", "cached"]);
   const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
   for (const tool of ["git", "docker"]) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool));
   const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { PATH: bin } });
@@ -133,11 +212,33 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
 /** The same pipeline under another project name, with a host playbook of one task. */
 function variantWithTask(suffix: string, task: string): string {
   return tempTree({
-    "bake.yml": readFileSync(path.join(dir, "bake.yml"), "utf8").replace(`project: ${project}`, `project: ${project}-${suffix}`),
+    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
+    "host/Dockerfile": HOST_DOCKERFILE,
     "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${task}`,
   });
 }
+
+test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
+  const failing = tempTree({
+    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-health`).replace("http: /,", "http: /missing,"),
+    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
+    "host/Dockerfile": HOST_DOCKERFILE,
+    "ansible/host.yml": readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
+  });
+  cpSync(path.join(ROOT, "ansible/roles"), path.join(failing, "ansible/roles"), { recursive: true });
+  const containersBefore = (await docker.listContainers({ all: true })).length;
+  const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
+  assert.is(r.code, 1, r.stderr.slice(-3000));
+  assert.match(r.stderr, /error: host: boot test failed: service app\n/);
+  assert.match(r.stderr, /service app: bake-service@[^ ]+-app\.service active[^\n]*container bake-boot-[0-9a-f]+-[^ ]+-app unhealthy/);
+  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-health/host`] }) })).length, 0, "nothing tagged");
+  assert.is(await containerCountSettling(containersBefore), containersBefore, "no container left behind");
+  const manifestFile = path.join(failing, "bake-manifest.json");
+  assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
+  assert.not.ok(r.stderr.includes(SECRET), "the secret in no output");
+  await removeProject(`${project}-health`);
+});
 
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
   const failing = variantWithTask("fail", "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n");
