@@ -97,6 +97,7 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
     ]);
     await docker.startContainer(id);
     input.onLine?.(`boot test: booting ${input.image.slice(0, 19)} as ${namespace}-${input.project}-${input.ami}`);
+    input.onLine?.(`boot test: the host's docker.service stands in for an engine of its own: the outer engine answers at ${ENGINE_SOCKET_IN_HOST} (no engine runs in an unprivileged container)`);
 
     // 1. systemd reaches a steady state (asked again until its bus answers).
     const state = await untilDeadline(deadline, input.signal, async () => {

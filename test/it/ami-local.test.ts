@@ -240,6 +240,32 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
   await removeProject(`${project}-health`);
 });
 
+test("Ctrl-C during the boot test: exit 130, the host and its services removed, nothing tagged", async () => {
+  // A health check whose first probe comes late: the interrupt lands while the test waits for it.
+  const slow = tempTree({
+    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-bootint`).replace("interval: 1, retries: 3", "interval: 120, retries: 1"),
+    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
+    "host/Dockerfile": HOST_DOCKERFILE,
+    "ansible/host.yml": readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
+  });
+  cpSync(path.join(ROOT, "ansible/roles"), path.join(slow, "ansible/roles"), { recursive: true });
+  const containersBefore = (await docker.listContainers({ all: true })).length;
+  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/boot test: ok preload/.test(seen) && Date.now() - started < 300_000) await new Promise((r) => setTimeout(r, 100));
+  assert.match(seen, /boot test: ok preload/);
+  child.kill("SIGINT");
+  const result = await child;
+  assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
+  assert.not.match(String(result.stderr), /\n\s+at /);
+  assert.is(await containerCountSettling(containersBefore), containersBefore, "the host and its services are gone");
+  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
+  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-bootint/host`] }) })).length, 0, "nothing tagged");
+  await removeProject(`${project}-bootint`);
+});
+
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
   const failing = variantWithTask("fail", "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n");
   const containersBefore = (await docker.listContainers({ all: true })).length;
