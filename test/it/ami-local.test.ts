@@ -209,24 +209,23 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
   assert.ok(filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")), "the packer log exists and was searched");
 });
 
-/** The same pipeline under another project name, with a host playbook of one task. */
-function variantWithTask(suffix: string, task: string): string {
-  return tempTree({
-    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`),
+/**
+ * The pipeline under another project name (its bake.yml edited), with the production host
+ * playbook and roles, or with a playbook of one task.
+ */
+function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
+  const tree = tempTree({
+    "bake.yml": (options.edit ?? ((y: string) => y))(PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`)),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
     "host/Dockerfile": HOST_DOCKERFILE,
-    "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${task}`,
+    "ansible/host.yml": options.task ? `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` : readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
   });
+  if (!options.task) cpSync(path.join(ROOT, "ansible/roles"), path.join(tree, "ansible/roles"), { recursive: true });
+  return tree;
 }
 
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
-  const failing = tempTree({
-    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-health`).replace("http: /,", "http: /missing,"),
-    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
-    "host/Dockerfile": HOST_DOCKERFILE,
-    "ansible/host.yml": readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
-  });
-  cpSync(path.join(ROOT, "ansible/roles"), path.join(failing, "ansible/roles"), { recursive: true });
+  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,") });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-3000));
@@ -242,13 +241,7 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
 
 test("Ctrl-C during the boot test: exit 130, the host and its services removed, nothing tagged", async () => {
   // A health check whose first probe comes late: the interrupt lands while the test waits for it.
-  const slow = tempTree({
-    "bake.yml": PIPELINE.replace(`project: ${project}`, `project: ${project}-bootint`).replace("interval: 1, retries: 3", "interval: 120, retries: 1"),
-    "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
-    "host/Dockerfile": HOST_DOCKERFILE,
-    "ansible/host.yml": readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
-  });
-  cpSync(path.join(ROOT, "ansible/roles"), path.join(slow, "ansible/roles"), { recursive: true });
+  const slow = variant("bootint", { edit: (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1") });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
   let seen = "";
@@ -267,7 +260,7 @@ test("Ctrl-C during the boot test: exit 130, the host and its services removed, 
 });
 
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
-  const failing = variantWithTask("fail", "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n");
+  const failing = variant("fail", { task: "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n" });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-2000));
@@ -281,7 +274,7 @@ test("a failed bake exits 1 naming the failure, tags nothing and leaves no manif
 });
 
 test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, no manifest entry", async () => {
-  const slow = variantWithTask("int", "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n");
+  const slow = variant("int", { task: "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n" });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
   let seen = "";
