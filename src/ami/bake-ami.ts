@@ -14,9 +14,10 @@ import type { DockerTool } from "../tools/docker.js";
 import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
-import { ansibleVars, amiTags, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
+import { ansibleVars, amiTags, BAKE_VARS, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
+import { unsafeExtraVars } from "../tools/ansible.js";
 
 export interface RenderedFolder {
   dir: string;
@@ -32,7 +33,7 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
   return node.ami;
 }
 
-/** Writes ami.pkr.hcl and bake-vars.json into dir and formats them with `packer fmt`. */
+/** Writes ami.pkr.hcl and bake-vars.yml into dir and formats them with `packer fmt`. */
 export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
@@ -54,7 +55,7 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   mkdirSync(dir, { recursive: true });
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
-  writeFileSync(path.join(dir, "bake-vars.json"), `${JSON.stringify(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys), null, 2)}\n`);
+  writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
   if (pipeline.target === "local") {
     for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
       mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });

@@ -11,6 +11,8 @@ export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
 export const DOCKER_SOCKET_ENV = "BAKE_DOCKER_SOCKET";
 export const PRELOAD_ARCHIVE = "preload.tar";
+/** The Ansible variables beside the HCL, every string `!unsafe` (tools/ansible.ts). */
+export const BAKE_VARS = "bake-vars.yml";
 
 export interface AmiRenderInput {
   config: BakeConfig;
@@ -125,7 +127,7 @@ export interface AnsibleVars {
   bake_runtime_env: string;
 }
 
-/** The non-secret variables the host playbook receives (bake-vars.json beside the HCL). */
+/** The non-secret variables the host playbook receives (bake-vars.yml beside the HCL). */
 export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, imageKeys: Map<string, string | undefined>): AnsibleVars {
   const ref = (name: string) => `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY12)}`;
   const byName = new Map<string, ImageNode>(config.images.map((i) => [i.name, i]));

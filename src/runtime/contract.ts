@@ -114,7 +114,7 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
   return { ansible: { ...ansible, create: withoutPassEnv }, create };
 }
 
-/** Kept for the AMI's bake-vars.json: the same contract, Ansible side. */
+/** Kept for the AMI's bake-vars.yml: the same contract, Ansible side. */
 export function serviceVars(input: ContractInput): ServiceVars {
   return runtimeContract(input).ansible;
 }

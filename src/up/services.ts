@@ -11,7 +11,7 @@ import { imageRepository } from "../config/model.js";
 import { BakeError, UsageError } from "../errors.js";
 import { runtimeContract, networkName, type RuntimeContract } from "../runtime/contract.js";
 import type { ContainerRecord, DockerTool } from "../tools/docker.js";
-import { run } from "../tools/exec.js";
+import { runLocalPlaybook, unsafeExtraVars } from "../tools/ansible.js";
 
 export interface Service {
   release: ImageNode;
@@ -86,13 +86,9 @@ export async function startWithApi(services: Service[], config: BakeConfig, dock
 export async function startWithAnsible(services: Service[], config: BakeConfig, passEnv: Record<string, string>, playbook: string, onLine: (l: string) => void): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-up-"));
   try {
-    const vars = path.join(dir, "vars.json");
-    writeFileSync(vars, JSON.stringify({ bake_services: services.map((s) => s.contract.ansible) }));
-    await run("ansible-playbook", ["-i", "localhost,", "-c", "local", playbook, "--extra-vars", `@${vars}`], {
-      env: { ...passEnv, ANSIBLE_NOCOLOR: "1", ANSIBLE_LOCALHOST_WARNING: "False", ANSIBLE_INVENTORY_UNPARSED_WARNING: "False", ANSIBLE_PYTHON_INTERPRETER: "/usr/bin/python3" },
-      secrets: Object.values(passEnv),
-      onLine,
-    });
+    const vars = path.join(dir, "vars.yml");
+    writeFileSync(vars, unsafeExtraVars({ bake_services: services.map((s) => s.contract.ansible) }));
+    await runLocalPlaybook(playbook, vars, { env: passEnv, secrets: Object.values(passEnv), onLine });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

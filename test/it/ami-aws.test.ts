@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { parse as parseYaml } from "yaml";
 import { DescribeImageAttributeCommand, DescribeImagesCommand } from "@aws-sdk/client-ec2";
 import { bake, tempTree, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs } from "../helpers/engine.js";
@@ -67,7 +68,7 @@ for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["eb
     assert.not.match(hcl, /required_plugins/, "Packer 1.6 does not know required_plugins");
     await execa("packer", ["validate", out], { env: packerEnv(env) });
     await execa("packer", ["fmt", "-check", out]);
-    const vars = JSON.parse(readFileSync(path.join(out, "bake-vars.json"), "utf8"));
+    const vars = parseYaml(readFileSync(path.join(out, "bake-vars.yml"), "utf8"), { customTags: [{ tag: "!unsafe", resolve: (v: string) => v }] });
     assert.equal(vars.bake_preload_images.map((i: any) => i.name), ["base", "web"]);
     assert.equal(vars.bake_services[0].pass_env, ["WEB_TOKEN"]);
   });

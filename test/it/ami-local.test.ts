@@ -10,6 +10,8 @@ import { containerCountSettling, docker, removeProject, uniqueProject } from "..
 
 const project = uniqueProject("ami-local");
 const SECRET = `sentinel-${process.pid}-Zq9xW`;
+/** A file that an env value would create if Ansible templated it (it must never exist). */
+const PWNED = `/tmp/bake-pwned-ami-${process.pid}`;
 let dir = "";
 
 const PIPELINE = `project: ${project}
@@ -26,6 +28,7 @@ images:
       ports: ["8080"]
       command: [python3, -m, http.server, "8080"]
       pass_env: [APP_TOKEN]
+      env: { LOG_FMT: "{{.Time}}", PROBE: "{{ lookup('pipe', 'touch ${PWNED}') }}" }
       health: { http: /, port: 8080, interval: 1, retries: 3 }
 amis:
   host:
@@ -123,10 +126,16 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   try {
     await execa("docker", ["cp", `${container.id}:/var/lib/bake/preload/images.tar`, out]);
     await execa("docker", ["cp", `${container.id}:/etc/bake-test`, out]);
+    await execa("docker", ["cp", `${container.id}:/etc/bake/services/${project}-app.json`, path.join(out, "app.json")]);
   } finally {
     await container.remove({ force: true });
   }
   assert.is(readFileSync(path.join(out, "bake-test"), "utf8"), "baked\n");
+  // The contract the host starts the service from holds the values as bake.yml wrote them.
+  const contract = JSON.parse(readFileSync(path.join(out, "app.json"), "utf8"));
+  assert.equal(contract.create.Env, ["LOG_FMT={{.Time}}", `PROBE={{ lookup('pipe', 'touch ${PWNED}') }}`]);
+  assert.equal([contract.pass_env, contract.runtime_env], [["APP_TOKEN"], "/etc/bake/runtime.env"]);
+  assert.not.ok(existsSync(PWNED), "the lookup ran on the controller");
   await execa("tar", ["-xf", path.join(out, "images.tar"), "-C", out, "manifest.json"]);
   const archived = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as { Config: string; RepoTags: string[] }[];
   const ids = archived.map((a) => `sha256:${path.basename(a.Config, ".json")}`).sort();

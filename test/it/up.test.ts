@@ -1,13 +1,15 @@
 /** `bake up` and friends on the real engine, and parity with the production Ansible role. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { writeFileSync, rmSync } from "node:fs";
+import { existsSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { bake, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("up-it");
 const TOKEN = `tok-${process.pid}`;
+/** A file that an env value would create if Ansible templated it (it must never exist). */
+const PWNED = `/tmp/bake-pwned-up-${process.pid}`;
 let dir = "";
 
 test.before(async () => {
@@ -21,7 +23,7 @@ images:
     dockerfile: web/Dockerfile
     run:
       ports: ["127.0.0.1::8080"]
-      env: { GREETING: hello, MODE: test }
+      env: { GREETING: hello, MODE: test, LOG_FMT: "{{.Time}}", PROBE: "{{ lookup('pipe', 'touch ${PWNED}') }}" }
       pass_env: [WEB_TOKEN]
       command: [sh, -c, "echo web starting; exec httpd -f -v -p 8080 -h /www"]
       health: { http: /index.html, port: 8080, interval: 1, retries: 5 }
@@ -149,6 +151,10 @@ test("parity: --via ansible (the production service role) runs the same containe
   const viaAnsible = await contractOf(`${project}-web`);
   assert.equal(viaAnsible, viaApi);
   assert.ok(viaApi.env.includes(`WEB_TOKEN=${TOKEN}`));
+  // Values reach Ansible literally: a Go template stays as written, a Jinja lookup runs nothing.
+  assert.ok(viaAnsible.env.includes("LOG_FMT={{.Time}}"), JSON.stringify(viaAnsible.env));
+  assert.ok(viaAnsible.env.includes(`PROBE={{ lookup('pipe', 'touch ${PWNED}') }}`), JSON.stringify(viaAnsible.env));
+  assert.not.ok(existsSync(PWNED), "the lookup ran on the controller");
   assert.is(viaApi.restart?.Name, "unless-stopped");
   assert.not.ok(ansible.stdout.includes(TOKEN) || ansible.stderr.includes(TOKEN), "the secret stays out of the output");
   assert.is((await bake(["down"], { cwd: dir })).code, 0);
