@@ -66,16 +66,15 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   return { dir, hclFile };
 }
 
-/** Environment variables the rendered folder reads, and which of their values are secret. */
-export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = process.env): { missing: string[]; secrets: string[] } {
+/**
+ * Environment variables the rendered folder reads, which of their values are secret, and the
+ * pass_env names taken out of Packer's environment (the host reads them at boot, never the bake).
+ */
+export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = process.env): { missing: string[]; secrets: string[]; withheld: Record<string, undefined> } {
   const { sensitive, passEnv } = sensitiveVariables(ami, pipeline.config, pipeline.target);
   const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
-  const secrets = [
-    ...passEnv.map((p) => env[p.name]),
-    env.AWS_SECRET_ACCESS_KEY,
-    env.AWS_SESSION_TOKEN,
-  ].filter((v): v is string => Boolean(v));
-  return { missing, secrets };
+  const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter((v): v is string => Boolean(v));
+  return { missing, secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
 }
 
 export interface BakeResult {
@@ -101,7 +100,7 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
  * Runs Packer in the project's folder (Ansible's working folder then), with ANSIBLE_CONFIG naming
  * the ansible.cfg the AMI's key covers (playbook-inputs.ts), so Ansible reads no other.
  */
-export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
+export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string | undefined>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
   const errors: string[] = [];
   const ansibleConfig = ansibleConfigFile(ami.playbook, options.projectDir);
   try {

@@ -32,16 +32,15 @@ export interface AmiRenderInput {
   revision?: string;
 }
 
-export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Target): { sensitive: TemplateContext["sensitive"]; passEnv: TemplateContext["passEnv"] } {
+export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Target): { sensitive: TemplateContext["sensitive"]; passEnv: string[] } {
   const sensitive: TemplateContext["sensitive"] = [];
   if (target === "aws" && ami.builder === "instance-store") {
     sensitive.push({ name: "x509_cert_path", env: "BAKE_X509_CERT" }, { name: "x509_key_path", env: "BAKE_X509_KEY" });
   }
   // The local host reaches the engine through its socket, wherever this machine keeps it.
   if (target === "local") sensitive.push({ name: "docker_socket", env: DOCKER_SOCKET_ENV });
-  const names = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
-  const passEnv = names.map((name) => ({ name, variable: `pass_env_${name}` }));
-  for (const p of passEnv) sensitive.push({ name: p.variable, env: p.name });
+  // pass_env values never reach a bake: the host reads them at boot (README: The host, booted).
+  const passEnv = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
   return { sensitive, passEnv };
 }
 
@@ -49,7 +48,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
   const { config, ami, target } = input;
   const keyTag = input.key ? input.key.slice(0, KEY12) : "unknown";
   const local = target === "local";
-  const { sensitive, passEnv } = sensitiveVariables(ami, config, target);
+  const { sensitive } = sensitiveVariables(ami, config, target);
   const rel = (p: string) => path.relative(input.outDir, p).split(path.sep).join("/");
   const common = {
     amiName: ami.name,
@@ -58,7 +57,6 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     instanceStore: !local && ami.builder === "instance-store",
     requiredPlugins: input.requiredPlugins,
     sensitive,
-    passEnv,
     preloadArchive: PRELOAD_ARCHIVE,
     playbookPath: rel(ami.playbook),
     ansibleUser: local ? "root" : "admin",

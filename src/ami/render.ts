@@ -19,7 +19,6 @@ export interface TemplateContext {
   requiredPlugins: boolean;
   sourceRef: string;
   sensitive: { name: string; env: string }[];
-  passEnv: { name: string; variable: string }[];
   preloadArchive: string;
   playbookPath: string;
   ansibleUser: string;

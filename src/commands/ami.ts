@@ -64,7 +64,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
 
     const dir = path.join(pipeline.config.dir, ".bake", "ami", `${ami.name}-${options.target}-${key.slice(0, KEY12)}`);
     const packer = packerTool();
-    const { missing, secrets } = packerEnvironment(pipeline, ami);
+    const { missing, secrets, withheld } = packerEnvironment(pipeline, ami);
     if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key)`);
     if (options.dryRun) {
       const folder = await renderFolder(pipeline, ami, dir, packer, { sourceAmi, revision });
@@ -91,7 +91,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     say("exporting the shipped images");
     await exportImages(pipeline, ami, dir, docker, options.signal);
     say(`packer build ${folder.dir}`);
-    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, env: local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : undefined, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
+    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : {}) }, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
     let regions: Record<string, string>;
     if (options.target === "aws") {
       const baked = amiIdsByRegion(ids.join(","))[ami.region];

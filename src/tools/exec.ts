@@ -33,9 +33,30 @@ export interface RunResult {
   exitCode?: number;
 }
 
+/**
+ * The forms a secret takes in a tool's output: as it is, as Packer's machine-readable lines
+ * escape it (`,` → `%!(PACKER_COMMA)`, newline → `\n`, carriage return → `\r`), JSON-escaped,
+ * and, for a value of several lines (a PEM key, JSON), each of its lines of 8 characters or more,
+ * since output is redacted a line at a time.
+ */
+export function secretForms(secret: string): string[] {
+  const packer = secret.replace(/,/g, "%!(PACKER_COMMA)").replace(/\n/g, "\\n").replace(/\r/g, "\\r");
+  const json = JSON.stringify(secret).slice(1, -1);
+  const lines = secret.includes("\n") ? secret.split(/\r?\n/).filter((l) => l.trim().length >= 8) : [];
+  return [...new Set([secret, packer, json, JSON.stringify(packer).slice(1, -1), ...lines])].sort((a, b) => b.length - a.length);
+}
+
+/** Shorter secrets are redacted only where they stand as a whole token, so that `ab` does not blank every "ab". */
+export const SHORT_SECRET = 4;
+
+/** Replaces every form of every secret with `***` (README: Secrets). */
 export function redact(text: string, secrets: readonly string[] = []): string {
   let out = text;
-  for (const s of secrets) if (s && s.length >= 4) out = out.split(s).join("***");
+  const forms = [...new Set(secrets.filter(Boolean).flatMap(secretForms))].sort((a, b) => b.length - a.length);
+  for (const f of forms) {
+    if (f.length >= SHORT_SECRET) out = out.split(f).join("***");
+    else out = out.replace(new RegExp(`(?<![\\w-])${f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(?![\\w-])`, "g"), "***");
+  }
   return out;
 }
 
