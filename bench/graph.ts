@@ -3,9 +3,13 @@ import { execa } from "execa";
 import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { ROOT } from "../test/helpers/bake.js";
 
-/** The docker CLI here has no buildx: the raw side is the classic builder, as it falls back to. */
-export const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0" };
+/**
+ * The docker CLI here has no buildx: the raw side is the classic builder, as it falls back to.
+ * The benchmarks' pipelines name the busybox rootfs the tests share, outside each project.
+ */
+export const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0", BAKE_ALLOW_PATHS: path.join(ROOT, ".bake", "test-cache") };
 
 export const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
   const t = process.hrtime.bigint();

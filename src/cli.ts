@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /** bake's command line: yargs definitions, and the one place errors become exit codes. */
+import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
 import type { Tools } from "./core/read.js";
 import type { Target } from "./graph/keys.js";
+import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
 import { connectDocker } from "./tools/docker.js";
 import { connectEc2 } from "./tools/ec2.js";
 
@@ -54,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
     .option("file", { type: "string", default: "bake.yml", describe: "the pipeline file" })
     .option("json", { type: "boolean", default: false, describe: "machine output on stdout" })
     .option("verbose", { type: "boolean", default: false, describe: "show stack traces and debug detail" })
+    .option("allow-path", { type: "string", array: true, describe: "a folder outside the project that bake.yml may name (also BAKE_ALLOW_PATHS, colon-separated)" })
+    .middleware((args) => {
+      // The opt-in lives outside bake.yml, which a change under review could edit.
+      const allowed = (args["allow-path"] as string[] | undefined) ?? [];
+      if (allowed.length) process.env[ALLOW_PATHS_ENV] = [process.env[ALLOW_PATHS_ENV], ...allowed.map((p) => path.resolve(p))].filter(Boolean).join(":");
+    })
     .command(
       "plan [nodes..]",
       "the graph in build order: each node's key, whether it is cached or will build, and why",

@@ -51,7 +51,7 @@ export function parseConfig(text: string, file: string, dir: string, env: Env): 
   }
   const shape = checkShape(value, map);
   if (shape.length) throw fail(shape);
-  const { config, errors } = checkSemantics(value as BakeFile, map, dir);
+  const { config, errors } = checkSemantics(value as BakeFile, map, dir, env);
   if (errors.length) throw fail(errors);
   return { ...config, file };
 }

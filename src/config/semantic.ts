@@ -11,6 +11,7 @@ import type { AmiEntry, BakeFile, ImageEntry, RunEntry } from "./schema.js";
 import { DEFAULT_RUNTIME_ENV, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RunContract } from "./model.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 import { findCycle } from "../graph/graph.js";
+import { projectPathGuard } from "./project-paths.js";
 
 /** One path component of a Docker repository name. */
 export const DOCKER_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
@@ -20,9 +21,18 @@ const REGION = /^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+$/;
 const ACCOUNT = /^\d{12}$/;
 const OWNER_ALIASES = new Set(["self", "amazon", "aws-marketplace", "aws-backup-vault"]);
 
-export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string): { config: BakeConfig; errors: ConfigError[] } {
+export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string, env: Record<string, string | undefined> = {}): { config: BakeConfig; errors: ConfigError[] } {
   const errors: ConfigError[] = [];
-  const err = (p: YamlPath, message: string, hint?: string, key = false) => errors.push(new ConfigError(map.locate(p, key), message, hint));
+  const guard = projectPathGuard(dir, env);
+  const report = (p: YamlPath, message: string, hint?: string, key = false) => void errors.push(new ConfigError(map.locate(p, key), message, hint));
+  // Every path bake.yml names passes here: inside the project, or allowed from outside bake.yml.
+  const err: Report = Object.assign(report, {
+    outside: (p: YamlPath, what: string, value: string, resolved: string) => {
+      if (guard.allowed(resolved)) return false;
+      report(p, `${what} ${value} is outside the project`, guard.hint(resolved));
+      return true;
+    },
+  });
 
   if (!DOCKER_NAME.test(raw.project)) {
     err(["project"], `project "${raw.project}" is not a valid Docker repository name`, "use lower-case letters, digits and single . _ - between them, e.g. arcade");
@@ -61,7 +71,8 @@ export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string): { co
   return { config: { file: map.file, dir, project: raw.project, registry, images, amis }, errors };
 }
 
-type Report = (p: YamlPath, message: string, hint?: string, key?: boolean) => void;
+/** Reports a problem at a place in bake.yml; `outside` reports a path outside the project (true when it is). */
+type Report = ((p: YamlPath, message: string, hint?: string, key?: boolean) => void) & { outside: (p: YamlPath, what: string, value: string, resolved: string) => boolean };
 
 function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): ImageNode {
   const node: ImageNode = { name, layer, parent: img.parent, args: {}, position: map.locate(at, true) };
@@ -87,7 +98,9 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     if (kinds.length !== 1) err([...at, "rootfs"], `rootfs of "${name}" needs exactly one of debootstrap: or tar:`, kinds.length ? "keep one of them" : "add debootstrap: { suite: bookworm } or tar: path/to/rootfs.tar");
     else if (img.rootfs.tar !== undefined) {
       const tar = path.resolve(dir, img.rootfs.tar);
-      if (kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
+      if (err.outside([...at, "rootfs", "tar"], "rootfs tarball", img.rootfs.tar, tar)) {
+        /* reported */
+      } else if (kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
       node.rootfs = { tar };
     } else if (img.rootfs.debootstrap) {
       const d = img.rootfs.debootstrap;
@@ -102,13 +115,17 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
   }
   if (img.dockerfile !== undefined) {
     const file = path.resolve(dir, img.dockerfile);
-    if (kindOf(file) !== "file") err([...at, "dockerfile"], `Dockerfile ${img.dockerfile} does not exist`, `looked for ${file}`);
+    if (err.outside([...at, "dockerfile"], "Dockerfile", img.dockerfile, file)) {
+      /* reported */
+    } else if (kindOf(file) !== "file") err([...at, "dockerfile"], `Dockerfile ${img.dockerfile} does not exist`, `looked for ${file}`);
     node.dockerfile = file;
     node.context = path.dirname(file);
   }
   if (img.context !== undefined) {
     const ctx = path.resolve(dir, img.context);
-    if (kindOf(ctx) !== "dir") err([...at, "context"], `build context ${img.context} is not a folder`, `looked for ${ctx}`);
+    if (err.outside([...at, "context"], "build context", img.context, ctx)) {
+      /* reported */
+    } else if (kindOf(ctx) !== "dir") err([...at, "context"], `build context ${img.context} is not a folder`, `looked for ${ctx}`);
     if (img.dockerfile === undefined) err([...at, "context"], `image "${name}" has a context: but no dockerfile:`, "add dockerfile:, or remove context:", true);
     node.context = ctx;
   }
@@ -208,7 +225,9 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
   const owners = ami.source.owners.map((v, i) => account([...at, "source", "owners", i], v, true));
   if (!/^[a-z0-9]+[0-9]*[a-z]*\.[a-z0-9]+$/.test(ami.instance_type)) err([...at, "instance_type"], `"${ami.instance_type}" is not an EC2 instance type`, "e.g. t3.small or m3.medium");
   const playbook = path.resolve(dir, ami.playbook);
-  if (kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
+  if (err.outside([...at, "playbook"], "playbook", ami.playbook, playbook)) {
+    /* reported */
+  } else if (kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
   const preload = ami.preload ?? [];
   preload.forEach((p, i) => {
     if (!layers.has(p)) err([...at, "preload", i], `preload image "${p}" is not defined`, `use one of: ${[...layers.keys()].join(", ")}`);

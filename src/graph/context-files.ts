@@ -68,7 +68,7 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
-export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean } = {}): Promise<ContextListing> {
+export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean; withhold?: string[] } = {}): Promise<ContextListing> {
   let patterns: string[] = [];
   try {
     patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
@@ -76,6 +76,8 @@ export async function listContext(root: string, options: { dockerfile?: string; 
     if (e?.code !== "ENOENT") throw e;
   }
   const matcher = dockerMatcher(patterns);
+  // Files bake keeps out unless a rule asks for them by name (`!.env`): its own .env of pass_env values.
+  const withheld = new Set((options.withhold ?? []).map((f) => path.relative(root, f).split(path.sep).join("/")).filter((rel) => !rel.startsWith("..") && !patterns.includes(`!${rel}`)));
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   // The walk and small files use synchronous calls: for thousands of small files they are
   // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.
@@ -86,7 +88,7 @@ export async function listContext(root: string, options: { dockerfile?: string; 
       const rel = dirRel ? `${dirRel}/${name}` : name;
       const abs = path.join(root, rel);
       const st = lstatSync(abs);
-      const ignored = patterns.length > 0 && matcher.ignores(rel);
+      const ignored = (patterns.length > 0 && matcher.ignores(rel)) || withheld.has(rel);
       if (st.isDirectory()) {
         // An excluded folder is still walked when a `!` pattern might bring something back,
         // and it arrives in the image when something inside it is kept.

@@ -29,7 +29,7 @@ export async function readInputs(config: BakeConfig, only?: Set<string>, deferLa
   const cache = DigestCache.forProject(config.dir);
   const wanted = (name: string) => !only || only.has(name);
   await Promise.all([
-    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache, deferLarge.has(img.name)))),
+    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache, deferLarge.has(img.name), config.dir))),
     ...config.amis.filter((ami) => wanted(ami.name)).map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
   cache.save();
@@ -41,7 +41,10 @@ export async function readInputDigests(config: BakeConfig): Promise<Map<string, 
   return (await readInputs(config)).digests;
 }
 
-export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache, deferLarge = false): Promise<InputDigests> {
+/** bake's own file of pass_env values beside bake.yml: never in a build context unless asked for by name. */
+export const DOT_ENV = ".env";
+
+export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache, deferLarge = false, projectDir?: string): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
   // A pinned release index (bake.lock) makes fresh upstream packages a new key.
   if (img.rootfs?.debootstrap) inputs.rootfs = digestOf(upstreamRelease ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease } : { debootstrap: img.rootfs.debootstrap });
@@ -49,7 +52,7 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
-    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge });
+    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge, withhold: projectDir ? [path.join(projectDir, DOT_ENV)] : [] });
     listings?.set(img.name, listing);
     if (!listing.deferred) inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);

@@ -19,6 +19,8 @@ export function testEnv(extra: Record<string, string | undefined> = {}): Record<
     AWS_SHARED_CREDENTIALS_FILE: "/nonexistent",
     CI: "true",
     NO_COLOR: "1",
+    // Fixtures name the busybox rootfs the tests share, outside each temporary project.
+    BAKE_ALLOW_PATHS: path.join(ROOT, ".bake", "test-cache"),
     ...extra,
   };
 }

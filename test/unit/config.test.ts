@@ -48,6 +48,7 @@ const FILES = {
   "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
   "ansible/host.yml": "- hosts: all\n  tasks: []\n",
   "notadir.txt": "x",
+  escape: "->/etc",
 };
 
 const BAD: [string, string, number, RegExp][] = [
@@ -103,6 +104,11 @@ const BAD: [string, string, number, RegExp][] = [
   ["empty file", "", 1, /must be a mapping with project: and images:/],
   ["local image unknown", variant({ 22: "    services: [rel]\n    local: { image: hostimg }" }), 23, /local image "hostimg" is not defined/],
   ["local image without systemd", variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, include: [python3] } }", 22: "    services: [rel]\n    local: { image: base }" }), 23, /local image "base" has no systemd[\s\S]*add systemd-sysv to images\.base\.rootfs\.debootstrap\.include/],
+  ["context outside the project", variant({ 7: "    dockerfile: app/Dockerfile\n    context: ../.." }), 8, /build context \.\.\/\.\. is outside the project[\s\S]*--allow-path/],
+  ["absolute Dockerfile outside", variant({ 7: "    dockerfile: /etc/hostname" }), 7, /Dockerfile \/etc\/hostname is outside the project/],
+  ["context through a link that leaves the project", variant({ 7: "    dockerfile: app/Dockerfile\n    context: escape" }), 8, /build context escape is outside the project/],
+  ["playbook outside", variant({ 20: "    playbook: /etc/ansible/site.yml" }), 20, /playbook \/etc\/ansible\/site.yml is outside the project/],
+  ["rootfs tarball outside", variant({ 4: "    rootfs: { tar: /etc/passwd }" }), 4, /rootfs tarball \/etc\/passwd is outside the project/],
   ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
 ];
 
@@ -216,6 +222,17 @@ test("Docker port forms", () => {
   assert.equal(parsePort("127.0.0.1::80"), { hostIp: "127.0.0.1", hostPort: undefined, containerPort: 80, protocol: "tcp" });
   assert.type(parsePort("0:80"), "string");
   assert.type(parsePort("a:b:c:d"), "string");
+});
+
+test("a folder outside the project is allowed from outside bake.yml only (BAKE_ALLOW_PATHS or --allow-path)", async () => {
+  const outside = tempTree({ "rootfs.tar": "x" });
+  const dir = tempTree({ ...FILES, "bake.yml": variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }) });
+  assert.throws(() => parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, {}), /outside the project/);
+  assert.is(parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, { BAKE_ALLOW_PATHS: outside }).images[0].rootfs?.tar, `${outside}/rootfs.tar`);
+  const refused = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" } });
+  assert.is(refused.code, 2, refused.stderr);
+  const flagged = await bake(["plan", "--target", "local", "--allow-path", outside], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" } });
+  assert.is(flagged.code, 0, flagged.stderr);
 });
 
 test("the reference bake.yml is valid", async () => {

@@ -188,6 +188,16 @@ test("the context listing follows .dockerignore: **, nested paths, ! exceptions,
   assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
 });
 
+test("bake's own .env stays out of a context that holds it, unless .dockerignore asks for it by name", async () => {
+  const dir = tempTree({ ".env": "TOKEN=secret\n", "app.py": "x", "sub/.env": "not bake's\n" });
+  const paths = async () => (await listContext(dir, { withhold: [path.join(dir, ".env")] })).entries.map((e) => e.path);
+  assert.equal(await paths(), ["app.py", "sub", "sub/.env"]);
+  writeFileSync(path.join(dir, ".dockerignore"), "*.md\n!.env\n");
+  assert.equal(await paths(), [".dockerignore", ".env", "app.py", "sub", "sub/.env"]);
+  // A context below the project does not hold it: nothing to withhold.
+  assert.equal((await listContext(path.join(dir, "sub"), { withhold: [path.join(dir, ".env")] })).entries.map((e) => e.path), [".env"]);
+});
+
 test("large files' digests are reused while size, times and inode stand, and recomputed when they change", async () => {
   const { DigestCache } = await import("../../src/graph/digest-cache.js");
   const { readFileSync: read, writeFileSync: write, utimesSync: utimes } = await import("node:fs");
