@@ -50,7 +50,7 @@ export async function baseParentId(node: ImageNode, rootfsDigest: string | undef
       const partial = `${tarFile}.partial-${process.pid}`;
       try {
         report.step(`debootstrap ${node.rootfs.debootstrap.suite}`);
-        await debootstrap(node.rootfs.debootstrap, work, { onLine: report.line, signal });
+        await debootstrap(node.rootfs.debootstrap, work, { credentials: node.rootfs.mirrorCredentials, onLine: report.line, signal });
         report.step("packing the rootfs");
         await packRootfs(work, partial, signal);
         renameSync(partial, tarFile);

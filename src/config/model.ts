@@ -1,5 +1,6 @@
 /** The validated, normalised pipeline that the rest of bake works from. Paths are absolute. */
 import type { SourcePosition } from "../errors.js";
+import type { UrlCredentials } from "./url-credentials.js";
 
 export type Layer = "base" | "service" | "release";
 
@@ -11,7 +12,10 @@ export interface DebootstrapSpec {
 }
 
 export interface RootfsSpec {
+  /** Its mirror without credentials: the spec is hashed into keys and shown. */
   debootstrap?: DebootstrapSpec;
+  /** The credentials the mirror URL carried in bake.yml, kept apart from everything shown. */
+  mirrorCredentials?: UrlCredentials;
   tar?: string;
 }
 

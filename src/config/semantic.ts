@@ -12,6 +12,7 @@ import { DEFAULT_RUNTIME_ENV, type AmiNode, type BakeConfig, type HealthSpec, ty
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 import { findCycle } from "../graph/graph.js";
 import { projectPathGuard } from "./project-paths.js";
+import { splitCredentials, stripCredentials } from "./url-credentials.js";
 
 /** One path component of a Docker repository name. */
 export const DOCKER_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
@@ -105,8 +106,9 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     } else if (img.rootfs.debootstrap) {
       const d = img.rootfs.debootstrap;
       if (!/^[a-z][a-z0-9-]*$/.test(d.suite)) err([...at, "rootfs", "debootstrap", "suite"], `debootstrap suite "${d.suite}" is not a suite name`, "e.g. bookworm");
-      if (d.mirror !== undefined && !/^(https?|file):\/\/\S+$/.test(d.mirror)) err([...at, "rootfs", "debootstrap", "mirror"], `mirror "${d.mirror}" is not an http(s):// or file:// URL`);
-      node.rootfs = { debootstrap: { suite: d.suite, variant: d.variant, include: [...(d.include ?? [])].sort(), mirror: d.mirror } };
+      if (d.mirror !== undefined && !/^(https?|file):\/\/\S+$/.test(d.mirror)) err([...at, "rootfs", "debootstrap", "mirror"], `mirror "${stripCredentials(d.mirror)}" is not an http(s):// or file:// URL`);
+      const mirror = d.mirror === undefined ? undefined : splitCredentials(d.mirror);
+      node.rootfs = { debootstrap: { suite: d.suite, variant: d.variant, include: [...(d.include ?? [])].sort(), mirror: mirror?.url }, ...(mirror?.credentials ? { mirrorCredentials: mirror.credentials } : {}) };
     }
   }
   if (img.from !== undefined) {

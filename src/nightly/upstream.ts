@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import type { ImageNode } from "../config/model.js";
+import { basicAuth, stripCredentials } from "../config/url-credentials.js";
 
 export interface UpstreamCheck {
   node: string;
@@ -35,7 +36,7 @@ export function aptMirror(root = "/etc/apt"): string | undefined {
     const oneLine = /^\s*deb\s+(?:\[[^\]]*\]\s+)?(https?:\/\/\S+)\s+\S+/m.exec(text)?.[1];
     const deb822 = /^URIs:\s*(https?:\/\/\S+)/m.exec(text)?.[1];
     const url = oneLine ?? deb822;
-    if (url && !/security/.test(url)) return url.replace(/\/+$/, "");
+    if (url && !/security/.test(url)) return stripCredentials(url).replace(/\/+$/, "");
   }
   return undefined;
 }
@@ -51,7 +52,9 @@ export async function debootstrapRelease(image: ImageNode, fallbackMirror: strin
   if (!mirror) return { note: "no mirror known: set rootfs.debootstrap.mirror, or list a Debian mirror in the apt sources" };
   const url = releaseIndexUrl(mirror, spec.suite);
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    // The mirror's credentials (kept apart from its URL since bake.yml was read) go in a header.
+    const c = image.rootfs!.mirrorCredentials;
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: c ? { Authorization: basicAuth(c) } : {} });
     if (!res.ok) return { url, note: `${url} answered HTTP ${res.status}` };
     return { url, digest: `sha256:${createHash("sha256").update(Buffer.from(await res.arrayBuffer())).digest("hex")}` };
   } catch (e) {

@@ -1,4 +1,5 @@
 /** The only module that asks git: the revision and source of the pipeline, for labels and the manifest. */
+import { stripCredentials } from "../config/url-credentials.js";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { run } from "./exec.js";
@@ -43,6 +44,4 @@ export function readRevision(dir: string): string | undefined {
 }
 
 /** A remote URL may carry a token (https://user:token@host/...): it never reaches a label. */
-export function stripCredentials(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, "$1");
-}
+export { stripCredentials };

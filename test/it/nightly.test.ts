@@ -2,7 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createServer, type Server } from "node:http";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
@@ -107,6 +107,44 @@ test("debootstrap base: the suite's release index is checked (dry run: reported,
     assert.is.not(again.report.upstream[0].after, base.after, "a new release index is a new digest");
   } finally {
     server.close();
+  }
+});
+
+test("a mirror with credentials: they reach the mirror (bake's request, debootstrap's wget) and no argument, pin, report, log or message", async () => {
+  const password = `pw-${process.pid}-Xq,7`;
+  const user = "bakeuser";
+  const expected = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+  const seen: { url: string; agent: string; authorized: boolean }[] = [];
+  const server = createServer((req, res) => {
+    const authorized = req.headers.authorization === expected;
+    seen.push({ url: req.url!, agent: String(req.headers["user-agent"] ?? ""), authorized });
+    // As a private mirror does: a challenge first (wget sends .netrc credentials only then).
+    if (!authorized) return void res.writeHead(401, { "WWW-Authenticate": 'Basic realm="mirror"' }).end();
+    if (req.url === "/debian/dists/bookworm/InRelease") res.end("Origin: Debian\nSuite: bookworm\n");
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const dir = tempTree({
+      "bake.yml": `project: ${project}-cred\nimages:\n  base:\n    rootfs:\n      debootstrap: { suite: bookworm, variant: minbase, mirror: "http://${user}:${encodeURIComponent(password)}@127.0.0.1:${port}/debian" }\n`,
+    });
+    const r = await run(dir);
+    // The release index is no real one: debootstrap fails after fetching it, and the run says so.
+    assert.is(r.code, 1, r.stderr);
+    assert.equal(r.report.failed.map((f: any) => f.node), ["base"]);
+    assert.ok(seen.some((s) => s.authorized && !/wget/i.test(s.agent)), `bake's own request: ${JSON.stringify(seen)}`);
+    assert.ok(seen.some((s) => s.authorized && /wget/i.test(s.agent)), `debootstrap's wget: ${JSON.stringify(seen)}`);
+    const lock = readFileSync(path.join(dir, "bake.lock"), "utf8");
+    assert.match(lock, new RegExp(`"url": "http://127\\.0\\.0\\.1:${port}/debian/dists/bookworm/InRelease"`));
+    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
+    for (const [where, text] of [["stdout", r.stdout], ["stderr", r.stderr], ["bake.lock", lock], ...logs.map((l, i) => [`log ${i}`, l])]) {
+      assert.not.ok(text.includes(password) || text.includes(encodeURIComponent(password)), `the password in ${where}`);
+      assert.not.ok(text.includes(`${user}:`), `the user info in ${where}`);
+    }
+  } finally {
+    server.close();
+    await removeProject(`${project}-cred`);
   }
 });
 

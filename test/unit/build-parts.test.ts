@@ -8,6 +8,8 @@ import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context
 import { listContext } from "../../src/graph/context-files.js";
 import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
 import { stripCredentials } from "../../src/tools/git.js";
+import { basicAuth, netrcEntry, splitCredentials } from "../../src/config/url-credentials.js";
+import { parseConfig } from "../../src/config/load.js";
 import { buildQuery, engineTarget, repositoryOf } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
@@ -120,6 +122,22 @@ test("debootstrap and tar argument lists", () => {
   assert.equal(debootstrapArgs({ suite: "bookworm", variant: "minbase", include: ["ca-certificates", "python3"] }, "/r"), ["--variant=minbase", "--include=ca-certificates,python3", "bookworm", "/r"]);
   assert.equal(debootstrapArgs({ suite: "bookworm", include: [], mirror: "http://mirror.example/debian" }, "/r"), ["bookworm", "/r", "http://mirror.example/debian"]);
   assert.equal(packRootfsArgs("/r", "/o.tar"), ["--numeric-owner", "--xattrs", "--sort=name", "-C", "/r", "-cf", "/o.tar", "."]);
+});
+
+test("a mirror's credentials: kept apart from its URL (keys, arguments), handed to wget's .netrc and as a Basic header", () => {
+  const { url, credentials } = splitCredentials("https://deploy:p%40ss%3Aw0rd,x@mirror.example:8443/debian");
+  assert.is(url, "https://mirror.example:8443/debian");
+  assert.equal(credentials, { host: "mirror.example", user: "deploy", password: "p@ss:w0rd,x" });
+  assert.is(netrcEntry(credentials!), "machine mirror.example login deploy password p@ss:w0rd,x\n");
+  assert.is(netrcEntry({ host: "h", user: "a b", password: 'q"t' }), 'machine h login "a b" password "q\\"t"\n');
+  assert.is(basicAuth(credentials!), `Basic ${Buffer.from("deploy:p@ss:w0rd,x").toString("base64")}`);
+  assert.equal(splitCredentials("http://mirror.example/debian"), { url: "http://mirror.example/debian" });
+  const dir = tempTree({});
+  const config = parseConfig('project: p\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "https://deploy:s3cr3t@mirror.example/debian" } } }\n', "bake.yml", dir, {});
+  const rootfs = config.images[0].rootfs!;
+  assert.is(rootfs.debootstrap!.mirror, "https://mirror.example/debian");
+  assert.equal(rootfs.mirrorCredentials, { host: "mirror.example", user: "deploy", password: "s3cr3t" });
+  assert.not.ok(debootstrapArgs(rootfs.debootstrap!, "/r").join(" ").includes("s3cr3t"));
 });
 
 test("git remotes lose their credentials before they reach a label", () => {

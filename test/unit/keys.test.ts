@@ -188,6 +188,16 @@ test("the context listing follows .dockerignore: **, nested paths, ! exceptions,
   assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
 });
 
+test("a debootstrap base's key does not depend on the credentials its mirror URL carries", async () => {
+  const yml = (mirror: string) => `project: k\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "${mirror}" } } }\n`;
+  const keyWith = async (mirror: string) => {
+    const config = parseConfig(yml(mirror), "bake.yml", tempTree({}), {});
+    return computeKeys(buildGraph(config), await readInputDigests(config), "local", { sourceAmi: new Map(), unresolved: new Map() }).get("base")!.key;
+  };
+  assert.is(await keyWith("https://a:one@m.example/debian"), await keyWith("https://b:two@m.example/debian"));
+  assert.is.not(await keyWith("https://m.example/debian"), await keyWith("https://other.example/debian"));
+});
+
 test("bake's own .env stays out of a context that holds it, unless .dockerignore asks for it by name", async () => {
   const dir = tempTree({ ".env": "TOKEN=secret\n", "app.py": "x", "sub/.env": "not bake's\n" });
   const paths = async () => (await listContext(dir, { withhold: [path.join(dir, ".env")] })).entries.map((e) => e.path);
