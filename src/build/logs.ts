@@ -1,4 +1,4 @@
-/** Full tool logs of a run: .bake/logs/<run-id>/<node>.log beside bake.yml. */
+/** Full tool logs of a run: .bake/logs/<run-id>/<node>.log beside bake.yml, readable by the owner only (0600). */
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
@@ -23,8 +23,9 @@ export class RunLogs {
   line(node: string, text: string): void {
     let file = this.files.get(node);
     if (!file) {
-      mkdirSync(this.dir, { recursive: true });
-      file = createWriteStream(this.pathOf(node), { flags: "a" });
+      // Tool output can hold what a tool printed of its environment: for the owner only.
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      file = createWriteStream(this.pathOf(node), { flags: "a", mode: 0o600 });
       this.files.set(node, file);
     }
     file.write(`${text}\n`);
