@@ -199,7 +199,12 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .option("yes", { type: "boolean", default: false, describe: "remove what the plan lists" })
-          .option("keep-images", { type: "number", default: 2, describe: "earlier local builds kept per image, besides the current key" }),
+          .option("keep-images", { type: "number", default: 2, describe: "earlier local builds kept per image, besides the current key" })
+          .check((a) => {
+            // yargs reads "foo" as NaN: a removal count must never come from a typo.
+            if (!Number.isInteger(a["keep-images"]) || (a["keep-images"] as number) < 0) throw new UsageError("--keep-images takes a whole number of 0 or more");
+            return true;
+          }),
       async (args) => {
         const { pruneCommand } = await import("./commands/prune.js");
         await pruneCommand({ file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"] }, tools, stdout, stderr);

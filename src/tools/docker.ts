@@ -535,6 +535,8 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       const { docker } = dockerode();
       const info = await docker.getImage(id).inspect().catch(() => undefined);
       if (!info) return true;
+      // Asked first: the engine refuses only at the last step, after every other tag is gone.
+      if ((await docker.listContainers({ all: true, filters: JSON.stringify({ ancestor: [info.Id] }) })).length) return false;
       try {
         // Untag every name first: removal by id refuses an image with several tags.
         for (const tag of info.RepoTags ?? []) if (tag !== "<none>:<none>") await docker.getImage(tag).remove({ noprune: false });

@@ -105,10 +105,25 @@ test("local images: the current key and the newest N earlier builds stay; the re
     [ids[0], "remove"],
   ]);
   assert.ok(await docker.getImage(ids[0]).inspect(), "a dry run removes nothing");
-  const r = await bake(["prune", "--yes", "--keep-images", "1"], { cwd: dir });
-  assert.is(r.code, 0, r.stderr);
-  for (const gone of [ids[0], ids[1]]) assert.is(await docker.getImage(gone).inspect().catch(() => undefined), undefined);
-  for (const kept of [ids[2], ids[3]]) assert.ok(await docker.getImage(kept).inspect());
+  // A count that is not a whole number of 0 or more removes nothing (it read as NaN, and -1 passed).
+  for (const bad of ["foo", "-1", "1.5"]) {
+    const refused = await bake(["prune", "--yes", "--keep-images", bad], { cwd: dir });
+    assert.is(refused.code, 2, `${bad}: ${refused.stderr}`);
+    assert.match(refused.stderr, /--keep-images takes a whole number of 0 or more/);
+  }
+  assert.ok(await docker.getImage(ids[0]).inspect(), "nothing removed");
+  // An image a container uses keeps every tag: the engine's refusal comes only after untagging.
+  const user = await docker.createContainer({ Image: ids[1], Cmd: ["true"] });
+  const tagsBefore = (await docker.getImage(ids[1]).inspect()).RepoTags;
+  try {
+    const r = await bake(["prune", "--yes", "--keep-images", "1"], { cwd: dir });
+    assert.is(r.code, 0, r.stderr);
+    assert.is(await docker.getImage(ids[0]).inspect().catch(() => undefined), undefined);
+    assert.equal((await docker.getImage(ids[1]).inspect()).RepoTags, tagsBefore, "the used image keeps its tags");
+    for (const kept of [ids[2], ids[3]]) assert.ok(await docker.getImage(kept).inspect());
+  } finally {
+    await user.remove({ force: true });
+  }
 });
 
 test.run();
