@@ -45,7 +45,15 @@ export function parseConfig(text: string, file: string, dir: string, env: Env): 
     },
   });
   if (problems.length) throw fail(problems);
-  const value = doc.toJS();
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    // The YAML library stops an alias that expands without end ("billion laughs") with a ReferenceError.
+    let alias = 0;
+    visit(doc, { Alias: (_k, node) => void (alias ||= node.range?.[0] ?? 0) });
+    throw fail([new ConfigError(map.at(alias), `YAML aliases expand too far: ${firstLine((e as Error).message)}`, "write the values out instead of nesting aliases")]);
+  }
   if (value === null || value === undefined || typeof value !== "object" || Array.isArray(value)) {
     throw fail([new ConfigError(map.at(0), `${file} must be a mapping with project: and images:`, "see schema/bake.schema.json")]);
   }

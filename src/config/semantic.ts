@@ -20,6 +20,7 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REGISTRY = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 const REGION = /^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+$/;
 const ACCOUNT = /^\d{12}$/;
+const HEALTH_PATH = /^\/[A-Za-z0-9\-._~/%?=&+,;:@!*()]*$/;
 const OWNER_ALIASES = new Set(["self", "amazon", "aws-marketplace", "aws-backup-vault"]);
 
 export function checkSemantics(raw: BakeFile, map: SourceMap, dir: string, env: Record<string, string | undefined> = {}): { config: BakeConfig; errors: ConfigError[] } {
@@ -162,6 +163,8 @@ function checkRun(run: RunEntry, at: YamlPath, err: Report): RunContract {
     const h = run.health;
     if ((h.http === undefined) === (h.cmd === undefined)) err([...at, "health"], "health needs exactly one of http: or cmd:", "e.g. health: { http: /healthz, port: 8080 }");
     if (h.http !== undefined && !h.http.startsWith("/")) err([...at, "health", "http"], `health path "${h.http}" must start with /`, `write /${h.http}`);
+    // The path goes into the container's shell health command: URL characters only, no quote or $.
+    else if (h.http !== undefined && !HEALTH_PATH.test(h.http)) err([...at, "health", "http"], `health path "${h.http}" may hold only URL characters`, "letters, digits and - . _ ~ / % ? = & + , ; : @ ! * ( ); percent-encode anything else");
     if (h.http !== undefined && h.port === undefined) err([...at, "health"], "an http health check needs port:", "add port: <the container port that serves it>");
     health = { http: h.http, port: h.port, cmd: h.cmd, interval: h.interval ?? 5, timeout: h.timeout ?? 3, retries: h.retries ?? 10 };
   }

@@ -109,6 +109,9 @@ const BAD: [string, string, number, RegExp][] = [
   ["context through a link that leaves the project", variant({ 7: "    dockerfile: app/Dockerfile\n    context: escape" }), 8, /build context escape is outside the project/],
   ["playbook outside", variant({ 20: "    playbook: /etc/ansible/site.yml" }), 20, /playbook \/etc\/ansible\/site.yml is outside the project/],
   ["rootfs tarball outside", variant({ 4: "    rootfs: { tar: /etc/passwd }" }), 4, /rootfs tarball \/etc\/passwd is outside the project/],
+  ["health path breaking out of the shell", variant({ 13: "      health: { http: \"/x'; touch /tmp/p; '\", port: 8080 }" }), 13, /health path "\/x'; touch \/tmp\/p; '" may hold only URL characters/],
+  ["health path with $", variant({ 13: "      health: { http: \"/$$HOME\", port: 8080 }" }), 13, /health path "\/\$HOME" may hold only URL characters/],
+  ["YAML alias bomb", ["project: demo", 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]', ...["b", "c", "d", "e", "f"].map((k, i) => `${k}: &${k} [${Array(10).fill(`*${"abcde"[i]}`).join(", ")}]`), "images: {}"].join("\n"), 3, /YAML aliases expand too far/],
   ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
 ];
 
