@@ -3,6 +3,7 @@
  * API, or through the production Ansible role), wait for health, and stop exactly what bake
  * started.
  */
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -64,13 +65,27 @@ export function passEnvValues(config: BakeConfig, services: Service[], env = pro
   return values;
 }
 
+const PASS_ENV_LABEL = "bake.pass-env";
+
+/** `salt:sha256(salt, values)` of a service's pass_env values: tells a rotated secret without holding it. */
+export function passEnvDigest(values: Record<string, string>, names: string[], salt: string): string {
+  const h = createHash("sha256").update(salt);
+  for (const n of [...names].sort()) h.update(`\0${n}=${values[n] ?? ""}`);
+  return `${salt}:${h.digest("hex")}`;
+}
+
 export async function startWithApi(services: Service[], config: BakeConfig, docker: DockerTool, passEnv: Record<string, string>): Promise<string[]> {
   await docker.ensureNetwork(networkName(config.project), { "bake.project": config.project });
   const changed: string[] = [];
   for (const s of services) {
     const want = s.contract.create(passEnv);
     const existing = await docker.inspectContainer(want.name);
-    if (existing && existing.Config?.Labels?.["bake.contract"] === want.Labels["bake.contract"] && existing.Image === (await docker.inspectImage(want.Image))?.id) {
+    const names = s.release.run!.passEnv;
+    // A rotated secret recreates the container: compared through a salted digest, never the values.
+    const [salt] = String(existing?.Config?.Labels?.[PASS_ENV_LABEL] ?? "").split(":");
+    want.Labels = { ...want.Labels, [PASS_ENV_LABEL]: passEnvDigest(passEnv, names, randomBytes(8).toString("hex")) };
+    const sameSecrets = !names.length || existing?.Config?.Labels?.[PASS_ENV_LABEL] === passEnvDigest(passEnv, names, salt);
+    if (existing && sameSecrets && existing.Config?.Labels?.["bake.contract"] === want.Labels["bake.contract"] && existing.Image === (await docker.inspectImage(want.Image))?.id) {
       if (!existing.State?.Running) await docker.startContainer(existing.Id);
       continue;
     }
