@@ -10,7 +10,9 @@
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
-import { parse as parseYaml } from "yaml";
+import { LineCounter, parse as parseYaml, parseDocument } from "yaml";
+import { ConfigError } from "../errors.js";
+import { SourceMap } from "../config/source-map.js";
 import { parseDockerignore, patternMatcher } from "./context-files.js";
 
 /** One file Ansible may read: `name` is how keys and `bake plan` call it (stable across machines). */
@@ -110,8 +112,7 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
       add(f);
       if (/\.ya?ml$/.test(f) && (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))) scanTasks(readYaml(f), path.dirname(f));
     }
-    const meta = readYaml(path.join(dir, "meta", "main.yml"));
-    for (const dep of meta?.dependencies ?? []) useRole(typeof dep === "string" ? dep : dep?.role ?? dep?.name);
+    for (const dep of roleDependencies(path.join(dir, "meta", "main.yml"), projectDir)) useRole(dep);
   };
   // A file named in a task or play: relative to the file that names it, or to the playbook.
   const named = (value: unknown, from: string) => {
@@ -189,6 +190,35 @@ function walk(dir: string, patterns: string[]): string[] {
   };
   if (isDir(dir)) visit("");
   return out;
+}
+
+/**
+ * The roles a role's meta/main.yml depends on. One that names no role (Ansible fails on it
+ * later, mid-bake) is a config error at its line.
+ */
+export function roleDependencies(metaFile: string, projectDir: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(metaFile, "utf8");
+  } catch {
+    return [];
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines });
+  const map = new SourceMap(path.relative(projectDir, metaFile) || metaFile, doc, lines);
+  let meta: any;
+  try {
+    meta = doc.errors.length ? undefined : doc.toJS();
+  } catch (e) {
+    throw new ConfigError(map.at(0), `cannot read ${map.file}: ${(e as Error).message.split("\n")[0]}`, "write the values out instead of nesting aliases");
+  }
+  const deps: unknown = meta?.dependencies ?? [];
+  if (!Array.isArray(deps)) throw new ConfigError(map.locate(["dependencies"]), "dependencies: must be a list of roles", "write dependencies: [{ role: <name> }]");
+  return deps.map((dep, i) => {
+    const name = typeof dep === "string" ? dep : (dep?.role ?? dep?.name);
+    if (typeof name !== "string" || !name) throw new ConfigError(map.locate(["dependencies", i]), "a role dependency names no role", "write - role: <name>, or the role's name as a string");
+    return name;
+  });
 }
 
 function readIgnore(file: string): string[] {

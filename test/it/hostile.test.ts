@@ -4,7 +4,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
@@ -50,6 +50,10 @@ test("bake's .env stays out of an image whose context holds it, until .dockerign
   const asked = await files();
   assert.match(asked, /(^|\n)\.env\n/);
   assert.ok(asked.includes(secret), "asked for by name, it is sent as docker would");
+  // The run's tool logs are the owner's only.
+  const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+  assert.ok(logs.length > 0);
+  for (const e of logs) assert.is(statSync(path.join(e.parentPath ?? (e as any).path, e.name)).mode & 0o777, 0o600, e.name);
 });
 
 test.run();

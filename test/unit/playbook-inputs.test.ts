@@ -3,11 +3,12 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ansibleConfigFile, ansibleInputs, configuredRolesPaths, iniValue } from "../../src/graph/playbook-inputs.js";
+import { ansibleConfigFile, ansibleInputs, configuredRolesPaths, iniValue, roleDependencies } from "../../src/graph/playbook-inputs.js";
+import { ConfigError } from "../../src/errors.js";
 import { amiInputs } from "../../src/graph/inputs.js";
 import { keyOf } from "../../src/graph/keys.js";
 import { changedInputs, describeInputs } from "../../src/plan/plan.js";
-import { tempTree } from "../helpers/bake.js";
+import { bake, tempTree } from "../helpers/bake.js";
 import type { AmiNode } from "../../src/config/model.js";
 
 const HOME = { HOME: "/nonexistent-home" };
@@ -101,6 +102,20 @@ test("an edit of any file Ansible reads moves the AMI's key, and the change is n
   // What .bakeignore leaves out, bake's own state and files Ansible is not pointed at do not count.
   for (const file of ["ansible/README.md", "ansible/scratch/tmp.txt", "ansible/x.retry", "shared/unrelated.yml"]) writeFileSync(path.join(dir, file), "changed\n");
   assert.is(keyOf(await amiInputs(ami, dir)), keyOf(before));
+});
+
+test("a role dependency that names no role is a config error at its line, through the CLI too (exit 2, no stack trace)", async () => {
+  const dir = tempTree({
+    "bake.yml": "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
+    "r.tar": "x",
+    "ansible/host.yml": "- hosts: all\n  roles: [web]\n",
+    "ansible/roles/web/meta/main.yml": "---\ndependencies:\n  - role: common\n  - when: true\n",
+  });
+  assert.throws(() => roleDependencies(path.join(dir, "ansible/roles/web/meta/main.yml"), dir), (e: any) => e instanceof ConfigError && e.describe().startsWith("ansible/roles/web/meta/main.yml:4:5: a role dependency names no role"));
+  const r = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^error: ansible\/roles\/web\/meta\/main\.yml:4:5: a role dependency names no role/m);
+  assert.not.match(r.stderr, /\n\s+at /);
 });
 
 test("many changed files are summed up", () => {
