@@ -3,11 +3,11 @@
  * streamed one after another, so memory does not grow with the context. Modes, owners and times
  * are normalised the way the key sees them, so the same key sends the same bytes.
  */
-import { createReadStream, existsSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import tar from "tar-stream";
-import type { ContextListing } from "../graph/context-files.js";
+import { listedFile, type ContextEntry, type ContextListing } from "../graph/context-files.js";
 
 /** Where bake puts the Dockerfile it sends (the user's, plus one LABEL instruction). */
 export const SENT_DOCKERFILE = ".bake.Dockerfile";
@@ -37,11 +37,11 @@ export function contextTar(
 ): { stream: Readable; dockerfilePath: string; labelsInRequest: boolean } {
   const pack = tar.pack();
   const common = { uid: 0, gid: 0, uname: "", gname: "", mtime: MTIME };
-  const addFile = (name: string, abs: string, size: number, mode: number) =>
+  const addFile = (listed: ContextEntry, abs: string, mode: number) =>
     new Promise<void>((resolve, reject) => {
-      const entry = pack.entry({ ...common, name, size, mode, type: "file" }, (err) => (err ? reject(err) : resolve()));
-      // 1 MiB reads: a 1 GiB context uploads ~0.4 s faster than with the default 64 KiB.
-      const source = createReadStream(abs, { highWaterMark: 1 << 20 });
+      const entry = pack.entry({ ...common, name: listed.path, size: listed.size, mode, type: "file" }, (err) => (err ? reject(err) : resolve()));
+      // As listed or not at all: no link followed, the size and (once known) the digest checked.
+      const source = Readable.from(listedFile(abs, listed));
       source.on("error", (e) => {
         entry.destroy(e);
         reject(e);
@@ -65,7 +65,7 @@ export function contextTar(
       if (!labelsInRequest && (e.path === ".dockerignore" || e.path === SENT_DOCKERFILE)) continue;
       if (e.type === "dir") pack.entry({ ...common, name: e.path, type: "directory", mode: 0o755 });
       else if (e.type === "symlink") pack.entry({ ...common, name: e.path, type: "symlink", linkname: readlinkSync(abs), mode: 0o777 });
-      else await addFile(e.path, abs, e.size, e.executable ? 0o755 : 0o644);
+      else await addFile(e, abs, e.executable ? 0o755 : 0o644);
     }
     if (labelsInRequest) {
       // The engine reads the Dockerfile from the context even when .dockerignore names it.

@@ -2,10 +2,9 @@
  * The files of a build context after `.dockerignore`, as Docker's classic builder sends them,
  * and their digests. The same list feeds the bake key and the build's tar stream.
  */
-import { createReadStream } from "node:fs";
-import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
+import { constants, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import type { DigestCache } from "./digest-cache.js";
-import { readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import dockerignore from "@balena/dockerignore";
@@ -146,6 +145,30 @@ async function hashInto(files: { entry: ContextEntry; abs: string; st: Stats }[]
     await Promise.all(files.map((f) => limit(async () => void (f.entry.digest = await hashFile(f.abs)))));
   }
   for (const f of files) cache?.set(f.abs, f.st, f.entry.digest!);
+}
+
+/**
+ * The bytes of a listed file, exactly as listed: opened without following a link (a file swapped
+ * for a link since the listing is refused) and checked against the listing's size and sha256 as
+ * it streams, so the engine never gets content other than the key's.
+ */
+export async function* listedFile(file: string, listed: { path: string; size: number; digest?: string }, chunkBytes = 1 << 20): AsyncGenerator<Buffer> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+    throw new Error(e.code === "ELOOP" ? `${listed.path} became a symbolic link after it was listed` : `${listed.path}: ${e.message}`);
+  });
+  try {
+    const h = createHash("sha256");
+    let size = 0;
+    for await (const chunk of handle.createReadStream({ highWaterMark: chunkBytes, autoClose: false }) as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > listed.size) break;
+      h.update(chunk);
+      yield chunk;
+    }
+    if (size !== listed.size || (listed.digest && h.digest("hex") !== listed.digest)) throw new Error(`${listed.path} changed after it was listed: build again`);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** One digest for a context: stable across machines (only the executable bit of the mode counts). */

@@ -11,12 +11,11 @@
  * the build argument BAKE_PARENT stays the parent's image id.
  */
 import { randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
 import http from "node:http";
 import { createRequire } from "node:module";
 import { once } from "node:events";
 import type { Duplex } from "node:stream";
-import { patternMatcher, type ContextEntry } from "../graph/context-files.js";
+import { listedFile, patternMatcher, type ContextEntry } from "../graph/context-files.js";
 
 /** One entry of the context listing the engine may ask for, and how to read it. */
 export interface ServedEntry extends ContextEntry {
@@ -269,7 +268,7 @@ async function diffCopy(call: any, dirs: SessionDirs): Promise<void> {
           const bytes = Buffer.from(e.source.text);
           for (let i = 0; i < bytes.length; i += CHUNK) await send({ type: PACKET.DATA, ID: p.ID, data: bytes.subarray(i, i + CHUNK) });
         } else if (e?.source && "file" in e.source) {
-          for await (const chunk of createReadStream(e.source.file, { highWaterMark: CHUNK })) await send({ type: PACKET.DATA, ID: p.ID, data: chunk });
+          for await (const chunk of listedFile(e.source.file, e, CHUNK)) await send({ type: PACKET.DATA, ID: p.ID, data: chunk });
         }
         await send({ type: PACKET.DATA, ID: p.ID });
       });

@@ -5,7 +5,7 @@ import path from "node:path";
 import tar from "tar-stream";
 import { BuildProgress, JsonLines, pushDigest, streamError } from "../../src/tools/docker-stream.js";
 import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context-tar.js";
-import { listContext } from "../../src/graph/context-files.js";
+import { listContext, listedFile } from "../../src/graph/context-files.js";
 import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
 import { stripCredentials } from "../../src/tools/git.js";
 import { basicAuth, netrcEntry, splitCredentials } from "../../src/config/url-credentials.js";
@@ -122,6 +122,24 @@ test("debootstrap and tar argument lists", () => {
   assert.equal(debootstrapArgs({ suite: "bookworm", variant: "minbase", include: ["ca-certificates", "python3"] }, "/r"), ["--variant=minbase", "--include=ca-certificates,python3", "bookworm", "/r"]);
   assert.equal(debootstrapArgs({ suite: "bookworm", include: [], mirror: "http://mirror.example/debian" }, "/r"), ["bookworm", "/r", "http://mirror.example/debian"]);
   assert.equal(packRootfsArgs("/r", "/o.tar"), ["--numeric-owner", "--xattrs", "--sort=name", "-C", "/r", "-cf", "/o.tar", "."]);
+});
+
+test("a listed file is served exactly as listed: a link swapped in, or other content, is refused", async () => {
+  const { symlinkSync, rmSync, writeFileSync } = await import("node:fs");
+  const { createHash } = await import("node:crypto");
+  const dir = tempTree({ "a.txt": "listed content\n", "secret": "outside\n" });
+  const listed = { path: "a.txt", size: 15, digest: createHash("sha256").update("listed content\n").digest("hex") };
+  const read = async (file: string, l = listed) => {
+    const chunks: Buffer[] = [];
+    for await (const c of listedFile(file, l, 4)) chunks.push(c);
+    return Buffer.concat(chunks).toString();
+  };
+  assert.is(await read(path.join(dir, "a.txt")), "listed content\n");
+  writeFileSync(path.join(dir, "a.txt"), "LISTED CONTENT\n");
+  assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt changed after it was listed/);
+  rmSync(path.join(dir, "a.txt"));
+  symlinkSync(path.join(dir, "secret"), path.join(dir, "a.txt"));
+  assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt became a symbolic link after it was listed/);
 });
 
 test("a mirror's credentials: kept apart from its URL (keys, arguments), handed to wget's .netrc and as a Basic header", () => {
