@@ -36,6 +36,11 @@ export interface ContextEntry {
   size: number;
   /** sha256 of the content (file) or of the link target (symlink). */
   digest?: string;
+  /**
+   * A file's identity when listed (inode and times, as git's index keeps them): a file that
+   * still has it is served without being hashed again (listedFile). Never part of a key.
+   */
+  seen?: { ino: number; mtimeMs: number; ctimeMs: number };
 }
 
 export interface ContextListing {
@@ -100,6 +105,8 @@ export async function listContext(root: string, options: { dockerfile?: string; 
         out.push({ path: rel, type: "symlink", executable: false, size: 0, digest: sha256(readlinkSync(abs)) });
       } else if (st.isFile()) {
         const entry: ContextEntry = { path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size };
+        // A file changed within the last seconds may change again within one timestamp tick: not trusted by identity.
+        if (Date.now() - st.mtimeMs > RACY_MS) entry.seen = { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
         if (st.size <= SMALL_FILE) entry.digest = sha256(readFileSync(abs));
         else {
           entry.digest = options.cache?.get(abs, st);
@@ -152,11 +159,18 @@ async function hashInto(files: { entry: ContextEntry; abs: string; st: Stats }[]
  * for a link since the listing is refused) and checked against the listing's size and sha256 as
  * it streams, so the engine never gets content other than the key's.
  */
-export async function* listedFile(file: string, listed: { path: string; size: number; digest?: string }, chunkBytes = 1 << 20): AsyncGenerator<Buffer> {
+export async function* listedFile(file: string, listed: Pick<ContextEntry, "path" | "size" | "digest" | "seen">, chunkBytes = 1 << 20): AsyncGenerator<Buffer> {
   const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
     throw new Error(e.code === "ELOOP" ? `${listed.path} became a symbolic link after it was listed` : `${listed.path}: ${e.message}`);
   });
   try {
+    // Still the file the listing saw (same inode, times and size): its bytes are the listed ones.
+    const st = await handle.stat();
+    const same = listed.seen && st.isFile() && st.ino === listed.seen.ino && st.size === listed.size && st.mtimeMs === listed.seen.mtimeMs && st.ctimeMs === listed.seen.ctimeMs;
+    if (same) {
+      yield* handle.createReadStream({ highWaterMark: chunkBytes, autoClose: false }) as AsyncIterable<Buffer>;
+      return;
+    }
     const h = createHash("sha256");
     let size = 0;
     for await (const chunk of handle.createReadStream({ highWaterMark: chunkBytes, autoClose: false }) as AsyncIterable<Buffer>) {
@@ -179,6 +193,8 @@ export function contextDigest(entries: readonly ContextEntry[]): string {
 }
 
 const SMALL_FILE = 1 << 20;
+/** As the digest cache: a file modified this recently is not trusted by its identity. */
+const RACY_MS = 3000;
 
 /** sha256 of a file, streamed so memory stays flat whatever its size. */
 export function hashFile(file: string): Promise<string> {

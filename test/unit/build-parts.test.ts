@@ -129,7 +129,7 @@ test("a listed file is served exactly as listed: a link swapped in, or other con
   const { createHash } = await import("node:crypto");
   const dir = tempTree({ "a.txt": "listed content\n", "secret": "outside\n" });
   const listed = { path: "a.txt", size: 15, digest: createHash("sha256").update("listed content\n").digest("hex") };
-  const read = async (file: string, l = listed) => {
+  const read = async (file: string, l: Parameters<typeof listedFile>[1] = listed) => {
     const chunks: Buffer[] = [];
     for await (const c of listedFile(file, l, 4)) chunks.push(c);
     return Buffer.concat(chunks).toString();
@@ -137,6 +137,13 @@ test("a listed file is served exactly as listed: a link swapped in, or other con
   assert.is(await read(path.join(dir, "a.txt")), "listed content\n");
   writeFileSync(path.join(dir, "a.txt"), "LISTED CONTENT\n");
   assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt changed after it was listed/);
+  // Still the file the listing saw (inode, times, size): served without hashing it again.
+  const { statSync } = await import("node:fs");
+  const st = statSync(path.join(dir, "a.txt"));
+  const seen = { ...listed, digest: "0".repeat(64), seen: { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs } };
+  assert.is(await read(path.join(dir, "a.txt"), seen), "LISTED CONTENT\n");
+  writeFileSync(path.join(dir, "a.txt"), "listed CONTENT\n");
+  assert.match(await read(path.join(dir, "a.txt"), seen).then(() => "served", (e: Error) => e.message), /changed after it was listed/, "rewritten: its times moved, so it is hashed");
   rmSync(path.join(dir, "a.txt"));
   symlinkSync(path.join(dir, "secret"), path.join(dir, "a.txt"));
   assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt became a symbolic link after it was listed/);
