@@ -16,6 +16,8 @@ import type { PlanEntry } from "../plan/plan.js";
 import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
 import type { GitInfo } from "../tools/git.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
+import { readBuildSecrets, refuseClassic } from "./secrets.js";
+import { redact } from "../tools/exec.js";
 import { completeDigests, contextDigest, type ContextListing } from "../graph/context-files.js";
 import { pinParent, SessionRefusedError, type ServedEntry } from "../tools/buildkit.js";
 import { readFileSync, readlinkSync } from "node:fs";
@@ -83,6 +85,8 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
     await moveTags(results, docker, options, logs, known);
     return results;
   }
+  // Build secrets are read now: a missing one stops the run before anything builds.
+  const secrets = readBuildSecrets(pipeline.config, images.filter((e) => e.status === "build" || options.noCache).map((e) => e.name));
   // Needed only for the labels, which go last in each context: read while the first one streams.
   const gitInfo = git();
   gitInfo.catch(() => undefined);
@@ -138,7 +142,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
               logs.line(entry.name, text);
             },
           };
-          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report, findExisting);
+          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report, findExisting, secrets.get(node.image.name));
         });
         results.set(entry.name, result);
         task.title = `${entry.name}: ${result.action} ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
@@ -213,7 +217,7 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
 
 type FindExisting = (node: string, repo: string, key: string) => Promise<BakeImageRecord | undefined>;
 
-async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting): Promise<ImageResult> {
+async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting, secrets?: Map<string, Buffer>): Promise<ImageResult> {
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).
@@ -278,6 +282,10 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
   })();
   labelled.catch(() => undefined);
   const viaBuildKit = await buildKitRequest(node, parentId, docker);
+  // A step that prints a secret (it should not) shows *** in the output and the log.
+  const secretValues = [...(secrets?.values() ?? [])].map((b) => b.toString("utf8"));
+  const line = secretValues.length ? (l: string) => report.line(redact(l, secretValues)) : report.line;
+  if (!viaBuildKit) refuseClassic(node, "this engine or Dockerfile builds with the classic builder");
   if (viaBuildKit) {
     let labels: Record<string, string>;
     try {
@@ -288,11 +296,12 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     }
     try {
       // Served only now: every file's digest is settled, and the engine tells content apart by it.
-      const id = await docker.buildWithSession({ ...viaBuildKit, context: servedContext(listing), sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+      const id = await docker.buildWithSession({ ...viaBuildKit, context: servedContext(listing), sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: line, secrets });
       return result("built", id);
     } catch (e) {
       // A proxy before the engine may allow builds but not sessions (docker-socket-proxy does by default).
       if (!(e instanceof SessionRefusedError)) throw e;
+      refuseClassic(node, `${e.message}`);
       report.line(`${e.message}: building with the classic builder`);
     }
   }

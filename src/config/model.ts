@@ -54,6 +54,8 @@ export interface ImageNode {
   context?: string;
   args: Record<string, string>;
   run?: RunContract;
+  /** Build secrets by id: where each value comes from when the image builds (never the value). */
+  secrets?: Record<string, { env?: string; file?: string }>;
   position: SourcePosition;
 }
 

@@ -58,6 +58,13 @@ export const ImageSchema = Type.Object(
     context: Type.Optional(NonEmpty),
     args: Type.Optional(StringMap),
     run: Type.Optional(RunSchema),
+    secrets: Type.Optional(
+      Type.Record(
+        Type.String(),
+        Type.Object({ env: Type.Optional(Type.String({ minLength: 1 })), file: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
+        { description: "build secrets by id, for RUN --mount=type=secret,id=<id>: from an environment variable or a file; never in a layer, label, key or log" },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

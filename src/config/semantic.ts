@@ -138,6 +138,22 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     node.args[k] = String(v);
   }
   if (img.run) node.run = checkRun(img.run, [...at, "run"], err);
+  if (img.secrets) {
+    node.secrets = {};
+    for (const [id, from] of Object.entries(img.secrets)) {
+      const where = [...at, "secrets", id];
+      if (!/^[A-Za-z0-9_.-]+$/.test(id)) err(where, `secret id "${id}" is not valid`, "letters, digits, _ . -", true);
+      if ((from.env === undefined) === (from.file === undefined)) err(where, `secret "${id}" needs exactly one of env: or file:`, "e.g. { env: NPM_TOKEN }");
+      else if (from.env !== undefined && !ENV_NAME.test(from.env)) err([...where, "env"], `"${from.env}" is not a valid environment variable name`);
+      else if (from.file !== undefined) {
+        const file = path.resolve(dir, from.file);
+        if (!err.outside([...where, "file"], "secret file", from.file, file) && kindOf(file) !== "file") err([...where, "file"], `secret file ${from.file} does not exist`, `looked for ${file}`);
+        node.secrets[id] = { file };
+        continue;
+      }
+      node.secrets[id] = { env: from.env };
+    }
+  }
   return node;
 }
 

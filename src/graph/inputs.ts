@@ -56,6 +56,8 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
     listings?.set(img.name, listing);
     if (!listing.deferred) inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);
+    // Which secrets the build mounts (their ids), never their values: as BuildKit's cache does.
+    if (img.secrets) inputs.secrets = digestOf(Object.keys(img.secrets).sort());
   }
   return inputs;
 }

@@ -124,6 +124,8 @@ message Stat { string path = 1; uint32 mode = 2; uint32 uid = 3; uint32 gid = 4;
 message Packet { int32 type = 1; Stat stat = 2; uint32 ID = 3; bytes data = 4; }
 message HealthCheckRequest { string service = 1; }
 message HealthCheckResponse { int32 status = 1; }
+message GetSecretRequest { string ID = 1; map<string, string> annotations = 2; }
+message GetSecretResponse { bytes data = 1; }
 message Timestamp { int64 seconds = 1; int32 nanos = 2; }
 message Vertex { string digest = 1; repeated string inputs = 2; string name = 3; bool cached = 4; Timestamp started = 5; Timestamp completed = 6; string error = 7; }
 message VertexLog { string vertex = 1; Timestamp timestamp = 2; int64 stream = 3; bytes msg = 4; }
@@ -144,7 +146,7 @@ function loadWire(): Wire {
   const require = createRequire(import.meta.url);
   const protobuf = require("protobufjs");
   const root = protobuf.parse(PROTO, { keepCase: true }).root;
-  const types = Object.fromEntries(["Packet", "HealthCheckRequest", "HealthCheckResponse", "StatusResponse"].map((n) => [n, root.lookupType(`bake.${n}`)]));
+  const types = Object.fromEntries(["Packet", "HealthCheckRequest", "HealthCheckResponse", "StatusResponse", "GetSecretRequest", "GetSecretResponse"].map((n) => [n, root.lookupType(`bake.${n}`)]));
   wire = { grpc: require("@grpc/grpc-js"), types };
   return wire;
 }
@@ -195,7 +197,7 @@ export interface SessionDirs {
  * Opens a session on the engine and serves `dirs` in it until closed. `target` is where plain
  * HTTP reaches the engine (a unix socket, or tcp); `sharedKey` names the files it keeps.
  */
-export async function openSession(target: http.RequestOptions, dirs: SessionDirs, sharedKey: string): Promise<{ id: string; close: () => void }> {
+export async function openSession(target: http.RequestOptions, dirs: SessionDirs, sharedKey: string, secrets: Map<string, Buffer> = new Map()): Promise<{ id: string; close: () => void }> {
   const { grpc, types } = loadWire();
   const id = randomUUID();
   const server = new grpc.Server();
@@ -207,6 +209,19 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
   server.addService(
     { Check: { path: "/grpc.health.v1.Health/Check", requestStream: false, responseStream: false, requestSerialize: req.serialize, requestDeserialize: req.deserialize, responseSerialize: res.serialize, responseDeserialize: res.deserialize } },
     { Check: (_call: unknown, done: (e: null, r: object) => void) => done(null, { status: 1 }) },
+  );
+  // Build secrets (RUN --mount=type=secret): handed over the session on request, never in the build's request.
+  const getReq = codec(types.GetSecretRequest);
+  const getRes = codec(types.GetSecretResponse);
+  server.addService(
+    { GetSecret: { path: "/moby.buildkit.secrets.v1.Secrets/GetSecret", requestStream: false, responseStream: false, requestSerialize: getReq.serialize, requestDeserialize: getReq.deserialize, responseSerialize: getRes.serialize, responseDeserialize: getRes.deserialize } },
+    {
+      GetSecret: (call: { request: { ID: string } }, done: (e: object | null, r?: object) => void) => {
+        const value = secrets.get(call.request.ID);
+        if (value) done(null, { data: value });
+        else done({ code: grpc.status.NOT_FOUND, details: `secret ${call.request.ID} is not among the image's secrets:` });
+      },
+    },
   );
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const socket = await new Promise<Duplex>((resolve, reject) => {
@@ -222,7 +237,7 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
         // The engine keeps the files it was sent under this key and asks next time only for
         // those whose stat changed (see contentTime); one key per node bounds what it keeps.
         "X-Docker-Expose-Session-Sharedkey": sharedKey,
-        "X-Docker-Expose-Session-Grpc-Method": ["/moby.filesync.v1.FileSync/DiffCopy", "/grpc.health.v1.Health/Check"],
+        "X-Docker-Expose-Session-Grpc-Method": ["/moby.filesync.v1.FileSync/DiffCopy", "/grpc.health.v1.Health/Check", "/moby.buildkit.secrets.v1.Secrets/GetSecret"],
       },
     });
     request.on("upgrade", (_res, s, head) => {

@@ -58,6 +58,8 @@ export interface SessionBuildRequest extends BuildSettings {
   parentTag: string;
   /** Names what the engine keeps of the node's files between builds (one per node). */
   sharedKey: string;
+  /** Build secrets by id, served through the session when a RUN --mount asks. */
+  secrets?: Map<string, Buffer>;
 }
 
 export interface DockerTool {
@@ -355,7 +357,7 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
         await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
         const text = request.dockerfileText;
         const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
-        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey).catch((e) => {
+        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey, request.secrets).catch((e) => {
           if (e instanceof SessionRefusedError) buildKit = Promise.resolve(false); // the rest of the run builds classic
           throw e;
         });

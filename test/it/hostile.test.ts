@@ -8,7 +8,8 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
-import { busyboxRootfs, imagesOfProject, removeProject, uniqueProject } from "../helpers/engine.js";
+import { createHash } from "node:crypto";
+import { busyboxRootfs, docker, imagesOfProject, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("hostile-it");
 
@@ -54,6 +55,48 @@ test("bake's .env stays out of an image whose context holds it, until .dockerign
   const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
   assert.ok(logs.length > 0);
   for (const e of logs) assert.is(statSync(path.join(e.parentPath ?? (e as any).path, e.name)).mode & 0o777, 0o600, e.name);
+});
+
+test("a build secret is mounted for the RUN that asks and lands in no layer, label, history, output or log; the classic builder refuses it", async () => {
+  const secret = `build-secret-${process.pid}-Vq7`;
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-sec\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app:\n    parent: base\n    dockerfile: app/Dockerfile\n    secrets: { token: { env: BUILD_TOKEN } }\n`,
+    // The RUN names this run (the engine's layer cache, like bake's key, never holds a secret's value).
+    "app/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN --mount=type=secret,id=token echo ${project} && sha256sum /run/secrets/token | cut -c1-64 > /token.sha && cat /run/secrets/token\n`,
+  });
+  try {
+    const missing = await bake(["build"], { cwd: dir });
+    assert.is(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /build secrets not set: BUILD_TOKEN \(secret token of app\)/);
+    assert.equal(await imagesOfProject(`${project}-sec`), [], "nothing built");
+
+    const r = await bake(["build", "--json"], { cwd: dir, env: { BUILD_TOKEN: secret } });
+    assert.is(r.code, 0, r.stderr);
+    const id = JSON.parse(r.stdout).images.app.id;
+    const mounted = (await execa("docker", ["run", "--rm", "--network", "none", id, "cat", "/token.sha"])).stdout.trim();
+    assert.is(mounted, createHash("sha256").update(secret).digest("hex"), "the RUN read the secret");
+    assert.not.ok(`${r.stdout}${r.stderr}`.includes(secret), "output");
+    const image = JSON.stringify(await docker.getImage(id).inspect()) + JSON.stringify(await docker.getImage(id).history());
+    assert.not.ok(image.includes(secret), "labels, configuration and history");
+    const layers = (await execa("sh", ["-c", `docker save ${id} | grep -c -a -F '${secret}' || true`])).stdout.trim();
+    assert.is(layers, "0", "no layer holds it");
+    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
+    assert.ok(logs.some((l) => l.includes("***")), "the step that printed it shows *** in the log");
+    assert.not.ok(logs.some((l) => l.includes(secret)), "logs");
+
+    const proxy = await sessionRefusingProxy();
+    try {
+      writeFileSync(path.join(dir, "app/Dockerfile"), `${readFileSync(path.join(dir, "app/Dockerfile"), "utf8")}RUN true\n`);
+      const classic = await bake(["build"], { cwd: dir, env: { BUILD_TOKEN: secret, DOCKER_HOST: proxy.host } });
+      assert.is.not(classic.code, 0);
+      assert.match(classic.stderr, /app mounts build secrets \(secrets:\), which only BuildKit builds can serve/);
+      assert.not.ok(classic.stderr.includes(secret));
+    } finally {
+      proxy.close();
+    }
+  } finally {
+    await removeProject(`${project}-sec`);
+  }
 });
 
 test.run();

@@ -112,6 +112,8 @@ const BAD: [string, string, number, RegExp][] = [
   ["health path breaking out of the shell", variant({ 13: "      health: { http: \"/x'; touch /tmp/p; '\", port: 8080 }" }), 13, /health path "\/x'; touch \/tmp\/p; '" may hold only URL characters/],
   ["health path with $", variant({ 13: "      health: { http: \"/$$HOME\", port: 8080 }" }), 13, /health path "\/\$HOME" may hold only URL characters/],
   ["YAML alias bomb", ["project: demo", 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]', ...["b", "c", "d", "e", "f"].map((k, i) => `${k}: &${k} [${Array(10).fill(`*${"abcde"[i]}`).join(", ")}]`), "images: {}"].join("\n"), 3, /YAML aliases expand too far/],
+  ["secret with two sources", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { env: TOKEN, file: notadir.txt } }" }), 8, /secret "token" needs exactly one of env: or file:/],
+  ["secret file outside the project", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { file: /etc/shadow } }" }), 8, /secret file \/etc\/shadow is outside the project/],
   ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
 ];
 
