@@ -1,6 +1,6 @@
 /** Helpers for tests: run the real CLI, make temporary pipelines. */
 import { execa } from "execa";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,4 +55,29 @@ export function writeTree(dir: string, files: Record<string, string>): void {
 
 export function removeTree(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Every process argument list on this machine that holds `secret`, read from /proc while `run` lasts. */
+export async function argvWatch<T>(secret: string, run: () => Promise<T>): Promise<{ result: T; seen: string[] }> {
+  const seen = new Set<string>();
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+        try {
+          const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+          if (argv.includes(secret)) seen.add(argv.replace(/\0/g, " ").trim());
+        } catch {
+          /* the process is gone */
+        }
+      }
+      await new Promise((r) => setTimeout(r, 15));
+    }
+  })();
+  try {
+    return { result: await run(), seen: [...seen] };
+  } finally {
+    done = true;
+    await watch;
+  }
 }

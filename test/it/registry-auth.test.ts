@@ -9,7 +9,7 @@ import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "n
 import { createServer } from "node:net";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
-import { bake, tempTree } from "../helpers/bake.js";
+import { argvWatch, bake, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("auth-it");
@@ -96,8 +96,9 @@ test("wrong credentials in an auths entry: exit 1 saying the registry refused th
 });
 
 test("--push with a credential helper: every image pushed with its digest; the secret is in no output or file", async () => {
-  const r = await bake(["build", "--push"], { cwd: dir, env: dockerConfig(true) });
+  const { result: r, seen } = await argvWatch(SECRET, () => bake(["build", "--push"], { cwd: dir, env: dockerConfig(true) }));
   assert.is(r.code, 0, r.stderr);
+  assert.equal(seen, [], "no process argument list holds the secret");
   const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
   for (const name of ["base", "svc"]) {
     assert.is(await manifestStatus(name, m.images[name].key.slice(0, 12), false), 401, "the registry refuses anonymous reads");

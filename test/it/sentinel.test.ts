@@ -2,7 +2,8 @@
  * One sentinel secret through every path bake reads secrets from — a pass_env value (bake up,
  * through the API and through Ansible), a build secret, AWS credentials (moto), a mirror
  * password — must appear in no file under the project, no log, no image layer, label or history
- * entry, no manifest, and no process argument list seen while bake runs.
+ * entry, no manifest, and no process argument list seen while bake runs. (Registry credentials:
+ * the same checks in registry-auth.test.ts, against a registry that asks for them.)
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -10,37 +11,12 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import path from "node:path";
 import { execa } from "execa";
-import { bake, tempTree } from "../helpers/bake.js";
+import { argvWatch, bake, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, imagesOfProject, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEnv } from "../helpers/moto.js";
 
 const project = uniqueProject("sentinel-it");
 const SENTINEL = `sntl${process.pid}Kq9Zw`;
-
-/** Every process argument list that holds the sentinel, read from /proc while `run` lasts. */
-async function argvWatch<T>(run: () => Promise<T>): Promise<{ result: T; seen: string[] }> {
-  const seen = new Set<string>();
-  let done = false;
-  const watch = (async () => {
-    while (!done) {
-      for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-        try {
-          const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-          if (argv.includes(SENTINEL)) seen.add(argv.replace(/\0/g, " ").trim());
-        } catch {
-          /* gone */
-        }
-      }
-      await new Promise((r) => setTimeout(r, 15));
-    }
-  })();
-  try {
-    return { result: await run(), seen: [...seen] };
-  } finally {
-    done = true;
-    await watch;
-  }
-}
 
 function filesHolding(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
@@ -93,7 +69,7 @@ amis:
   // Every secret comes from the environment, as CI gives them; bake.yml names them by ${VAR}.
   const env = { BUILD_TOKEN: SENTINEL, MIRROR_PASSWORD: SENTINEL, ...motoEnv, AWS_SECRET_ACCESS_KEY: SENTINEL };
   try {
-    const { result: runs, seen } = await argvWatch(async () => [
+    const { result: runs, seen } = await argvWatch(SENTINEL, async () => [
       await bake(["build", "svc", "web"], { cwd: dir, env }),
       await bake(["up", "web"], { cwd: dir, env }),
       await bake(["down"], { cwd: dir, env }),
