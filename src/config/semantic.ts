@@ -100,9 +100,7 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     if (kinds.length !== 1) err([...at, "rootfs"], `rootfs of "${name}" needs exactly one of debootstrap: or tar:`, kinds.length ? "keep one of them" : "add debootstrap: { suite: bookworm } or tar: path/to/rootfs.tar");
     else if (img.rootfs.tar !== undefined) {
       const tar = path.resolve(dir, img.rootfs.tar);
-      if (err.outside([...at, "rootfs", "tar"], "rootfs tarball", img.rootfs.tar, tar)) {
-        /* reported */
-      } else if (kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
+      if (!err.outside([...at, "rootfs", "tar"], "rootfs tarball", img.rootfs.tar, tar) && kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
       node.rootfs = { tar };
     } else if (img.rootfs.debootstrap) {
       const d = img.rootfs.debootstrap;
@@ -118,17 +116,13 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
   }
   if (img.dockerfile !== undefined) {
     const file = path.resolve(dir, img.dockerfile);
-    if (err.outside([...at, "dockerfile"], "Dockerfile", img.dockerfile, file)) {
-      /* reported */
-    } else if (kindOf(file) !== "file") err([...at, "dockerfile"], `Dockerfile ${img.dockerfile} does not exist`, `looked for ${file}`);
+    if (!err.outside([...at, "dockerfile"], "Dockerfile", img.dockerfile, file) && kindOf(file) !== "file") err([...at, "dockerfile"], `Dockerfile ${img.dockerfile} does not exist`, `looked for ${file}`);
     node.dockerfile = file;
     node.context = path.dirname(file);
   }
   if (img.context !== undefined) {
     const ctx = path.resolve(dir, img.context);
-    if (err.outside([...at, "context"], "build context", img.context, ctx)) {
-      /* reported */
-    } else if (kindOf(ctx) !== "dir") err([...at, "context"], `build context ${img.context} is not a folder`, `looked for ${ctx}`);
+    if (!err.outside([...at, "context"], "build context", img.context, ctx) && kindOf(ctx) !== "dir") err([...at, "context"], `build context ${img.context} is not a folder`, `looked for ${ctx}`);
     if (img.dockerfile === undefined) err([...at, "context"], `image "${name}" has a context: but no dockerfile:`, "add dockerfile:, or remove context:", true);
     node.context = ctx;
   }
@@ -246,9 +240,7 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
   const owners = ami.source.owners.map((v, i) => account([...at, "source", "owners", i], v, true));
   if (!/^[a-z0-9]+[0-9]*[a-z]*\.[a-z0-9]+$/.test(ami.instance_type)) err([...at, "instance_type"], `"${ami.instance_type}" is not an EC2 instance type`, "e.g. t3.small or m3.medium");
   const playbook = path.resolve(dir, ami.playbook);
-  if (err.outside([...at, "playbook"], "playbook", ami.playbook, playbook)) {
-    /* reported */
-  } else if (kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
+  if (!err.outside([...at, "playbook"], "playbook", ami.playbook, playbook) && kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
   const preload = ami.preload ?? [];
   preload.forEach((p, i) => {
     if (!layers.has(p)) err([...at, "preload", i], `preload image "${p}" is not defined`, `use one of: ${[...layers.keys()].join(", ")}`);
