@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
-import type { Pipeline } from "../core/read.js";
+import { knownKeys, type Pipeline } from "../core/read.js";
 import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
 import { ansibleConfigFile } from "../graph/playbook-inputs.js";
 import type { DockerTool } from "../tools/docker.js";
@@ -36,7 +36,7 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
 /** Writes ami.pkr.hcl and bake-vars.yml into dir and formats them with `packer fmt`. */
 export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
   const version = await packer.version();
-  const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const imageKeys = knownKeys(pipeline);
   const host = ami.local?.image;
   const hostRecord = host && pipeline.state.images.ok ? pipeline.state.images.value.find((r) => r.node === host && r.key === imageKeys.get(host)) : undefined;
   const hcl = renderTemplate(readTemplates(), templateContext({
@@ -139,7 +139,7 @@ export function localImageId(artifactIds: string[]): string {
  */
 export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: string, ec2: Ec2Tool, options: { sourceAmi?: string; revision?: string; signal?: AbortSignal; onLine: (l: string) => void }): Promise<Record<string, string>> {
   const key = pipeline.keys.get(ami.name)!.key!;
-  const imageKeys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const imageKeys = knownKeys(pipeline);
   const tags = amiTags({ config: pipeline.config, ami, key, imageKeys, sourceAmi: options.sourceAmi, revision: options.revision });
   const regions: Record<string, string> = { [ami.region]: home };
   await ec2.tagImage(ami.region, home, tags);

@@ -2,7 +2,7 @@
 import path from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { loadConfig } from "../config/load.js";
-import { readPipeline, type Tools } from "../core/read.js";
+import { knownKeys, readPipeline, type Tools } from "../core/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import { executeBuild } from "../build/execute.js";
@@ -26,7 +26,7 @@ export async function upCommand(options: UpOptions, tools: Tools, out: (t: strin
   if (!releases.length) throw new UsageError(`${options.file} has no release images (images with run:) to start`);
   const pipeline = await readPipeline({ file: options.file, target: "local", nodes: releases, imagesOnly: true }, tools);
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
-  const keys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const keys = knownKeys(pipeline);
   const services = servicesOf(pipeline.config, options.services, keys);
   // Secrets are checked before anything is built or started.
   const passEnv = passEnvValues(pipeline.config, services);

@@ -47,6 +47,11 @@ export interface ReadOptions {
   forBuild?: boolean;
 }
 
+/** Each node's key (undefined where it cannot be known), by name. */
+export function knownKeys(pipeline: Pick<Pipeline, "keys">): Map<string, string | undefined> {
+  return new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+}
+
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
   const graph = buildGraph(config, options.target);

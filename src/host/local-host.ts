@@ -5,7 +5,7 @@
  */
 import type { AmiNode } from "../config/model.js";
 import { imageRepository, localAmiRepository } from "../config/model.js";
-import type { Pipeline } from "../core/read.js";
+import { knownKeys, type Pipeline } from "../core/read.js";
 import { BuildFailedError, ConfigError, InterruptedError, UsageError } from "../errors.js";
 import { KEY12, shippedImages } from "../ami/context.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
@@ -24,7 +24,7 @@ export function checkLocalTarget(ami: AmiNode, env = process.env): { engineSocke
 
 /** The pass_env values the boot test hands the host, as user-data would: all must be set (exit 2). */
 export function bootPassEnv(pipeline: Pipeline, ami: AmiNode, env = process.env): Record<string, string> {
-  const keys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const keys = knownKeys(pipeline);
   return passEnvValues(pipeline.config, servicesOf(pipeline.config, ami.services, keys), env);
 }
 
@@ -41,7 +41,7 @@ export async function checkHostImage(pipeline: Pipeline, ami: AmiNode, docker: D
 
 /** Boots the baked image; on failure removes its key tag (nothing is left tagged) and throws (exit 1). */
 export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: { engineSocket: string; passEnv: Record<string, string>; signal: AbortSignal; onLine: (l: string) => void }): Promise<BootReport> {
-  const keys = new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
+  const keys = knownKeys(pipeline);
   const ref = (n: string) => `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`;
   const report = await bootTest({
     docker,

@@ -13,6 +13,7 @@ import { BakeError, UsageError } from "../errors.js";
 import { runtimeContract, networkName, type RuntimeContract } from "../runtime/contract.js";
 import type { ContainerRecord, DockerTool } from "../tools/docker.js";
 import { runLocalPlaybook, unsafeExtraVars } from "../tools/ansible.js";
+import { DOT_ENV } from "../graph/inputs.js";
 
 export interface Service {
   release: ImageNode;
@@ -50,7 +51,7 @@ export function parseDotEnv(text: string): Record<string, string> {
 
 /** pass_env values, from the environment first and then .env beside bake.yml; all must be set. */
 export function passEnvValues(config: BakeConfig, services: Service[], env = process.env): Record<string, string> {
-  const dotEnvFile = path.join(config.dir, ".env");
+  const dotEnvFile = path.join(config.dir, DOT_ENV);
   const dotEnv = existsSync(dotEnvFile) ? parseDotEnv(readFileSync(dotEnvFile, "utf8")) : {};
   const values: Record<string, string> = {};
   const missing: string[] = [];
