@@ -2,7 +2,7 @@
 // bake's executable (src/bake.cts → dist/src/bake.cjs) runs through a V8 code cache. Start-up
 // of a no-op `bake build` is mostly reading and compiling JavaScript: one file instead of ~200,
 // compiled once per machine, cuts it.
-import { readFileSync } from "node:fs";
+import { chmodSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { build } from "esbuild";
 
@@ -40,3 +40,6 @@ if (dynamicImport) {
   console.error(`bundle: dist/bundle/cli.cjs still calls import() at offset ${dynamicImport.index}; use createRequire instead`);
   process.exit(1);
 }
+
+// tsc writes files 0644; the package's bin must run as `bake` from a checkout and once installed.
+chmodSync("dist/src/bake.cjs", 0o755);

@@ -41,3 +41,13 @@ if [ ! -f dist/bundle/cli.cjs ] || [ -n "$(find src test bench scripts/bundle.mj
   node scripts/bundle.mjs
   touch dist/.built
 fi
+
+# `bake` on PATH: the npm global bin folder gets a link to this checkout's executable (as
+# `npm link` would make, without reinstalling the dependencies). An install from the package
+# (`npm pack`, then `npm install -g bake-*.tgz`) puts it in the same place.
+bin="$(npm prefix -g)/bin"
+if [ "$(readlink "$bin/bake" 2>/dev/null)" != "$PWD/dist/src/bake.cjs" ]; then
+  $SUDO mkdir -p "$bin"
+  $SUDO ln -sfn "$PWD/dist/src/bake.cjs" "$bin/bake"
+  echo "setup: bake is on PATH at $bin/bake (this checkout)"
+fi

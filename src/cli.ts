@@ -9,6 +9,8 @@ import type { Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
 import { connectDocker } from "./tools/docker.js";
 import { connectEc2 } from "./tools/ec2.js";
+import { killProcessGroups } from "./tools/exec.js";
+import { bakeVersion } from "./package-root.js";
 
 // Both tools load their SDKs on first use, so a command pays only for what it touches.
 const tools: Tools = {
@@ -19,21 +21,27 @@ const tools: Tools = {
 const stdout = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
 const stderr = (text: string) => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`);
 
+const STOP_SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /**
- * Runs a command with an AbortSignal that SIGINT/SIGTERM trigger. The command cleans up and
- * throws InterruptedError (exit 130); a second signal exits at once.
+ * Runs a command with an AbortSignal that SIGINT, SIGTERM (what CI sends on cancel) and SIGHUP
+ * (a closed terminal) trigger. The command stops between steps, cleans up and throws
+ * InterruptedError (exit 130); a second signal kills the tools bake started and exits at once.
  */
 async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
   let count = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     count += 1;
-    if (count > 1) process.exit(EXIT.interrupted);
+    if (count > 1) {
+      const killed = killProcessGroups();
+      process.stderr.write(`\n${sig} again: stopped at once${killed ? ` (killed ${killed} running tool${killed > 1 ? "s" : ""}: what they had started, such as a Packer build container or instance, may remain)` : ""}\n`);
+      process.exit(EXIT.interrupted);
+    }
     process.stderr.write(`\n${sig}: stopping and cleaning up (again to force)\n`);
     controller.abort(new InterruptedError(sig));
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   try {
     const result = await fn(controller.signal);
     if (controller.signal.aborted) throw new InterruptedError();
@@ -42,8 +50,7 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
     if (controller.signal.aborted) throw new InterruptedError();
     throw e;
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
   }
 }
 
@@ -207,7 +214,8 @@ export async function main(argv: string[]): Promise<number> {
           }),
       async (args) => {
         const { pruneCommand } = await import("./commands/prune.js");
-        await pruneCommand({ file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"] }, tools, stdout, stderr);
+        const report = await withInterrupt((signal) => pruneCommand({ file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"], signal }, tools, stdout, stderr));
+        if (report.failed.length) code = EXIT.failed;
       },
     )
     .command(
@@ -224,7 +232,7 @@ export async function main(argv: string[]): Promise<number> {
     .strict()
     .recommendCommands()
     .help()
-    .version(false)
+    .version("version", "show bake's version", `bake ${bakeVersion()}`)
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, error) => {
       if (error) throw error;

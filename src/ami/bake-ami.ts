@@ -18,10 +18,21 @@ import { ansibleVars, amiTags, BAKE_VARS, KEY12, PRELOAD_ARCHIVE, sensitiveVaria
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
+import { machineLock } from "../state/process-lock.js";
 
 export interface RenderedFolder {
   dir: string;
   hclFile: string;
+}
+
+/** The folder a bake renders into and exports the shipped images to: one per AMI, target and key. */
+export function amiWorkDir(projectDir: string, ami: string, target: string, key: string): string {
+  return path.join(projectDir, ".bake", "ami", `${ami}-${target}-${key.slice(0, KEY12)}`);
+}
+
+/** The lock a bake holds on its folder (and key) while it runs: one bake per key on this machine. */
+export function amiBakeLock(project: string, workDir: string): string {
+  return machineLock(`ami-${project}-${path.basename(workDir)}`);
 }
 
 export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
@@ -144,15 +155,17 @@ export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: strin
   const regions: Record<string, string> = { [ami.region]: home };
   await ec2.tagImage(ami.region, home, tags);
   for (const region of ami.copyTo) {
-    const existing = await ec2.findAmiByKey(region, key);
-    if (existing) {
-      regions[region] = existing.imageId;
-      continue;
+    // A copy carries its tags from creation; one an earlier run started under this name (before
+    // copies were tagged at creation) is found by name. Either may still be pending: wait for it.
+    const name = `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY12)}`;
+    const existing = (await ec2.findAmiByKey(region, key)) ?? (await ec2.findOwnedByName(region, name));
+    let copy = existing?.imageId;
+    if (!copy) {
+      options.onLine(`copying ${home} to ${region}`);
+      copy = await ec2.copyImage({ region: ami.region, imageId: home }, region, name, tags);
     }
-    options.onLine(`copying ${home} to ${region}`);
-    const copy = await ec2.copyImage({ region: ami.region, imageId: home }, region, `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY12)}`);
     await ec2.waitAvailable(region, copy, 60 * 60_000, options.signal);
-    await ec2.tagImage(region, copy, tags);
+    if (!existing || existing.tags["bake:key"] !== key) await ec2.tagImage(region, copy, tags);
     regions[region] = copy;
   }
   if (ami.shareWith.length) {

@@ -25,6 +25,7 @@ import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "./logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
+import { acquireLock, machineLock } from "../state/process-lock.js";
 
 export type NodeAction = "cached" | "pulled" | "built";
 
@@ -217,7 +218,24 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
 
 type FindExisting = (node: string, repo: string, key: string) => Promise<BakeImageRecord | undefined>;
 
+/**
+ * One build per key on this machine: the build takes the key's lock before it looks for an image
+ * with the key, so a second bake of the same key waits, then finds the first one's image.
+ */
 async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting, secrets?: Map<string, Buffer>): Promise<ImageResult> {
+  const repo = imageRepository(pipeline.config, node.name);
+  let release: (() => Promise<void>) | undefined;
+  const holdKey = async (key: string) => {
+    release ??= await acquireLock(machineLock(`image-${repo}-${key}`), { signal: options.signal, onWait: (holder) => report.step(`waiting: ${holder} is building ${repo}:${key.slice(0, KEY_TAG_LENGTH)}`) });
+  };
+  try {
+    return await buildKeyed(node, entry, pipeline, docker, git, now, options, report, findExisting, holdKey, secrets);
+  } finally {
+    await release?.();
+  }
+}
+
+async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting, holdKey: (key: string) => Promise<void>, secrets?: Map<string, Buffer>): Promise<ImageResult> {
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).
@@ -242,6 +260,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     return undefined;
   };
   if (key) {
+    await holdKey(key);
     const pulled = await fromRegistry();
     if (pulled) return pulled;
   }
@@ -267,6 +286,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
       await completeDigests(listing!);
       ({ key, inputs } = withContextDigest(keyResult.inputs, contextDigest(listing!.entries)));
     }
+    await holdKey(key);
     const existing = options.noCache ? undefined : await findExisting(node.name, repo, key);
     if (existing) {
       if (!existing.tags.includes(`${repo}:${keyTag()}`)) await docker.tag(existing.id, repo, keyTag());

@@ -1,6 +1,7 @@
 /** bake-manifest.json: what the last successful run produced (PRODUCT.md's shape). */
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { readJsonFile, writeJsonFile } from "../state/json-file.js";
+import { projectLock, withLock } from "../state/process-lock.js";
 
 export interface ManifestImage {
   key: string;
@@ -30,25 +31,23 @@ export function manifestPath(dir: string): string {
 }
 
 export function readManifest(dir: string): Manifest {
-  try {
-    const m = JSON.parse(readFileSync(manifestPath(dir), "utf8"));
-    return { revision: m.revision ?? null, images: m.images ?? {}, amis: m.amis ?? {} };
-  } catch {
-    return { revision: null, images: {}, amis: {} };
-  }
+  const m = readJsonFile(manifestPath(dir), "the manifest") as Partial<Manifest> | undefined;
+  return { revision: m?.revision ?? null, images: m?.images ?? {}, amis: m?.amis ?? {} };
 }
 
-/** Merges new entries into the manifest and writes it atomically. */
-export function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi> }): Manifest {
-  const current = readManifest(dir);
-  const next: Manifest = {
-    revision: change.revision ?? current.revision,
-    images: { ...current.images, ...change.images },
-    amis: { ...current.amis, ...change.amis },
-  };
-  const file = manifestPath(dir);
-  const partial = `${file}.partial-${process.pid}`;
-  writeFileSync(partial, `${JSON.stringify(next, null, 2)}\n`);
-  renameSync(partial, file);
-  return next;
+/**
+ * Merges new entries into the manifest and writes it atomically, holding the project's manifest
+ * lock: two bakes that finish together both land their entries.
+ */
+export async function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi> }): Promise<Manifest> {
+  return withLock(projectLock(dir, "manifest"), async () => {
+    const current = readManifest(dir);
+    const next: Manifest = {
+      revision: change.revision ?? current.revision,
+      images: { ...current.images, ...change.images },
+      amis: { ...current.amis, ...change.amis },
+    };
+    writeJsonFile(manifestPath(dir), next);
+    return next;
+  });
 }

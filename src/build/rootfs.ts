@@ -5,18 +5,18 @@
  * engine does not pay for debootstrap again.
  */
 import { createReadStream, existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
-import { homedir } from "node:os";
 import path from "node:path";
 import type { ImageNode } from "../config/model.js";
 import { BakeError } from "../errors.js";
 import { sha256 } from "../graph/context-files.js";
 import { debootstrap, packRootfs } from "../tools/debootstrap.js";
 import { LABEL, repositoryOf, type DockerTool } from "../tools/docker.js";
+import { bakeCacheDir, machineLock, withLock } from "../state/process-lock.js";
 
 export const ROOTFS_REPO = "bake-rootfs";
 
 export function rootfsCacheDir(env = process.env): string {
-  return path.join(env.BAKE_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(homedir(), ".cache"), "bake"), "rootfs");
+  return path.join(bakeCacheDir(env), "rootfs");
 }
 
 export interface StepReport {
@@ -38,28 +38,32 @@ export async function baseParentId(node: ImageNode, rootfsDigest: string | undef
   }
   if (!rootfsDigest || !node.rootfs) throw new BakeError(`${node.name}: a base needs rootfs: or from:`);
   const tag = sha256(rootfsDigest).slice(0, 12);
-  const existing = await docker.inspectImage(`${ROOTFS_REPO}:${tag}`);
-  if (existing && existing.labels[LABEL.rootfs] === rootfsDigest) return existing.id;
-  let tarFile = node.rootfs.tar;
-  if (node.rootfs.debootstrap) {
-    const cacheDir = rootfsCacheDir();
-    tarFile = path.join(cacheDir, `${sha256(rootfsDigest)}.tar`);
-    if (!existsSync(tarFile)) {
-      mkdirSync(cacheDir, { recursive: true });
-      const work = path.join(cacheDir, `tmp-${process.pid}-${tag}`);
-      const partial = `${tarFile}.partial-${process.pid}`;
-      try {
-        report.step(`debootstrap ${node.rootfs.debootstrap.suite}`);
-        await debootstrap(node.rootfs.debootstrap, work, { credentials: node.rootfs.mirrorCredentials, onLine: report.line, signal });
-        report.step("packing the rootfs");
-        await packRootfs(work, partial, signal);
-        renameSync(partial, tarFile);
-      } finally {
-        rmSync(work, { recursive: true, force: true });
-        rmSync(partial, { force: true });
+  const rootfs = node.rootfs;
+  // One debootstrap and one import per spec on this machine, however many bakes want it at once.
+  return withLock(machineLock(`rootfs-${tag}`), async () => {
+    const existing = await docker.inspectImage(`${ROOTFS_REPO}:${tag}`);
+    if (existing && existing.labels[LABEL.rootfs] === rootfsDigest) return existing.id;
+    let tarFile = rootfs.tar;
+    if (rootfs.debootstrap) {
+      const cacheDir = rootfsCacheDir();
+      tarFile = path.join(cacheDir, `${sha256(rootfsDigest)}.tar`);
+      if (!existsSync(tarFile)) {
+        mkdirSync(cacheDir, { recursive: true });
+        const work = path.join(cacheDir, `tmp-${process.pid}-${tag}`);
+        const partial = `${tarFile}.partial-${process.pid}`;
+        try {
+          report.step(`debootstrap ${rootfs.debootstrap.suite}`);
+          await debootstrap(rootfs.debootstrap, work, { credentials: rootfs.mirrorCredentials, onLine: report.line, signal });
+          report.step("packing the rootfs");
+          await packRootfs(work, partial, signal);
+          renameSync(partial, tarFile);
+        } finally {
+          rmSync(work, { recursive: true, force: true });
+          rmSync(partial, { force: true });
+        }
       }
     }
-  }
-  report.step("importing the rootfs");
-  return docker.importRootfs(createReadStream(tarFile!), { repo: ROOTFS_REPO, tag }, { [LABEL.rootfs]: rootfsDigest }, signal);
+    report.step("importing the rootfs");
+    return docker.importRootfs(createReadStream(tarFile!), { repo: ROOTFS_REPO, tag }, { [LABEL.rootfs]: rootfsDigest }, signal);
+  }, { signal, onWait: (holder) => report.step(`waiting for the rootfs ${tag}: ${holder} prepares it`) });
 }

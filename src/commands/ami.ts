@@ -1,20 +1,16 @@
 /** `bake ami <ami>`: build what the AMI needs, bake it (or find it by key), tag, copy, share, manifest. */
-import path from "node:path";
-import { rmSync } from "node:fs";
 import { readPipeline, type Tools } from "../core/read.js";
 import type { Target } from "../graph/keys.js";
-import { BuildFailedError, UsageError } from "../errors.js";
+import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
-import { executeBuild } from "../build/execute.js";
 import { RunLogs } from "../build/logs.js";
 import { updateManifest } from "../build/manifest.js";
-import { amiNodeOf, exportImages, localImageId, packerEnvironment, reconcileAws, renderFolder, runPacker, type BakeResult } from "../ami/bake-ami.js";
-import { DOCKER_SOCKET_ENV, KEY12 } from "../ami/context.js";
-import { bootPassEnv, bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
+import { amiNodeOf, amiWorkDir, packerEnvironment, reconcileAws, renderFolder, type BakeResult } from "../ami/bake-ami.js";
+import { bakeOnce } from "../ami/execute.js";
+import { checkLocalTarget } from "../host/local-host.js";
 import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
-import { amiIdsByRegion } from "../tools/packer-output.js";
-import { gitInfo, readRevision } from "../tools/git.js";
+import { readRevision } from "../tools/git.js";
 import { NoCredentialsError } from "../tools/ec2.js";
 
 export interface AmiOptions {
@@ -47,9 +43,9 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     err(`${ami.name}: ${l}`);
     logs.line(ami.name, l);
   };
-  const finish = (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}, boot?: BootReport) => {
+  const finish = async (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}, boot?: BootReport) => {
     const record = { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs, ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}) };
-    if (!options.dryRun) updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: record } });
+    if (!options.dryRun) await updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: record } });
     out(options.json ? JSON.stringify({ ami: ami.name, ...result }, null, 2) : Object.entries(result.regions).map(([r, id]) => `${r}\t${id}`).join("\n"));
     return result;
   };
@@ -57,14 +53,14 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
   try {
     if (entry.status === "cached" && !options.force) {
       say(`${entry.reason}: nothing to bake`);
-      if (options.dryRun) return finish({ key, target: options.target, regions: { [options.target === "aws" ? ami.region : "local"]: entry.existing! }, action: "existing" });
+      if (options.dryRun) return await finish({ key, target: options.target, regions: { [options.target === "aws" ? ami.region : "local"]: entry.existing! }, action: "existing" });
       const regions = options.target === "aws" ? await reconcileAws(pipeline, ami, entry.existing!, tools.ec2(), { sourceAmi, revision, signal: options.signal, onLine: say }) : { local: entry.existing! };
-      return finish({ key, target: options.target, regions, action: "existing" });
+      return await finish({ key, target: options.target, regions, action: "existing" });
     }
 
-    const dir = path.join(pipeline.config.dir, ".bake", "ami", `${ami.name}-${options.target}-${key.slice(0, KEY12)}`);
+    const dir = amiWorkDir(pipeline.config.dir, ami.name, options.target, key);
     const packer = packerTool();
-    const { missing, secrets, withheld } = packerEnvironment(pipeline, ami);
+    const { missing } = packerEnvironment(pipeline, ami);
     if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key)`);
     if (options.dryRun) {
       const folder = await renderFolder(pipeline, ami, dir, packer, { sourceAmi, revision });
@@ -73,35 +69,8 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
       return { key, target: options.target, regions: {}, action: "baked" };
     }
 
-    const passEnv = local && options.bootTest !== false ? bootPassEnv(pipeline, ami) : {};
-    const docker = tools.docker();
-    const images = await executeBuild(pipeline, plan.filter((e) => e.kind === "image"), docker, () => gitInfo(pipeline.config.dir), logs, {
-      noCache: false,
-      push: false,
-      concurrency: 2,
-      tags: [],
-      signal: options.signal,
-      plain: Boolean(process.env.CI) || !process.stderr.isTTY,
-    });
-    const state = pipeline.state.images.ok ? pipeline.state.images.value : [];
-    for (const r of images) if (!state.some((s) => s.id === r.id)) state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
-    if (local) await checkHostImage(pipeline, ami, docker);
-    rmSync(dir, { recursive: true, force: true });
-    const folder = await renderFolder(pipeline, ami, dir, packer, { sourceAmi, revision });
-    say("exporting the shipped images");
-    await exportImages(pipeline, ami, dir, docker, options.signal);
-    say(`packer build ${folder.dir}`);
-    const ids = await runPacker(ami, folder, packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : {}) }, secrets, force: options.force, signal: options.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
-    let regions: Record<string, string>;
-    if (options.target === "aws") {
-      const baked = amiIdsByRegion(ids.join(","))[ami.region];
-      if (!baked) throw new BuildFailedError(ami.name, `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`);
-      regions = await reconcileAws(pipeline, ami, baked, tools.ec2(), { sourceAmi, revision, signal: options.signal, onLine: say });
-    } else {
-      regions = { local: localImageId(ids) };
-    }
-    const boot = local && options.bootTest !== false ? await bootTestLocal(pipeline, ami, regions.local, docker, { ...local, passEnv, signal: options.signal, onLine: say }) : undefined;
-    return finish({ key, target: options.target, regions, action: "baked" }, Object.fromEntries(images.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }])), boot);
+    const baked = await bakeOnce(pipeline, ami, tools, { target: options.target, key, dir, plan, packer, force: options.force, bootTest: options.bootTest !== false, local, sourceAmi, revision, signal: options.signal, logs, say });
+    return await finish({ key, target: options.target, regions: baked.regions, action: baked.action }, baked.images, baked.boot);
   } finally {
     await logs.close();
   }

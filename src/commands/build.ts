@@ -44,7 +44,7 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   } finally {
     await logs.close();
   }
-  updateManifest(pipeline.config.dir, {
+  await updateManifest(pipeline.config.dir, {
     revision: readRevision(pipeline.config.dir),
     images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])),
   });

@@ -1,19 +1,29 @@
-/** `bake prune [--yes]`: retention for AMIs (with their snapshots) and local images; a plan unless --yes. */
-import { readPipeline, type Tools } from "../core/read.js";
+/** `bake prune [--yes]`: retention for AMIs (with their snapshots), local images and leftovers; a plan unless --yes. */
+import { readdirSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import { readPipeline, type Pipeline, type Tools } from "../core/read.js";
 import { readManifest } from "../build/manifest.js";
-import { planAmiRetention, planImageRetention, type PruneDecision } from "../prune/plan.js";
-import { NoCredentialsError } from "../tools/ec2.js";
+import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, type LeftoverState, type PruneDecision } from "../prune/plan.js";
+import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
+import type { DockerTool } from "../tools/docker.js";
+import { amiBakeLock } from "../ami/bake-ami.js";
+import { isLocked, processRuns } from "../state/process-lock.js";
+import { InterruptedError } from "../errors.js";
 
 export interface PruneOptions {
   file: string;
   yes: boolean;
   json: boolean;
   keepImages: number;
+  /** An interrupt stops the removals between two items; none starts after it. */
+  signal?: AbortSignal;
 }
 
 export interface PruneReport {
   decisions: PruneDecision[];
   removed: PruneDecision[];
+  /** Removals that were tried and failed (each with its error); the others went on. */
+  failed: PruneDecision[];
   notes: string[];
 }
 
@@ -24,27 +34,10 @@ export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t:
   const decisions: PruneDecision[] = [];
   const notes: string[] = [];
 
-  if (config.amis.length) {
-    const ec2 = tools.ec2();
-    let aws = true;
-    try {
-      await ec2.checkCredentials();
-    } catch (e) {
-      if (!(e instanceof NoCredentialsError)) throw e;
-      aws = false;
-      notes.push("AWS AMIs not looked at: no AWS credentials");
-    }
-    if (aws) {
-      const inUse = new Map<string, Set<string>>();
-      for (const ami of config.amis) {
-        const current = pipeline.keys.get(ami.name)?.key ?? (manifest.amis[ami.name]?.target === "aws" ? manifest.amis[ami.name].key : undefined);
-        for (const region of [ami.region, ...ami.copyTo]) {
-          if (!inUse.has(region)) inUse.set(region, await ec2.imagesInUse(region));
-          decisions.push(...planAmiRetention(ami.name, region, await ec2.listBakedAmis(region, config.project, ami.name), ami.retention.keep, inUse.get(region)!, current));
-        }
-      }
-    }
-  }
+  const ec2 = config.amis.length ? tools.ec2() : undefined;
+  if (ec2 && (await hasCredentials(ec2))) decisions.push(...(await planAws(pipeline, manifest.amis, ec2)));
+  else if (ec2) notes.push("AWS AMIs not looked at: no AWS credentials");
+  const docker = tools.docker();
   if (pipeline.state.images.ok) {
     const records = pipeline.state.images.value;
     for (const img of config.images) {
@@ -55,32 +48,116 @@ export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t:
       decisions.push(...planImageRetention(ami.name, records.filter((r) => r.node === ami.name), ami.retention.keep, current).map((d) => ({ ...d, kind: "ami" as const })));
     }
   } else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
+  decisions.push(...planLeftovers(await readLeftovers(pipeline, pipeline.state.images.ok ? docker : undefined)));
 
   const removed: PruneDecision[] = [];
+  const failed: PruneDecision[] = [];
   if (options.yes) {
-    const ec2 = config.amis.length ? tools.ec2() : undefined;
-    const docker = tools.docker();
     for (const d of decisions.filter((x) => x.action === "remove")) {
-      if (d.where === "local") {
-        if (await docker.removeUnusedImage(d.id)) removed.push(d);
-        else {
-          d.action = "keep";
-          d.reason = "used by a container";
-        }
-      } else {
-        await ec2!.deregister(d.where, d.id);
-        for (const snap of d.snapshots ?? []) await ec2!.deleteSnapshot(d.where, snap);
-        removed.push(d);
+      if (options.signal?.aborted) throw new InterruptedError();
+      // Each item on its own: one failure is reported and the others go on.
+      try {
+        if (await remove(d, pipeline, docker, ec2)) removed.push(d);
+      } catch (e) {
+        d.error = (e as Error).message;
+        failed.push(d);
       }
     }
   }
-  const report = { decisions, removed, notes };
+  const report = { decisions, removed, failed, notes };
   if (options.json) out(JSON.stringify({ dryRun: !options.yes, ...report }, null, 2));
   else {
-    out(decisions.map((d) => `${d.action.padEnd(6)} ${d.kind.padEnd(5)} ${d.name.padEnd(16)} ${d.where.padEnd(10)} ${d.id.slice(0, 24).padEnd(24)} ${d.reason}`).join("\n") || "nothing bake made was found");
+    out(decisions.map((d) => `${d.action.padEnd(6)} ${d.kind.padEnd(8)} ${d.name.padEnd(16)} ${d.where.padEnd(10)} ${shortId(d).padEnd(24)} ${d.reason}${d.warning ? ` (warning: ${d.warning})` : ""}`).join("\n") || "nothing bake made was found");
     for (const n of notes) err(`note: ${n}`);
+    for (const f of failed) err(`FAILED ${f.kind} ${f.id} in ${f.where}: ${f.error}`);
     const count = decisions.filter((d) => d.action === "remove").length;
-    err(options.yes ? `removed ${removed.length}` : `${count} to remove; run bake prune --yes to remove them`);
+    err(options.yes ? `removed ${removed.length}${failed.length ? `, ${failed.length} failed` : ""}` : `${count} to remove; run bake prune --yes to remove them`);
   }
   return report;
+}
+
+const shortId = (d: PruneDecision) => (d.kind === "leftover" ? path.basename(d.id) : d.id).slice(0, 24);
+
+async function hasCredentials(ec2: Ec2Tool): Promise<boolean> {
+  try {
+    await ec2.checkCredentials();
+    return true;
+  } catch (e) {
+    if (e instanceof NoCredentialsError) return false;
+    throw e;
+  }
+}
+
+/** Every region's copies are read first: a key marked bake:keep in one region is kept in all. */
+async function planAws(pipeline: Pipeline, lastBaked: Record<string, { key: string; target: string }>, ec2: Ec2Tool): Promise<PruneDecision[]> {
+  const { config } = pipeline;
+  const decisions: PruneDecision[] = [];
+  const inUse = new Map<string, Map<string, string>>();
+  for (const ami of config.amis) {
+    const current = pipeline.keys.get(ami.name)?.key ?? (lastBaked[ami.name]?.target === "aws" ? lastBaked[ami.name].key : undefined);
+    const byRegion = new Map<string, BakedAmi[]>();
+    for (const region of [ami.region, ...ami.copyTo]) byRegion.set(region, await ec2.listBakedAmis(region, config.project, ami.name));
+    const kept = keysMarkedKeep([...byRegion.values()].flat());
+    for (const [region, amis] of byRegion) {
+      if (!inUse.has(region)) inUse.set(region, await ec2.imagesInUse(region));
+      const planned = planAmiRetention(ami.name, region, amis, ami.retention.keep, inUse.get(region)!, current, kept);
+      for (const d of planned.filter((p) => p.action === "remove")) {
+        const shared = await ec2.sharedWith(region, d.id);
+        if (shared.length) d.warning = `shared with ${shared.join(", ")}: instances in those accounts are not visible here`;
+      }
+      decisions.push(...planned);
+      for (const o of await ec2.orphanedSnapshots(region, config.project, ami.name)) {
+        decisions.push({ kind: "snapshot", name: ami.name, where: region, id: o.snapshotId, key: o.key, created: o.created, action: "remove", reason: "its AMI was deregistered" });
+      }
+    }
+  }
+  return decisions;
+}
+
+async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined): Promise<LeftoverState> {
+  const bakeDir = path.join(pipeline.config.dir, ".bake");
+  const folders = (sub: string) => {
+    try {
+      return readdirSync(path.join(bakeDir, sub), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(bakeDir, sub, e.name));
+    } catch {
+      return [];
+    }
+  };
+  const parentTags = docker ? await docker.listTags("bake-parent/*") : [];
+  return {
+    parentTags: parentTags.map((ref) => ({ ref, ownerRunning: processRuns(Number(/^bake-parent\/(\d+):/.exec(ref)?.[1] ?? 0)) })),
+    amiFolders: await Promise.all(folders("ami").map(async (p) => ({ path: p, bytes: folderBytes(p), inUse: await isLocked(amiBakeLock(pipeline.config.project, p)) }))),
+    logRuns: folders("logs").map((p) => path.basename(p)),
+  };
+}
+
+function folderBytes(dir: string): number {
+  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + statSync(path.join(e.parentPath, e.name)).size, 0);
+}
+
+/** Removes one item; false when it turned out to be in use (the decision then says so). */
+async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, ec2: Ec2Tool | undefined): Promise<boolean> {
+  if (d.kind === "leftover") {
+    if (d.name === "parent tag") await docker.removeImage(d.id);
+    else if (d.name === "ami folder" && (await isLocked(amiBakeLock(pipeline.config.project, d.id)))) {
+      Object.assign(d, { action: "keep", reason: "a bake started using it" });
+      return false;
+    } else rmSync(d.name === "logs" ? path.join(pipeline.config.dir, ".bake", "logs", d.id) : d.id, { recursive: true, force: true });
+    return true;
+  }
+  if (d.where === "local") {
+    if (await docker.removeUnusedImage(d.id)) return true;
+    Object.assign(d, { action: "keep", reason: "used by a container" });
+    return false;
+  }
+  if (d.kind === "snapshot") {
+    await ec2!.deleteSnapshot(d.where, d.id);
+    return true;
+  }
+  await ec2!.deregister(d.where, d.id);
+  // Every snapshot is tried: one that fails does not orphan the others.
+  const errors: string[] = [];
+  for (const snap of d.snapshots ?? []) await ec2!.deleteSnapshot(d.where, snap).catch((e: Error) => errors.push(`${snap}: ${e.message}`));
+  if (errors.length) throw new Error(`deregistered, but snapshots were not deleted: ${errors.join("; ")}`);
+  return true;
 }

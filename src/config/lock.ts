@@ -3,8 +3,8 @@
  * commits, so every machine with the same checkout computes the same keys. Today it pins the
  * Debian release index (InRelease) each debootstrap base was built from.
  */
-import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { readJsonFile, writeJsonFile } from "../state/json-file.js";
 
 export interface BakeLock {
   debootstrap: Record<string, { release: string; url: string }>;
@@ -15,14 +15,11 @@ export function lockPath(dir: string): string {
 }
 
 export function readLock(dir: string): BakeLock {
-  try {
-    const parsed = JSON.parse(readFileSync(lockPath(dir), "utf8"));
-    return { debootstrap: parsed.debootstrap ?? {} };
-  } catch {
-    return { debootstrap: {} };
-  }
+  const parsed = readJsonFile(lockPath(dir), "bake.lock") as Partial<BakeLock> | undefined;
+  return { debootstrap: parsed?.debootstrap ?? {} };
 }
 
+/** Written atomically; the nightly run that writes it holds the project's lock (state/process-lock.ts). */
 export function writeLock(dir: string, lock: BakeLock): void {
-  writeFileSync(lockPath(dir), `${JSON.stringify(lock, null, 2)}\n`);
+  writeJsonFile(lockPath(dir), lock);
 }

@@ -3,7 +3,8 @@
  * big build context is read once per change instead of once per run. A file modified within
  * the last seconds is never trusted from the cache (the "racy" case).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync, type Stats } from "node:fs";
+import { mkdirSync, readFileSync, type Stats } from "node:fs";
+import writeFileAtomic from "write-file-atomic";
 import path from "node:path";
 
 type Entry = [size: number, mtimeMs: number, ctimeMs: number, ino: number, digest: string];
@@ -43,9 +44,9 @@ export class DigestCache {
   save(): void {
     if (!this.file || !this.dirty) return;
     mkdirSync(path.dirname(this.file), { recursive: true });
-    const partial = `${this.file}.partial-${process.pid}`;
-    writeFileSync(partial, JSON.stringify(this.entries));
-    renameSync(partial, this.file);
+    // Atomic: a concurrent bake reads the old or the new cache. Of two writers the last wins,
+    // which costs only digests computed again.
+    writeFileAtomic.sync(this.file, JSON.stringify(this.entries));
     this.dirty = false;
   }
 }

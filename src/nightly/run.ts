@@ -1,5 +1,7 @@
 /** The nightly run: refresh bases from upstream → build what changed → bake AMIs → prune → report. */
+import path from "node:path";
 import { readPipeline, type Tools } from "../core/read.js";
+import { projectLock, withLock } from "../state/process-lock.js";
 import { readLock, writeLock } from "../config/lock.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, previousImage } from "../plan/plan.js";
@@ -10,7 +12,7 @@ import { gitInfo, readRevision } from "../tools/git.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
 import { amiCommand } from "../commands/ami.js";
 import { pruneCommand } from "../commands/prune.js";
-import type { BuildFailedError } from "../errors.js";
+import { InterruptedError, type BuildFailedError } from "../errors.js";
 
 export interface NightlyOptions {
   file: string;
@@ -32,14 +34,28 @@ export interface NightlyReport {
   seconds: Record<string, number>;
 }
 
+/** One nightly run per project at a time: a second one waits, then finds the first one's work done. */
 export async function runNightly(options: NightlyOptions, tools: Tools, err: (t: string) => void): Promise<NightlyReport> {
+  const lock = projectLock(path.dirname(path.resolve(options.file)), "nightly");
+  return withLock(lock, () => nightly(options, tools, err), { signal: options.signal, onWait: (holder) => err(`nightly: waiting for ${holder}`) });
+}
+
+async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) => void): Promise<NightlyReport> {
   const report: NightlyReport = { dryRun: options.dryRun, upstream: [], rebuilt: [], failed: [], skipped: [], amis: {}, pruned: [], seconds: {} };
+  // An interrupt ends the run between phases (and inside them, where the tools stop): it is never
+  // recorded as one more failure, so no later phase starts, above all not the prune.
+  const stopIfInterrupted = () => {
+    if (options.signal.aborted) throw options.signal.reason instanceof InterruptedError ? options.signal.reason : new InterruptedError();
+  };
   const timed = async <T>(phase: string, fn: () => Promise<T>): Promise<T> => {
+    stopIfInterrupted();
+    err(`nightly: ${phase}`);
     const t = Date.now();
     try {
       return await fn();
     } finally {
       report.seconds[phase] = (Date.now() - t) / 1000;
+      stopIfInterrupted();
     }
   };
   const quiet = () => undefined;
@@ -107,13 +123,13 @@ export async function runNightly(options: NightlyOptions, tools: Tools, err: (t:
           },
         });
       } catch (e) {
-        if (!failedImages.size) throw e;
+        if (!failedImages.size || options.signal.aborted) throw e;
       } finally {
         await logs.close();
       }
     });
     for (const r of report.rebuilt) r.action = built.find((b) => b.name === r.node)?.action ?? (failedImages.has(r.node) ? "failed" : undefined);
-    if (built.length) updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags }])) });
+    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags }])) });
   }
 
   // 3. bake: every AMI whose images all built
@@ -128,6 +144,7 @@ export async function runNightly(options: NightlyOptions, tools: Tools, err: (t:
         const result = await amiCommand({ file: options.file, ami: ami.name, target: options.target, force: false, dryRun: options.dryRun, json: false, signal: options.signal }, tools, quiet, err);
         report.amis[ami.name] = result.regions;
       } catch (e) {
+        stopIfInterrupted();
         report.failed.push({ node: ami.name, error: (e as BuildFailedError).message });
       }
     }
@@ -136,9 +153,11 @@ export async function runNightly(options: NightlyOptions, tools: Tools, err: (t:
   // 4. prune (a plan only on a dry run)
   await timed("prune", async () => {
     try {
-      const pruned = await pruneCommand({ file: options.file, yes: !options.dryRun, json: false, keepImages: 2 }, tools, quiet, quiet);
+      const pruned = await pruneCommand({ file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal }, tools, quiet, quiet);
       report.pruned = (options.dryRun ? pruned.decisions.filter((d) => d.action === "remove") : pruned.removed).map(({ kind, name, where, id }) => ({ kind, name, where, id }));
+      for (const f of pruned.failed) report.failed.push({ node: "prune", error: `${f.kind} ${f.id} in ${f.where}: ${f.error}` });
     } catch (e) {
+      stopIfInterrupted();
       report.failed.push({ node: "prune", error: (e as Error).message });
     }
   });

@@ -3,9 +3,9 @@ import type { BakedAmi } from "../tools/ec2.js";
 import type { BakeImageRecord } from "../tools/docker.js";
 
 export interface PruneDecision {
-  kind: "ami" | "image";
+  kind: "ami" | "image" | "snapshot" | "leftover";
   name: string;
-  /** Region for AMIs, "local" for images. */
+  /** Region for AMIs, "local" for images and leftovers. */
   where: string;
   id: string;
   key: string;
@@ -13,20 +13,33 @@ export interface PruneDecision {
   action: "keep" | "remove";
   reason: string;
   snapshots?: string[];
+  /** Said beside the decision: an AMI about to go that other accounts may launch. */
+  warning?: string;
+  /** Set when the removal was tried and failed. */
+  error?: string;
+}
+
+/** Keys of which some copy, in any region, carries bake:keep: every copy of such a key is kept. */
+export function keysMarkedKeep(amis: BakedAmi[]): Map<string, string> {
+  const marked = new Map<string, string>();
+  for (const a of amis) if (a.tags["bake:keep"] !== undefined && a.tags["bake:key"] && !marked.has(a.tags["bake:key"])) marked.set(a.tags["bake:key"], `${a.imageId} in ${a.region}`);
+  return marked;
 }
 
 /**
- * Per AMI name and region: keep the newest `keep`, and never remove the current key, one a
- * running instance or a launch template uses, or one tagged bake:keep.
+ * Per AMI name and region: keep the newest `keep`, and never remove the current key, a key of
+ * which any copy is tagged bake:keep, or an AMI something in the region can launch.
  */
-export function planAmiRetention(name: string, region: string, amis: BakedAmi[], keep: number, inUse: Set<string>, currentKey?: string): PruneDecision[] {
+export function planAmiRetention(name: string, region: string, amis: BakedAmi[], keep: number, inUse: Map<string, string>, currentKey?: string, keptKeys: Map<string, string> = keysMarkedKeep(amis)): PruneDecision[] {
   const newestFirst = [...amis].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1));
   return newestFirst.map((a, i): PruneDecision => {
     const base = { kind: "ami" as const, name, where: region, id: a.imageId, key: a.tags["bake:key"] ?? "", created: a.created, snapshots: a.snapshots };
     if (i < keep) return { ...base, action: "keep", reason: `one of the newest ${keep}` };
     if (currentKey && a.tags["bake:key"] === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
     if (a.tags["bake:keep"] !== undefined) return { ...base, action: "keep", reason: "tagged bake:keep" };
-    if (inUse.has(a.imageId)) return { ...base, action: "keep", reason: "used by an instance or launch template" };
+    const marked = keptKeys.get(a.tags["bake:key"] ?? "");
+    if (marked) return { ...base, action: "keep", reason: `a copy of its key is tagged bake:keep (${marked})` };
+    if (inUse.has(a.imageId)) return { ...base, action: "keep", reason: `used by ${inUse.get(a.imageId)}` };
     return { ...base, action: "remove", reason: `older than the newest ${keep}` };
   });
 }
@@ -44,4 +57,38 @@ export function planImageRetention(name: string, images: BakeImageRecord[], keep
     }
     return { ...base, action: "remove", reason: `older than the newest ${keep} earlier builds` };
   });
+}
+
+/** What bake leaves on this machine that no run needs once its run is over. */
+export interface LeftoverState {
+  /** `bake-parent/<pid>:<id>` tags, with whether the process that made it still runs. */
+  parentTags: { ref: string; ownerRunning: boolean }[];
+  /** `.bake/ami/<ami>-<target>-<key12>` folders (each holds a `docker save` archive), with whether a bake holds it. */
+  amiFolders: { path: string; bytes: number; inUse: boolean }[];
+  /** `.bake/logs/<run-id>` folder names; run ids sort by time. */
+  logRuns: string[];
+}
+
+export const KEEP_LOG_RUNS = 10;
+
+/** Leftovers: parent tags of runs that ended without removing them, AMI folders no bake holds, all but the newest logs. */
+export function planLeftovers(state: LeftoverState, keepLogRuns = KEEP_LOG_RUNS): PruneDecision[] {
+  const base = { kind: "leftover" as const, key: "", created: "" };
+  const decisions: PruneDecision[] = [];
+  for (const t of state.parentTags) {
+    decisions.push(t.ownerRunning
+      ? { ...base, name: "parent tag", where: "local", id: t.ref, action: "keep", reason: "its build is running" }
+      : { ...base, name: "parent tag", where: "local", id: t.ref, action: "remove", reason: "left by a build that did not finish" });
+  }
+  for (const f of state.amiFolders) {
+    const size = `${(f.bytes / 2 ** 20).toFixed(0)} MiB`;
+    decisions.push(f.inUse
+      ? { ...base, name: "ami folder", where: "local", id: f.path, action: "keep", reason: `a bake is using it (${size})` }
+      : { ...base, name: "ami folder", where: "local", id: f.path, action: "remove", reason: `rendered folder and image archive of an earlier bake (${size})` });
+  }
+  const newestFirst = [...state.logRuns].sort().reverse();
+  newestFirst.forEach((run, i) => {
+    if (i >= keepLogRuns) decisions.push({ ...base, name: "logs", where: "local", id: run, action: "remove", reason: `older than the newest ${keepLogRuns} runs` });
+  });
+  return decisions;
 }

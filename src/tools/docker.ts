@@ -90,6 +90,8 @@ export interface DockerTool {
   /** The registry's manifest digest for a reference, without pulling (the engine asks the registry). */
   distributionDigest(ref: string): Promise<string | undefined>;
   removeImage(ref: string): Promise<void>;
+  /** Every tag on the engine that matches a reference pattern (`bake-parent/*`). */
+  listTags(pattern: string): Promise<string[]>;
   /** Removes an image (and its tags) unless a container uses it; false when one does. */
   removeUnusedImage(id: string): Promise<boolean>;
   /** `docker save` of these references into one archive file, streamed. */
@@ -570,6 +572,12 @@ export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool 
       } finally {
         await container.remove({ force: true }).catch(() => undefined);
       }
+    },
+    async listTags(pattern) {
+      const images = await dockerode().docker.listImages({ filters: JSON.stringify({ reference: [pattern] }) });
+      const [repo] = pattern.split(":");
+      const matches = (t: string) => t.startsWith(repo.replace(/\*$/, ""));
+      return images.flatMap((i) => (i.RepoTags ?? []).filter(matches));
     },
     async removeImage(ref) {
       await dockerode().docker.getImage(ref).remove({ force: true }).catch((e: any) => {

@@ -64,6 +64,28 @@ export function renderCommand(file: string, args: readonly string[]): string {
   return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(" ");
 }
 
+/** Process groups started with `processGroup` that are still running. */
+const liveGroups = new Set<number>();
+
+/**
+ * Kills every process group bake started and that still runs: the forced stop (a second signal),
+ * after which bake exits at once, must not leave Packer or its ansible-playbook running on.
+ * Returns how many groups it killed.
+ */
+export function killProcessGroups(): number {
+  let killed = 0;
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, "SIGKILL");
+      killed++;
+    } catch {
+      /* already gone */
+    }
+  }
+  liveGroups.clear();
+  return killed;
+}
+
 export async function run(file: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
   const secrets = options.secrets ?? [];
   const command = redact(renderCommand(file, args), secrets);
@@ -122,11 +144,13 @@ export async function run(file: string, args: string[], options: RunOptions = {}
       }
     }, options.processGroup!.graceMs);
   };
+  if (options.processGroup && child.pid) liveGroups.add(child.pid);
   if (options.processGroup && options.signal) {
     if (options.signal.aborted) interruptGroup();
     else options.signal.addEventListener("abort", interruptGroup, { once: true });
   }
   const result = await child;
+  if (child.pid) liveGroups.delete(child.pid);
   if (forceKill) clearTimeout(forceKill);
   options.signal?.removeEventListener("abort", interruptGroup);
   if ((result as any).code === "ENOENT" || /ENOENT/.test(String((result as any).originalMessage ?? ""))) {

@@ -1,4 +1,6 @@
 /** moto as the EC2 endpoint: credentials for it, and a client to arrange AMIs. */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { EC2Client, RegisterImageCommand, CreateTagsCommand } from "@aws-sdk/client-ec2";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
@@ -27,4 +29,41 @@ export async function registerAmi(name: string, tags: Record<string, string> = {
   const { ImageId } = await ec2.send(new RegisterImageCommand({ Name: name, RootDeviceName: "/dev/xvda", Architecture: "x86_64", BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { VolumeSize: 8 } }] }));
   if (Object.keys(tags).length) await ec2.send(new CreateTagsCommand({ Resources: [ImageId!], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) }));
   return ImageId!;
+}
+
+/** A rule of the faulty endpoint: answer calls of this EC2 action (whose body matches) with an error, `times` times (Infinity: always). */
+export interface EndpointFault {
+  action: string;
+  match?: RegExp;
+  times: number;
+  status: number;
+  code: string;
+}
+
+/**
+ * An endpoint before moto that answers some EC2 calls with an error, as AWS does when it
+ * throttles or refuses, and passes everything else through. `env` points bake at it; `calls`
+ * counts the calls of each action that reached it (failed or not).
+ */
+export async function faultyEndpoint(faults: EndpointFault[]): Promise<{ env: typeof motoEnv; calls: Map<string, number>; close: () => void }> {
+  const calls = new Map<string, number>();
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks);
+    const action = /(?:^|&)Action=([A-Za-z]+)/.exec(body.toString())?.[1] ?? String(req.headers["x-amz-target"] ?? "");
+    calls.set(action, (calls.get(action) ?? 0) + 1);
+    const fault = faults.find((f) => f.action === action && f.times > 0 && (!f.match || f.match.test(decodeURIComponent(body.toString()))));
+    if (fault) {
+      fault.times--;
+      res.writeHead(fault.status, { "Content-Type": "text/xml" });
+      return void res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${fault.code}</Code><Message>injected by the test: ${fault.code}</Message></Error></Errors><RequestID>fault</RequestID></Response>`);
+    }
+    const upstream = await fetch(`${MOTO}${req.url}`, { method: req.method, headers: Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "content-length").map(([k, v]) => [k, String(v)]) as [string, string][], body: req.method === "GET" ? undefined : body });
+    res.writeHead(upstream.status, Object.fromEntries([...upstream.headers].filter(([k]) => k !== "content-encoding" && k !== "content-length" && k !== "transfer-encoding")));
+    res.end(Buffer.from(await upstream.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { env: { ...motoEnv, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, calls, close: () => server.close() };
 }
