@@ -3,7 +3,7 @@
 import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
+import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, interruption, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
 import type { Tools } from "./core/read.js";
 import type { Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
@@ -44,10 +44,10 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
   for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   try {
     const result = await fn(controller.signal);
-    if (controller.signal.aborted) throw new InterruptedError();
+    if (controller.signal.aborted) throw interruption(controller.signal);
     return result;
   } catch (e) {
-    if (controller.signal.aborted) throw new InterruptedError();
+    if (controller.signal.aborted) throw interruption(controller.signal);
     throw e;
   } finally {
     for (const sig of STOP_SIGNALS) process.off(sig, onSignal);

@@ -76,6 +76,11 @@ export class InterruptedError extends BakeError {
   }
 }
 
+/** The InterruptedError an aborted signal carries (naming the signal that stopped bake), or a new one. */
+export function interruption(signal?: AbortSignal): InterruptedError {
+  return signal?.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
+}
+
 export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
 
 export function exitCodeFor(error: unknown): number {

@@ -15,7 +15,7 @@
  * delays others by at most the TTL; clocks must agree to well within the TTL.
  */
 import { hostname } from "node:os";
-import { InterruptedError } from "../errors.js";
+import { interruption } from "../errors.js";
 import type { Ec2Tool } from "../tools/ec2.js";
 
 export const LEASE_TAG = { holder: "bake:lease-holder", expires: "bake:lease-expires" } as const;
@@ -62,7 +62,7 @@ export async function acquireLease(ec2: Ec2Tool, region: string, prefix: string,
   const tags = () => ({ [LEASE_TAG.holder]: holder, [LEASE_TAG.expires]: new Date(Date.now() + ttl).toISOString() });
   let told = "";
   for (;;) {
-    if (options.signal?.aborted) throw new InterruptedError();
+    if (options.signal?.aborted) throw interruption(options.signal);
     const leases = leaseRecords(prefix, await ec2.listKeyPairs(region, prefix));
     const step = nextLeaseStep(leases, Date.now());
     if (step.action === "create") {

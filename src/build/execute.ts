@@ -11,7 +11,7 @@ import type { Readable } from "node:stream";
 import type { ImageNode } from "../config/model.js";
 import { KEY_TAG_LENGTH, imageRepository } from "../config/model.js";
 import type { Pipeline } from "../core/read.js";
-import { BakeError, BuildFailedError, InterruptedError } from "../errors.js";
+import { BakeError, BuildFailedError, InterruptedError, interruption } from "../errors.js";
 import type { PlanEntry } from "../plan/plan.js";
 import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "../tools/docker.js";
 import type { GitInfo } from "../tools/git.js";
@@ -130,7 +130,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           });
         }
         const result = await limit(() => {
-          if (options.signal.aborted) throw new InterruptedError();
+          if (options.signal.aborted) throw interruption(options.signal);
           const report: StepReport = {
             step: (text) => {
               task.title = `${entry.name}: ${text}`;
@@ -154,7 +154,11 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           task.skip(error.message);
           return;
         }
-        if (error instanceof InterruptedError || options.signal.aborted) throw new InterruptedError();
+        if (error instanceof InterruptedError || options.signal.aborted) {
+          // Stopped, not failed: the run ends with the interruption once every task has settled.
+          task.skip(`${entry.name}: stopped (${interruption(options.signal).message})`);
+          return;
+        }
         const failure = explainFailure(entry.name, error, logs.pathOf(entry.name));
         failures.push(failure);
         logs.line(entry.name, `FAILED: ${failure.message}\n${failure.detail}`);
@@ -178,7 +182,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   } as any);
   await list.run();
 
-  if (options.signal.aborted) throw new InterruptedError();
+  if (options.signal.aborted) throw interruption(options.signal);
   if (failures.length) {
     const skipped = images.filter((e) => !results.has(e.name) && !failures.some((f) => f.node === e.name)).map((e) => e.name);
     options.onPartial?.({ built: images.filter((e) => results.has(e.name)).map((e) => results.get(e.name)!), failures, skipped });

@@ -8,7 +8,7 @@ import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
 import { isLocked, processRuns } from "../state/process-lock.js";
-import { InterruptedError } from "../errors.js";
+import { interruption } from "../errors.js";
 
 export interface PruneOptions {
   file: string;
@@ -54,7 +54,7 @@ export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t:
   const failed: PruneDecision[] = [];
   if (options.yes) {
     for (const d of decisions.filter((x) => x.action === "remove")) {
-      if (options.signal?.aborted) throw new InterruptedError();
+      if (options.signal?.aborted) throw interruption(options.signal);
       // Each item on its own: one failure is reported and the others go on.
       try {
         if (await remove(d, pipeline, docker, ec2)) removed.push(d);

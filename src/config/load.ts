@@ -1,7 +1,7 @@
 /** Reads bake.yml: YAML with positions → ${VAR} interpolation → schema → semantic checks. */
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { LineCounter, parseDocument, visit, isScalar, Scalar } from "yaml";
+import { LineCounter, parseDocument, visit, Scalar } from "yaml";
 import { ConfigError, ConfigErrors, UsageError } from "../errors.js";
 import { interpolate, type Env } from "./interpolate.js";
 import { SourceMap } from "./source-map.js";

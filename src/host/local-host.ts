@@ -6,7 +6,7 @@
 import type { AmiNode } from "../config/model.js";
 import { imageRepository, localAmiRepository } from "../config/model.js";
 import { knownKeys, type Pipeline } from "../core/read.js";
-import { BuildFailedError, ConfigError, InterruptedError, UsageError } from "../errors.js";
+import { BuildFailedError, ConfigError, interruption, UsageError } from "../errors.js";
 import { KEY12, shippedImages } from "../ami/context.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
 import { passEnvValues, servicesOf } from "../up/services.js";
@@ -58,7 +58,7 @@ export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: s
   });
   if (report.ok && !options.signal.aborted) return report;
   await docker.removeImage(`${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY12)}`);
-  if (options.signal.aborted) throw new InterruptedError();
+  if (options.signal.aborted) throw interruption(options.signal);
   const failed = report.checks.filter((c) => !c.ok);
   throw new BuildFailedError(ami.name, `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`, failed.map((c) => `${c.name}: ${c.detail}`).join("\n"));
 }

@@ -12,7 +12,7 @@ import { gitInfo, readRevision } from "../tools/git.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
 import { amiCommand } from "../commands/ami.js";
 import { pruneCommand } from "../commands/prune.js";
-import { InterruptedError, type BuildFailedError } from "../errors.js";
+import { interruption, type BuildFailedError } from "../errors.js";
 
 export interface NightlyOptions {
   file: string;
@@ -45,7 +45,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   // An interrupt ends the run between phases (and inside them, where the tools stop): it is never
   // recorded as one more failure, so no later phase starts, above all not the prune.
   const stopIfInterrupted = () => {
-    if (options.signal.aborted) throw options.signal.reason instanceof InterruptedError ? options.signal.reason : new InterruptedError();
+    if (options.signal.aborted) throw interruption(options.signal);
   };
   const timed = async <T>(phase: string, fn: () => Promise<T>): Promise<T> => {
     stopIfInterrupted();

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, homedir } from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
-import { InterruptedError } from "../errors.js";
+import { interruption } from "../errors.js";
 
 export interface LockHolder {
   pid: number;
@@ -82,7 +82,7 @@ export async function acquireLock(lock: string, options: LockOptions = {}): Prom
       options.onWait?.(holder);
       told = holder;
     }
-    if (options.signal?.aborted) throw new InterruptedError();
+    if (options.signal?.aborted) throw interruption(options.signal);
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
 }

@@ -36,8 +36,10 @@ export interface EndpointFault {
   action: string;
   match?: RegExp;
   times: number;
-  status: number;
-  code: string;
+  /** The error answered; without one, the call passes through after `delayMs` (a slow endpoint). */
+  status?: number;
+  code?: string;
+  delayMs?: number;
 }
 
 /**
@@ -54,8 +56,9 @@ export async function faultyEndpoint(faults: EndpointFault[]): Promise<{ env: ty
     const action = /(?:^|&)Action=([A-Za-z]+)/.exec(body.toString())?.[1] ?? String(req.headers["x-amz-target"] ?? "");
     calls.set(action, (calls.get(action) ?? 0) + 1);
     const fault = faults.find((f) => f.action === action && f.times > 0 && (!f.match || f.match.test(decodeURIComponent(body.toString()))));
-    if (fault) {
-      fault.times--;
+    if (fault) fault.times--;
+    if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
+    if (fault?.status) {
       res.writeHead(fault.status, { "Content-Type": "text/xml" });
       return void res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${fault.code}</Code><Message>injected by the test: ${fault.code}</Message></Error></Errors><RequestID>fault</RequestID></Response>`);
     }
