@@ -64,7 +64,7 @@ export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, r
     } finally {
       await lease?.release().catch((e: Error) => run.say(`the AWS lease ${lease.name} was not released (it expires by itself): ${e.message}`));
     }
-  }, { signal: run.signal, onWait: (holder) => run.say(`waiting: ${holder} is baking key ${key12}`) });
+  }, { signal: run.signal, onWait: (holder) => run.say(`waiting for key ${key12}: ${holder} is baking it`) });
 }
 
 async function findBaked(pipeline: Pipeline, ami: AmiNode, key: string, target: Target, tools: Tools): Promise<string | undefined> {

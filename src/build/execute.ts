@@ -134,6 +134,8 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           const report: StepReport = {
             step: (text) => {
               task.title = `${entry.name}: ${text}`;
+              // Plain output shows no title changes: a step (waiting for another bake, building) is a line.
+              if (options.plain) task.output = text;
               logs.line(entry.name, `== ${text}`);
             },
             line: (text) => {
@@ -159,7 +161,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           task.skip(`${entry.name}: stopped (${interruption(options.signal).message})`);
           return;
         }
-        const failure = explainFailure(entry.name, error, logs.pathOf(entry.name));
+        const failure = explainFailure(entry.name, error, logs.pathOf(entry.name), docker.endpoint);
         failures.push(failure);
         logs.line(entry.name, `FAILED: ${failure.message}\n${failure.detail}`);
         throw failure;
@@ -230,7 +232,7 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
   const repo = imageRepository(pipeline.config, node.name);
   let release: (() => Promise<void>) | undefined;
   const holdKey = async (key: string) => {
-    release ??= await acquireLock(machineLock(`image-${repo}-${key}`), { signal: options.signal, onWait: (holder) => report.step(`waiting: ${holder} is building ${repo}:${key.slice(0, KEY_TAG_LENGTH)}`) });
+    release ??= await acquireLock(machineLock(`image-${repo}-${key}`), { signal: options.signal, onWait: (holder) => report.step(`waiting for ${repo}:${key.slice(0, KEY_TAG_LENGTH)}: ${holder} is building it`) });
   };
   try {
     return await buildKeyed(node, entry, pipeline, docker, git, now, options, report, findExisting, holdKey, secrets);
@@ -377,7 +379,14 @@ function servedContext(listing: ContextListing | undefined): ServedEntry[] {
 
 class SkippedError extends BakeError {}
 
-function explainFailure(node: string, error: unknown, logFile: string): BuildFailedError {
+/** What a lost connection to the engine looks like from dockerode, http and the BuildKit session. */
+const ENGINE_GONE = /^aborted$|socket hang up|ECONNRESET|EPIPE|ECONNREFUSED|premature close|connection dropped/i;
+
+function explainFailure(node: string, error: unknown, logFile: string, endpoint: string): BuildFailedError {
+  const err = error as NodeJS.ErrnoException | undefined;
+  if (!(error instanceof BakeError) && (ENGINE_GONE.test(err?.code ?? "") || ENGINE_GONE.test(err?.message ?? ""))) {
+    return new BuildFailedError(node, `${node}: the Docker engine at ${endpoint} went away during the build (${err?.code ?? err?.message}): start it again (make services) and run bake again; images already built are kept`, `full log: ${logFile}`);
+  }
   if (error instanceof BuildStreamError) {
     // "Step 3/5 : RUN x" (classic) or "[3/5] RUN x", "[build 3/5] RUN x" (BuildKit).
     const at = error.step ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ").replace(/^\[(?:\S+ )?(\d+\/\d+)\] /, "step $1: ")}` : "";

@@ -2,6 +2,7 @@
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
+import { BakeError } from "../errors.js";
 
 export function newRunId(now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
@@ -11,6 +12,8 @@ export function newRunId(now = new Date()): string {
 export class RunLogs {
   readonly dir: string;
   private readonly files = new Map<string, WriteStream>();
+  /** The first write that failed (a full disk): the run fails with it when the logs close. */
+  private failure?: Error;
 
   constructor(baseDir: string, readonly runId = newRunId()) {
     this.dir = path.join(baseDir, ".bake", "logs", runId);
@@ -26,13 +29,16 @@ export class RunLogs {
       // Tool output can hold what a tool printed of its environment: for the owner only.
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       file = createWriteStream(this.pathOf(node), { flags: "a", mode: 0o600 });
+      file.on("error", (e) => (this.failure ??= e));
       this.files.set(node, file);
     }
     file.write(`${text}\n`);
   }
 
+  /** Ends every log; throws when one could not be written, since the run then left no full record. */
   async close(): Promise<void> {
-    await Promise.all([...this.files.values()].map((f) => new Promise<void>((resolve) => f.end(resolve))));
+    await Promise.all([...this.files.values()].map((f) => new Promise<void>((resolve) => (f.destroyed ? resolve() : f.end(resolve)))));
     this.files.clear();
+    if (this.failure) throw new BakeError(`cannot write the run's logs under ${this.dir}: ${this.failure.message}`, { cause: this.failure });
   }
 }

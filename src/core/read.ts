@@ -54,6 +54,8 @@ export function knownKeys(pipeline: Pick<Pipeline, "keys">): Map<string, string 
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
+  // Read first on every run: a corrupt manifest stops a command before anything is built.
+  const manifest = readManifest(config.dir);
   const graph = buildGraph(config, options.target);
   const selection = selectWithDependencies(graph, options.nodes ?? []);
   const { unknown } = selection;
@@ -70,7 +72,7 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
   const { images, listed } = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { images: engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
-  const lastBaked = wantsAws ? new Map(Object.entries(readManifest(config.dir).amis)) : undefined;
+  const lastBaked = wantsAws ? new Map(Object.entries(manifest.amis)) : undefined;
   return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis, lastBaked }, target: options.target };
 }
 

@@ -1,7 +1,7 @@
 /** `bake ami --target local`, end to end with real Packer, Ansible and Docker. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -302,6 +302,62 @@ test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, 
   const manifestFile = path.join(slow, "bake-manifest.json");
   assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
   await removeProject(`${project}-int`);
+});
+
+/** Two more AMIs on the same local host image, with playbooks of one quick task (and one slow task). */
+function quickAmis(): void {
+  const ami = (name: string, playbook: string) => `  ${name}:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "unused-*" }\n    instance_type: t3.small\n    playbook: ${playbook}\n    preload: [base]\n    local: { image: hostimg }\n`;
+  if (readFileSync(path.join(dir, "bake.yml"), "utf8").includes("  quick:")) return;
+  appendFileSync(path.join(dir, "bake.yml"), ami("quick", "quick/site.yml") + ami("slow", "slow/site.yml"));
+  const play = (task: string) => `- name: Quick host\n  hosts: all\n  gather_facts: false\n  tasks:\n${task}`;
+  // The pause keeps the first bake holding its key while the second one arrives.
+  writeFileSync(path.join(dir, "quick/site.yml"), play("    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/quick, content: \"q\\n\", mode: \"0644\" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 5 }\n"), { flag: "w" });
+  writeFileSync(path.join(dir, "slow/site.yml"), play("    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n"), { flag: "w" });
+}
+
+test("two bakes of one AMI key at once: one bakes, the other waits for it and returns the same image", async () => {
+  mkdirSync(path.join(dir, "quick"), { recursive: true });
+  mkdirSync(path.join(dir, "slow"), { recursive: true });
+  quickAmis();
+  const run = () => execa(process.execPath, [CLI, "ami", "quick", "--target", "local", "--no-boot-test"], { cwd: dir, env: testEnv(), reject: false, timeout: 300_000 });
+  const procs = [run(), run()];
+  const [a, b] = await Promise.all(procs);
+  for (const r of [a, b]) assert.is(r.exitCode, 0, String(r.stderr).slice(-3000));
+  assert.is(String(a.stdout), String(b.stdout), "the same image");
+  const packerRuns = [a, b].filter((r) => /quick: packer build /.test(String(r.stderr)));
+  assert.is(packerRuns.length, 1, "Packer ran once");
+  const waiter = [a, b].find((r) => !/quick: packer build /.test(String(r.stderr)))!;
+  const other = procs[waiter === a ? 1 : 0];
+  assert.match(String(waiter.stderr), new RegExp(`quick: waiting for key [0-9a-f]{12}: pid ${other.pid} on \\S+ \\(bake ami quick --target local --no-boot-test\\), since \\S+ is baking it`), String(waiter.stderr));
+  assert.match(String(waiter.stderr), /quick: another bake finished key [0-9a-f]{12} while this one waited: sha256:/);
+  assert.is((await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=quick"] }) })).length, 1);
+  assert.is(manifest().amis.quick.regions.local, String(a.stdout).split("\t")[1]);
+  assert.is(readdirSync(path.join(dir, ".bake/ami")).filter((f) => f.startsWith("quick-")).flatMap((f) => readdirSync(path.join(dir, ".bake/ami", f))).filter((f) => f === "preload.tar").length, 0, "the image archive is not kept past the bake");
+});
+
+test("a second signal stops bake at once and leaves no Packer or ansible-playbook running", async () => {
+  quickAmis();
+  const child = execa(process.execPath, [CLI, "ami", "slow", "--target", "local", "--no-boot-test"], { cwd: dir, env: testEnv(), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 180_000) await new Promise((r) => setTimeout(r, 200));
+  assert.match(seen, /TASK \[Take a while\]/);
+  const folder = readdirSync(path.join(dir, ".bake/ami")).find((f) => f.startsWith("slow-"))!;
+  child.kill("SIGTERM");
+  await new Promise((r) => setTimeout(r, 300));
+  child.kill("SIGTERM");
+  const result = await child;
+  assert.is(result.exitCode, 130);
+  assert.match(String(result.stderr), /SIGTERM again: stopped at once \(killed 1 running tool/);
+  await new Promise((r) => setTimeout(r, 500));
+  const tools = (await execa("ps", ["-eo", "args"])).stdout.split("\n").filter((l) => l.includes(folder) || (/ansible-playbook/.test(l) && l.includes("slow/site.yml")));
+  assert.equal(tools, [], "no Packer or Ansible process outlives bake");
+  // Packer had no time to remove its build container: the message said so; the test removes it.
+  for (const c of await docker.listContainers({ all: true })) {
+    const info = await docker.getContainer(c.Id).inspect();
+    if ((info.Mounts ?? []).some((m: any) => String(m.Source).includes(folder))) await docker.getContainer(c.Id).remove({ force: true });
+  }
 });
 
 test.run();

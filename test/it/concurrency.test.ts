@@ -1,0 +1,128 @@
+/**
+ * Two bakes at once: on one machine (one project, and a second checkout of it) every image key is
+ * built once and `.bake/` stays whole; across machines the AWS lease (on moto) lets one bake of a
+ * key run at a time and outlives no dead holder. Corrupt state files fail loudly.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { DescribeKeyPairsCommand } from "@aws-sdk/client-ec2";
+import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { motoEc2, motoEnv } from "../helpers/moto.js";
+
+const project = uniqueProject("concurrency");
+let dir = "";
+
+test.before(async () => {
+  dir = tempTree({
+    "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\n  rel: { parent: svc, dockerfile: rel/Dockerfile, run: { command: [sleep, "1"] } }\n`,
+    "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN sleep 2 && echo ${process.pid} > /svc\n`,
+    "rel/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo rel > /rel\n",
+  });
+});
+
+test.after(async () => {
+  await removeProject(project);
+});
+
+const start = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env: testEnv(), reject: false, timeout: 120_000 });
+
+test("three bake builds at once (two in one checkout, one in a second checkout): all succeed, each key built once", async () => {
+  const second = `${dir}-second-checkout`;
+  cpSync(dir, second, { recursive: true });
+  const runs = [start(dir, ["build", "--json"]), start(dir, ["build", "--json"]), start(second, ["build", "--json"])];
+  const results = await Promise.all(runs);
+  for (const r of results) assert.is(r.exitCode, 0, String(r.stderr));
+  const images = results.map((r) => JSON.parse(String(r.stdout)).images);
+  for (const node of ["base", "svc", "rel"]) {
+    assert.is(new Set(images.map((i) => i[node].id)).size, 1, `${node}: one image id`);
+    assert.is(images.filter((i) => i[node].action === "built").length, 1, `${node} built once: ${images.map((i) => i[node].action)}`);
+  }
+  // The processes that waited said for whom.
+  const pids = runs.map((r) => r.pid);
+  const waits = results.map((r) => /waiting for \S+: pid (\d+) on \S+ \(bake build --json\)/.exec(String(r.stderr))?.[1]).filter(Boolean);
+  assert.ok(waits.length >= 1 && waits.every((p) => pids.includes(Number(p))), results.map((r) => r.stderr).join("\n---\n"));
+  const svcImages = await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) });
+  assert.is(svcImages.length, 1);
+  for (const d of [dir, second]) {
+    const manifest = JSON.parse(readFileSync(path.join(d, "bake-manifest.json"), "utf8"));
+    assert.equal(Object.keys(manifest.images).sort(), ["base", "rel", "svc"]);
+  }
+});
+
+test("a corrupt bake-manifest.json or bake.lock stops the command before any build: exit 2, file and line named", async () => {
+  const manifest = path.join(dir, "bake-manifest.json");
+  const good = readFileSync(manifest, "utf8");
+  writeFileSync(path.join(dir, "svc/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo changed > /svc\n");
+  try {
+    writeFileSync(manifest, good.slice(0, good.length / 2));
+    const r = await bake(["build"], { cwd: dir });
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`${manifest.replace(/[.]/g, "\\.")}:\\d+:\\d+: the manifest is not valid JSON`));
+    assert.not.match(r.stderr, /built|\n\s+at /);
+    writeFileSync(manifest, good);
+    writeFileSync(path.join(dir, "bake.lock"), '{"debootstrap": {,}}\n');
+    const lock = await bake(["build"], { cwd: dir });
+    assert.is(lock.code, 2, lock.stderr);
+    assert.match(lock.stderr, /bake\.lock:1:18: bake\.lock is not valid JSON/);
+  } finally {
+    writeFileSync(manifest, good);
+    writeFileSync(path.join(dir, "bake.lock"), '{"debootstrap": {}}\n');
+  }
+  const svc = (await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) })).length;
+  assert.is(svc, 1, "nothing was built");
+});
+
+/** A process that holds the AWS lease of one key on moto, printing when it holds and releases it. */
+function leaseHolder(name: string, options: { ttl: number; holdMs: number }) {
+  const script = `
+    const { connectEc2 } = await import(${JSON.stringify(path.join(ROOT, "dist/src/tools/ec2.js"))});
+    const { acquireLease } = await import(${JSON.stringify(path.join(ROOT, "dist/src/ami/lease.js"))});
+    const lease = await acquireLease(connectEc2(), "us-east-1", ${JSON.stringify(`bake-lease-${project}-host-${name}-g`)}, { ttlMs: ${options.ttl}, pollMs: 200, onWait: (t) => console.log("WAIT " + t), onLost: (t) => console.log("LOST " + t) });
+    console.log("HELD " + Date.now() + " " + lease.name);
+    await new Promise((r) => setTimeout(r, ${options.holdMs}));
+    await lease.release();
+    console.log("RELEASED " + Date.now());
+  `;
+  return execa(process.execPath, ["--input-type=module", "-e", script], { env: testEnv(motoEnv), reject: false, timeout: 60_000 });
+}
+const stamp = (out: string, what: string) => Number(new RegExp(`${what} (\\d+)`).exec(out)?.[1]);
+const leasePairs = async (name: string) => ((await motoEc2().send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).map((k) => k.KeyName!).filter((k) => k.startsWith(`bake-lease-${project}-host-${name}-`)).sort();
+
+test("the AWS lease: a second holder waits, naming the first, and holds only after it released", async () => {
+  const first = leaseHolder("k1", { ttl: 4000, holdMs: 3000 });
+  await new Promise<void>((resolve) => first.stdout!.on("data", (d) => String(d).includes("HELD") && resolve()));
+  const second = leaseHolder("k1", { ttl: 4000, holdMs: 100 });
+  const [a, b] = await Promise.all([first, second]);
+  assert.is(a.exitCode, 0, String(a.stderr));
+  assert.is(b.exitCode, 0, String(b.stderr));
+  assert.match(String(b.stdout), new RegExp(`WAIT waiting for the AWS lease bake-lease-${project}-host-k1: held by \\S+ pid ${first.pid} until `));
+  assert.ok(stamp(String(b.stdout), "HELD") >= stamp(String(a.stdout), "RELEASED"), `${a.stdout}\n${b.stdout}`);
+  assert.equal(await leasePairs("k1"), [], "released leases are gone");
+});
+
+test("the AWS lease: a holder that dies frees it within its TTL; the next holder takes the next generation", async () => {
+  const dying = leaseHolder("k2", { ttl: 2000, holdMs: 60_000 });
+  await new Promise<void>((resolve) => dying.stdout!.on("data", (d) => String(d).includes("HELD") && resolve()));
+  dying.kill("SIGKILL");
+  await dying;
+  const killedAt = Date.now();
+  assert.equal(await leasePairs("k2"), [`bake-lease-${project}-host-k2-g1`]);
+  const next = leaseHolder("k2", { ttl: 2000, holdMs: 500 });
+  let during: string[] = [];
+  next.stdout!.on("data", async (d) => {
+    if (String(d).includes("HELD")) during = await leasePairs("k2");
+  });
+  const r = await next;
+  assert.is(r.exitCode, 0, String(r.stderr));
+  const heldAfter = stamp(String(r.stdout), "HELD") - killedAt;
+  assert.ok(heldAfter < 2000 + 1500, `held ${heldAfter} ms after the holder died`);
+  assert.match(String(r.stdout), /HELD \d+ bake-lease-\S+-k2-g2/);
+  assert.equal(during, [`bake-lease-${project}-host-k2-g2`], "the dead holder's generation is removed by the one that took over");
+  assert.equal(await leasePairs("k2"), []);
+});
+
+test.run();

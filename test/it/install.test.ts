@@ -1,0 +1,63 @@
+/**
+ * Installing bake as a newcomer does: `make setup` leaves this checkout's `bake` on PATH, and the
+ * packed package installs with `npm install -g` into a fresh prefix and works from any folder.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import { ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("install");
+const work = mkdtempSync(path.join(tmpdir(), "bake-install-"));
+const version = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version;
+
+test.after(async () => {
+  rmSync(work, { recursive: true, force: true });
+  await removeProject(project);
+});
+
+test("make setup put this checkout's bake on PATH, executable", async () => {
+  const which = (await execa("sh", ["-c", "command -v bake"], { reject: false })).stdout.trim();
+  assert.ok(which, "bake is on PATH");
+  assert.is(realpathSync(which), path.join(ROOT, "dist/src/bake.cjs"));
+  const r = await execa("bake", ["--version"], { env: testEnv(), reject: false });
+  assert.equal([r.exitCode, r.stdout], [0, `bake ${version}`]);
+});
+
+test("npm pack, then npm install -g into a fresh prefix: bake runs from another folder and builds", async () => {
+  const pack = await execa("npm", ["pack", "--ignore-scripts", "--pack-destination", work], { cwd: ROOT });
+  const tarball = path.join(work, pack.stdout.trim().split("\n").at(-1)!);
+  const listing = (await execa("tar", ["-tvzf", tarball])).stdout.split("\n");
+  assert.ok(listing.some((l) => /^-rwxr-xr-x .* package\/dist\/src\/bake\.cjs$/.test(l)), "the bin is executable in the package");
+  for (const shipped of ["dist/bundle/cli.cjs", "packer/ami.pkr.hcl.hbs", "ansible/up.yml", "ansible/roles/service/tasks/main.yml", "schema/bake.schema.json"]) {
+    assert.ok(listing.some((l) => l.endsWith(`package/${shipped}`)), `${shipped} is in the package`);
+  }
+  assert.not.ok(listing.some((l) => / package\/(src|test)\//.test(l)), "no sources or tests in the package");
+
+  const prefix = path.join(work, "prefix");
+  await execa("npm", ["install", "-g", "--prefix", prefix, tarball, "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"]);
+  const env = testEnv({ PATH: `${path.join(prefix, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin` });
+  const installed = (args: string[], cwd: string) => execa("bake", args, { cwd, env, extendEnv: false, reject: false });
+  assert.is(realpathSync(path.join(prefix, "bin/bake")), path.join(prefix, "lib/node_modules/bake/dist/src/bake.cjs"));
+  const v = await installed(["--version"], work);
+  assert.equal([v.exitCode, v.stdout], [0, `bake ${version}`]);
+
+  const dir = tempTree({
+    "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }\n    instance_type: t3.small\n    playbook: host.yml\n    preload: [base]\n`,
+    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo installed > /v\n",
+    "host.yml": "- hosts: all\n  tasks: []\n",
+  });
+  const build = await installed(["build", "--json"], dir);
+  assert.is(build.exitCode, 0, build.stderr);
+  const svc = JSON.parse(build.stdout).images.svc;
+  assert.is((await docker.getImage(svc.id).inspect()).Config.Labels["bake.key"], svc.key);
+  const render = await installed(["render", "host"], dir);
+  assert.is(render.exitCode, 0, render.stderr);
+  assert.match(render.stdout, /source "amazon-ebs" "ami"/);
+});
+
+test.run();

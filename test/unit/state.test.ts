@@ -1,0 +1,96 @@
+/** Pure parts of running beside other bakes: the AWS lease's steps, retention per key, leftovers, retry settings. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
+import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
+import { awsRetry, copyToken } from "../../src/tools/ec2.js";
+import { readJsonFile } from "../../src/state/json-file.js";
+import { ConfigError } from "../../src/errors.js";
+import { tempTree } from "../helpers/bake.js";
+
+const prefix = "bake-lease-p-host-0123456789ab-g";
+const pair = (g: number | string, expires: string, holder = "ci-1 pid 7") => ({ name: `${prefix}${g}`, tags: { [LEASE_TAG.expires]: expires, [LEASE_TAG.holder]: holder } });
+
+test("lease records: generations parsed and ordered newest first; other names ignored", () => {
+  const records = leaseRecords(prefix, [pair(1, "2026-12-04T10:00:00Z"), pair(3, "2026-12-04T10:05:00Z", "ci-2 pid 9"), pair("x", "2026-12-04T10:00:00Z")]);
+  assert.equal(records.map((r) => [r.generation, r.holder]), [[3, "ci-2 pid 9"], [1, "ci-1 pid 7"]]);
+});
+
+test("next lease step: none → generation 1; held → wait naming the holder; expired → the next generation", () => {
+  const now = Date.parse("2026-12-04T10:01:00Z");
+  assert.equal(nextLeaseStep([], now), { action: "create", generation: 1 });
+  const held = leaseRecords(prefix, [pair(2, "2026-12-04T10:02:00Z")]);
+  assert.equal(nextLeaseStep(held, now), { action: "wait", holder: "ci-1 pid 7", expires: Date.parse("2026-12-04T10:02:00Z") });
+  const expired = leaseRecords(prefix, [pair(2, "2026-12-04T10:00:30Z")]);
+  assert.equal(nextLeaseStep(expired, now), { action: "create", generation: 3 });
+  // A lease without a readable expiry (tags not applied yet, or edited) counts as expired.
+  assert.equal(nextLeaseStep(leaseRecords(prefix, [{ name: `${prefix}1`, tags: {} }]), now), { action: "create", generation: 2 });
+});
+
+test("lease TTL: 10 minutes unless BAKE_AWS_LEASE_TTL gives seconds", () => {
+  assert.is(leaseTtlMs({}), 600_000);
+  assert.is(leaseTtlMs({ BAKE_AWS_LEASE_TTL: "30" }), 30_000);
+  assert.is(leaseTtlMs({ BAKE_AWS_LEASE_TTL: "soon" }), 600_000);
+});
+
+test("retention: bake:keep on one region's copy keeps every copy of that key; in-use names its user", () => {
+  const ami = (id: string, region: string, key: string, created: string, tags: Record<string, string> = {}) => ({ imageId: id, name: id, created, region, snapshots: [], tags: { "bake:key": key, ...tags } });
+  const east = [ami("ami-3", "us-east-1", "k3", "2026-03"), ami("ami-2", "us-east-1", "k2", "2026-02"), ami("ami-1", "us-east-1", "k1", "2026-01")];
+  const west = [ami("ami-w1", "eu-west-1", "k1", "2026-01", { "bake:keep": "audit" })];
+  const kept = keysMarkedKeep([...east, ...west]);
+  assert.equal([...kept], [["k1", "ami-w1 in eu-west-1"]]);
+  const decisions = planAmiRetention("host", "us-east-1", east, 1, new Map([["ami-2", "launch configuration lc-1"]]), undefined, kept);
+  assert.equal(decisions.map((d) => [d.id, d.action, d.reason]), [
+    ["ami-3", "keep", "one of the newest 1"],
+    ["ami-2", "keep", "used by launch configuration lc-1"],
+    ["ami-1", "keep", "a copy of its key is tagged bake:keep (ami-w1 in eu-west-1)"],
+  ]);
+});
+
+test("leftovers: dead builds' parent tags, idle AMI folders and logs past the newest 10 go; what runs stays", () => {
+  const logRuns = Array.from({ length: 12 }, (_, i) => `20261204-0000${String(i).padStart(2, "0")}-abcd`);
+  const d = planLeftovers({
+    parentTags: [{ ref: "bake-parent/11:aa", ownerRunning: false }, { ref: "bake-parent/12:bb", ownerRunning: true }],
+    amiFolders: [{ path: "/p/.bake/ami/host-local-1", bytes: 3 << 20, inUse: false }, { path: "/p/.bake/ami/host-local-2", bytes: 0, inUse: true }],
+    logRuns,
+  });
+  assert.equal(d.map((x) => [x.name, x.id, x.action]), [
+    ["parent tag", "bake-parent/11:aa", "remove"],
+    ["parent tag", "bake-parent/12:bb", "keep"],
+    ["ami folder", "/p/.bake/ami/host-local-1", "remove"],
+    ["ami folder", "/p/.bake/ami/host-local-2", "keep"],
+    ["logs", logRuns[1], "remove"],
+    ["logs", logRuns[0], "remove"],
+  ]);
+  assert.match(d[2].reason, /\(3 MiB\)/);
+});
+
+test("EC2 retry: adaptive with 10 attempts unless BAKE_AWS_MAX_ATTEMPTS; copy tokens are stable and at most 64 characters", () => {
+  assert.equal(awsRetry({}), { retryMode: "adaptive", maxAttempts: 10 });
+  assert.equal(awsRetry({ BAKE_AWS_MAX_ATTEMPTS: "3" }), { retryMode: "adaptive", maxAttempts: 3 });
+  assert.equal(awsRetry({ BAKE_AWS_MAX_ATTEMPTS: "0" }), { retryMode: "adaptive", maxAttempts: 10 });
+  const t = copyToken("ami-1", "eu-west-1", "p-host-0123456789ab");
+  assert.is(t, copyToken("ami-1", "eu-west-1", "p-host-0123456789ab"));
+  assert.is.not(t, copyToken("ami-1", "eu-central-1", "p-host-0123456789ab"));
+  assert.ok(t.length <= 64);
+});
+
+test("state files: absent reads as undefined; not JSON is a ConfigError at its line and column", () => {
+  const dir = tempTree({});
+  assert.is(readJsonFile(path.join(dir, "missing.json"), "the manifest"), undefined);
+  const file = path.join(dir, "bake-manifest.json");
+  writeFileSync(file, '{\n  "images": {\n    "a": 1,\n  }\n}\n');
+  try {
+    readJsonFile(file, "the manifest");
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, ConfigError);
+    assert.equal([(e as ConfigError).line, (e as ConfigError).column], [4, 3]);
+  }
+  writeFileSync(file, "[]\n");
+  assert.throws(() => readJsonFile(file, "the manifest"), /not a JSON object/);
+});
+
+test.run();
