@@ -4,7 +4,7 @@ import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, interruption, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
-import type { Tools } from "./core/read.js";
+import type { Tools } from "./state/read.js";
 import type { Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
 import { connectDocker } from "./tools/docker.js";

@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
-import { knownKeys, type Pipeline } from "../core/read.js";
+import { knownKeys, type Pipeline } from "../state/read.js";
 import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
 import { ansibleConfigFile } from "../graph/playbook-inputs.js";
 import type { DockerTool } from "../tools/docker.js";

@@ -6,7 +6,7 @@
 import { rmSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
-import type { Pipeline, Tools } from "../core/read.js";
+import type { Pipeline, Tools } from "../state/read.js";
 import { BuildFailedError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
 import type { PlanEntry } from "../plan/plan.js";

@@ -10,7 +10,7 @@ import pLimit from "p-limit";
 import type { Readable } from "node:stream";
 import type { ImageNode } from "../config/model.js";
 import { KEY_TAG_LENGTH, imageRepository } from "../config/model.js";
-import type { Pipeline } from "../core/read.js";
+import type { Pipeline } from "../state/read.js";
 import { BakeError, BuildFailedError, InterruptedError, interruption } from "../errors.js";
 import type { PlanEntry } from "../plan/plan.js";
 import { BuildStreamError, LABEL, type BakeImageRecord, type DockerTool } from "../tools/docker.js";

@@ -1,5 +1,5 @@
 /** `bake ami <ami>`: build what the AMI needs, bake it (or find it by key), tag, copy, share, manifest. */
-import { readPipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";

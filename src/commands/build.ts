@@ -1,6 +1,6 @@
 /** `bake build`: build the container images (and their parents) the plan says to build. */
 import { existsSync } from "node:fs";
-import { readPipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import { executeBuild, type ImageResult } from "../build/execute.js";

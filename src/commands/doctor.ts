@@ -1,7 +1,7 @@
 /** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
 import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
-import type { Tools } from "../core/read.js";
+import type { Tools } from "../state/read.js";
 import { run } from "../tools/exec.js";
 import { describeDockerError } from "../tools/docker.js";
 import { dockerConfigFile, registryAuth } from "../tools/docker-credentials.js";

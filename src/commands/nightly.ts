@@ -1,5 +1,5 @@
 /** `bake nightly`: refresh bases from upstream → build what changed → bake AMIs → prune → report. */
-import type { Tools } from "../core/read.js";
+import type { Tools } from "../state/read.js";
 import { humanReport, runNightly, type NightlyOptions, type NightlyReport } from "../nightly/run.js";
 
 export async function nightlyCommand(options: NightlyOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<NightlyReport> {

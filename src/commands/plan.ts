@@ -1,5 +1,5 @@
 /** `bake plan`: the graph in build order with each node's key, status and reason. */
-import { readPipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, type PlanEntry } from "../plan/plan.js";
 

@@ -1,7 +1,7 @@
 /** `bake prune [--yes]`: retention for AMIs (with their snapshots), local images and leftovers; a plan unless --yes. */
 import { readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
-import { readPipeline, type Pipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { readManifest } from "../build/manifest.js";
 import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, type LeftoverState, type PruneDecision } from "../prune/plan.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";

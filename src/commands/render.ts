@@ -2,7 +2,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { readPipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
 import { amiNodeOf, packerEnvironment, renderFolder } from "../ami/bake-ami.js";

@@ -2,7 +2,7 @@
 import path from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { loadConfig } from "../config/load.js";
-import { knownKeys, readPipeline, type Tools } from "../core/read.js";
+import { knownKeys, readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import { executeBuild } from "../build/execute.js";

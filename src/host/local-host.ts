@@ -5,7 +5,7 @@
  */
 import type { AmiNode } from "../config/model.js";
 import { imageRepository, localAmiRepository } from "../config/model.js";
-import { knownKeys, type Pipeline } from "../core/read.js";
+import { knownKeys, type Pipeline } from "../state/read.js";
 import { BuildFailedError, ConfigError, interruption, UsageError } from "../errors.js";
 import { KEY12, shippedImages } from "../ami/context.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";

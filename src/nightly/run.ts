@@ -1,6 +1,6 @@
 /** The nightly run: refresh bases from upstream → build what changed → bake AMIs → prune → report. */
 import path from "node:path";
-import { readPipeline, type Tools } from "../core/read.js";
+import { readPipeline, type Tools } from "../state/read.js";
 import { projectLock, withLock } from "../state/process-lock.js";
 import { readLock, writeLock } from "../config/lock.js";
 import type { Target } from "../graph/keys.js";
