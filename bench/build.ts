@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { withLabels } from "../src/build/context-tar.js";
+import { withLabels } from "../src/images/context-tar.js";
 import { busyboxRootfs } from "../test/helpers/engine.js";
 import { env, generatedGraph, gibibyteOfFiles, median, mid, ratio, rawBuilds, seconds, type Node } from "./graph.js";
 

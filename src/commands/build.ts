@@ -3,9 +3,9 @@ import { existsSync } from "node:fs";
 import { readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
-import { executeBuild, type ImageResult } from "../build/execute.js";
-import { RunLogs } from "../build/logs.js";
-import { updateManifest } from "../build/manifest.js";
+import { executeBuild, type ImageResult } from "../images/execute.js";
+import { RunLogs } from "../state/logs.js";
+import { updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { describeDockerError } from "../tools/docker.js";
 

@@ -2,7 +2,7 @@
 import { readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
-import { readManifest } from "../build/manifest.js";
+import { readManifest } from "../state/manifest.js";
 import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, type LeftoverState, type PruneDecision } from "../prune/plan.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";

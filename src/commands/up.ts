@@ -5,8 +5,8 @@ import { loadConfig } from "../config/load.js";
 import { knownKeys, readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
-import { executeBuild } from "../build/execute.js";
-import { RunLogs } from "../build/logs.js";
+import { executeBuild } from "../images/execute.js";
+import { RunLogs } from "../state/logs.js";
 import { gitInfo } from "../tools/git.js";
 import { failureMessage, passEnvValues, servicesOf, startWithAnsible, startWithApi, stopAll, upContainers, waitHealthy } from "../up/services.js";
 

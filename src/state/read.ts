@@ -2,7 +2,7 @@
 import { loadConfig } from "../config/load.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
-import { readManifest } from "../build/manifest.js";
+import { readManifest } from "../state/manifest.js";
 import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
 import { readInputs } from "../graph/inputs.js";
 import type { ContextListing } from "../graph/context-files.js";

@@ -4,7 +4,7 @@ import * as assert from "uvu/assert";
 import path from "node:path";
 import tar from "tar-stream";
 import { BuildProgress, JsonLines, pushDigest, streamError } from "../../src/tools/docker-stream.js";
-import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/build/context-tar.js";
+import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/images/context-tar.js";
 import { listContext, listedFile } from "../../src/graph/context-files.js";
 import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js";
 import { stripCredentials } from "../../src/tools/git.js";

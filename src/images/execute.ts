@@ -23,7 +23,7 @@ import { pinParent, SessionRefusedError, type ServedEntry } from "../tools/build
 import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
-import type { RunLogs } from "./logs.js";
+import type { RunLogs } from "../state/logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
 import { acquireLock, machineLock } from "../state/process-lock.js";
 
