@@ -1,7 +1,7 @@
 /** bake-manifest.json: what the last successful run produced (PRODUCT.md's shape). */
 import path from "node:path";
-import { readJsonFile, writeJsonFile } from "../state/json-file.js";
-import { projectLock, withLock } from "../state/process-lock.js";
+import { readJsonFile, writeJsonFile } from "./json-file.js";
+import { projectLock, withLock } from "./process-lock.js";
 
 export interface ManifestImage {
   key: string;
