@@ -1,0 +1,141 @@
+/** The Docker engine's containers and networks: what `bake up`, the host boot test and exec use. */
+import tar from "tar-stream";
+import type { EngineConnection } from "./docker-engine.js";
+import type { DockerTool } from "./docker.js";
+
+export interface ContainerRecord {
+  id: string;
+  name: string;
+  image: string;
+  state: string;
+  status: string;
+  labels: Record<string, string>;
+  ports: { ip?: string; publicPort?: number; privatePort: number; type: string }[];
+}
+
+type ContainerVerbs = Pick<DockerTool, "ensureNetwork" | "removeNetwork" | "removeNetworks" | "listContainers" | "inspectContainer" | "createContainer" | "startContainer" | "removeContainer" | "containerLogs" | "exec" | "putFiles">;
+
+export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs {
+  return {
+    async ensureNetwork(name, labels) {
+      const { docker } = dockerode();
+      const found = await docker.listNetworks({ filters: JSON.stringify({ name: [name] }) });
+      if (found.some((n) => n.Name === name)) return;
+      await docker.createNetwork({ Name: name, Labels: labels, CheckDuplicate: true } as any);
+    },
+    async removeNetwork(name) {
+      const { docker } = dockerode();
+      try {
+        await docker.getNetwork(name).remove();
+        return true;
+      } catch (e: any) {
+        if (e?.statusCode === 404) return false;
+        throw e;
+      }
+    },
+    async removeNetworks(labels) {
+      const { docker } = dockerode();
+      const found = await docker.listNetworks({ filters: JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) }) });
+      for (const n of found) await docker.getNetwork(n.Id).remove().catch((e: any) => {
+        if (e?.statusCode !== 404) throw e;
+      });
+      return found.map((n) => n.Name);
+    },
+    async listContainers(labels) {
+      const filters = JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) });
+      const list = await dockerode().docker.listContainers({ all: true, filters });
+      return list.map((c) => ({
+        id: c.Id,
+        name: (c.Names?.[0] ?? "").replace(/^\//, ""),
+        image: c.Image,
+        state: c.State,
+        status: c.Status,
+        labels: c.Labels ?? {},
+        ports: (c.Ports ?? []).map((p) => ({ ip: p.IP, publicPort: p.PublicPort, privatePort: p.PrivatePort, type: p.Type })),
+      }));
+    },
+    async inspectContainer(idOrName) {
+      try {
+        return await dockerode().docker.getContainer(idOrName).inspect();
+      } catch (e: any) {
+        if (e?.statusCode === 404) return undefined;
+        throw e;
+      }
+    },
+    async createContainer(options) {
+      return (await dockerode().docker.createContainer(options as any)).id;
+    },
+    async startContainer(id) {
+      await dockerode().docker.getContainer(id).start();
+    },
+    async removeContainer(id) {
+      await dockerode()
+        .docker.getContainer(id)
+        .remove({ force: true, v: true })
+        .catch((e: any) => {
+          if (e?.statusCode !== 404) throw e;
+        });
+    },
+    async containerLogs(id, options, write) {
+      const { longDocker } = dockerode();
+      const container = longDocker.getContainer(id);
+      const info = await container.inspect();
+      const tty = Boolean(info.Config?.Tty);
+      // Without follow the engine answers with the whole log at once; an abortSignal would make
+      // dockerode treat the answer as a stream that never ends.
+      const opts = { stdout: true, stderr: true, follow: options.follow, tail: options.tail ?? "all", ...(options.follow ? { abortSignal: options.signal } : {}) } as any;
+      const data: any = await container.logs(opts);
+      if (!options.follow) {
+        demuxBuffer(Buffer.isBuffer(data) ? data : Buffer.from(data), tty, write);
+        return;
+      }
+      await new Promise<void>((resolve, reject) => {
+        const out = { write: (c: Buffer) => write("stdout", c) };
+        const err = { write: (c: Buffer) => write("stderr", c) };
+        if (tty) data.on("data", (c: Buffer) => write("stdout", c));
+        else longDocker.modem.demuxStream(data, out as any, err as any);
+        data.on("end", resolve);
+        data.on("error", (e: Error) => (options.signal?.aborted ? resolve() : reject(e)));
+        options.signal?.addEventListener("abort", () => {
+          data.destroy?.();
+          resolve();
+        });
+      });
+    },
+    async exec(id, cmd, write) {
+      const { longDocker } = dockerode();
+      const exec = await longDocker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
+      const stream: any = await exec.start({ hijack: true, stdin: false } as any);
+      await new Promise<void>((resolve, reject) => {
+        longDocker.modem.demuxStream(stream, { write: (c: Buffer) => write("stdout", c) } as any, { write: (c: Buffer) => write("stderr", c) } as any);
+        stream.on("end", resolve);
+        stream.on("error", reject);
+      });
+      return (await exec.inspect()).ExitCode ?? 0;
+    },
+    async putFiles(id, files) {
+      const pack = tar.pack();
+      for (const f of files) pack.entry({ name: f.path.replace(/^\/+/, ""), mode: f.mode, uid: 0, gid: 0 }, f.content);
+      pack.finalize();
+      const chunks: Buffer[] = [];
+      for await (const c of pack) chunks.push(c as Buffer);
+      await dockerode().docker.getContainer(id).putArchive(Buffer.concat(chunks), { path: "/" });
+    },
+  };
+}
+
+/** Splits a non-streamed log buffer (8-byte frame headers unless the container has a TTY). */
+export function demuxBuffer(buf: Buffer, tty: boolean, write: (stream: "stdout" | "stderr", chunk: Buffer) => void): void {
+  if (tty) {
+    write("stdout", buf);
+    return;
+  }
+  let at = 0;
+  while (at + 8 <= buf.length) {
+    const kind = buf[at];
+    const size = buf.readUInt32BE(at + 4);
+    write(kind === 2 ? "stderr" : "stdout", buf.subarray(at + 8, at + 8 + size));
+    at += 8 + size;
+  }
+}
+

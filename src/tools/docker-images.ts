@@ -1,0 +1,259 @@
+/** The Docker engine's images: find, inspect, import, build (classic and BuildKit), tag, save, remove. */
+import { createHash } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import http from "node:http";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { BakeError } from "../errors.js";
+import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
+import { BuildProgress, streamError, type StreamMessage } from "./docker-stream.js";
+import type Docker from "dockerode";
+import { BuildStreamError, engineTarget, LABEL, toRecord, type EngineConnection } from "./docker-engine.js";
+import type { DockerTool } from "./docker.js";
+
+/** What every build asks of the engine, whichever builder runs it. */
+interface BuildSettings {
+  tags: string[];
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  noCache: boolean;
+  signal?: AbortSignal;
+  onLine?: (line: string) => void;
+}
+
+export interface BuildRequest extends BuildSettings {
+  context: Readable;
+  /** Path of the Dockerfile inside the context tar. */
+  dockerfile: string;
+}
+
+/** A build through BuildKit with a session (buildkit.ts): the engine reads what it needs. */
+export interface SessionBuildRequest extends BuildSettings {
+  /** The context's entries (after .dockerignore), read from disk when the engine asks. */
+  context: ServedEntry[];
+  /** The Dockerfile bake serves, its FROM ${BAKE_PARENT} already naming `parentTag`. */
+  dockerfileText: string;
+  parentId: string;
+  parentTag: string;
+  /** Names what the engine keeps of the node's files between builds (one per node). */
+  sharedKey: string;
+  /** Build secrets by id, served through the session when a RUN --mount asks. */
+  secrets?: Map<string, Buffer>;
+}
+
+/** The query of POST /build for a request (the classic builder; labels only when asked for). */
+export function buildQuery(request: Pick<BuildRequest, "tags" | "dockerfile" | "buildArgs" | "labels" | "noCache">): string {
+  const q = new URLSearchParams();
+  for (const t of request.tags) q.append("t", t);
+  q.set("dockerfile", request.dockerfile);
+  q.set("buildargs", JSON.stringify(request.buildArgs));
+  if (Object.keys(request.labels).length) q.set("labels", JSON.stringify(request.labels));
+  if (request.noCache) q.set("nocache", "1");
+  q.set("rm", "1");
+  q.set("forcerm", "1");
+  return q.toString();
+}
+
+/**
+ * Streams a tar to the engine and resolves with the response once it starts. Used for builds:
+ * through plain http a 1 GiB context uploads ~0.35 s faster than through dockerode's modem.
+ */
+function uploadTar(target: http.RequestOptions, apiPath: string, body: Readable, signal?: AbortSignal): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ ...target, method: "POST", path: apiPath, headers: { "Content-Type": "application/x-tar" }, signal }, (res) => {
+      if (res.statusCode === 200) return resolve(res);
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (text += c));
+      res.on("end", () => {
+        let message = text.trim();
+        try {
+          message = JSON.parse(text).message ?? message;
+        } catch {
+          /* plain text body */
+        }
+        reject(Object.assign(new BakeError(`docker engine answered HTTP ${res.statusCode}: ${message}`), { statusCode: res.statusCode }));
+      });
+    });
+    req.on("error", reject);
+    body.on("error", (e) => req.destroy(e));
+    body.pipe(req);
+  });
+}
+
+type ImageVerbs = Pick<DockerTool, "findBakeImages" | "listBakeImages" | "inspectImage" | "importRootfs" | "build" | "canBuildKit" | "buildWithSession" | "tag" | "saveImages" | "removeUnusedImage" | "imageHasPath" | "listTags" | "removeImage">;
+
+export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: EngineConnection): ImageVerbs {
+  let buildKit: Promise<boolean> | undefined;
+  return {
+    async findBakeImages(refs) {
+      return Promise.all(
+        refs.map(async (ref) => {
+          const image = await inspectRaw(ref);
+          return image && toRecord(image.Id, image.RepoTags ?? [], image.Config?.Labels ?? {}, Math.floor(Date.parse(image.Created) / 1000));
+        }),
+      );
+    },
+    async listBakeImages(project) {
+      const filters = JSON.stringify({ label: [`${LABEL.project}=${project}`] });
+      let images: Docker.ImageInfo[];
+      if (quick) {
+        const res = await quick("GET", `/images/json?filters=${encodeURIComponent(filters)}`);
+        if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: listing images answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+        images = res.body;
+      } else images = await dockerode().docker.listImages({ filters });
+      return images.map((img) => toRecord(img.Id, img.RepoTags ?? [], img.Labels ?? {}, img.Created));
+    },
+    async inspectImage(ref) {
+      const i = await inspectRaw(ref);
+      return i && { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
+    },
+    async importRootfs(tar, ref, labels, signal) {
+      const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
+      const stream = (await dockerode().longDocker.importImage(tar as any, { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any)) as unknown as NodeJS.ReadableStream;
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => messages.push(m), signal);
+      const error = streamError(messages);
+      if (error) throw new BakeError(`importing the rootfs failed: ${error}`);
+      const found = await this.inspectImage(`${ref.repo}:${ref.tag}`);
+      if (!found) throw new BakeError(`importing the rootfs produced no image ${ref.repo}:${ref.tag}`);
+      return found.id;
+    },
+    async build(request) {
+      const target = engineTarget();
+      const stream: NodeJS.ReadableStream = target
+        ? await uploadTar(target, `/build?${buildQuery(request)}`, request.context, request.signal)
+        : await (dockerode().longDocker.buildImage as any)(request.context, {
+            t: request.tags,
+            dockerfile: request.dockerfile,
+            buildargs: request.buildArgs,
+            labels: request.labels,
+            nocache: request.noCache,
+            rm: true,
+            forcerm: true,
+            abortSignal: request.signal,
+          } as any);
+      const progress = new BuildProgress();
+      await follow(stream, (m) => progress.accept(m).forEach((l) => request.onLine?.(l)), request.signal);
+      if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
+      if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+      return progress.imageId.startsWith("sha256:") ? progress.imageId : (await this.inspectImage(progress.imageId))!.id;
+    },
+    async canBuildKit() {
+      const target = engineTarget();
+      if (!target) return false;
+      buildKit ??= new Promise<boolean>((resolve) => {
+        const req = http.request({ ...target, method: "GET", path: "/_ping", timeout: 5000 }, (res) => {
+          res.resume();
+          const [major, minor] = String(res.headers["api-version"] ?? "0.0").split(".").map(Number);
+          resolve(res.statusCode === 200 && res.headers["ostype"] === "linux" && (major > 1 || (major === 1 && minor >= 39)));
+        });
+        req.on("error", () => resolve(false));
+        req.on("timeout", () => req.destroy());
+        req.end();
+      });
+      return buildKit;
+    },
+    async buildWithSession(request) {
+      const target = engineTarget()!;
+      const [repo, tag] = [request.parentTag.slice(0, request.parentTag.lastIndexOf(":")), request.parentTag.slice(request.parentTag.lastIndexOf(":") + 1)];
+      let session: { id: string; close: () => void } | undefined;
+      try {
+        await holdParentTag(request.parentTag, () => this.tag(request.parentId, repo, tag));
+        const text = request.dockerfileText;
+        const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
+        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey, request.secrets).catch((e) => {
+          if (e instanceof SessionRefusedError) buildKit = Promise.resolve(false); // the rest of the run builds classic
+          throw e;
+        });
+        const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));
+        for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" })) q.set(k, v);
+        const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);
+        const progress = new BuildKitProgress();
+        await follow(stream, (m: any) => progress.accept(m, m.id === "moby.buildkit.trace" && typeof m.aux === "string" ? decodeTrace(m.aux) : undefined).forEach((l) => request.onLine?.(l)), request.signal);
+        if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
+        if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+        return progress.imageId;
+      } finally {
+        session?.close();
+        await releaseParentTag(request.parentTag, () => quick ? quick("DELETE", `/images/${encodeURIComponent(request.parentTag)}?noprune=1`).then(() => undefined) : dockerode().docker.getImage(request.parentTag).remove({ noprune: true }).then(() => undefined));
+      }
+    },
+    async tag(id, repo, tag) {
+      if (quick) {
+        const res = await quick("POST", `/images/${encodeURIComponent(id)}/tag?repo=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`);
+        if (res.status !== 201) throw new BakeError(`tagging ${repo}:${tag} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+        return;
+      }
+      await dockerode().docker.getImage(id).tag({ repo, tag });
+    },
+    async saveImages(refs, file, signal) {
+      const docker = dockerode().longDocker;
+      const stream: NodeJS.ReadableStream = await new Promise((resolve, reject) =>
+        (docker as any).modem.dial({ path: "/images/get?", method: "GET", options: { names: refs }, isStream: true, abortSignal: signal, statusCodes: { 200: true, 404: "no such image", 500: "server error" } }, (err: Error | null, res: NodeJS.ReadableStream) => (err ? reject(err) : resolve(res))),
+      );
+      await pipeline(stream, createWriteStream(file), { signal });
+    },
+    async removeUnusedImage(id) {
+      const { docker } = dockerode();
+      const info = await docker.getImage(id).inspect().catch(() => undefined);
+      if (!info) return true;
+      // Asked first: the engine refuses only at the last step, after every other tag is gone.
+      if ((await docker.listContainers({ all: true, filters: JSON.stringify({ ancestor: [info.Id] }) })).length) return false;
+      try {
+        // Untag every name first: removal by id refuses an image with several tags.
+        for (const tag of info.RepoTags ?? []) if (tag !== "<none>:<none>") await docker.getImage(tag).remove({ noprune: false });
+        await docker.getImage(id).remove().catch((e: any) => {
+          if (e?.statusCode !== 404) throw e;
+        });
+        return true;
+      } catch (e: any) {
+        if (e?.statusCode === 409) return false;
+        throw e;
+      }
+    },
+    async imageHasPath(image, path) {
+      const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
+      try {
+        await (container as any).infoArchive({ path });
+        return true;
+      } catch (e: any) {
+        if (e?.statusCode === 404) return false;
+        throw e;
+      } finally {
+        await container.remove({ force: true }).catch(() => undefined);
+      }
+    },
+    async listTags(pattern) {
+      const images = await dockerode().docker.listImages({ filters: JSON.stringify({ reference: [pattern] }) });
+      const [repo] = pattern.split(":");
+      const matches = (t: string) => t.startsWith(repo.replace(/\*$/, ""));
+      return images.flatMap((i) => (i.RepoTags ?? []).filter(matches));
+    },
+    async removeImage(ref) {
+      await dockerode().docker.getImage(ref).remove({ force: true }).catch((e: any) => {
+        if (e?.statusCode !== 404) throw e;
+      });
+    },
+  };
+}
+
+/**
+ * The tags that name parents for BuildKit builds in flight (several children of one parent share
+ * one), made before the first and removed after the last; a removal only untags: the parent
+ * keeps its own tags.
+ */
+const parentTags = new Map<string, { made: Promise<void>; users: number }>();
+async function holdParentTag(tag: string, make: () => Promise<void>): Promise<void> {
+  const held = parentTags.get(tag) ?? { made: make(), users: 0 };
+  held.users++;
+  parentTags.set(tag, held);
+  await held.made;
+}
+async function releaseParentTag(tag: string, remove: () => Promise<void>): Promise<void> {
+  const held = parentTags.get(tag);
+  if (held && --held.users > 0) return;
+  parentTags.delete(tag);
+  await remove().catch(() => undefined);
+}
+

@@ -1,0 +1,59 @@
+/** The Docker engine's registry traffic: push, pull, and the registry's digest of a reference. */
+import { BakeError } from "../errors.js";
+import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
+import { pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
+import type { EngineConnection } from "./docker-engine.js";
+import type { DockerTool } from "./docker.js";
+
+export function registryVerbs({ dockerode, follow }: EngineConnection): Pick<DockerTool, "push" | "pull" | "distributionDigest"> {
+  return {
+    async push(repo, tag, signal, onLine) {
+      const auth = await registryAuth(registryOf(repo));
+      const stream: NodeJS.ReadableStream = await (dockerode().longDocker.getImage(`${repo}:${tag}`) as any).push({ tag, authconfig: auth ?? { serveraddress: registryOf(repo) }, abortSignal: signal } as any);
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => {
+        messages.push(m);
+        if (m.status && onLine) onLine(`${m.id ? `${m.id}: ` : ""}${m.status}`);
+      }, signal);
+      const error = streamError(messages);
+      if (error && REFUSED.test(error)) throw new BakeError(refusedMessage(`pushing ${repo}:${tag}`, error, registryOf(repo), Boolean(auth), dockerConfigFile()));
+      if (error) throw new BakeError(`pushing ${repo}:${tag} failed: ${error}`);
+      const digest = pushDigest(messages);
+      if (!digest) throw new BakeError(`pushing ${repo}:${tag} reported no digest`);
+      return digest;
+    },
+    async pull(ref, signal, onLine) {
+      const auth = await registryAuth(registryOf(ref));
+      let stream: NodeJS.ReadableStream;
+      try {
+        stream = await dockerode().longDocker.pull(ref, { authconfig: auth, abortSignal: signal } as any);
+      } catch (e: any) {
+        if (e?.statusCode === 404) return false;
+        const reason = String(e?.json?.message ?? e?.message ?? e);
+        if (REFUSED.test(reason)) throw new BakeError(refusedMessage(`pulling ${ref}`, reason, registryOf(ref), Boolean(auth), dockerConfigFile()));
+        throw e;
+      }
+      const messages: StreamMessage[] = [];
+      await follow(stream, (m) => {
+        messages.push(m);
+        if (m.status && onLine && !m.progress) onLine(`${m.id ? `${m.id}: ` : ""}${m.status}`);
+      }, signal);
+      const error = streamError(messages);
+      if (error) {
+        if (/not found|manifest unknown/i.test(error)) return false;
+        if (REFUSED.test(error)) throw new BakeError(refusedMessage(`pulling ${ref}`, error, registryOf(ref), Boolean(auth), dockerConfigFile()));
+        throw new BakeError(`pulling ${ref} failed: ${error}`);
+      }
+      return true;
+    },
+    async distributionDigest(ref) {
+      try {
+        const info: any = await (dockerode().docker.getImage(ref) as any).distribution({ authconfig: await registryAuth(registryOf(ref)) });
+        return info?.Descriptor?.digest;
+      } catch (e: any) {
+        if (e?.statusCode === 404 || e?.statusCode === 401 || e?.statusCode === 403) return undefined;
+        throw e;
+      }
+    },
+  };
+}
