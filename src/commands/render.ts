@@ -7,11 +7,14 @@ import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
 import { amiNodeOf, packerEnvironment, renderFolder } from "../ami/bake-ami.js";
 import { packerTool } from "../tools/packer.js";
+import { checkLocalTarget } from "../host/local-host.js";
 import { readRevision } from "../tools/git.js";
 
 export async function renderCommand(options: { file: string; ami: string; target: Target; out?: string }, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<string> {
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.ami] }, tools);
   const ami = amiNodeOf(pipeline, options.ami);
+  // The local target renders from the host image bake.yml names: without one there is nothing to render.
+  if (options.target === "local") checkLocalTarget(ami);
   const { missing } = packerEnvironment(pipeline, ami);
   if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`);
   const key = pipeline.keys.get(ami.name)!;

@@ -2,7 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -56,7 +56,7 @@ test.before(async () => {
 
 for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["ebs", "local"]] as const) {
   test(`render ${builder} on ${target}: packer validate and packer fmt -check accept the folder as it is`, async () => {
-    const dir = await fixture("", builder);
+    const dir = await fixture(target === "local" ? "    local: { image: base }\n" : "", builder);
     const cert = path.join(dir, "cert.pem");
     writeFileSync(cert, "not a real certificate");
     const env = { ...motoEnv, BAKE_X509_CERT: cert, BAKE_X509_KEY: cert };
@@ -73,6 +73,15 @@ for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["eb
     assert.equal(vars.bake_services[0].pass_env, ["WEB_TOKEN"]);
   });
 }
+
+test("render --target local of an AMI without local: exit 2 naming the AMI's line, nothing rendered", async () => {
+  const dir = await fixture();
+  const out = path.join(dir, "rendered");
+  const r = await bake(["render", "host", "--target", "local", "--out", out], { cwd: dir, env: motoEnv });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /bake\.yml:\d+:\d+: AMI "host" has no local: image for --target local/);
+  assert.not.ok(existsSync(out));
+});
 
 test("instance-store without the x509 paths in the environment: exit 2 naming them", async () => {
   const dir = await fixture("", "instance-store");
