@@ -35,7 +35,8 @@ export function planAmiRetention(name: string, region: string, amis: BakedAmi[],
   return newestFirst.map((a, i): PruneDecision => {
     const base = { kind: "ami" as const, name, where: region, id: a.imageId, key: a.tags["bake:key"] ?? "", created: a.created, snapshots: a.snapshots };
     if (i < keep) return { ...base, action: "keep", reason: `one of the newest ${keep}` };
-    if (currentKey && a.tags["bake:key"] === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
+    // An AMI without bake's tags (a copy whose tagging never ran) is known by the key in its name.
+    if (currentKey && (a.tags["bake:key"] === currentKey || (!a.tags["bake:key"] && a.keyInName === currentKey.slice(0, 12)))) return { ...base, action: "keep", reason: "carries the current key" };
     if (a.tags["bake:keep"] !== undefined) return { ...base, action: "keep", reason: "tagged bake:keep" };
     const marked = keptKeys.get(a.tags["bake:key"] ?? "");
     if (marked) return { ...base, action: "keep", reason: `a copy of its key is tagged bake:keep (${marked})` };

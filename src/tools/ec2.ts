@@ -59,6 +59,8 @@ export interface Ec2Tool {
 export interface BakedAmi extends AmiRecord {
   region: string;
   snapshots: string[];
+  /** For an AMI found by its name only (no bake tags): the key prefix the name carries. */
+  keyInName?: string;
 }
 
 export class NoCredentialsError extends BakeError {}
@@ -151,21 +153,30 @@ export function connectEc2(): Ec2Tool {
     },
     async listBakedAmis(region, project, ami) {
       const { sdk, ec2 } = await client(region);
-      const baked: BakedAmi[] = [];
-      const pages = sdk.paginateDescribeImages({ client: ec2 }, { Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }, { Name: "tag:bake:ami", Values: [ami] }] });
-      for await (const page of catching(pages, translate)) {
-        for (const i of page.Images ?? []) {
-          baked.push({
-            imageId: i.ImageId!,
-            name: i.Name ?? "",
-            created: i.CreationDate ?? "",
-            tags: Object.fromEntries((i.Tags ?? []).map((t: any) => [t.Key, t.Value])),
-            region,
-            snapshots: (i.BlockDeviceMappings ?? []).map((b: any) => b.Ebs?.SnapshotId).filter(Boolean),
-          });
+      const baked = new Map<string, BakedAmi>();
+      // By bake's tags, and by the names bake gives (a copy whose tags were never applied).
+      const queries = [
+        { Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }, { Name: "tag:bake:ami", Values: [ami] }] },
+        { Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-${ami}-*`] }] },
+      ];
+      for (const [n, query] of queries.entries()) {
+        for await (const page of catching(sdk.paginateDescribeImages({ client: ec2 }, query), translate)) {
+          for (const i of page.Images ?? []) {
+            const tags = Object.fromEntries((i.Tags ?? []).map((t: any) => [t.Key, t.Value])) as Record<string, string>;
+            if (n === 1 && (tags["bake:project"] !== undefined || !bakedName(project, ami, i.Name ?? ""))) continue;
+            baked.set(i.ImageId!, {
+              imageId: i.ImageId!,
+              name: i.Name ?? "",
+              created: i.CreationDate ?? "",
+              tags,
+              region,
+              snapshots: (i.BlockDeviceMappings ?? []).map((b: any) => b.Ebs?.SnapshotId).filter(Boolean),
+              ...(n === 1 ? { keyInName: bakedName(project, ami, i.Name ?? "") } : {}),
+            });
+          }
         }
       }
-      return baked;
+      return [...baked.values()];
     },
     async imagesInUse(region) {
       const { sdk, ec2 } = await client(region);
@@ -286,6 +297,15 @@ export function connectEc2(): Ec2Tool {
 export function awsRetry(env = process.env): { retryMode: "adaptive"; maxAttempts: number } {
   const n = Number(env.BAKE_AWS_MAX_ATTEMPTS);
   return { retryMode: "adaptive", maxAttempts: Number.isInteger(n) && n > 0 ? n : 10 };
+}
+
+/**
+ * The key prefix in a name bake gave an AMI (`<project>-<ami>-<key12>`, Packer's adds
+ * `-<timestamp>`), or undefined when the name is not one bake gives that AMI.
+ */
+export function bakedName(project: string, ami: string, name: string): string | undefined {
+  const rest = name.startsWith(`${project}-${ami}-`) ? name.slice(project.length + ami.length + 2) : "";
+  return /^([0-9a-f]{12})(-\d+)?$/.exec(rest)?.[1];
 }
 
 /** CopyImage's idempotency token (at most 64 characters): the same copy of the same AMI, the same token. */

@@ -178,6 +178,10 @@ test("the EC2 endpoint fails during a copy to another region: throttling is retr
     faulty.close();
   }
   assert.is((await copies()).length, 1, "the copy exists, untagged");
+  // Prune sees the untagged copy by its name (and keeps it).
+  const prune = JSON.parse((await bake(["prune", "--json"], { cwd: dir, env: motoEnv })).stdout).decisions;
+  const copy = prune.find((d: any) => d.where === "eu-west-1");
+  assert.equal([copy?.id, copy?.action], [(await copies())[0].ImageId, "keep"]);
 
   const rerun = await faultyEndpoint([]);
   try {

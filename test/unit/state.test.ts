@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
 import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
-import { awsRetry, copyToken } from "../../src/tools/ec2.js";
+import { awsRetry, bakedName, copyToken } from "../../src/tools/ec2.js";
 import { readJsonFile } from "../../src/state/json-file.js";
 import { ConfigError } from "../../src/errors.js";
 import { tempTree } from "../helpers/bake.js";
@@ -47,6 +47,17 @@ test("retention: bake:keep on one region's copy keeps every copy of that key; in
     ["ami-2", "keep", "used by launch configuration lc-1"],
     ["ami-1", "keep", "a copy of its key is tagged bake:keep (ami-w1 in eu-west-1)"],
   ]);
+});
+
+test("names bake gives: the key prefix read back; other AMIs' names are not bake's", () => {
+  assert.is(bakedName("arcade", "host", "arcade-host-0123456789ab"), "0123456789ab");
+  assert.is(bakedName("arcade", "host", "arcade-host-0123456789ab-1796366638"), "0123456789ab");
+  assert.is(bakedName("arcade", "host", "arcade-host-edge-0123456789ab"), undefined, "another AMI, host-edge");
+  assert.is(bakedName("arcade", "host", "arcade-host-manual"), undefined);
+  const untagged = { imageId: "ami-c", name: "arcade-host-0123456789ab", created: "2026-01", region: "eu-west-1", snapshots: [], tags: {}, keyInName: "0123456789ab" };
+  const newer = [1, 2].map((i) => ({ imageId: `ami-${i}`, name: "x", created: `2026-0${i + 1}`, region: "eu-west-1", snapshots: [], tags: { "bake:key": `k${i}` } }));
+  const d = planAmiRetention("host", "eu-west-1", [untagged, ...newer], 1, new Map(), "0123456789ab".padEnd(64, "f"));
+  assert.equal(d.find((x) => x.id === "ami-c")!.reason, "carries the current key");
 });
 
 test("leftovers: dead builds' parent tags, idle AMI folders and logs past the newest 10 go; what runs stays", () => {
