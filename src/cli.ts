@@ -136,6 +136,16 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "test [nodes..]",
+      "run the test: specs (goss) of the images and local AMIs that exist, building nothing",
+      (y) => y.positional("nodes", { type: "string", array: true, describe: "only these nodes (default: every node with a test:)" }),
+      async (args) => {
+        const { testCommand } = await import("./commands/test.js");
+        await withInterrupt((signal) => testCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal }, tools, stdout, stderr));
+        if (process.exitCode === 1) code = EXIT.failed;
+      },
+    )
+    .command(
       "up [services..]",
       "build what is missing and run release containers with their runtime contract; waits for health, prints URLs",
       (y) =>

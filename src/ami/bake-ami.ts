@@ -3,7 +3,7 @@
  * shipped images, run Packer, and reconcile copies, shares and tags on EC2. The plan (read
  * step) decided whether any of it is needed.
  */
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
@@ -14,7 +14,7 @@ import type { DockerTool } from "../tools/docker.js";
 import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
-import { ansibleVars, amiTags, BAKE_VARS, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
+import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
@@ -67,6 +67,11 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
   writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
+  if (ami.test && pipeline.target === "aws") {
+    mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
+    copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
+    if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
+  }
   if (pipeline.target === "local") {
     for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
       mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });

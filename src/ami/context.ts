@@ -1,6 +1,7 @@
 /** What an AMI's template is rendered from: the template context and the Ansible variables. Pure. */
 import path from "node:path";
-import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
+import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
+import { GOSS_DIR, GOSS_ENV, validateArgs } from "../tools/goss.js";
 import { imageRepository, localAmiRepository } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
@@ -39,6 +40,8 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
   }
   // The local host reaches the engine through its socket, wherever this machine keeps it.
   if (target === "local") sensitive.push({ name: "docker_socket", env: DOCKER_SOCKET_ENV });
+  // The goss binary the AWS bake uploads to run the AMI's test: a path on this machine.
+  if (target === "aws" && ami.test) sensitive.push({ name: "goss_binary", env: GOSS_ENV });
   // pass_env values never reach a bake: the host reads them at boot (README: The host, booted).
   const passEnv = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
   return { sensitive, passEnv };
@@ -61,6 +64,9 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     playbookPath: rel(ami.playbook),
     ansibleUser: local ? "root" : "admin",
     keyTag,
+    // On the local target the test runs in the booted host (the boot test); on aws, on the
+    // instance before the snapshot: a failure fails the bake and no AMI is registered.
+    ...(ami.test && !local ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.test) } } : {}),
   };
   if (local) {
     return {
@@ -96,6 +102,13 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     bundle: ami.bundle,
     tags: amiTags(input),
   };
+}
+
+/** The folder beside the HCL that holds the AMI's goss spec (and vars file) for upload. */
+export const GOSS_FOLDER = "goss";
+
+function gossCommand(test: TestSpec): string {
+  return [`${GOSS_DIR}/goss`, ...validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars) })].join(" ");
 }
 
 export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">): Record<string, string> {

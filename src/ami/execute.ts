@@ -21,6 +21,7 @@ import type { PackerTool } from "../tools/packer.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { gitInfo } from "../tools/git.js";
 import { withLock } from "../state/process-lock.js";
+import { GOSS_ENV, requireGoss } from "../tools/goss.js";
 
 export interface BakeRun {
   target: Target;
@@ -95,7 +96,7 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
     say("exporting the shipped images");
     await exportImages(pipeline, ami, run.dir, docker, run.signal);
     say(`packer build ${folder.dir}`);
-    ids = await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : {}) }, secrets, force: run.force, signal: run.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
+    ids = await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : {}), ...(ami.test && !local ? { [GOSS_ENV]: requireGoss() } : {}) }, secrets, force: run.force, signal: run.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
   } finally {
     // The archive is the size of every shipped image: it is not kept past the Packer run.
     rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });

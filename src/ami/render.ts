@@ -23,6 +23,8 @@ export interface TemplateContext {
   playbookPath: string;
   ansibleUser: string;
   keyTag: string;
+  /** The AMI's goss test, as the last provisioner on aws: the folder beside the HCL and the command. */
+  gossTest?: { dir: string; binary: string; command: string };
   // aws
   region?: string;
   instanceType?: string;

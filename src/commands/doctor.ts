@@ -1,4 +1,5 @@
 /** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
+import { findGoss, GOSS_ENV, gossVersion } from "../tools/goss.js";
 import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
 import type { Tools } from "../state/read.js";
@@ -28,6 +29,7 @@ export async function doctorCommand(options: { file: string; json: boolean }, to
     checkRegistry(registry),
     checkVersion("packer", ["version"], /Packer v?(\S+)/),
     checkVersion("ansible-playbook", ["--version"], /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/),
+    checkGoss(config.ok ? config.c : undefined),
     checkAws(tools),
   ]);
   out(options.json ? JSON.stringify({ checks }, null, 2) : checks.map(formatCheck).join("\n"));
@@ -90,6 +92,18 @@ async function checkVersion(tool: string, args: string[], pattern: RegExp): Prom
     return { name: tool, status: "ok", detail: m ? `${m[1] ?? m[2]}` : stdout.split("\n")[0] };
   } catch (e: any) {
     return { name: tool, status: "fail", detail: e?.message ?? String(e), fix: "make setup" };
+  }
+}
+
+/** goss runs the test: specs: where bake finds it and which version; needed only when a node has a test. */
+async function checkGoss(config: { images: { test?: unknown }[]; amis: { test?: unknown }[] } | undefined): Promise<Check> {
+  const binary = findGoss();
+  const needed = Boolean(config && [...config.images, ...config.amis].some((n) => n.test));
+  if (!binary) return { name: "goss", status: needed ? "fail" : "warn", detail: `not found (${process.env[GOSS_ENV] ? `${GOSS_ENV}=${process.env[GOSS_ENV]}` : "not on PATH"})${needed ? "; bake.yml has test: specs" : ""}`, fix: `make setup, or set ${GOSS_ENV} to a goss binary` };
+  try {
+    return { name: "goss", status: "ok", detail: `${await gossVersion(binary)} at ${binary}${process.env[GOSS_ENV] ? ` (${GOSS_ENV})` : ""}` };
+  } catch (e) {
+    return { name: "goss", status: "fail", detail: `${binary}: ${(e as Error).message}`, fix: "make setup" };
   }
 }
 

@@ -44,6 +44,16 @@ export interface RunContract {
   health?: HealthSpec;
 }
 
+/** A goss spec and its vars file (absolute paths), and where bake.yml names it. */
+export interface TestSpec {
+  spec: string;
+  vars?: string;
+  /** goss's --retry-timeout and --sleep ("30s", "1s"). */
+  retryTimeout: string;
+  sleep: string;
+  position: SourcePosition;
+}
+
 export interface ImageNode {
   name: string;
   layer: Layer;
@@ -54,6 +64,7 @@ export interface ImageNode {
   context?: string;
   args: Record<string, string>;
   run?: RunContract;
+  test?: TestSpec;
   /** Build secrets by id: where each value comes from when the image builds (never the value). */
   secrets?: Record<string, { env?: string; file?: string }>;
   position: SourcePosition;
@@ -76,10 +87,14 @@ export interface AmiNode {
   local?: { image: string; position: SourcePosition };
   /** Where the host reads its services' pass_env values at boot (an absolute path on the host). */
   runtimeEnv: string;
+  test?: TestSpec;
   position: SourcePosition;
 }
 
 export const DEFAULT_RUNTIME_ENV = "/etc/bake/runtime.env";
+
+/** How long goss retries a failing check by default (a service still starting), and its pause between tries. */
+export const TEST_RETRY = { retryTimeout: "30s", sleep: "1s" } as const;
 
 export interface BakeConfig {
   /** bake.yml as the user named it (used in messages). */

@@ -49,6 +49,23 @@ export const RunSchema = Type.Object(
   { additionalProperties: false, description: "the runtime contract shared by `bake up` and Ansible" },
 );
 
+/** A goss spec (goss's own YAML, templated as goss does), with an optional --vars file. */
+export const TestSchema = Type.Union(
+  [
+    Type.String({ minLength: 1 }),
+    Type.Object(
+      {
+        spec: NonEmpty,
+        vars: Type.Optional(NonEmpty),
+        retry_timeout: Type.Optional(Type.String({ pattern: "^[0-9]+(ms|s|m)$", description: "how long goss retries failing checks (a service still starting); default 30s" })),
+        sleep: Type.Optional(Type.String({ pattern: "^[0-9]+(ms|s|m)$", description: "goss's pause between tries; default 1s" })),
+      },
+      { additionalProperties: false },
+    ),
+  ],
+  { description: "a goss spec file (or { spec, vars }): run in a container of the new image before any tag moves; on an AMI, in the booted host and before the snapshot" },
+);
+
 export const ImageSchema = Type.Object(
   {
     parent: Type.Optional(NonEmpty),
@@ -58,6 +75,7 @@ export const ImageSchema = Type.Object(
     context: Type.Optional(NonEmpty),
     args: Type.Optional(StringMap),
     run: Type.Optional(RunSchema),
+    test: Type.Optional(TestSchema),
     secrets: Type.Optional(
       Type.Record(
         Type.String(),
@@ -96,6 +114,7 @@ export const AmiSchema = Type.Object(
         { additionalProperties: false, description: "the local target: a systemd host started from one of images:" },
       ),
     ),
+    test: Type.Optional(TestSchema),
     runtime_env: Type.Optional(
       Type.String({ minLength: 1, description: "where the host reads its services' pass_env values at boot (docker --env-file format; user-data writes it); default /etc/bake/runtime.env" }),
     ),
@@ -121,6 +140,7 @@ export type BakeFile = Static<typeof BakeFileSchema>;
 export type ImageEntry = Static<typeof ImageSchema>;
 export type AmiEntry = Static<typeof AmiSchema>;
 export type RunEntry = Static<typeof RunSchema>;
+export type TestEntry = Static<typeof TestSchema>;
 
 /** The JSON Schema document written to schema/bake.schema.json. */
 export function jsonSchemaDocument(): Record<string, unknown> {

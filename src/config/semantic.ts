@@ -7,8 +7,8 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import { isIP } from "node:net";
 import { ConfigError } from "../errors.js";
-import type { AmiEntry, BakeFile, ImageEntry, RunEntry } from "./schema.js";
-import { DEFAULT_RUNTIME_ENV, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RunContract } from "./model.js";
+import type { AmiEntry, BakeFile, ImageEntry, RunEntry, TestEntry } from "./schema.js";
+import { DEFAULT_RUNTIME_ENV, TEST_RETRY, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RunContract, type TestSpec } from "./model.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 import { findCycle } from "../graph/graph.js";
 import { projectPathGuard } from "./project-paths.js";
@@ -132,6 +132,7 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     node.args[k] = String(v);
   }
   if (img.run) node.run = checkRun(img.run, [...at, "run"], err);
+  if (img.test !== undefined) node.test = checkTest(img.test, [...at, "test"], dir, err, map);
   if (img.secrets) {
     node.secrets = {};
     for (const [id, from] of Object.entries(img.secrets)) {
@@ -149,6 +150,25 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     }
   }
   return node;
+}
+
+/** A goss spec (and vars file) inside the project, as files. */
+function checkTest(test: TestEntry, at: YamlPath, dir: string, err: Report, map: SourceMap): TestSpec {
+  const entry = typeof test === "string" ? { spec: test } : test;
+  const file = (key: "spec" | "vars", value: string) => {
+    const where = typeof test === "string" ? at : [...at, key];
+    const resolved = path.resolve(dir, value);
+    if (!err.outside(where, key === "spec" ? "goss spec" : "goss vars file", value, resolved) && kindOf(resolved) !== "file") err(where, `${key === "spec" ? "goss spec" : "goss vars file"} ${value} does not exist`, `looked for ${resolved}`);
+    return resolved;
+  };
+  const options: { retry_timeout?: string; sleep?: string } = typeof test === "string" ? {} : test;
+  return {
+    spec: file("spec", entry.spec),
+    ...(entry.vars !== undefined ? { vars: file("vars", entry.vars) } : {}),
+    retryTimeout: options.retry_timeout ?? TEST_RETRY.retryTimeout,
+    sleep: options.sleep ?? TEST_RETRY.sleep,
+    position: map.locate(at),
+  };
 }
 
 function checkRun(run: RunEntry, at: YamlPath, err: Report): RunContract {
@@ -260,6 +280,7 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
       err([...at, "local", "image"], `local image "${ami.local.image}" has no systemd: the local host boots with systemd as PID 1`, `add systemd-sysv to images.${ami.local.image}.rootfs.debootstrap.include`);
     }
   }
+  const test = ami.test === undefined ? undefined : checkTest(ami.test, [...at, "test"], dir, err, map);
   if (ami.runtime_env !== undefined && !path.posix.isAbsolute(ami.runtime_env)) err([...at, "runtime_env"], `runtime_env "${ami.runtime_env}" is not an absolute path on the host`, "e.g. /etc/bake/runtime.env");
   return {
     name,
@@ -276,6 +297,7 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
     retention: { keep: ami.retention?.keep ?? 5 },
     ...(ami.local ? { local: { image: ami.local.image, position: map.locate([...at, "local", "image"]) } } : {}),
     runtimeEnv: ami.runtime_env ?? DEFAULT_RUNTIME_ENV,
+    ...(test ? { test } : {}),
     position: map.locate(at, true),
   };
 }

@@ -1,7 +1,7 @@
 /** Reads the inputs of every node (files, Dockerfiles, playbooks) and digests them. */
 import path from "node:path";
 import pLimit from "p-limit";
-import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
+import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { contextDigest, hashFile, listContext, type ContextListing } from "./context-files.js";
 import { ansibleInputs } from "./playbook-inputs.js";
 import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
@@ -59,7 +59,13 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
     // Which secrets the build mounts (their ids), never their values: as BuildKit's cache does.
     if (img.secrets) inputs.secrets = digestOf(Object.keys(img.secrets).sort());
   }
+  if (img.test) inputs.test = await testDigest(img.test);
   return inputs;
+}
+
+/** A node's test is part of what it is: a changed spec or vars file is a new key (tested again). */
+async function testDigest(test: TestSpec): Promise<string> {
+  return digestOf({ spec: await hashFile(test.spec), vars: test.vars ? await hashFile(test.vars) : null, retryTimeout: test.retryTimeout, sleep: test.sleep });
 }
 
 /** The Packer templates decide the rendered HCL together with the AMI's settings and keys. */
@@ -82,6 +88,7 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
     runtimeEnv: ami.runtimeEnv,
   };
   const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest() };
+  if (ami.test) inputs.test = await testDigest(ami.test);
   const limit = pLimit(8);
   await Promise.all(ansibleInputs(ami.playbook, dir).map((f) => limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file)))));
   return inputs;

@@ -10,6 +10,8 @@ import { randomBytes } from "node:crypto";
 import type { DockerTool } from "../tools/docker.js";
 import { waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
+import type { TestSpec } from "../config/model.js";
+import { gossInContainer } from "../verify/goss.js";
 
 /** What `systemctl is-system-running --wait` answers once the boot is over. */
 const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);
@@ -40,6 +42,8 @@ export interface BootTestInput {
   runtimeEnv: string;
   /** The outer engine's unix socket on this machine. */
   engineSocket: string;
+  /** The AMI's goss spec, run in the booted host after bake's own checks. */
+  test?: { spec: TestSpec; goss: Buffer; name: string };
   /** Seconds to reach `running` and for the services to become healthy. */
   timeoutSeconds?: number;
   signal?: AbortSignal;
@@ -129,6 +133,13 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
       const ok = unit.ok && h.ok && (probe?.ok ?? true);
       const journal = unit.ok ? "" : `\n${(await run(["journalctl", "-u", `bake-service@${s.contract.ansible.name}.service`, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
       check(`service ${s.release.name}`, ok, `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`);
+    }
+
+    // 4. The AMI's own spec, run by goss in the booted host.
+    if (input.test) {
+      const t = await gossInContainer(docker, id, input.test.spec, input.test.goss);
+      const counts = t.summary ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed` : "goss printed no summary";
+      check(`test ${input.test.name}`, t.ok, t.ok ? counts : `${counts}\n${t.failures.join("\n")}`);
     }
   } finally {
     await removeNamespace(docker, namespace, id);

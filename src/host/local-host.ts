@@ -11,12 +11,16 @@ import { KEY12, shippedImages } from "../ami/context.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
 import { passEnvValues, servicesOf } from "../up/services.js";
 import { bootTest, type BootReport } from "./boot-test.js";
+import { gossBinary, requireGoss } from "../tools/goss.js";
+import path from "node:path";
 
 /** What a local bake needs before anything builds; throws a config or usage error (exit 2) otherwise. */
 export function checkLocalTarget(ami: AmiNode, env = process.env): { engineSocket: string } {
   if (!ami.local) {
     throw new ConfigError(ami.position, `AMI "${ami.name}" has no local: image for --target local`, `add local: { image: <an image with systemd> } to amis.${ami.name}: the local host boots with systemd as PID 1`);
   }
+  // The AMI's test runs in the booted host: without goss the bake would fail only at its end.
+  if (ami.test) requireGoss(env);
   const endpoint = dockerEndpoint(env);
   if (!endpoint.startsWith("unix://")) throw new UsageError(`--target local mounts the engine's socket into the host; DOCKER_HOST=${endpoint} is not a unix socket`);
   return { engineSocket: endpoint.slice("unix://".length) };
@@ -39,11 +43,18 @@ export async function checkHostImage(pipeline: Pipeline, ami: AmiNode, docker: D
   }
 }
 
-/** Boots the baked image; on failure removes its key tag (nothing is left tagged) and throws (exit 1). */
-export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: { engineSocket: string; passEnv: Record<string, string>; signal: AbortSignal; onLine: (l: string) => void }): Promise<BootReport> {
+export interface BootOptions {
+  engineSocket: string;
+  passEnv: Record<string, string>;
+  signal: AbortSignal;
+  onLine: (l: string) => void;
+}
+
+/** Boots a local machine image as a host and runs every check, the AMI's test: spec last. */
+export async function bootLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
   const keys = knownKeys(pipeline);
   const ref = (n: string) => `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`;
-  const report = await bootTest({
+  return bootTest({
     docker,
     image: imageId,
     project: pipeline.config.project,
@@ -53,9 +64,15 @@ export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: s
     passEnv: options.passEnv,
     runtimeEnv: ami.runtimeEnv,
     engineSocket: options.engineSocket,
+    ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
     signal: options.signal,
     onLine: options.onLine,
   });
+}
+
+/** Boots the baked image; on failure removes its key tag (nothing is left tagged) and throws (exit 1). */
+export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
+  const report = await bootLocal(pipeline, ami, imageId, docker, options);
   if (report.ok && !options.signal.aborted) return report;
   await docker.removeImage(`${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY12)}`);
   if (options.signal.aborted) throw interruption(options.signal);

@@ -26,6 +26,8 @@ import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "../state/logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
 import { acquireLock, machineLock } from "../state/process-lock.js";
+import { testImage } from "../verify/goss.js";
+import { gossBinary, requireGoss } from "../tools/goss.js";
 
 export type NodeAction = "cached" | "pulled" | "built";
 
@@ -75,13 +77,14 @@ export function nothingToBuild(plan: PlanEntry[], options: Pick<BuildOptions, "n
 
 export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: () => Promise<GitInfo>, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
   const images = plan.filter((e) => e.kind === "image");
-  if (nothingToBuild(plan, options)) {
+  const known = knownTags(pipeline);
+  const untested = (e: PlanEntry) => Boolean(e.existing && e.key && testedImage(pipeline, e.name) && !known.get(e.existing)?.has(`${imageRepository(pipeline.config, e.name)}:${e.key.slice(0, KEY_TAG_LENGTH)}`));
+  if (nothingToBuild(plan, options) && !images.some(untested)) {
     const results = images.map((e): ImageResult => {
       const repo = imageRepository(pipeline.config, e.name);
       return { name: e.name, key: e.key!, id: e.existing!, repo, action: "cached", tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`], seconds: 0 };
     });
     // The same content may exist under another repository (registry: changed): tag it here too.
-    const known = knownTags(pipeline);
     for (const r of results) if (!known.get(r.id)?.has(r.tags[0])) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
     await moveTags(results, docker, options, logs, known);
     return results;
@@ -235,10 +238,33 @@ async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, d
     release ??= await acquireLock(machineLock(`image-${repo}-${key}`), { signal: options.signal, onWait: (holder) => report.step(`waiting for ${repo}:${key.slice(0, KEY_TAG_LENGTH)}: ${holder} is building it`) });
   };
   try {
-    return await buildKeyed(node, entry, pipeline, docker, git, now, options, report, findExisting, holdKey, secrets);
+    const result = await buildKeyed(node, entry, pipeline, docker, git, now, options, report, findExisting, holdKey, secrets);
+    // An image with a test: is good once its test passed, and its key tag says so. A new build,
+    // or an image found only by its label (its test failed before), is tested before it counts.
+    if (node.test && result.action !== "pulled" && !knownTags(pipeline).get(result.id)?.has(result.tags[0])) await passTest(node, result, pipeline, docker, options, report);
+    return result;
   } finally {
     await release?.();
   }
+}
+
+/** An image's goss test; a failure leaves the image as `<repo>:failed-<key12>` and no key tag. */
+async function passTest(node: ImageNode, result: ImageResult, pipeline: Pipeline, docker: DockerTool, options: BuildOptions, report: StepReport): Promise<void> {
+  const spec = path.relative(pipeline.config.dir, node.test!.spec);
+  report.step(`testing ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} with ${spec}`);
+  const tested = await testImage(node, result.id, pipeline.config.project, docker, gossBinary(requireGoss()), { signal: options.signal });
+  for (const line of tested.output.split("\n")) report.line(line);
+  if (tested.ok) return;
+  const failedTag = `failed-${result.key.slice(0, KEY_TAG_LENGTH)}`;
+  await docker.tag(result.id, result.repo, failedTag);
+  await docker.removeImage(result.tags[0]);
+  const counts = tested.summary ? `${tested.summary.failed} of ${tested.summary.count} checks failed` : "goss failed";
+  throw new BuildFailedError(node.name, `${node.name}: test ${spec}: ${counts}`, `${tested.failures.join("\n")}\nthe image is kept as ${result.repo}:${failedTag}; a rerun tests it again`);
+}
+
+/** Whether the node has a test: (its images count only once it passed). */
+function testedImage(pipeline: Pipeline, name: string): boolean {
+  return Boolean(pipeline.config.images.find((i) => i.name === name)?.test);
 }
 
 async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: BuildOptions, report: StepReport, findExisting: FindExisting, holdKey: (key: string) => Promise<void>, secrets?: Map<string, Buffer>): Promise<ImageResult> {
@@ -393,5 +419,6 @@ function explainFailure(node: string, error: unknown, logFile: string, endpoint:
     return new BuildFailedError(node, `${node}: build failed${at}: ${error.message}`, `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`);
   }
   const message = (error as Error)?.message ?? String(error);
-  return new BuildFailedError(node, message.startsWith(`${node}:`) ? message : `${node}: ${message}`, `full log: ${logFile}`);
+  const detail = error instanceof BuildFailedError && error.detail ? `${error.detail}\n` : "";
+  return new BuildFailedError(node, message.startsWith(`${node}:`) ? message : `${node}: ${message}`, `${detail}full log: ${logFile}`);
 }

@@ -50,6 +50,7 @@ const INPUT_WORDS: Record<string, string> = {
   services: "service images",
   source: "source image",
   target: "target",
+  test: "test spec",
 };
 
 export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, state: WorldState, target: Target): PlanEntry[] {
@@ -92,6 +93,12 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
     }
     const mine = state.images.value.filter((r) => r.node === node.name);
     const hit = mine.find((r) => r.key === k.key);
+    // An image with a test: counts once its test passed: its key tag says so.
+    const failedTest = hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${k.key.slice(0, 12)}`));
+    if (hit && failedTest) {
+      entries.set(node.name, entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id));
+      continue;
+    }
     if (hit) {
       entries.set(node.name, entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id));
       continue;

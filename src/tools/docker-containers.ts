@@ -13,7 +13,7 @@ export interface ContainerRecord {
   ports: { ip?: string; publicPort?: number; privatePort: number; type: string }[];
 }
 
-type ContainerVerbs = Pick<DockerTool, "ensureNetwork" | "removeNetwork" | "removeNetworks" | "listContainers" | "inspectContainer" | "createContainer" | "startContainer" | "removeContainer" | "containerLogs" | "exec" | "putFiles">;
+type ContainerVerbs = Pick<DockerTool, "ensureNetwork" | "removeNetwork" | "removeNetworks" | "listContainers" | "inspectContainer" | "createContainer" | "startContainer" | "removeContainer" | "containerLogs" | "exec" | "putFiles" | "waitContainer">;
 
 export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs {
   return {
@@ -112,6 +112,10 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
         stream.on("error", reject);
       });
       return (await exec.inspect()).ExitCode ?? 0;
+    },
+    async waitContainer(id) {
+      const { longDocker } = dockerode();
+      return ((await longDocker.getContainer(id).wait()) as { StatusCode: number }).StatusCode;
     },
     async putFiles(id, files) {
       const pack = tar.pack();

@@ -64,7 +64,9 @@ export interface DockerTool {
   /** Runs a command in a running container, streaming its output; returns its exit code. */
   exec(id: string, cmd: string[], write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<number>;
   /** Writes files into a container (created or running), from memory: nothing lands on this machine's disk. */
-  putFiles(id: string, files: { path: string; content: string; mode: number }[]): Promise<void>;
+  putFiles(id: string, files: { path: string; content: string | Buffer; mode: number }[]): Promise<void>;
+  /** Waits for a container to stop; returns its exit code. */
+  waitContainer(id: string): Promise<number>;
   /** Whether the image holds this path (a container is created to look, never started). */
   imageHasPath(image: string, path: string): Promise<boolean>;
 }

@@ -40,6 +40,7 @@ amis:
     preload: [base]
     services: [app]
     local: { image: hostimg }
+    test: tests/host.goss.yaml
 `;
 const HOST_DOCKERFILE = "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n";
 
@@ -86,6 +87,8 @@ test.before(() => {
     "ansible/roles/web/handlers/main.yml": "---\n- name: Restart lighttpd\n  ansible.builtin.service: { name: lighttpd, state: restarted }\n",
     "ansible/roles/web/templates/port.conf.j2": "server.port := {{ web_port }}\n",
     "shared/roles/marker/tasks/main.yml": "- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: \"{{ marker_text }}\"\n    mode: \"0644\"\n",
+    // The AMI's own spec, run by goss in the booted host after bake's checks.
+    "tests/host.goss.yaml": 'file:\n  /etc/bake-test:\n    exists: true\n    contents: ["baked"]\nservice:\n  lighttpd:\n    enabled: true\n    running: true\n  bake-preload:\n    enabled: true\nport:\n  tcp:8088:\n    listening: true\n',
     "shared/extra.yml": "- name: An included task\n  ansible.builtin.debug:\n    msg: included\n",
   });
   for (const role of ["docker_host", "preload", "service", "bake_agent"]) cpSync(path.join(ROOT, "ansible/roles", role), path.join(dir, "ansible/roles", role), { recursive: true });
@@ -152,6 +155,7 @@ test("the bake ran on a systemd host, and the image boots: no failed unit, the l
   assert.match(first.stderr, /boot test: ok units \([\d.]+ s\): no failed units/);
   assert.match(first.stderr, new RegExp(`boot test: ok preload [^\\n]*bake-preload.service active \\(success, enabled\\); present under their keys: ${project}/base:[0-9a-f]{12}, ${project}/app:[0-9a-f]{12}`));
   assert.match(first.stderr, /boot test: ok service app [^\n]*bake-service@[^ ]+-app\.service active[^\n]*healthy; GET http:\/\/127\.0\.0\.1:\d+\/ answered 200/);
+  assert.match(first.stderr, /boot test: ok test tests\/host\.goss\.yaml \([\d.]+ s\): 5 of 5 checks passed/, "the AMI's spec ran in the booted host");
   const boot = manifest().amis.host.boot;
   assert.ok(boot.ok && boot.seconds > 0 && boot.seconds < 180, JSON.stringify(boot));
   // Nothing of the boot test is left: no container or network under its namespace.
@@ -224,7 +228,8 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
  */
 function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
   const tree = tempTree({
-    "bake.yml": (options.edit ?? ((y: string) => y))(PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`)),
+    // Variants bake other playbooks: the main host's spec is not theirs.
+    "bake.yml": (options.edit ?? ((y: string) => y))(PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace("    test: tests/host.goss.yaml\n", "")),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
     "host/Dockerfile": HOST_DOCKERFILE,
     "ansible/host.yml": options.task ? `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` : readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
