@@ -8,6 +8,7 @@ import { UsageError } from "../errors.js";
 import { amiNodeOf, packerEnvironment, renderFolder } from "../ami/bake-ami.js";
 import { packerTool } from "../tools/packer.js";
 import { checkLocalTarget } from "../host/local-host.js";
+import { findGoss, GOSS_ENV } from "../tools/goss.js";
 import { readRevision } from "../tools/git.js";
 
 export async function renderCommand(options: { file: string; ami: string; target: Target; out?: string }, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<string> {
@@ -22,6 +23,9 @@ export async function renderCommand(options: { file: string; ami: string; target
   const dir = options.out ? path.resolve(options.out) : mkdtempSync(path.join(tmpdir(), "bake-render-"));
   const source = pipeline.keys.get(ami.name)?.inputs.source;
   const folder = await renderFolder(pipeline, ami, dir, packerTool(), { sourceAmi: options.target === "aws" ? source : undefined, revision: readRevision(pipeline.config.dir) });
+  if (ami.test && options.target === "aws" && !process.env[GOSS_ENV]) {
+    err(`note: the folder uploads goss from var.goss_binary: set ${GOSS_ENV} to a goss binary${findGoss() ? ` (bake uses ${findGoss()})` : ""} before packer validate or build`);
+  }
   if (options.out) {
     out(folder.dir);
   } else {
