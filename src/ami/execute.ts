@@ -75,6 +75,8 @@ async function findBaked(pipeline: Pipeline, ami: AmiNode, key: string, target: 
 
 async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun): Promise<BakeOutcome> {
   const { local, say, logs } = run;
+  // The AMI's test runs after the Packer run (or as its last step): without goss, stop now.
+  if (ami.test) requireGoss();
   const { secrets, withheld } = packerEnvironment(pipeline, ami);
   const passEnv = local && run.bootTest ? bootPassEnv(pipeline, ami) : {};
   const docker = tools.docker();
