@@ -66,7 +66,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     keyTag,
     // On the local target the test runs in the booted host (the boot test); on aws, on the
     // instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && !local ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.test) } } : {}),
+    ...(ami.test && !local ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.name, ami.test) } } : {}),
   };
   if (local) {
     return {
@@ -107,8 +107,10 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
 /** The folder beside the HCL that holds the AMI's goss spec (and vars file) for upload. */
 export const GOSS_FOLDER = "goss";
 
-function gossCommand(test: TestSpec): string {
-  return [`${GOSS_DIR}/goss`, ...validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars) })].join(" ");
+/** The shell command of the AWS test provisioner: nothing booted yet (services start at boot). */
+function gossCommand(node: string, test: TestSpec): string {
+  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { node, booted: false } });
+  return [`${GOSS_DIR}/goss`, ...args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a}'`))].join(" ");
 }
 
 export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">): Record<string, string> {

@@ -43,18 +43,32 @@ export function gossBinary(binary: string): Buffer {
   return readFileSync(binary);
 }
 
+/**
+ * What bake tells a spec about where it runs, as `.Vars.bake` (merged over the vars file):
+ * `booted` is true where the node's services run (a release's container, the booted host) and
+ * false where they do not (an image without a contract, the AWS instance before its snapshot).
+ */
+export interface BakeVars {
+  node: string;
+  booted: boolean;
+}
+
 export interface ValidateOptions {
   /** How long goss retries failing checks (a service still starting), and how long it sleeps between tries. */
   retryTimeout: string;
   sleep: string;
   withVars: boolean;
+  bake: BakeVars;
 }
 
 /** `goss validate` inside GOSS_DIR, as dgoss runs it: documentation format, no colour. */
 export function validateArgs(o: ValidateOptions): string[] {
+  // "} }", not "}}": Packer reads "}}" in a shell provisioner's inline command as a template's end.
+  const inline = JSON.stringify({ bake: { node: o.bake.node, booted: o.bake.booted } }).replace(/\}\}/g, "} }");
   return [
     "--gossfile", `${GOSS_DIR}/goss.yaml`,
     ...(o.withVars ? ["--vars", `${GOSS_DIR}/vars.yaml`] : []),
+    "--vars-inline", inline,
     "validate", "--format", "documentation", "--no-color", "--retry-timeout", o.retryTimeout, "--sleep", o.sleep,
   ];
 }

@@ -113,7 +113,7 @@ test("property: arbitrary strings in config values render to HCL that packer val
   for (let i = 0; i < 6; i++) {
     const name = arbitrary(100 + i).replace(/[\n\r]/g, " ");
     const playbook = `play ${arbitrary(200 + i).replace(/[\n\r\t/\\]/g, "_")}.yml`;
-    const dir = await fixture("", "ebs", name, playbook);
+    const dir = await fixture("    local: { image: base }\n", "ebs", name, playbook);
     for (const target of ["aws", "local"]) {
       const out = path.join(dir, `rendered-${target}`);
       const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env: motoEnv });
