@@ -163,6 +163,16 @@ test("the bake ran on a systemd host, and the image boots: no failed unit, the l
   assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
 });
 
+test("bake test boots the local AMI that exists and runs its spec, building nothing", async () => {
+  const r = await bake(["test", "host", "--json"], { cwd: dir, env: { APP_TOKEN: SECRET } });
+  assert.is(r.code, 0, r.stderr);
+  const [t] = JSON.parse(r.stdout).tests;
+  assert.equal([t.node, t.kind, t.spec, t.ok, t.image, t.failures], ["host", "ami", "tests/host.goss.yaml", true, manifest().amis.host.regions.local, []]);
+  assert.match(r.stderr, /host: boot test: ok test tests\/host\.goss\.yaml/);
+  assert.not.match(r.stderr, /packer build|building/);
+  assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0, "the booted host is removed");
+});
+
 test("the secret is baked nowhere: not in the image's files or configuration, nor in any container the engine keeps", async () => {
   const id = manifest().amis.host.regions.local;
   assert.not.ok(JSON.stringify(await docker.getImage(id).inspect()).includes(SECRET), "image configuration");
