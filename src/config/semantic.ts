@@ -259,6 +259,9 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
   const shareWith = (ami.share_with ?? []).map((v, i) => account([...at, "share_with", i], v, false));
   const owners = ami.source.owners.map((v, i) => account([...at, "source", "owners", i], v, true));
   if (!/^[a-z0-9]+[0-9]*[a-z]*\.[a-z0-9]+$/.test(ami.instance_type)) err([...at, "instance_type"], `"${ami.instance_type}" is not an EC2 instance type`, "e.g. t3.small or m3.medium");
+  else if (ami.builder === "instance-store" && !INSTANCE_STORE_ROOT.includes(ami.instance_type.split(".")[0])) {
+    err([...at, "instance_type"], `${ami.instance_type} cannot boot an instance-store root: only the previous-generation ${INSTANCE_STORE_ROOT.map((f) => f.toUpperCase()).join(", ")} types can`, "use e.g. m3.medium, or builder: ebs for current instance types");
+  }
   const playbook = path.resolve(dir, ami.playbook);
   if (!err.outside([...at, "playbook"], "playbook", ami.playbook, playbook) && kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
   const preload = ami.preload ?? [];
@@ -301,6 +304,12 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
     position: map.locate(at, true),
   };
 }
+
+/**
+ * Instance families whose instances can boot an instance-store root volume (EC2 User Guide, "Root
+ * volumes": "the only instance types that support instance store root volumes").
+ */
+export const INSTANCE_STORE_ROOT = ["c1", "c3", "d2", "i2", "m1", "m2", "m3", "r3", "x1"];
 
 function kindOf(p: string): "file" | "dir" | undefined {
   try {

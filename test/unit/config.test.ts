@@ -97,6 +97,7 @@ const BAD: [string, string, number, RegExp][] = [
   ["unknown debootstrap key", variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, variants: minbase } }" }), 4, /unknown key "variants" in images\.base\.rootfs\.debootstrap[\s\S]*did you mean "variant"/],
   ["registry", variant({ 1: "project: demo\nregistry: http://127.0.0.1:5000" }), 2, /registry "http:\/\/127.0.0.1:5000" is not host\[:port\]\[\/path\]/],
   ["instance type", variant({ 19: "    instance_type: large" }), 19, /"large" is not an EC2 instance type/],
+  ["instance-store on a current type", variant({ 16: '    builder: instance-store\n    bundle: { s3_bucket: b-bundles, account_id: "123456789012" }', 19: "    instance_type: t3.small" }), 20, /t3\.small cannot boot an instance-store root: only the previous-generation C1, C3, D2, I2, M1, M2, M3, R3, X1 types can/],
   ["retention keep 0", variant({ 22: "    services: [rel]\n    retention: { keep: 0 }" }), 23, /amis\.host\.retention\.keep must be >= 1/],
   ["release without parent", variant({ 4: "    rootfs: { tar: rootfs.tar }\n    run: { ports: [\"80\"] }" }), 5, /image "base" has run: but no parent/],
   ["args not scalars", variant({ 7: "    dockerfile: app/Dockerfile\n    args: { A: [1, 2] }" }), 8, /images\.svc\.args\.A must be a string or a number or a boolean/],
