@@ -1,4 +1,5 @@
 /** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
+import { accessSync, constants, statSync } from "node:fs";
 import { findGoss, GOSS_ENV, gossVersion } from "../tools/goss.js";
 import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
@@ -31,6 +32,7 @@ export async function doctorCommand(options: { file: string; json: boolean }, to
     checkVersion("ansible-playbook", ["--version"], /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/),
     checkGoss(config.ok ? config.c : undefined),
     checkAws(tools),
+    ...(config.ok ? config.c.amis.filter((a) => a.builder === "instance-store").map((a) => checkBundleSigning(a.name)) : []),
   ]);
   out(options.json ? JSON.stringify({ checks }, null, 2) : checks.map(formatCheck).join("\n"));
   return checks;
@@ -104,6 +106,25 @@ async function checkGoss(config: { images: { test?: unknown }[]; amis: { test?: 
     return { name: "goss", status: "ok", detail: `${await gossVersion(binary)} at ${binary}${process.env[GOSS_ENV] ? ` (${GOSS_ENV})` : ""}` };
   } catch (e) {
     return { name: "goss", status: "fail", detail: `${binary}: ${(e as Error).message}`, fix: "make setup" };
+  }
+}
+
+/** An instance-store bake signs its bundle with the x509 pair BAKE_X509_CERT / BAKE_X509_KEY name. */
+async function checkBundleSigning(ami: string): Promise<Check> {
+  const name = `x509 ${ami}`;
+  const unset = ["BAKE_X509_CERT", "BAKE_X509_KEY"].filter((v) => !process.env[v]);
+  if (unset.length) return { name, status: "warn", detail: `${unset.join(" and ")} not set: bake ami ${ami} --target aws needs the bundle's x509 certificate and key (the local target does not)`, fix: `export ${unset.map((v) => `${v}=/path/to/${v.endsWith("CERT") ? "cert" : "key"}.pem`).join(" ")}` };
+  const unreadable = ["BAKE_X509_CERT", "BAKE_X509_KEY"].filter((v) => !readable(process.env[v]!));
+  if (unreadable.length) return { name, status: "fail", detail: `${unreadable.map((v) => `${v}=${process.env[v]}`).join(", ")}: not a readable file`, fix: "point them at the x509 certificate and key files" };
+  return { name, status: "ok", detail: `certificate ${process.env.BAKE_X509_CERT}, key ${process.env.BAKE_X509_KEY}` };
+}
+
+function readable(file: string): boolean {
+  try {
+    accessSync(file, constants.R_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
   }
 }
 

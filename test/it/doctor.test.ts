@@ -1,7 +1,7 @@
 /** `bake doctor` against the real services: one line per check, a fix for each failure. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, symlinkSync } from "node:fs";
+import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { bake, ROOT } from "../helpers/bake.js";
@@ -23,7 +23,7 @@ test("all services up: every check ok, exit 0", async () => {
 test("--json gives the checks as data", async () => {
   const r = await bake(["doctor", "--json"], { cwd: ROOT, env });
   const checks = JSON.parse(r.stdout).checks as { name: string; status: string }[];
-  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws"]);
+  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws", "x509 app-host"]);
 });
 
 test("engine and registry down, no packer, no credentials: each failure says how to fix it, exit 1", async () => {
@@ -41,6 +41,18 @@ test("engine and registry down, no packer, no credentials: each failure says how
   assert.match(r.stdout, /^ok\s+ansible-playbook/m);
   // The reference bake.yml has test: specs, so goss is needed.
   assert.match(r.stdout, /^FAIL\s+goss\s+not found \(not on PATH\); bake\.yml has test: specs\n\s+fix: make setup, or set BAKE_GOSS/m);
+});
+
+test("an instance-store AMI: the bundle's x509 pair is named (warn), readable (ok) or missing (FAIL)", async () => {
+  const unset = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_X509_CERT: undefined, BAKE_X509_KEY: undefined } });
+  assert.match(unset.stdout, /^warn\s+x509 app-host\s+BAKE_X509_CERT and BAKE_X509_KEY not set: bake ami app-host --target aws needs/m);
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-x509-"));
+  for (const f of ["cert.pem", "key.pem"]) writeFileSync(path.join(dir, f), "not a real pem\n");
+  const ok = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_X509_CERT: path.join(dir, "cert.pem"), BAKE_X509_KEY: path.join(dir, "key.pem") } });
+  assert.match(ok.stdout, /^ok\s+x509 app-host\s+certificate \S+cert\.pem, key \S+key\.pem$/m);
+  const missing = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_X509_CERT: path.join(dir, "cert.pem"), BAKE_X509_KEY: path.join(dir, "nope.pem") } });
+  assert.is(missing.code, 1);
+  assert.match(missing.stdout, /^FAIL\s+x509 app-host\s+BAKE_X509_KEY=\S+nope\.pem: not a readable file/m);
 });
 
 test("BAKE_GOSS names the goss binary bake uses", async () => {
