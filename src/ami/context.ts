@@ -47,6 +47,18 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
   return { sensitive, passEnv };
 }
 
+/** Where the aws target's Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS). */
+export const AWS_CONNECTION_ENV = { ec2Endpoint: "BAKE_EC2_ENDPOINT", sshHost: "BAKE_SSH_HOST", sshPort: "BAKE_SSH_PORT" } as const;
+
+function machineVariables(target: Target): TemplateContext["machine"] {
+  if (target !== "aws") return [];
+  return [
+    { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
+    { name: "ssh_host", env: AWS_CONNECTION_ENV.sshHost },
+    { name: "ssh_port", env: AWS_CONNECTION_ENV.sshPort },
+  ];
+}
+
 export function templateContext(input: AmiRenderInput): TemplateContext {
   const { config, ami, target } = input;
   const keyTag = input.key ? input.key.slice(0, KEY12) : "unknown";
@@ -60,6 +72,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     instanceStore: !local && ami.builder === "instance-store",
     requiredPlugins: input.requiredPlugins,
     sensitive,
+    machine: machineVariables(target),
     preloadArchive: PRELOAD_ARCHIVE,
     playbookPath: rel(ami.playbook),
     ansibleUser: local ? "root" : "admin",

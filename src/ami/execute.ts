@@ -13,7 +13,8 @@ import type { PlanEntry } from "../plan/plan.js";
 import { executeBuild } from "../images/execute.js";
 import type { RunLogs } from "../state/logs.js";
 import { amiBakeLock, exportImages, localImageId, packerEnvironment, reconcileAws, renderFolder, runPacker } from "./bake-ami.js";
-import { DOCKER_SOCKET_ENV, KEY12, PRELOAD_ARCHIVE } from "./context.js";
+import { AWS_CONNECTION_ENV, DOCKER_SOCKET_ENV, KEY12, PRELOAD_ARCHIVE } from "./context.js";
+import { ec2Endpoint } from "../tools/ec2.js";
 import { acquireLease, leasePrefix } from "./lease.js";
 import { bootPassEnv, bootTestLocal, checkHostImage } from "../host/local-host.js";
 import type { BootReport } from "../host/boot-test.js";
@@ -98,7 +99,7 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
     say("exporting the shipped images");
     await exportImages(pipeline, ami, run.dir, docker, run.signal);
     say(`packer build ${folder.dir}`);
-    ids = await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : {}), ...(ami.test && !local ? { [GOSS_ENV]: requireGoss() } : {}) }, secrets, force: run.force, signal: run.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
+    ids = await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : { [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "" }), ...(ami.test && !local ? { [GOSS_ENV]: requireGoss() } : {}) }, secrets, force: run.force, signal: run.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
   } finally {
     // The archive is the size of every shipped image: it is not kept past the Packer run.
     rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });

@@ -19,6 +19,8 @@ export interface TemplateContext {
   requiredPlugins: boolean;
   sourceRef: string;
   sensitive: { name: string; env: string }[];
+  /** Machine-specific settings read from the environment Packer runs in (not secret). */
+  machine: { name: string; env: string }[];
   preloadArchive: string;
   playbookPath: string;
   ansibleUser: string;
