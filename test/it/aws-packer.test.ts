@@ -1,0 +1,125 @@
+/**
+ * The AWS path run for real: `bake ami` on the aws target runs Packer's amazon-ebs builder against
+ * moto as the EC2 endpoint, with a local systemd container with sshd as the
+ * instance Packer reaches on 127.0.0.1 (BAKE_SSH_HOST / BAKE_SSH_PORT). The whole path: source
+ * AMI lookup, key pair, security group, RunInstances, SSH, the preload upload, the playbook, the
+ * AMI's goss test, CreateImage, tags, bake's copy and share, the manifest; and Packer's clean-up.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
+import { bake, tempTree } from "../helpers/bake.js";
+import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { motoEc2, motoEnv } from "../helpers/moto.js";
+
+const project = uniqueProject("aws-packer");
+let dir = "";
+let instance = "";
+let sshPort = "";
+
+const INSTANCE_DOCKERFILE = [
+  "ARG BAKE_PARENT",
+  "FROM ${BAKE_PARENT}",
+  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo >/dev/null && rm -rf /var/lib/apt/lists/*",
+  "RUN useradd --create-home --shell /bin/bash admin && echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/admin",
+  // EC2 installs the key pair the instance is launched with; the stand-in accepts the key Packer offers.
+  "RUN printf '#!/bin/sh\\necho \"$1 $2\"\\n' > /usr/local/bin/offered-key && chmod 755 /usr/local/bin/offered-key",
+  "RUN printf 'AuthorizedKeysCommand /usr/local/bin/offered-key %%t %%k\\nAuthorizedKeysCommandUser nobody\\nPubkeyAcceptedAlgorithms +ssh-rsa\\n' > /etc/ssh/sshd_config.d/stand-in.conf && systemctl enable ssh",
+  "",
+].join("\n");
+
+test.before(async () => {
+  dir = tempTree({
+    "bake.yml": `project: ${project}
+images:
+  base:
+    rootfs:
+      debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] }
+  instance: { parent: base, dockerfile: instance/Dockerfile }
+amis:
+  host:
+    builder: ebs
+    region: us-east-1
+    copy_to: [eu-west-1]
+    share_with: ["123456789012"]
+    # One of moto's own images (an EBS root, as Packer requires of a source).
+    source: { owners: ["099720109477"], name: "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-*" }
+    instance_type: t3.small
+    playbook: ansible/host.yml
+    preload: [base]
+    test: host.goss.yaml
+`,
+    "instance/Dockerfile": INSTANCE_DOCKERFILE,
+    "ansible/host.yml": "- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: \"yes\\n\", mode: \"0644\" }\n",
+    "host.goss.yaml": 'file:\n  /etc/baked-on-aws:\n    exists: true\n    contents: ["yes"]\n  /var/tmp/bake-preload.tar:\n    exists: true\n',
+  });
+  const built = await bake(["build", "instance", "--json"], { cwd: dir });
+  assert.is(built.code, 0, built.stderr);
+  const image = JSON.parse(built.stdout).images.instance.id;
+  // The instance: a systemd host whose sshd answers on a 127.0.0.1 port the engine picks.
+  instance = (
+    await docker.createContainer({
+      name: `${project}-instance`,
+      Image: image,
+      Entrypoint: [""],
+      Cmd: ["/sbin/init"],
+      Env: ["container=docker"],
+      StopSignal: "SIGRTMIN+3",
+      Labels: { "bake.project": project },
+      ExposedPorts: { "22/tcp": {} },
+      HostConfig: {
+        Tmpfs: { "/run": "", "/run/lock": "" },
+        Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro"],
+        PortBindings: { "22/tcp": [{ HostIp: "127.0.0.1", HostPort: "" }] },
+      },
+    } as any)
+  ).id;
+  const container = docker.getContainer(instance);
+  await container.start();
+  sshPort = (await container.inspect()).NetworkSettings.Ports["22/tcp"]![0].HostPort;
+});
+
+test.after(async () => {
+  if (instance) await docker.getContainer(instance).remove({ force: true }).catch(() => undefined);
+  await removeProject(project);
+});
+
+const ssh = () => ({ ...motoEnv, BAKE_SSH_HOST: "127.0.0.1", BAKE_SSH_PORT: sshPort, BAKE_EC2_POLL_MS: "200" });
+const ec2 = motoEc2();
+const leftovers = async () => ({
+  keyPairs: ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).map((k) => k.KeyName!).filter((n) => n.startsWith("packer")),
+  groups: ((await ec2.send(new DescribeSecurityGroupsCommand({}))).SecurityGroups ?? []).map((g) => g.GroupName!).filter((n) => n.startsWith("packer")),
+  running: ((await ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] }] }))).Reservations ?? []).flatMap((r) => r.Instances ?? []).filter((i) => (i.KeyName ?? "").startsWith("packer")).map((i) => i.InstanceId),
+});
+
+test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and the AMI's test on the instance, then copy, share, manifest", async () => {
+  const r = await bake(["ami", "host", "--json"], { cwd: dir, env: ssh() });
+  assert.is(r.code, 0, r.stderr.slice(-4000));
+  const result = JSON.parse(r.stdout);
+  assert.equal(Object.keys(result.regions).sort(), ["eu-west-1", "us-east-1"]);
+  const home = (await ec2.send(new DescribeImagesCommand({ ImageIds: [result.regions["us-east-1"]] }))).Images![0];
+  assert.is(home.Tags!.find((t) => t.Key === "bake:key")?.Value, result.key);
+  assert.match(r.stderr, /Using ssh communicator to connect: 127\.0\.0\.1/);
+  assert.match(r.stderr, /TASK \[Mark the host\]/);
+  assert.match(r.stderr, /Count: 3, Failed: 0/, "the AMI's goss test ran on the instance");
+  const shared = await motoEc2("eu-west-1").send(new DescribeImageAttributeCommand({ ImageId: result.regions["eu-west-1"], Attribute: "launchPermission" }));
+  assert.equal((shared.LaunchPermissions ?? []).map((p) => p.UserId), ["123456789012"]);
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.equal(manifest.amis.host.regions, result.regions);
+  assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] }, "Packer removed what it made");
+});
+
+test("a failing playbook: exit 1 naming the step, no AMI registered, nothing of Packer's left in the account", async () => {
+  const images = async () => ((await ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }))).Images ?? []).length;
+  const before = await images();
+  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.command: /bin/false\n");
+  const r = await bake(["ami", "host"], { cwd: dir, env: ssh() });
+  assert.is(r.code, 1, r.stderr.slice(-3000));
+  assert.match(r.stderr, /host: packer build failed/);
+  assert.is(await images(), before, "no AMI registered");
+  assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
+});
+
+test.run();
