@@ -14,6 +14,7 @@ import type { DockerTool } from "../tools/docker.js";
 import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
+import { awsFailure } from "../tools/packer-output.js";
 import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
@@ -118,6 +119,7 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
  */
 export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string | undefined>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
   const errors: string[] = [];
+  const said: string[] = [];
   const ansibleConfig = ansibleConfigFile(ami.playbook, options.projectDir);
   try {
     const artifacts = await packer.build(folder.dir, {
@@ -129,6 +131,7 @@ export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: Pa
       onRaw: options.onRaw,
       onLine: (l) => {
         if (l.startsWith("ERROR: ")) errors.push(l.slice(7));
+        said.push(l);
         options.onLine(l);
       },
     });
@@ -136,7 +139,14 @@ export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: Pa
     return artifacts.map((a) => a.id);
   } catch (e) {
     if (e instanceof ToolFailedError) {
-      throw new BuildFailedError(ami.name, `${ami.name}: packer build failed${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${errors.length ? `: ${errors.at(-1)!.split("\n")[0]}` : ""}`, errors.slice(-5).join("\n") || e.stderrTail);
+      // On AWS: the step, the instance, and what Packer's clean-up removed or could not.
+      const aws = awsFailure(said);
+      const where = aws.step ? ` at "${aws.step}"${aws.task ? ` (task "${aws.task}")` : ""}${aws.instance ? ` on instance ${aws.instance}` : ""}` : "";
+      const cleanup = [
+        ...(aws.cleaned.length ? [`Packer cleaned up: ${aws.cleaned.join("; ")}`] : []),
+        ...(aws.leftBehind.length ? [`left behind (remove it by hand): ${aws.leftBehind.join("; ")}`] : []),
+      ];
+      throw new BuildFailedError(ami.name, `${ami.name}: packer build failed${where}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${errors.length ? `: ${errors.at(-1)!.split("\n")[0]}` : ""}`, [errors.slice(-5).join("\n") || e.stderrTail, ...cleanup].join("\n"));
     }
     throw e;
   }

@@ -10,9 +10,10 @@ import * as assert from "uvu/assert";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
-import { bake, tempTree } from "../helpers/bake.js";
+import { execa } from "execa";
+import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
-import { motoEc2, motoEnv } from "../helpers/moto.js";
+import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 
 const project = uniqueProject("aws-packer");
 let dir = "";
@@ -31,6 +32,8 @@ const INSTANCE_DOCKERFILE = [
 ].join("\n");
 
 test.before(async () => {
+  // An AMI with this key from an earlier run would make the bake a no-op.
+  await resetMoto();
   dir = tempTree({
     "bake.yml": `project: ${project}
 images:
@@ -117,7 +120,26 @@ test("a failing playbook: exit 1 naming the step, no AMI registered, nothing of 
   writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.command: /bin/false\n");
   const r = await bake(["ami", "host"], { cwd: dir, env: ssh() });
   assert.is(r.code, 1, r.stderr.slice(-3000));
-  assert.match(r.stderr, /host: packer build failed/);
+  assert.match(r.stderr, /error: host: packer build failed at "Provisioning with Ansible" \(task "Fail on purpose"\) on instance i-[0-9a-f]+ \(exit 1\): /);
+  assert.match(r.stderr, /Packer cleaned up: Terminating the source AWS instance; Cleaning up any extra volumes; Deleting temporary security group; Deleting temporary keypair/);
+  assert.is(await images(), before, "no AMI registered");
+  assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
+});
+
+test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in the account and no AMI", async () => {
+  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  tasks:\n    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n");
+  const images = async () => ((await ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }))).Images ?? []).length;
+  const before = await images();
+  const child = execa(process.execPath, [CLI, "ami", "host"], { cwd: dir, env: testEnv(ssh()), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 200));
+  assert.match(seen, /TASK \[Take a while\]/);
+  child.kill("SIGINT");
+  const r = await child;
+  assert.is(r.exitCode, 130, String(r.stderr).slice(-2000));
+  assert.ok(Date.now() - started < 100_000, "stopped long before the task would have ended");
   assert.is(await images(), before, "no AMI registered");
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
 });

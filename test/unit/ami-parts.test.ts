@@ -3,7 +3,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { hclEscape, hclList, hclString, packerString } from "../../src/ami/hcl.js";
 import { MAIN_TEMPLATE, readTemplates, renderTemplate } from "../../src/ami/render.js";
-import { amiIdsByRegion, artifactsOf, parseMachineLine, uiText } from "../../src/tools/packer-output.js";
+import { amiIdsByRegion, artifactsOf, awsFailure, parseMachineLine, uiText } from "../../src/tools/packer-output.js";
 import { buildArgs, needsRequiredPlugins, parseVersion } from "../../src/tools/packer.js";
 import { templateContext } from "../../src/ami/context.js";
 import { parseConfig } from "../../src/config/load.js";
@@ -68,6 +68,33 @@ test("the rendered HCL declares required_plugins only for Packer >= 1.7", () => 
   assert.not.match(render(false), /required_plugins/);
   assert.match(render(false), /source_ami\s+= "ami-0123"/);
   assert.match(render(false), /"bake:key"\s+= "k{64}"/);
+});
+
+test("an amazon build's failure: the step, the Ansible task, the instance, and what Packer's clean-up did or could not", () => {
+  const lines = [
+    "==> amazon-ebs.ami: Launching a source AWS instance...",
+    "    amazon-ebs.ami: Instance ID: i-3c091fc7d69d0eb31",
+    "==> amazon-ebs.ami: Connected to SSH!",
+    "==> amazon-ebs.ami: Uploading /tmp/x/preload.tar => /var/tmp/bake-preload.tar",
+    "==> amazon-ebs.ami: Provisioning with Ansible...",
+    "==> amazon-ebs.ami: Executing Ansible: ansible-playbook -e packer_build_name=ami /tmp/x/host.yml",
+    "    amazon-ebs.ami: TASK [Gathering Facts] ****",
+    "    amazon-ebs.ami: TASK [Fail on purpose] ****",
+    "    amazon-ebs.ami: fatal: [default]: FAILED! => {}",
+    "==> amazon-ebs.ami: Provisioning step had errors: Running the cleanup provisioner, if present...",
+    "==> amazon-ebs.ami: Terminating the source AWS instance...",
+    "==> amazon-ebs.ami: Deleting temporary security group...",
+    "==> amazon-ebs.ami: Error cleaning up security group: DependencyViolation",
+    "==> amazon-ebs.ami: Deleting temporary keypair...",
+  ];
+  assert.equal(awsFailure(lines), {
+    step: "Provisioning with Ansible",
+    task: "Fail on purpose",
+    instance: "i-3c091fc7d69d0eb31",
+    cleaned: ["Terminating the source AWS instance", "Deleting temporary security group", "Deleting temporary keypair"],
+    leftBehind: ["Error cleaning up security group: DependencyViolation"],
+  });
+  assert.equal(awsFailure(["==> docker.ami: Creating a temporary directory"]), { cleaned: [], leftBehind: [] }, "not an amazon build");
 });
 
 test.run();
