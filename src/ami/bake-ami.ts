@@ -3,7 +3,8 @@
  * shipped images, run Packer, and reconcile copies, shares and tags on EC2. The plan (read
  * step) decided whether any of it is needed.
  */
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { PACKAGE_ROOT } from "../package-root.js";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
@@ -68,6 +69,11 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
   writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
+  if (ami.builder === "instance-store" && pipeline.target === "aws") {
+    // bake's own playbook and role that install the EC2 AMI tools, beside the HCL.
+    cpSync(path.join(PACKAGE_ROOT, "ansible", "ec2-ami-tools.yml"), path.join(dir, "ec2-ami-tools", "ec2-ami-tools.yml"));
+    cpSync(path.join(PACKAGE_ROOT, "ansible", "roles", "ec2_ami_tools"), path.join(dir, "ec2-ami-tools", "roles", "ec2_ami_tools"), { recursive: true });
+  }
   if (ami.test && pipeline.target === "aws") {
     mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
     copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));

@@ -50,12 +50,16 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
 /** Where the aws target's Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS). */
 export const AWS_CONNECTION_ENV = { ec2Endpoint: "BAKE_EC2_ENDPOINT", sshHost: "BAKE_SSH_HOST", sshPort: "BAKE_SSH_PORT" } as const;
 
-function machineVariables(target: Target): TemplateContext["machine"] {
+/** Where an instance-store bake downloads the EC2 AMI tools from (ansible/roles/ec2_ami_tools). */
+export const EC2_AMI_TOOLS_ENV = { url: "BAKE_EC2_AMI_TOOLS_URL", sha256: "BAKE_EC2_AMI_TOOLS_SHA256" } as const;
+
+function machineVariables(target: Target, instanceStore: boolean): TemplateContext["machine"] {
   if (target !== "aws") return [];
   return [
     { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
     { name: "ssh_host", env: AWS_CONNECTION_ENV.sshHost },
     { name: "ssh_port", env: AWS_CONNECTION_ENV.sshPort },
+    ...(instanceStore ? [{ name: "ec2_ami_tools_url", env: EC2_AMI_TOOLS_ENV.url }, { name: "ec2_ami_tools_sha256", env: EC2_AMI_TOOLS_ENV.sha256 }] : []),
   ];
 }
 
@@ -72,7 +76,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     instanceStore: !local && ami.builder === "instance-store",
     requiredPlugins: input.requiredPlugins,
     sensitive,
-    machine: machineVariables(target),
+    machine: machineVariables(target, !local && ami.builder === "instance-store"),
     preloadArchive: PRELOAD_ARCHIVE,
     playbookPath: rel(ami.playbook),
     ansibleUser: local ? "root" : "admin",

@@ -1,5 +1,7 @@
 /** Reads the inputs of every node (files, Dockerfiles, playbooks) and digests them. */
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { PACKAGE_ROOT } from "../package-root.js";
 import pLimit from "p-limit";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { contextDigest, hashFile, listContext, type ContextListing } from "./context-files.js";
@@ -68,6 +70,13 @@ async function testDigest(test: TestSpec): Promise<string> {
   return digestOf({ spec: await hashFile(test.spec), vars: test.vars ? await hashFile(test.vars) : null, retryTimeout: test.retryTimeout, sleep: test.sleep });
 }
 
+/** bake's playbook and role that install the EC2 AMI tools on an instance-store bake's instance. */
+export function ec2AmiToolsDigest(): string {
+  const role = path.join(PACKAGE_ROOT, "ansible", "roles", "ec2_ami_tools");
+  const files = [path.join(PACKAGE_ROOT, "ansible", "ec2-ami-tools.yml"), ...readdirSync(role, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name))].sort();
+  return digestOf(Object.fromEntries(files.map((f) => [path.relative(PACKAGE_ROOT, f), readFileSync(f, "utf8")])));
+}
+
 /** The Packer templates decide the rendered HCL together with the AMI's settings and keys. */
 export function templateDigest(): string {
   return digestOf(Object.fromEntries(readTemplates()));
@@ -89,6 +98,8 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
   };
   const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest() };
   if (ami.test) inputs.test = await testDigest(ami.test);
+  // An instance-store bake also runs bake's own playbook that installs the EC2 AMI tools.
+  if (ami.builder === "instance-store") inputs.amiTools = ec2AmiToolsDigest();
   const limit = pLimit(8);
   await Promise.all(ansibleInputs(ami.playbook, dir).map((f) => limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file)))));
   return inputs;

@@ -51,6 +51,7 @@ const INPUT_WORDS: Record<string, string> = {
   source: "source image",
   target: "target",
   test: "test spec",
+  amiTools: "bake's EC2 AMI tools role",
 };
 
 export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, state: WorldState, target: Target): PlanEntry[] {

@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
 import { execa } from "execa";
-import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 
@@ -23,7 +23,7 @@ let sshPort = "";
 const INSTANCE_DOCKERFILE = [
   "ARG BAKE_PARENT",
   "FROM ${BAKE_PARENT}",
-  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo >/dev/null && rm -rf /var/lib/apt/lists/*",
+  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo python3-apt >/dev/null",
   "RUN useradd --create-home --shell /bin/bash admin && echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/admin",
   // EC2 installs the key pair the instance is launched with; the stand-in accepts the key Packer offers.
   "RUN printf '#!/bin/sh\\necho \"$1 $2\"\\n' > /usr/local/bin/offered-key && chmod 755 /usr/local/bin/offered-key",
@@ -142,6 +142,33 @@ test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in 
   assert.ok(Date.now() - started < 100_000, "stopped long before the task would have ended");
   assert.is(await images(), before, "no AMI registered");
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
+});
+
+test("instance-store: bake's EC2 AMI tools role on the stand-in host (check mode): refuses without a download, would install with one, skips where the tools are", async () => {
+  const run = (extra: string[]) => execa("ansible-playbook", ["-i", `${project}-instance,`, "-c", "community.docker.docker", "--check", ...extra, path.join(ROOT, "ansible/ec2-ami-tools.yml")], { reject: false, env: { ANSIBLE_HOST_KEY_CHECKING: "False", ANSIBLE_NOCOLOR: "1" } });
+  const refused = await run([]);
+  assert.is(refused.exitCode, 2, refused.stdout);
+  assert.match(refused.stdout, /the EC2 AMI tools \(ec2-bundle-vol\) are not on this instance[\s\S]*BAKE_EC2_AMI_TOOLS_URL/);
+  // The download, served inside the host on its own 127.0.0.1 (check mode asks for it, downloads nothing).
+  const inHost = async (cmd: string) => {
+    const exec = await docker.getContainer(instance).exec({ Cmd: ["sh", "-c", cmd], AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({});
+    let out = "";
+    stream.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    await new Promise((r) => stream.on("end", r));
+    return out.replace(/[\x00-\x08]/g, "");
+  };
+  await inHost(`mkdir -p /srv && python3 -c "import zipfile; z = zipfile.ZipFile('/srv/ec2-ami-tools.zip', 'w'); z.writestr('ec2-ami-tools-1.5.19/bin/ec2-bundle-vol', '#!/bin/sh\\n'); z.close()"`);
+  const sha256 = /[0-9a-f]{64}/.exec(await inHost("sha256sum /srv/ec2-ami-tools.zip"))![0];
+  await inHost("(python3 -m http.server 8765 --bind 127.0.0.1 --directory /srv >/dev/null 2>&1 &) ; sleep 1");
+  const planned = await run(["-e", "ec2_ami_tools_url=http://127.0.0.1:8765/ec2-ami-tools.zip", "-e", `ec2_ami_tools_sha256=${sha256}`]);
+  assert.is(planned.exitCode, 0, planned.stdout);
+  assert.match(planned.stdout, /TASK \[ec2_ami_tools : Download the tools, checked against their sha256\] \*+\nchanged:/);
+  assert.match(await inHost("ls /usr/local/bin/ec2-bundle-vol 2>&1 || true"), /No such file/, "check mode changed nothing");
+  await inHost("printf '#!/bin/sh\\n' > /usr/local/bin/ec2-bundle-vol && chmod 755 /usr/local/bin/ec2-bundle-vol");
+  const skipped = await run([]);
+  assert.is(skipped.exitCode, 0, skipped.stdout);
+  assert.match(skipped.stdout, /TASK \[ec2_ami_tools : Know where to download them from\] \*+\nskipping:/);
 });
 
 test.run();
