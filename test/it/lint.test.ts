@@ -4,13 +4,13 @@ import * as assert from "uvu/assert";
 import { execa } from "execa";
 import { ROOT } from "../helpers/bake.js";
 
-test("ansible-lint passes on host.yml and up.yml with their roles", async () => {
-  const r = await execa("ansible-lint", ["-p", "--profile", "production", "ansible/host.yml", "ansible/up.yml"], { cwd: ROOT, reject: false, env: { NO_COLOR: "1" } });
+test("ansible-lint passes on host.yml, up.yml and ec2-ami-tools.yml with their roles", async () => {
+  const r = await execa("ansible-lint", ["-p", "--profile", "production", "ansible/host.yml", "ansible/up.yml", "ansible/ec2-ami-tools.yml"], { cwd: ROOT, reject: false, env: { NO_COLOR: "1" } });
   assert.is(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
 });
 
-test("ansible-playbook --syntax-check accepts both playbooks", async () => {
-  for (const playbook of ["ansible/host.yml", "ansible/up.yml"]) {
+test("ansible-playbook --syntax-check accepts the playbooks", async () => {
+  for (const playbook of ["ansible/host.yml", "ansible/up.yml", "ansible/ec2-ami-tools.yml"]) {
     const r = await execa("ansible-playbook", ["--syntax-check", "-i", "localhost,", playbook], { cwd: ROOT, reject: false });
     assert.is(r.exitCode, 0, `${playbook}: ${r.stderr}`);
   }
