@@ -1,6 +1,7 @@
 /** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
 import { accessSync, constants, statSync } from "node:fs";
 import { findGoss, GOSS_ENV, gossVersion } from "../tools/goss.js";
+import { bucketState } from "../tools/s3.js";
 import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
 import type { Tools } from "../state/read.js";
@@ -32,7 +33,7 @@ export async function doctorCommand(options: { file: string; json: boolean }, to
     checkVersion("ansible-playbook", ["--version"], /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/),
     checkGoss(config.ok ? config.c : undefined),
     checkAws(tools),
-    ...(config.ok ? config.c.amis.filter((a) => a.builder === "instance-store").map((a) => checkBundleSigning(a.name)) : []),
+    ...(config.ok ? config.c.amis.filter((a) => a.builder === "instance-store").flatMap((a) => [checkBundleSigning(a.name), checkBundleBucket(a.name, a.bundle!.s3Bucket, a.region, tools)]) : []),
   ]);
   out(options.json ? JSON.stringify({ checks }, null, 2) : checks.map(formatCheck).join("\n"));
   return checks;
@@ -117,6 +118,25 @@ async function checkBundleSigning(ami: string): Promise<Check> {
   const unreadable = ["BAKE_X509_CERT", "BAKE_X509_KEY"].filter((v) => !readable(process.env[v]!));
   if (unreadable.length) return { name, status: "fail", detail: `${unreadable.map((v) => `${v}=${process.env[v]}`).join(", ")}: not a readable file`, fix: "point them at the x509 certificate and key files" };
   return { name, status: "ok", detail: `certificate ${process.env.BAKE_X509_CERT}, key ${process.env.BAKE_X509_KEY}` };
+}
+
+/** An instance-store bake uploads its bundle to this bucket: it must exist and be this account's to use. */
+async function checkBundleBucket(ami: string, bucket: string, region: string, tools: Tools): Promise<Check> {
+  const name = `bucket ${ami}`;
+  try {
+    await tools.ec2().checkCredentials();
+  } catch (e) {
+    if (e instanceof NoCredentialsError) return { name, status: "warn", detail: `s3://${bucket} not looked at: no AWS credentials`, fix: "export AWS_PROFILE=<profile> (or use --target local)" };
+    throw e;
+  }
+  try {
+    const state = await bucketState(bucket, region);
+    if (state === "ok") return { name, status: "ok", detail: `s3://${bucket} exists and answers (${region})` };
+    if (state === "missing") return { name, status: "fail", detail: `s3://${bucket} does not exist: ${ami}'s bundle is uploaded there`, fix: `create it in ${region} (aws s3 mb s3://${bucket} --region ${region}), or set bundle.s3_bucket` };
+    return { name, status: "fail", detail: `s3://${bucket} refuses this account (HTTP 403)`, fix: "use a bucket this account owns, or grant it s3:PutObject and s3:GetObject" };
+  } catch (e) {
+    return { name, status: "fail", detail: `s3://${bucket}: ${(e as Error).message}`, fix: "check AWS_REGION and network access to S3, or AWS_ENDPOINT_URL" };
+  }
 }
 
 function readable(file: string): boolean {

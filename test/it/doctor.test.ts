@@ -5,9 +5,15 @@ import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { bake, ROOT } from "../helpers/bake.js";
-import { motoEnv } from "../helpers/moto.js";
+import { MOTO, motoEnv } from "../helpers/moto.js";
 
 const env = { ...motoEnv, BAKE_REGISTRY: "127.0.0.1:5000" };
+
+// The reference app-host's bundle bucket, on moto's S3.
+test.before(async () => {
+  const res = await fetch(`${MOTO}/app-host-bundles`, { method: "PUT" });
+  assert.ok(res.ok || res.status === 409, `bucket: HTTP ${res.status}`);
+});
 
 test("all services up: every check ok, exit 0", async () => {
   const r = await bake(["doctor"], { cwd: ROOT, env });
@@ -23,7 +29,7 @@ test("all services up: every check ok, exit 0", async () => {
 test("--json gives the checks as data", async () => {
   const r = await bake(["doctor", "--json"], { cwd: ROOT, env });
   const checks = JSON.parse(r.stdout).checks as { name: string; status: string }[];
-  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws", "x509 app-host"]);
+  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws", "x509 app-host", "bucket app-host"]);
 });
 
 test("engine and registry down, no packer, no credentials: each failure says how to fix it, exit 1", async () => {
@@ -53,6 +59,14 @@ test("an instance-store AMI: the bundle's x509 pair is named (warn), readable (o
   const missing = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_X509_CERT: path.join(dir, "cert.pem"), BAKE_X509_KEY: path.join(dir, "nope.pem") } });
   assert.is(missing.code, 1);
   assert.match(missing.stdout, /^FAIL\s+x509 app-host\s+BAKE_X509_KEY=\S+nope\.pem: not a readable file/m);
+});
+
+test("an instance-store AMI's bundle bucket: ok when it exists, FAIL with the command that makes it when not", async () => {
+  const ok = await bake(["doctor"], { cwd: ROOT, env });
+  assert.match(ok.stdout, /^ok\s+bucket app-host\s+s3:\/\/app-host-bundles exists and answers \(us-east-1\)$/m);
+  const missing = await bake(["doctor"], { cwd: ROOT, env: { ...env, BUNDLE_BUCKET: `no-such-bucket-${process.pid}` } });
+  assert.is(missing.code, 1);
+  assert.match(missing.stdout, new RegExp(`^FAIL\\s+bucket app-host\\s+s3://no-such-bucket-${process.pid} does not exist: app-host's bundle is uploaded there\\n\\s+fix: create it in us-east-1 \\(aws s3 mb s3://no-such-bucket-${process.pid} --region us-east-1\\)`, "m"));
 });
 
 test("BAKE_GOSS names the goss binary bake uses", async () => {
