@@ -93,7 +93,9 @@ amis:
     }
   } finally {
     mirror.close();
-    await bake(["down"], { cwd: dir });
+    // With the same environment: bake.yml names the secrets by ${VAR}, and without them it does not load.
+    const down = await bake(["down"], { cwd: dir, env });
+    assert.is(down.code, 0, down.stderr);
     await removeProject(project);
   }
 });
