@@ -7,7 +7,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync, writeFileSync } from "node:fs";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
 import { execa } from "execa";
@@ -169,6 +169,27 @@ test("instance-store: bake's EC2 AMI tools role on the stand-in host (check mode
   const skipped = await run([]);
   assert.is(skipped.exitCode, 0, skipped.stdout);
   assert.match(skipped.stdout, /TASK \[ec2_ami_tools : Know where to download them from\] \*+\nskipping:/);
+});
+
+test("two runners, one account: the second bake of a key waits on the AWS lease, naming the holder, and returns the first one's AMI", async () => {
+  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: \"yes\\n\", mode: \"0644\" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 3 }\n");
+  const second = `${dir}-runner-2`;
+  cpSync(dir, second, { recursive: true, filter: (src) => !src.includes(`${path.sep}.bake${path.sep}`) });
+  // Each runner has its own machine (its own lock folder): only the account's lease is shared.
+  const runner = (cwd: string, n: number) => execa(process.execPath, [CLI, "ami", "host", "--json"], { cwd, env: testEnv({ ...ssh(), BAKE_CACHE_DIR: path.join(cwd, `.runner-${n}-cache`) }), reject: false, timeout: 300_000 });
+  const first = runner(dir, 1);
+  let seen = "";
+  first.stderr!.on("data", (d) => (seen += d));
+  while (!/Creating temporary keypair/.test(seen)) await new Promise((r) => setTimeout(r, 100));
+  const [a, b] = await Promise.all([first, runner(second, 2)]);
+  assert.is(a.exitCode, 0, String(a.stderr).slice(-2000));
+  assert.is(b.exitCode, 0, String(b.stderr).slice(-2000));
+  assert.equal(JSON.parse(String(b.stdout)).regions, JSON.parse(String(a.stdout)).regions, "the same AMI");
+  assert.match(String(b.stderr), new RegExp(`waiting for the AWS lease bake-lease-${project}-host-[0-9a-f]{12}: held by \\S+ pid ${first.pid} until `));
+  assert.match(String(b.stderr), /another bake finished key [0-9a-f]{12} while this one waited: ami-/);
+  assert.not.match(String(b.stderr), /packer build/, "the second runner never started Packer");
+  const lease = ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).filter((k) => k.KeyName!.startsWith("bake-lease-"));
+  assert.equal(lease, [], "the lease is released");
 });
 
 test.run();
