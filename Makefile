@@ -1,6 +1,6 @@
 # bake: every target does its own set-up and is safe to run twice.
 SHELL := /bin/bash
-.PHONY: setup services build demo test test-unit test-it bench lint schema clean
+.PHONY: setup services build demo test test-fast test-unit test-it bench lint schema clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,10 @@ demo: services
 
 test: services
 	@node scripts/test.mjs unit it
+
+# Everything but the slowest files (booted hosts, the AWS Packer run, the engine restart, interrupts).
+test-fast: services
+	@node scripts/test.mjs --fast unit it
 
 test-unit: setup
 	@node scripts/test.mjs unit
