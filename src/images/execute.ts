@@ -164,7 +164,10 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           task.skip(`${entry.name}: stopped (${interruption(options.signal).message})`);
           return;
         }
-        const failure = explainFailure(entry.name, error, logs.pathOf(entry.name), docker.endpoint);
+        // An engine that stops mid-build may first report the failures of its shutdown in the
+        // stream: when it no longer answers, that is what the user needs to hear.
+        const engineGone = await docker.reachable().then(() => false, () => true);
+        const failure = explainFailure(entry.name, engineGone ? Object.assign(new Error((error as Error)?.message ?? String(error)), { code: "ECONNRESET" }) : error, logs.pathOf(entry.name), docker.endpoint);
         failures.push(failure);
         logs.line(entry.name, `FAILED: ${failure.message}\n${failure.detail}`);
         throw failure;
@@ -411,7 +414,7 @@ const ENGINE_GONE = /^aborted$|socket hang up|ECONNRESET|EPIPE|ECONNREFUSED|prem
 function explainFailure(node: string, error: unknown, logFile: string, endpoint: string): BuildFailedError {
   const err = error as NodeJS.ErrnoException | undefined;
   if (!(error instanceof BakeError) && (ENGINE_GONE.test(err?.code ?? "") || ENGINE_GONE.test(err?.message ?? ""))) {
-    return new BuildFailedError(node, `${node}: the Docker engine at ${endpoint} went away during the build (${err?.code ?? err?.message}): start it again (make services) and run bake again; images already built are kept`, `full log: ${logFile}`);
+    return new BuildFailedError(node, `${node}: the Docker engine at ${endpoint} went away during the build: start it again (make services) and run bake again; images already built are kept`, `the last it said: ${err?.message ?? err?.code}\nfull log: ${logFile}`);
   }
   if (error instanceof BuildStreamError) {
     // "Step 3/5 : RUN x" (classic) or "[3/5] RUN x", "[build 3/5] RUN x" (BuildKit).

@@ -134,6 +134,7 @@ test("the Docker engine stops during a build: exit 1 saying the engine went away
   const started = Date.now();
   while (!/RUN echo \d+ > \/engine/.test(seen) && Date.now() - started < 60_000) await new Promise((r) => setTimeout(r, 100));
   assert.match(seen, /RUN echo/);
+  await new Promise((r) => setTimeout(r, 1500));
   const dockerd = (await execa("pidof", ["dockerd"])).stdout.trim();
   await execa("kill", ["-TERM", dockerd]);
   try {
