@@ -20,7 +20,7 @@ export interface RunOptions {
    */
   processGroup?: { graceMs: number };
   /** Written to the tool's stdin. */
-  input?: string;
+  input?: string | Buffer;
   /** false: a non-zero exit is returned in `exitCode` instead of thrown. */
   reject?: boolean;
   /** The message when the program is missing (default: "<file> is not installed: run make setup"). */
@@ -166,4 +166,69 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     });
   }
   return { stdout: redact(String(result.stdout ?? ""), secrets), stderr: redact(String(result.stderr ?? ""), secrets), exitCode: result.exitCode };
+}
+
+/** A process bake started and that runs beside it (a VM, an SSH tunnel) until it is stopped. */
+export interface BackgroundProcess {
+  pid: number;
+  /** Settles when the process has ended, with what it printed on stderr last. */
+  exited: Promise<{ exitCode?: number; signal?: string; stderrTail: string }>;
+  running(): boolean;
+  /** Sends the signal to its process group, then SIGKILL after graceMs; resolves once it ended. */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts a process in a process group of its own that outlives this call: a forced stop of bake
+ * (killProcessGroups) kills it with everything else bake started.
+ */
+export async function start(file: string, args: string[], options: { cwd?: string; secrets?: string[]; onLine?: (line: string) => void } = {}): Promise<BackgroundProcess> {
+  const { execa } = await import("execa");
+  const child = execa(file, args, { cwd: options.cwd, reject: false, detached: true, stdin: "ignore", stripFinalNewline: true, buffer: false });
+  const tail: string[] = [];
+  let partial = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    const lines = (partial + chunk.toString("utf8")).split("\n");
+    partial = lines.pop() ?? "";
+    for (const l of lines) {
+      const clean = redact(l, options.secrets ?? []);
+      tail.push(clean);
+      if (tail.length > 20) tail.shift();
+      options.onLine?.(clean);
+    }
+  });
+  child.stdout?.on("data", () => undefined);
+  let ended = false;
+  const exited = child.then(
+    (r) => {
+      ended = true;
+      if (child.pid) liveGroups.delete(child.pid);
+      if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
+      return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
+    },
+  );
+  // The spawn itself failing (ENOENT) rejects at once.
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 50))]);
+  if (!child.pid) throw new BakeError(`${file} could not be started`);
+  const pid = child.pid;
+  liveGroups.add(pid);
+  return {
+    pid,
+    exited,
+    running: () => !ended,
+    stop: async (signal = "SIGTERM", graceMs = 10_000) => {
+      if (ended) return;
+      const send = (s: NodeJS.Signals) => {
+        try {
+          process.kill(-pid, s);
+        } catch {
+          /* already gone */
+        }
+      };
+      send(signal);
+      const timer = setTimeout(() => send("SIGKILL"), graceMs);
+      await exited.catch(() => undefined);
+      clearTimeout(timer);
+    },
+  };
 }

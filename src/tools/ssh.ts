@@ -1,0 +1,61 @@
+/**
+ * The only module that runs OpenSSH's client tools: a key pair for one bake (ssh-keygen), commands
+ * on a VM host through its forwarded port on 127.0.0.1 (ssh), and port forwards to the host's own
+ * loopback (ssh -L), which is where its services publish their ports.
+ */
+import { readFileSync } from "node:fs";
+import { run, start, type BackgroundProcess } from "./exec.js";
+
+export interface SshTarget {
+  port: number;
+  /** The private key file. */
+  key: string;
+  user: string;
+}
+
+const NOT_INSTALLED = "ssh is not installed (Debian: openssh-client): run make setup";
+
+/** Makes an ed25519 key pair without a passphrase at `file` and `file.pub`; returns the public key. */
+export async function generateKey(file: string, comment: string): Promise<string> {
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file], { notInstalled: NOT_INSTALLED });
+  return readFileSync(`${file}.pub`, "utf8");
+}
+
+/**
+ * Options for a host whose keys are new at every boot (its host keys are made at first boot):
+ * nothing is read from or written to known_hosts, and a dead connection ends within seconds.
+ */
+export function sshOptions(t: SshTarget): string[] {
+  return [
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=5",
+    "-o", "ServerAliveInterval=5",
+    "-o", "ServerAliveCountMax=3",
+    "-o", "IdentitiesOnly=yes",
+    "-i", t.key,
+    "-p", String(t.port),
+  ];
+}
+
+/** `ssh … user@127.0.0.1 -- command`: the command is one shell line on the host. */
+export function sshArgs(t: SshTarget, command: string): string[] {
+  return [...sshOptions(t), `${t.user}@127.0.0.1`, "--", command];
+}
+
+/** Runs a shell line on the host: its exit code (255: ssh itself failed) and output. */
+export async function sshRun(t: SshTarget, command: string, options: { input?: string | Buffer; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ code: number; out: string }> {
+  const r = await run("ssh", sshArgs(t, command), { input: options.input, timeoutMs: options.timeoutMs ?? 120_000, signal: options.signal, reject: false, notInstalled: NOT_INSTALLED });
+  return { code: r.exitCode ?? 255, out: [r.stdout, r.stderr].filter(Boolean).join("\n").trim() };
+}
+
+/** `ssh -N -L 127.0.0.1:local:127.0.0.1:remote`: the host's loopback port answers on this machine's. */
+export function forwardArgs(t: SshTarget, local: number, remote: number): string[] {
+  return [...sshOptions(t), "-N", "-o", "ExitOnForwardFailure=yes", "-L", `127.0.0.1:${local}:127.0.0.1:${remote}`, `${t.user}@127.0.0.1`];
+}
+
+export async function forwardPort(t: SshTarget, local: number, remote: number): Promise<BackgroundProcess> {
+  return start("ssh", forwardArgs(t, local, remote));
+}
