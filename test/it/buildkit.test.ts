@@ -8,7 +8,7 @@ import * as assert from "uvu/assert";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, CLI, removeTree, tempTree, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("bk-it");
@@ -124,6 +124,7 @@ test("Ctrl-C while the engine reads the context: exit 130, no stack trace, no pa
   assert.equal((await docker.listImages({ filters: JSON.stringify({ reference: ["bake-parent/*"] }) })).length, 0, "no parent tag left");
   assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-int/big`] }) })).length, 0);
   await removeProject(`${project}-int`);
+  removeTree(big);
 });
 
 test.run();
