@@ -4,8 +4,8 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 
-// --fast leaves out the slowest files: booted local hosts, the AWS Packer run, the engine restart, the interrupts.
-const SLOW = "(ami-local|aws-packer|faults|interrupts)\\.test\\.js$";
+// --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the engine restart, the interrupts.
+const SLOW = "(ami-local|ami-vm|aws-packer|faults|interrupts)\\.test\\.js$";
 const fast = process.argv.includes("--fast");
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));

@@ -75,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
-          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const, describe: "where AMIs are baked" })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "where AMIs are baked" })
           .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
           .option("matrix", { type: "boolean", default: false, describe: "print the nodes to build as a CI matrix (JSON), grouped by level" }),
       async (args) => {
@@ -113,7 +113,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("ami", { type: "string", demandOption: true })
-          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
           .option("out", { type: "string", describe: "write the folder here (default: print the HCL)" }),
       async (args) => {
         const { renderCommand } = await import("./commands/render.js");
@@ -126,7 +126,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("ami", { type: "string", demandOption: true })
-          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
           .option("force", { type: "boolean", default: false, describe: "bake even when an AMI with the same key exists" })
           .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" })
           .option("boot-test", { type: "boolean", default: true, describe: "boot a local bake as a host and check it (--no-boot-test skips)" }),
@@ -201,7 +201,7 @@ export async function main(argv: string[]): Promise<number> {
       "refresh bases from upstream, rebuild what changed, bake AMIs, prune, report",
       (y) =>
         y
-          .option("target", { choices: ["aws", "local"] as const, default: "aws" as const })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
           .option("dry-run", { type: "boolean", default: false, describe: "report what would change; build, bake and remove nothing" })
           .option("force", { type: "boolean", default: false, describe: "rebuild every image even when its upstream did not change" }),
       async (args) => {

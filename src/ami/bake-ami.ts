@@ -21,6 +21,9 @@ import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
 import { machineLock } from "../state/process-lock.js";
+import type { Target } from "../graph/keys.js";
+import { generateKey } from "../tools/ssh.js";
+import { VM_FILES } from "../host/vm-disk.js";
 
 export interface RenderedFolder {
   dir: string;
@@ -79,6 +82,9 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
     copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
     if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
   }
+  // The vm target's SSH key pair, of this folder only: Packer logs in with it, and the disk the
+  // bake boots carries its public half.
+  if (pipeline.target === "vm") await generateKey(path.join(dir, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
   if (pipeline.target === "local") {
     for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
       mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });
@@ -102,7 +108,7 @@ export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = proces
 
 export interface BakeResult {
   key: string;
-  target: "aws" | "local";
+  target: Target;
   regions: Record<string, string>;
   action: "existing" | "baked";
 }

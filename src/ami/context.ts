@@ -7,6 +7,8 @@ import type { Target } from "../graph/keys.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
 import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
+import { PACKER_DISK, VM_FILES } from "../host/vm-disk.js";
+import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
 
 export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
@@ -54,6 +56,8 @@ export const AWS_CONNECTION_ENV = { ec2Endpoint: "BAKE_EC2_ENDPOINT", sshHost: "
 export const EC2_AMI_TOOLS_ENV = { url: "BAKE_EC2_AMI_TOOLS_URL", sha256: "BAKE_EC2_AMI_TOOLS_SHA256" } as const;
 
 function machineVariables(target: Target, instanceStore: boolean): TemplateContext["machine"] {
+  // The vm target: the accelerator bake chose on this machine (tools/qemu.ts).
+  if (target === "vm") return [{ name: "qemu_accelerator", env: ACCELERATOR_ENV }];
   if (target !== "aws") return [];
   return [
     { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
@@ -67,23 +71,26 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
   const { config, ami, target } = input;
   const keyTag = input.key ? input.key.slice(0, KEY12) : "unknown";
   const local = target === "local";
+  const aws = target === "aws";
   const { sensitive } = sensitiveVariables(ami, config, target);
   const rel = (p: string) => path.relative(input.outDir, p).split(path.sep).join("/");
   const common = {
     amiName: ami.name,
     target,
     local,
-    instanceStore: !local && ami.builder === "instance-store",
+    vm: target === "vm",
+    booted: !aws,
+    instanceStore: aws && ami.builder === "instance-store",
     requiredPlugins: input.requiredPlugins,
     sensitive,
-    machine: machineVariables(target, !local && ami.builder === "instance-store"),
+    machine: machineVariables(target, aws && ami.builder === "instance-store"),
     preloadArchive: PRELOAD_ARCHIVE,
     playbookPath: rel(ami.playbook),
-    ansibleUser: local ? "root" : "admin",
+    ansibleUser: aws ? "admin" : "root",
     keyTag,
-    // On the local target the test runs in the booted host (the boot test); on aws, on the
-    // instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && !local ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.name, ami.test) } } : {}),
+    // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
+    // the instance before the snapshot: a failure fails the bake and no AMI is registered.
+    ...(ami.test && aws ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.name, ami.test) } } : {}),
   };
   if (local) {
     return {
@@ -104,6 +111,22 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
         'ENTRYPOINT [""]',
         'CMD ["/sbin/init"]',
       ],
+    };
+  }
+  if (target === "vm") {
+    const vm = ami.vm;
+    return {
+      ...common,
+      sourceRef: "source.qemu.ami",
+      vmDisk: PACKER_DISK,
+      vmKernel: VM_FILES.kernel,
+      vmInitrd: VM_FILES.initrd,
+      vmKey: VM_FILES.key,
+      vmOutput: VM_FILES.disk,
+      vmCmdline: KERNEL_CMDLINE,
+      vmNetdev: "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22",
+      vmMemory: vm?.memory ?? 0,
+      vmCpus: vm?.cpus ?? 0,
     };
   }
   return {

@@ -23,6 +23,11 @@ import { amiIdsByRegion } from "../tools/packer-output.js";
 import { gitInfo } from "../tools/git.js";
 import { withLock } from "../state/process-lock.js";
 import { GOSS_ENV, requireGoss } from "../tools/goss.js";
+import { ACCELERATOR_ENV } from "../tools/qemu.js";
+import { keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
+import type { DockerTool } from "../tools/docker.js";
+import type { RenderedFolder } from "./bake-ami.js";
+import { findVmDisk, PACKER_DISK, type VmRecord } from "../host/vm-disk.js";
 
 export interface BakeRun {
   target: Target;
@@ -46,6 +51,48 @@ export interface BakeOutcome {
   action: "baked" | "existing";
   images: Record<string, { key: string; id: string; tags: string[] }>;
   boot?: BootReport;
+  /** The vm target's disk, as vm.json records it. */
+  vm?: VmRecord & { dir: string };
+}
+
+type Built = Awaited<ReturnType<typeof executeBuild>>;
+
+function imagesOf(built: Built): BakeOutcome["images"] {
+  return Object.fromEntries(built.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }]));
+}
+
+/** The shipped images into the folder, then Packer; the archive is not kept past the run (it is the size of every shipped image). */
+async function exportAndRunPacker(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: DockerTool, folder: RenderedFolder, env: Record<string, string | undefined>, secrets: string[]): Promise<string[]> {
+  try {
+    run.say("exporting the shipped images");
+    await exportImages(pipeline, ami, run.dir, docker, run.signal);
+    run.say(`packer build ${folder.dir}`);
+    return await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env, secrets, force: run.force, signal: run.signal, onLine: run.say, onRaw: (l) => run.logs.line(`${ami.name}.packer`, l) });
+  } finally {
+    rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });
+  }
+}
+
+/**
+ * The vm target: the bake's disk, Packer's qemu run, the disk kept and boot-tested (host/vm-host.ts).
+ * The rendered folder holds the disk Packer started from, the kernel and the key: it is removed
+ * whatever happens, its serial console log kept with the run's logs.
+ */
+async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: DockerTool, folder: RenderedFolder, built: Built, packerEnv: { secrets: string[]; withheld: Record<string, undefined>; passEnv: Record<string, string> }): Promise<BakeOutcome> {
+  try {
+    const accel = await prepareVm(pipeline, ami, run.dir, { step: run.say, line: run.say }, run.signal);
+    const env = { ...packerEnv.withheld, [ACCELERATOR_ENV]: accel.accelerator, PACKER_CACHE_DIR: path.join(run.dir, "packer_cache") };
+    try {
+      await exportAndRunPacker(pipeline, ami, run, docker, folder, env, packerEnv.secrets);
+    } finally {
+      rmSync(path.join(run.dir, PACKER_DISK), { force: true });
+    }
+    const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, onLine: run.say, logsDir: run.logs.dir });
+    return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), boot, vm: record };
+  } finally {
+    keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
+    rmSync(run.dir, { recursive: true, force: true });
+  }
 }
 
 /** Holds the key's lock (and lease), looks again for the key, and bakes only when it is still missing. */
@@ -59,7 +106,7 @@ export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, r
       const meanwhile = run.force ? undefined : await findBaked(pipeline, ami, run.key, run.target, tools);
       if (meanwhile) {
         run.say(`another bake finished key ${key12} while this one waited: ${meanwhile}`);
-        const regions = run.target === "aws" ? await reconcileAws(pipeline, ami, meanwhile, tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say }) : { local: meanwhile };
+        const regions = run.target === "aws" ? await reconcileAws(pipeline, ami, meanwhile, tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say }) : { [run.target]: meanwhile };
         return { regions, action: "existing", images: {} };
       }
       return await bake(pipeline, ami, tools, run);
@@ -71,6 +118,10 @@ export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, r
 
 async function findBaked(pipeline: Pipeline, ami: AmiNode, key: string, target: Target, tools: Tools): Promise<string | undefined> {
   if (target === "aws") return (await tools.ec2().findAmiByKey(ami.region, key))?.imageId;
+  if (target === "vm") {
+    const found = findVmDisk(pipeline.config.dir, ami.name, key);
+    return found ? path.relative(pipeline.config.dir, path.join(found.dir, found.disk)) : undefined;
+  }
   return (await tools.docker().listBakeImages(pipeline.config.project)).find((r) => r.node === ami.name && r.key === key)?.id;
 }
 
@@ -79,9 +130,10 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
   // The AMI's test runs after the Packer run (or as its last step): without goss, stop now.
   if (ami.test) requireGoss();
   const { secrets, withheld } = packerEnvironment(pipeline, ami);
-  const passEnv = local && run.bootTest ? bootPassEnv(pipeline, ami) : {};
+  // The boot test hands the host its pass_env values as user-data would: all must be set (exit 2), before anything builds.
+  const passEnv = (local || run.target === "vm") && run.bootTest ? bootPassEnv(pipeline, ami) : {};
   const docker = tools.docker();
-  const images = await executeBuild(pipeline, run.plan.filter((e) => e.kind === "image"), docker, () => gitInfo(pipeline.config.dir), logs, {
+  const built = await executeBuild(pipeline, run.plan.filter((e) => e.kind === "image"), docker, () => gitInfo(pipeline.config.dir), logs, {
     noCache: false,
     push: false,
     concurrency: 2,
@@ -90,20 +142,14 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
     plain: Boolean(process.env.CI) || !process.stderr.isTTY,
   });
   const state = pipeline.state.images.ok ? pipeline.state.images.value : [];
-  for (const r of images) if (!state.some((s) => s.id === r.id)) state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
+  for (const r of built) if (!state.some((s) => s.id === r.id)) state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
   if (local) await checkHostImage(pipeline, ami, docker);
   rmSync(run.dir, { recursive: true, force: true });
   const folder = await renderFolder(pipeline, ami, run.dir, run.packer, { sourceAmi: run.sourceAmi, revision: run.revision });
-  let ids: string[];
-  try {
-    say("exporting the shipped images");
-    await exportImages(pipeline, ami, run.dir, docker, run.signal);
-    say(`packer build ${folder.dir}`);
-    ids = await runPacker(ami, folder, run.packer, { projectDir: pipeline.config.dir, env: { ...withheld, ...(local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : { [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "" }), ...(ami.test && !local ? { [GOSS_ENV]: requireGoss() } : {}) }, secrets, force: run.force, signal: run.signal, onLine: say, onRaw: (l) => logs.line(`${ami.name}.packer`, l) });
-  } finally {
-    // The archive is the size of every shipped image: it is not kept past the Packer run.
-    rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });
-  }
+  if (run.target === "vm") return bakeVm(pipeline, ami, run, docker, folder, built, { secrets, withheld, passEnv });
+  const targetEnv = local ? { [DOCKER_SOCKET_ENV]: local.engineSocket } : { [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "", ...(ami.test ? { [GOSS_ENV]: requireGoss() } : {}) };
+  const ids = await exportAndRunPacker(pipeline, ami, run, docker, folder, { ...withheld, ...targetEnv }, secrets);
+  const images = imagesOf(built);
   let regions: Record<string, string>;
   if (run.target === "aws") {
     const baked = amiIdsByRegion(ids.join(","))[ami.region];
@@ -113,5 +159,5 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
     regions = { local: localImageId(ids) };
   }
   const boot = local && run.bootTest ? await bootTestLocal(pipeline, ami, regions.local, docker, { ...local, passEnv, signal: run.signal, onLine: say }) : undefined;
-  return { regions, action: "baked", images: Object.fromEntries(images.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }])), boot };
+  return { regions, action: "baked", images, boot };
 }

@@ -13,8 +13,11 @@ import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString }
 
 export interface TemplateContext {
   amiName: string;
-  target: "aws" | "local";
+  target: "aws" | "local" | "vm";
   local: boolean;
+  vm: boolean;
+  /** Packer connects while the host still boots (local, vm): provisioning waits for systemd. */
+  booted: boolean;
   instanceStore: boolean;
   requiredPlugins: boolean;
   sourceRef: string;
@@ -44,6 +47,17 @@ export interface TemplateContext {
   engineSocket?: string;
   dockerChanges?: string[];
   localRepository?: string;
+  // vm: files of the rendered folder, and the VM's size
+  vmDisk?: string;
+  vmKernel?: string;
+  vmInitrd?: string;
+  vmKey?: string;
+  vmOutput?: string;
+  vmCmdline?: string;
+  /** Packer fills in the SSH port it picked ({{ .SSHHostPort }}). */
+  vmNetdev?: string;
+  vmMemory?: number;
+  vmCpus?: number;
 }
 
 export function renderTemplate(templates: Map<string, string>, context: TemplateContext): string {

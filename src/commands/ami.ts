@@ -7,7 +7,10 @@ import { RunLogs } from "../state/logs.js";
 import { updateManifest } from "../state/manifest.js";
 import { amiNodeOf, amiWorkDir, packerEnvironment, reconcileAws, renderFolder, type BakeResult } from "../ami/bake-ami.js";
 import { bakeOnce } from "../ami/execute.js";
+import path from "node:path";
 import { checkLocalTarget } from "../host/local-host.js";
+import { checkVmTarget } from "../host/vm-host.js";
+import { findVmDisk } from "../host/vm-disk.js";
 import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
@@ -36,6 +39,7 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
   const plan = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
   const entry = plan.find((e) => e.name === ami.name)!;
   const local = options.target === "local" ? checkLocalTarget(ami) : undefined;
+  if (options.target === "vm") checkVmTarget(ami);
   const revision = readRevision(pipeline.config.dir);
   const sourceAmi = options.target === "aws" ? keyResult.inputs.source : undefined;
   const logs = new RunLogs(pipeline.config.dir);
@@ -44,7 +48,9 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     logs.line(ami.name, l);
   };
   const finish = async (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}, boot?: BootReport) => {
-    const record = { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs, ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}) };
+    const disk = options.target === "vm" ? findVmDisk(pipeline.config.dir, ami.name, key) : undefined;
+    const vm = disk ? { vm: { path: path.relative(pipeline.config.dir, path.join(disk.dir, disk.disk)), format: disk.format, bytes: disk.bytes } } : {};
+    const record = { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs, ...vm, ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}) };
     if (!options.dryRun) await updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: record } });
     out(options.json ? JSON.stringify({ ami: ami.name, ...result }, null, 2) : Object.entries(result.regions).map(([r, id]) => `${r}\t${id}`).join("\n"));
     return result;
@@ -53,8 +59,8 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
   try {
     if (entry.status === "cached" && !options.force) {
       say(`${entry.reason}: nothing to bake`);
-      if (options.dryRun) return await finish({ key, target: options.target, regions: { [options.target === "aws" ? ami.region : "local"]: entry.existing! }, action: "existing" });
-      const regions = options.target === "aws" ? await reconcileAws(pipeline, ami, entry.existing!, tools.ec2(), { sourceAmi, revision, signal: options.signal, onLine: say }) : { local: entry.existing! };
+      if (options.dryRun) return await finish({ key, target: options.target, regions: { [options.target === "aws" ? ami.region : options.target]: entry.existing! }, action: "existing" });
+      const regions = options.target === "aws" ? await reconcileAws(pipeline, ami, entry.existing!, tools.ec2(), { sourceAmi, revision, signal: options.signal, onLine: say }) : { [options.target]: entry.existing! };
       return await finish({ key, target: options.target, regions, action: "existing" });
     }
 

@@ -1,6 +1,7 @@
 /** `bake doctor`: one line per check, and for each failing one the command that fixes it. */
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { findGoss, GOSS_ENV, gossVersion } from "../tools/goss.js";
+import { ACCELERATOR_ENV, cachedAccelerator, QEMU, qemuVersion } from "../tools/qemu.js";
 import { bucketState } from "../tools/s3.js";
 import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
@@ -32,6 +33,7 @@ export async function doctorCommand(options: { file: string; json: boolean }, to
     checkVersion("packer", ["version"], /Packer v?(\S+)/),
     checkVersion("ansible-playbook", ["--version"], /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/),
     checkGoss(config.ok ? config.c : undefined),
+    checkQemu(config.ok ? config.c : undefined),
     checkAws(tools),
     ...(config.ok ? config.c.amis.filter((a) => a.builder === "instance-store").flatMap((a) => [checkBundleSigning(a.name), checkBundleBucket(a.name, a.bundle!.s3Bucket, a.region, tools)]) : []),
   ]);
@@ -96,6 +98,27 @@ async function checkVersion(tool: string, args: string[], pattern: RegExp): Prom
   } catch (e: any) {
     return { name: tool, status: "fail", detail: e?.message ?? String(e), fix: "make setup" };
   }
+}
+
+/** QEMU runs the vm target: its version, and the accelerator bake uses on this machine (tools/qemu.ts). */
+async function checkQemu(config: { amis: { vm?: unknown }[] } | undefined): Promise<Check> {
+  const needed = Boolean(config?.amis.some((a) => a.vm));
+  let version: string;
+  try {
+    version = await qemuVersion();
+  } catch (e) {
+    return { name: "qemu", status: needed ? "fail" : "warn", detail: `${(e as Error).message}${needed ? "; bake.yml has vm: disks (--target vm)" : " (only --target vm needs it)"}`, fix: "make setup" };
+  }
+  const forced = process.env[ACCELERATOR_ENV];
+  const known = cachedAccelerator();
+  const accel = forced
+    ? `accelerator ${forced} (${ACCELERATOR_ENV})`
+    : known
+      ? `accelerator ${known.accelerator}: ${known.reason}`
+      : existsSync("/dev/kvm")
+        ? "accelerator not probed yet on this boot: /dev/kvm exists, and the first bake ami --target vm boots a kernel with KVM to see whether it works (TCG otherwise)"
+        : "accelerator tcg: no /dev/kvm (software emulation: a boot takes tens of seconds)";
+  return { name: "qemu", status: "ok", detail: `${QEMU} ${version}; ${accel}` };
 }
 
 /** goss runs the test: specs: where bake finds it and which version; needed only when a node has a test. */

@@ -1,9 +1,10 @@
 /** `bake prune [--yes]`: retention for AMIs (with their snapshots), local images and leftovers; a plan unless --yes. */
-import { readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { readManifest } from "../state/manifest.js";
-import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, type LeftoverState, type PruneDecision } from "../prune/plan.js";
+import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, planVmRetention, type LeftoverState, type PruneDecision, type VmDiskFolder } from "../prune/plan.js";
+import { readVmRecord } from "../host/vm-disk.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
@@ -48,6 +49,10 @@ export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t:
       decisions.push(...planImageRetention(ami.name, records.filter((r) => r.node === ami.name), ami.retention.keep, current).map((d) => ({ ...d, kind: "ami" as const })));
     }
   } else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
+  for (const ami of config.amis) {
+    const current = manifest.amis[ami.name]?.target === "vm" ? manifest.amis[ami.name].key : undefined;
+    decisions.push(...planVmRetention(ami.name, await readVmDisks(pipeline, ami.name), ami.retention.keep, current));
+  }
   decisions.push(...planLeftovers(await readLeftovers(pipeline, pipeline.state.images.ok ? docker : undefined)));
 
   const removed: PruneDecision[] = [];
@@ -76,7 +81,7 @@ export async function pruneCommand(options: PruneOptions, tools: Tools, out: (t:
   return report;
 }
 
-const shortId = (d: PruneDecision) => (d.kind === "leftover" ? path.basename(d.id) : d.id).slice(0, 24);
+const shortId = (d: PruneDecision) => (d.kind === "leftover" || d.kind === "vm" ? path.basename(d.id) : d.id).slice(0, 24);
 
 async function hasCredentials(ec2: Ec2Tool): Promise<boolean> {
   try {
@@ -135,8 +140,24 @@ function folderBytes(dir: string): number {
   return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + statSync(path.join(e.parentPath, e.name)).size, 0);
 }
 
+/** The vm target's disk folders of one AMI (.bake/vm/<ami>-<key12>/). */
+async function readVmDisks(pipeline: Pipeline, ami: string): Promise<VmDiskFolder[]> {
+  const root = path.join(pipeline.config.dir, ".bake", "vm");
+  const folders = existsSync(root) ? readdirSync(root).filter((f) => new RegExp(`^${ami.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{12}$`).test(f)) : [];
+  return Promise.all(folders.map(async (f) => {
+    const dir = path.join(root, f);
+    const record = readVmRecord(dir);
+    const inUse = await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${f.slice(-12)}`));
+    return { path: dir, key: record?.key, created: record?.created ?? statSync(dir).mtime.toISOString(), bytes: folderBytes(dir), inUse };
+  }));
+}
+
 /** Removes one item; false when it turned out to be in use (the decision then says so). */
 async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, ec2: Ec2Tool | undefined): Promise<boolean> {
+  if (d.kind === "vm") {
+    rmSync(d.id, { recursive: true, force: true });
+    return true;
+  }
   if (d.kind === "leftover") {
     if (d.name === "parent tag") await docker.removeImage(d.id);
     else if (d.name === "ami folder" && (await isLocked(amiBakeLock(pipeline.config.project, d.id)))) {

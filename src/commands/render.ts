@@ -7,6 +7,7 @@ import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
 import { amiNodeOf, packerEnvironment, renderFolder } from "../ami/bake-ami.js";
 import { packerTool } from "../tools/packer.js";
+import { checkVmTarget } from "../host/vm-host.js";
 import { checkLocalTarget } from "../host/local-host.js";
 import { findGoss, GOSS_ENV } from "../tools/goss.js";
 import { readRevision } from "../tools/git.js";
@@ -16,6 +17,7 @@ export async function renderCommand(options: { file: string; ami: string; target
   const ami = amiNodeOf(pipeline, options.ami);
   // The local target renders from the host image bake.yml names: without one there is nothing to render.
   if (options.target === "local") checkLocalTarget(ami);
+  if (options.target === "vm") checkVmTarget(ami);
   const { missing } = packerEnvironment(pipeline, ami);
   if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`);
   const key = pipeline.keys.get(ami.name)!;

@@ -85,11 +85,31 @@ export interface AmiNode {
   retention: { keep: number };
   /** The local target's host: the image it starts from (systemd as PID 1). */
   local?: { image: string; position: SourcePosition };
+  /** The vm target's host: the disk it starts from and the VM it boots in. */
+  vm?: VmSpec;
   /** Where the host reads its services' pass_env values at boot (an absolute path on the host). */
   runtimeEnv: string;
   test?: TestSpec;
   position: SourcePosition;
 }
+
+export interface VmSpec {
+  rootfs: RootfsSpec & { debootstrap: DebootstrapSpec };
+  /** qemu-img's size form: 4G, 512M. */
+  diskSize: string;
+  /** MiB. */
+  memory: number;
+  cpus: number;
+  position: SourcePosition;
+}
+
+/** What a VM host's debootstrap spec must include, each with what needs it. */
+export const VM_PACKAGES: { name: string; test: (p: string) => boolean; why: string }[] = [
+  { name: "a kernel (e.g. linux-image-cloud-amd64)", test: (p) => /^linux-image-/.test(p), why: "QEMU boots the disk's own kernel" },
+  { name: "systemd-sysv", test: (p) => p === "systemd-sysv", why: "the host boots with systemd as PID 1" },
+  { name: "openssh-server", test: (p) => p === "openssh-server", why: "Packer and the boot test reach the host over SSH" },
+  { name: "python3", test: (p) => p === "python3", why: "Ansible runs its modules with it" },
+];
 
 export const DEFAULT_RUNTIME_ENV = "/etc/bake/runtime.env";
 

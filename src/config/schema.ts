@@ -114,6 +114,20 @@ export const AmiSchema = Type.Object(
         { additionalProperties: false, description: "the local target: a systemd host started from one of images:" },
       ),
     ),
+    vm: Type.Optional(
+      Type.Object(
+        {
+          rootfs: Type.Object(
+            { debootstrap: DebootstrapSchema },
+            { additionalProperties: false, description: "the disk the VM host starts from: a debootstrap spec with a kernel, systemd, sshd and python3 (Ansible)" },
+          ),
+          disk_size: Type.Optional(Type.String({ pattern: "^[1-9][0-9]*[MG]$", description: "size of the host's disk, e.g. 4G (default 4G)" })),
+          memory: Type.Optional(Type.Integer({ minimum: 256, description: "MiB of memory for the VM (default 2048)" })),
+          cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: "virtual CPUs (default 2)" })),
+        },
+        { additionalProperties: false, description: "the vm target: the host baked into a bootable disk with Packer's qemu builder and boot-tested under QEMU, its own engine inside" },
+      ),
+    ),
     test: Type.Optional(TestSchema),
     runtime_env: Type.Optional(
       Type.String({ minLength: 1, description: "where the host reads its services' pass_env values at boot (docker --env-file format; user-data writes it); default /etc/bake/runtime.env" }),
@@ -146,3 +160,4 @@ export type TestEntry = Static<typeof TestSchema>;
 export function jsonSchemaDocument(): Record<string, unknown> {
   return { $schema: "http://json-schema.org/draft-07/schema#", ...JSON.parse(JSON.stringify(BakeFileSchema)) };
 }
+export type DebootstrapEntry = Static<typeof DebootstrapSchema>;

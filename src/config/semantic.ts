@@ -7,8 +7,8 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import { isIP } from "node:net";
 import { ConfigError } from "../errors.js";
-import type { AmiEntry, BakeFile, ImageEntry, RunEntry, TestEntry } from "./schema.js";
-import { DEFAULT_RUNTIME_ENV, TEST_RETRY, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RunContract, type TestSpec } from "./model.js";
+import type { AmiEntry, BakeFile, DebootstrapEntry, ImageEntry, RunEntry, TestEntry } from "./schema.js";
+import { DEFAULT_RUNTIME_ENV, TEST_RETRY, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RootfsSpec, type RunContract, type TestSpec, type VmSpec, VM_PACKAGES } from "./model.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
 import { findCycle } from "../graph/graph.js";
 import { projectPathGuard } from "./project-paths.js";
@@ -103,11 +103,7 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
       if (!err.outside([...at, "rootfs", "tar"], "rootfs tarball", img.rootfs.tar, tar) && kindOf(tar) !== "file") err([...at, "rootfs", "tar"], `rootfs tarball ${img.rootfs.tar} does not exist`, `looked for ${tar}`);
       node.rootfs = { tar };
     } else if (img.rootfs.debootstrap) {
-      const d = img.rootfs.debootstrap;
-      if (!/^[a-z][a-z0-9-]*$/.test(d.suite)) err([...at, "rootfs", "debootstrap", "suite"], `debootstrap suite "${d.suite}" is not a suite name`, "e.g. bookworm");
-      if (d.mirror !== undefined && !/^(https?|file):\/\/\S+$/.test(d.mirror)) err([...at, "rootfs", "debootstrap", "mirror"], `mirror "${stripCredentials(d.mirror)}" is not an http(s):// or file:// URL`);
-      const mirror = d.mirror === undefined ? undefined : splitCredentials(d.mirror);
-      node.rootfs = { debootstrap: { suite: d.suite, variant: d.variant, include: [...(d.include ?? [])].sort(), mirror: mirror?.url }, ...(mirror?.credentials ? { mirrorCredentials: mirror.credentials } : {}) };
+      node.rootfs = checkDebootstrap(img.rootfs.debootstrap, [...at, "rootfs", "debootstrap"], err);
     }
   }
   if (img.from !== undefined) {
@@ -153,6 +149,26 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
 }
 
 /** A goss spec (and vars file) inside the project, as files. */
+/** A debootstrap spec: its suite and mirror checked, the mirror's credentials kept apart. */
+function checkDebootstrap(d: DebootstrapEntry, at: YamlPath, err: Report): RootfsSpec {
+  if (!/^[a-z][a-z0-9-]*$/.test(d.suite)) err([...at, "suite"], `debootstrap suite "${d.suite}" is not a suite name`, "e.g. bookworm");
+  if (d.mirror !== undefined && !/^(https?|file):\/\/\S+$/.test(d.mirror)) err([...at, "mirror"], `mirror "${stripCredentials(d.mirror)}" is not an http(s):// or file:// URL`);
+  const mirror = d.mirror === undefined ? undefined : splitCredentials(d.mirror);
+  return { debootstrap: { suite: d.suite, variant: d.variant, include: [...(d.include ?? [])].sort(), mirror: mirror?.url }, ...(mirror?.credentials ? { mirrorCredentials: mirror.credentials } : {}) };
+}
+
+/** The vm target's host: a debootstrap spec with what a booted VM host needs (VM_PACKAGES). */
+function checkVm(vm: NonNullable<AmiEntry["vm"]>, at: YamlPath, err: Report, map: SourceMap): VmSpec {
+  const rootfs = checkDebootstrap(vm.rootfs.debootstrap, [...at, "rootfs", "debootstrap"], err) as VmSpec["rootfs"];
+  const include = rootfs.debootstrap.include;
+  const lacking = VM_PACKAGES.filter((p) => !include.some(p.test));
+  if (lacking.length) {
+    const where = vm.rootfs.debootstrap.include ? [...at, "rootfs", "debootstrap", "include"] : [...at, "rootfs", "debootstrap"];
+    err(where, `the VM host's debootstrap spec lacks ${lacking.map((p) => p.name).join(", ")}: ${lacking.map((p) => p.why).join("; ")}`, `include: [${VM_PACKAGES.map((p) => (p.name.startsWith("a kernel") ? "linux-image-cloud-amd64" : p.name)).join(", ")}, ...]`);
+  }
+  return { rootfs, diskSize: vm.disk_size ?? "4G", memory: vm.memory ?? 2048, cpus: vm.cpus ?? 2, position: map.locate(at) };
+}
+
 function checkTest(test: TestEntry, at: YamlPath, dir: string, err: Report, map: SourceMap): TestSpec {
   const entry = typeof test === "string" ? { spec: test } : test;
   const file = (key: "spec" | "vars", value: string) => {
@@ -283,6 +299,7 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
       err([...at, "local", "image"], `local image "${ami.local.image}" has no systemd: the local host boots with systemd as PID 1`, `add systemd-sysv to images.${ami.local.image}.rootfs.debootstrap.include`);
     }
   }
+  const vm = ami.vm ? checkVm(ami.vm, [...at, "vm"], err, map) : undefined;
   const test = ami.test === undefined ? undefined : checkTest(ami.test, [...at, "test"], dir, err, map);
   if (ami.runtime_env !== undefined && !path.posix.isAbsolute(ami.runtime_env)) err([...at, "runtime_env"], `runtime_env "${ami.runtime_env}" is not an absolute path on the host`, "e.g. /etc/bake/runtime.env");
   return {
@@ -299,6 +316,7 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
     services,
     retention: { keep: ami.retention?.keep ?? 5 },
     ...(ami.local ? { local: { image: ami.local.image, position: map.locate([...at, "local", "image"]) } } : {}),
+    ...(vm ? { vm } : {}),
     runtimeEnv: ami.runtime_env ?? DEFAULT_RUNTIME_ENV,
     ...(test ? { test } : {}),
     position: map.locate(at, true),

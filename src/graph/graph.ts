@@ -41,7 +41,7 @@ export function findCycle(nodes: { name: string; deps: string[] }[]): string[] |
  * The graph for a target: on `local` an AMI also depends on the image its host starts from
  * (`local.image`), which the other targets never build.
  */
-export function buildGraph(config: BakeConfig, target: "aws" | "local" = "aws"): Graph {
+export function buildGraph(config: BakeConfig, target: "aws" | "local" | "vm" = "aws"): Graph {
   const amiDeps = (ami: BakeConfig["amis"][number]) => [...ami.preload, ...ami.services, ...(target === "local" && ami.local ? [ami.local.image] : [])];
   const nodes: GraphNode[] = [
     ...config.images.map((image): GraphNode => ({ kind: "image", name: image.name, deps: image.parent ? [image.parent] : [], image })),

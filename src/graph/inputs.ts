@@ -8,6 +8,8 @@ import { contextDigest, hashFile, listContext, type ContextListing } from "./con
 import { ansibleInputs } from "./playbook-inputs.js";
 import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "../ami/templates.js";
+import { vmDiskDigest } from "../host/vm-disk.js";
+import { VM_DISK_INPUT } from "./keys.js";
 import { readLock } from "../config/lock.js";
 import { DigestCache } from "./digest-cache.js";
 
@@ -100,6 +102,8 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
   if (ami.test) inputs.test = await testDigest(ami.test);
   // An instance-store bake also runs bake's own playbook that installs the EC2 AMI tools.
   if (ami.builder === "instance-store") inputs.amiTools = ec2AmiToolsDigest();
+  // The disk a VM host starts from; computeKeys folds it in on the vm target only.
+  if (ami.vm) inputs[VM_DISK_INPUT] = vmDiskDigest(ami.vm);
   const limit = pLimit(8);
   await Promise.all(ansibleInputs(ami.playbook, dir).map((f) => limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file)))));
   return inputs;

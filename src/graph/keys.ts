@@ -13,7 +13,10 @@ export const ANSIBLE_INPUT = "ansible:";
 /** Named digests of a node's own inputs (without its dependencies' keys). */
 export type InputDigests = Record<string, string>;
 
-export type Target = "aws" | "local";
+export type Target = "aws" | "local" | "vm";
+
+/** An AMI's own input that is the disk its VM host starts from: part of its key on the vm target only. */
+export const VM_DISK_INPUT = "vmDisk";
 
 export type KeyResult =
   | { key: string; inputs: InputDigests }
@@ -44,7 +47,8 @@ export function digestOf(value: unknown): string {
 /**
  * Keys of every node in build order. An image's key folds in its parent's key; an AMI's key
  * folds in the keys of its preloaded and service images and, on `aws`, the resolved source AMI
- * id or, on `local`, the key of the image its host starts from (local.image).
+ * id, on `local` the key of the image its host starts from (local.image), on `vm` the digest of
+ * the disk its host starts from (vm:).
  */
 export function computeKeys(
   graph: Graph,
@@ -84,6 +88,7 @@ export function computeKeys(
     }
     const ami = node.ami;
     inputs.target = target;
+    if (target !== "vm") delete inputs[VM_DISK_INPUT];
     const missing: string[] = [];
     for (const [field, names] of [["preload", ami.preload], ["services", ami.services]] as const) {
       inputs[field] = names
@@ -105,6 +110,8 @@ export function computeKeys(
         continue;
       }
       inputs.source = source;
+    } else if (target === "vm") {
+      // The VM host starts from its disk (vm:), an own input; without one, bake ami refuses the target.
     } else {
       // The local host starts from its own image (local.image); without one, bake ami refuses the target.
       const host = ami.local?.image;

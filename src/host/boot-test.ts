@@ -14,7 +14,7 @@ import type { TestSpec } from "../config/model.js";
 import { gossInContainer } from "../verify/goss.js";
 
 /** What `systemctl is-system-running --wait` answers once the boot is over. */
-const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);
+export const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);
 
 export interface BootCheck {
   name: string;
@@ -50,12 +50,13 @@ export interface BootTestInput {
   onLine?: (line: string) => void;
 }
 
-/** The host's runtime environment file: the pass_env values and the boot test's namespace. */
-export function runtimeEnvFile(passEnv: Record<string, string>, namespace: string): string {
+/** The host's runtime environment file: the pass_env values and, on the local target, the boot test's namespace. */
+export function runtimeEnvFile(passEnv: Record<string, string>, namespace?: string): string {
   const lines = Object.keys(passEnv)
     .sort()
     .map((k) => `${k}=${passEnv[k]}`);
-  return [...lines, `BAKE_NAMESPACE=${namespace}`, "BAKE_PUBLISH=ephemeral", ""].join("\n");
+  // A host sharing the outer engine (the local target) names and publishes its services apart.
+  return [...lines, ...(namespace ? [`BAKE_NAMESPACE=${namespace}`, "BAKE_PUBLISH=ephemeral"] : []), ""].join("\n");
 }
 
 /** The container that boots the image as a host. */
@@ -154,7 +155,7 @@ async function removeNamespace(docker: DockerTool, namespace: string, hostId: st
   await docker.removeNetworks({ "bake.namespace": namespace }).catch(() => []);
 }
 
-async function unitState(run: (cmd: string[]) => Promise<{ code: number; out: string }>, unit: string): Promise<{ ok: boolean; text: string }> {
+export async function unitState(run: (cmd: string[]) => Promise<{ code: number; out: string }>, unit: string): Promise<{ ok: boolean; text: string }> {
   const { out } = await run(["systemctl", "show", unit, "-p", "ActiveState", "-p", "Result", "-p", "UnitFileState"]);
   const props = Object.fromEntries(out.split("\n").map((l) => l.split("=", 2) as [string, string]));
   return { ok: props.ActiveState === "active" && props.Result === "success", text: `${unit} ${props.ActiveState ?? "?"} (${props.Result ?? "?"}, ${props.UnitFileState || "not installed"})` };
@@ -178,7 +179,7 @@ async function httpProbe(docker: DockerTool, s: Service, container: string): Pro
 }
 
 /** The first answer of `attempt` before the deadline (undefined when none came). */
-async function untilDeadline<T>(deadline: number, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T | undefined> {
+export async function untilDeadline<T>(deadline: number, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));

@@ -33,6 +33,8 @@ export interface WorldState {
   imagesListed?: boolean;
   /** On the aws target: the AMI carrying each AMI node's key, per AMI name. */
   amis: Map<string, Known<AmiRecord | undefined>>;
+  /** On the vm target: the disk under .bake/vm/ holding each AMI node's key (its path), per AMI name. */
+  vmDisks?: Map<string, string | undefined>;
   /** What bake-manifest.json says each AMI was last baked from: a rebuild's reason names the change. */
   lastBaked?: Map<string, { key: string; target: string; inputs?: InputDigests }>;
 }
@@ -52,6 +54,7 @@ const INPUT_WORDS: Record<string, string> = {
   target: "target",
   test: "test spec",
   amiTools: "bake's EC2 AMI tools role",
+  vmDisk: "VM host disk spec",
 };
 
 export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, state: WorldState, target: Target): PlanEntry[] {
@@ -84,6 +87,17 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
         const last = state.lastBaked?.get(node.name);
         const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
         const why = depsBuilding.length ? `${depsBuilding.join(", ")} will build` : `no AMI in ${node.ami.region} is tagged with this key`;
+        entries.set(node.name, entry("build", changed ? `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}` : why));
+      }
+      continue;
+    }
+    if (node.kind === "ami" && target === "vm") {
+      const disk = state.vmDisks?.get(node.name);
+      if (disk) entries.set(node.name, entry("cached", `${disk} has this key`, disk));
+      else {
+        const last = state.lastBaked?.get(node.name);
+        const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
+        const why = depsBuilding.length ? `${depsBuilding.join(", ")} will build` : "no VM disk under .bake/vm has this key";
         entries.set(node.name, entry("build", changed ? `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}` : why));
       }
       continue;

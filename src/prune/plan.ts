@@ -3,7 +3,7 @@ import type { BakedAmi } from "../tools/ec2.js";
 import type { BakeImageRecord } from "../tools/docker.js";
 
 export interface PruneDecision {
-  kind: "ami" | "image" | "snapshot" | "leftover";
+  kind: "ami" | "image" | "snapshot" | "leftover" | "vm";
   name: string;
   /** Region for AMIs, "local" for images and leftovers. */
   where: string;
@@ -57,6 +57,34 @@ export function planImageRetention(name: string, images: BakeImageRecord[], keep
       return { ...base, action: "keep", reason: `one of the newest ${keep} earlier builds` };
     }
     return { ...base, action: "remove", reason: `older than the newest ${keep} earlier builds` };
+  });
+}
+
+/** A vm target's disk folder under .bake/vm/ (vm.json's key and time; no key: a bake that did not finish). */
+export interface VmDiskFolder {
+  path: string;
+  key?: string;
+  created: string;
+  bytes: number;
+  /** A bake of this key runs now. */
+  inUse: boolean;
+}
+
+/** VM disks of one AMI: keep the current key and the newest `keep`; a folder without a record goes unless a bake holds it. */
+export function planVmRetention(name: string, disks: VmDiskFolder[], keep: number, currentKey?: string): PruneDecision[] {
+  const newestFirst = [...disks].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
+  let kept = 0;
+  return newestFirst.map((d): PruneDecision => {
+    const size = `${(d.bytes / 2 ** 20).toFixed(0)} MiB`;
+    const base = { kind: "vm" as const, name, where: "local", id: d.path, key: d.key ?? "", created: d.created };
+    if (d.inUse) return { ...base, action: "keep", reason: `a bake is using it (${size})` };
+    if (!d.key) return { ...base, action: "remove", reason: `left by a bake that did not finish (${size})` };
+    if (currentKey && d.key === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
+    if (kept < keep) {
+      kept++;
+      return { ...base, action: "keep", reason: `one of the newest ${keep}` };
+    }
+    return { ...base, action: "remove", reason: `older than the newest ${keep} (${size})` };
   });
 }
 

@@ -16,7 +16,9 @@ export interface ManifestAmi {
   regions: Record<string, string>;
   /** The digests the key was made of (digests only): what a later plan names as changed. */
   inputs?: Record<string, string>;
-  /** The local target's boot test: passed, and how long it took. */
+  /** The vm target's disk: its path in the project, format and size in bytes. */
+  vm?: { path: string; format: string; bytes: number };
+  /** The local or vm target's boot test: passed, and how long it took. */
   boot?: { ok: boolean; seconds: number };
 }
 

@@ -1,5 +1,7 @@
 /** The read step shared by commands: config → graph → input digests → state of the world → keys. */
+import path from "node:path";
 import { loadConfig } from "../config/load.js";
+import { findVmDisk } from "../host/vm-disk.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
 import { readManifest } from "../state/manifest.js";
@@ -72,8 +74,21 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
   const { images, listed } = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { images: engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
-  const lastBaked = wantsAws ? new Map(Object.entries(manifest.amis)) : undefined;
-  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis, lastBaked }, target: options.target };
+  const lastBaked = wantsAws || options.target === "vm" ? new Map(Object.entries(manifest.amis)) : undefined;
+  const vmDisks = options.target === "vm" ? findVmDisks(config.dir, nodes, keys) : undefined;
+  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis, lastBaked, ...(vmDisks ? { vmDisks } : {}) }, target: options.target };
+}
+
+/** The vm target's disks: the folder under .bake/vm/ whose vm.json holds each AMI's key. */
+function findVmDisks(dir: string, nodes: GraphNode[], keys: Map<string, KeyResult>): Map<string, string | undefined> {
+  const found = new Map<string, string | undefined>();
+  for (const n of nodes) {
+    const key = keys.get(n.name)?.key;
+    if (n.kind !== "ami" || !key) continue;
+    const disk = findVmDisk(dir, n.name, key);
+    found.set(n.name, disk ? path.relative(dir, path.join(disk.dir, disk.disk)) : undefined);
+  }
+  return found;
 }
 
 /**

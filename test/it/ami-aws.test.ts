@@ -54,9 +54,11 @@ test.before(async () => {
   await registerAmi(`aws-src-${suffix}-1`);
 });
 
-for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["ebs", "local"]] as const) {
+const VM = "    vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3] } } }\n";
+
+for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["ebs", "local"], ["ebs", "vm"]] as const) {
   test(`render ${builder} on ${target}: packer validate and packer fmt -check accept the folder as it is`, async () => {
-    const dir = await fixture(target === "local" ? "    local: { image: base }\n" : "", builder);
+    const dir = await fixture(target === "local" ? "    local: { image: base }\n" : target === "vm" ? VM : "", builder);
     const cert = path.join(dir, "cert.pem");
     writeFileSync(cert, "not a real certificate");
     const env = { ...motoEnv, BAKE_X509_CERT: cert, BAKE_X509_KEY: cert };
@@ -64,7 +66,7 @@ for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["eb
     const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env });
     assert.is(r.code, 0, r.stderr);
     const hcl = readFileSync(path.join(out, "ami.pkr.hcl"), "utf8");
-    assert.match(hcl, target === "local" ? /source "docker" "ami"/ : builder === "ebs" ? /source "amazon-ebs" "ami"/ : /source "amazon-instance" "ami"/);
+    assert.match(hcl, target === "local" ? /source "docker" "ami"/ : target === "vm" ? /source "qemu" "ami"[\s\S]*hostfwd=tcp:127\.0\.0\.1:\{\{ \.SSHHostPort \}\}-:22/ : builder === "ebs" ? /source "amazon-ebs" "ami"/ : /source "amazon-instance" "ami"/);
     assert.not.match(hcl, /required_plugins/, "Packer 1.6 does not know required_plugins");
     await execa("packer", ["validate", out], { env: packerEnv(env) });
     await execa("packer", ["fmt", "-check", out]);
@@ -81,6 +83,18 @@ test("render --target local of an AMI without local: exit 2 naming the AMI's lin
   assert.is(r.code, 2, r.stderr);
   assert.match(r.stderr, /bake\.yml:\d+:\d+: AMI "host" has no local: image for --target local/);
   assert.not.ok(existsSync(out));
+});
+
+test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's line, nothing rendered or built", async () => {
+  const dir = await fixture();
+  for (const command of ["render", "ami"]) {
+    const out = path.join(dir, "rendered");
+    const r = await bake([command, "host", "--target", "vm", ...(command === "render" ? ["--out", out] : [])], { cwd: dir, env: motoEnv });
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, /bake\.yml:\d+:\d+: AMI "host" has no vm: disk for --target vm/);
+    assert.not.ok(existsSync(out));
+    assert.not.ok(existsSync(path.join(dir, ".bake", "ami")), "nothing rendered");
+  }
 });
 
 test("instance-store without the x509 paths in the environment: exit 2 naming them", async () => {

@@ -115,6 +115,9 @@ const BAD: [string, string, number, RegExp][] = [
   ["YAML alias bomb", ["project: demo", 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]', ...["b", "c", "d", "e", "f"].map((k, i) => `${k}: &${k} [${Array(10).fill(`*${"abcde"[i]}`).join(", ")}]`), "images: {}"].join("\n"), 3, /YAML aliases expand too far/],
   ["secret with two sources", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { env: TOKEN, file: notadir.txt } }" }), 8, /secret "token" needs exactly one of env: or file:/],
   ["secret file outside the project", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { file: /etc/shadow } }" }), 8, /secret file \/etc\/shadow is outside the project/],
+  ["vm disk without a kernel or sshd", variant({ 22: "    services: [rel]\n    vm:\n      rootfs:\n        debootstrap: { suite: bookworm, include: [systemd-sysv, python3] }" }), 25, /the VM host's debootstrap spec lacks a kernel \(e\.g\. linux-image-cloud-amd64\), openssh-server: QEMU boots the disk's own kernel; Packer and the boot test reach the host over SSH/],
+  ["vm disk size", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [linux-image-amd64, systemd-sysv, openssh-server, python3] } }\n      disk_size: 4 GB" }), 25, /amis\.host\.vm\.disk_size must match pattern/],
+  ["vm rootfs tar", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { tar: rootfs.tar }" }), 24, /amis\.host\.vm\.rootfs is missing "debootstrap"[\s\S]*unknown key "tar" in amis\.host\.vm\.rootfs/],
   ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
 ];
 
@@ -128,6 +131,16 @@ test("the valid fixture loads", () => {
   assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "svc:service", "rel:release"]);
   assert.equal(config.amis[0].services, ["rel"]);
   assert.equal(config.images[2].run?.ports, [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 8080, protocol: "tcp" }]);
+});
+
+test("a vm: disk loads with its defaults, and only on the vm target does it decide the AMI's key", () => {
+  const dir = tempTree(FILES);
+  const text = variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [python3, openssh-server, systemd-sysv, linux-image-cloud-amd64] } }" });
+  const config = parseConfig(text, "bake.yml", dir, {});
+  const vm = config.amis[0].vm!;
+  assert.equal([vm.diskSize, vm.memory, vm.cpus], ["4G", 2048, 2]);
+  assert.equal(vm.rootfs.debootstrap.include, ["linux-image-cloud-amd64", "openssh-server", "python3", "systemd-sysv"]);
+  assert.equal(vm.position.line, 24);
 });
 
 test("every bad input: exit 2, file:line:column, the message, no stack trace", async () => {

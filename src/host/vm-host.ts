@@ -1,0 +1,108 @@
+/**
+ * The vm target around the Packer run: what must hold before it (the AMI names a vm: disk, QEMU is
+ * there), the disk and accelerator it runs with, and afterwards the baked disk kept under .bake/vm/
+ * with its kernel and initrd, boot-tested, and recorded only once the test passed: a failed or
+ * interrupted boot test leaves no disk, no VM and no file.
+ */
+import { randomBytes } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import type { AmiNode } from "../config/model.js";
+import { imageRepository } from "../config/model.js";
+import { BuildFailedError, ConfigError, interruption } from "../errors.js";
+import { KEY12, shippedImages } from "../ami/context.js";
+import { knownKeys, type Pipeline } from "../state/read.js";
+import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
+import { writeFiles } from "../tools/ext4.js";
+import { gossBinary, requireGoss } from "../tools/goss.js";
+import { servicesOf } from "../up/services.js";
+import type { BootReport } from "./boot-test.js";
+import { runtimeEnvFile } from "./boot-test.js";
+import { bootTestVm } from "./vm-boot-test.js";
+import { baseDisk, bootFiles, diskForBake, keepBakedDisk, VM_FILES, vmDir, writeVmRecord, type DiskReport, type VmRecord } from "./vm-disk.js";
+
+/** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
+export function checkVmTarget(ami: AmiNode): NonNullable<AmiNode["vm"]> {
+  if (!ami.vm) {
+    throw new ConfigError(ami.position, `AMI "${ami.name}" has no vm: disk for --target vm`, `add vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3, ...] } } } to amis.${ami.name}`);
+  }
+  return ami.vm;
+}
+
+/** Before Packer: the bake's disk (from the spec's cached disk) with its key, kernel and initrd, and the accelerator. */
+export async function prepareVm(pipeline: Pipeline, ami: AmiNode, dir: string, report: DiskReport, signal: AbortSignal): Promise<AcceleratorChoice> {
+  const vm = checkVmTarget(ami);
+  const base = await baseDisk(vm, report, signal);
+  report.step("copying the disk for this bake, with its SSH key");
+  await diskForBake(base, dir, `${pipeline.config.project}-${ami.name}`, signal);
+  const accel = await chooseAccelerator(path.join(dir, VM_FILES.kernel), { signal });
+  report.line(`QEMU accelerator: ${accel.accelerator} (${accel.reason})`);
+  return accel;
+}
+
+export interface VmBakeOptions {
+  accel: AcceleratorChoice;
+  /** The run's log folder: each boot's serial console is kept there. */
+  logsDir: string;
+  bootTest: boolean;
+  passEnv: Record<string, string>;
+  signal: AbortSignal;
+  onLine: (l: string) => void;
+}
+
+/**
+ * After Packer: the disk into .bake/vm/<ami>-<key12>/ with the kernel and initrd it holds, the boot
+ * test on a copy that carries the runtime environment file, and vm.json once everything passed.
+ */
+export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: string, options: VmBakeOptions): Promise<{ record: VmRecord & { dir: string }; boot?: BootReport }> {
+  const vm = checkVmTarget(ami);
+  const key = pipeline.keys.get(ami.name)!.key!;
+  const dir = vmDir(pipeline.config.dir, ami.name, key);
+  keepBakedDisk(path.join(workDir, "output", VM_FILES.disk), dir, workDir);
+  const bootDir = path.join(dir, `boot-${randomBytes(3).toString("hex")}`);
+  let passed = false;
+  try {
+    mkdirSync(bootDir);
+    const raw = path.join(bootDir, "disk.raw");
+    await convertDisk({ file: path.join(dir, VM_FILES.disk), format: "qcow2" }, { file: raw, format: "raw" }, options.signal);
+    // The kernel and initrd the baked disk holds (a playbook may have changed them).
+    const { kernel, initrd } = await bootFiles(raw, dir);
+    let boot: BootReport | undefined;
+    if (options.bootTest) {
+      // As user-data would: the pass_env values in the runtime environment file, in the copy only.
+      await writeFiles(raw, [{ path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 }]);
+      const keys = knownKeys(pipeline);
+      const ref = (n: string) => `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`;
+      boot = await bootTestVm({
+        vm: { disk: raw, format: "raw", kernel, initrd, append: KERNEL_CMDLINE, memory: vm.memory, cpus: vm.cpus, accelerator: options.accel.accelerator, serialLog: path.join(bootDir, "serial.log"), pidFile: path.join(bootDir, "qemu.pid") },
+        key: path.join(dir, VM_FILES.key),
+        ami: ami.name,
+        shipped: shippedImages(ami).map((n) => ({ ref: ref(n), key: keys.get(n)! })),
+        services: servicesOf(pipeline.config, ami.services, keys),
+        ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
+        signal: options.signal,
+        onLine: options.onLine,
+      });
+      if (!boot.ok) {
+        const failed = boot.checks.filter((c) => !c.ok);
+        throw new BuildFailedError(ami.name, `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`, failed.map((c) => `${c.name}: ${c.detail}`).join("\n"));
+      }
+    }
+    if (options.signal.aborted) throw interruption(options.signal);
+    const record = writeVmRecord(dir, { ami: ami.name, key, disk: VM_FILES.disk, memory: vm.memory, cpus: vm.cpus });
+    passed = true;
+    return { record: { ...record, dir }, boot };
+  } finally {
+    keepSerialLog(path.join(bootDir, "serial.log"), options.logsDir, `${ami.name}.boot-serial.log`);
+    rmSync(bootDir, { recursive: true, force: true });
+    // Nothing of a disk that did not pass stays behind.
+    if (!passed) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Keeps a VM's serial console (what systemd printed at boot) with the run's logs. */
+export function keepSerialLog(file: string, logsDir: string, name: string): void {
+  if (!existsSync(file)) return;
+  mkdirSync(logsDir, { recursive: true, mode: 0o700 });
+  copyFileSync(file, path.join(logsDir, name));
+}

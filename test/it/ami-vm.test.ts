@@ -1,0 +1,138 @@
+/**
+ * `bake ami --target vm`, end to end: the reference host baked by Packer's qemu builder into a disk
+ * made from its debootstrap spec, provisioned by the production playbook with the engine installed
+ * in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
+ * A variant whose service fails its health check fails the boot test and leaves nothing behind.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import { CLI, ROOT, testEnv } from "../helpers/bake.js";
+import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("vm");
+const SECRET = `vm-sentinel-${process.pid}-Kq7`;
+let dir = "";
+
+async function bakeVm(args: string[], env: Record<string, string> = {}) {
+  const started = Date.now();
+  const r = await execa(process.execPath, [CLI, ...args], { cwd: dir, env: testEnv({ DIAGNOSTICS_TOKEN: SECRET, ...env }), extendEnv: true, reject: false, timeout: 900_000 });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), seconds: (Date.now() - started) / 1000 };
+}
+
+/** QEMU processes started for this test's project folder. */
+async function qemuOfProject(): Promise<string[]> {
+  const { stdout } = await execa("ps", ["-eo", "args"], { reject: false });
+  return stdout.split("\n").filter((l) => l.includes("qemu-system") && l.includes(dir));
+}
+
+test.before(async () => {
+  // The reference pipeline as the repository has it, under a project name of this test's own.
+  dir = mkdtempSync(path.join(tmpdir(), "bake-vm-"));
+  for (const p of ["containers", "ansible"]) cpSync(path.join(ROOT, p), path.join(dir, p), { recursive: true });
+  const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8").replace(/^project: arcade$/m, `project: ${project}`);
+  // A variant whose only service never becomes healthy, on a busybox base (a small archive to ship).
+  const variant = [
+    "  bbase:",
+    `    rootfs: { tar: ${await busyboxRootfs()} }`,
+    "  bsvc: { parent: bbase, dockerfile: broken/Dockerfile }",
+    "  broken:",
+    "    parent: bsvc",
+    "    dockerfile: broken/Dockerfile",
+    "    run:",
+    '      ports: ["8090:8090"]',
+    '      command: ["sh", "-c", "echo broken starts; exec sleep 3600"]',
+    "      health: { cmd: [\"sh\", \"-c\", \"echo no answer on 8090; exit 1\"], interval: 1, retries: 2 }",
+    "",
+  ].join("\n");
+  const brokenHost = [
+    "  broken-host:",
+    "    builder: ebs",
+    "    region: us-east-1",
+    '    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }',
+    "    instance_type: t3.small",
+    "    playbook: ansible/host.yml",
+    "    services: [broken]",
+    "    vm:",
+    "      rootfs:",
+    "        debootstrap:",
+    "          suite: bookworm",
+    "          variant: minbase",
+    "          include: [linux-image-cloud-amd64, initramfs-tools, systemd-sysv, dbus, udev, kmod, openssh-server, python3, python3-apt, docker.io, apparmor]",
+    "",
+  ].join("\n");
+  const text = reference.replace(/^amis:$/m, `${variant}\namis:\n${brokenHost}`);
+  writeFileSync(path.join(dir, "bake.yml"), text);
+  writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", { flag: "w" });
+});
+
+test.after(async () => {
+  await removeProject(project);
+});
+
+test("the reference host baked on --target vm: its own engine loads the images, every service answers, after a reboot too", async () => {
+  const r = await bakeVm(["ami", "app-host", "--target", "vm", "--json"]);
+  assert.is(r.code, 0, r.stderr.slice(-4000));
+  const result = JSON.parse(r.stdout);
+  assert.is(result.target, "vm");
+  const disk = path.join(dir, result.regions.vm);
+  assert.ok(existsSync(disk), disk);
+  assert.match(result.regions.vm, new RegExp(`^\\.bake/vm/app-host-${result.key.slice(0, 12)}/disk\\.qcow2$`));
+  const record = JSON.parse(readFileSync(path.join(path.dirname(disk), "vm.json"), "utf8"));
+  assert.is(record.key, result.key);
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.equal(manifest.amis["app-host"].vm, { path: result.regions.vm, format: "qcow2", bytes: statSync(disk).size });
+  assert.is(manifest.amis["app-host"].target, "vm");
+  assert.ok(manifest.amis["app-host"].boot.ok);
+  // Every check, on the first boot and after the reboot, in the guest's own engine.
+  for (const round of ["", " after reboot"]) {
+    for (const check of ["boot", "units", "engine", "preload", "service diagnostics", "service replays", "test ansible/host.goss.yaml"]) {
+      assert.match(r.stderr, `boot test: ok ${check}${round} (`, `${check}${round}`);
+    }
+  }
+  assert.match(r.stderr, /boot test: ok engine \([\d.]+ s\): docker\.service active \(success, enabled\); the host's own engine answers: 20\./);
+  assert.match(r.stderr, /boot test: ok service diagnostics after reboot \([\d.]+ s\): .*GET http:\/\/127\.0\.0\.1:\d+\/healthz \(the host's 127\.0\.0\.1:8080\) answered 200/);
+  assert.match(r.stderr, /QEMU accelerator: (kvm|tcg) \(/);
+  // The pass_env value reached the host at boot only: neither the disk nor any log holds it.
+  const { stdout: found } = await execa("grep", ["-c", "-a", SECRET, disk], { reject: false });
+  assert.is(found.trim(), "0", "the secret is not in the baked disk");
+  assert.not.match(r.stderr, SECRET);
+  const logs = path.join(dir, ".bake", "logs");
+  for (const run of readdirSync(logs)) for (const f of readdirSync(path.join(logs, run))) assert.not.match(readFileSync(path.join(logs, run, f), "utf8"), SECRET, f);
+  // Nothing runs or stays: no QEMU, no boot copy, no rendered folder with its disk and key.
+  assert.equal(await qemuOfProject(), []);
+  assert.equal(readdirSync(path.dirname(disk)).sort(), ["disk.qcow2", "id_ed25519", "id_ed25519.pub", "initrd.img", "vm.json", "vmlinuz"]);
+  assert.not.ok(existsSync(path.join(dir, ".bake", "ami")) && readdirSync(path.join(dir, ".bake", "ami")).some((f) => f.startsWith("app-host-vm-")), "the rendered folder is removed");
+  console.log(`  vm bake of the reference host: ${r.seconds.toFixed(0)} s`);
+
+  // Nothing changed: the disk is found by its key, in seconds.
+  const again = await bakeVm(["ami", "app-host", "--target", "vm", "--json"]);
+  assert.is(again.code, 0, again.stderr);
+  assert.is(JSON.parse(again.stdout).regions.vm, result.regions.vm);
+  assert.match(again.stderr, /has this key: nothing to bake/);
+  assert.ok(again.seconds < 30, `${again.seconds} s`);
+  const plan = await bakeVm(["plan", "app-host", "--target", "vm", "--json"]);
+  const node = JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host");
+  assert.equal([node.status, node.key], ["cached", result.key]);
+});
+
+test("a service that never becomes healthy fails the boot test: exit 1, the service and its journal named, nothing left", async () => {
+  const r = await bakeVm(["ami", "broken-host", "--target", "vm"]);
+  assert.is(r.code, 1, r.stderr.slice(-3000));
+  assert.match(r.stderr, /broken-host: boot test failed: service broken/);
+  assert.match(r.stderr, /service broken: .*container [\w-]+-broken (running unhealthy|exited)/);
+  assert.match(r.stderr, /bake-service@[\w-]+-broken\.service journal:\n[\s\S]*broken: started/);
+  assert.match(r.stderr, /broken starts/, "the container's own log lines");
+  assert.equal(await qemuOfProject(), []);
+  const vmRoot = path.join(dir, ".bake", "vm");
+  assert.equal(existsSync(vmRoot) ? readdirSync(vmRoot).filter((f) => f.startsWith("broken-host-")) : [], []);
+  const ami = path.join(dir, ".bake", "ami");
+  assert.equal(existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith("broken-host-vm-")) : [], []);
+  const manifest = existsSync(path.join(dir, "bake-manifest.json")) ? JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")) : { amis: {} };
+  assert.is(manifest.amis["broken-host"], undefined);
+});
+
+test.run();

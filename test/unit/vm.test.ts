@@ -1,0 +1,96 @@
+/** The vm target's pure parts: QEMU's, SSH's and debugfs's argument lists, the disk's files and digest. */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, readFileSync, readlinkSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { KERNEL_CMDLINE, probeArgs, vmArgs } from "../../src/tools/qemu.js";
+import { forwardArgs, sshArgs } from "../../src/tools/ssh.js";
+import { mkfsArgs, writeRequests } from "../../src/tools/ext4.js";
+import { prepareRootfs, VM_ROOTFS_FILES, vmDiskDigest } from "../../src/host/vm-disk.js";
+import type { VmSpec } from "../../src/config/model.js";
+import { runtimeEnvFile } from "../../src/host/boot-test.js";
+import { planVmRetention } from "../../src/prune/plan.js";
+
+test("QEMU: the disk's kernel booted directly, no display, every forward on 127.0.0.1 only", () => {
+  const args = vmArgs({ disk: "/d/disk.raw", format: "raw", kernel: "/d/vmlinuz", initrd: "/d/initrd.img", append: KERNEL_CMDLINE, memory: 2048, cpus: 2, accelerator: "tcg", forwards: [{ host: 40022, guest: 22 }, { host: 40080, guest: 8080 }], serialLog: "/d/serial.log", pidFile: "/d/qemu.pid" });
+  assert.equal(args, [
+    "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "2048",
+    "-kernel", "/d/vmlinuz", "-initrd", "/d/initrd.img", "-append", "root=/dev/vda rw console=ttyS0 panic=10",
+    "-drive", "file=/d/disk.raw,if=virtio,format=raw,cache=unsafe",
+    "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40080-:8080",
+    "-device", "virtio-net-pci,netdev=net0",
+    "-display", "none", "-monitor", "none", "-serial", "file:/d/serial.log", "-pidfile", "/d/qemu.pid",
+  ]);
+  assert.ok(vmArgs({ disk: "d", format: "qcow2", kernel: "k", initrd: "i", append: "a", memory: 1, cpus: 1, accelerator: "kvm", forwards: [], serialLog: "s", pidFile: "p" }).includes("host"));
+});
+
+test("the accelerator probe: a kernel with no root disk, and QEMU exits when it panics", () => {
+  assert.equal(probeArgs("/k", "kvm", "/s.log"), ["-machine", "q35,accel=kvm", "-m", "256", "-no-reboot", "-display", "none", "-monitor", "none", "-serial", "file:/s.log", "-kernel", "/k", "-append", "console=ttyS0 panic=-1 root=/dev/bake-probe-none"]);
+});
+
+test("SSH: no known_hosts, the bake's key only, 127.0.0.1 and the forwarded port; forwards to the host's loopback", () => {
+  const t = { port: 40022, key: "/d/id_ed25519", user: "root" };
+  const args = sshArgs(t, "systemctl is-system-running");
+  assert.equal(args.slice(-3), ["root@127.0.0.1", "--", "systemctl is-system-running"]);
+  for (const o of ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "IdentitiesOnly=yes"]) assert.ok(args.includes(o), o);
+  assert.equal(args.slice(args.indexOf("-i"), args.indexOf("-i") + 4), ["-i", "/d/id_ed25519", "-p", "40022"]);
+  const fwd = forwardArgs(t, 41000, 8080);
+  assert.equal(fwd.slice(-4), ["ExitOnForwardFailure=yes", "-L", "127.0.0.1:41000:127.0.0.1:8080", "root@127.0.0.1"]);
+});
+
+test("e2fsprogs: mkfs.ext4 fills the image from the folder; debugfs requests make folders, write, set mode and owner", () => {
+  assert.equal(mkfsArgs("/r", "/d/disk.raw", "4G"), ["-q", "-F", "-t", "ext4", "-L", "bake-root", "-d", "/r", "/d/disk.raw", "4G"]);
+  assert.equal(writeRequests([{ path: "/root/.ssh/authorized_keys", local: "/t/f0", mode: 0o600 }], { "/root/.ssh": 0o700 }), [
+    "mkdir /root",
+    "mkdir /root/.ssh",
+    "set_inode_field /root/.ssh mode 040700",
+    "rm /root/.ssh/authorized_keys",
+    "write /t/f0 /root/.ssh/authorized_keys",
+    "set_inode_field /root/.ssh/authorized_keys mode 0100600",
+    "set_inode_field /root/.ssh/authorized_keys uid 0",
+    "set_inode_field /root/.ssh/authorized_keys gid 0",
+  ]);
+});
+
+test("a debootstrapped folder becomes a VM host: fstab, DHCP, resolver, host keys made at first boot, units enabled", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-vm-rootfs-"));
+  mkdirSync(path.join(dir, "etc/ssh"), { recursive: true });
+  writeFileSync(path.join(dir, "etc/ssh/ssh_host_ed25519_key"), "shared by every disk of the spec");
+  writeFileSync(path.join(dir, "etc/machine-id"), "6c917bb8fbf24a8eb92125a0c54b27cf\n");
+  prepareRootfs(dir);
+  assert.match(readFileSync(path.join(dir, "etc/fstab"), "utf8"), /^\/dev\/vda \/ ext4/m);
+  assert.equal(readFileSync(path.join(dir, "etc/machine-id"), "utf8"), "");
+  assert.not.ok(existsSync(path.join(dir, "etc/ssh/ssh_host_ed25519_key")));
+  assert.equal(readlinkSync(path.join(dir, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service")), "/lib/systemd/system/systemd-networkd.service");
+  assert.match(readFileSync(path.join(dir, "etc/systemd/system/ssh.service.d/bake-host-keys.conf"), "utf8"), /ExecStartPre=\/usr\/bin\/ssh-keygen -A/);
+});
+
+test("the disk's digest follows its spec, its size and bake's files", () => {
+  const vm = (include: string[], diskSize = "4G"): VmSpec => ({ rootfs: { debootstrap: { suite: "bookworm", include } }, diskSize, memory: 2048, cpus: 2, position: { file: "bake.yml", line: 1, column: 1 } });
+  const a = vmDiskDigest(vm(["python3"]));
+  assert.equal(vmDiskDigest({ ...vm(["python3"]), memory: 4096, cpus: 4 }), a, "memory and CPUs are how it runs, not what it is");
+  assert.is.not(vmDiskDigest(vm(["python3", "curl"])), a);
+  assert.is.not(vmDiskDigest(vm(["python3"], "8G")), a);
+  assert.ok(Object.keys(VM_ROOTFS_FILES).includes("etc/resolv.conf"));
+});
+
+test("a VM host's runtime environment holds the pass_env values only (its own engine: no namespace)", () => {
+  assert.equal(runtimeEnvFile({ B: "2", A: "x=y" }), "A=x=y\nB=2\n");
+  assert.match(runtimeEnvFile({}, "bake-boot-1"), /BAKE_NAMESPACE=bake-boot-1\nBAKE_PUBLISH=ephemeral/);
+});
+
+test("prune keeps a vm disk with the current key, the newest `keep` and any a bake holds; removes unfinished ones", () => {
+  const disk = (key: string | undefined, day: number, inUse = false) => ({ path: `/p/.bake/vm/host-${(key ?? "unfinished000").slice(0, 12)}`, key, created: `2026-12-0${day}T00:00:00.000Z`, bytes: 512 * 2 ** 20, inUse });
+  const decisions = planVmRetention("host", [disk("a".repeat(64), 1), disk("b".repeat(64), 2), disk("c".repeat(64), 3), disk(undefined, 4), disk("d".repeat(64), 5, true)], 1, "a".repeat(64));
+  assert.equal(decisions.map((d) => [d.key.slice(0, 1), d.action, d.reason]), [
+    ["d", "keep", "a bake is using it (512 MiB)"],
+    ["", "remove", "left by a bake that did not finish (512 MiB)"],
+    ["c", "keep", "one of the newest 1"],
+    ["b", "remove", "older than the newest 1 (512 MiB)"],
+    ["a", "keep", "carries the current key"],
+  ]);
+  assert.ok(decisions.every((d) => d.kind === "vm" && d.where === "local"));
+});
+
+test.run();
