@@ -27,7 +27,7 @@ import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { RenderedFolder } from "./bake-ami.js";
-import { findVmDisk, PACKER_DISK, type VmRecord } from "../host/vm-disk.js";
+import { findVmDisk, PACKER_DISK } from "../host/vm-disk.js";
 
 export interface BakeRun {
   target: Target;
@@ -51,8 +51,6 @@ export interface BakeOutcome {
   action: "baked" | "existing";
   images: Record<string, { key: string; id: string; tags: string[] }>;
   boot?: BootReport;
-  /** The vm target's disk, as vm.json records it. */
-  vm?: VmRecord & { dir: string };
 }
 
 type Built = Awaited<ReturnType<typeof executeBuild>>;
@@ -88,7 +86,7 @@ async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: Do
       rmSync(path.join(run.dir, PACKER_DISK), { force: true });
     }
     const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, onLine: run.say, logsDir: run.logs.dir });
-    return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), boot, vm: record };
+    return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), boot };
   } finally {
     keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
     rmSync(run.dir, { recursive: true, force: true });

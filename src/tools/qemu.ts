@@ -114,7 +114,7 @@ export async function chooseAccelerator(kernel: string, options: { env?: NodeJS.
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     choice = r.exitCode === 0 && /Kernel panic|VFS: Unable to mount root/.test(printed)
       ? { accelerator: "kvm", reason: `KVM started a guest kernel in ${seconds} s` }
-      : { accelerator: "tcg", reason: `/dev/kvm exists but a KVM guest ${r.exitCode === undefined ? `did not get through its boot in ${PROBE_SECONDS} s` : "failed to start"}: software emulation (TCG)` };
+      : { accelerator: "tcg", reason: `/dev/kvm exists but a KVM guest ${Date.now() - started >= PROBE_SECONDS * 1000 - 500 ? `did not get through its boot in ${PROBE_SECONDS} s` : `failed to start (exit ${r.exitCode})`}: software emulation (TCG)` };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

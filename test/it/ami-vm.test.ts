@@ -6,7 +6,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -66,11 +66,14 @@ test.before(async () => {
   ].join("\n");
   const text = reference.replace(/^amis:$/m, `${variant}\namis:\n${brokenHost}`);
   writeFileSync(path.join(dir, "bake.yml"), text);
-  writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", { flag: "w" });
+  mkdirSync(path.join(dir, "broken"));
+  writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n");
 });
 
 test.after(async () => {
   await removeProject(project);
+  // The baked disk alone is about 2 GB.
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("the reference host baked on --target vm: its own engine loads the images, every service answers, after a reboot too", async () => {

@@ -18,18 +18,21 @@ test.before(async () => {
 test("all services up: every check ok, exit 0", async () => {
   const r = await bake(["doctor"], { cwd: ROOT, env });
   assert.is(r.code, 0, r.stdout + r.stderr);
-  for (const name of ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws"]) assert.match(r.stdout, new RegExp(`^ok\\s+${name}`, "m"));
+  for (const name of ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "qemu", "aws"]) assert.match(r.stdout, new RegExp(`^ok\\s+${name}`, "m"));
   assert.match(r.stdout, /^ok\s+goss\s+v0\.4\.9 at \/usr\/local\/bin\/goss$/m);
   assert.match(r.stdout, /registry\s+127\.0\.0\.1:5000 answers/);
   assert.match(r.stdout, /docker engine\s+\S+ \(API 1\.\d+\) at unix:\/\/\/var\/run\/docker\.sock; builds through BuildKit with a session$/m);
   assert.match(r.stdout, /packer\s+1\.\d+\.\d+/);
   assert.match(r.stdout, /endpoint http:\/\/localhost:5001 answers in us-east-1/);
+  assert.match(r.stdout, /^ok\s+qemu\s+qemu-system-x86_64 \d+\.\d+\.\d+\S*; accelerator (kvm|tcg|not probed yet)/m);
+  const forced = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_QEMU_ACCELERATOR: "tcg" } });
+  assert.match(forced.stdout, /^ok\s+qemu\s+qemu-system-x86_64 \S+; accelerator tcg \(BAKE_QEMU_ACCELERATOR\)$/m);
 });
 
 test("--json gives the checks as data", async () => {
   const r = await bake(["doctor", "--json"], { cwd: ROOT, env });
   const checks = JSON.parse(r.stdout).checks as { name: string; status: string }[];
-  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "aws", "x509 app-host", "bucket app-host"]);
+  assert.equal(checks.map((c) => c.name), ["bake.yml", "docker engine", "registry", "packer", "ansible-playbook", "goss", "qemu", "aws", "x509 app-host", "bucket app-host"]);
 });
 
 test("engine and registry down, no packer, no credentials: each failure says how to fix it, exit 1", async () => {
@@ -46,6 +49,8 @@ test("engine and registry down, no packer, no credentials: each failure says how
   assert.match(r.stdout, /^warn\s+aws\s+no AWS credentials.*\n\s+fix: export AWS_PROFILE/m);
   assert.match(r.stdout, /^ok\s+ansible-playbook/m);
   // The reference bake.yml has test: specs, so goss is needed.
+  // The reference bake.yml has a vm: disk, so QEMU is needed.
+  assert.match(r.stdout, /^FAIL\s+qemu\s+qemu-system-x86_64 is not installed .*; bake\.yml has vm: disks \(--target vm\)\n\s+fix: make setup/m);
   assert.match(r.stdout, /^FAIL\s+goss\s+not found \(not on PATH\); bake\.yml has test: specs\n\s+fix: make setup, or set BAKE_GOSS/m);
 });
 

@@ -1,7 +1,7 @@
 /** The vm target's pure parts: QEMU's, SSH's and debugfs's argument lists, the disk's files and digest. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, readlinkSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { KERNEL_CMDLINE, probeArgs, vmArgs } from "../../src/tools/qemu.js";
@@ -64,6 +64,7 @@ test("a debootstrapped folder becomes a VM host: fstab, DHCP, resolver, host key
   assert.not.ok(existsSync(path.join(dir, "etc/ssh/ssh_host_ed25519_key")));
   assert.equal(readlinkSync(path.join(dir, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service")), "/lib/systemd/system/systemd-networkd.service");
   assert.match(readFileSync(path.join(dir, "etc/systemd/system/ssh.service.d/bake-host-keys.conf"), "utf8"), /ExecStartPre=\/usr\/bin\/ssh-keygen -A/);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("the disk's digest follows its spec, its size and bake's files", () => {
