@@ -90,7 +90,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     keyTag,
     // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
     // the instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && aws ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(ami.name, ami.test) } } : {}),
+    ...(ami.test && aws ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(config.project, ami.name, ami.test) } } : {}),
   };
   if (local) {
     return {
@@ -148,8 +148,8 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
 export const GOSS_FOLDER = "goss";
 
 /** The shell command of the AWS test provisioner: nothing booted yet (services start at boot). */
-function gossCommand(node: string, test: TestSpec): string {
-  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { node, booted: false } });
+function gossCommand(project: string, node: string, test: TestSpec): string {
+  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { project, node, booted: false } });
   return [`${GOSS_DIR}/goss`, ...args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a}'`))].join(" ");
 }
 

@@ -138,7 +138,7 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
 
     // 4. The AMI's own spec, run by goss in the booted host.
     if (input.test) {
-      const t = await gossInContainer(docker, id, input.ami, input.test.spec, input.test.goss);
+      const t = await gossInContainer(docker, id, { project: input.project, node: input.ami }, input.test.spec, input.test.goss);
       const counts = t.summary ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed` : "goss printed no summary";
       check(`test ${input.test.name}`, t.ok, t.ok ? counts : `${counts}\n${t.failures.join("\n")}`);
     }

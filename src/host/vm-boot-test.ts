@@ -23,6 +23,7 @@ export interface VmBootInput {
   vm: Omit<VmArgsInput, "forwards">;
   /** The bake's private key (root logs in with it). */
   key: string;
+  project: string;
   ami: string;
   shipped: { ref: string; key: string }[];
   services: Service[];
@@ -184,7 +185,7 @@ async function hostChecks(
     for (const f of gossFiles(t.spec, t.goss)) {
       await sshRun(target, `mkdir -p ${GOSS_DIR} && cat > ${f.path} && chmod ${f.mode.toString(8)} ${f.path}`, { input: f.content, signal: input.signal });
     }
-    const args = validateArgs({ retryTimeout: t.spec.retryTimeout, sleep: t.spec.sleep, withVars: Boolean(t.spec.vars), bake: { node: input.ami, booted: true } });
+    const args = validateArgs({ retryTimeout: t.spec.retryTimeout, sleep: t.spec.sleep, withVars: Boolean(t.spec.vars), bake: { project: input.project, node: input.ami, booted: true } });
     const r = await run([`${GOSS_DIR}/goss`, ...args]);
     const summary = gossSummary(r.out);
     const counts = summary ? `${summary.count - summary.failed} of ${summary.count} checks passed` : "goss printed no summary";

@@ -76,6 +76,7 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
       boot = await bootTestVm({
         vm: { disk: raw, format: "raw", kernel, initrd, append: KERNEL_CMDLINE, memory: vm.memory, cpus: vm.cpus, accelerator: options.accel.accelerator, serialLog: path.join(bootDir, "serial.log"), pidFile: path.join(bootDir, "qemu.pid") },
         key: path.join(dir, VM_FILES.key),
+        project: pipeline.config.project,
         ami: ami.name,
         shipped: shippedImages(ami).map((n) => ({ ref: ref(n), key: keys.get(n)! })),
         services: servicesOf(pipeline.config, ami.services, keys),

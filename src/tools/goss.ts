@@ -49,6 +49,8 @@ export function gossBinary(binary: string): Buffer {
  * false where they do not (an image without a contract, the AWS instance before its snapshot).
  */
 export interface BakeVars {
+  /** bake.yml's project: the prefix of the host's service and container names. */
+  project: string;
   node: string;
   booted: boolean;
 }
@@ -64,7 +66,7 @@ export interface ValidateOptions {
 /** `goss validate` inside GOSS_DIR, as dgoss runs it: documentation format, no colour. */
 export function validateArgs(o: ValidateOptions): string[] {
   // "} }", not "}}": Packer reads "}}" in a shell provisioner's inline command as a template's end.
-  const inline = JSON.stringify({ bake: { node: o.bake.node, booted: o.bake.booted } }).replace(/\}\}/g, "} }");
+  const inline = JSON.stringify({ bake: { project: o.bake.project, node: o.bake.node, booted: o.bake.booted } }).replace(/\}\}/g, "} }");
   return [
     "--gossfile", `${GOSS_DIR}/goss.yaml`,
     ...(o.withVars ? ["--vars", `${GOSS_DIR}/vars.yaml`] : []),

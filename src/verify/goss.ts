@@ -36,11 +36,11 @@ function result(started: number, code: number, output: string): TestResult {
 }
 
 /** Runs the spec in a running container where the node's services run (a booted host, a started release). */
-export async function gossInContainer(docker: DockerTool, id: string, node: string, test: TestSpec, goss: Buffer): Promise<TestResult> {
+export async function gossInContainer(docker: DockerTool, id: string, at: { project: string; node: string }, test: TestSpec, goss: Buffer): Promise<TestResult> {
   const started = Date.now();
   await docker.putFiles(id, gossFiles(test, goss));
   let output = "";
-  const code = await docker.exec(id, [`${GOSS_DIR}/goss`, ...validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { node, booted: true } })], (_s, c) => (output += c.toString("utf8")));
+  const code = await docker.exec(id, [`${GOSS_DIR}/goss`, ...validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { ...at, booted: true } })], (_s, c) => (output += c.toString("utf8")));
   return result(started, code, output);
 }
 
@@ -53,7 +53,7 @@ export async function testImage(node: ImageNode, image: string, project: string,
   const test = node.test!;
   const started = Date.now();
   const run = node.run;
-  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { node: node.name, booted: false } });
+  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { project, node: node.name, booted: false } });
   const env = run ? [...Object.entries(run.env).map(([k, v]) => `${k}=${v}`), ...run.passEnv.filter((k) => options.passEnv?.[k] !== undefined).map((k) => `${k}=${options.passEnv![k]}`)] : [];
   const id = await docker.createContainer({
     name: `bake-test-${randomBytes(3).toString("hex")}-${project}-${node.name}`,
@@ -76,7 +76,7 @@ export async function testImage(node: ImageNode, image: string, project: string,
       return result(started, code, output);
     }
     await docker.startContainer(id);
-    const tested = await gossInContainer(docker, id, node.name, test, goss);
+    const tested = await gossInContainer(docker, id, { project, node: node.name }, test, goss);
     if (options.signal?.aborted) throw interruption(options.signal);
     return { ...tested, seconds: (Date.now() - started) / 1000 };
   } finally {

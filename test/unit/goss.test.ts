@@ -40,11 +40,11 @@ Error: timeout of 2s reached before tests entered a passing state
 `;
 
 test("validate arguments: the spec and vars in bake's folder, .Vars.bake (never a \"}}\" Packer would read), goss's retry options", () => {
-  assert.equal(validateArgs({ retryTimeout: "30s", sleep: "1s", withVars: false, bake: { node: "web", booted: true } }), [
-    "--gossfile", "/tmp/bake-goss/goss.yaml", "--vars-inline", '{"bake":{"node":"web","booted":true} }',
+  assert.equal(validateArgs({ retryTimeout: "30s", sleep: "1s", withVars: false, bake: { project: "arcade", node: "web", booted: true } }), [
+    "--gossfile", "/tmp/bake-goss/goss.yaml", "--vars-inline", '{"bake":{"project":"arcade","node":"web","booted":true} }',
     "validate", "--format", "documentation", "--no-color", "--retry-timeout", "30s", "--sleep", "1s",
   ]);
-  assert.equal(validateArgs({ retryTimeout: "5s", sleep: "500ms", withVars: true, bake: { node: "host", booted: false } }).slice(0, 6), ["--gossfile", "/tmp/bake-goss/goss.yaml", "--vars", "/tmp/bake-goss/vars.yaml", "--vars-inline", '{"bake":{"node":"host","booted":false} }']);
+  assert.equal(validateArgs({ retryTimeout: "5s", sleep: "500ms", withVars: true, bake: { project: "arcade", node: "host", booted: false } }).slice(0, 6), ["--gossfile", "/tmp/bake-goss/goss.yaml", "--vars", "/tmp/bake-goss/vars.yaml", "--vars-inline", '{"bake":{"project":"arcade","node":"host","booted":false} }']);
 });
 
 test("goss's output: the last attempt's summary and failures, as goss printed them", () => {
