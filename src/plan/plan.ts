@@ -83,23 +83,13 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
       const found = state.amis.get(node.name);
       if (!found || !found.ok) entries.set(node.name, entry("unknown", found ? found.reason : "AMIs not looked up"));
       else if (found.value) entries.set(node.name, entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId));
-      else {
-        const last = state.lastBaked?.get(node.name);
-        const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
-        const why = depsBuilding.length ? `${depsBuilding.join(", ")} will build` : `no AMI in ${node.ami.region} is tagged with this key`;
-        entries.set(node.name, entry("build", changed ? `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}` : why));
-      }
+      else entries.set(node.name, entry("build", unbakedReason(node.name, k, state, target, depsBuilding, `no AMI in ${node.ami.region} is tagged with this key`)));
       continue;
     }
     if (node.kind === "ami" && target === "vm") {
       const disk = state.vmDisks?.get(node.name);
       if (disk) entries.set(node.name, entry("cached", `${disk} has this key`, disk));
-      else {
-        const last = state.lastBaked?.get(node.name);
-        const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
-        const why = depsBuilding.length ? `${depsBuilding.join(", ")} will build` : "no VM disk under .bake/vm has this key";
-        entries.set(node.name, entry("build", changed ? `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}` : why));
-      }
+      else entries.set(node.name, entry("build", unbakedReason(node.name, k, state, target, depsBuilding, "no VM disk under .bake/vm has this key")));
       continue;
     }
     if (!state.images.ok) {
@@ -139,6 +129,14 @@ function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests
   const since = `since ${previous.key.slice(0, 12)}`;
   if (!changed) return `changed ${since}`;
   return `${describeInputs(changed)} changed ${since}`;
+}
+
+/** Why an AMI with no result for its key bakes: the inputs changed since the manifest's last bake on this target, or what builds first, or `none`. */
+function unbakedReason(name: string, k: { key: string; inputs: InputDigests }, state: WorldState, target: Target, depsBuilding: string[], none: string): string {
+  const last = state.lastBaked?.get(name);
+  const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
+  if (changed) return `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}`;
+  return depsBuilding.length ? `${depsBuilding.join(", ")} will build` : none;
 }
 
 /** Input names in words; files Ansible reads by their names ("playbook input group_vars/all.yml"). */
