@@ -85,8 +85,11 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
     }
   } finally {
     if (vm?.running()) {
-      await sh("systemctl poweroff", 10_000).catch(() => undefined);
-      await Promise.race([vm.exited, sleep(30_000)]);
+      // A clean power-off when there is time for one; on an interrupt QEMU is stopped at once.
+      if (!input.signal?.aborted) {
+        await sh("systemctl poweroff", 10_000).catch(() => undefined);
+        await Promise.race([vm.exited, sleep(30_000)]);
+      }
       await vm.stop("SIGTERM", 5_000);
     }
   }
