@@ -2,7 +2,8 @@
  * `bake ami --target vm`, end to end: the reference host baked by Packer's qemu builder into a disk
  * made from its debootstrap spec, provisioned by the production playbook with the engine installed
  * in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
- * A variant whose service fails its health check fails the boot test and leaves nothing behind.
+ * A variant whose service fails its health check fails the boot test, and one interrupted while it
+ * boots stops; neither leaves anything behind.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -120,6 +121,25 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   const plan = await bakeVm(["plan", "app-host", "--target", "vm", "--json"]);
   const node = JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host");
   assert.equal([node.status, node.key], ["cached", result.key]);
+});
+
+test("Ctrl-C while the boot test runs: exit 130, the VM stopped, no disk, no boot copy, no rendered folder", async () => {
+  const child = execa(process.execPath, [CLI, "ami", "broken-host", "--target", "vm"], { cwd: dir, env: testEnv({ DIAGNOSTICS_TOKEN: SECRET }), extendEnv: true, reject: false, timeout: 900_000 });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const started = Date.now();
+  while (!/boot test: booting the VM/.test(stderr) && child.exitCode === null && Date.now() - started < 800_000) await new Promise((r) => setTimeout(r, 250));
+  assert.match(stderr, /boot test: booting the VM/);
+  assert.equal((await qemuOfProject()).length, 1, "the boot test's VM runs");
+  child.kill("SIGINT");
+  const r = await child;
+  assert.is(r.exitCode, 130, stderr.slice(-2000));
+  assert.match(stderr, /interrupted by SIGINT/);
+  assert.equal(await qemuOfProject(), []);
+  const vmRoot = path.join(dir, ".bake", "vm");
+  assert.equal(existsSync(vmRoot) ? readdirSync(vmRoot).filter((f) => f.startsWith("broken-host-")) : [], []);
+  const ami = path.join(dir, ".bake", "ami");
+  assert.equal(existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith("broken-host-vm-")) : [], []);
 });
 
 test("a service that never becomes healthy fails the boot test: exit 1, the service and its journal named, nothing left", async () => {
