@@ -126,7 +126,7 @@ test("aws: the rendered template uploads goss and the spec and runs it last; pac
   const hcl = readFileSync(path.join(out, "ami.pkr.hcl"), "utf8");
   const provisioners = [...hcl.matchAll(/provisioner "(\w+)"/g)].map((m) => m[1]);
   assert.equal(provisioners.slice(-4), ["shell", "file", "file", "shell"], "the test provisioners come last");
-  assert.ok(hcl.includes(String.raw`"sudo /tmp/bake-goss/goss --gossfile /tmp/bake-goss/goss.yaml --vars /tmp/bake-goss/vars.yaml --vars-inline '{\"bake\":{\"node\":\"host\",\"booted\":false} }' validate --format documentation --no-color --retry-timeout 30s --sleep 1s"`), hcl);
+  assert.ok(hcl.includes(String.raw`"sudo /tmp/bake-goss/goss --gossfile /tmp/bake-goss/goss.yaml --vars /tmp/bake-goss/vars.yaml --vars-inline '{\"bake\":{\"project\":\"` + project + String.raw`\",\"node\":\"host\",\"booted\":false} }' validate --format documentation --no-color --retry-timeout 30s --sleep 1s"`), hcl);
   assert.match(hcl, /default\s+= env\("BAKE_GOSS"\)/);
   assert.is(readFileSync(path.join(out, "goss/goss.yaml"), "utf8"), readFileSync(path.join(dir, "host.goss.yaml"), "utf8"));
   const validate = await execa("packer", ["validate", out], { env: { ...motoEnv, BAKE_GOSS: "/usr/local/bin/goss" }, reject: false });
