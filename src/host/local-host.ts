@@ -48,16 +48,21 @@ export interface BootOptions {
   onLine: (l: string) => void;
 }
 
+/** The images a host must hold after its loader ran: each by its key tag, with its key. */
+export function shippedRefs(pipeline: Pipeline, ami: AmiNode): { ref: string; key: string }[] {
+  const keys = knownKeys(pipeline);
+  return shippedImages(ami).map((n) => ({ ref: `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`, key: keys.get(n)! }));
+}
+
 /** Boots a local machine image as a host and runs every check, the AMI's test: spec last. */
 export async function bootLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
   const keys = knownKeys(pipeline);
-  const ref = (n: string) => `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`;
   return bootTest({
     docker,
     image: imageId,
     project: pipeline.config.project,
     ami: ami.name,
-    shipped: shippedImages(ami).map((n) => ({ ref: ref(n), key: keys.get(n)! })),
+    shipped: shippedRefs(pipeline, ami),
     services: servicesOf(pipeline.config, ami.services, keys),
     passEnv: options.passEnv,
     runtimeEnv: ami.runtimeEnv,

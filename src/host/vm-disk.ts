@@ -11,10 +11,9 @@ import type { VmSpec } from "../config/model.js";
 import { digestOf } from "../graph/keys.js";
 import { debootstrap } from "../tools/debootstrap.js";
 import { copyOut, makeExt4, writeFiles } from "../tools/ext4.js";
-import { convertDisk } from "../tools/qemu.js";
+import { convertDisk, KERNEL_CMDLINE } from "../tools/qemu.js";
 import { bakeCacheDir, machineLock, withLock } from "../state/process-lock.js";
 import { writeJsonFile } from "../state/json-file.js";
-import { KERNEL_CMDLINE } from "../tools/qemu.js";
 
 /**
  * What bake writes into a host's root file system so that it boots as a VM: the root disk in

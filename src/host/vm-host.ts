@@ -8,9 +8,7 @@ import { randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
-import { imageRepository } from "../config/model.js";
 import { BuildFailedError, ConfigError, interruption } from "../errors.js";
-import { KEY12, shippedImages } from "../ami/context.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
 import { writeFiles } from "../tools/ext4.js";
@@ -19,6 +17,7 @@ import { servicesOf } from "../up/services.js";
 import type { BootReport } from "./boot-test.js";
 import { runtimeEnvFile } from "./boot-test.js";
 import { bootTestVm } from "./vm-boot-test.js";
+import { shippedRefs } from "./local-host.js";
 import { baseDisk, bootFiles, diskForBake, keepBakedDisk, VM_FILES, vmDir, writeVmRecord, type DiskReport, type VmRecord } from "./vm-disk.js";
 
 /** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
@@ -72,13 +71,12 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
       // As user-data would: the pass_env values in the runtime environment file, in the copy only.
       await writeFiles(raw, [{ path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 }]);
       const keys = knownKeys(pipeline);
-      const ref = (n: string) => `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`;
       boot = await bootTestVm({
         vm: { disk: raw, format: "raw", kernel, initrd, append: KERNEL_CMDLINE, memory: vm.memory, cpus: vm.cpus, accelerator: options.accel.accelerator, serialLog: path.join(bootDir, "serial.log"), pidFile: path.join(bootDir, "qemu.pid") },
         key: path.join(dir, VM_FILES.key),
         project: pipeline.config.project,
         ami: ami.name,
-        shipped: shippedImages(ami).map((n) => ({ ref: ref(n), key: keys.get(n)! })),
+        shipped: shippedRefs(pipeline, ami),
         services: servicesOf(pipeline.config, ami.services, keys),
         ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
         signal: options.signal,
