@@ -24,7 +24,7 @@ export interface AnsibleInput {
 /** The ignore file in a playbook's folder: what it names is not an input of the AMI's key. */
 export const PLAYBOOK_IGNORE = ".bakeignore";
 /** Never inputs: bake's own state and version control, which change on every run or commit. */
-const ALWAYS_IGNORED = [".git", ".bake", "bake-manifest.json", "*.retry"];
+const ALWAYS_IGNORED = [".git", ".bake", "bake-manifest.json", "bake-provenance.intoto.jsonl", "*.retry"];
 
 /**
  * The ansible.cfg Ansible reads when bake runs it, the first that exists: ANSIBLE_CONFIG, the
