@@ -26,6 +26,14 @@ if ! command -v moto_server >/dev/null 2>&1; then
   hash -r
 fi
 
+# The SPDX project's own validator, which the tests run on every SPDX document bake writes.
+if ! command -v pyspdxtools >/dev/null 2>&1; then
+  echo "setup: installing spdx-tools (pyspdxtools)"
+  python3 -m pip install --quiet 'spdx-tools>=0.8,<0.9' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'spdx-tools>=0.8,<0.9'
+  hash -r
+fi
+
 # goss (the tests of what was baked) from the Go module proxy, static, with its version built in.
 # `go install …@version` asks the proxy for a version list it refuses here; a module that
 # requires the version builds it.

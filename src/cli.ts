@@ -136,6 +136,30 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "sbom <node>",
+      "the SBOM of the image (or local AMI) the node's current key built: its packages, from the image's package databases",
+      (y) =>
+        y
+          .positional("node", { type: "string", demandOption: true })
+          .option("format", { choices: ["spdx-json", "cyclonedx-json"] as const, default: "spdx-json" as const })
+          .option("target", { choices: ["local", "aws", "vm"] as const, default: "local" as const, describe: "for an AMI: the target whose bake to describe" })
+          .option("out", { type: "string", describe: "write the SBOM to this file (default: stdout)" }),
+      async (args) => {
+        const { sbomCommand } = await import("./commands/sbom.js");
+        await sbomCommand({ file: args.file, node: args.node as string, format: args.format as "spdx-json" | "cyclonedx-json", target: args.target as Target, out: args.out }, tools, stdout, stderr);
+      },
+    )
+    .command(
+      "verify <node>",
+      "recompute the node's key from the working tree and check it against its provenance statement, its image's labels and the manifest",
+      (y) => y.positional("node", { type: "string", demandOption: true }),
+      async (args) => {
+        const { verifyCommand } = await import("./commands/verify.js");
+        await verifyCommand({ file: args.file, node: args.node as string, json: args.json }, tools, stdout);
+        if (process.exitCode === 1) code = EXIT.failed;
+      },
+    )
+    .command(
       "test [nodes..]",
       "run the test: specs (goss) of the images and local AMIs that exist, building nothing",
       (y) => y.positional("nodes", { type: "string", array: true, describe: "only these nodes (default: every node with a test:)" }),

@@ -8,6 +8,8 @@ import { RunLogs } from "../state/logs.js";
 import { updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { describeDockerError } from "../tools/docker.js";
+import { describeImages, imagesReplaced, type ImageContents } from "../sbom/record.js";
+import { describeDiff, diffIsEmpty } from "../sbom/packages.js";
 
 export interface BuildCommandOptions {
   file: string;
@@ -36,8 +38,12 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   const plain = Boolean(process.env.CI) || !process.stderr.isTTY;
   const git = () => gitInfo(pipeline.config.dir);
   let results: ImageResult[];
+  const startedOn = new Date().toISOString();
+  let contents: ImageContents[];
   try {
+    const replaced = await imagesReplaced(docker, pipeline.config.project, plan);
     results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain });
+    contents = await describeImages(pipeline, results, docker, { replaced, run: { id: logs.runId, startedOn, finishedOn: new Date().toISOString() } });
   } catch (e) {
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT") throw new UsageError(describeDockerError(e, docker.endpoint));
     throw e;
@@ -46,11 +52,21 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   }
   await updateManifest(pipeline.config.dir, {
     revision: readRevision(pipeline.config.dir),
-    images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])),
+    images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, sbom: contentsOf(r).sbom }])),
+    provenance: contents.map((c) => c.statement),
   });
   const counts = (["built", "pulled", "cached"] as const).map((a) => `${results.filter((r) => r.action === a).length} ${a}`).join(", ");
   err(existsSync(logs.dir) ? `${counts}; logs in ${logs.dir}` : counts);
-  if (options.json) out(JSON.stringify({ images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, action: r.action, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags }])) }, null, 2));
-  else out(results.map((r) => `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`).join("\n"));
+  if (options.json) out(JSON.stringify({ images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, action: r.action, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, ...(contentsOf(r).packages ? { packages: contentsOf(r).packages } : {}) }])) }, null, 2));
+  else out(results.flatMap((r) => [`${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`, ...packageLine(contentsOf(r))]).join("\n"));
   return results;
+
+  function contentsOf(r: ImageResult): Partial<ImageContents> {
+    return contents.find((c) => c.name === r.name) ?? {};
+  }
+}
+
+/** Under a rebuilt image, what changed in its packages since the image it replaces (nothing when nothing did). */
+function packageLine(c: Partial<ImageContents>): string[] {
+  return c.packages && !diffIsEmpty(c.packages) ? [`${"".padEnd(16)} packages since ${c.packages.since.slice(7, 19)}: ${describeDiff(c.packages)}`] : [];
 }

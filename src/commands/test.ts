@@ -1,8 +1,7 @@
 /** `bake test [nodes..]`: run the test: specs of what exists (images, local AMIs), building nothing. */
 import path from "node:path";
-import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
+import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
-import { KEY_TAG_LENGTH } from "../config/model.js";
 import type { DockerTool } from "../tools/docker.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
 import { testImage } from "../verify/goss.js";
@@ -44,7 +43,7 @@ export async function testCommand(options: TestOptions, tools: Tools, out: (t: s
   const results: NodeTest[] = [];
   for (const node of withTest) {
     const spec = path.relative(pipeline.config.dir, (node.kind === "image" ? node.image.test : node.ami.test)!.spec);
-    const image = existingImage(pipeline, node.name);
+    const image = currentImage(pipeline, node.name);
     const base = { node: node.name, kind: node.kind, spec };
     if (!image) {
       results.push({ ...base, ok: false, seconds: 0, failures: [`no image with ${node.name}'s current key: run bake ${node.kind === "image" ? `build ${node.name}` : `ami ${node.name} --target local`} first`] });
@@ -62,13 +61,6 @@ export async function testCommand(options: TestOptions, tools: Tools, out: (t: s
   else out(results.map((r) => `${r.ok ? "ok    " : "FAILED"} ${r.node.padEnd(16)} ${r.spec}${r.checks ? ` (${r.checks.count - r.checks.failed}/${r.checks.count} checks)` : ""} ${r.seconds.toFixed(1)}s${r.ok ? "" : `\n${r.failures.map((f) => `    ${f}`).join("\n")}`}`).join("\n"));
   if (results.some((r) => !r.ok)) process.exitCode = 1;
   return results;
-}
-
-/** The image with the node's current key (tagged, or found by its label after a failed test). */
-function existingImage(pipeline: Pipeline, name: string): { id: string; ref: string } | undefined {
-  const key = pipeline.keys.get(name)?.key;
-  const record = pipeline.state.images.ok && key ? pipeline.state.images.value.find((r) => r.node === name && r.key === key) : undefined;
-  return record && { id: record.id, ref: record.tags.find((t) => t.endsWith(`:${key!.slice(0, KEY_TAG_LENGTH)}`)) ?? record.tags[0] ?? record.id.slice(0, 19) };
 }
 
 /** A local AMI's test runs in the booted host, after the boot test's own checks. */

@@ -13,6 +13,8 @@ import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js
 import { amiCommand } from "../commands/ami.js";
 import { pruneCommand } from "../commands/prune.js";
 import { interruption, type BuildFailedError } from "../errors.js";
+import { describeImages, imagesReplaced, type ImageContents } from "../sbom/record.js";
+import { describeDiff, type PackageDiff } from "../sbom/packages.js";
 
 export interface NightlyOptions {
   file: string;
@@ -26,7 +28,8 @@ export interface NightlyOptions {
 export interface NightlyReport {
   dryRun: boolean;
   upstream: UpstreamCheck[];
-  rebuilt: { node: string; reason: string; action?: string }[];
+  /** packages: for a node that built and replaced an earlier image, what changed in its packages. */
+  rebuilt: { node: string; reason: string; action?: string; packages?: PackageDiff & { since: string } }[];
   failed: { node: string; error: string }[];
   skipped: string[];
   amis: Record<string, Record<string, string>>;
@@ -100,10 +103,13 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
     else if (options.dryRun && dependsOn(after, e.name, changedBases)) report.rebuilt.push({ node: e.name, reason: "its base's upstream release changed" });
   }
   let built: ImageResult[] = [];
+  let contents: ImageContents[] = [];
   const failedImages = new Set<string>();
   if (!options.dryRun) {
     const logs = new RunLogs(after.config.dir);
     await timed("build", async () => {
+      const startedOn = new Date().toISOString();
+      const replaced = await imagesReplaced(tools.docker(), after.config.project, plan);
       try {
         built = await executeBuild(after, plan, tools.docker(), () => gitInfo(after.config.dir), logs, {
           noCache: options.force,
@@ -127,9 +133,15 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       } finally {
         await logs.close();
       }
+      contents = await describeImages(after, built, tools.docker(), { replaced, run: { id: logs.runId, startedOn, finishedOn: new Date().toISOString() } });
     });
-    for (const r of report.rebuilt) r.action = built.find((b) => b.name === r.node)?.action ?? (failedImages.has(r.node) ? "failed" : undefined);
-    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags }])) });
+    for (const r of report.rebuilt) {
+      r.action = built.find((b) => b.name === r.node)?.action ?? (failedImages.has(r.node) ? "failed" : undefined);
+      const packages = contents.find((c) => c.name === r.node)?.packages;
+      if (packages) r.packages = packages;
+    }
+    const sbomOf = (name: string) => contents.find((c) => c.name === name)?.sbom;
+    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags, ...(sbomOf(b.name) ? { sbom: sbomOf(b.name) } : {}) }])), provenance: contents.map((c) => c.statement) });
   }
 
   // 3. bake: every AMI whose images all built
@@ -175,7 +187,10 @@ export function humanReport(r: NightlyReport): string {
   lines.push("  upstream:");
   for (const u of r.upstream) lines.push(`    ${u.node.padEnd(16)} ${u.kind.padEnd(11)} ${u.changed ? "changed" : "unchanged"}${u.note ? ` (${u.note})` : ""}`);
   lines.push(r.rebuilt.length ? "  rebuilt:" : "  rebuilt: nothing");
-  for (const b of r.rebuilt) lines.push(`    ${b.node.padEnd(16)} ${(b.action ?? (r.dryRun ? "would build" : "")).padEnd(11)} ${b.reason}`);
+  for (const b of r.rebuilt) {
+    lines.push(`    ${b.node.padEnd(16)} ${(b.action ?? (r.dryRun ? "would build" : "")).padEnd(11)} ${b.reason}`);
+    if (b.packages) lines.push(`    ${"".padEnd(16)} packages: ${describeDiff(b.packages)}`);
+  }
   for (const [ami, regions] of Object.entries(r.amis)) lines.push(`  ami ${ami}: ${Object.entries(regions).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   lines.push(`  pruned: ${r.pruned.length ? r.pruned.map((p) => `${p.name} ${p.id.slice(0, 19)}`).join(", ") : "nothing"}`);
   for (const f of r.failed) lines.push(`  FAILED ${f.node}: ${f.error.split("\n")[0]}`);

@@ -2,12 +2,15 @@
 import path from "node:path";
 import { readJsonFile, writeJsonFile } from "./json-file.js";
 import { projectLock, withLock } from "./process-lock.js";
+import { writeProvenance, type Statement } from "../sbom/provenance.js";
 
 export interface ManifestImage {
   key: string;
   id: string;
   digest?: string;
   tags: string[];
+  /** `sha256:` of each SBOM format bake sbom writes for this image (same bytes every time). */
+  sbom?: Record<string, string>;
 }
 
 export interface ManifestAmi {
@@ -38,10 +41,11 @@ export function readManifest(dir: string): Manifest {
 }
 
 /**
- * Merges new entries into the manifest and writes it atomically, holding the project's manifest
- * lock: two bakes that finish together both land their entries.
+ * Merges new entries into the manifest (and their statements into the provenance file beside it)
+ * and writes it atomically, holding the project's manifest lock: two bakes that finish together
+ * both land their entries.
  */
-export async function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi> }): Promise<Manifest> {
+export async function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi>; provenance?: Statement[] }): Promise<Manifest> {
   return withLock(projectLock(dir, "manifest"), async () => {
     const current = readManifest(dir);
     const next: Manifest = {
@@ -50,6 +54,7 @@ export async function updateManifest(dir: string, change: { revision?: string; i
       amis: { ...current.amis, ...change.amis },
     };
     writeJsonFile(manifestPath(dir), next);
+    if (change.provenance?.length) writeProvenance(dir, change.provenance);
     return next;
   });
 }

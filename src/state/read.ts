@@ -54,6 +54,13 @@ export function knownKeys(pipeline: Pick<Pipeline, "keys">): Map<string, string 
   return new Map([...pipeline.keys].map(([n, k]) => [n, k.key]));
 }
 
+/** The image (or local machine image) with the node's current key: tagged, or found by its label. */
+export function currentImage(pipeline: Pipeline, name: string): { id: string; ref: string } | undefined {
+  const key = pipeline.keys.get(name)?.key;
+  const record = pipeline.state.images.ok && key ? pipeline.state.images.value.find((r) => r.node === name && r.key === key) : undefined;
+  return record && { id: record.id, ref: record.tags.find((t) => t.endsWith(`:${key!.slice(0, KEY_TAG_LENGTH)}`)) ?? record.tags[0] ?? record.id.slice(0, 19) };
+}
+
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const config = await loadConfig(options.file);
   // Read first on every run: a corrupt manifest stops a command before anything is built.

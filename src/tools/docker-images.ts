@@ -3,6 +3,8 @@ import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import http from "node:http";
 import { Readable } from "node:stream";
+import { posix } from "node:path";
+import tar from "tar-stream";
 import { pipeline } from "node:stream/promises";
 import { BakeError } from "../errors.js";
 import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
@@ -81,7 +83,7 @@ function uploadTar(target: http.RequestOptions, apiPath: string, body: Readable,
   });
 }
 
-type ImageVerbs = Pick<DockerTool, "findBakeImages" | "listBakeImages" | "inspectImage" | "importRootfs" | "build" | "canBuildKit" | "buildWithSession" | "tag" | "saveImages" | "removeUnusedImage" | "imageHasPath" | "listTags" | "removeImage">;
+type ImageVerbs = Pick<DockerTool, "findBakeImages" | "listBakeImages" | "inspectImage" | "importRootfs" | "build" | "canBuildKit" | "buildWithSession" | "tag" | "saveImages" | "removeUnusedImage" | "imageHasPath" | "readImageFiles" | "listTags" | "removeImage">;
 
 export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: EngineConnection): ImageVerbs {
   let buildKit: Promise<boolean> | undefined;
@@ -106,7 +108,7 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: E
     },
     async inspectImage(ref) {
       const i = await inspectRaw(ref);
-      return i && { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size };
+      return i && { id: i.Id, labels: i.Config?.Labels ?? {}, repoDigests: i.RepoDigests ?? [], size: i.Size, created: i.Created };
     },
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
@@ -224,6 +226,28 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: E
         await container.remove({ force: true }).catch(() => undefined);
       }
     },
+    async readImageFiles(image, paths) {
+      const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
+      const found = new Map<string, Buffer>();
+      try {
+        for (const wanted of paths) {
+          // A symbolic link (/etc/os-release → ../usr/lib/os-release) is followed inside the image.
+          let at = wanted;
+          for (let hops = 0; hops < 8; hops++) {
+            const entry = await archivedFile(container, at);
+            if (!entry) break;
+            if (entry.link === undefined) {
+              found.set(wanted, entry.content);
+              break;
+            }
+            at = posix.resolve(posix.dirname(at), entry.link);
+          }
+        }
+        return found;
+      } finally {
+        await container.remove({ force: true }).catch(() => undefined);
+      }
+    },
     async listTags(pattern) {
       const images = await dockerode().docker.listImages({ filters: JSON.stringify({ reference: [pattern] }) });
       const [repo] = pattern.split(":");
@@ -257,3 +281,32 @@ async function releaseParentTag(tag: string, remove: () => Promise<void>): Promi
   await remove().catch(() => undefined);
 }
 
+
+/** The first entry of the engine's archive of one path: a file's content or a link's target; undefined when absent. */
+async function archivedFile(container: any, at: string): Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined> {
+  let stream: Readable;
+  try {
+    stream = await container.getArchive({ path: at });
+  } catch (e: any) {
+    if (e?.statusCode === 404) return undefined;
+    throw e;
+  }
+  const extract = tar.extract();
+  const result = new Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined>((resolve, reject) => {
+    let first: { content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined;
+    extract.on("entry", (header, body, next) => {
+      const chunks: Buffer[] = [];
+      body.on("data", (c: unknown) => chunks.push(c as Buffer));
+      body.on("end", () => {
+        if (!first && header.type === "symlink") first = { link: header.linkname ?? "" };
+        else if (!first && header.type === "file") first = { content: Buffer.concat(chunks) };
+        next();
+      });
+      body.resume();
+    });
+    extract.on("finish", () => resolve(first));
+    extract.on("error", reject);
+  });
+  stream.pipe(extract);
+  return result;
+}

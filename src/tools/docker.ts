@@ -26,7 +26,7 @@ export interface DockerTool {
   /** The image each reference names (undefined where there is none), looked up at once. */
   findBakeImages(refs: string[]): Promise<(BakeImageRecord | undefined)[]>;
   /** The image's id and labels, or undefined when the engine does not have it. */
-  inspectImage(ref: string): Promise<{ id: string; labels: Record<string, string>; repoDigests: string[]; size: number } | undefined>;
+  inspectImage(ref: string): Promise<{ id: string; labels: Record<string, string>; repoDigests: string[]; size: number; created: string } | undefined>;
   /** Imports a rootfs tar stream as an image; returns its id. */
   importRootfs(tar: Readable, ref: { repo: string; tag: string }, labels: Record<string, string>, signal?: AbortSignal): Promise<string>;
   /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
@@ -69,6 +69,8 @@ export interface DockerTool {
   waitContainer(id: string): Promise<number>;
   /** Whether the image holds this path (a container is created to look, never started). */
   imageHasPath(image: string, path: string): Promise<boolean>;
+  /** The contents of these files in the image, by path (links followed; absent files left out): nothing is run. */
+  readImageFiles(image: string, paths: string[]): Promise<Map<string, Buffer>>;
 }
 
 export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool {

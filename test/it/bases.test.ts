@@ -79,6 +79,18 @@ images:
   assert.match(stdout, /^4\n12\.\d+\nPython 3\.11\.\d+$/);
   const again = await bake(["build", "--json"], { cwd: dir });
   assert.equal(Object.values(JSON.parse(again.stdout).images).map((i: any) => i.action), ["cached", "cached"]);
+
+  // The base's package list, read from its dpkg database without running it, is what dpkg-query
+  // run inside the image prints.
+  const sbom = await bake(["sbom", "base", "--format", "cyclonedx-json"], { cwd: dir });
+  assert.is(sbom.code, 0, sbom.stderr);
+  const listed = JSON.parse(sbom.stdout).components.map((c: any) => `${c.name} ${c.version}`).sort();
+  const query = await execa("docker", ["run", "--rm", images.base.id, "dpkg-query", "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"]);
+  const reference = query.stdout.split("\n").filter((l) => l.startsWith("installed ")).map((l) => l.slice("installed ".length)).sort();
+  assert.ok(reference.length > 80, `a minbase with python3 has over 80 packages: ${reference.length}`);
+  assert.equal(listed, reference);
+  assert.ok(listed.some((l: string) => /^python3\.11 3\.11\./.test(l)) && listed.some((l: string) => l.startsWith("libc6 ")), listed.join(", "));
+  assert.match(JSON.parse(sbom.stdout).components.find((c: any) => c.name === "libc6").purl, /^pkg:deb\/debian\/libc6@[^?]+\?arch=amd64&distro=debian-12&upstream=glibc$/);
 });
 
 test.run();

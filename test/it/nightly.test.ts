@@ -14,7 +14,7 @@ const upstreamRepo = "127.0.0.1:5000/bake-test-upstream/nightly";
 const upstream = `${upstreamRepo}:${process.pid}`;
 
 test.after(async () => {
-  for (const p of [project, `${project}-fail`, `${project}-deb`]) await removeProject(p);
+  for (const p of [project, `${project}-fail`, `${project}-deb`, `${project}-pkg`]) await removeProject(p);
 });
 
 const run = async (cwd: string, extra: string[] = []) => {
@@ -64,6 +64,42 @@ test("registry-backed from: base — quiet while the upstream tag stands, base a
   assert.equal([again.changed, again.before], [true, base.after], JSON.stringify(again));
   assert.is.not(again.after, base.after);
   assert.match(dry.report.rebuilt.find((r: any) => r.node === "base").reason, /upstream image changed/);
+});
+
+test("an upstream image whose package database changed: the report names each package's version change", async () => {
+  const repo = `${upstreamRepo}-dpkg`;
+  const ref = `${repo}:${process.pid}`;
+  const status = (openssl: string) =>
+    `Package: openssl\nStatus: install ok installed\nArchitecture: amd64\nVersion: ${openssl}\n\nPackage: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: ${openssl}\n\n` +
+    `Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n`;
+  const publish = async (openssl: string) => {
+    const ctx = tempTree({ "Dockerfile": `FROM ${await busyboxImage()}\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n`, "status": status(openssl), "os-release": 'ID=debian\nVERSION_ID="12"\n' });
+    await execa("docker", ["build", "-q", "-t", ref, ctx], { env: { DOCKER_BUILDKIT: "0" } });
+    await execa("docker", ["push", ref]);
+  };
+  await publish("3.0.13-1~deb12u1");
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-pkg\nimages:\n  base: { from: "${ref}" }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\n`,
+    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers\n",
+  });
+  const first = await run(dir);
+  assert.is(first.code, 0, first.stderr);
+  assert.equal(first.report.rebuilt.map((r: any) => [r.node, r.action, r.packages]), [["base", "built", undefined], ["svc", "built", undefined]], "nothing was replaced: no diff");
+  const before = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).images;
+
+  await publish("3.0.15-1~deb12u1");
+  const moved = await run(dir);
+  assert.is(moved.code, 0, moved.stderr);
+  const expected = [
+    { name: "libssl3", type: "deb", before: "3.0.13-1~deb12u1", after: "3.0.15-1~deb12u1" },
+    { name: "openssl", type: "deb", before: "3.0.13-1~deb12u1", after: "3.0.15-1~deb12u1" },
+  ];
+  for (const node of ["base", "svc"]) {
+    const r = moved.report.rebuilt.find((x: any) => x.node === node);
+    assert.equal([r.action, r.packages.changed, r.packages.added, r.packages.removed], ["built", expected, [], []], JSON.stringify(r));
+    assert.is(r.packages.since, before[node].id, "compared with the image it replaces");
+  }
+  assert.match(moved.stderr, /base +built .*\n +packages: libssl3 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1, openssl 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1\n/);
 });
 
 test("a failing node does not stop independent ones; the exit code says it failed", async () => {

@@ -1,0 +1,177 @@
+/**
+ * Package lists: what a package manager's database in an image says is installed. The database
+ * files are copied out of a created (never started) container: nothing the image holds runs,
+ * so an image without a shell or a package manager is read the same way. Lists are kept by
+ * image id under `.bake/packages/` (an image id names exactly one set of files).
+ */
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { writeJsonFile } from "../state/json-file.js";
+import type { DockerTool } from "../tools/docker.js";
+
+export type PackageType = "deb" | "apk";
+
+export interface InstalledPackage {
+  type: PackageType;
+  name: string;
+  version: string;
+  arch?: string;
+  /** The source package (dpkg) or origin (apk) it was built from, when it differs from the name. */
+  source?: string;
+  license?: string;
+}
+
+export interface PackageList {
+  /** The image whose databases were read. */
+  image: string;
+  /** Which databases held the list; empty when the image has none bake reads. */
+  managers: ("dpkg" | "apk")[];
+  /** From the image's os-release: `debian` and `12`, `alpine` and `3.20.1`. */
+  distro?: { id: string; versionId?: string; name?: string };
+  packages: InstalledPackage[];
+  /** Said when the list is empty or incomplete, and why. */
+  note?: string;
+}
+
+export const DPKG_STATUS = "/var/lib/dpkg/status";
+export const APK_INSTALLED = "/lib/apk/db/installed";
+const RPM_DATABASES = ["/var/lib/rpm/rpmdb.sqlite", "/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
+const OS_RELEASE = ["/etc/os-release", "/usr/lib/os-release"];
+
+/** Splits a Debian control file (or apk's database) into paragraphs of fields; continuation lines are folded in. */
+function paragraphs(text: string, separator: RegExp): Record<string, string>[] {
+  const out: Record<string, string>[] = [];
+  for (const block of text.split(/\n\s*\n/)) {
+    const fields: Record<string, string> = {};
+    let last: string | undefined;
+    for (const line of block.split("\n")) {
+      if (/^\s/.test(line) && last) fields[last] += `\n${line.trim()}`;
+      else {
+        const m = separator.exec(line);
+        if (m) fields[(last = m[1])] = m[2];
+      }
+    }
+    if (Object.keys(fields).length) out.push(fields);
+  }
+  return out;
+}
+
+/** The states (the third word of `Status:`) in which a package's files are all in place. */
+const DPKG_INSTALLED = new Set(["installed", "triggers-awaited", "triggers-pending"]);
+
+/** dpkg's status file: every package whose files are installed (not half-installed, unpacked or removed ones). */
+export function parseDpkgStatus(text: string): InstalledPackage[] {
+  return paragraphs(text, /^([A-Za-z0-9-]+):\s?(.*)$/)
+    .filter((p) => p.Package && p.Version && DPKG_INSTALLED.has((p.Status ?? "").trim().split(/\s+/)[2]))
+    .map((p) => {
+      const source = p.Source?.split(" ")[0];
+      return { type: "deb" as const, name: p.Package, version: p.Version, ...(p.Architecture ? { arch: p.Architecture } : {}), ...(source && source !== p.Package ? { source } : {}) };
+    });
+}
+
+/** apk's installed database: `P:` name, `V:` version, `A:` arch, `o:` origin, `L:` license. */
+export function parseApkInstalled(text: string): InstalledPackage[] {
+  return paragraphs(text, /^([A-Za-z]):(.*)$/)
+    .filter((p) => p.P && p.V)
+    .map((p) => ({ type: "apk" as const, name: p.P, version: p.V, ...(p.A ? { arch: p.A } : {}), ...(p.o && p.o !== p.P ? { source: p.o } : {}), ...(p.L ? { license: p.L } : {}) }));
+}
+
+export function parseOsRelease(text: string): PackageList["distro"] {
+  const fields: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) fields[m[1]] = m[2].replace(/^(["'])(.*)\1$/, "$2");
+  }
+  return fields.ID ? { id: fields.ID, ...(fields.VERSION_ID ? { versionId: fields.VERSION_ID } : {}), ...(fields.PRETTY_NAME ? { name: fields.PRETTY_NAME } : {}) } : undefined;
+}
+
+/** A package list from the files read out of an image (pure: the reading is done by the caller). */
+export function packageListFrom(image: string, files: Map<string, Buffer>): PackageList {
+  const managers: PackageList["managers"] = [];
+  const packages: InstalledPackage[] = [];
+  const dpkg = files.get(DPKG_STATUS);
+  if (dpkg) {
+    managers.push("dpkg");
+    packages.push(...parseDpkgStatus(dpkg.toString("utf8")));
+  }
+  const apk = files.get(APK_INSTALLED);
+  if (apk) {
+    managers.push("apk");
+    packages.push(...parseApkInstalled(apk.toString("utf8")));
+  }
+  packages.sort((a, b) => a.type.localeCompare(b.type) || a.name.localeCompare(b.name) || (a.arch ?? "").localeCompare(b.arch ?? ""));
+  const release = OS_RELEASE.map((p) => files.get(p)).find(Boolean);
+  const distro = release ? parseOsRelease(release.toString("utf8")) : undefined;
+  const rpm = RPM_DATABASES.some((p) => files.has(p));
+  const note = rpm
+    ? "the image has an rpm database, which bake does not read (it runs nothing inside the image); its rpm packages are not listed"
+    : managers.length
+      ? undefined
+      : "no package database (dpkg or apk) in the image: files that no package manager installed are not listed";
+  return { image, managers, ...(distro ? { distro } : {}), packages, ...(note ? { note } : {}) };
+}
+
+export function packagesFolder(dir: string): string {
+  return path.join(dir, ".bake", "packages");
+}
+
+/** The image's package list: read once per image id, then from `.bake/packages/`. */
+export async function imagePackages(docker: Pick<DockerTool, "readImageFiles">, dir: string, imageId: string): Promise<PackageList> {
+  const file = path.join(packagesFolder(dir), `${imageId.replace(/^sha256:/, "")}.json`);
+  if (existsSync(file)) {
+    try {
+      return JSON.parse(readFileSync(file, "utf8")) as PackageList;
+    } catch {
+      // A damaged file is read again from the image below.
+    }
+  }
+  const files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...RPM_DATABASES, ...OS_RELEASE]);
+  // An rpm database is not read: only its presence matters, and it can be large.
+  for (const p of RPM_DATABASES) if (files.has(p)) files.set(p, Buffer.alloc(0));
+  const list = packageListFrom(imageId, files);
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeJsonFile(file, list);
+  return list;
+}
+
+export interface PackageChange {
+  name: string;
+  type: PackageType;
+  before: string;
+  after: string;
+}
+
+export interface PackageDiff {
+  added: { name: string; type: PackageType; version: string }[];
+  removed: { name: string; type: PackageType; version: string }[];
+  changed: PackageChange[];
+}
+
+/** What changed between two package lists, by package type, name and architecture. */
+export function diffPackages(before: InstalledPackage[], after: InstalledPackage[]): PackageDiff {
+  const id = (p: InstalledPackage) => `${p.type}/${p.name}/${p.arch ?? ""}`;
+  const was = new Map(before.map((p) => [id(p), p]));
+  const now = new Map(after.map((p) => [id(p), p]));
+  const diff: PackageDiff = { added: [], removed: [], changed: [] };
+  for (const [k, p] of now) {
+    const old = was.get(k);
+    if (!old) diff.added.push({ name: p.name, type: p.type, version: p.version });
+    else if (old.version !== p.version) diff.changed.push({ name: p.name, type: p.type, before: old.version, after: p.version });
+  }
+  for (const [k, p] of was) if (!now.has(k)) diff.removed.push({ name: p.name, type: p.type, version: p.version });
+  return diff;
+}
+
+export function diffIsEmpty(d: PackageDiff): boolean {
+  return !d.added.length && !d.removed.length && !d.changed.length;
+}
+
+/** `openssl 3.0.13-1~deb12u1 → 3.0.15-1~deb12u1, +libfoo 1.2, -libbar 1.0`: a diff on one line for people. */
+export function describeDiff(d: PackageDiff): string {
+  if (diffIsEmpty(d)) return "no package changes";
+  return [
+    ...d.changed.map((c) => `${c.name} ${c.before} → ${c.after}`),
+    ...d.added.map((a) => `+${a.name} ${a.version}`),
+    ...d.removed.map((r) => `-${r.name} ${r.version}`),
+  ].join(", ");
+}
