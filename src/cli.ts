@@ -142,7 +142,7 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("node", { type: "string", demandOption: true })
           .option("format", { choices: ["spdx-json", "cyclonedx-json"] as const, default: "spdx-json" as const })
-          .option("target", { choices: ["local", "aws", "vm"] as const, default: "local" as const, describe: "for an AMI: the target whose bake to describe" })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "for an AMI: the target whose bake to describe" })
           .option("out", { type: "string", describe: "write the SBOM to this file (default: stdout)" }),
       async (args) => {
         const { sbomCommand } = await import("./commands/sbom.js");
@@ -152,10 +152,13 @@ export async function main(argv: string[]): Promise<number> {
     .command(
       "verify <node>",
       "recompute the node's key from the working tree and check it against its provenance statement, its image's labels and the manifest",
-      (y) => y.positional("node", { type: "string", demandOption: true }),
+      (y) =>
+        y
+          .positional("node", { type: "string", demandOption: true })
+          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "for an AMI: the target whose bake to check" }),
       async (args) => {
         const { verifyCommand } = await import("./commands/verify.js");
-        await verifyCommand({ file: args.file, node: args.node as string, json: args.json }, tools, stdout);
+        await verifyCommand({ file: args.file, node: args.node as string, target: args.target as Target, json: args.json }, tools, stdout);
         if (process.exitCode === 1) code = EXIT.failed;
       },
     )

@@ -14,6 +14,8 @@ export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
 export const DOCKER_SOCKET_ENV = "BAKE_DOCKER_SOCKET";
 export const PRELOAD_ARCHIVE = "preload.tar";
+/** The host's package databases, downloaded by the last provisioners (packer/partials/provisioners.hbs). */
+export const HOST_PACKAGES_ARCHIVE = "host-packages.tar";
 /** The Ansible variables beside the HCL, every string `!unsafe` (tools/ansible.ts). */
 export const BAKE_VARS = "bake-vars.yml";
 
@@ -85,6 +87,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     sensitive,
     machine: machineVariables(target, aws && ami.builder === "instance-store"),
     preloadArchive: PRELOAD_ARCHIVE,
+    hostPackagesArchive: HOST_PACKAGES_ARCHIVE,
     playbookPath: rel(ami.playbook),
     ansibleUser: aws ? "admin" : "root",
     keyTag,

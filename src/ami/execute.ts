@@ -13,7 +13,8 @@ import type { PlanEntry } from "../plan/plan.js";
 import { executeBuild } from "../images/execute.js";
 import type { RunLogs } from "../state/logs.js";
 import { amiBakeLock, exportImages, localImageId, packerEnvironment, reconcileAws, renderFolder, runPacker } from "./bake-ami.js";
-import { AWS_CONNECTION_ENV, DOCKER_SOCKET_ENV, KEY12, PRELOAD_ARCHIVE } from "./context.js";
+import { AWS_CONNECTION_ENV, DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE, KEY12, PRELOAD_ARCHIVE } from "./context.js";
+import { keepHostPackages } from "../sbom/packages.js";
 import { ec2Endpoint } from "../tools/ec2.js";
 import { acquireLease, leasePrefix } from "./lease.js";
 import { bootPassEnv, bootTestLocal, checkHostImage } from "../host/local-host.js";
@@ -50,6 +51,8 @@ export interface BakeOutcome {
   /** "existing": another bake finished this key while this one waited for it. */
   action: "baked" | "existing";
   images: Record<string, { key: string; id: string; tags: string[] }>;
+  /** The images this bake built or reused on its way (their SBOMs and statements go to the manifest). */
+  built?: Built;
   boot?: BootReport;
 }
 
@@ -85,8 +88,9 @@ async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: Do
     } finally {
       rmSync(path.join(run.dir, PACKER_DISK), { force: true });
     }
+    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY12)}`);
     const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, onLine: run.say, logsDir: run.logs.dir });
-    return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), boot };
+    return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), built, boot };
   } finally {
     keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
     rmSync(run.dir, { recursive: true, force: true });
@@ -152,10 +156,12 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
   if (run.target === "aws") {
     const baked = amiIdsByRegion(ids.join(","))[ami.region];
     if (!baked) throw new BuildFailedError(ami.name, `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`);
+    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `${ami.region}:${baked}`);
     regions = await reconcileAws(pipeline, ami, baked, tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: say });
   } else {
     regions = { local: localImageId(ids) };
+    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), regions.local);
   }
   const boot = local && run.bootTest ? await bootTestLocal(pipeline, ami, regions.local, docker, { ...local, passEnv, signal: run.signal, onLine: say }) : undefined;
-  return { regions, action: "baked", images, boot };
+  return { regions, action: "baked", images, built, boot };
 }

@@ -15,6 +15,8 @@ import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
 import { NoCredentialsError } from "../tools/ec2.js";
+import { imagesReplaced, recordAmiContents } from "../sbom/record.js";
+import type { ImageResult } from "../images/execute.js";
 
 export interface AmiOptions {
   file: string;
@@ -47,11 +49,15 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
     err(`${ami.name}: ${l}`);
     logs.line(ami.name, l);
   };
-  const finish = async (result: BakeResult, images: Record<string, { key: string; id: string; tags: string[] }> = {}, boot?: BootReport) => {
+  const finish = async (result: BakeResult, baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string } = {}) => {
+    const { boot } = baked;
     const disk = options.target === "vm" ? findVmDisk(pipeline.config.dir, ami.name, key) : undefined;
     const vm = disk ? { vm: { path: path.relative(pipeline.config.dir, path.join(disk.dir, disk.disk)), format: disk.format, bytes: disk.bytes } } : {};
     const record = { key: result.key, target: result.target, regions: result.regions, inputs: keyResult.inputs, ...vm, ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}) };
-    if (!options.dryRun) await updateManifest(pipeline.config.dir, { revision, images, amis: { [ami.name]: record } });
+    if (!options.dryRun) {
+      const contents = await recordAmiContents(pipeline, ami, key, result.regions, baked, { docker: tools.docker(), packer: packerTool() }, logs.runId, say);
+      await updateManifest(pipeline.config.dir, { revision, images: contents.images, amis: { [ami.name]: { ...record, ...(contents.sbom ? { sbom: contents.sbom } : {}) } }, provenance: contents.statements });
+    }
     out(options.json ? JSON.stringify({ ami: ami.name, ...result }, null, 2) : Object.entries(result.regions).map(([r, id]) => `${r}\t${id}`).join("\n"));
     return result;
   };
@@ -75,8 +81,10 @@ export async function amiCommand(options: AmiOptions, tools: Tools, out: (t: str
       return { key, target: options.target, regions: {}, action: "baked" };
     }
 
+    const startedOn = new Date().toISOString();
+    const replaced = await imagesReplaced(tools.docker(), pipeline.config.project, plan);
     const baked = await bakeOnce(pipeline, ami, tools, { target: options.target, key, dir, plan, packer, force: options.force, bootTest: options.bootTest !== false, local, sourceAmi, revision, signal: options.signal, logs, say });
-    return await finish({ key, target: options.target, regions: baked.regions, action: baked.action }, baked.images, baked.boot);
+    return await finish({ key, target: options.target, regions: baked.regions, action: baked.action }, { built: baked.built, boot: baked.boot, replaced, startedOn: baked.action === "baked" ? startedOn : undefined });
   } finally {
     await logs.close();
   }

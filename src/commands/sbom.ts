@@ -5,9 +5,9 @@ import { BakeError, UsageError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
 import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { imagePackages } from "../sbom/packages.js";
-import { imageSubject } from "../sbom/record.js";
+import { amiSubject, imageSubject } from "../sbom/record.js";
+import { readManifest } from "../state/manifest.js";
 import { renderSbom, type SbomFormat, type SbomSubject } from "../sbom/sbom.js";
-import { bakeVersion } from "../package-root.js";
 import type { DockerTool } from "../tools/docker.js";
 
 export interface SbomOptions {
@@ -30,26 +30,31 @@ export async function sbomCommand(options: SbomOptions, tools: Tools, out: (t: s
   return text;
 }
 
-/** What the SBOM describes: the node's current image, or a local AMI's host and the images it ships. */
+/** What the SBOM describes: the node's current image, or an AMI's host and the images it ships. */
 export async function sbomSubject(pipeline: Pipeline, name: string, docker: Pick<DockerTool, "inspectImage" | "readImageFiles">): Promise<SbomSubject> {
   const node = pipeline.graph.byName.get(name)!;
   const key = pipeline.keys.get(name)?.key;
+  if (!key) throw new BakeError(`${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`);
+  if (node.kind === "ami") {
+    const regions = bakedRegions(pipeline, name, key);
+    if (!regions) throw new BakeError(`no bake of ${name} with its current key ${key.slice(0, 12)} on the ${pipeline.target} target: run bake ami ${name} --target ${pipeline.target} first`);
+    return amiSubject(pipeline, node.ami, key, regions, docker);
+  }
   const image = currentImage(pipeline, name);
-  if (node.kind === "ami" && pipeline.target !== "local") {
-    throw new UsageError(`bake sbom ${name} --target ${pipeline.target}: the host's packages are read from the local target's machine image only so far; use --target local`);
-  }
-  if (!key || !image) {
-    const why = key ? `no image with ${name}'s current key ${key.slice(0, 12)}` : `${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`;
-    throw new BakeError(`${why}: run bake ${node.kind === "image" ? `build ${name}` : `ami ${name} --target local`} first`);
-  }
+  if (!image) throw new BakeError(`no image with ${name}'s current key ${key.slice(0, 12)}: run bake build ${name} first`);
   const created = (await docker.inspectImage(image.id))?.created ?? new Date(0).toISOString();
-  const list = await imagePackages(docker, pipeline.config.dir, image.id);
-  if (node.kind === "image") return imageSubject(pipeline.config, name, key, image.id, created, list);
-  const parts: SbomSubject["parts"] = [{ name: "host", kind: "host", list }];
-  for (const shipped of [...new Set([...node.ami.preload, ...node.ami.services])]) {
-    const found = currentImage(pipeline, shipped);
-    if (!found) throw new BakeError(`${name} ships ${shipped}, which has no image with its current key: run bake build ${shipped}`);
-    parts.push({ name: shipped, kind: "image", key: pipeline.keys.get(shipped)!.key!, id: found.id, list: await imagePackages(docker, pipeline.config.dir, found.id) });
+  return imageSubject(pipeline.config, name, key, image.id, created, await imagePackages(docker, pipeline.config.dir, image.id));
+}
+
+/** Where the AMI's current key was baked: the manifest's record, else the local image or the AMI found by key. */
+function bakedRegions(pipeline: Pipeline, name: string, key: string): Record<string, string> | undefined {
+  const recorded = readManifest(pipeline.config.dir).amis[name];
+  if (recorded?.key === key && recorded.target === pipeline.target) return recorded.regions;
+  if (pipeline.target === "local") {
+    const image = currentImage(pipeline, name);
+    return image ? { local: image.id } : undefined;
   }
-  return { project: pipeline.config.project, node: name, kind: "ami", key, ids: [image.id], created, parts, bakeVersion: bakeVersion() };
+  const found = pipeline.state.amis.get(name);
+  const node = pipeline.graph.byName.get(name)!;
+  return found?.ok && found.value && node.kind === "ami" ? { [node.ami.region]: found.value.imageId } : undefined;
 }

@@ -4,7 +4,8 @@
  * so an image without a shell or a package manager is read the same way. Lists are kept by
  * image id under `.bake/packages/` (an image id names exactly one set of files).
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { tarEntries } from "../tools/tar.js";
 import path from "node:path";
 import { writeJsonFile } from "../state/json-file.js";
 import type { DockerTool } from "../tools/docker.js";
@@ -174,4 +175,37 @@ export function describeDiff(d: PackageDiff): string {
     ...d.added.map((a) => `+${a.name} ${a.version}`),
     ...d.removed.map((r) => `-${r.name} ${r.version}`),
   ].join(", ");
+}
+
+/** An AMI's host list, as the bake that made it read it, with when that was. */
+export interface HostPackageList extends PackageList {
+  created: string;
+}
+
+/** Where an AMI's host list is kept: one file per AMI, target and key. */
+export function hostPackagesFile(dir: string, ami: string, target: string, key: string): string {
+  return path.join(packagesFolder(dir), `ami-${ami}-${target}-${key}.json`);
+}
+
+/** The files of the archive the last provisioners download (paths as on the host). */
+export async function archiveFiles(file: string): Promise<Map<string, Buffer>> {
+  const entries = await tarEntries(createReadStream(file));
+  return new Map(entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]));
+}
+
+/** Reads the host's package databases a bake downloaded and keeps the list by the AMI's key. */
+export async function keepHostPackages(dir: string, ami: string, target: string, key: string, archive: string, hostId: string): Promise<HostPackageList> {
+  const list: HostPackageList = { ...packageListFrom(hostId, await archiveFiles(archive)), created: new Date().toISOString() };
+  const file = hostPackagesFile(dir, ami, target, key);
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeJsonFile(file, list);
+  return list;
+}
+
+export function readHostPackages(dir: string, ami: string, target: string, key: string): HostPackageList | undefined {
+  try {
+    return JSON.parse(readFileSync(hostPackagesFile(dir, ami, target, key), "utf8")) as HostPackageList;
+  } catch {
+    return undefined;
+  }
 }

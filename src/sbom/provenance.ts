@@ -87,17 +87,24 @@ export function imageStatement(p: ImageProvenanceInput): Statement {
   }
   if (p.parent) dependencies.push({ name: `image:${p.parent.node}`, digest: { sha256: hex(p.parent.id) }, annotations: { "bake.key": p.parent.key } });
   for (const f of p.contextFiles ?? []) dependencies.push({ uri: `file:${f.path}`, digest: { sha256: f.digest } });
+  const external = { project: p.project, node: p.node, ...(p.dockerfile ? { dockerfile: p.dockerfile } : {}), ...(p.args && Object.keys(p.args).length ? { args: p.args } : {}) };
+  return statement(subject, IMAGE_BUILD_TYPE, external, dependencies, p);
+}
+
+/** The statement around a subject and its materials: the key and its inputs, the builder, the run, the SBOMs. */
+function statement(
+  subject: ResourceDescriptor[],
+  buildType: string,
+  externalParameters: Record<string, unknown>,
+  resolvedDependencies: ResourceDescriptor[],
+  p: { key: string; inputs: InputDigests; versions: Record<string, string>; sbom: Record<string, string>; run?: { id: string; startedOn: string; finishedOn: string } },
+): Statement {
   return {
     _type: STATEMENT_TYPE,
     subject,
     predicateType: SLSA_PROVENANCE,
     predicate: {
-      buildDefinition: {
-        buildType: IMAGE_BUILD_TYPE,
-        externalParameters: { project: p.project, node: p.node, ...(p.dockerfile ? { dockerfile: p.dockerfile } : {}), ...(p.args && Object.keys(p.args).length ? { args: p.args } : {}) },
-        internalParameters: { key: p.key, inputs: p.inputs },
-        resolvedDependencies: dependencies,
-      },
+      buildDefinition: { buildType, externalParameters, internalParameters: { key: p.key, inputs: p.inputs }, resolvedDependencies },
       runDetails: {
         builder: { id: BUILDER_ID, version: p.versions },
         metadata: p.run ? { invocationId: p.run.id, startedOn: p.run.startedOn, finishedOn: p.run.finishedOn } : {},
@@ -105,6 +112,43 @@ export function imageStatement(p: ImageProvenanceInput): Statement {
       },
     },
   };
+}
+
+export const AMI_BUILD_TYPE = "urn:bake:build-type:ami:v1";
+
+export interface AmiProvenanceInput {
+  project: string;
+  node: string;
+  target: string;
+  key: string;
+  /** Where the AMI is: region → AMI id on aws, `local` → image id, `vm` → disk path. */
+  regions: Record<string, string>;
+  inputs: InputDigests;
+  shipped: { node: string; key: string; id: string }[];
+  sbom: Record<string, string>;
+  versions: Record<string, string>;
+  run?: { id: string; startedOn: string; finishedOn: string };
+}
+
+/**
+ * An AMI's statement. EC2 gives out no digest of an AMI's contents: its subjects are named by
+ * region and AMI id and carry the bake key (`bakeKey`); the local target's machine image has a
+ * real one (its image id).
+ */
+export function amiStatement(p: AmiProvenanceInput): Statement {
+  const subject: ResourceDescriptor[] = Object.entries(p.regions).map(([where, id], i) => ({
+    name: p.target === "aws" ? `ec2:${where}:${id}` : `${p.target}:${id}`,
+    digest: (p.target === "local" && isDigest(id) ? { sha256: hex(id) } : { bakeKey: p.key }) as Record<string, string>,
+    ...(i === 0 ? { annotations: { "bake.node": p.node, "bake.key": p.key } } : {}),
+  }));
+  const dependencies: ResourceDescriptor[] = [];
+  for (const [name, value] of Object.entries(p.inputs).sort(([a], [b]) => a.localeCompare(b))) {
+    if (name === "kind") continue;
+    if (name === "source" && p.target === "aws") dependencies.push({ name: "input:source", uri: `ec2:${value}`, digest: { amiId: value } });
+    else dependencies.push({ name: `input:${name}`, digest: isDigest(value) ? { sha256: hex(value) } : { value } });
+  }
+  for (const s of p.shipped) dependencies.push({ name: `image:${s.node}`, digest: { sha256: hex(s.id) }, annotations: { "bake.key": s.key } });
+  return statement(subject, AMI_BUILD_TYPE, { project: p.project, node: p.node, target: p.target }, dependencies, p);
 }
 
 export function provenancePath(dir: string): string {

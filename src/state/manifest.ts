@@ -21,6 +21,8 @@ export interface ManifestAmi {
   inputs?: Record<string, string>;
   /** The vm target's disk: its path in the project, format and size in bytes. */
   vm?: { path: string; format: string; bytes: number };
+  /** `sha256:` of each SBOM format bake sbom writes for this AMI (its host and the images it ships). */
+  sbom?: Record<string, string>;
   /** The local or vm target's boot test: passed, and how long it took. */
   boot?: { ok: boolean; seconds: number };
 }

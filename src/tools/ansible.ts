@@ -29,3 +29,12 @@ export async function runLocalPlaybook(playbook: string, varsFile: string, optio
     onLine: options.onLine,
   });
 }
+
+/** Ansible's version as `ansible-playbook --version` prints it (`ansible-playbook [core 2.14.18]`). */
+export function parseAnsibleVersion(output: string): string | undefined {
+  return /ansible-playbook \[core (\S+)\]|ansible-playbook (\S+)/.exec(output)?.slice(1).find(Boolean);
+}
+
+export async function ansibleVersion(): Promise<string | undefined> {
+  return parseAnsibleVersion((await run("ansible-playbook", ["--version"], { timeoutMs: 15_000 })).stdout);
+}

@@ -4,7 +4,7 @@ import { createWriteStream } from "node:fs";
 import http from "node:http";
 import { Readable } from "node:stream";
 import { posix } from "node:path";
-import tar from "tar-stream";
+import { tarEntries } from "./tar.js";
 import { pipeline } from "node:stream/promises";
 import { BakeError } from "../errors.js";
 import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
@@ -291,22 +291,7 @@ async function archivedFile(container: any, at: string): Promise<{ content: Buff
     if (e?.statusCode === 404) return undefined;
     throw e;
   }
-  const extract = tar.extract();
-  const result = new Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined>((resolve, reject) => {
-    let first: { content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined;
-    extract.on("entry", (header, body, next) => {
-      const chunks: Buffer[] = [];
-      body.on("data", (c: unknown) => chunks.push(c as Buffer));
-      body.on("end", () => {
-        if (!first && header.type === "symlink") first = { link: header.linkname ?? "" };
-        else if (!first && header.type === "file") first = { content: Buffer.concat(chunks) };
-        next();
-      });
-      body.resume();
-    });
-    extract.on("finish", () => resolve(first));
-    extract.on("error", reject);
-  });
-  stream.pipe(extract);
-  return result;
+  const [first] = await tarEntries(stream);
+  if (first?.type === "symlink") return { link: first.linkname ?? "" };
+  return first?.type === "file" ? { content: first.content } : undefined;
 }

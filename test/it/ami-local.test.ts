@@ -5,6 +5,7 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSyn
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
@@ -205,6 +206,46 @@ test("the plan shows the local AMI cached; a second bake is a no-op that never s
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /nothing to bake/);
   assert.match(r.stdout, new RegExp(manifest().amis.host.regions.local));
+});
+
+test("what is inside the local AMI: an SBOM of the host and the images it ships, its digest in the manifest, provenance, bake verify", async () => {
+  const m = manifest();
+  const out = path.join(dir, "host.spdx.json");
+  const r = await bake(["sbom", "host", "--target", "local", "--format", "spdx-json", "--out", out], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  const text = readFileSync(out, "utf8");
+  assert.is(`sha256:${createHash("sha256").update(text).digest("hex")}`, m.amis.host.sbom["spdx-json"], "the manifest records the SBOM's digest");
+  const valid = await execa("pyspdxtools", ["-i", out], { reject: false });
+  assert.is(valid.exitCode, 0, valid.stderr + valid.stdout);
+  const cdx = JSON.parse((await bake(["sbom", "host", "--target", "local", "--format", "cyclonedx-json"], { cwd: dir })).stdout);
+  assert.equal(cdx.components.map((c: any) => c["bom-ref"]).sort(), ["host:host", "image:app", "image:base"]);
+  // The host's list is what its bake read from the host's dpkg database: dpkg-query in the baked image agrees.
+  const hostList = cdx.components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => `${c.name} ${c.version}`).sort();
+  const query = await execa("docker", ["run", "--rm", "--entrypoint", "dpkg-query", m.amis.host.regions.local, "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"]);
+  assert.equal(hostList, query.stdout.split("\n").filter((l) => l.startsWith("installed ")).map((l) => l.slice(10)).sort());
+  assert.ok(hostList.some((p: string) => p.startsWith("systemd-sysv ")), "the host's own packages");
+  const shipped = cdx.components.find((c: any) => c["bom-ref"] === "image:app");
+  assert.is(shipped.version, m.images.app.key);
+
+  const statement = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).find((s) => s.subject[0].annotations["bake.node"] === "host");
+  assert.equal(statement.subject[0], { name: `local:${m.amis.host.regions.local}`, digest: { sha256: m.amis.host.regions.local.slice(7) }, annotations: { "bake.node": "host", "bake.key": m.amis.host.key } });
+  assert.equal(statement.predicate.buildDefinition.resolvedDependencies.filter((d: any) => d.name.startsWith("image:")).map((d: any) => [d.name, d.digest.sha256]), [["image:base", m.images.base.id.slice(7)], ["image:app", m.images.app.id.slice(7)]]);
+  assert.match(statement.predicate.runDetails.builder.version.packer, /^1\.\d+\.\d+$/);
+  assert.match(statement.predicate.runDetails.builder.version.ansible, /^2\.\d+/);
+
+  let v = await bake(["verify", "host", "--target", "local"], { cwd: dir });
+  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.match(v.stdout, /^host: verified\n/);
+  const file = path.join(dir, "ansible/group_vars/all.yml");
+  const original = readFileSync(file, "utf8");
+  writeFileSync(file, `${original}# edited\n`);
+  try {
+    v = await bake(["verify", "host", "--target", "local"], { cwd: dir });
+    assert.is(v.code, 1, v.stdout);
+    assert.match(v.stdout, /FAILED working tree: the working tree's key [0-9a-f]{12} is not the recorded [0-9a-f]{12}; inputs changed: ansible:group_vars\/all\.yml\n/);
+  } finally {
+    writeFileSync(file, original);
+  }
 });
 
 test("an edit of anything Ansible reads moves the local AMI's key, and bake plan names the file", async () => {

@@ -11,6 +11,7 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
@@ -112,6 +113,24 @@ test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and th
   const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
   assert.equal(manifest.amis.host.regions, result.regions);
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] }, "Packer removed what it made");
+
+  // What is inside: the instance's packages, read from its dpkg database by the last
+  // provisioners (and removed from it), and the image it ships.
+  const out = path.join(dir, "host.cdx.json");
+  const sbom = await bake(["sbom", "host", "--format", "cyclonedx-json", "--out", out], { cwd: dir, env: ssh() });
+  assert.is(sbom.code, 0, sbom.stderr);
+  const text = readFileSync(out, "utf8");
+  assert.is(`sha256:${createHash("sha256").update(text).digest("hex")}`, manifest.amis.host.sbom["cyclonedx-json"]);
+  const bom = JSON.parse(text);
+  assert.equal(bom.metadata.component.properties.filter((p: any) => p.name === "bake:ami").map((p: any) => p.value).sort(), Object.entries(result.regions).map(([r, id]) => `${r}:${id}`).sort());
+  const host = bom.components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => c.name);
+  assert.ok(host.includes("openssh-server") && host.includes("systemd-sysv"), host.join(", "));
+  assert.equal(bom.components.map((c: any) => c["bom-ref"]).sort(), ["host:host", "image:base"]);
+  const left = await execa("docker", ["exec", instance, "ls", "/var/tmp"]);
+  assert.not.match(left.stdout, /bake-packages/, "the archive of the databases is not left on the host");
+  const verified = await bake(["verify", "host", "--json"], { cwd: dir, env: ssh() });
+  assert.is(verified.code, 0, verified.stdout + verified.stderr);
+  assert.equal(JSON.parse(verified.stdout).checks.map((c: any) => [c.name, c.ok]), [["working tree", true], ["ami", true], ["manifest", true]]);
 });
 
 test("a failing playbook: exit 1 naming the step, no AMI registered, nothing of Packer's left in the account", async () => {
