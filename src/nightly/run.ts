@@ -7,14 +7,14 @@ import type { Target } from "../graph/keys.js";
 import { assemblePlan, previousImage } from "../plan/plan.js";
 import { executeBuild, type ImageResult } from "../images/execute.js";
 import { RunLogs } from "../state/logs.js";
-import { updateManifest } from "../state/manifest.js";
+import { readManifest, updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
 import { amiCommand } from "../commands/ami.js";
 import { pruneCommand } from "../commands/prune.js";
 import { interruption, type BuildFailedError } from "../errors.js";
 import { describeImages, imagesReplaced, type ImageContents } from "../sbom/record.js";
-import { describeDiff, type PackageDiff } from "../sbom/packages.js";
+import { describeDiff, hostPackageChanges, type PackageDiff } from "../sbom/packages.js";
 
 export interface NightlyOptions {
   file: string;
@@ -153,8 +153,13 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
         continue;
       }
       try {
+        const before = readManifest(after.config.dir).amis[ami.name];
         const result = await amiCommand({ file: options.file, ami: ami.name, target: options.target, force: false, dryRun: options.dryRun, json: false, signal: options.signal }, tools, quiet, err);
         report.amis[ami.name] = result.regions;
+        if (result.action === "baked" && !options.dryRun) {
+          const packages = hostPackageChanges(after.config.dir, ami.name, options.target, before?.target === options.target ? before.key : undefined, result.key);
+          report.rebuilt.push({ node: ami.name, reason: `baked key ${result.key.slice(0, 12)}`, action: "baked", ...(packages ? { packages } : {}) });
+        }
       } catch (e) {
         stopIfInterrupted();
         report.failed.push({ node: ami.name, error: (e as BuildFailedError).message });

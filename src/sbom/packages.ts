@@ -209,3 +209,10 @@ export function readHostPackages(dir: string, ami: string, target: string, key: 
     return undefined;
   }
 }
+
+/** What changed in an AMI's host packages since the bake the manifest recorded before this one (both lists kept by key). */
+export function hostPackageChanges(dir: string, ami: string, target: string, beforeKey: string | undefined, afterKey: string): (PackageDiff & { since: string }) | undefined {
+  const was = beforeKey && beforeKey !== afterKey ? readHostPackages(dir, ami, target, beforeKey) : undefined;
+  const now = readHostPackages(dir, ami, target, afterKey);
+  return was && now ? { since: was.image, ...diffPackages(was.packages, now.packages) } : undefined;
+}

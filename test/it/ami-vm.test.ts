@@ -11,6 +11,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { CLI, ROOT, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
 
@@ -121,6 +122,16 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   const plan = await bakeVm(["plan", "app-host", "--target", "vm", "--json"]);
   const node = JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host");
   assert.equal([node.status, node.key], ["cached", result.key]);
+
+  // What is inside the disk: the guest's packages (its kernel, its engine) and the images it ships.
+  const sbom = await bakeVm(["sbom", "app-host", "--target", "vm", "--format", "cyclonedx-json"]);
+  assert.is(sbom.code, 0, sbom.stderr);
+  assert.is(`sha256:${createHash("sha256").update(`${sbom.stdout}\n`).digest("hex")}`, JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"].sbom["cyclonedx-json"]);
+  const guest = JSON.parse(sbom.stdout).components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => c.name);
+  assert.ok(guest.includes("docker.io") && guest.some((n: string) => n.startsWith("linux-image-")), guest.join(", "));
+  const verified = await bakeVm(["verify", "app-host", "--target", "vm"]);
+  assert.is(verified.code, 0, verified.stdout + verified.stderr);
+  assert.match(verified.stdout, /ok +ami: the VM disk of key [0-9a-f]{12} is in /);
 });
 
 test("Ctrl-C while the boot test runs: exit 130, the VM stopped, no disk, no boot copy, no rendered folder", async () => {

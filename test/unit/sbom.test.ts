@@ -2,7 +2,9 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import path from "node:path";
-import { APK_INSTALLED, DPKG_STATUS, describeDiff, diffPackages, packageListFrom, parseApkInstalled, parseDpkgStatus, parseOsRelease } from "../../src/sbom/packages.js";
+import { APK_INSTALLED, DPKG_STATUS, describeDiff, diffPackages, hostPackageChanges, keepHostPackages, packageListFrom, parseApkInstalled, parseDpkgStatus, parseOsRelease, readHostPackages } from "../../src/sbom/packages.js";
+import { execa } from "execa";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { cycloneDx, packageUrl, sbomDigests, spdx, type SbomSubject } from "../../src/sbom/sbom.js";
 import { contextMaterials, imageStatement } from "../../src/sbom/provenance.js";
 import { fileChanges, imageCheck, inputChanges, keyCheck } from "../../src/sbom/verify.js";
@@ -114,6 +116,28 @@ test("provenance: the subject is the image id (and the pushed digest), materials
 test("bake's own state beside the playbook (manifest, provenance) is not an input of an AMI's key", () => {
   const dir = tempTree({ "host.yml": "- hosts: all\n  tasks: []\n", "bake-manifest.json": "{}", "bake-provenance.intoto.jsonl": "{}\n" });
   assert.equal(ansibleInputs(path.join(dir, "host.yml"), dir, { HOME: "/nonexistent-home" }).map((i) => i.name), ["host.yml"]);
+});
+
+test("an AMI's host list: read from the archive the provisioners download, kept by key; the nightly diff between two bakes", async () => {
+  const dir = tempTree({ "bake.yml": "project: p\n" });
+  const archive = async (status: string, name: string) => {
+    const root = path.join(dir, `${name}-root`);
+    mkdirSync(path.join(root, "var/lib/dpkg"), { recursive: true });
+    mkdirSync(path.join(root, "etc"), { recursive: true });
+    writeFileSync(path.join(root, "var/lib/dpkg/status"), status);
+    writeFileSync(path.join(root, "etc/os-release"), "ID=debian\nVERSION_ID=12\n");
+    // As the provisioner makes it: tar -C $d -cf … . (entries start with ./)
+    await execa("tar", ["-C", root, "-cf", path.join(dir, `${name}.tar`), "."]);
+    return path.join(dir, `${name}.tar`);
+  };
+  const first = await keepHostPackages(dir, "host", "aws", "k1", await archive(STATUS, "one"), "us-east-1:ami-1");
+  assert.equal([first.managers, first.distro?.id, first.packages.length, first.image], [["dpkg"], "debian", 3, "us-east-1:ami-1"]);
+  await keepHostPackages(dir, "host", "aws", "k2", await archive(STATUS.replace("2.36-9+deb12u7", "2.36-9+deb12u9"), "two"), "us-east-1:ami-2");
+  assert.equal(readHostPackages(dir, "host", "aws", "k1")?.packages, first.packages);
+  assert.is(readHostPackages(dir, "host", "local", "k1"), undefined, "kept per target");
+  assert.equal(hostPackageChanges(dir, "host", "aws", "k1", "k2"), { since: "us-east-1:ami-1", added: [], removed: [], changed: [{ name: "libc6", type: "deb", before: "2.36-9+deb12u7", after: "2.36-9+deb12u9" }] });
+  assert.is(hostPackageChanges(dir, "host", "aws", undefined, "k2"), undefined, "a first bake has nothing to compare with");
+  assert.is(hostPackageChanges(dir, "host", "aws", "k2", "k2"), undefined);
 });
 
 test.run();
