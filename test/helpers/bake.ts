@@ -36,9 +36,16 @@ export async function bake(args: string[], options: { cwd: string; env?: Record<
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
+/** Temp folders of this test process, removed when it exits (a run of `make test` makes hundreds). */
+const made: string[] = [];
+process.on("exit", () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
 /** Writes files (path → content; a `->target` content makes a symlink) into a new temp folder. */
 export function tempTree(files: Record<string, string>, prefix = "bake-test-"): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  made.push(dir);
   writeTree(dir, files);
   return dir;
 }
