@@ -27,8 +27,8 @@ await build({
   define: { "import.meta.url": "__bakeModuleUrl" },
   banner: { js: 'const __bakeModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
   // Loaded from node_modules when first used: the SDKs, with native or data files of their own.
-  // The CycloneDX library tries optional plug-ins (XML writers, validators) in try/require: left out.
-  external: ["dockerode", "@aws-sdk/*", "ajv", "@grpc/grpc-js", "protobufjs", "xmlbuilder2", "libxmljs2", "xmlbuilder", "ajv-formats", "ajv-formats-draft2019", "spdx-expression-parse"],
+  // The SBOM libraries too (src/sbom/sbom.ts loads them when it writes one).
+  external: ["dockerode", "@aws-sdk/*", "ajv", "@grpc/grpc-js", "protobufjs", "@cyclonedx/*", "packageurl-js"],
   plugins: [yargsCommonJs],
   legalComments: "none",
   logLevel: "warning",

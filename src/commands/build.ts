@@ -53,7 +53,7 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   await updateManifest(pipeline.config.dir, {
     revision: readRevision(pipeline.config.dir),
     images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, sbom: contentsOf(r).sbom }])),
-    provenance: contents.map((c) => c.statement),
+    provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])),
   });
   const counts = (["built", "pulled", "cached"] as const).map((a) => `${results.filter((r) => r.action === a).length} ${a}`).join(", ");
   err(existsSync(logs.dir) ? `${counts}; logs in ${logs.dir}` : counts);

@@ -141,7 +141,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       if (packages) r.packages = packages;
     }
     const sbomOf = (name: string) => contents.find((c) => c.name === name)?.sbom;
-    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags, ...(sbomOf(b.name) ? { sbom: sbomOf(b.name) } : {}) }])), provenance: contents.map((c) => c.statement) });
+    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags, ...(sbomOf(b.name) ? { sbom: sbomOf(b.name) } : {}) }])), provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])) });
   }
 
   // 3. bake: every AMI whose images all built

@@ -16,13 +16,15 @@ import { amiStatement, contextMaterials, imageStatement, type Statement } from "
 import type { AmiNode } from "../config/model.js";
 import { currentImage } from "../state/read.js";
 import { BakeError } from "../errors.js";
+import { readManifest } from "../state/manifest.js";
 import type { PackerTool } from "../tools/packer.js";
 import { ansibleVersion } from "../tools/ansible.js";
 
 export interface ImageContents {
   name: string;
-  sbom: Record<SbomFormat, string>;
-  statement: Statement;
+  sbom: Record<string, string>;
+  /** Absent for an image the manifest already describes (same id and key): its statement stands. */
+  statement?: Statement;
   /** For a node built in this run that replaced an earlier image: its package changes. */
   packages?: PackageDiff & { since: string };
 }
@@ -52,10 +54,16 @@ export async function describeImages(
   options: { replaced: Map<string, string>; run: { id: string; startedOn: string; finishedOn: string } },
 ): Promise<ImageContents[]> {
   if (!results.length) return [];
+  const out: ImageContents[] = [];
+  // What the manifest already describes (a no-op run) is not read again: nothing to add.
+  const recorded = readManifest(pipeline.config.dir).images;
+  const unchanged = (r: ImageResult) => r.action !== "built" && recorded[r.name]?.id === r.id && recorded[r.name]?.key === r.key && recorded[r.name]?.sbom;
+  for (const r of results) if (unchanged(r)) out.push({ name: r.name, sbom: recorded[r.name].sbom! });
+  const rest = results.filter((r) => !unchanged(r));
+  if (!rest.length) return out;
   const engine = await docker.ping();
   const versions = { bake: bakeVersion(), "docker-engine": engine.version };
-  const out: ImageContents[] = [];
-  for (const r of results) {
+  for (const r of rest) {
     const image = await docker.inspectImage(r.id);
     if (!image) continue;
     const list = await imagePackages(docker, pipeline.config.dir, r.id);
@@ -154,7 +162,7 @@ export async function recordAmiContents(
   const finishedOn = new Date().toISOString();
   const built = baked.built ?? [];
   const images = await describeImages(pipeline, built, docker, { replaced: baked.replaced ?? new Map(), run: { id: runId, startedOn: baked.startedOn ?? finishedOn, finishedOn } });
-  const statements = images.map((c) => c.statement);
+  const statements = images.flatMap((c) => (c.statement ? [c.statement] : []));
   let sbom: Record<string, string> | undefined;
   try {
     const versions = await toolVersions(docker, tools.packer);

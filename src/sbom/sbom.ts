@@ -4,12 +4,23 @@
  * so the same node always yields the same bytes and the manifest can record their digests.
  */
 import { createHash } from "node:crypto";
-import { Component, Bom, Property } from "@cyclonedx/cyclonedx-library/Models";
-import { ComponentType } from "@cyclonedx/cyclonedx-library/Enums";
-import { JsonSerializer, JSON as CdxJson } from "@cyclonedx/cyclonedx-library/Serialize";
-import { Spec1dot6 } from "@cyclonedx/cyclonedx-library/Spec";
-import { PackageURL } from "packageurl-js";
+import { createRequire } from "node:module";
+import type * as CdxModels from "@cyclonedx/cyclonedx-library/Models";
+import type * as CdxEnums from "@cyclonedx/cyclonedx-library/Enums";
+import type * as CdxSerialize from "@cyclonedx/cyclonedx-library/Serialize";
+import type * as CdxSpec from "@cyclonedx/cyclonedx-library/Spec";
+import type * as Purl from "packageurl-js";
 import type { InstalledPackage, PackageList } from "./packages.js";
+
+// Loaded when an SBOM is written, not by every command that reaches this module: a no-op
+// `bake build` never pays for them (scripts/bundle.mjs leaves them out of the bundle).
+const load = (id: string): unknown => createRequire(import.meta.url)(id);
+const cdx = () => ({
+  ...(load("@cyclonedx/cyclonedx-library/Models") as typeof CdxModels),
+  ...(load("@cyclonedx/cyclonedx-library/Enums") as typeof CdxEnums),
+  ...(load("@cyclonedx/cyclonedx-library/Serialize") as typeof CdxSerialize),
+  ...(load("@cyclonedx/cyclonedx-library/Spec") as typeof CdxSpec),
+});
 
 export const SBOM_FORMATS = ["spdx-json", "cyclonedx-json"] as const;
 export type SbomFormat = (typeof SBOM_FORMATS)[number];
@@ -35,6 +46,7 @@ export function packageUrl(p: InstalledPackage, list: PackageList): string {
   if (list.distro) qualifiers.distro = list.distro.versionId ? `${list.distro.id}-${list.distro.versionId}` : list.distro.id;
   if (p.source) qualifiers.upstream = p.source;
   const namespace = list.distro?.id ?? (p.type === "apk" ? "alpine" : "debian");
+  const { PackageURL } = load("packageurl-js") as typeof Purl;
   return new PackageURL(p.type, namespace, p.name, p.version, Object.keys(qualifiers).length ? qualifiers : undefined, undefined).toString();
 }
 
@@ -50,6 +62,7 @@ function title(subject: SbomSubject): string {
 }
 
 export function cycloneDx(subject: SbomSubject): string {
+  const { Bom, Component, ComponentType, Property, JsonSerializer, JSON: CdxJson, Spec1dot6 } = cdx();
   const bom = new Bom({ serialNumber: `urn:uuid:${stableUuid(subject)}` });
   bom.metadata.timestamp = new Date(subject.created);
   bom.metadata.tools.components.add(new Component(ComponentType.Application, "bake", { version: subject.bakeVersion }));

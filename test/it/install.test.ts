@@ -55,6 +55,10 @@ test("npm pack, then npm install -g into a fresh prefix: bake runs from another 
   assert.is(build.exitCode, 0, build.stderr);
   const svc = JSON.parse(build.stdout).images.svc;
   assert.is((await docker.getImage(svc.id).inspect()).Config.Labels["bake.key"], svc.key);
+  // The SBOM libraries load from the installed package's own dependencies.
+  const sbom = await installed(["sbom", "svc", "--format", "cyclonedx-json"], dir);
+  assert.is(sbom.exitCode, 0, sbom.stderr);
+  assert.equal([JSON.parse(sbom.stdout).bomFormat, JSON.parse(sbom.stdout).metadata.component.version], ["CycloneDX", svc.key]);
   const render = await installed(["render", "host"], dir);
   assert.is(render.exitCode, 0, render.stderr);
   assert.match(render.stdout, /source "amazon-ebs" "ami"/);
