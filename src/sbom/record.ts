@@ -3,18 +3,16 @@
  * the manifest), its provenance statement, and, for a rebuilt node, what changed in its packages
  * since the image it replaces.
  */
-import type { BakeConfig } from "../config/model.js";
-import type { PlanEntry } from "../plan/plan.js";
-import { previousImage } from "../plan/plan.js";
-import type { Pipeline } from "../state/read.js";
+import path from "node:path";
+import type { AmiNode, BakeConfig } from "../config/model.js";
+import { previousImage, type PlanEntry } from "../plan/plan.js";
+import { currentImage, type Pipeline } from "../state/read.js";
 import type { ImageResult } from "../images/execute.js";
 import { LABEL, type DockerTool } from "../tools/docker.js";
 import { bakeVersion } from "../package-root.js";
 import { diffPackages, imagePackages, readHostPackages, type PackageDiff, type PackageList } from "./packages.js";
 import { sbomDigests, type SbomFormat, type SbomSubject } from "./sbom.js";
 import { amiStatement, contextMaterials, imageStatement, type Statement } from "./provenance.js";
-import type { AmiNode } from "../config/model.js";
-import { currentImage } from "../state/read.js";
 import { BakeError } from "../errors.js";
 import { readManifest } from "../state/manifest.js";
 import type { PackerTool } from "../tools/packer.js";
@@ -61,8 +59,8 @@ export async function describeImages(
   for (const r of results) if (unchanged(r)) out.push({ name: r.name, sbom: recorded[r.name].sbom! });
   const rest = results.filter((r) => !unchanged(r));
   if (!rest.length) return out;
-  const engine = await docker.ping();
-  const versions = { bake: bakeVersion(), "docker-engine": engine.version };
+  // The tools' versions are claimed only for what this run built (a pulled or found image was made elsewhere).
+  const versions: Record<string, string> = rest.some((r) => r.action === "built") ? { bake: bakeVersion(), "docker-engine": (await docker.ping()).version } : {};
   for (const r of rest) {
     const image = await docker.inspectImage(r.id);
     if (!image) continue;
@@ -83,10 +81,10 @@ export async function describeImages(
       inputs,
       contextFiles: listing && node.context ? contextMaterials(pipeline.config.dir, node.context, listing.entries) : undefined,
       parent: parent ? { node: parent.name, id: parent.id, key: parent.key } : undefined,
-      dockerfile: node.dockerfile ? relative(pipeline.config.dir, node.dockerfile) : undefined,
+      dockerfile: node.dockerfile ? path.relative(pipeline.config.dir, node.dockerfile).split(path.sep).join("/") : undefined,
       args: node.args,
       sbom,
-      versions,
+      versions: r.action === "built" ? versions : {},
       run: r.action === "built" ? options.run : undefined,
     });
     const contents: ImageContents = { name: r.name, sbom, statement };
@@ -98,10 +96,6 @@ export async function describeImages(
     out.push(contents);
   }
   return out;
-}
-
-function relative(dir: string, file: string): string {
-  return file.startsWith(`${dir}/`) ? file.slice(dir.length + 1) : file;
 }
 
 /**
@@ -164,19 +158,25 @@ export async function recordAmiContents(
   const images = await describeImages(pipeline, built, docker, { replaced: baked.replaced ?? new Map(), run: { id: runId, startedOn: baked.startedOn ?? finishedOn, finishedOn } });
   const statements = images.flatMap((c) => (c.statement ? [c.statement] : []));
   let sbom: Record<string, string> | undefined;
+  const recorded = readManifest(pipeline.config.dir).amis[ami.name];
+  if (!baked.startedOn && recorded?.key === key && recorded.target === pipeline.target && recorded.sbom && JSON.stringify(recorded.regions) === JSON.stringify(regions)) {
+    // Found by key as the manifest already describes it (a no-op run): nothing to read again.
+    return { images: imageEntries(built, images), sbom: recorded.sbom, statements };
+  }
   try {
-    const versions = await toolVersions(docker, tools.packer);
+    const versions = baked.startedOn ? await toolVersions(docker, tools.packer) : {};
     const amiContents = await describeAmi(pipeline, ami, key, regions, docker, { versions, run: baked.startedOn ? { id: runId, startedOn: baked.startedOn, finishedOn } : undefined });
     sbom = amiContents.sbom;
     statements.push(amiContents.statement);
   } catch (e) {
     say(`no SBOM or provenance recorded: ${(e as Error).message}`);
   }
-  return {
-    images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, tags: b.tags, ...(images.find((c) => c.name === b.name) ? { sbom: images.find((c) => c.name === b.name)!.sbom } : {}) }])),
-    sbom,
-    statements,
-  };
+  return { images: imageEntries(built, images), sbom, statements };
+}
+
+/** The manifest's entries of the images a bake built or reused, with their SBOM digests. */
+function imageEntries(built: ImageResult[], images: ImageContents[]): Record<string, { key: string; id: string; tags: string[]; sbom?: Record<string, string> }> {
+  return Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, tags: b.tags, ...(images.find((c) => c.name === b.name) ? { sbom: images.find((c) => c.name === b.name)!.sbom } : {}) }]));
 }
 
 /** The versions of what made an AMI: bake, the engine, Packer and Ansible. */
