@@ -9,6 +9,7 @@ import type { TemplateContext } from "./render.js";
 import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
 import { PACKER_DISK, VM_FILES } from "../host/vm-disk.js";
 import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
+import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
 
 export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
@@ -88,6 +89,8 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     machine: machineVariables(target, aws && ami.builder === "instance-store"),
     preloadArchive: PRELOAD_ARCHIVE,
     hostPackagesArchive: HOST_PACKAGES_ARCHIVE,
+    rpmQueryFormat: rpmQueryArgs()[2],
+    rpmQueryFile: HOST_RPM_QUERY,
     playbookPath: rel(ami.playbook),
     ansibleUser: aws ? "admin" : "root",
     keyTag,

@@ -1,5 +1,5 @@
 /** `bake sbom <node>`: the SBOM of what the node's current key built, in SPDX or CycloneDX JSON. */
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BakeError, UsageError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
@@ -19,6 +19,7 @@ export interface SbomOptions {
 }
 
 export async function sbomCommand(options: SbomOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<string> {
+  if (options.out && !existsSync(path.dirname(path.resolve(options.out)))) throw new UsageError(`--out ${options.out}: the folder ${path.dirname(path.resolve(options.out))} does not exist`);
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.node] }, tools);
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
   const subject = await sbomSubject(pipeline, options.node, tools.docker());
@@ -31,7 +32,7 @@ export async function sbomCommand(options: SbomOptions, tools: Tools, out: (t: s
 }
 
 /** What the SBOM describes: the node's current image, or an AMI's host and the images it ships. */
-export async function sbomSubject(pipeline: Pipeline, name: string, docker: Pick<DockerTool, "inspectImage" | "readImageFiles">): Promise<SbomSubject> {
+export async function sbomSubject(pipeline: Pipeline, name: string, docker: DockerTool): Promise<SbomSubject> {
   const node = pipeline.graph.byName.get(name)!;
   const key = pipeline.keys.get(name)?.key;
   if (!key) throw new BakeError(`${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`);

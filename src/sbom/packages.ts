@@ -1,23 +1,25 @@
 /**
- * Package lists: what a package manager's database in an image says is installed. The database
- * files are copied out of a created (never started) container: nothing the image holds runs,
- * so an image without a shell or a package manager is read the same way. Lists are kept by
- * image id under `.bake/packages/` (an image id names exactly one set of files).
+ * Package lists: what a package manager's database in an image says is installed. dpkg's and
+ * apk's files are copied out of a created (never started) container, so an image without a shell
+ * reads the same way; rpm's database (SQLite or Berkeley DB) is listed by the image's own rpm,
+ * the one program run, without a network. Lists are kept by image id under `.bake/packages/`
+ * (an image id names exactly one set of files); an AMI's host list by the AMI's key.
  */
 import { createReadStream, existsSync, mkdirSync, readFileSync } from "node:fs";
-import { tarEntries } from "../tools/tar.js";
 import path from "node:path";
+import { tarEntries } from "../tools/tar.js";
 import { writeJsonFile } from "../state/json-file.js";
 import type { DockerTool } from "../tools/docker.js";
+import { BakeError } from "../errors.js";
 
-export type PackageType = "deb" | "apk";
+export type PackageType = "deb" | "apk" | "rpm";
 
 export interface InstalledPackage {
   type: PackageType;
   name: string;
   version: string;
   arch?: string;
-  /** The source package (dpkg) or origin (apk) it was built from, when it differs from the name. */
+  /** The source package (dpkg, rpm) or origin (apk) it was built from, when it differs from the name. */
   source?: string;
   license?: string;
 }
@@ -26,7 +28,7 @@ export interface PackageList {
   /** The image whose databases were read. */
   image: string;
   /** Which databases held the list; empty when the image has none bake reads. */
-  managers: ("dpkg" | "apk")[];
+  managers: ("dpkg" | "apk" | "rpm")[];
   /** From the image's os-release: `debian` and `12`, `alpine` and `3.20.1`. */
   distro?: { id: string; versionId?: string; name?: string };
   packages: InstalledPackage[];
@@ -37,6 +39,28 @@ export interface PackageList {
 export const DPKG_STATUS = "/var/lib/dpkg/status";
 export const APK_INSTALLED = "/lib/apk/db/installed";
 const RPM_DATABASES = ["/var/lib/rpm/rpmdb.sqlite", "/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
+const RPM_PROGRAMS = ["/usr/bin/rpm", "/bin/rpm"];
+/** Where the files read from an image hold the output of the image's own `rpm` (packageListFrom). */
+export const RPM_QUERY = "rpm -qa";
+/** name, [epoch:]version-release, arch, source rpm, license: one package a line. */
+const RPM_QUERY_FORMAT = "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\t%{LICENSE}\\n";
+
+/** The arguments of the image's own rpm that list what its database holds. */
+export function rpmQueryArgs(): string[] {
+  return ["-qa", "--qf", RPM_QUERY_FORMAT];
+}
+
+/** `rpm -qa` in rpmQueryArgs' format; the gpg-pubkey entries are keys, not packages. */
+export function parseRpmQuery(text: string): InstalledPackage[] {
+  return text
+    .split("\n")
+    .map((l) => l.split("\t"))
+    .filter((f) => f.length >= 3 && f[0] && f[0] !== "gpg-pubkey")
+    .map(([name, version, arch, srpm, license]) => {
+      const source = /^(.+)-[^-]+-[^-]+\.src\.rpm$/.exec(srpm ?? "")?.[1];
+      return { type: "rpm" as const, name, version, ...(arch && arch !== "(none)" ? { arch } : {}), ...(source && source !== name ? { source } : {}), ...(license && license !== "(none)" ? { license } : {}) };
+    });
+}
 const OS_RELEASE = ["/etc/os-release", "/usr/lib/os-release"];
 
 /** Splits a Debian control file (or apk's database) into paragraphs of fields; continuation lines are folded in. */
@@ -100,15 +124,20 @@ export function packageListFrom(image: string, files: Map<string, Buffer>): Pack
     managers.push("apk");
     packages.push(...parseApkInstalled(apk.toString("utf8")));
   }
+  const rpmQuery = files.get(RPM_QUERY);
+  if (rpmQuery) {
+    managers.push("rpm");
+    packages.push(...parseRpmQuery(rpmQuery.toString("utf8")));
+  }
   packages.sort((a, b) => a.type.localeCompare(b.type) || a.name.localeCompare(b.name) || (a.arch ?? "").localeCompare(b.arch ?? ""));
   const release = OS_RELEASE.map((p) => files.get(p)).find(Boolean);
   const distro = release ? parseOsRelease(release.toString("utf8")) : undefined;
-  const rpm = RPM_DATABASES.some((p) => files.has(p));
-  const note = rpm
-    ? "the image has an rpm database, which bake does not read (it runs nothing inside the image); its rpm packages are not listed"
+  const rpmUnread = RPM_DATABASES.some((p) => files.has(p)) && !rpmQuery;
+  const note = rpmUnread
+    ? "an rpm database without an rpm program to read it: its rpm packages are not listed"
     : managers.length
       ? undefined
-      : "no package database (dpkg or apk) in the image: files that no package manager installed are not listed";
+      : "no package database (dpkg, apk or rpm) in the image: files that no package manager installed are not listed";
   return { image, managers, ...(distro ? { distro } : {}), packages, ...(note ? { note } : {}) };
 }
 
@@ -117,7 +146,7 @@ export function packagesFolder(dir: string): string {
 }
 
 /** The image's package list: read once per image id, then from `.bake/packages/`. */
-export async function imagePackages(docker: Pick<DockerTool, "readImageFiles">, dir: string, imageId: string): Promise<PackageList> {
+export async function imagePackages(docker: ImageReader, dir: string, imageId: string): Promise<PackageList> {
   const file = path.join(packagesFolder(dir), `${imageId.replace(/^sha256:/, "")}.json`);
   if (existsSync(file)) {
     try {
@@ -126,13 +155,32 @@ export async function imagePackages(docker: Pick<DockerTool, "readImageFiles">, 
       // A damaged file is read again from the image below.
     }
   }
-  const files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...RPM_DATABASES, ...OS_RELEASE]);
-  // An rpm database is not read: only its presence matters, and it can be large.
-  for (const p of RPM_DATABASES) if (files.has(p)) files.set(p, Buffer.alloc(0));
+  const files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...OS_RELEASE], [...RPM_DATABASES, ...RPM_PROGRAMS]);
+  // rpm's database (SQLite or Berkeley DB) is read by the image's own rpm, the one program run.
+  const rpm = RPM_DATABASES.some((p) => files.has(p)) ? RPM_PROGRAMS.find((p) => files.has(p)) : undefined;
+  if (rpm) files.set(RPM_QUERY, Buffer.from(await runOnce(docker, imageId, rpm, rpmQueryArgs())));
   const list = packageListFrom(imageId, files);
   mkdirSync(path.dirname(file), { recursive: true });
   writeJsonFile(file, list);
   return list;
+}
+
+export type ImageReader = Pick<DockerTool, "readImageFiles" | "createContainer" | "startContainer" | "waitContainer" | "containerLogs" | "removeContainer">;
+
+/** Runs one program of the image, without a network, and returns what it printed; fails on a non-zero exit. */
+async function runOnce(docker: ImageReader, image: string, program: string, args: string[]): Promise<string> {
+  const id = await docker.createContainer({ Image: image, Entrypoint: [program], Cmd: args, NetworkDisabled: true, User: "0" });
+  try {
+    await docker.startContainer(id);
+    const code = await docker.waitContainer(id);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    await docker.containerLogs(id, { follow: false }, (stream, chunk) => (stream === "stdout" ? out : err).push(chunk));
+    if (code !== 0) throw new BakeError(`${program} ${args[0]} in image ${image.slice(0, 19)} exited ${code}: ${Buffer.concat(err).toString("utf8").trim().slice(-500)}`);
+    return Buffer.concat(out).toString("utf8");
+  } finally {
+    await docker.removeContainer(id);
+  }
 }
 
 export interface PackageChange {
@@ -187,10 +235,17 @@ export function hostPackagesFile(dir: string, ami: string, target: string, key: 
   return path.join(packagesFolder(dir), `ami-${ami}-${target}-${key}.json`);
 }
 
+/** In the archive of a host's databases: what the host's own rpm listed, where it has one. */
+export const HOST_RPM_QUERY = "/bake-rpm-qa";
+
 /** The files of the archive the last provisioners download (paths as on the host). */
 export async function archiveFiles(file: string): Promise<Map<string, Buffer>> {
   const entries = await tarEntries(createReadStream(file));
-  return new Map(entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]));
+  const files = new Map(entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]));
+  const rpm = files.get(HOST_RPM_QUERY);
+  if (rpm) files.set(RPM_QUERY, rpm);
+  files.delete(HOST_RPM_QUERY);
+  return files;
 }
 
 /** Reads the host's package databases a bake downloaded and keeps the list by the AMI's key. */

@@ -48,7 +48,7 @@ export function imageSubject(config: Pick<BakeConfig, "project">, name: string, 
 export async function describeImages(
   pipeline: Pipeline,
   results: ImageResult[],
-  docker: Pick<DockerTool, "inspectImage" | "readImageFiles" | "ping">,
+  docker: DockerTool,
   options: { replaced: Map<string, string>; run: { id: string; startedOn: string; finishedOn: string } },
 ): Promise<ImageContents[]> {
   if (!results.length) return [];
@@ -102,7 +102,7 @@ export async function describeImages(
  * An AMI's SBOM subject: its host, as the bake that made it read the host's package databases
  * (kept by key; the local target's machine image can be read again), and the images it ships.
  */
-export async function amiSubject(pipeline: Pipeline, ami: AmiNode, key: string, regions: Record<string, string>, docker: Pick<DockerTool, "inspectImage" | "readImageFiles">): Promise<SbomSubject> {
+export async function amiSubject(pipeline: Pipeline, ami: AmiNode, key: string, regions: Record<string, string>, docker: DockerTool): Promise<SbomSubject> {
   const dir = pipeline.config.dir;
   let host: (PackageList & { created?: string }) | undefined = readHostPackages(dir, ami.name, pipeline.target, key);
   let created = (host as { created?: string } | undefined)?.created;
@@ -127,7 +127,7 @@ export async function describeAmi(
   ami: AmiNode,
   key: string,
   regions: Record<string, string>,
-  docker: Pick<DockerTool, "inspectImage" | "readImageFiles">,
+  docker: DockerTool,
   options: { versions: Record<string, string>; run?: { id: string; startedOn: string; finishedOn: string } },
 ): Promise<{ sbom: Record<SbomFormat, string>; statement: Statement }> {
   const subject = await amiSubject(pipeline, ami, key, regions, docker);

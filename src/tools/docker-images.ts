@@ -87,6 +87,32 @@ type ImageVerbs = Pick<DockerTool, "findBakeImages" | "listBakeImages" | "inspec
 
 export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: EngineConnection): ImageVerbs {
   let buildKit: Promise<boolean> | undefined;
+  const readImageFiles: ImageVerbs["readImageFiles"] = async (image, paths, present = []) => {
+    const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
+    const found = new Map<string, Buffer>();
+    try {
+      for (const p of present) {
+        const there = await (container as any).infoArchive({ path: p }).then(() => true, (e: any) => (e?.statusCode === 404 ? false : Promise.reject(e)));
+        if (there) found.set(p, Buffer.alloc(0));
+      }
+      for (const wanted of paths) {
+        // A symbolic link (/etc/os-release → ../usr/lib/os-release) is followed inside the image.
+        let at = wanted;
+        for (let hops = 0; hops < 8; hops++) {
+          const entry = await archivedFile(container, at);
+          if (!entry) break;
+          if (entry.link === undefined) {
+            found.set(wanted, entry.content);
+            break;
+          }
+          at = posix.resolve(posix.dirname(at), entry.link);
+        }
+      }
+      return found;
+    } finally {
+      await container.remove({ force: true }).catch(() => undefined);
+    }
+  };
   return {
     async findBakeImages(refs) {
       return Promise.all(
@@ -215,39 +241,9 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: E
       }
     },
     async imageHasPath(image, path) {
-      const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
-      try {
-        await (container as any).infoArchive({ path });
-        return true;
-      } catch (e: any) {
-        if (e?.statusCode === 404) return false;
-        throw e;
-      } finally {
-        await container.remove({ force: true }).catch(() => undefined);
-      }
+      return (await readImageFiles(image, [], [path])).has(path);
     },
-    async readImageFiles(image, paths) {
-      const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
-      const found = new Map<string, Buffer>();
-      try {
-        for (const wanted of paths) {
-          // A symbolic link (/etc/os-release → ../usr/lib/os-release) is followed inside the image.
-          let at = wanted;
-          for (let hops = 0; hops < 8; hops++) {
-            const entry = await archivedFile(container, at);
-            if (!entry) break;
-            if (entry.link === undefined) {
-              found.set(wanted, entry.content);
-              break;
-            }
-            at = posix.resolve(posix.dirname(at), entry.link);
-          }
-        }
-        return found;
-      } finally {
-        await container.remove({ force: true }).catch(() => undefined);
-      }
-    },
+    readImageFiles,
     async listTags(pattern) {
       const images = await dockerode().docker.listImages({ filters: JSON.stringify({ reference: [pattern] }) });
       const [repo] = pattern.split(":");
@@ -280,7 +276,6 @@ async function releaseParentTag(tag: string, remove: () => Promise<void>): Promi
   parentTags.delete(tag);
   await remove().catch(() => undefined);
 }
-
 
 /** The first entry of the engine's archive of one path: a file's content or a link's target; undefined when absent. */
 async function archivedFile(container: any, at: string): Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined> {

@@ -69,8 +69,11 @@ export interface DockerTool {
   waitContainer(id: string): Promise<number>;
   /** Whether the image holds this path (a container is created to look, never started). */
   imageHasPath(image: string, path: string): Promise<boolean>;
-  /** The contents of these files in the image, by path (links followed; absent files left out): nothing is run. */
-  readImageFiles(image: string, paths: string[]): Promise<Map<string, Buffer>>;
+  /**
+   * The contents of these files in the image, by path (links followed; absent files left out),
+   * and an empty entry for each of `present` that exists: nothing is run.
+   */
+  readImageFiles(image: string, paths: string[], present?: string[]): Promise<Map<string, Buffer>>;
 }
 
 export function connectDocker(options: { timeoutMs?: number } = {}): DockerTool {

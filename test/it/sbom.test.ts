@@ -101,7 +101,7 @@ test("package lists are read from the images' databases; both SBOM formats pass 
   assert.equal(purls("app"), purls("base"), "a child holds its parent's packages");
   assert.equal(purls("alp"), ["pkg:apk/alpine/busybox-binsh@1.36.1-r29?arch=x86_64&distro=alpine-3.20.1&upstream=busybox", "pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=alpine-3.20.1"]);
   assert.equal(purls("bare"), []);
-  assert.match(JSON.stringify(cdx("bare").metadata.component.properties), /no package database \(dpkg or apk\) in the image/);
+  assert.match(JSON.stringify(cdx("bare").metadata.component.properties), /no package database \(dpkg, apk or rpm\) in the image/);
   assert.is(cdx("app").metadata.component.properties.find((p: any) => p.name === "bake:image-id").value, built.app.id);
   const spdx = JSON.parse(readFileSync(path.join(dir, "base.spdx.json"), "utf8"));
   assert.equal(spdx.packages.slice(1).map((p: any) => [p.name, p.versionInfo]), [["base-files", "12.4+deb12u5"], ["libssl3", "3.0.13-1~deb12u1"], ["openssl", "3.0.13-1~deb12u1"]]);
@@ -175,6 +175,44 @@ test("a rebuilt base: build output lists each package's version change; provenan
   assert.match(v.stdout, new RegExp(`FAILED image: the engine has no image ${second.app.id.slice(0, 19)}, the statement's subject`));
 });
 
+test("an image with an rpm database beside dpkg's: the image's own rpm lists it (no network, nothing left), dpkg's packages too", async () => {
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-rpm
+images:
+  base:
+    rootfs:
+      debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] }
+  rpmimg: { parent: base, dockerfile: rpm/Dockerfile }
+`,
+    "rpm/fixture.spec": "Name: bake-fixture\nVersion: 1.2.3\nRelease: 4\nEpoch: 2\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n%description\nfixture\n%files\n",
+    "rpm/Dockerfile": [
+      "ARG BAKE_PARENT",
+      "FROM ${BAKE_PARENT}",
+      "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpm >/dev/null && rm -rf /var/lib/apt/lists/*",
+      // Debian's rpm keeps its database in ~/.rpmdb; rpm distributions keep it in /var/lib/rpm.
+      "RUN mkdir -p /etc/rpm && echo '%_dbpath /var/lib/rpm' > /etc/rpm/macros",
+      "COPY fixture.spec /tmp/fixture.spec",
+      "RUN rpmbuild -bb --quiet --define '_topdir /tmp/rpm' /tmp/fixture.spec && rpm -i --nodeps /tmp/rpm/RPMS/noarch/bake-fixture-1.2.3-4.noarch.rpm && rm -rf /tmp/rpm /tmp/fixture.spec",
+      "",
+    ].join("\n"),
+  });
+  const r = await bake(["build", "--json"], { cwd: dir });
+  assert.is(r.code, 0, r.stderr);
+  const id = JSON.parse(r.stdout).images.rpmimg.id;
+  const sbom = await bake(["sbom", "rpmimg", "--format", "cyclonedx-json"], { cwd: dir });
+  assert.is(sbom.code, 0, sbom.stderr);
+  const components = JSON.parse(sbom.stdout).components;
+  const fixture = components.find((c: any) => c.name === "bake-fixture");
+  assert.equal([fixture.version, fixture.purl], ["2:1.2.3-4", "pkg:rpm/debian/bake-fixture@2:1.2.3-4?arch=noarch&distro=debian-12"]);
+  // The reference: rpm itself, run in the image.
+  const query = await execa("docker", ["run", "--rm", "--entrypoint", "rpm", id, "-qa", "--qf", "%{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\n"]);
+  assert.equal(components.filter((c: any) => c.purl.startsWith("pkg:rpm/")).map((c: any) => `${c.name} ${c.version}`).sort(), query.stdout.split("\n").filter((l) => l && !l.startsWith("gpg-pubkey")).sort());
+  assert.ok(components.some((c: any) => c.name === "rpm" && c.purl.startsWith("pkg:deb/debian/rpm@")), "dpkg's packages are listed too");
+  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ ancestor: [id] }) });
+  assert.equal(left, [], "the container rpm ran in is removed");
+  await removeProject(`${project}-rpm`);
+});
+
 test("bake sbom and verify: bad usage is exit 2, a node never built is exit 1 with the command to run", async () => {
   const dir = await fixture();
   let r = await bake(["sbom", "nope"], { cwd: dir });
@@ -183,6 +221,9 @@ test("bake sbom and verify: bad usage is exit 2, a node never built is exit 1 wi
   r = await bake(["sbom", "base", "--format", "xml"], { cwd: dir });
   assert.is(r.code, 2);
   assert.match(r.stderr, /Invalid values:\s+Argument: format, Given: "xml"/);
+  r = await bake(["sbom", "base", "--out", "no/such/folder/base.json"], { cwd: dir });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /--out no\/such\/folder\/base\.json: the folder .*no\/such\/folder does not exist/);
   r = await bake(["sbom", "alp"], { cwd: dir });
   assert.is(r.code, 1);
   assert.match(r.stderr, /no image with alp's current key [0-9a-f]{12}: run bake build alp first/);

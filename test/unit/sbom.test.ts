@@ -2,7 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import path from "node:path";
-import { APK_INSTALLED, DPKG_STATUS, describeDiff, diffPackages, hostPackageChanges, keepHostPackages, packageListFrom, parseApkInstalled, parseDpkgStatus, parseOsRelease, readHostPackages } from "../../src/sbom/packages.js";
+import { APK_INSTALLED, DPKG_STATUS, RPM_QUERY, parseRpmQuery, rpmQueryArgs, describeDiff, diffPackages, hostPackageChanges, keepHostPackages, packageListFrom, parseApkInstalled, parseDpkgStatus, parseOsRelease, readHostPackages } from "../../src/sbom/packages.js";
 import { execa } from "execa";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cycloneDx, packageUrl, sbomDigests, spdx, type SbomSubject } from "../../src/sbom/sbom.js";
@@ -36,10 +36,20 @@ test("apk installed database and os-release", () => {
   assert.is(parseOsRelease("NAME=x\n"), undefined);
 });
 
-test("a package list says why it is empty, and that an rpm database was not read", () => {
-  assert.match(packageListFrom("sha256:1", new Map()).note!, /no package database \(dpkg or apk\)/);
+test("rpm: the image's own rpm lists its database (epoch, arch, source rpm, license); gpg keys are not packages", () => {
+  assert.equal(rpmQueryArgs(), ["-qa", "--qf", "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\t%{LICENSE}\\n"]);
+  assert.equal(parseRpmQuery("openssl-libs\t1:3.0.7-27.el9\tx86_64\topenssl-3.0.7-27.el9.src.rpm\tASL 2.0\ngpg-pubkey\tfd431d51-4ae0493b\t(none)\t(none)\tpubkey\nbash\t5.1.8-9.el9\tx86_64\tbash-5.1.8-9.el9.src.rpm\tGPLv3+\n"), [
+    { type: "rpm", name: "openssl-libs", version: "1:3.0.7-27.el9", arch: "x86_64", source: "openssl", license: "ASL 2.0" },
+    { type: "rpm", name: "bash", version: "5.1.8-9.el9", arch: "x86_64", license: "GPLv3+" },
+  ]);
+});
+
+test("a package list says why it is empty, and when an rpm database could not be read", () => {
+  assert.match(packageListFrom("sha256:1", new Map()).note!, /no package database \(dpkg, apk or rpm\)/);
   const rpm = packageListFrom("sha256:1", new Map([["/var/lib/rpm/rpmdb.sqlite", Buffer.alloc(0)]]));
-  assert.match(rpm.note!, /rpm database, which bake does not read/);
+  assert.match(rpm.note!, /an rpm database without an rpm program to read it/);
+  const read = packageListFrom("sha256:1", new Map([["/var/lib/rpm/rpmdb.sqlite", Buffer.alloc(0)], [RPM_QUERY, Buffer.from("bash\t5.1-1\tx86_64\tbash-5.1-1.src.rpm\tGPL\n")]]));
+  assert.equal([read.managers, read.packages.map((p) => p.name), read.note], [["rpm"], ["bash"], undefined]);
   const both = packageListFrom("sha256:1", new Map([[DPKG_STATUS, Buffer.from(STATUS)], [APK_INSTALLED, Buffer.from("P:musl\nV:1\n")]]));
   assert.equal([both.managers, both.packages.map((p) => `${p.type}:${p.name}`), both.note], [["dpkg", "apk"], ["apk:musl", "deb:held", "deb:libc6", "deb:tzdata"], undefined]);
 });
@@ -120,11 +130,12 @@ test("bake's own state beside the playbook (manifest, provenance) is not an inpu
 
 test("an AMI's host list: read from the archive the provisioners download, kept by key; the nightly diff between two bakes", async () => {
   const dir = tempTree({ "bake.yml": "project: p\n" });
-  const archive = async (status: string, name: string) => {
+  const archive = async (status: string, name: string, rpm?: string) => {
     const root = path.join(dir, `${name}-root`);
     mkdirSync(path.join(root, "var/lib/dpkg"), { recursive: true });
     mkdirSync(path.join(root, "etc"), { recursive: true });
     writeFileSync(path.join(root, "var/lib/dpkg/status"), status);
+    if (rpm) writeFileSync(path.join(root, "bake-rpm-qa"), rpm);
     writeFileSync(path.join(root, "etc/os-release"), "ID=debian\nVERSION_ID=12\n");
     // As the provisioner makes it: tar -C $d -cf … . (entries start with ./)
     await execa("tar", ["-C", root, "-cf", path.join(dir, `${name}.tar`), "."]);
@@ -132,10 +143,11 @@ test("an AMI's host list: read from the archive the provisioners download, kept 
   };
   const first = await keepHostPackages(dir, "host", "aws", "k1", await archive(STATUS, "one"), "us-east-1:ami-1");
   assert.equal([first.managers, first.distro?.id, first.packages.length, first.image], [["dpkg"], "debian", 3, "us-east-1:ami-1"]);
-  await keepHostPackages(dir, "host", "aws", "k2", await archive(STATUS.replace("2.36-9+deb12u7", "2.36-9+deb12u9"), "two"), "us-east-1:ami-2");
+  const second = await keepHostPackages(dir, "host", "aws", "k2", await archive(STATUS.replace("2.36-9+deb12u7", "2.36-9+deb12u9"), "two", "tzdata\t2024a-1\tnoarch\ttzdata-2024a-1.src.rpm\tPublic Domain\n"), "us-east-1:ami-2");
+  assert.equal([second.managers, second.packages.filter((p) => p.type === "rpm").map((p) => `${p.name} ${p.version}`)], [["dpkg", "rpm"], ["tzdata 2024a-1"]], "what the host's own rpm listed");
   assert.equal(readHostPackages(dir, "host", "aws", "k1")?.packages, first.packages);
   assert.is(readHostPackages(dir, "host", "local", "k1"), undefined, "kept per target");
-  assert.equal(hostPackageChanges(dir, "host", "aws", "k1", "k2"), { since: "us-east-1:ami-1", added: [], removed: [], changed: [{ name: "libc6", type: "deb", before: "2.36-9+deb12u7", after: "2.36-9+deb12u9" }] });
+  assert.equal(hostPackageChanges(dir, "host", "aws", "k1", "k2"), { since: "us-east-1:ami-1", added: [{ name: "tzdata", type: "rpm", version: "2024a-1" }], removed: [], changed: [{ name: "libc6", type: "deb", before: "2.36-9+deb12u7", after: "2.36-9+deb12u9" }] });
   assert.is(hostPackageChanges(dir, "host", "aws", undefined, "k2"), undefined, "a first bake has nothing to compare with");
   assert.is(hostPackageChanges(dir, "host", "aws", "k2", "k2"), undefined);
 });
