@@ -137,7 +137,7 @@ export async function main(argv: string[]): Promise<number> {
     )
     .command(
       "sbom <node>",
-      "the SBOM of the image (or local AMI) the node's current key built: its packages, from the image's package databases",
+      "the SBOM of what the node's current key built: an image's packages, or an AMI's host and the images it ships",
       (y) =>
         y
           .positional("node", { type: "string", demandOption: true })
