@@ -32,7 +32,7 @@ bench: services
 lint: setup
 	npx tsc -p tsconfig.json --noEmit
 	shellcheck scripts/*.sh bench/*.sh .ci/run
-	ansible-lint ansible/host.yml ansible/up.yml ansible/ec2-ami-tools.yml
+	ansible-lint ansible/host.yml ansible/bake/host-before.yml ansible/bake/host-after.yml ansible/bake/up.yml ansible/bake/ec2-ami-tools.yml
 	yamllint -d "{extends: relaxed, rules: {line-length: {max: 160}}}" bake.yml ansible
 
 schema: setup

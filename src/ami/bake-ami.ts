@@ -3,8 +3,8 @@
  * shipped images, run Packer, and reconcile copies, shares and tags on EC2. The plan (read
  * step) decided whether any of it is needed.
  */
-import { copyFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { PACKAGE_ROOT } from "../package-root.js";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyProvisioning } from "./provisioning.js";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";
@@ -72,11 +72,8 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
   writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
-  if (ami.builder === "instance-store" && pipeline.target === "aws") {
-    // bake's own playbook and role that install the EC2 AMI tools, beside the HCL.
-    cpSync(path.join(PACKAGE_ROOT, "ansible", "ec2-ami-tools.yml"), path.join(dir, "ec2-ami-tools", "ec2-ami-tools.yml"));
-    cpSync(path.join(PACKAGE_ROOT, "ansible", "roles", "ec2_ami_tools"), path.join(dir, "ec2-ami-tools", "roles", "ec2_ami_tools"), { recursive: true });
-  }
+  // bake's own playbooks and roles (engine, agent, shipped images, services; the EC2 AMI tools), beside the HCL.
+  copyProvisioning(dir);
   if (ami.test && pipeline.target === "aws") {
     mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
     copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
@@ -132,7 +129,8 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
 export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string | undefined>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
   const errors: string[] = [];
   const said: string[] = [];
-  const ansibleConfig = ansibleConfigFile(ami.playbook, options.projectDir);
+  // bake's own playbooks name their own ansible.cfg in their provisioners (ansible.hbs).
+  const ansibleConfig = ami.playbook ? ansibleConfigFile(ami.playbook, options.projectDir) : undefined;
   try {
     const artifacts = await packer.build(folder.dir, {
       cwd: options.projectDir,

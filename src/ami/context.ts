@@ -55,7 +55,7 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
 /** Where the aws target's Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS). */
 export const AWS_CONNECTION_ENV = { ec2Endpoint: "BAKE_EC2_ENDPOINT", sshHost: "BAKE_SSH_HOST", sshPort: "BAKE_SSH_PORT" } as const;
 
-/** Where an instance-store bake downloads the EC2 AMI tools from (ansible/roles/ec2_ami_tools). */
+/** Where an instance-store bake downloads the EC2 AMI tools from (bake's ansible/bake/roles/ec2_ami_tools). */
 export const EC2_AMI_TOOLS_ENV = { url: "BAKE_EC2_AMI_TOOLS_URL", sha256: "BAKE_EC2_AMI_TOOLS_SHA256" } as const;
 
 function machineVariables(target: Target, instanceStore: boolean): TemplateContext["machine"] {
@@ -91,7 +91,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     hostPackagesArchive: HOST_PACKAGES_ARCHIVE,
     rpmQueryFormat: rpmQueryArgs()[2],
     rpmQueryFile: HOST_RPM_QUERY,
-    playbookPath: rel(ami.playbook),
+    ...(ami.playbook ? { playbookPath: rel(ami.playbook) } : {}),
     ansibleUser: aws ? "admin" : "root",
     keyTag,
     // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
@@ -179,6 +179,7 @@ export function shippedImages(ami: AmiNode): string[] {
 
 export interface AnsibleVars {
   bake_project: string;
+  bake_engine: AmiNode["engine"];
   bake_target: Target;
   bake_preload_archive: string;
   bake_preload_images: { name: string; ref: string; key: string }[];
@@ -192,6 +193,7 @@ export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, im
   const byName = new Map<string, ImageNode>(config.images.map((i) => [i.name, i]));
   return {
     bake_project: config.project,
+    bake_engine: ami.engine,
     bake_target: target,
     bake_preload_archive: "/var/tmp/bake-preload.tar",
     bake_preload_images: shippedImages(ami).map((name) => ({ name, ref: ref(name), key: imageKeys.get(name) ?? "unknown" })),

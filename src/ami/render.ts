@@ -25,7 +25,8 @@ export interface TemplateContext {
   /** Machine-specific settings read from the environment Packer runs in (not secret). */
   machine: { name: string; env: string }[];
   preloadArchive: string;
-  playbookPath: string;
+  /** The AMI's own playbook, relative to the HCL; none when bake.yml names none. */
+  playbookPath?: string;
   ansibleUser: string;
   keyTag: string;
   /** The AMI's goss test, as the last provisioner on aws: the folder beside the HCL and the command. */

@@ -1,6 +1,6 @@
 /** `bake up` / `down` / `ps` / `logs` / `exec`: release containers locally, with their runtime contract. */
 import path from "node:path";
-import { PACKAGE_ROOT } from "../package-root.js";
+import { PROVISIONING_DIR, PROVISIONING_PLAYBOOKS } from "../ami/provisioning.js";
 import { loadConfig } from "../config/load.js";
 import { knownKeys, readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
@@ -10,7 +10,7 @@ import { RunLogs } from "../state/logs.js";
 import { gitInfo } from "../tools/git.js";
 import { failureMessage, passEnvValues, servicesOf, startWithAnsible, startWithApi, stopAll, upContainers, waitHealthy } from "../up/services.js";
 
-const UP_PLAYBOOK = path.join(PACKAGE_ROOT, "ansible/up.yml");
+const UP_PLAYBOOK = path.join(PROVISIONING_DIR, PROVISIONING_PLAYBOOKS.up);
 
 export interface UpOptions {
   file: string;
@@ -36,7 +36,7 @@ export async function upCommand(options: UpOptions, tools: Tools, out: (t: strin
     const plan = assemblePlan(pipeline.nodes.filter((n) => n.kind === "image"), pipeline.keys, pipeline.state, "local");
     await executeBuild(pipeline, plan, docker, () => gitInfo(pipeline.config.dir), logs, { noCache: false, push: false, concurrency: 2, tags: [], signal: options.signal, plain: Boolean(process.env.CI) || !process.stderr.isTTY });
     if (options.via === "ansible") {
-      err("starting through ansible/up.yml (the production service role)");
+      err("starting through bake's ansible/bake/up.yml (the production service role)");
       await startWithAnsible(services, pipeline.config, passEnv, UP_PLAYBOOK, (l) => logs.line("up.ansible", l));
     } else {
       const changed = await startWithApi(services, pipeline.config, docker, passEnv);

@@ -79,7 +79,10 @@ export interface AmiNode {
   shareWith: string[];
   source: { owners: string[]; name: string };
   instanceType: string;
-  playbook: string;
+  /** The AMI's own playbook (the user's concerns); bake provisions its contract around it. */
+  playbook?: string;
+  /** Who installs the Docker engine: bake (Debian's docker.io, before the playbook) or the AMI itself. */
+  engine: "bake" | "own";
   preload: string[];
   services: string[];
   retention: { keep: number };

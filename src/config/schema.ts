@@ -104,7 +104,12 @@ export const AmiSchema = Type.Object(
       { additionalProperties: false },
     ),
     instance_type: NonEmpty,
-    playbook: NonEmpty,
+    playbook: Type.Optional(Type.String({ minLength: 1, description: "the AMI's own Ansible playbook (optional): bake installs the engine and its agent before it, the shipped images and services after it" })),
+    engine: Type.Optional(
+      Type.Union([Type.Literal("bake"), Type.Literal("own")], {
+        description: "who installs the Docker engine on the host: bake (default: Debian's docker.io, before the playbook) or own (the source image or the playbook brings it)",
+      }),
+    ),
     preload: Type.Optional(Type.Array(NonEmpty)),
     services: Type.Optional(Type.Array(NonEmpty)),
     retention: Type.Optional(Type.Object({ keep: Type.Integer({ minimum: 1 }) }, { additionalProperties: false })),

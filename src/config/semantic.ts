@@ -278,8 +278,8 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
   else if (ami.builder === "instance-store" && !INSTANCE_STORE_ROOT.includes(ami.instance_type.split(".")[0])) {
     err([...at, "instance_type"], `${ami.instance_type} cannot boot an instance-store root: only the previous-generation ${INSTANCE_STORE_ROOT.map((f) => f.toUpperCase()).join(", ")} types can`, "use e.g. m3.medium, or builder: ebs for current instance types");
   }
-  const playbook = path.resolve(dir, ami.playbook);
-  if (!err.outside([...at, "playbook"], "playbook", ami.playbook, playbook) && kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
+  const playbook = ami.playbook === undefined ? undefined : path.resolve(dir, ami.playbook);
+  if (ami.playbook !== undefined && playbook && !err.outside([...at, "playbook"], "playbook", ami.playbook, playbook) && kindOf(playbook) !== "file") err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
   const preload = ami.preload ?? [];
   preload.forEach((p, i) => {
     if (!layers.has(p)) err([...at, "preload", i], `preload image "${p}" is not defined`, `use one of: ${[...layers.keys()].join(", ")}`);
@@ -311,7 +311,8 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
     shareWith,
     source: { owners, name: ami.source.name },
     instanceType: ami.instance_type,
-    playbook,
+    ...(playbook ? { playbook } : {}),
+    engine: ami.engine ?? "bake",
     preload,
     services,
     retention: { keep: ami.retention?.keep ?? 5 },

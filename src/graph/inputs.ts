@@ -1,13 +1,12 @@
 /** Reads the inputs of every node (files, Dockerfiles, playbooks) and digests them. */
-import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { PACKAGE_ROOT } from "../package-root.js";
 import pLimit from "p-limit";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { contextDigest, hashFile, listContext, type ContextListing } from "./context-files.js";
 import { ansibleInputs } from "./playbook-inputs.js";
 import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "../ami/templates.js";
+import { ec2AmiToolsDigest, hostProvisioningDigest } from "../ami/provisioning.js";
 import { vmDiskDigest } from "../host/vm-disk.js";
 import { VM_DISK_INPUT } from "./keys.js";
 import { readLock } from "../config/lock.js";
@@ -72,13 +71,6 @@ async function testDigest(test: TestSpec): Promise<string> {
   return digestOf({ spec: await hashFile(test.spec), vars: test.vars ? await hashFile(test.vars) : null, retryTimeout: test.retryTimeout, sleep: test.sleep });
 }
 
-/** bake's playbook and role that install the EC2 AMI tools on an instance-store bake's instance. */
-export function ec2AmiToolsDigest(): string {
-  const role = path.join(PACKAGE_ROOT, "ansible", "roles", "ec2_ami_tools");
-  const files = [path.join(PACKAGE_ROOT, "ansible", "ec2-ami-tools.yml"), ...readdirSync(role, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name))].sort();
-  return digestOf(Object.fromEntries(files.map((f) => [path.relative(PACKAGE_ROOT, f), readFileSync(f, "utf8")])));
-}
-
 /** The Packer templates decide the rendered HCL together with the AMI's settings and keys. */
 export function templateDigest(): string {
   return digestOf(Object.fromEntries(readTemplates()));
@@ -95,16 +87,19 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
     region: ami.region,
     source: ami.source,
     instanceType: ami.instanceType,
-    playbook: path.relative(dir, ami.playbook),
+    playbook: ami.playbook ? path.relative(dir, ami.playbook) : null,
+    engine: ami.engine,
     runtimeEnv: ami.runtimeEnv,
   };
-  const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest() };
+  // bake's own provisioning (engine, agent, shipped images, services) runs on every host.
+  const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest(), provisioning: hostProvisioningDigest() };
   if (ami.test) inputs.test = await testDigest(ami.test);
   // An instance-store bake also runs bake's own playbook that installs the EC2 AMI tools.
   if (ami.builder === "instance-store") inputs.amiTools = ec2AmiToolsDigest();
   // The disk a VM host starts from; computeKeys folds it in on the vm target only.
   if (ami.vm) inputs[VM_DISK_INPUT] = vmDiskDigest(ami.vm);
   const limit = pLimit(8);
+  if (!ami.playbook) return inputs;
   await Promise.all(ansibleInputs(ami.playbook, dir).map((f) => limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file)))));
   return inputs;
 }

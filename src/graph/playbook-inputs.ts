@@ -10,10 +10,11 @@
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
-import { LineCounter, parse as parseYaml, parseDocument } from "yaml";
+import { LineCounter, parse as parseYaml, parseDocument, visit } from "yaml";
 import { ConfigError } from "../errors.js";
 import { SourceMap } from "../config/source-map.js";
 import { parseDockerignore, patternMatcher } from "./context-files.js";
+import { BAKE_ROLES, PROVISIONING_DIR } from "../ami/provisioning.js";
 
 /** One file Ansible may read: `name` is how keys and `bake plan` call it (stable across machines). */
 export interface AnsibleInput {
@@ -103,14 +104,15 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
   const searchRoles = [path.join(folder, "roles"), ...(rolesPaths.length ? rolesPaths : [path.join(home, ".ansible/roles"), "/usr/share/ansible/roles", "/etc/ansible/roles"]), folder];
   const seenRoles = new Set<string>();
   const seenFiles = new Set<string>();
-  const useRole = (name: unknown) => {
+  const useRole = (name: unknown, from?: string) => {
     if (typeof name !== "string" || /[{}]/.test(name) || seenRoles.has(name)) return;
     seenRoles.add(name);
     const dir = path.isAbsolute(name) ? name : searchRoles.map((r) => path.join(r, name)).find(isDir);
+    if (!dir && from && (BAKE_ROLES as readonly string[]).includes(name)) throw bakeRoleNamed(from, name, projectDir);
     if (!dir) return;
     for (const f of walk(dir, ALWAYS_IGNORED)) {
       add(f);
-      if (/\.ya?ml$/.test(f) && (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))) scanTasks(readYaml(f), path.dirname(f));
+      if (/\.ya?ml$/.test(f) && (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))) scanTasks(readYaml(f), path.dirname(f), f);
     }
     for (const dep of roleDependencies(path.join(dir, "meta", "main.yml"), projectDir)) useRole(dep);
   };
@@ -126,18 +128,18 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
     }
     return undefined;
   };
-  const scanTasks = (tasks: unknown, from: string): void => {
+  const scanTasks = (tasks: unknown, from: string, fileOf?: string): void => {
     if (!Array.isArray(tasks)) return;
     for (const t of tasks) {
       if (!t || typeof t !== "object") continue;
       for (const [k, v] of Object.entries(t)) {
         const verb = k.replace(/^ansible\.(builtin|legacy)\./, "");
-        if (verb === "include_role" || verb === "import_role") useRole((v as any)?.name);
+        if (verb === "include_role" || verb === "import_role") useRole((v as any)?.name, fileOf);
         else if (verb === "include_tasks" || verb === "import_tasks" || verb === "include") {
           const file = named(v, from);
-          if (file) scanTasks(readYaml(file), path.dirname(file));
+          if (file) scanTasks(readYaml(file), path.dirname(file), file);
         } else if (verb === "include_vars") named(v, from);
-        else if (k === "block" || k === "rescue" || k === "always") scanTasks(v, from);
+        else if (k === "block" || k === "rescue" || k === "always") scanTasks(v, from, fileOf);
       }
     }
   };
@@ -150,8 +152,8 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
       const imported = named(play.import_playbook ?? play["ansible.builtin.import_playbook"], from);
       if (imported) scanPlaybook(imported);
       for (const v of [play.vars_files ?? []].flat()) for (const f of [v].flat()) named(f, from);
-      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : r?.role ?? r?.name);
-      for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) scanTasks(play[section], from);
+      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : r?.role ?? r?.name, file);
+      for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) scanTasks(play[section], from, file);
     }
   };
   seenFiles.add(playbook);
@@ -167,7 +169,9 @@ function walk(dir: string, patterns: string[]): string[] {
   const ignored = patternMatcher(patterns);
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   const out: string[] = [];
-  const seen = new Set<string>();
+  // bake's own provisioning is an input of its own (provisioning.ts), even where a project's
+  // folder happens to hold bake's package (this repository's reference pipeline does).
+  const seen = new Set<string>(existsSync(PROVISIONING_DIR) ? [realpathSync(PROVISIONING_DIR)] : []);
   const visit = (rel: string) => {
     const abs = rel ? path.join(dir, rel) : dir;
     let real: string;
@@ -219,6 +223,32 @@ export function roleDependencies(metaFile: string, projectDir: string): string[]
     if (typeof name !== "string" || !name) throw new ConfigError(map.locate(["dependencies", i]), "a role dependency names no role", "write - role: <name>, or the role's name as a string");
     return name;
   });
+}
+
+/**
+ * A playbook that names one of bake's own roles, which no longer come with a project: bake runs
+ * them itself, before and after the playbook. A config error at the line that names it.
+ */
+function bakeRoleNamed(file: string, role: string, projectDir: string): ConfigError {
+  const lines = new LineCounter();
+  const text = readFileSync(file, "utf8");
+  const doc = parseDocument(text, { lineCounter: lines });
+  const map = new SourceMap(path.relative(projectDir, file) || file, doc, lines);
+  let offset = 0;
+  visit(doc, {
+    Scalar(_, node) {
+      if (node.value === role && node.range) {
+        offset = node.range[0];
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return new ConfigError(
+    map.at(offset),
+    `role "${role}" is bake's own: bake installs the engine and its agent before this playbook, and the shipped images (preload:) and services (services:) after it, on every target`,
+    `remove it from the playbook (README: Your own playbook); to install the engine yourself, set engine: own on the AMI in bake.yml`,
+  );
 }
 
 function readIgnore(file: string): string[] {

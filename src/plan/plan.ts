@@ -54,6 +54,7 @@ const INPUT_WORDS: Record<string, string> = {
   target: "target",
   test: "test spec",
   amiTools: "bake's EC2 AMI tools role",
+  provisioning: "bake's host provisioning",
   vmDisk: "VM host disk spec",
 };
 

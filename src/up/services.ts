@@ -98,7 +98,7 @@ export async function startWithApi(services: Service[], config: BakeConfig, dock
   return changed;
 }
 
-/** Runs ansible/up.yml (the production `service` role) against the local engine. */
+/** Runs bake's ansible/bake/up.yml (the production `service` role) against the local engine. */
 export async function startWithAnsible(services: Service[], config: BakeConfig, passEnv: Record<string, string>, playbook: string, onLine: (l: string) => void): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-up-"));
   try {

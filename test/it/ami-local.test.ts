@@ -8,6 +8,7 @@ import { execa } from "execa";
 import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 
 const project = uniqueProject("ami-local");
 const SECRET = `sentinel-${process.pid}-Zq9xW`;
@@ -50,22 +51,18 @@ test.before(() => {
     "bake.yml": PIPELINE,
     "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo layer >> /layers.txt\n",
     "host/Dockerfile": HOST_DOCKERFILE,
-    // The production roles (engine, loader, services at boot), a role in the style of public ones
-    // (package, template, a handler that restarts its service, enabled at boot), and the marker
-    // role, found through the ansible.cfg beside the playbook with its text from group_vars.
+    // The user's own playbook only: a role in the style of public ones (package, template, a
+    // handler that restarts its service, enabled at boot) and the marker role, found through the
+    // ansible.cfg beside the playbook with its text from group_vars. The engine, the loader and the
+    // services at boot are bake's to provision; the project holds none of bake's files.
     "ansible/host.yml": [
       "---",
       "- name: Test host",
       "  hosts: all",
       "  become: true",
       "  roles:",
-      "    - role: docker_host",
       "    - role: web",
-      "    - role: preload",
       "    - role: marker",
-      "    - role: service",
-      "      vars:",
-      "        service_at_boot: true",
       "  tasks:",
       "    - name: Extra tasks from outside the folder",
       "      ansible.builtin.include_tasks: ../shared/extra.yml",
@@ -73,26 +70,12 @@ test.before(() => {
     ].join("\n"),
     "ansible/ansible.cfg": "[defaults]\nroles_path = roles:../shared/roles\n",
     "ansible/group_vars/all.yml": "marker_text: \"baked\\n\"\n",
-    "ansible/roles/web/defaults/main.yml": "---\nweb_port: 8088\n",
-    "ansible/roles/web/tasks/main.yml": [
-      "---",
-      "- name: Install lighttpd",
-      "  ansible.builtin.apt: { name: lighttpd, state: present, update_cache: true, cache_valid_time: 3600 }",
-      "- name: Listen on the configured port",
-      "  ansible.builtin.template: { src: port.conf.j2, dest: /etc/lighttpd/conf-enabled/90-port.conf, mode: \"0644\" }",
-      "  notify: Restart lighttpd",
-      "- name: Run lighttpd now and at boot",
-      "  ansible.builtin.service: { name: lighttpd, state: started, enabled: true }",
-      "",
-    ].join("\n"),
-    "ansible/roles/web/handlers/main.yml": "---\n- name: Restart lighttpd\n  ansible.builtin.service: { name: lighttpd, state: restarted }\n",
-    "ansible/roles/web/templates/port.conf.j2": "server.port := {{ web_port }}\n",
+    ...webRole("ansible"),
     "shared/roles/marker/tasks/main.yml": "- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: \"{{ marker_text }}\"\n    mode: \"0644\"\n",
     // The AMI's own spec, run by goss in the booted host after bake's checks.
-    "tests/host.goss.yaml": 'file:\n  /etc/bake-test:\n    exists: true\n    contents: ["baked"]\nservice:\n  lighttpd:\n    enabled: true\n    running: true\n  bake-preload:\n    enabled: true\nport:\n  tcp:8088:\n    listening: true\n',
+    "tests/host.goss.yaml": 'file:\n  /etc/bake-test:\n    exists: true\n    contents: ["baked"]\nservice:\n  lighttpd:\n    enabled: true\n    running: true\n  bake-preload:\n    enabled: true\n' + WEB_CHECKS,
     "shared/extra.yml": "- name: An included task\n  ansible.builtin.debug:\n    msg: included\n",
   });
-  for (const role of ["docker_host", "preload", "service", "bake_agent"]) cpSync(path.join(ROOT, "ansible/roles", role), path.join(dir, "ansible/roles", role), { recursive: true });
 });
 
 test.after(async () => {
@@ -152,11 +135,16 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
 test("the bake ran on a systemd host, and the image boots: no failed unit, the loader's images, the service answering on 127.0.0.1", async () => {
   // A public-style role's handler restarts its service through systemd during the bake.
   assert.match(first.stderr, /RUNNING HANDLER \[web : Restart lighttpd\][\s\S]*?changed: \[default\]/);
+  // bake provisioned its own contract around the user's playbook, from its package: the engine
+  // and the agent before it, the shipped images and the services at boot after it.
+  const order = ["TASK [docker_host : Install the Docker engine]", "TASK [bake_agent : Install bake's agent", "TASK [web : Install lighttpd]", "TASK [preload : Keep the shipped image archive]", "TASK [service : Enable each service at boot"].map((t) => [t, first.stderr.indexOf(t)] as const);
+  assert.ok(order.every(([, i], n) => i >= 0 && (n === 0 || i > order[n - 1][1])), JSON.stringify(order));
+  assert.not.ok(existsSync(path.join(dir, "ansible/roles/docker_host")) || existsSync(path.join(dir, "ansible/roles/preload")), "the project holds none of bake's roles");
   assert.match(first.stderr, /boot test: ok boot \([\d.]+ s\): systemd running/);
   assert.match(first.stderr, /boot test: ok units \([\d.]+ s\): no failed units/);
   assert.match(first.stderr, new RegExp(`boot test: ok preload [^\\n]*bake-preload.service active \\(success, enabled\\); present under their keys: ${project}/base:[0-9a-f]{12}, ${project}/app:[0-9a-f]{12}`));
   assert.match(first.stderr, /boot test: ok service app [^\n]*bake-service@[^ ]+-app\.service active[^\n]*healthy; GET http:\/\/127\.0\.0\.1:\d+\/ answered 200/);
-  assert.match(first.stderr, /boot test: ok test tests\/host\.goss\.yaml \([\d.]+ s\): 6 of 6 checks passed/, first.stderr.split("\n").filter((l) => /boot test/.test(l)).join("\n"));
+  assert.match(first.stderr, /boot test: ok test tests\/host\.goss\.yaml \([\d.]+ s\): 9 of 9 checks passed/, first.stderr.split("\n").filter((l) => /boot test/.test(l)).join("\n"));
   const boot = manifest().amis.host.boot;
   assert.ok(boot.ok && boot.seconds > 0 && boot.seconds < 180, JSON.stringify(boot));
   // Nothing of the boot test is left: no container or network under its namespace.
@@ -274,19 +262,18 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
 });
 
 /**
- * The pipeline under another project name (its bake.yml edited), with the production host
- * playbook and roles, or with a playbook of one task.
+ * The pipeline under another project name (its bake.yml edited), with a playbook of one task, or
+ * with no playbook at all: bake provisions the engine, the shipped images and the services alone.
  */
 function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
-  const tree = tempTree({
+  const yml = PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace("    test: tests/host.goss.yaml\n", "");
+  return tempTree({
     // Variants bake other playbooks: the main host's spec is not theirs.
-    "bake.yml": (options.edit ?? ((y: string) => y))(PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace("    test: tests/host.goss.yaml\n", "")),
+    "bake.yml": (options.edit ?? ((y: string) => y))(options.task ? yml : yml.replace("    playbook: ansible/host.yml\n", "")),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
     "host/Dockerfile": HOST_DOCKERFILE,
-    "ansible/host.yml": options.task ? `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` : readFileSync(path.join(ROOT, "ansible/host.yml"), "utf8"),
+    ...(options.task ? { "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` } : {}),
   });
-  if (!options.task) cpSync(path.join(ROOT, "ansible/roles"), path.join(tree, "ansible/roles"), { recursive: true });
-  return tree;
 }
 
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {

@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
-import { CLI, ROOT, testEnv } from "../helpers/bake.js";
+import { CLI, ROOT, testEnv, writeTree } from "../helpers/bake.js";
+import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("vm");
@@ -34,7 +35,14 @@ async function qemuOfProject(): Promise<string[]> {
 test.before(async () => {
   // The reference pipeline as the repository has it, under a project name of this test's own.
   dir = mkdtempSync(path.join(tmpdir(), "bake-vm-"));
-  for (const p of ["containers", "ansible"]) cpSync(path.join(ROOT, p), path.join(dir, p), { recursive: true });
+  // Only the project's files: bake's own provisioning (ansible/bake/ in this checkout) comes from
+  // bake's package, never from the project.
+  for (const p of ["containers", "ansible"]) cpSync(path.join(ROOT, p), path.join(dir, p), { recursive: true, filter: (src) => src !== path.join(ROOT, "ansible/bake") });
+  // The project's playbook also uses a role in the shape of public ones, checked by its spec.
+  writeTree(dir, webRole("ansible"));
+  writeFileSync(path.join(dir, "ansible/host.yml"), readFileSync(path.join(dir, "ansible/host.yml"), "utf8").replace("    - role: journald\n", "    - role: journald\n    - role: web\n"));
+  const spec = readFileSync(path.join(dir, "ansible/host.goss.yaml"), "utf8");
+  writeFileSync(path.join(dir, "ansible/host.goss.yaml"), `${spec.replace(/^service:\n/m, "service:\n  lighttpd:\n    enabled: true\n    running: true\n")}${WEB_CHECKS}`);
   const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8").replace(/^project: arcade$/m, `project: ${project}`);
   // A variant whose only service never becomes healthy, on a busybox base (a small archive to ship).
   const variant = [
@@ -56,8 +64,7 @@ test.before(async () => {
     "    region: us-east-1",
     '    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }',
     "    instance_type: t3.small",
-    "    playbook: ansible/host.yml",
-    "    services: [broken]",
+    "    services: [broken]",  // no playbook: bake provisions the engine, the image and the service alone
     "    vm:",
     "      rootfs:",
     "        debootstrap:",

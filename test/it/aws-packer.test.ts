@@ -7,7 +7,8 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
 import { execa } from "execa";
@@ -15,6 +16,7 @@ import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
+import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
 
 const project = uniqueProject("aws-packer");
 let dir = "";
@@ -24,7 +26,8 @@ let sshPort = "";
 const INSTANCE_DOCKERFILE = [
   "ARG BAKE_PARENT",
   "FROM ${BAKE_PARENT}",
-  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo python3-apt >/dev/null",
+  // The engine comes with the source, as on an engine-ready AMI (bake's engine role finds it there).
+  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo python3-apt docker.io apparmor >/dev/null",
   "RUN useradd --create-home --shell /bin/bash admin && echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/admin",
   // EC2 installs the key pair the instance is launched with; the stand-in accepts the key Packer offers.
   "RUN printf '#!/bin/sh\\necho \"$1 $2\"\\n' > /usr/local/bin/offered-key && chmod 755 /usr/local/bin/offered-key",
@@ -57,12 +60,20 @@ amis:
 `,
     "instance/Dockerfile": INSTANCE_DOCKERFILE,
     "ansible/host.yml": "- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: \"yes\\n\", mode: \"0644\" }\n",
-    "host.goss.yaml": 'file:\n  /etc/baked-on-aws:\n    exists: true\n    contents: ["yes"]\n  /var/tmp/bake-preload.tar:\n    exists: true\n',
+    // The user's playbook ran, and bake's own provisioning kept the shipped images for the loader.
+    "host.goss.yaml": 'file:\n  /etc/baked-on-aws:\n    exists: true\n    contents: ["yes"]\n  /var/lib/bake/preload/images.json:\n    exists: true\n',
   });
   const built = await bake(["build", "instance", "--json"], { cwd: dir });
   assert.is(built.code, 0, built.stderr);
   const image = JSON.parse(built.stdout).images.instance.id;
-  // The instance: a systemd host whose sshd answers on a 127.0.0.1 port the engine picks.
+  // The instance: a systemd host whose sshd answers on a 127.0.0.1 port the engine picks. No engine
+  // runs in an unprivileged container: the outer one answers on the host's socket, and bake's
+  // stand-in drop-ins (as on the local target) take the place of the engine's units.
+  const standin = mkdtempSync(path.join(tmpdir(), "bake-aws-standin-"));
+  for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
+    mkdirSync(path.dirname(path.join(standin, file)), { recursive: true });
+    writeFileSync(path.join(standin, file), text);
+  }
   instance = (
     await docker.createContainer({
       name: `${project}-instance`,
@@ -75,7 +86,7 @@ amis:
       ExposedPorts: { "22/tcp": {} },
       HostConfig: {
         Tmpfs: { "/run": "", "/run/lock": "" },
-        Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro"],
+        Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`, ...STANDIN_UNITS.map((u) => `${path.join(standin, u)}:/run/systemd/system/${u}:ro`)],
         PortBindings: { "22/tcp": [{ HostIp: "127.0.0.1", HostPort: "" }] },
       },
     } as any)
@@ -107,6 +118,8 @@ test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and th
   assert.is(home.Tags!.find((t) => t.Key === "bake:key")?.Value, result.key);
   assert.match(r.stderr, /Using ssh communicator to connect: 127\.0\.0\.1/);
   assert.match(r.stderr, /TASK \[Mark the host\]/);
+  // bake's own provisioning ran on the instance around the user's playbook.
+  assert.match(r.stderr, /TASK \[docker_host : Install the Docker engine\][\s\S]*TASK \[Mark the host\][\s\S]*TASK \[preload : Keep the shipped image archive\]/);
   assert.match(r.stderr, /Count: 3, Failed: 0/, "the AMI's goss test ran on the instance");
   const shared = await motoEc2("eu-west-1").send(new DescribeImageAttributeCommand({ ImageId: result.regions["eu-west-1"], Attribute: "launchPermission" }));
   assert.equal((shared.LaunchPermissions ?? []).map((p) => p.UserId), ["123456789012"]);
@@ -164,7 +177,7 @@ test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in 
 });
 
 test("instance-store: bake's EC2 AMI tools role on the stand-in host (check mode): refuses without a download, would install with one, skips where the tools are", async () => {
-  const run = (extra: string[]) => execa("ansible-playbook", ["-i", `${project}-instance,`, "-c", "community.docker.docker", "--check", ...extra, path.join(ROOT, "ansible/ec2-ami-tools.yml")], { reject: false, env: { ANSIBLE_HOST_KEY_CHECKING: "False", ANSIBLE_NOCOLOR: "1" } });
+  const run = (extra: string[]) => execa("ansible-playbook", ["-i", `${project}-instance,`, "-c", "community.docker.docker", "--check", ...extra, path.join(ROOT, "ansible/bake/ec2-ami-tools.yml")], { reject: false, env: { ANSIBLE_HOST_KEY_CHECKING: "False", ANSIBLE_NOCOLOR: "1" } });
   const refused = await run([]);
   assert.is(refused.exitCode, 2, refused.stdout);
   assert.match(refused.stdout, /the EC2 AMI tools \(ec2-bundle-vol\) are not on this instance[\s\S]*BAKE_EC2_AMI_TOOLS_URL/);

@@ -10,10 +10,12 @@ import path from "node:path";
 import { execa } from "execa";
 import { ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 
 const project = uniqueProject("install");
 const work = mkdtempSync(path.join(tmpdir(), "bake-install-"));
 const version = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version;
+let installedPrefix = "";
 
 test.after(async () => {
   rmSync(work, { recursive: true, force: true });
@@ -33,12 +35,15 @@ test("npm pack, then npm install -g into a fresh prefix: bake runs from another 
   const tarball = path.join(work, pack.stdout.trim().split("\n").at(-1)!);
   const listing = (await execa("tar", ["-tvzf", tarball])).stdout.split("\n");
   assert.ok(listing.some((l) => /^-rwxr-xr-x .* package\/dist\/src\/bake\.cjs$/.test(l)), "the bin is executable in the package");
-  for (const shipped of ["dist/bundle/cli.cjs", "packer/ami.pkr.hcl.hbs", "ansible/up.yml", "ansible/roles/service/tasks/main.yml", "schema/bake.schema.json"]) {
+  for (const shipped of ["dist/bundle/cli.cjs", "packer/ami.pkr.hcl.hbs", "packer/partials/ansible.hbs", "ansible/bake/host-before.yml", "ansible/bake/host-after.yml", "ansible/bake/up.yml", "ansible/bake/roles/service/tasks/main.yml", "schema/bake.schema.json"]) {
     assert.ok(listing.some((l) => l.endsWith(`package/${shipped}`)), `${shipped} is in the package`);
   }
+  // The reference pipeline is a project, not part of the package.
+  assert.not.ok(listing.some((l) => / package\/(ansible\/host\.yml|ansible\/roles\/|containers\/|bake\.yml)/.test(l)), "no reference project files in the package");
   assert.not.ok(listing.some((l) => / package\/(src|test)\//.test(l)), "no sources or tests in the package");
 
   const prefix = path.join(work, "prefix");
+  installedPrefix = prefix;
   await execa("npm", ["install", "-g", "--prefix", prefix, tarball, "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"]);
   const env = testEnv({ PATH: `${path.join(prefix, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin` });
   const installed = (args: string[], cwd: string) => execa("bake", args, { cwd, env, extendEnv: false, reject: false });
@@ -62,6 +67,54 @@ test("npm pack, then npm install -g into a fresh prefix: bake runs from another 
   const render = await installed(["render", "host"], dir);
   assert.is(render.exitCode, 0, render.stderr);
   assert.match(render.stdout, /source "amazon-ebs" "ami"/);
+});
+
+test("the installed bake bakes a user's project on --target local: its own playbook with a public-style role, bake's contract around it, the boot test and its spec", async () => {
+  assert.ok(installedPrefix, "the package was installed by the test before");
+  const env = testEnv({ PATH: `${path.join(installedPrefix, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin`, HOME: process.env.HOME });
+  const installed = (args: string[], cwd: string) => execa("bake", args, { cwd, env, extendEnv: false, reject: false, timeout: 600_000 });
+  // A folder holding only the user's files: bake.yml, a playbook with a role of its own, a goss spec.
+  const dir = tempTree({
+    "bake.yml": [
+      `project: ${project}-web`,
+      "images:",
+      "  base: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] } } }",
+      "  host: { parent: base, dockerfile: host/Dockerfile }",
+      `  tools: { rootfs: { tar: ${await busyboxRootfs()} } }`,
+      "amis:",
+      "  web:",
+      "    builder: ebs",
+      "    region: us-east-1",
+      '    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }',
+      "    instance_type: t3.small",
+      "    playbook: ansible/site.yml",
+      "    preload: [tools]",
+      "    local: { image: host }",
+      "    test: web.goss.yaml",
+      "",
+    ].join("\n"),
+    "host/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n",
+    "ansible/site.yml": "---\n- name: Web host\n  hosts: all\n  become: true\n  pre_tasks:\n    - name: The engine bake installed answers during the bake\n      ansible.builtin.command: docker version --format '{{ \"{{\" }}.Server.Version{{ \"}}\" }}'\n      changed_when: false\n  roles:\n    - role: web\n",
+    ...webRole("ansible"),
+    "web.goss.yaml": `service:\n  lighttpd:\n    enabled: true\n    running: true\n${WEB_CHECKS}`,
+  });
+  try {
+    const r = await installed(["ami", "web", "--target", "local", "--json"], dir);
+    assert.is(r.exitCode, 0, String(r.stderr).slice(-4000));
+    assert.match(String(r.stderr), /boot test: ok preload /);
+    assert.match(String(r.stderr), /boot test: ok test web\.goss\.yaml \([\d.]+ s\): 6 of 6 checks passed/);
+    // bake's provisioning, from the installed package, ran around the project's playbook.
+    assert.match(String(r.stderr), /TASK \[docker_host : Install the Docker engine\][\s\S]*TASK \[web : Install lighttpd\][\s\S]*TASK \[service : /);
+    const id = JSON.parse(r.stdout).regions.local;
+    assert.is((await docker.getImage(`${project}-web/web:${JSON.parse(r.stdout).key.slice(0, 12)}`).inspect()).Id, id);
+    // Nothing changed: a no-op.
+    const again = await installed(["ami", "web", "--target", "local", "--json"], dir);
+    assert.is(again.exitCode, 0, String(again.stderr));
+    assert.is(JSON.parse(again.stdout).regions.local, id);
+    assert.match(String(again.stderr), /nothing to bake/);
+  } finally {
+    await removeProject(`${project}-web`);
+  }
 });
 
 test.run();

@@ -118,6 +118,39 @@ test("a role dependency that names no role is a config error at its line, throug
   assert.not.match(r.stderr, /\n\s+at /);
 });
 
+test("a playbook that names one of bake's own roles is a config error at its line (exit 2); a project's own role of that name is its own", async () => {
+  const files = {
+    "bake.yml": "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
+    "r.tar": "x",
+    "ansible/host.yml": "- name: Host\n  hosts: all\n  roles:\n    - role: web\n    - role: preload\n",
+    "ansible/roles/web/tasks/main.yml": "- ansible.builtin.include_role:\n    name: docker_host\n",
+  };
+  const dir = tempTree(files);
+  assert.throws(() => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME), (e: any) => e instanceof ConfigError && /^ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own/.test(e.describe()));
+  const r = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^error: ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own: bake installs the engine/m);
+  assert.match(r.stderr, /fix: remove it from the playbook/);
+  assert.not.match(r.stderr, /\n\s+at /);
+  // The role named in the play itself, at its line.
+  writeFileSync(path.join(dir, "ansible/roles/web/tasks/main.yml"), "- ansible.builtin.debug: { msg: hi }\n");
+  assert.throws(() => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME), (e: any) => e instanceof ConfigError && e.describe().startsWith('ansible/host.yml:5:13: role "preload" is bake\'s own'));
+  // A project that has a role of that name uses its own.
+  const own = tempTree({ ...files, "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n", "ansible/roles/preload/tasks/main.yml": "- ansible.builtin.debug: { msg: mine }\n" });
+  assert.ok(ansibleInputs(path.join(own, "ansible/host.yml"), own, HOME).some((i) => i.name === "roles/preload/tasks/main.yml"));
+});
+
+test("bake's own provisioning is an input of every AMI's key, named in the plan when it changes; an AMI needs no playbook", async () => {
+  const dir = project();
+  const ami = { name: "host", builder: "ebs", region: "us-east-1", source: {}, instanceType: "t3.small", engine: "bake" } as unknown as AmiNode;
+  const inputs = await amiInputs(ami, dir);
+  assert.match(inputs.provisioning, /^[0-9a-f]{64}$/);
+  assert.equal(Object.keys(inputs).filter((k) => k.startsWith("ansible:")), [], "no playbook, no playbook inputs");
+  assert.is(describeInputs(changedInputs({ ...inputs, provisioning: "0".repeat(64) }, inputs)!), "bake's host provisioning");
+  const own = await amiInputs({ ...ami, engine: "own" } as AmiNode, dir);
+  assert.is.not(keyOf(own), keyOf(inputs), "engine: own is another key");
+});
+
 test("many changed files are summed up", () => {
   assert.is(describeInputs(["ansible:a", "ansible:b", "spec", "ansible:c", "ansible:d", "ansible:e", "ansible:f", "ansible:g"]), "AMI settings, playbook inputs a, b, c, d, e and 2 more");
 });
