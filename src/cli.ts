@@ -256,6 +256,18 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "init [dir]",
+      "write a starter project: bake.yml, a playbook of your own, a goss spec and a .gitignore for bake's files",
+      (y) =>
+        y
+          .positional("dir", { type: "string", default: ".", describe: "the project's folder (created if missing)" })
+          .option("project", { type: "string", describe: "the project name (default: the folder's name)" }),
+      async (args) => {
+        const { initCommand } = await import("./commands/init.js");
+        initCommand({ dir: args.dir as string, project: args.project as string | undefined }, stdout);
+      },
+    )
+    .command(
       "doctor",
       "check docker, registry, packer, ansible and AWS; one fix per problem",
       (y) => y,

@@ -79,7 +79,7 @@ type Report = ((p: YamlPath, message: string, hint?: string, key?: boolean) => v
 function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<string, Layer>, at: YamlPath, dir: string, map: SourceMap, err: Report): ImageNode {
   const node: ImageNode = { name, layer, parent: img.parent, args: {}, position: map.locate(at, true) };
   if (img.parent === undefined) {
-    if (layer === "release") err([...at, "run"], `image "${name}" has run: but no parent`, "a release is built on a service image: add parent: <service>");
+    if (layer === "release") err([...at, "run"], `image "${name}" has run: but no parent`, "a release is built on a base or service image: add parent: <image>");
     const sources = ["rootfs", "from"].filter((k) => (img as any)[k] !== undefined);
     if (sources.length !== 1) {
       err(at, `base image "${name}" needs exactly one of rootfs: or from:`, sources.length ? "keep one of them" : "add rootfs: { debootstrap: {...} } or from: <image>, or a parent:", true);
@@ -89,8 +89,9 @@ function checkImage(name: string, img: ImageEntry, layer: Layer, layers: Map<str
     else if (!layers.has(img.parent)) err([...at, "parent"], `parent "${img.parent}" of image "${name}" is not defined`, `define images.${img.parent}, or use one of: ${[...layers.keys()].join(", ")}`);
     else {
       const parentLayer = layers.get(img.parent)!;
-      if (parentLayer === "release") err([...at, "parent"], `parent "${img.parent}" of "${name}" is a release`, "releases are leaves: build on the service below it instead");
-      else if (layer === "release" && parentLayer !== "service") err([...at, "parent"], `release "${name}" must have a service as parent, but "${img.parent}" is a base`, "add a service layer between them, or remove run: to make this a service");
+      // A release stands on a service or straight on a base: base → service → release is the
+      // reference's shape, not a rule (a two-layer graph needs no pass-through service).
+      if (parentLayer === "release") err([...at, "parent"], `parent "${img.parent}" of "${name}" is a release`, "releases are leaves: build on the service or base below it instead");
     }
     for (const k of ["rootfs", "from"] as const) if (img[k] !== undefined) err([...at, k], `image "${name}" has a parent, so it cannot also have ${k}:`, `remove ${k}: or parent:`, true);
     if (img.dockerfile === undefined) err(at, `image "${name}" has a parent but no dockerfile:`, "services and releases are built from a Dockerfile: add dockerfile: path/to/Dockerfile", true);

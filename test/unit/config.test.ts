@@ -70,7 +70,6 @@ const BAD: [string, string, number, RegExp][] = [
   ["unknown parent", variant({ 6: "    parent: bsae" }), 6, /parent "bsae" of image "svc" is not defined/],
   ["cycle", variant({ 4: "    parent: rel\n    dockerfile: app/Dockerfile" }), 4, /images form a cycle: base → rel → svc → base|is a release/],
   ["own parent", variant({ 6: "    parent: svc" }), 6, /image "svc" is its own parent/],
-  ["release on a base", variant({ 9: "    parent: base" }), 9, /release "rel" must have a service as parent, but "base" is a base/],
   ["parent is a release", variant({ 7: "    dockerfile: app/Dockerfile\n  other:\n    parent: rel\n    dockerfile: app/Dockerfile" }), 9, /parent "rel" of "other" is a release/],
   ["service without dockerfile", variant({ 7: null }), 5, /image "svc" has a parent but no dockerfile:/],
   ["missing Dockerfile", variant({ 7: "    dockerfile: app/Dockerfile.nope" }), 7, /Dockerfile app\/Dockerfile.nope does not exist/],
@@ -131,6 +130,15 @@ test("the valid fixture loads", () => {
   assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "svc:service", "rel:release"]);
   assert.equal(config.amis[0].services, ["rel"]);
   assert.equal(config.images[2].run?.ports, [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 8080, protocol: "tcp" }]);
+});
+
+test("a two-layer graph loads: a release straight on a base; an AMI with no playbook, its engine bake's unless it says own", () => {
+  const dir = tempTree(FILES);
+  const config = parseConfig(variant({ 9: "    parent: base", 20: null }), "bake.yml", dir, {});
+  assert.equal(config.images.map((i) => `${i.name}:${i.layer}:${i.parent ?? ""}`), ["base:base:", "svc:service:base", "rel:release:base"]);
+  assert.equal([config.amis[0].playbook, config.amis[0].engine], [undefined, "bake"]);
+  assert.is(parseConfig(variant({ 20: "    engine: own" }), "bake.yml", dir, {}).amis[0].engine, "own");
+  assert.throws(() => parseConfig(variant({ 20: "    engine: docker" }), "bake.yml", dir, {}), /engine/);
 });
 
 test("a vm: disk loads with its defaults, and only on the vm target does it decide the AMI's key", () => {
