@@ -4,7 +4,7 @@ import * as assert from "uvu/assert";
 import { existsSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { bake, tempTree } from "../helpers/bake.js";
-import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxImage, busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("up-it");
 const TOKEN = `tok-${process.pid}`;
@@ -142,7 +142,7 @@ test("a service that never becomes healthy: exit 1 with its last log lines", asy
 });
 
 test("down removes exactly what bake started: no container, no network", async () => {
-  const bystander = await docker.createContainer({ Image: "bake-test/busybox:latest", Cmd: ["true"], Labels: { "bake.project": project } });
+  const bystander = await docker.createContainer({ Image: await busyboxImage(), Cmd: ["true"], Labels: { "bake.project": project } });
   const r = await bake(["down"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`removed .*${project}-web`));
