@@ -1,5 +1,6 @@
 /** The read step shared by commands: config → graph → input digests → state of the world → keys. */
 import path from "node:path";
+import { withDefaultLocalHost } from "../config/local-host.js";
 import { loadConfig } from "../config/load.js";
 import { findVmDisk } from "../host/vm-disk.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
@@ -62,7 +63,7 @@ export function currentImage(pipeline: Pipeline, name: string): { id: string; re
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
-  const config = await loadConfig(options.file);
+  const config = withDefaultLocalHost(await loadConfig(options.file), options.target);
   // Read first on every run: a corrupt manifest stops a command before anything is built.
   const manifest = readManifest(config.dir);
   const graph = buildGraph(config, options.target);

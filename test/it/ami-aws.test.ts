@@ -76,13 +76,18 @@ for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["eb
   });
 }
 
-test("render --target local of an AMI without local: exit 2 naming the AMI's line, nothing rendered", async () => {
+test("render --target local of an AMI without local: the host starts from bake's default (Debian 12 with systemd), on that target only", async () => {
   const dir = await fixture();
   const out = path.join(dir, "rendered");
   const r = await bake(["render", "host", "--target", "local", "--out", out], { cwd: dir, env: motoEnv });
-  assert.is(r.code, 2, r.stderr);
-  assert.match(r.stderr, /bake\.yml:\d+:\d+: AMI "host" has no local: image for --target local/);
-  assert.not.ok(existsSync(out));
+  assert.is(r.code, 0, r.stderr);
+  assert.match(readFileSync(path.join(out, "ami.pkr.hcl"), "utf8"), new RegExp(`image += "aws-${suffix}/bake-local-host:[0-9a-f]{12}"`));
+  await execa("packer", ["validate", out], { env: packerEnv({ BAKE_DOCKER_SOCKET: "/var/run/docker.sock" }) });
+  const local = JSON.parse((await bake(["plan", "--target", "local", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout).nodes;
+  assert.equal(local.filter((n: any) => n.name === "bake-local-host").map((n: any) => [n.kind, n.layer]), [["image", "base"]]);
+  assert.ok(local.findIndex((n: any) => n.name === "bake-local-host") < local.findIndex((n: any) => n.name === "host"), "the host image comes before the AMI that boots it");
+  const aws = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout).nodes;
+  assert.not.ok(aws.some((n: any) => n.name === "bake-local-host"), "other targets never build it");
 });
 
 test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's line, nothing rendered or built", async () => {

@@ -69,17 +69,16 @@ test("npm pack, then npm install -g into a fresh prefix: bake runs from another 
   assert.match(render.stdout, /source "amazon-ebs" "ami"/);
 });
 
-test("the installed bake bakes a user's project on --target local: its own playbook with a public-style role, bake's contract around it, the boot test and its spec", async () => {
+test("the installed bake bakes a user's project on --target local from bake's default host: its own playbook with a public-style role, bake's contract around it, the boot test and its spec", async () => {
   assert.ok(installedPrefix, "the package was installed by the test before");
   const env = testEnv({ PATH: `${path.join(installedPrefix, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin`, HOME: process.env.HOME });
   const installed = (args: string[], cwd: string) => execa("bake", args, { cwd, env, extendEnv: false, reject: false, timeout: 600_000 });
-  // A folder holding only the user's files: bake.yml, a playbook with a role of its own, a goss spec.
+  // A folder holding only the user's files: bake.yml, a playbook with a role of its own, a goss
+  // spec. No local: and no Dockerfile: the local host is bake's default (Debian 12 with systemd).
   const dir = tempTree({
     "bake.yml": [
       `project: ${project}-web`,
       "images:",
-      "  base: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] } } }",
-      "  host: { parent: base, dockerfile: host/Dockerfile }",
       `  tools: { rootfs: { tar: ${await busyboxRootfs()} } }`,
       "amis:",
       "  web:",
@@ -89,11 +88,9 @@ test("the installed bake bakes a user's project on --target local: its own playb
       "    instance_type: t3.small",
       "    playbook: ansible/site.yml",
       "    preload: [tools]",
-      "    local: { image: host }",
       "    test: web.goss.yaml",
       "",
     ].join("\n"),
-    "host/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n",
     "ansible/site.yml": "---\n- name: Web host\n  hosts: all\n  become: true\n  pre_tasks:\n    - name: The engine bake installed answers during the bake\n      ansible.builtin.command: docker version --format '{{ \"{{\" }}.Server.Version{{ \"}}\" }}'\n      changed_when: false\n  roles:\n    - role: web\n",
     ...webRole("ansible"),
     "web.goss.yaml": `service:\n  lighttpd:\n    enabled: true\n    running: true\n${WEB_CHECKS}`,

@@ -9,6 +9,8 @@ import { ConfigError, ConfigErrors } from "../../src/errors.js";
 import { interpolate } from "../../src/config/interpolate.js";
 import { parsePort } from "../../src/config/semantic.js";
 import { schemaText } from "../../src/config/write-schema.js";
+import { DEFAULT_LOCAL_HOST, withDefaultLocalHost } from "../../src/config/local-host.js";
+import { buildGraph } from "../../src/graph/graph.js";
 import { bake, ROOT, tempTree, writeTree } from "../helpers/bake.js";
 
 const VALID = [
@@ -139,6 +141,20 @@ test("a two-layer graph loads: a release straight on a base; an AMI with no play
   assert.equal([config.amis[0].playbook, config.amis[0].engine], [undefined, "bake"]);
   assert.is(parseConfig(variant({ 20: "    engine: own" }), "bake.yml", dir, {}).amis[0].engine, "own");
   assert.throws(() => parseConfig(variant({ 20: "    engine: docker" }), "bake.yml", dir, {}), /engine/);
+});
+
+test("an AMI without local: boots from bake's default host on --target local only (Debian 12 with systemd); one with local: keeps its own", () => {
+  const dir = tempTree(FILES);
+  const config = parseConfig(VALID.join("\n"), "bake.yml", dir, {});
+  assert.is(withDefaultLocalHost(config, "aws"), config);
+  assert.is(withDefaultLocalHost(config, "vm"), config);
+  const local = withDefaultLocalHost(config, "local");
+  const host = local.images.find((i) => i.name === DEFAULT_LOCAL_HOST)!;
+  assert.equal([host.layer, host.rootfs?.debootstrap], ["base", { suite: "bookworm", variant: "minbase", include: ["ca-certificates", "dbus", "python3", "systemd-sysv"] }]);
+  assert.is(local.amis[0].local?.image, DEFAULT_LOCAL_HOST);
+  assert.equal(buildGraph(local, "local").byName.get("host")!.deps, ["base", "rel", DEFAULT_LOCAL_HOST]);
+  const own = parseConfig(variant({ 22: "    services: [rel]\n    local: { image: base }" }), "bake.yml", dir, {});
+  assert.is(withDefaultLocalHost(own, "local"), own);
 });
 
 test("a vm: disk loads with its defaults, and only on the vm target does it decide the AMI's key", () => {
