@@ -15,13 +15,16 @@ export interface PlanOptions {
 export async function planCommand(options: PlanOptions, tools: Tools, out: (text: string) => void): Promise<PlanEntry[]> {
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: options.nodes, pull: options.pull }, tools);
   const entries = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
+  // Build-secret files inside a context: kept out of it, its key and its provenance; said so.
+  const withheld = new Map([...pipeline.listings].filter(([, l]) => l.withheldSecrets?.length).map(([name, l]) => [name, l.withheldSecrets!]));
   if (options.matrix) out(JSON.stringify(planMatrix(entries, pipeline.graph.levels.map((l) => l.map((n) => n.name)))));
-  else out(options.json ? planJson(entries) : planTable(entries, options.target));
+  else if (options.json) out(planJson(entries, withheld));
+  else out([planTable(entries, options.target), ...[...withheld].map(([name, files]) => `note: ${name}: build secret file${files.length > 1 ? "s" : ""} ${files.join(", ")} withheld from the context, the key and the provenance`)].join("\n"));
   return entries;
 }
 
-export function planJson(entries: PlanEntry[]): string {
-  return JSON.stringify({ nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({ name, kind, layer, key, status, reason })) }, null, 2);
+export function planJson(entries: PlanEntry[], withheld = new Map<string, string[]>()): string {
+  return JSON.stringify({ nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({ name, kind, layer, key, status, reason, ...(withheld.has(name) ? { withheld: withheld.get(name) } : {}) })) }, null, 2);
 }
 
 /**

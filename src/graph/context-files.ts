@@ -54,6 +54,8 @@ export interface ContextListing {
    */
   deferred?: { entry: ContextEntry; abs: string; st: Stats }[];
   cache?: DigestCache;
+  /** Build-secret files inside the context, kept out of it whatever .dockerignore says (paths in the context). */
+  withheldSecrets?: string[];
 }
 
 /** Parses a .dockerignore the way Docker's dockerignore.ReadAll does. */
@@ -72,7 +74,7 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
-export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean; withhold?: string[] } = {}): Promise<ContextListing> {
+export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean; withhold?: string[]; secretFiles?: string[] } = {}): Promise<ContextListing> {
   let patterns: string[] = [];
   try {
     patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
@@ -82,6 +84,10 @@ export async function listContext(root: string, options: { dockerfile?: string; 
   const matcher = dockerMatcher(patterns);
   // Files bake keeps out unless a rule asks for them by name (`!.env`): its own .env of pass_env values.
   const withheld = new Set((options.withhold ?? []).map((f) => path.relative(root, f).split(path.sep).join("/")).filter((rel) => !rel.startsWith("..") && !patterns.includes(`!${rel}`)));
+  // Build-secret files never: not sent, not listed, not digested, not a provenance material, even
+  // when a `!` rule names them (their value reaches the build only through its secret mount).
+  const secrets = new Set((options.secretFiles ?? []).map((f) => path.relative(root, f).split(path.sep).join("/")).filter((rel) => rel && !rel.startsWith("..") && !path.isAbsolute(rel)));
+  const secretsSeen: string[] = [];
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   // The walk and small files use synchronous calls: for thousands of small files they are
   // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.
@@ -92,7 +98,13 @@ export async function listContext(root: string, options: { dockerfile?: string; 
       const rel = dirRel ? `${dirRel}/${name}` : name;
       const abs = path.join(root, rel);
       const st = lstatSync(abs);
-      const ignored = (patterns.length > 0 && matcher.ignores(rel)) || withheld.has(rel);
+      if (secrets.has(rel)) {
+        secretsSeen.push(rel);
+        continue;
+      }
+      // Withheld (bake's .env and state) with everything under it, whatever `!` rules follow.
+      if (withheld.has(rel)) continue;
+      const ignored = patterns.length > 0 && matcher.ignores(rel);
       if (st.isDirectory()) {
         // An excluded folder is still walked when a `!` pattern might bring something back,
         // and it arrives in the image when something inside it is kept.
@@ -123,7 +135,7 @@ export async function listContext(root: string, options: { dockerfile?: string; 
     const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");
     if (!rel.startsWith("..")) alwaysSent.push(rel);
   }
-  const listing: ContextListing = { root, entries, alwaysSent, cache: options.cache };
+  const listing: ContextListing = { root, entries, alwaysSent, cache: options.cache, ...(secretsSeen.length ? { withheldSecrets: secretsSeen.sort() } : {}) };
   const deferred = large.map(({ entry, st }) => ({ entry, st, abs: path.join(root, entry.path) }));
   if (options.deferLarge && deferred.length) listing.deferred = deferred;
   else await hashInto(deferred, options.cache);

@@ -46,6 +46,11 @@ export async function readInputDigests(config: BakeConfig): Promise<Map<string, 
 
 /** bake's own file of pass_env values beside bake.yml: never in a build context unless asked for by name. */
 export const DOT_ENV = ".env";
+/**
+ * bake's own state in the project's folder, which every run rewrites: never in a build context
+ * unless asked for by name, or a context holding the project would change with every build.
+ */
+export const BAKE_STATE = [".bake", "bake-manifest.json", "bake-provenance.intoto.jsonl"];
 
 export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache, deferLarge = false, projectDir?: string): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
@@ -55,7 +60,9 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
-    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge, withhold: projectDir ? [path.join(projectDir, DOT_ENV)] : [] });
+    const secretFiles = Object.values(img.secrets ?? {}).flatMap((s) => (s.file ? [s.file] : []));
+    const withhold = projectDir ? [DOT_ENV, ...BAKE_STATE].map((f) => path.join(projectDir, f)) : [];
+    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge, withhold, secretFiles });
     listings?.set(img.name, listing);
     if (!listing.deferred) inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import path from "node:path";
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { argvWatch, bake, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, imagesOfProject, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEnv } from "../helpers/moto.js";
@@ -97,6 +98,46 @@ amis:
     const down = await bake(["down"], { cwd: dir, env });
     assert.is(down.code, 0, down.stderr);
     await removeProject(project);
+  }
+});
+
+test("a build secret given as a file inside the context: mounted for the build, and in no context, layer, key, listing or provenance material", async () => {
+  const name = `${project}-file`;
+  const secret = `${SENTINEL}-file`;
+  const dir = tempTree({
+    "bake.yml": `project: ${name}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app:\n    parent: base\n    context: .\n    dockerfile: app/Dockerfile\n    secrets: { npm: { file: secrets/npm } }\n`,
+    // COPY . puts the whole context in a layer: the secret must not be in it.
+    "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /ctx\nRUN --mount=type=secret,id=npm wc -c < /run/secrets/npm > /npm.len\n",
+    // Even a rule that asks for it by name does not bring it in.
+    ".dockerignore": "!secrets/npm\n",
+    "secrets/npm": secret,
+  });
+  try {
+    const build = await bake(["build", "--json"], { cwd: dir });
+    assert.is(build.code, 0, build.stderr);
+    const app = JSON.parse(build.stdout).images.app;
+    const run = async (cmd: string) => (await execa("docker", ["run", "--rm", "--entrypoint", "sh", app.id, "-c", cmd])).stdout.trim();
+    assert.is(await run("cat /npm.len"), String(secret.length), "the build's secret mount had the value");
+    assert.is(await run("ls -A /ctx/secrets 2>/dev/null; test -e /ctx/bake.yml && echo context-copied"), "context-copied", "the context arrived without the secret");
+    assert.is((await execa("sh", ["-c", `docker save ${app.id} | grep -c -a -F '${secret}' || true`])).stdout.trim(), "0", "layers");
+    const provenance = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8");
+    assert.ok(provenance.includes("file:bake.yml"), "the statement lists the context's files");
+    assert.not.ok(provenance.includes("secrets/npm") || provenance.includes(createHash("sha256").update(secret).digest("hex")), "no material names the secret file or its digest");
+    const holding = readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(dir, path.join(e.parentPath ?? (e as any).path, e.name)))
+      .filter((f) => f !== "secrets/npm" && readFileSync(path.join(dir, f)).includes(secret));
+    assert.equal(holding, [], "files under the project (logs, manifest, provenance)");
+    // A new value is not a new key (the key holds secret ids, never values), and the plan says why.
+    writeFileSync(path.join(dir, "secrets/npm"), `${secret}-rotated`);
+    const plan = await bake(["plan", "--json"], { cwd: dir });
+    assert.is(plan.code, 0, plan.stderr);
+    const node = JSON.parse(plan.stdout).nodes.find((n: any) => n.name === "app");
+    assert.equal([node.status, node.key, node.withheld], ["cached", app.key, ["secrets/npm"]]);
+    const table = await bake(["plan"], { cwd: dir });
+    assert.match(table.stdout, /note: app: build secret file secrets\/npm withheld from the context, the key and the provenance/);
+  } finally {
+    await removeProject(name);
   }
 });
 
