@@ -7,8 +7,9 @@
  * picks) so it never touches `bake up`'s containers, and is removed at the end, interrupt or not.
  */
 import { randomBytes } from "node:crypto";
+import { BakeError } from "../errors.js";
 import type { DockerTool } from "../tools/docker.js";
-import { waitHealthy, type Service } from "../up/services.js";
+import { LINE_BREAK, waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
 import type { TestSpec } from "../config/model.js";
 import { gossInContainer } from "../verify/goss.js";
@@ -52,6 +53,9 @@ export interface BootTestInput {
 
 /** The host's runtime environment file: the pass_env values and, on the local target, the boot test's namespace. */
 export function runtimeEnvFile(passEnv: Record<string, string>, namespace?: string): string {
+  // passEnvValues refused such values with the variable's name; this file is never written with one.
+  const broken = Object.keys(passEnv).filter((k) => LINE_BREAK.test(passEnv[k]));
+  if (broken.length) throw new BakeError(`pass_env ${broken.join(", ")} holds a line break: not written to the runtime env file`);
   const lines = Object.keys(passEnv)
     .sort()
     .map((k) => `${k}=${passEnv[k]}`);

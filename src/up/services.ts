@@ -63,8 +63,21 @@ export function passEnvValues(config: BakeConfig, services: Service[], env = pro
     }
   }
   if (missing.length) throw new UsageError(`pass_env not set: ${missing.join(", ")}: export it, or add NAME=value to ${dotEnvFile}`);
+  const broken = Object.entries(values).filter(([, v]) => LINE_BREAK.test(v)).map(([k]) => k);
+  if (broken.length) {
+    throw new UsageError(
+      `pass_env ${broken.join(", ")}: a value holds a line break or NUL, which the host's runtime env file (one KEY=VALUE per line, as docker --env-file) cannot carry: encode it on one line (e.g. base64) and decode it in the service`,
+    );
+  }
   return values;
 }
+
+/**
+ * What a pass_env value may not hold: a line break of any kind Python's splitlines() or a reader
+ * of `docker --env-file` lines could split on, or NUL. The same rule on every path (`bake up`, the
+ * local and VM boot tests), so that what the boot test checks is what a host runs.
+ */
+export const LINE_BREAK = /[\n\r\v\f\x1c-\x1e\x85\u2028\u2029\0]/;
 
 const PASS_ENV_LABEL = "bake.pass-env";
 

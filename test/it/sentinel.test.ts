@@ -141,4 +141,24 @@ test("a build secret given as a file inside the context: mounted for the build, 
   }
 });
 
+test("a multi-line pass_env secret is refused before anything starts, naming the variable and never its value", async () => {
+  const name = `${project}-pem`;
+  const pem = `-----BEGIN KEY-----\n${SENTINEL}\nBAKE_PUBLISH=host\n-----END KEY-----`;
+  const dir = tempTree({
+    "bake.yml": `project: ${name}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  web:\n    parent: base\n    dockerfile: web/Dockerfile\n    run:\n      pass_env: [TLS_KEY]\n      command: [sh, -c, "exec httpd -f -p 8080 -h /"]\n`,
+    "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+  });
+  try {
+    const r = await bake(["up", "web"], { cwd: dir, env: { TLS_KEY: pem } });
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, /pass_env TLS_KEY: a value holds a line break or NUL/);
+    assert.not.ok(`${r.stdout}${r.stderr}`.includes(SENTINEL), "output");
+    assert.equal(filesHolding(dir), [], "files under the project");
+    assert.equal(await imagesOfProject(name), [], "nothing built");
+    assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${name}`] }) })).length, 0, "nothing started");
+  } finally {
+    await removeProject(name);
+  }
+});
+
 test.run();

@@ -4,6 +4,11 @@ import * as assert from "uvu/assert";
 import { hostContainer, runtimeEnvFile } from "../../src/host/boot-test.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
 import { runtimeContract } from "../../src/runtime/contract.js";
+import { passEnvValues } from "../../src/up/services.js";
+import { UsageError } from "../../src/errors.js";
+import { execa } from "execa";
+import path from "node:path";
+import { ROOT, tempTree } from "../helpers/bake.js";
 
 test("the boot test's host: systemd as PID 1, unprivileged, no network of its own, the engine's socket where the host's engine would be", () => {
   const c: any = hostContainer({ image: "sha256:abc", project: "p", ami: "web", engineSocket: "/var/run/docker.sock" }, "bake-boot-1a2b3c");
@@ -35,6 +40,29 @@ test("a host's service contract is bake up's create options without pass_env val
   assert.equal(contract.ansible.create, { ...contract.create({ TOKEN: "x" }), Env: ["A=1"] });
   assert.equal(contract.create({ TOKEN: "x" }).Env, ["A=1", "TOKEN=x"]);
   assert.not.ok(JSON.stringify(contract.ansible).includes("TOKEN=x"));
+});
+
+
+test("a pass_env value with a line break of any kind, or NUL, is refused naming the variable (exit 2), never cut on a host", () => {
+  const release = { name: "web", layer: "release", run: { passEnv: ["PEM", "OK"] } } as any;
+  const config = { dir: "/nonexistent-project", file: "bake.yml", images: [release] } as any;
+  const services = [{ release }] as any;
+  assert.equal(passEnvValues(config, services, { PEM: "one line", OK: "a=b c" }), { PEM: "one line", OK: "a=b c" });
+  for (const brk of ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\0"]) {
+    assert.throws(
+      () => passEnvValues(config, services, { PEM: `-----BEGIN KEY-----${brk}abc`, OK: "x" }),
+      (e: any) => e instanceof UsageError && /^pass_env PEM: a value holds a line break or NUL/.test(e.message) && !e.message.includes("BEGIN KEY"),
+      JSON.stringify(brk),
+    );
+  }
+  assert.throws(() => runtimeEnvFile({ PEM: "a\nBAKE_PUBLISH=host" }), /pass_env PEM holds a line break/);
+});
+
+test("the host's agent reads the runtime env file by \\n lines only: other break characters stay in the value, a CRLF ending goes", async () => {
+  const dir = tempTree({ "runtime.env": "A=x\fy\u2028z\x85w\r\nB=plain\n# note\nC=last" });
+  const script = `import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location("agent", sys.argv[1])\nagent = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(agent)\nprint(json.dumps(agent.read_env_file(sys.argv[2])))\n`;
+  const { stdout } = await execa("python3", ["-c", script, path.join(ROOT, "ansible/bake/roles/bake_agent/files/bake-host.py"), path.join(dir, "runtime.env")]);
+  assert.equal(JSON.parse(stdout), { A: "x\fy\u2028z\x85w", B: "plain", C: "last" });
 });
 
 test.run();

@@ -82,11 +82,15 @@ def preload():
 
 
 def read_env_file(path):
-    """docker --env-file format: KEY=VALUE per line, the value verbatim; # comments and blank lines skipped."""
+    """docker --env-file format: KEY=VALUE per line, the value verbatim; # comments and blank lines skipped.
+
+    Lines end at "\n" only (a "\r" before it, as user-data written on Windows has, is dropped): not
+    splitlines(), which also splits on \r, \v, \f, \x1c-\x1e, \x85 and U+2028/2029 inside a value.
+    """
     values = {}
     try:
-        with open(path) as f:
-            for line in f.read().splitlines():
+        with open(path, newline="") as f:
+            for line in (raw[:-1] if raw.endswith("\r") else raw for raw in f.read().split("\n")):
                 if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
                     continue
                 key, value = line.split("=", 1)
