@@ -5,7 +5,7 @@
  * interrupted boot test leaves no disk, no VM and no file.
  */
 import { randomBytes } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { BuildFailedError, ConfigError, interruption } from "../errors.js";
@@ -61,9 +61,7 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
   const bootDir = path.join(dir, `boot-${randomBytes(3).toString("hex")}`);
   let passed = false;
   try {
-    mkdirSync(bootDir);
-    const raw = path.join(bootDir, "disk.raw");
-    await convertDisk({ file: path.join(dir, VM_FILES.disk), format: "qcow2" }, { file: raw, format: "raw" }, options.signal);
+    const raw = await bootCopy(path.join(dir, VM_FILES.disk), bootDir, options.signal);
     // The kernel and initrd the baked disk holds (a playbook may have changed them).
     const { kernel, initrd } = await bootFiles(raw, dir);
     let boot: BootReport | undefined;
@@ -97,6 +95,20 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
     // Nothing of a disk that did not pass stays behind.
     if (!passed) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The copy of the baked disk a boot test boots, which will carry the runtime environment file (the
+ * pass_env values): its folder is 0700 from creation and the copy 0600 before any secret is
+ * written into it, so no other user can read it at any moment.
+ */
+export async function bootCopy(disk: string, bootDir: string, signal?: AbortSignal): Promise<string> {
+  mkdirSync(bootDir, { mode: 0o700 });
+  chmodSync(bootDir, 0o700); // whatever the umask
+  const raw = path.join(bootDir, "disk.raw");
+  await convertDisk({ file: disk, format: "qcow2" }, { file: raw, format: "raw" }, signal);
+  chmodSync(raw, 0o600);
+  return raw;
 }
 
 /** Keeps a VM's serial console (what systemd printed at boot) with the run's logs. */

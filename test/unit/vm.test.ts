@@ -10,6 +10,9 @@ import { mkfsArgs, writeRequests } from "../../src/tools/ext4.js";
 import { prepareRootfs, VM_ROOTFS_FILES, vmDiskDigest } from "../../src/host/vm-disk.js";
 import type { VmSpec } from "../../src/config/model.js";
 import { runtimeEnvFile } from "../../src/host/boot-test.js";
+import { bootCopy } from "../../src/host/vm-host.js";
+import { statSync } from "node:fs";
+import { execa } from "execa";
 import { planVmRetention } from "../../src/prune/plan.js";
 
 test("QEMU: the disk's kernel booted directly, no display, every forward on 127.0.0.1 only", () => {
@@ -92,6 +95,22 @@ test("prune keeps a vm disk with the current key, the newest `keep` and any a ba
     ["a", "keep", "carries the current key"],
   ]);
   assert.ok(decisions.every((d) => d.kind === "vm" && d.where === "local"));
+});
+
+test("the boot copy that will carry the secrets: its folder 0700 and the disk 0600 from creation, whatever the umask", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-bootcopy-"));
+  const old = process.umask(0o022);
+  try {
+    const disk = path.join(dir, "disk.qcow2");
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", disk, "1M"]);
+    const raw = await bootCopy(disk, path.join(dir, "boot-abc"));
+    assert.is(statSync(path.join(dir, "boot-abc")).mode & 0o777, 0o700);
+    assert.is(statSync(raw).mode & 0o777, 0o600);
+    assert.is(statSync(raw).size, 1 << 20);
+  } finally {
+    process.umask(old);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();
