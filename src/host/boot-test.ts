@@ -8,6 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { BakeError } from "../errors.js";
+import { redact } from "../tools/exec.js";
 import type { DockerTool } from "../tools/docker.js";
 import { LINE_BREAK, waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
@@ -87,7 +88,11 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
   const namespace = `bake-boot-${randomBytes(3).toString("hex")}`;
   const deadline = started + 1000 * (input.timeoutSeconds ?? 180);
   const checks: BootCheck[] = [];
-  const check = (name: string, ok: boolean, detail: string) => {
+  // Every detail (journal lines, a service's own log lines) through the one redaction: a service
+  // that prints its pass_env value shows ***, on stderr, in .bake/logs and in the error alike.
+  const secrets = Object.values(input.passEnv);
+  const check = (name: string, ok: boolean, raw: string) => {
+    const detail = redact(raw, secrets);
     checks.push({ name, ok, detail });
     input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`);
     return ok;

@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { readFileSync } from "node:fs";
 import type { TestSpec } from "../config/model.js";
 import { interruption } from "../errors.js";
-import { renderCommand, type BackgroundProcess } from "../tools/exec.js";
+import { redact, renderCommand, type BackgroundProcess } from "../tools/exec.js";
 import { GOSS_DIR, gossFailures, gossSummary, validateArgs } from "../tools/goss.js";
 import { startVm, type VmArgsInput } from "../tools/qemu.js";
 import { forwardPort, sshRun, type SshTarget } from "../tools/ssh.js";
@@ -28,6 +28,8 @@ export interface VmBootInput {
   shipped: { ref: string; key: string }[];
   services: Service[];
   test?: { spec: TestSpec; goss: Buffer; name: string };
+  /** The pass_env values the disk's runtime env file holds: redacted from every detail shown. */
+  secrets?: string[];
   /** Seconds for each boot to settle and its services to become healthy. */
   timeoutSeconds?: number;
   signal?: AbortSignal;
@@ -50,7 +52,9 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   const timeout = 1000 * (input.timeoutSeconds ?? 300);
   const checks: BootCheck[] = [];
   const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
-  const check = (name: string, ok: boolean, detail: string) => {
+  // Every detail (the serial console, journals, a service's own log lines) through the one redaction.
+  const check = (name: string, ok: boolean, raw: string) => {
+    const detail = redact(raw, input.secrets ?? []);
     checks.push({ name, ok, detail });
     input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${elapsed()}): ${detail}`);
     return ok;

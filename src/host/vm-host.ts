@@ -76,6 +76,7 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
         ami: ami.name,
         shipped: shippedRefs(pipeline, ami),
         services: servicesOf(pipeline.config, ami.services, keys),
+        secrets: Object.values(options.passEnv),
         ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
         signal: options.signal,
         onLine: options.onLine,

@@ -277,7 +277,9 @@ function variant(suffix: string, options: { edit?: (yml: string) => string; task
 }
 
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
-  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,") });
+  // The service prints its pass_env value before it fails its health check: the boot test shows
+  // its last log lines, redacted like every other line bake shows or writes.
+  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,").replace('command: [python3, -m, http.server, "8080"]', 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]') });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-3000));
@@ -288,6 +290,8 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
   const manifestFile = path.join(failing, "bake-manifest.json");
   assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
   assert.not.ok(r.stderr.includes(SECRET), "the secret in no output");
+  assert.match(r.stderr, /token is \*\*\*/, "the service's own line, redacted");
+  assert.equal(filesUnder(failing).filter((f) => readFileSync(f).includes(SECRET)), [], "no log or file holds it");
   await removeProject(`${project}-health`);
 });
 
