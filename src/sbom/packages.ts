@@ -155,30 +155,57 @@ export async function imagePackages(docker: ImageReader, dir: string, imageId: s
       // A damaged file is read again from the image below.
     }
   }
-  const files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...OS_RELEASE], [...RPM_DATABASES, ...RPM_PROGRAMS]);
-  // rpm's database (SQLite or Berkeley DB) is read by the image's own rpm, the one program run.
+  let files: Map<string, Buffer>;
+  try {
+    files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...OS_RELEASE], [...RPM_DATABASES, ...RPM_PROGRAMS]);
+  } catch (e) {
+    // What the image holds cannot stop a build or its manifest: the list says why it is empty.
+    return { image: imageId, managers: [], packages: [], note: `its package databases could not be read: ${(e as Error).message.split("\n")[0]}` };
+  }
+  // rpm's database (SQLite or Berkeley DB) is read by the image's own rpm, the one program run,
+  // bounded in time; an rpm that fails or hangs leaves a list that says so (kept only in memory,
+  // so that a later run tries again).
   const rpm = RPM_DATABASES.some((p) => files.has(p)) ? RPM_PROGRAMS.find((p) => files.has(p)) : undefined;
-  if (rpm) files.set(RPM_QUERY, Buffer.from(await runOnce(docker, imageId, rpm, rpmQueryArgs())));
+  let rpmFailure: string | undefined;
+  if (rpm) {
+    try {
+      files.set(RPM_QUERY, Buffer.from(await runOnce(docker, imageId, rpm, rpmQueryArgs(), rpmTimeoutMs())));
+    } catch (e) {
+      rpmFailure = (e as Error).message.split("\n")[0];
+    }
+  }
   const list = packageListFrom(imageId, files);
+  if (rpmFailure) return { ...list, note: `the image's rpm could not list its packages (${rpmFailure}): its rpm packages are not listed` };
   mkdirSync(path.dirname(file), { recursive: true });
   writeJsonFile(file, list);
   return list;
 }
 
+/** How long an image's own rpm may take to list its database: BAKE_RPM_TIMEOUT_SECONDS, default 120. */
+function rpmTimeoutMs(env = process.env): number {
+  const seconds = Number(env.BAKE_RPM_TIMEOUT_SECONDS);
+  return 1000 * (Number.isFinite(seconds) && seconds > 0 ? seconds : 120);
+}
+
 export type ImageReader = Pick<DockerTool, "readImageFiles" | "createContainer" | "startContainer" | "waitContainer" | "containerLogs" | "removeContainer">;
 
 /** Runs one program of the image, without a network, and returns what it printed; fails on a non-zero exit. */
-async function runOnce(docker: ImageReader, image: string, program: string, args: string[]): Promise<string> {
+async function runOnce(docker: ImageReader, image: string, program: string, args: string[], timeoutMs: number): Promise<string> {
   const id = await docker.createContainer({ Image: image, Entrypoint: [program], Cmd: args, NetworkDisabled: true, User: "0" });
+  let timer: NodeJS.Timeout | undefined;
   try {
     await docker.startContainer(id);
-    const code = await docker.waitContainer(id);
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BakeError(`${program} ${args[0]} in image ${image.slice(0, 19)} did not finish within ${timeoutMs / 1000} s`)), timeoutMs);
+    });
+    const code = await Promise.race([docker.waitContainer(id), timedOut]);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     await docker.containerLogs(id, { follow: false }, (stream, chunk) => (stream === "stdout" ? out : err).push(chunk));
     if (code !== 0) throw new BakeError(`${program} ${args[0]} in image ${image.slice(0, 19)} exited ${code}: ${Buffer.concat(err).toString("utf8").trim().slice(-500)}`);
     return Buffer.concat(out).toString("utf8");
   } finally {
+    clearTimeout(timer);
     await docker.removeContainer(id);
   }
 }

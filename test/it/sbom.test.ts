@@ -12,7 +12,7 @@ import { execa } from "execa";
 import { JsonStrictValidator } from "@cyclonedx/cyclonedx-library/Validation";
 import { Version } from "@cyclonedx/cyclonedx-library/Spec";
 import { bake, tempTree, writeTree } from "../helpers/bake.js";
-import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("sbom-it");
 
@@ -211,6 +211,37 @@ images:
   const left = await docker.listContainers({ all: true, filters: JSON.stringify({ ancestor: [id] }) });
   assert.equal(left, [], "the container rpm ran in is removed");
   await removeProject(`${project}-rpm`);
+});
+
+test("an image whose own rpm fails or hangs: the build and its manifest go on, the list says why, bounded in time, nothing left running", async () => {
+  const name = `${project}-badrpm`;
+  const rpm = (body: string) => `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN mkdir -p /var/lib/rpm /usr/bin && echo db > /var/lib/rpm/Packages && printf '#!/bin/sh\\n${body}\\n' > /usr/bin/rpm && chmod 755 /usr/bin/rpm\n`;
+  const dir = tempTree({
+    "bake.yml": `project: ${name}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  failing: { parent: base, dockerfile: failing/Dockerfile }\n  hanging: { parent: base, dockerfile: hanging/Dockerfile }\n`,
+    "failing/Dockerfile": rpm("echo rpmdb: damaged >&2; exit 3"),
+    "hanging/Dockerfile": rpm("exec sleep 600"),
+  });
+  try {
+    const started = Date.now();
+    const r = await bake(["build", "--json"], { cwd: dir, env: { BAKE_RPM_TIMEOUT_SECONDS: "3" } });
+    assert.is(r.code, 0, r.stderr);
+    assert.ok(Date.now() - started < 60_000, "bounded by the timeout, not by the hanging rpm");
+    const built = JSON.parse(r.stdout).images;
+    const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+    for (const node of ["failing", "hanging"]) assert.is(manifest.images[node].id, built[node].id, `${node} is in the manifest`);
+    const note = async (node: string) => {
+      const sbom = await bake(["sbom", node, "--format", "cyclonedx-json"], { cwd: dir, env: { BAKE_RPM_TIMEOUT_SECONDS: "3" } });
+      assert.is(sbom.code, 0, sbom.stderr);
+      return JSON.parse(sbom.stdout).metadata.component.properties.find((p: any) => p.name === "bake:packages-note")?.value ?? "";
+    };
+    assert.match(await note("failing"), /the image's rpm could not list its packages \(\/usr\/bin\/rpm -qa in image sha256:[0-9a-f]+ exited 3: rpmdb: damaged\)/);
+    assert.match(await note("hanging"), /did not finish within 3 s/);
+    for (const node of ["failing", "hanging"]) {
+      assert.equal(await docker.listContainers({ all: true, filters: JSON.stringify({ ancestor: [built[node].id] }) }), [], `no ${node} container left`);
+    }
+  } finally {
+    await removeProject(name);
+  }
 });
 
 test("bake sbom and verify: bad usage is exit 2, a node never built is exit 1 with the command to run", async () => {
