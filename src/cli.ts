@@ -9,6 +9,7 @@ import type { Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
 import { connectDocker } from "./tools/docker.js";
 import { connectEc2 } from "./tools/ec2.js";
+import { runForcedCleanups } from "./state/forced-cleanup.js";
 import { killProcessGroups } from "./tools/exec.js";
 import { bakeVersion } from "./package-root.js";
 
@@ -33,10 +34,13 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
   let count = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     count += 1;
+    if (count > 2) process.exit(EXIT.interrupted);
     if (count > 1) {
       const killed = killProcessGroups();
-      process.stderr.write(`\n${sig} again: stopped at once${killed ? ` (killed ${killed} running tool${killed > 1 ? "s" : ""}: what they had started, such as a Packer build container or instance, may remain)` : ""}\n`);
-      process.exit(EXIT.interrupted);
+      process.stderr.write(`\n${sig} again: stopping at once${killed ? ` (killed ${killed} running tool${killed > 1 ? "s" : ""}: what they had started, such as a Packer build container or instance, may remain)` : ""}; removing what holds secrets first\n`);
+      // What holds secrets goes even now (boot-test containers, VM boot copies), within seconds.
+      void runForcedCleanups().finally(() => process.exit(EXIT.interrupted));
+      return;
     }
     process.stderr.write(`\n${sig}: stopping and cleaning up (again to force)\n`);
     controller.abort(new InterruptedError(sig));

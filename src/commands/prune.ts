@@ -9,6 +9,7 @@ import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
 import { isLocked, processRuns } from "../state/process-lock.js";
+import { BOOT_OWNER_LABEL, bootOwnerRunning, removeNamespace } from "../host/boot-test.js";
 import { interruption } from "../errors.js";
 
 export interface PruneOptions {
@@ -129,11 +130,31 @@ async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined)
     }
   };
   const parentTags = docker ? await docker.listTags("bake-parent/*") : [];
+  const bootCopies = await Promise.all(
+    folders("vm").flatMap((vm) => {
+      const [, ami, key12] = /^(.+)-([0-9a-f]{12})$/.exec(path.basename(vm)) ?? [];
+      const copies = readdirSync(vm, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name.startsWith("boot-"));
+      return copies.map(async (e) => ({ path: path.join(vm, e.name), inUse: ami ? await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${key12}`)) : false }));
+    }),
+  );
   return {
     parentTags: parentTags.map((ref) => ({ ref, ownerRunning: processRuns(Number(/^bake-parent\/(\d+):/.exec(ref)?.[1] ?? 0)) })),
     amiFolders: await Promise.all(folders("ami").map(async (p) => ({ path: p, bytes: folderBytes(p), inUse: await isLocked(amiBakeLock(pipeline.config.project, p)) }))),
     logRuns: folders("logs").map((p) => path.basename(p)),
+    bootTests: docker ? await readBootTests(docker, pipeline.config.project) : [],
+    bootCopies,
   };
+}
+
+/** The project's boot-test namespaces on the engine, each with whether its owner still runs on this machine. */
+async function readBootTests(docker: DockerTool, project: string): Promise<NonNullable<LeftoverState["bootTests"]>> {
+  const containers = await docker.listContainers({ "bake.project": project }).then((all) => all.filter((c) => c.labels["bake.namespace"]));
+  const namespaces = [...new Set(containers.map((c) => c.labels["bake.namespace"]))].sort();
+  return namespaces.map((namespace) => {
+    const inside = containers.filter((c) => c.labels["bake.namespace"] === namespace);
+    const owner = inside.map((c) => c.labels[BOOT_OWNER_LABEL]).find(Boolean);
+    return { namespace, containers: inside.length, ownerRunning: bootOwnerRunning(owner) };
+  });
 }
 
 function folderBytes(dir: string): number {
@@ -160,6 +181,7 @@ async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, 
   }
   if (d.kind === "leftover") {
     if (d.name === "parent tag") await docker.removeImage(d.id);
+    else if (d.name === "boot test") await removeNamespace(docker, d.id);
     else if (d.name === "ami folder" && (await isLocked(amiBakeLock(pipeline.config.project, d.id)))) {
       Object.assign(d, { action: "keep", reason: "a bake started using it" });
       return false;

@@ -7,8 +7,11 @@
  * picks) so it never touches `bake up`'s containers, and is removed at the end, interrupt or not.
  */
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { processRuns } from "../state/process-lock.js";
 import { BakeError } from "../errors.js";
 import { redact } from "../tools/exec.js";
+import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
 import type { DockerTool } from "../tools/docker.js";
 import { LINE_BREAK, waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
@@ -64,6 +67,17 @@ export function runtimeEnvFile(passEnv: Record<string, string>, namespace?: stri
   return [...lines, ...(namespace ? [`BAKE_NAMESPACE=${namespace}`, "BAKE_PUBLISH=ephemeral"] : []), ""].join("\n");
 }
 
+/** Who started a boot test's host: `<host name>:<pid>`, so that `bake prune` can tell a leftover. */
+export const BOOT_OWNER_LABEL = "bake.owner";
+
+/** Whether the bake named by a boot test's owner label still runs; undefined when it is another machine's. */
+export function bootOwnerRunning(owner: string | undefined, host = hostname()): boolean | undefined {
+  if (!owner) return false;
+  const [name, pid] = [owner.slice(0, owner.lastIndexOf(":")), Number(owner.slice(owner.lastIndexOf(":") + 1))];
+  if (name !== host) return undefined;
+  return processRuns(pid);
+}
+
 /** The container that boots the image as a host. */
 export function hostContainer(input: Pick<BootTestInput, "image" | "project" | "ami" | "engineSocket">, namespace: string): Record<string, unknown> {
   return {
@@ -73,7 +87,7 @@ export function hostContainer(input: Pick<BootTestInput, "image" | "project" | "
     Cmd: ["/sbin/init"],
     Env: ["container=docker"],
     StopSignal: "SIGRTMIN+3",
-    Labels: { "bake.project": input.project, "bake.namespace": namespace, "bake.boot-test": input.ami },
+    Labels: { "bake.project": input.project, "bake.namespace": namespace, "bake.boot-test": input.ami, [BOOT_OWNER_LABEL]: `${hostname()}:${process.pid}` },
     HostConfig: {
       Tmpfs: { "/run": "", "/run/lock": "" },
       Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `${input.engineSocket}:${ENGINE_SOCKET_IN_HOST}`],
@@ -103,6 +117,8 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
     return { code, out: out.trim() };
   };
   let id = "";
+  // A forced stop (a second signal) still removes the host and its services: they hold the secrets.
+  const release = cleanUpOnForcedStop(() => removeNamespace(docker, namespace, id));
   try {
     id = await docker.createContainer(hostContainer(input, namespace));
     await docker.putFiles(id, [
@@ -153,12 +169,13 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
     }
   } finally {
     await removeNamespace(docker, namespace, id);
+    release();
   }
   return { ok: checks.every((c) => c.ok), seconds: (Date.now() - started) / 1000, checks };
 }
 
 /** Removes the host and everything its services started under the namespace. */
-async function removeNamespace(docker: DockerTool, namespace: string, hostId: string): Promise<void> {
+export async function removeNamespace(docker: DockerTool, namespace: string, hostId = ""): Promise<void> {
   if (hostId) await docker.removeContainer(hostId).catch(() => undefined);
   for (const c of await docker.listContainers({ "bake.namespace": namespace }).catch(() => [])) await docker.removeContainer(c.id).catch(() => undefined);
   await docker.removeNetworks({ "bake.namespace": namespace }).catch(() => []);

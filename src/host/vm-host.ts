@@ -5,6 +5,7 @@
  * interrupted boot test leaves no disk, no VM and no file.
  */
 import { randomBytes } from "node:crypto";
+import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
@@ -60,6 +61,8 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
   keepBakedDisk(path.join(workDir, "output", VM_FILES.disk), dir, workDir);
   const bootDir = path.join(dir, `boot-${randomBytes(3).toString("hex")}`);
   let passed = false;
+  // A forced stop (a second signal) still removes the boot copy: its disk holds the runtime env file.
+  const release = cleanUpOnForcedStop(() => rmSync(bootDir, { recursive: true, force: true }));
   try {
     const raw = await bootCopy(path.join(dir, VM_FILES.disk), bootDir, options.signal);
     // The kernel and initrd the baked disk holds (a playbook may have changed them).
@@ -93,6 +96,7 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
   } finally {
     keepSerialLog(path.join(bootDir, "serial.log"), options.logsDir, `${ami.name}.boot-serial.log`);
     rmSync(bootDir, { recursive: true, force: true });
+    release();
     // Nothing of a disk that did not pass stays behind.
     if (!passed) rmSync(dir, { recursive: true, force: true });
   }

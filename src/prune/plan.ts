@@ -96,6 +96,14 @@ export interface LeftoverState {
   amiFolders: { path: string; bytes: number; inUse: boolean }[];
   /** `.bake/logs/<run-id>` folder names; run ids sort by time. */
   logRuns: string[];
+  /**
+   * Boot tests' namespaces on the engine (the host container and what its services started, which
+   * hold pass_env values), with whether the bake that owns them still runs: `undefined` when this
+   * machine cannot tell (an owner on another host).
+   */
+  bootTests?: { namespace: string; containers: number; ownerRunning: boolean | undefined }[];
+  /** `.bake/vm/<ami>-<key12>/boot-*` copies (their disk holds the runtime env file), with whether a bake holds the folder. */
+  bootCopies?: { path: string; inUse: boolean }[];
 }
 
 export const KEEP_LOG_RUNS = 10;
@@ -114,6 +122,17 @@ export function planLeftovers(state: LeftoverState, keepLogRuns = KEEP_LOG_RUNS)
     decisions.push(f.inUse
       ? { ...base, name: "ami folder", where: "local", id: f.path, action: "keep", reason: `a bake is using it (${size})` }
       : { ...base, name: "ami folder", where: "local", id: f.path, action: "remove", reason: `rendered folder and image archive of an earlier bake (${size})` });
+  }
+  for (const b of state.bootTests ?? []) {
+    const what = `${b.containers} container${b.containers === 1 ? "" : "s"}`;
+    decisions.push(b.ownerRunning === false
+      ? { ...base, name: "boot test", where: "local", id: b.namespace, action: "remove", reason: `left by a boot test that did not finish (${what}, holding secrets)` }
+      : { ...base, name: "boot test", where: "local", id: b.namespace, action: "keep", reason: b.ownerRunning ? `its boot test is running (${what})` : `its owner is on another machine (${what})` });
+  }
+  for (const c of state.bootCopies ?? []) {
+    decisions.push(c.inUse
+      ? { ...base, name: "boot copy", where: "local", id: c.path, action: "keep", reason: "its VM bake is running" }
+      : { ...base, name: "boot copy", where: "local", id: c.path, action: "remove", reason: "a VM boot test's disk left by a bake that did not finish (holds secrets)" });
   }
   const newestFirst = [...state.logRuns].sort().reverse();
   newestFirst.forEach((run, i) => {

@@ -162,6 +162,25 @@ test("bake test boots the local AMI that exists and runs its spec, building noth
   assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0, "the booted host is removed");
 });
 
+test("a second signal while the host boots (SIGINT, then SIGTERM as CI cancels): exit 130, and the host and its services, which hold the secret, are removed all the same", async () => {
+  const child = execa(process.execPath, [CLI, "test", "host"], { cwd: dir, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!/boot test: booting/.test(seen) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 50));
+  assert.match(seen, /boot test: booting/);
+  child.kill("SIGINT");
+  await new Promise((r) => setTimeout(r, 100));
+  child.kill("SIGTERM");
+  const result = await child;
+  assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
+  assert.match(String(result.stderr), /SIGTERM again: stopping at once[^\n]*removing what holds secrets first/);
+  const left = async () => (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace", `bake.project=${project}`] }) })).length;
+  for (let i = 0; i < 50 && (await left()) > 0; i++) await new Promise((r) => setTimeout(r, 200));
+  assert.is(await left(), 0, "no boot-test container left");
+  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0, "no boot-test network left");
+});
+
 test("the secret is baked nowhere: not in the image's files or configuration, nor in any container the engine keeps", async () => {
   const id = manifest().amis.host.regions.local;
   assert.not.ok(JSON.stringify(await docker.getImage(id).inspect()).includes(SECRET), "image configuration");

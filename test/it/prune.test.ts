@@ -6,6 +6,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { hostname } from "node:os";
 import { execa } from "execa";
 import { CreateImageCommand, CreateLaunchTemplateCommand, CreateTagsCommand, DescribeImagesCommand, DescribeSnapshotsCommand, ModifyImageAttributeCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { AutoScalingClient, CreateLaunchConfigurationCommand } from "@aws-sdk/client-auto-scaling";
@@ -157,6 +158,14 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
   const old = folder("host-local-aaaaaaaaaaaa");
   const busy = folder("host-local-bbbbbbbbbbbb");
   for (let i = 0; i < 12; i++) mkdirSync(path.join(dir, `.bake/logs/20261201-0000${String(i).padStart(2, "0")}-abcd`), { recursive: true });
+  // What a forced stop can leave that holds secrets: a boot test's host whose bake is gone (and one
+  // whose bake runs), and a VM boot copy no bake holds.
+  const bootHost = async (namespace: string, owner: string) => (await docker.createContainer({ Image: busybox, Cmd: ["true"], Labels: { "bake.project": project, "bake.namespace": namespace, "bake.boot-test": "host", "bake.owner": owner } })).id;
+  const deadBoot = await bootHost("bake-boot-dead01", `${hostname()}:${dead}`);
+  const liveBoot = await bootHost("bake-boot-live01", `${hostname()}:${process.pid}`);
+  const bootCopy = path.join(dir, ".bake/vm/host-cccccccccccc/boot-abc123");
+  mkdirSync(bootCopy, { recursive: true });
+  writeFileSync(path.join(bootCopy, "disk.raw"), "DIAGNOSTICS_TOKEN=x\n");
   // Another process holds the lock a bake holds on its folder.
   const holder = execa(process.execPath, ["--input-type=module", "-e", `
     const { acquireLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/state/process-lock.js"))});
@@ -173,6 +182,8 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
     assert.equal([byId(old)?.action, byId(busy)?.action], ["remove", "keep"]);
     assert.match(byId(busy)!.reason, /a bake is using it/);
     assert.equal(dry.filter((d) => d.name === "logs").map((d) => d.id), ["20261201-000001-abcd", "20261201-000000-abcd"]);
+    assert.equal([byId("bake-boot-dead01")?.action, byId("bake-boot-live01")?.action, byId(bootCopy)?.action], ["remove", "keep", "remove"]);
+    assert.match(byId("bake-boot-dead01")!.reason, /left by a boot test that did not finish \(1 container, holding secrets\)/);
     const r = await bake(["prune", "--yes"], { cwd: dir });
     assert.is(r.code, 0, r.stderr);
     assert.not.ok(existsSync(old), "the idle AMI folder is gone");
@@ -181,7 +192,11 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
     assert.ok(existsSync(path.join(dir, ".bake/logs/20261201-000002-abcd")));
     assert.is(await docker.getImage(`bake-parent/${dead}:feedbeef`).inspect().catch(() => undefined), undefined);
     assert.ok(await docker.getImage(`bake-parent/${process.pid}:feedbeef`).inspect());
+    assert.is(await docker.getContainer(deadBoot).inspect().catch(() => undefined), undefined, "the dead boot test's host is gone");
+    assert.ok(await docker.getContainer(liveBoot).inspect(), "a running boot test's host stays");
+    assert.not.ok(existsSync(bootCopy), "the boot copy is gone");
   } finally {
+    await docker.getContainer(liveBoot).remove({ force: true }).catch(() => undefined);
     holder.kill();
     await holder.catch(() => undefined);
     await docker.getImage(`bake-parent/${process.pid}:feedbeef`).remove().catch(() => undefined);

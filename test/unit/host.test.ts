@@ -8,13 +8,14 @@ import { passEnvValues } from "../../src/up/services.js";
 import { UsageError } from "../../src/errors.js";
 import { execa } from "execa";
 import path from "node:path";
+import { hostname } from "node:os";
 import { ROOT, tempTree } from "../helpers/bake.js";
 
 test("the boot test's host: systemd as PID 1, unprivileged, no network of its own, the engine's socket where the host's engine would be", () => {
   const c: any = hostContainer({ image: "sha256:abc", project: "p", ami: "web", engineSocket: "/var/run/docker.sock" }, "bake-boot-1a2b3c");
   assert.is(c.name, "bake-boot-1a2b3c-p-web");
   assert.equal(c.Cmd, ["/sbin/init"]);
-  assert.equal(c.Labels, { "bake.project": "p", "bake.namespace": "bake-boot-1a2b3c", "bake.boot-test": "web" });
+  assert.equal(c.Labels, { "bake.project": "p", "bake.namespace": "bake-boot-1a2b3c", "bake.boot-test": "web", "bake.owner": `${hostname()}:${process.pid}` });
   assert.equal(c.HostConfig.Binds, ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`]);
   assert.equal(Object.keys(c.HostConfig.Tmpfs), ["/run", "/run/lock"]);
   assert.is(c.HostConfig.NetworkMode, "none");

@@ -5,6 +5,8 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
 import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
+import { bootOwnerRunning } from "../../src/host/boot-test.js";
+import { hostname } from "node:os";
 import { awsRetry, bakedName, copyToken } from "../../src/tools/ec2.js";
 import { readJsonFile } from "../../src/state/json-file.js";
 import { ConfigError } from "../../src/errors.js";
@@ -76,6 +78,32 @@ test("leftovers: dead builds' parent tags, idle AMI folders and logs past the ne
     ["logs", logRuns[0], "remove"],
   ]);
   assert.match(d[2].reason, /\(3 MiB\)/);
+});
+
+test("leftovers that hold secrets: a boot test whose owner is gone and a VM boot copy no bake holds go; a running one, or another machine's, stays", () => {
+  const d = planLeftovers({
+    parentTags: [],
+    amiFolders: [],
+    logRuns: [],
+    bootTests: [{ namespace: "bake-boot-aaaaaa", containers: 2, ownerRunning: false }, { namespace: "bake-boot-bbbbbb", containers: 1, ownerRunning: true }, { namespace: "bake-boot-cccccc", containers: 1, ownerRunning: undefined }],
+    bootCopies: [{ path: "/p/.bake/vm/host-0123456789ab/boot-1", inUse: false }, { path: "/p/.bake/vm/host-0123456789ab/boot-2", inUse: true }],
+  });
+  assert.equal(d.map((x) => [x.name, x.id, x.action]), [
+    ["boot test", "bake-boot-aaaaaa", "remove"],
+    ["boot test", "bake-boot-bbbbbb", "keep"],
+    ["boot test", "bake-boot-cccccc", "keep"],
+    ["boot copy", "/p/.bake/vm/host-0123456789ab/boot-1", "remove"],
+    ["boot copy", "/p/.bake/vm/host-0123456789ab/boot-2", "keep"],
+  ]);
+  assert.match(d[0].reason, /2 containers, holding secrets/);
+  assert.match(d[2].reason, /another machine/);
+});
+
+test("a boot test's owner label: this machine's running pid, a dead one, another machine's, none", () => {
+  assert.is(bootOwnerRunning(`${hostname()}:${process.pid}`), true);
+  assert.is(bootOwnerRunning(`${hostname()}:999999999`), false);
+  assert.is(bootOwnerRunning(`elsewhere-ci-7:${process.pid}`), undefined);
+  assert.is(bootOwnerRunning(undefined), false);
 });
 
 test("EC2 retry: adaptive with 10 attempts unless BAKE_AWS_MAX_ATTEMPTS; copy tokens are stable and at most 64 characters", () => {
