@@ -157,8 +157,14 @@ async function readBootTests(docker: DockerTool, project: string): Promise<NonNu
   });
 }
 
+/** The bytes under a folder; a file that vanishes meanwhile (a bake removing it) counts nothing. */
 function folderBytes(dir: string): number {
-  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + statSync(path.join(e.parentPath, e.name)).size, 0);
+  const size = (file: string) => statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  try {
+    return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + size(path.join(e.parentPath, e.name)), 0);
+  } catch {
+    return 0;
+  }
 }
 
 /** The vm target's disk folders of one AMI (.bake/vm/<ami>-<key12>/). */
@@ -176,6 +182,12 @@ async function readVmDisks(pipeline: Pipeline, ami: string): Promise<VmDiskFolde
 /** Removes one item; false when it turned out to be in use (the decision then says so). */
 async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, ec2: Ec2Tool | undefined): Promise<boolean> {
   if (d.kind === "vm") {
+    // Checked again at removal: a bake of that key may have started since the plan was made.
+    const [, ami, key12] = /^(.+)-([0-9a-f]{12})$/.exec(path.basename(d.id)) ?? [];
+    if (ami && (await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${key12}`)))) {
+      Object.assign(d, { action: "keep", reason: "a bake started using it" });
+      return false;
+    }
     rmSync(d.id, { recursive: true, force: true });
     return true;
   }

@@ -303,6 +303,8 @@ function checkAmi(name: string, ami: AmiEntry, imageEntries: Map<string, ImageEn
   const vm = ami.vm ? checkVm(ami.vm, [...at, "vm"], err, map) : undefined;
   const test = ami.test === undefined ? undefined : checkTest(ami.test, [...at, "test"], dir, err, map);
   if (ami.runtime_env !== undefined && !path.posix.isAbsolute(ami.runtime_env)) err([...at, "runtime_env"], `runtime_env "${ami.runtime_env}" is not an absolute path on the host`, "e.g. /etc/bake/runtime.env");
+  // The path reaches debugfs requests, unit files and the agent's contract: plain characters only.
+  else if (ami.runtime_env !== undefined && !/^(\/[A-Za-z0-9._@+-]+)+$/.test(ami.runtime_env)) err([...at, "runtime_env"], `runtime_env "${ami.runtime_env}" holds characters a host path here may not (spaces, line breaks, quotes, …)`, "letters, digits and . _ @ + - between slashes, e.g. /etc/bake/runtime.env");
   return {
     name,
     builder: ami.builder,

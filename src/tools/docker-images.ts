@@ -4,7 +4,7 @@ import { createWriteStream } from "node:fs";
 import http from "node:http";
 import { Readable } from "node:stream";
 import { posix } from "node:path";
-import { tarEntries } from "./tar.js";
+import { firstTarEntry } from "./tar.js";
 import { pipeline } from "node:stream/promises";
 import { BakeError } from "../errors.js";
 import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
@@ -286,7 +286,13 @@ async function archivedFile(container: any, at: string): Promise<{ content: Buff
     if (e?.statusCode === 404) return undefined;
     throw e;
   }
-  const [first] = await tarEntries(stream);
+  // Bounded by size and type: a link such as /etc/os-release → / must not pull the whole root
+  // filesystem into memory, nor a file of gigabytes where a package database should be.
+  const first = await firstTarEntry(stream, IMAGE_FILE_MAX_BYTES);
   if (first?.type === "symlink") return { link: first.linkname ?? "" };
-  return first?.type === "file" ? { content: first.content } : undefined;
+  if (first?.type === "file" && !first.content) throw new BakeError(`${at} in the image is ${first.size} bytes, more than bake reads (${IMAGE_FILE_MAX_BYTES / 2 ** 20} MiB)`);
+  return first?.content ? { content: first.content } : undefined;
 }
+
+/** The most bake reads of one file from an image (a package database). */
+export const IMAGE_FILE_MAX_BYTES = 64 * 2 ** 20;

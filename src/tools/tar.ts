@@ -30,3 +30,43 @@ export async function tarEntries(stream: Readable): Promise<TarEntry[]> {
   await done;
   return entries;
 }
+
+export interface FirstEntry {
+  name: string;
+  type: string;
+  size: number;
+  linkname?: string;
+  /** Only for a file of at most the bound: nothing more of the stream is read. */
+  content?: Buffer;
+}
+
+/**
+ * The first entry of a tar stream, and nothing after it: its content only when it is a regular
+ * file of at most `maxBytes`. A folder (a link that points at `/`) or a huge file is reported by
+ * type and size without being read, and the stream is closed.
+ */
+export async function firstTarEntry(stream: Readable, maxBytes: number): Promise<FirstEntry | undefined> {
+  const extract = tar.extract();
+  return new Promise<FirstEntry | undefined>((resolve, reject) => {
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      fn();
+      stream.unpipe?.(extract);
+      stream.destroy();
+      extract.destroy();
+    };
+    extract.on("entry", (header, body) => {
+      const entry: FirstEntry = { name: header.name, type: header.type ?? "file", size: header.size ?? 0, ...(header.linkname ? { linkname: header.linkname } : {}) };
+      if (entry.type !== "file" || entry.size > maxBytes) return settle(() => resolve(entry));
+      const chunks: Buffer[] = [];
+      body.on("data", (c: unknown) => chunks.push(c as Buffer));
+      body.on("end", () => settle(() => resolve({ ...entry, content: Buffer.concat(chunks) })));
+    });
+    extract.on("finish", () => settle(() => resolve(undefined)));
+    extract.on("error", (e) => settle(() => reject(e)));
+    stream.on("error", (e) => settle(() => reject(e)));
+    stream.pipe(extract);
+  });
+}

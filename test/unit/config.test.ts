@@ -120,6 +120,8 @@ const BAD: [string, string, number, RegExp][] = [
   ["vm disk size", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [linux-image-amd64, systemd-sysv, openssh-server, python3] } }\n      disk_size: 4 GB" }), 25, /amis\.host\.vm\.disk_size must match pattern/],
   ["vm rootfs tar", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { tar: rootfs.tar }" }), 24, /amis\.host\.vm\.rootfs is missing "debootstrap"[\s\S]*unknown key "tar" in amis\.host\.vm\.rootfs/],
   ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
+  ["runtime_env with a space", variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/run time.env"' }), 23, /runtime_env "\/etc\/bake\/run time.env" holds characters a host path here may not/],
+  ["runtime_env with a line break", variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/x\\nwrite /tmp/evil"' }), 23, /runtime_env "\/etc\/bake\/x\nwrite \/tmp\/evil" holds characters/],
 ];
 
 test(`at least 30 bad inputs are covered (${BAD.length})`, () => {

@@ -9,6 +9,9 @@ import { cycloneDx, packageUrl, sbomDigests, spdx, type SbomSubject } from "../.
 import { contextMaterials, imageStatement } from "../../src/sbom/provenance.js";
 import { fileChanges, imageCheck, inputChanges, keyCheck } from "../../src/sbom/verify.js";
 import { ansibleInputs } from "../../src/graph/playbook-inputs.js";
+import { firstTarEntry } from "../../src/tools/tar.js";
+import tarStream from "tar-stream";
+import { Readable } from "node:stream";
 import { tempTree } from "../helpers/bake.js";
 
 const STATUS = [
@@ -150,6 +153,26 @@ test("an AMI's host list: read from the archive the provisioners download, kept 
   assert.equal(hostPackageChanges(dir, "host", "aws", "k1", "k2"), { since: "us-east-1:ami-1", added: [{ name: "tzdata", type: "rpm", version: "2024a-1" }], removed: [], changed: [{ name: "libc6", type: "deb", before: "2.36-9+deb12u7", after: "2.36-9+deb12u9" }] });
   assert.is(hostPackageChanges(dir, "host", "aws", undefined, "k2"), undefined, "a first bake has nothing to compare with");
   assert.is(hostPackageChanges(dir, "host", "aws", "k2", "k2"), undefined);
+});
+
+test("what is read of a file in an image is bounded by type and size: a folder (a link to /) or a huge file is not read", async () => {
+  // The first entry a folder, a huge file, or a small one; 64 MiB follow in the first case.
+  const archive = (first: "dir" | "big" | "small") => {
+    const pack = tarStream.pack();
+    if (first === "dir") pack.entry({ name: "./", type: "directory" });
+    if (first === "small") pack.entry({ name: "status" }, "Package: a\n");
+    const big = Buffer.alloc(64 << 20, 0x61);
+    pack.entry({ name: first === "big" ? "status" : "etc/huge", size: big.length }, big);
+    pack.finalize();
+    return { stream: Readable.from(pack as AsyncIterable<Buffer>) };
+  };
+  const dir = archive("dir");
+  assert.equal(await firstTarEntry(dir.stream, 1 << 20), { name: "./", type: "directory", size: 0 });
+  const big = archive("big");
+  const entry = await firstTarEntry(big.stream, 1 << 20);
+  assert.equal([entry?.type, entry?.size, entry?.content], ["file", 64 << 20, undefined]);
+  const small = await firstTarEntry(archive("small").stream, 1 << 20);
+  assert.is(small?.content?.toString(), "Package: a\n");
 });
 
 test.run();
