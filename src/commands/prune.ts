@@ -8,7 +8,8 @@ import { readVmRecord } from "../host/vm-disk.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
-import { isLocked, processRuns } from "../state/process-lock.js";
+import { isLocked } from "../state/process-lock.js";
+import { parentTagOwnerRunning } from "../state/parent-tags.js";
 import { BOOT_OWNER_LABEL, bootOwnerRunning, removeNamespace } from "../host/boot-test.js";
 import { interruption } from "../errors.js";
 
@@ -129,7 +130,7 @@ async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined)
       return [];
     }
   };
-  const parentTags = docker ? await docker.listTags("bake-parent/*") : [];
+  const parentTags = docker ? [...new Set([...(await docker.listTags("bake-parent/*/*")), ...(await docker.listTags("bake-parent/*"))])].sort() : [];
   const bootCopies = await Promise.all(
     folders("vm").flatMap((vm) => {
       const [, ami, key12] = /^(.+)-([0-9a-f]{12})$/.exec(path.basename(vm)) ?? [];
@@ -138,7 +139,7 @@ async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined)
     }),
   );
   return {
-    parentTags: parentTags.map((ref) => ({ ref, ownerRunning: processRuns(Number(/^bake-parent\/(\d+):/.exec(ref)?.[1] ?? 0)) })),
+    parentTags: parentTags.map((ref) => ({ ref, ownerRunning: parentTagOwnerRunning(ref) })),
     amiFolders: await Promise.all(folders("ami").map(async (p) => ({ path: p, bytes: folderBytes(p), inUse: await isLocked(amiBakeLock(pipeline.config.project, p)) }))),
     logRuns: folders("logs").map((p) => path.basename(p)),
     bootTests: docker ? await readBootTests(docker, pipeline.config.project) : [],

@@ -20,6 +20,7 @@ import { readBuildSecrets, refuseClassic } from "./secrets.js";
 import { redact } from "../tools/exec.js";
 import { completeDigests, contextDigest, type ContextListing } from "../graph/context-files.js";
 import { pinParent, SessionRefusedError, type ServedEntry } from "../tools/buildkit.js";
+import { parentTagRepository } from "../state/parent-tags.js";
 import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
@@ -391,8 +392,10 @@ async function pushAll(results: ImageResult[], docker: DockerTool, options: Buil
  * BAKE_PARENT in a way that cannot be pinned to a tag named after the parent's id.
  */
 async function buildKitRequest(node: ImageNode, parentId: string, docker: DockerTool) {
+  // bake-parent/<host>/<pid>: prune removes only what this machine can prove dead (an engine may
+  // be shared by several CI containers, each with pids of its own).
   if (!(await docker.canBuildKit())) return undefined;
-  const parentTag = `bake-parent/${process.pid}:${parentId.replace(/^sha256:/, "")}`;
+  const parentTag = `${parentTagRepository()}:${parentId.replace(/^sha256:/, "")}`;
   const dockerfileText = pinParent(node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", parentTag);
   if (dockerfileText === undefined) return undefined;
   return { dockerfileText, parentTag };

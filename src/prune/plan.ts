@@ -90,8 +90,8 @@ export function planVmRetention(name: string, disks: VmDiskFolder[], keep: numbe
 
 /** What bake leaves on this machine that no run needs once its run is over. */
 export interface LeftoverState {
-  /** `bake-parent/<pid>:<id>` tags, with whether the process that made it still runs. */
-  parentTags: { ref: string; ownerRunning: boolean }[];
+  /** `bake-parent/<host>/<pid>:<id>` tags, with whether the bake that made it still runs (undefined: not this machine's). */
+  parentTags: { ref: string; ownerRunning: boolean | undefined }[];
   /** `.bake/ami/<ami>-<target>-<key12>` folders (each holds a `docker save` archive), with whether a bake holds it. */
   amiFolders: { path: string; bytes: number; inUse: boolean }[];
   /** `.bake/logs/<run-id>` folder names; run ids sort by time. */
@@ -113,9 +113,9 @@ export function planLeftovers(state: LeftoverState, keepLogRuns = KEEP_LOG_RUNS)
   const base = { kind: "leftover" as const, key: "", created: "" };
   const decisions: PruneDecision[] = [];
   for (const t of state.parentTags) {
-    decisions.push(t.ownerRunning
-      ? { ...base, name: "parent tag", where: "local", id: t.ref, action: "keep", reason: "its build is running" }
-      : { ...base, name: "parent tag", where: "local", id: t.ref, action: "remove", reason: "left by a build that did not finish" });
+    decisions.push(t.ownerRunning === false
+      ? { ...base, name: "parent tag", where: "local", id: t.ref, action: "remove", reason: "left by a build that did not finish" }
+      : { ...base, name: "parent tag", where: "local", id: t.ref, action: "keep", reason: t.ownerRunning ? "its build is running" : "made on another machine (or by an older bake): its build may be running" });
   }
   for (const f of state.amiFolders) {
     const size = `${(f.bytes / 2 ** 20).toFixed(0)} MiB`;

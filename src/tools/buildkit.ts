@@ -6,7 +6,7 @@
  * Measured in bench/buildkit.js and bench/RESULTS.md.
  *
  * BuildKit cannot FROM an image id (github.com/moby/buildkit/issues/2204), so the parent goes
- * by a tag named after its id (`bake-parent:<hex>`), made for the build and removed after it,
+ * by a tag named after its id (`bake-parent/<host>/<pid>:<hex>`), made for the build and removed after it,
  * and the FROM lines that name `${BAKE_PARENT}` say that tag in the Dockerfile bake serves;
  * the build argument BAKE_PARENT stays the parent's image id.
  */

@@ -7,6 +7,7 @@ import * as assert from "uvu/assert";
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { hostname } from "node:os";
+import { parentTagRepository } from "../../src/state/parent-tags.js";
 import { execa } from "execa";
 import { CreateImageCommand, CreateLaunchTemplateCommand, CreateTagsCommand, DescribeImagesCommand, DescribeSnapshotsCommand, ModifyImageAttributeCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { AutoScalingClient, CreateLaunchConfigurationCommand } from "@aws-sdk/client-auto-scaling";
@@ -147,8 +148,10 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
   const busybox = await busyboxImage();
   let dead = 4_000_000;
   while (existsSync(`/proc/${dead}`)) dead++;
-  await docker.getImage(busybox).tag({ repo: `bake-parent/${dead}`, tag: "feedbeef" });
-  await docker.getImage(busybox).tag({ repo: `bake-parent/${process.pid}`, tag: "feedbeef" });
+  await docker.getImage(busybox).tag({ repo: parentTagRepository(hostname(), dead), tag: "feedbeef" });
+  await docker.getImage(busybox).tag({ repo: parentTagRepository(hostname(), process.pid), tag: "feedbeef" });
+  // Another machine sharing the engine: its build may be running, whatever its pid is here.
+  await docker.getImage(busybox).tag({ repo: parentTagRepository("another-ci-container", dead), tag: "feedbeef" });
   const folder = (name: string) => {
     const p = path.join(dir, ".bake/ami", name);
     mkdirSync(p, { recursive: true });
@@ -178,7 +181,7 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
   try {
     const dry = decisionsOf((await bake(["prune", "--json"], { cwd: dir })).stdout).filter((d) => d.kind === "leftover");
     const byId = (id: string) => dry.find((d) => d.id === id || d.id.endsWith(id));
-    assert.equal([byId(`bake-parent/${dead}:feedbeef`)?.action, byId(`bake-parent/${process.pid}:feedbeef`)?.action], ["remove", "keep"]);
+    assert.equal([byId(`${parentTagRepository(hostname(), dead)}:feedbeef`)?.action, byId(`${parentTagRepository(hostname(), process.pid)}:feedbeef`)?.action, byId(`${parentTagRepository("another-ci-container", dead)}:feedbeef`)?.action], ["remove", "keep", "keep"]);
     assert.equal([byId(old)?.action, byId(busy)?.action], ["remove", "keep"]);
     assert.match(byId(busy)!.reason, /a bake is using it/);
     assert.equal(dry.filter((d) => d.name === "logs").map((d) => d.id), ["20261201-000001-abcd", "20261201-000000-abcd"]);
@@ -190,8 +193,9 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
     assert.ok(existsSync(path.join(busy, "preload.tar")), "the held one stays");
     assert.not.ok(existsSync(path.join(dir, ".bake/logs/20261201-000000-abcd")));
     assert.ok(existsSync(path.join(dir, ".bake/logs/20261201-000002-abcd")));
-    assert.is(await docker.getImage(`bake-parent/${dead}:feedbeef`).inspect().catch(() => undefined), undefined);
-    assert.ok(await docker.getImage(`bake-parent/${process.pid}:feedbeef`).inspect());
+    assert.is(await docker.getImage(`${parentTagRepository(hostname(), dead)}:feedbeef`).inspect().catch(() => undefined), undefined);
+    assert.ok(await docker.getImage(`${parentTagRepository(hostname(), process.pid)}:feedbeef`).inspect());
+    assert.ok(await docker.getImage(`${parentTagRepository("another-ci-container", dead)}:feedbeef`).inspect(), "another machine's tag stays");
     assert.is(await docker.getContainer(deadBoot).inspect().catch(() => undefined), undefined, "the dead boot test's host is gone");
     assert.ok(await docker.getContainer(liveBoot).inspect(), "a running boot test's host stays");
     assert.not.ok(existsSync(bootCopy), "the boot copy is gone");
@@ -199,7 +203,7 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
     await docker.getContainer(liveBoot).remove({ force: true }).catch(() => undefined);
     holder.kill();
     await holder.catch(() => undefined);
-    await docker.getImage(`bake-parent/${process.pid}:feedbeef`).remove().catch(() => undefined);
+    for (const [host, pid] of [[hostname(), process.pid], ["another-ci-container", dead]] as const) await docker.getImage(`${parentTagRepository(host, pid)}:feedbeef`).remove().catch(() => undefined);
   }
 });
 

@@ -6,6 +6,7 @@ import path from "node:path";
 import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
 import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
 import { bootOwnerRunning } from "../../src/host/boot-test.js";
+import { parentTagOwnerRunning, parentTagRepository } from "../../src/state/parent-tags.js";
 import { hostname } from "node:os";
 import { awsRetry, bakedName, copyToken } from "../../src/tools/ec2.js";
 import { readJsonFile } from "../../src/state/json-file.js";
@@ -65,19 +66,21 @@ test("names bake gives: the key prefix read back; other AMIs' names are not bake
 test("leftovers: dead builds' parent tags, idle AMI folders and logs past the newest 10 go; what runs stays", () => {
   const logRuns = Array.from({ length: 12 }, (_, i) => `20261204-0000${String(i).padStart(2, "0")}-abcd`);
   const d = planLeftovers({
-    parentTags: [{ ref: "bake-parent/11:aa", ownerRunning: false }, { ref: "bake-parent/12:bb", ownerRunning: true }],
+    parentTags: [{ ref: "bake-parent/h/11:aa", ownerRunning: false }, { ref: "bake-parent/h/12:bb", ownerRunning: true }, { ref: "bake-parent/other/13:cc", ownerRunning: undefined }],
     amiFolders: [{ path: "/p/.bake/ami/host-local-1", bytes: 3 << 20, inUse: false }, { path: "/p/.bake/ami/host-local-2", bytes: 0, inUse: true }],
     logRuns,
   });
   assert.equal(d.map((x) => [x.name, x.id, x.action]), [
-    ["parent tag", "bake-parent/11:aa", "remove"],
-    ["parent tag", "bake-parent/12:bb", "keep"],
+    ["parent tag", "bake-parent/h/11:aa", "remove"],
+    ["parent tag", "bake-parent/h/12:bb", "keep"],
+    ["parent tag", "bake-parent/other/13:cc", "keep"],
     ["ami folder", "/p/.bake/ami/host-local-1", "remove"],
     ["ami folder", "/p/.bake/ami/host-local-2", "keep"],
     ["logs", logRuns[1], "remove"],
     ["logs", logRuns[0], "remove"],
   ]);
-  assert.match(d[2].reason, /\(3 MiB\)/);
+  assert.match(d[3].reason, /\(3 MiB\)/);
+  assert.match(d[2].reason, /another machine/);
 });
 
 test("leftovers that hold secrets: a boot test whose owner is gone and a VM boot copy no bake holds go; a running one, or another machine's, stays", () => {
@@ -97,6 +100,14 @@ test("leftovers that hold secrets: a boot test whose owner is gone and a VM boot
   ]);
   assert.match(d[0].reason, /2 containers, holding secrets/);
   assert.match(d[2].reason, /another machine/);
+});
+
+test("parent tags carry the host: only this machine's tags of a dead pid are provably left over", () => {
+  assert.is(parentTagRepository("CI-Runner_7.example", 42), "bake-parent/ci-runner-7.example/42");
+  assert.is(parentTagOwnerRunning(`${parentTagRepository(hostname(), process.pid)}:abc`), true);
+  assert.is(parentTagOwnerRunning(`${parentTagRepository(hostname(), 999999999)}:abc`), false);
+  assert.is(parentTagOwnerRunning(`${parentTagRepository("another-container", 999999999)}:abc`), undefined);
+  assert.is(parentTagOwnerRunning("bake-parent/999999999:abc"), undefined, "a tag without a host (an older bake) cannot be proven dead");
 });
 
 test("a boot test's owner label: this machine's running pid, a dead one, another machine's, none", () => {
