@@ -10,6 +10,7 @@ import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host
 import { PACKER_DISK, VM_FILES } from "../host/vm-disk.js";
 import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
 import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
+import { renderCommand } from "../tools/exec.js";
 
 export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
@@ -156,7 +157,8 @@ export const GOSS_FOLDER = "goss";
 /** The shell command of the AWS test provisioner: nothing booted yet (services start at boot). */
 function gossCommand(project: string, node: string, test: TestSpec): string {
   const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { project, node, booted: false } });
-  return [`${GOSS_DIR}/goss`, ...args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a}'`))].join(" ");
+  // Quoted for the shell as every command bake renders is (a ' inside a value is closed and escaped).
+  return renderCommand(`${GOSS_DIR}/goss`, args);
 }
 
 export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">): Record<string, string> {

@@ -60,7 +60,8 @@ export function vmArgs(o: VmArgsInput): string[] {
     "-kernel", o.kernel,
     "-initrd", o.initrd,
     "-append", o.append,
-    "-drive", `file=${o.disk},if=virtio,format=${o.format},cache=unsafe`,
+    // QEMU's option syntax ends a value at a comma: one in the path (a project folder) is doubled.
+    "-drive", `file=${o.disk.replace(/,/g, ",,")},if=virtio,format=${o.format},cache=unsafe`,
     "-netdev", `user,id=net0${forwards}`,
     "-device", "virtio-net-pci,netdev=net0",
     "-display", "none",

@@ -26,6 +26,8 @@ test("QEMU: the disk's kernel booted directly, no display, every forward on 127.
     "-display", "none", "-monitor", "none", "-serial", "file:/d/serial.log", "-pidfile", "/d/qemu.pid",
   ]);
   assert.ok(vmArgs({ disk: "d", format: "qcow2", kernel: "k", initrd: "i", append: "a", memory: 1, cpus: 1, accelerator: "kvm", forwards: [], serialLog: "s", pidFile: "p" }).includes("host"));
+  // A comma in the project's path is doubled, as QEMU's option syntax asks.
+  assert.ok(vmArgs({ disk: "/home/a,b/.bake/vm/x/boot-1/disk.raw", format: "raw", kernel: "k", initrd: "i", append: "a", memory: 1, cpus: 1, accelerator: "tcg", forwards: [], serialLog: "s", pidFile: "p" }).includes("file=/home/a,,b/.bake/vm/x/boot-1/disk.raw,if=virtio,format=raw,cache=unsafe"));
 });
 
 test("the accelerator probe: a kernel with no root disk, and QEMU exits when it panics", () => {
