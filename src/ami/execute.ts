@@ -42,6 +42,8 @@ export interface BakeRun {
   sourceAmi?: string;
   revision?: string;
   signal: AbortSignal;
+  /** Aborts when another bake took this key's lock over: nothing the lock guards is touched after. */
+  lockLost?: AbortSignal;
   logs: RunLogs;
   say: (line: string) => void;
 }
@@ -89,33 +91,46 @@ async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: Do
       rmSync(path.join(run.dir, PACKER_DISK), { force: true });
     }
     await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY12)}`);
-    const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, onLine: run.say, logsDir: run.logs.dir });
+    const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, lockLost: run.lockLost, onLine: run.say, logsDir: run.logs.dir });
     return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), built, boot };
   } finally {
     keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
-    rmSync(run.dir, { recursive: true, force: true });
+    if (!run.lockLost?.aborted) rmSync(run.dir, { recursive: true, force: true });
   }
 }
 
 /** Holds the key's lock (and lease), looks again for the key, and bakes only when it is still missing. */
 export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun): Promise<BakeOutcome> {
   const key12 = run.key.slice(0, KEY12);
-  return withLock(amiBakeLock(pipeline.config.project, run.dir), async () => {
-    const lease = run.target === "aws"
-      ? await acquireLease(tools.ec2(), ami.region, leasePrefix(pipeline.config.project, ami.name, key12), { signal: run.signal, onWait: run.say, onLost: run.say })
-      : undefined;
+  return withLock(amiBakeLock(pipeline.config.project, run.dir), async (lost) => {
+    // A lock taken over stops the bake as an interrupt would, but the folder and disks the lock
+    // guards are the new holder's: the clean-ups below leave them (run.lockLost).
+    run = { ...run, signal: AbortSignal.any([run.signal, lost]), lockLost: lost };
     try {
-      const meanwhile = run.force ? undefined : await findBaked(pipeline, ami, run.key, run.target, tools);
-      if (meanwhile) {
-        run.say(`another bake finished key ${key12} while this one waited: ${meanwhile}`);
-        const regions = run.target === "aws" ? await reconcileAws(pipeline, ami, meanwhile, tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say }) : { [run.target]: meanwhile };
-        return { regions, action: "existing", images: {} };
-      }
-      return await bake(pipeline, ami, tools, run);
-    } finally {
-      await lease?.release().catch((e: Error) => run.say(`the AWS lease ${lease.name} was not released (it expires by itself): ${e.message}`));
+      return await bakeHeld(pipeline, ami, tools, run, key12);
+    } catch (e) {
+      if (lost.aborted) throw lost.reason;
+      throw e;
     }
   }, { signal: run.signal, onWait: (holder) => run.say(`waiting for key ${key12}: ${holder} is baking it`) });
+}
+
+/** With the key's lock held: the AWS lease, a last look for the key, then the bake. */
+async function bakeHeld(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun, key12: string): Promise<BakeOutcome> {
+  const lease = run.target === "aws"
+    ? await acquireLease(tools.ec2(), ami.region, leasePrefix(pipeline.config.project, ami.name, key12), { signal: run.signal, onWait: run.say, onLost: run.say })
+    : undefined;
+  try {
+    const meanwhile = run.force ? undefined : await findBaked(pipeline, ami, run.key, run.target, tools);
+    if (meanwhile) {
+      run.say(`another bake finished key ${key12} while this one waited: ${meanwhile}`);
+      const regions = run.target === "aws" ? await reconcileAws(pipeline, ami, meanwhile, tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say }) : { [run.target]: meanwhile };
+      return { regions, action: "existing", images: {} };
+    }
+    return await bake(pipeline, ami, tools, run);
+  } finally {
+    await lease?.release().catch((e: Error) => run.say(`the AWS lease ${lease.name} was not released (it expires by itself): ${e.message}`));
+  }
 }
 
 async function findBaked(pipeline: Pipeline, ami: AmiNode, key: string, target: Target, tools: Tools): Promise<string | undefined> {

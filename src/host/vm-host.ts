@@ -47,6 +47,8 @@ export interface VmBakeOptions {
   bootTest: boolean;
   passEnv: Record<string, string>;
   signal: AbortSignal;
+  /** Aborted when another bake took this key's lock over: the disk folder is then its to keep. */
+  lockLost?: AbortSignal;
   onLine: (l: string) => void;
 }
 
@@ -97,8 +99,8 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
     keepSerialLog(path.join(bootDir, "serial.log"), options.logsDir, `${ami.name}.boot-serial.log`);
     rmSync(bootDir, { recursive: true, force: true });
     release();
-    // Nothing of a disk that did not pass stays behind.
-    if (!passed) rmSync(dir, { recursive: true, force: true });
+    // Nothing of a disk that did not pass stays behind, unless the folder is another bake's now.
+    if (!passed && !options.lockLost?.aborted) rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, homedir } from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
-import { interruption } from "../errors.js";
+import { BakeError, interruption } from "../errors.js";
 
 export interface LockHolder {
   pid: number;
@@ -45,35 +45,54 @@ export interface LockOptions {
   pollMs?: number;
 }
 
-/** Runs fn holding the lock; waits for it first when another process holds it. */
-export async function withLock<T>(lock: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+/**
+ * Runs fn holding the lock; waits for it first when another process holds it. fn gets a signal
+ * that aborts when the lock is taken over (this process stalled past STALE_MS, a suspended laptop
+ * or a starved event loop, and another bake took it): the holder must then stop before it touches
+ * what the lock guards, and leave it to the new holder.
+ */
+export async function withLock<T>(lock: string, fn: (lost: AbortSignal) => Promise<T>, options: LockOptions = {}): Promise<T> {
   const release = await acquireLock(lock, options);
   try {
-    return await fn();
+    return await fn(release.lost);
   } finally {
     await release();
   }
 }
 
-export async function acquireLock(lock: string, options: LockOptions = {}): Promise<() => Promise<void>> {
+/** Releases a held lock; `lost` aborts (with a LockLostError) if another process took it over. */
+export type LockRelease = (() => Promise<void>) & { lost: AbortSignal };
+
+export class LockLostError extends BakeError {}
+
+export async function acquireLock(lock: string, options: LockOptions = {}): Promise<LockRelease> {
   mkdirSync(path.dirname(lock), { recursive: true });
   let told = "";
   for (;;) {
+    const lost = new AbortController();
     try {
       const release = await lockfile.lock(lock, {
         realpath: false,
         stale: STALE_MS,
         update: STALE_MS / 5,
-        // The default throws from a timer and ends the process; a lock taken over (this process
-        // stalled for 10 s) is said once, and the work goes on.
-        onCompromised: (e) => process.stderr.write(`warning: lost the lock ${lock}: ${e.message}\n`),
+        // The default throws from a timer and ends the process; a lock taken over is said once,
+        // and the holder's work is told to stop (withLock's signal).
+        onCompromised: (e) => {
+          process.stderr.write(`warning: lost the lock ${lock}: ${e.message}\n`);
+          lost.abort(new LockLostError(`lost the lock ${path.basename(lock)} to another bake (this one stalled for over ${STALE_MS / 1000} s): stopped before touching what it guards`));
+        },
       });
       const holder: LockHolder = { pid: process.pid, host: hostname(), command: `bake ${process.argv.slice(2).join(" ")}`.trim(), since: new Date().toISOString() };
       writeFileSync(holderFile(lock), JSON.stringify(holder));
-      return async () => {
-        rmSync(holderFile(lock), { force: true });
-        await release().catch(() => undefined);
-      };
+      return Object.assign(
+        async () => {
+          // A lock taken over is the new holder's: its holder file and folder stay.
+          if (lost.signal.aborted) return;
+          rmSync(holderFile(lock), { force: true });
+          await release().catch(() => undefined);
+        },
+        { lost: lost.signal },
+      );
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ELOCKED") throw e;
     }

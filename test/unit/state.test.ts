@@ -1,7 +1,9 @@
 /** Pure parts of running beside other bakes: the AWS lease's steps, retention per key, leftovers, retry settings. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { LockLostError, withLock } from "../../src/state/process-lock.js";
 import path from "node:path";
 import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
 import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
@@ -108,6 +110,30 @@ test("parent tags carry the host: only this machine's tags of a dead pid are pro
   assert.is(parentTagOwnerRunning(`${parentTagRepository(hostname(), 999999999)}:abc`), false);
   assert.is(parentTagOwnerRunning(`${parentTagRepository("another-container", 999999999)}:abc`), undefined);
   assert.is(parentTagOwnerRunning("bake-parent/999999999:abc"), undefined, "a tag without a host (an older bake) cannot be proven dead");
+});
+
+test("a lock taken over by another process: the holder's signal aborts with why, and its release leaves the new holder's lock alone", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-lock-"));
+  const lock = path.join(dir, "ami-p-host-vm-0123456789ab");
+  let reason: unknown;
+  const stderr = process.stderr.write;
+  process.stderr.write = (() => true) as any;
+  try {
+    await withLock(lock, async (lost) => {
+      // What another bake does once this one looks stale: the lock folder made anew.
+      rmSync(`${lock}.lock`, { recursive: true, force: true });
+      mkdirSync(`${lock}.lock`);
+      const started = Date.now();
+      while (!lost.aborted && Date.now() - started < 8000) await new Promise((r) => setTimeout(r, 100));
+      reason = lost.reason;
+    });
+  } finally {
+    process.stderr.write = stderr;
+  }
+  assert.ok(reason instanceof LockLostError, String(reason));
+  assert.match((reason as Error).message, /lost the lock ami-p-host-vm-0123456789ab to another bake .*stopped before touching what it guards/);
+  assert.ok(existsSync(`${lock}.lock`), "the new holder's lock stays");
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("a boot test's owner label: this machine's running pid, a dead one, another machine's, none", () => {
