@@ -246,8 +246,10 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: E
     readImageFiles,
     async listTags(pattern) {
       const images = await dockerode().docker.listImages({ filters: JSON.stringify({ reference: [pattern] }) });
+      // The engine's reference filter, again on each tag: `*` is one path component (`bake-parent/*/*`).
       const [repo] = pattern.split(":");
-      const matches = (t: string) => t.startsWith(repo.replace(/\*$/, ""));
+      const glob = new RegExp(`^${repo.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/:]*")}:`);
+      const matches = (t: string) => glob.test(t);
       return images.flatMap((i) => (i.RepoTags ?? []).filter(matches));
     },
     async removeImage(ref) {

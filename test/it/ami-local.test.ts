@@ -298,7 +298,7 @@ function variant(suffix: string, options: { edit?: (yml: string) => string; task
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
   // The service prints its pass_env value before it fails its health check: the boot test shows
   // its last log lines, redacted like every other line bake shows or writes.
-  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,").replace('command: [python3, -m, http.server, "8080"]', 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]') });
+  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,").replace('command: [python3, -m, http.server, "8080"]', () => 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]') });
   const containersBefore = (await docker.listContainers({ all: true })).length;
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-3000));
@@ -415,7 +415,7 @@ test("a second signal stops bake at once and leaves no Packer or ansible-playboo
   child.kill("SIGTERM");
   const result = await child;
   assert.is(result.exitCode, 130);
-  assert.match(String(result.stderr), /SIGTERM again: stopped at once \(killed 1 running tool/);
+  assert.match(String(result.stderr), /SIGTERM again: stopping at once \(killed 1 running tool/);
   await new Promise((r) => setTimeout(r, 500));
   const tools = (await execa("ps", ["-eo", "args"])).stdout.split("\n").filter((l) => l.includes(folder) || (/ansible-playbook/.test(l) && l.includes("slow/site.yml")));
   assert.equal(tools, [], "no Packer or Ansible process outlives bake");

@@ -29,6 +29,7 @@ amis:
     playbook: host.yml
     preload: [base]
     services: [web]
+    local: { image: base }   # its own host: bake's default host is tested in ami-aws
 `,
     "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir /svc\n",
     "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /web\n",
