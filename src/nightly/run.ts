@@ -64,7 +64,8 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   const quiet = () => undefined;
 
   // 1. refresh: what changed upstream
-  const before = await readPipeline({ file: options.file, target: "local" }, tools);
+  // Images only (the AMIs bake later, each on its own target): no default local host here.
+  const before = await readPipeline({ file: options.file, target: "local", defaultLocalHost: false }, tools);
   await timed("refresh", async () => {
     const lock = readLock(before.config.dir);
     const mirror = aptMirror();
@@ -85,7 +86,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
     }
     if (lockChanged && !options.dryRun) writeLock(before.config.dir, lock);
   });
-  const after = await readPipeline({ file: options.file, target: "local", pull: true }, tools);
+  const after = await readPipeline({ file: options.file, target: "local", pull: true, defaultLocalHost: false }, tools);
   for (const img of after.config.images.filter((i) => i.from)) {
     // Before: what the node's current image was built from (its labels); the engine may hold
     // the new upstream image under the tag already, so its local digest says nothing.

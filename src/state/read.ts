@@ -48,6 +48,12 @@ export interface ReadOptions {
    * looked for by label then, not by listing the engine's images here first.
    */
   forBuild?: boolean;
+  /**
+   * Whether AMIs without `local:` get bake's default local host (config/local-host.ts) on the
+   * local target: only where an AMI is baked, booted or keyed there — never for images alone
+   * (build, up: imagesOnly) nor the nightly's image phases, which would build it for nothing.
+   */
+  defaultLocalHost?: boolean;
 }
 
 /** Each node's key (undefined where it cannot be known), by name. */
@@ -63,7 +69,8 @@ export function currentImage(pipeline: Pipeline, name: string): { id: string; re
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
-  const config = withDefaultLocalHost(await loadConfig(options.file), options.target);
+  const loaded = await loadConfig(options.file);
+  const config = !options.imagesOnly && options.defaultLocalHost !== false ? withDefaultLocalHost(loaded, options.target) : loaded;
   // Read first on every run: a corrupt manifest stops a command before anything is built.
   const manifest = readManifest(config.dir);
   const graph = buildGraph(config, options.target);

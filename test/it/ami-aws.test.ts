@@ -88,6 +88,10 @@ test("render --target local of an AMI without local: the host starts from bake's
   assert.ok(local.findIndex((n: any) => n.name === "bake-local-host") < local.findIndex((n: any) => n.name === "host"), "the host image comes before the AMI that boots it");
   const aws = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout).nodes;
   assert.not.ok(aws.some((n: any) => n.name === "bake-local-host"), "other targets never build it");
+  // Nor does building images: it is built only where a local AMI is baked.
+  const built = await bake(["build", "--json"], { cwd: dir });
+  assert.is(built.code, 0, built.stderr);
+  assert.not.ok("bake-local-host" in JSON.parse(built.stdout).images, "bake build leaves it alone");
 });
 
 test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's line, nothing rendered or built", async () => {
