@@ -6,8 +6,11 @@
  * the runtime environment file was written as user-data would write it, so no secret reaches the
  * baked disk. The VM is stopped and the copy removed at the end, interrupt or not.
  */
+import { request } from "node:http";
 import { createServer } from "node:net";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { TestSpec } from "../config/model.js";
 import { interruption } from "../errors.js";
 import { redact, renderCommand, type BackgroundProcess } from "../tools/exec.js";
@@ -23,6 +26,8 @@ export interface VmBootInput {
   vm: Omit<VmArgsInput, "forwards">;
   /** The bake's private key (root logs in with it). */
   key: string;
+  /** known_hosts pinning the ed25519 host key bake wrote into the disk, under HOST_KEY_ALIAS. */
+  knownHosts: string;
   project: string;
   ami: string;
   shipped: { ref: string; key: string }[];
@@ -35,6 +40,9 @@ export interface VmBootInput {
   signal?: AbortSignal;
   onLine?: (line: string) => void;
 }
+
+/** The name the boot test's known_hosts gives the VM's host key (whatever port it answers on). */
+export const HOST_KEY_ALIAS = "bake-boot-test";
 
 /** A free TCP port on 127.0.0.1 (the VM's forwards listen there and nowhere else). */
 export async function freePort(): Promise<number> {
@@ -59,12 +67,14 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
     input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${elapsed()}): ${detail}`);
     return ok;
   };
-  const target: SshTarget = { port: await freePort(), key: input.key, user: "root" };
+  const target: SshTarget = { port: 0, key: input.key, user: "root", knownHosts: input.knownHosts, hostKeyAlias: HOST_KEY_ALIAS };
   const sh = (command: string, timeoutMs = 120_000) => sshRun(target, command, { timeoutMs, signal: input.signal });
   const run = (cmd: string[]) => sh(renderCommand(cmd[0], cmd.slice(1)));
   let vm: BackgroundProcess | undefined;
   try {
-    vm = await startVm({ ...input.vm, forwards: [{ host: target.port, guest: 22 }] });
+    const started = await startVmForwardingSsh(input.vm);
+    vm = started.vm;
+    target.port = started.port;
     input.onLine?.(`boot test: booting the VM (${input.vm.accelerator}, ${input.vm.cpus} CPUs, ${input.vm.memory} MiB), SSH on 127.0.0.1:${target.port}`);
     let bootId = "";
     for (const round of ["boot", "reboot"] as const) {
@@ -99,6 +109,22 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   }
   if (input.signal?.aborted) throw interruption(input.signal);
   return { ok: checks.length > 0 && checks.every((c) => c.ok), seconds: (Date.now() - started) / 1000, checks };
+}
+
+/**
+ * QEMU forwards SSH from a free port on 127.0.0.1. Between finding the port free and QEMU binding it
+ * another process can take it: QEMU then exits at once ("Could not set up host forwarding rule"), and
+ * the VM starts again on another port. (A process that took the port and answers cannot pass for
+ * the VM: SSH accepts only the host key bake pinned.)
+ */
+async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5): Promise<{ vm: BackgroundProcess; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const started = await startVm({ ...vm, forwards: [{ host: port, guest: 22 }] });
+    const early = await Promise.race([started.exited, sleep(1500).then(() => undefined)]);
+    if (!early) return { vm: started, port };
+    if (!/host forwarding rule/.test(early.stderrTail) || attempt >= attempts) return { vm: started, port };
+  }
 }
 
 type Shell = (command: string, timeoutMs?: number) => Promise<{ code: number; out: string }>;
@@ -207,22 +233,39 @@ async function httpProbe(s: Service, container: string, run: (cmd: string[]) => 
   const published = (await run(["docker", "port", container, `${health.port}/tcp`])).out.split("\n")[0];
   const remote = Number(/:(\d+)$/.exec(published)?.[1]);
   if (!remote) return { ok: false, detail: `port ${health.port} is not published on the host` };
-  const local = await freePort();
-  const tunnel = await forwardPort(target, local, remote);
-  const url = `http://127.0.0.1:${local}${health.http}`;
+  // Forwarded to a Unix socket in a folder of this user's only (mkdtemp makes it 0700).
+  const folder = mkdtempSync(path.join(tmpdir(), "bake-probe-"));
+  const socket = path.join(folder, "http.sock");
+  const tunnel = await forwardPort(target, socket, remote);
+  const what = `GET http://127.0.0.1:${remote}${health.http} (the host's ${published}, through SSH)`;
   try {
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-        await res.arrayBuffer();
-        return { ok: res.ok, detail: `GET ${url} (the host's ${published}) answered ${res.status}` };
+        if (!existsSync(socket)) throw new Error("the forward is not listening yet");
+        const status = await getOverSocket(socket, health.http, 5000);
+        return { ok: status >= 200 && status < 300, detail: `${what} answered ${status}` };
       } catch (e) {
         // The tunnel takes a moment to listen.
-        if (attempt >= 10 || !tunnel.running()) return { ok: false, detail: `GET ${url} (the host's ${published}): ${(e as Error).message}` };
+        if (attempt >= 10 || !tunnel.running()) return { ok: false, detail: `${what}: ${(e as Error).message}` };
         await sleep(500);
       }
     }
   } finally {
     await tunnel.stop("SIGTERM", 2000);
+    rmSync(folder, { recursive: true, force: true });
   }
+}
+
+/** The status of a GET sent over a Unix socket (its body read and dropped). */
+function getOverSocket(socket: string, urlPath: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path: urlPath, headers: { host: "127.0.0.1" }, timeout: timeoutMs }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+    req.on("error", reject);
+    req.end();
+  });
 }

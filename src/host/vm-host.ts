@@ -6,18 +6,19 @@
  */
 import { randomBytes } from "node:crypto";
 import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { BuildFailedError, ConfigError, interruption } from "../errors.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
 import { writeFiles } from "../tools/ext4.js";
+import { generateKey, knownHostsLine } from "../tools/ssh.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
 import { servicesOf } from "../up/services.js";
 import type { BootReport } from "./boot-test.js";
 import { runtimeEnvFile } from "./boot-test.js";
-import { bootTestVm } from "./vm-boot-test.js";
+import { bootTestVm, HOST_KEY_ALIAS } from "./vm-boot-test.js";
 import { shippedRefs } from "./local-host.js";
 import { baseDisk, bootFiles, diskForBake, keepBakedDisk, VM_FILES, vmDir, writeVmRecord, type DiskReport, type VmRecord } from "./vm-disk.js";
 
@@ -71,12 +72,19 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
     const { kernel, initrd } = await bootFiles(raw, dir);
     let boot: BootReport | undefined;
     if (options.bootTest) {
-      // As user-data would: the pass_env values in the runtime environment file, in the copy only.
-      await writeFiles(raw, [{ path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 }]);
+      // As user-data would: the pass_env values in the runtime environment file, in the copy only;
+      // and an SSH host key made for this boot, which the boot test's SSH pins.
+      const hostKey = await bootHostKey(bootDir);
+      await writeFiles(raw, [
+        { path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 },
+        { path: "/etc/ssh/ssh_host_ed25519_key", content: hostKey.privateKey, mode: 0o600 },
+        { path: "/etc/ssh/ssh_host_ed25519_key.pub", content: hostKey.publicKey, mode: 0o644 },
+      ]);
       const keys = knownKeys(pipeline);
       boot = await bootTestVm({
         vm: { disk: raw, format: "raw", kernel, initrd, append: KERNEL_CMDLINE, memory: vm.memory, cpus: vm.cpus, accelerator: options.accel.accelerator, serialLog: path.join(bootDir, "serial.log"), pidFile: path.join(bootDir, "qemu.pid") },
         key: path.join(dir, VM_FILES.key),
+        knownHosts: hostKey.knownHosts,
         project: pipeline.config.project,
         ami: ami.name,
         shipped: shippedRefs(pipeline, ami),
@@ -116,6 +124,18 @@ export async function bootCopy(disk: string, bootDir: string, signal?: AbortSign
   await convertDisk({ file: disk, format: "qcow2" }, { file: raw, format: "raw" }, signal);
   chmodSync(raw, 0o600);
   return raw;
+}
+
+/**
+ * An ed25519 host key made for one boot test (sshd keeps a key it finds; `ssh-keygen -A` at boot
+ * makes only the missing ones) and the known_hosts file that pins it, both in the 0700 boot folder.
+ */
+export async function bootHostKey(bootDir: string): Promise<{ privateKey: Buffer; publicKey: string; knownHosts: string }> {
+  const file = path.join(bootDir, "ssh_host_ed25519_key");
+  const publicKey = await generateKey(file, HOST_KEY_ALIAS);
+  const knownHosts = path.join(bootDir, "known_hosts");
+  writeFileSync(knownHosts, knownHostsLine(HOST_KEY_ALIAS, publicKey), { mode: 0o600 });
+  return { privateKey: readFileSync(file), publicKey, knownHosts };
 }
 
 /** Keeps a VM's serial console (what systemd printed at boot) with the run's logs. */

@@ -11,6 +11,9 @@ export interface SshTarget {
   /** The private key file. */
   key: string;
   user: string;
+  /** A known_hosts file that pins the host's ed25519 key under `hostKeyAlias`: no other host is talked to. */
+  knownHosts: string;
+  hostKeyAlias: string;
 }
 
 const NOT_INSTALLED = "ssh is not installed (Debian: openssh-client): run make setup";
@@ -21,15 +24,26 @@ export async function generateKey(file: string, comment: string): Promise<string
   return readFileSync(`${file}.pub`, "utf8");
 }
 
+/** The known_hosts line that pins a public host key (`ssh-ed25519 AAAA… comment`) under an alias. */
+export function knownHostsLine(alias: string, publicKey: string): string {
+  const [type, blob] = publicKey.trim().split(/\s+/);
+  if (!type || !blob) throw new Error(`not an OpenSSH public key: ${publicKey.slice(0, 40)}`);
+  return `${alias} ${type} ${blob}\n`;
+}
+
 /**
- * Options for a host whose keys are new at every boot (its host keys are made at first boot):
- * nothing is read from or written to known_hosts, and a dead connection ends within seconds.
+ * Options for a host whose ed25519 key bake made and pinned: only that key is accepted (a process
+ * that took the forwarded port is refused, never sent a command), the user's own known_hosts is
+ * neither read nor written, and a dead connection ends within seconds.
  */
 export function sshOptions(t: SshTarget): string[] {
   return [
     "-o", "BatchMode=yes",
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "StrictHostKeyChecking=yes",
+    "-o", `UserKnownHostsFile=${t.knownHosts}`,
+    "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", `HostKeyAlias=${t.hostKeyAlias}`,
+    "-o", "HostKeyAlgorithms=ssh-ed25519",
     "-o", "LogLevel=ERROR",
     "-o", "ConnectTimeout=5",
     "-o", "ServerAliveInterval=5",
@@ -51,11 +65,14 @@ export async function sshRun(t: SshTarget, command: string, options: { input?: s
   return { code: r.exitCode ?? 255, out: [r.stdout, r.stderr].filter(Boolean).join("\n").trim() };
 }
 
-/** `ssh -N -L 127.0.0.1:local:127.0.0.1:remote`: the host's loopback port answers on this machine's. */
-export function forwardArgs(t: SshTarget, local: number, remote: number): string[] {
-  return [...sshOptions(t), "-N", "-o", "ExitOnForwardFailure=yes", "-L", `127.0.0.1:${local}:127.0.0.1:${remote}`, `${t.user}@127.0.0.1`];
+/**
+ * `ssh -N -L SOCKET:127.0.0.1:remote`: the host's loopback port answers on a Unix socket of this
+ * machine, in a folder only this user reads: no local port to pick, so none another process can take first.
+ */
+export function forwardArgs(t: SshTarget, socket: string, remote: number): string[] {
+  return [...sshOptions(t), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L", `${socket}:127.0.0.1:${remote}`, `${t.user}@127.0.0.1`];
 }
 
-export async function forwardPort(t: SshTarget, local: number, remote: number): Promise<BackgroundProcess> {
+export async function forwardPort(t: SshTarget, local: string, remote: number): Promise<BackgroundProcess> {
   return start("ssh", forwardArgs(t, local, remote));
 }

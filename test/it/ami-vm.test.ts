@@ -106,7 +106,7 @@ test("the reference host baked on --target vm: its own engine loads the images, 
     }
   }
   assert.match(r.stderr, /boot test: ok engine \([\d.]+ s\): docker\.service active \(success, enabled\); the host's own engine answers: 20\./);
-  assert.match(r.stderr, /boot test: ok service diagnostics after reboot \([\d.]+ s\): .*GET http:\/\/127\.0\.0\.1:\d+\/healthz \(the host's 127\.0\.0\.1:8080\) answered 200/);
+  assert.match(r.stderr, /boot test: ok service diagnostics after reboot \([\d.]+ s\): .*GET http:\/\/127\.0\.0\.1:8080\/healthz \(the host's 127\.0\.0\.1:8080, through SSH\) answered 200/);
   assert.match(r.stderr, /QEMU accelerator: (kvm|tcg) \(/);
   // The pass_env value reached the host at boot only: neither the disk nor any log holds it.
   const { stdout: found } = await execa("grep", ["-c", "-a", SECRET, disk], { reject: false });

@@ -7,7 +7,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
@@ -17,6 +17,9 @@ import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
+import { bootHostKey } from "../../src/host/vm-host.js";
+import { HOST_KEY_ALIAS } from "../../src/host/vm-boot-test.js";
+import { generateKey, sshRun } from "../../src/tools/ssh.js";
 
 const project = uniqueProject("aws-packer");
 let dir = "";
@@ -222,6 +225,25 @@ test("two runners, one account: the second bake of a key waits on the AWS lease,
   assert.not.match(String(b.stderr), /packer build/, "the second runner never started Packer");
   const lease = ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).filter((k) => k.KeyName!.startsWith("bake-lease-"));
   assert.equal(lease, [], "the lease is released");
+});
+
+test("SSH pinned to a host key bake made refuses an sshd with another key before any command runs (a process that took a VM's port)", async () => {
+  // The stand-in's sshd answers on 127.0.0.1 with host keys of its own, as anything that took the
+  // port a VM's SSH is forwarded from would.
+  const boot = mkdtempSync(path.join(tmpdir(), "bake-pin-"));
+  try {
+    const pinned = await bootHostKey(boot);
+    const client = path.join(boot, "id_ed25519");
+    await generateKey(client, "bake-test");
+    const r = await sshRun({ port: Number(sshPort), key: client, user: "root", knownHosts: pinned.knownHosts, hostKeyAlias: HOST_KEY_ALIAS }, "touch /etc/bake-pin-ran", { timeoutMs: 20_000 });
+    assert.is(r.code, 255, r.out);
+    assert.match(r.out, /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/);
+    const ran = await docker.getContainer(instance).exec({ Cmd: ["test", "-e", "/etc/bake-pin-ran"] });
+    await new Promise<void>((resolve, reject) => ran.start({}, (e: any, stream: any) => (e ? reject(e) : stream.on("end", resolve).resume())));
+    assert.is.not((await ran.inspect()).ExitCode, 0, "no command ran on the other host");
+  } finally {
+    rmSync(boot, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -5,12 +5,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync,
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { KERNEL_CMDLINE, probeArgs, vmArgs } from "../../src/tools/qemu.js";
-import { forwardArgs, sshArgs } from "../../src/tools/ssh.js";
+import { forwardArgs, knownHostsLine, sshArgs } from "../../src/tools/ssh.js";
 import { mkfsArgs, writeRequests } from "../../src/tools/ext4.js";
 import { prepareRootfs, VM_ROOTFS_FILES, vmDiskDigest } from "../../src/host/vm-disk.js";
 import type { VmSpec } from "../../src/config/model.js";
 import { runtimeEnvFile } from "../../src/host/boot-test.js";
-import { bootCopy } from "../../src/host/vm-host.js";
+import { bootCopy, bootHostKey } from "../../src/host/vm-host.js";
 import { statSync } from "node:fs";
 import { execa } from "execa";
 import { planVmRetention } from "../../src/prune/plan.js";
@@ -34,14 +34,27 @@ test("the accelerator probe: a kernel with no root disk, and QEMU exits when it 
   assert.equal(probeArgs("/k", "kvm", "/s.log"), ["-machine", "q35,accel=kvm", "-m", "256", "-no-reboot", "-display", "none", "-monitor", "none", "-serial", "file:/s.log", "-kernel", "/k", "-append", "console=ttyS0 panic=-1 root=/dev/bake-probe-none"]);
 });
 
-test("SSH: no known_hosts, the bake's key only, 127.0.0.1 and the forwarded port; forwards to the host's loopback", () => {
-  const t = { port: 40022, key: "/d/id_ed25519", user: "root" };
+test("SSH: only the pinned host key, the bake's key only, 127.0.0.1 and the forwarded port; forwards to a Unix socket", () => {
+  const t = { port: 40022, key: "/d/id_ed25519", user: "root", knownHosts: "/d/boot-1/known_hosts", hostKeyAlias: "bake-boot-test" };
   const args = sshArgs(t, "systemctl is-system-running");
   assert.equal(args.slice(-3), ["root@127.0.0.1", "--", "systemctl is-system-running"]);
-  for (const o of ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "IdentitiesOnly=yes"]) assert.ok(args.includes(o), o);
+  for (const o of ["BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/d/boot-1/known_hosts", "GlobalKnownHostsFile=/dev/null", "HostKeyAlias=bake-boot-test", "HostKeyAlgorithms=ssh-ed25519", "IdentitiesOnly=yes"]) assert.ok(args.includes(o), o);
+  assert.not.ok(args.some((a) => /StrictHostKeyChecking=no|UserKnownHostsFile=\/dev\/null/.test(a)));
   assert.equal(args.slice(args.indexOf("-i"), args.indexOf("-i") + 4), ["-i", "/d/id_ed25519", "-p", "40022"]);
-  const fwd = forwardArgs(t, 41000, 8080);
-  assert.equal(fwd.slice(-4), ["ExitOnForwardFailure=yes", "-L", "127.0.0.1:41000:127.0.0.1:8080", "root@127.0.0.1"]);
+  const fwd = forwardArgs(t, "/tmp/bake-probe-x/http.sock", 8080);
+  assert.equal(fwd.slice(-6), ["ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L", "/tmp/bake-probe-x/http.sock:127.0.0.1:8080", "root@127.0.0.1"]);
+  assert.equal(knownHostsLine("bake-boot-test", "ssh-ed25519 AAAAC3Nza bake-boot-test\n"), "bake-boot-test ssh-ed25519 AAAAC3Nza\n");
+});
+
+test("a boot's host key: made for it, pinned in a known_hosts only its user reads", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-vm-pin-"));
+  const key = await bootHostKey(dir);
+  assert.match(key.publicKey, /^ssh-ed25519 \S+ bake-boot-test\n$/);
+  assert.match(key.privateKey.toString(), /BEGIN OPENSSH PRIVATE KEY/);
+  assert.is(readFileSync(key.knownHosts, "utf8"), `bake-boot-test ${key.publicKey.split(" ").slice(0, 2).join(" ")}\n`);
+  assert.is(statSync(key.knownHosts).mode & 0o777, 0o600);
+  assert.is(statSync(path.join(dir, "ssh_host_ed25519_key")).mode & 0o777, 0o600);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("e2fsprogs: mkfs.ext4 fills the image from the folder; debugfs requests make folders, write, set mode and owner", () => {
