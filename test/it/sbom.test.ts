@@ -12,7 +12,9 @@ import { execa } from "execa";
 import { JsonStrictValidator } from "@cyclonedx/cyclonedx-library/Validation";
 import { Version } from "@cyclonedx/cyclonedx-library/Spec";
 import { bake, tempTree, writeTree } from "../helpers/bake.js";
-import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxImage, busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import http from "node:http";
+import { connectDocker } from "../../src/tools/docker.js";
 
 const project = uniqueProject("sbom-it");
 
@@ -242,6 +244,17 @@ test("an image whose own rpm fails or hangs: the build and its manifest go on, t
   } finally {
     await removeProject(name);
   }
+});
+
+test("reading an image's files leaves no connection to the engine busy (a busy one kept every build of a busybox image alive 5-10 s after its output)", async () => {
+  // busybox has /bin/rpm (an applet): the rpm probe's HEAD answers 200, and its response must be read.
+  const image = await busyboxImage();
+  const tool = connectDocker();
+  const files = await tool.readImageFiles(image, ["/etc/os-release", "/var/lib/dpkg/status"], ["/bin/rpm", "/bin/busybox", "/var/lib/rpm/Packages"]);
+  assert.equal([...files.keys()].sort(), ["/bin/busybox", "/bin/rpm"], "what is there is found, what is not is not");
+  await new Promise((r) => setImmediate(r));
+  const busy = Object.values(http.globalAgent.sockets).flat().length;
+  assert.is(busy, 0, "every request's connection went back to the pool or was closed");
 });
 
 test("bake sbom and verify: bad usage is exit 2, a node never built is exit 1 with the command to run", async () => {
