@@ -7,6 +7,11 @@
  *   3. a 1 GiB build context: bake's peak memory and time vs docker build's, when the build reads
  *      one file of it and when it copies all of it.
  * Usage: node dist/bench/build.js [--quick | --only-big]  (quick skips the 1 GiB context)
+ *
+ * A gate, not a report: every line has a target, and the run exits 1 when a figure misses its
+ * target by more than GATE_SLACK (these machines are noisy; medians of several runs, each side in
+ * turn, keep a clean tree inside it). Ratios against a baseline measured in the same run, and the
+ * peak memory of a 1 GiB context; no absolute time is a target.
  */
 import { execa } from "execa";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -38,6 +43,12 @@ const say = (s: string) => {
   console.log(s);
 };
 
+/** How far past its target a figure may land before the gate fails: noise, not a slower build. */
+const GATE_SLACK = 0.15;
+const gates: { what: string; value: number; target: number; unit: string }[] = [];
+/** Records a figure against its target (at most `target`). */
+const gate = (what: string, value: number, target: number, unit = "x") => gates.push({ what, value, target, unit });
+
 const rootfsTar = await busyboxRootfs();
 if (!onlyBig) {
 // --- reference graph, no-op
@@ -50,8 +61,9 @@ const refNodes: Node[] = [
 ].map((n) => ({ ...n, dockerfile: path.join(ROOT, n.dockerfile), context: path.join(ROOT, n.context) }));
 const refRootfs = await rootfsImageOf(ROOT, "base");
 await rawBuilds(refNodes, refRootfs, false); // warm the raw layer cache
-const refBake = await median(5, () => bake(ROOT, ["build"]));
-const refRaw = await median(5, () => rawBuilds(refNodes, refRootfs, false));
+const refBake = await median(9, () => bake(ROOT, ["build"]));
+const refRaw = await median(9, () => rawBuilds(refNodes, refRootfs, false));
+gate("no-op, reference graph", refBake / refRaw, 0.6);
 say(`no-op, reference graph (4 images): bake ${refBake.toFixed(2)} s, docker build warm ${refRaw.toFixed(2)} s, ratio ${ratio(refBake, refRaw)} (target <= 0.6x)`);
 
 // --- generated 20-node graph
@@ -83,6 +95,10 @@ for (let round = 0; round < 3; round++) {
 const [coldRaw, coldLabelled, coldBake, coldBakeSerial] = [mid(coldRawRuns), mid(coldLabelledRuns), mid(coldBakeRuns), mid(coldSerialRuns)];
 const noopBake = await median(5, () => bake(graph.dir, ["build"]));
 const noopRaw = await median(3, () => rawBuilds(graph.nodes, genRootfs, false));
+gate("no-op, generated graph (20 images)", noopBake / noopRaw, 0.2);
+// "< 1.0" is met at 0.99: the gate's bound is the same figure.
+gate("cold, 20 images, concurrency 2", coldBake / coldRaw, 1.0);
+gate("cold, 20 images, --concurrency 1", coldBakeSerial / coldRaw, 1.05);
 say(`no-op, generated graph (20 images): bake ${noopBake.toFixed(2)} s, docker build warm ${noopRaw.toFixed(2)} s, ratio ${ratio(noopBake, noopRaw)} (target <= 0.2x)`);
 say(`cold, generated graph (20 images, --no-cache, concurrency 2): bake ${coldBake.toFixed(2)} s, docker build one after another ${coldRaw.toFixed(2)} s, ratio ${ratio(coldBake, coldRaw)} (target < 1 with parallel nodes)`);
 say(`cold, generated graph, --concurrency 1: bake ${coldBakeSerial.toFixed(2)} s, ratio ${ratio(coldBakeSerial, coldRaw)} (target <= 1.05x)`);
@@ -129,6 +145,9 @@ if (!quick) {
   const bakeFirst = medianOf(bakeFirstRuns);
   const bakeBig = medianOf(bakeRuns);
   const rawBig = medianOf(rawRuns);
+  gate("1 GiB context, first run", bakeFirst.s / rawBig.s, 1.1);
+  gate("1 GiB context, digests cached", bakeBig.s / rawBig.s, 1.1);
+  gate("1 GiB context, peak RSS", Math.max(bakeFirst.mb, bakeBig.mb), 150, " MB");
   say(`1 GiB context, first run (every file hashed): bake ${bakeFirst.s.toFixed(2)} s, peak RSS ${bakeFirst.mb.toFixed(0)} MB; ratio ${ratio(bakeFirst.s, rawBig.s)} (target <= 1.1x)`);
   say(`1 GiB context, digests cached: bake ${bakeBig.s.toFixed(2)} s, peak RSS ${bakeBig.mb.toFixed(0)} MB (target <= 150 MB); docker build ${rawBig.s.toFixed(2)} s, peak RSS ${rawBig.mb.toFixed(0)} MB; time ratio ${ratio(bakeBig.s, rawBig.s)} (target <= 1.1x)`);
   // The whole context copied into the image: every byte goes to the engine on both sides.
@@ -140,8 +159,19 @@ if (!quick) {
     bakeCopyRuns.push(await bakeBuild());
   }
   const [bakeCopy, rawCopy] = [medianOf(bakeCopyRuns), medianOf(rawCopyRuns)];
+  gate("1 GiB context copied whole", bakeCopy.s / rawCopy.s, 1.1);
   say(`1 GiB context copied whole into the image (COPY . /data), digests cached: bake ${bakeCopy.s.toFixed(2)} s, peak RSS ${bakeCopy.mb.toFixed(0)} MB; docker build ${rawCopy.s.toFixed(2)} s; ratio ${ratio(bakeCopy.s, rawCopy.s)} (target <= 1.1x)`);
   rmSync(big, { recursive: true, force: true });
   await execa("sh", ["-c", "docker images -q 'benchbig/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker rmi -f bench-raw/big >/dev/null 2>&1 || true"]);
 }
 await execa("sh", ["-c", "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true"]);
+
+// The gate: each figure against its target, and exit 1 when one misses it by more than the slack.
+const missed = gates.filter((g) => g.value > g.target * (1 + GATE_SLACK));
+console.log(`\nbench gate (a figure may land up to ${GATE_SLACK * 100}% past its target):`);
+for (const g of gates) {
+  const verdict = g.value <= g.target ? "met" : missed.includes(g) ? "MISSED" : "within the slack";
+  console.log(`  ${g.what.padEnd(36)} ${g.value.toFixed(2)}${g.unit}  target <= ${g.target}${g.unit}  ${verdict}`);
+}
+console.log(missed.length ? `bench gate: ${missed.length} of ${gates.length} missed` : `bench gate: ${gates.length} of ${gates.length} within their targets`);
+if (missed.length) process.exitCode = 1;

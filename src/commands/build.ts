@@ -8,7 +8,7 @@ import { RunLogs } from "../state/logs.js";
 import { updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { describeDockerError } from "../tools/docker.js";
-import { describeImages, imagesReplaced, type ImageContents } from "../sbom/record.js";
+import { imageDescriber, imagesReplaced, type ImageContents } from "../sbom/record.js";
 import { describeDiff, diffIsEmpty } from "../sbom/packages.js";
 
 export interface BuildCommandOptions {
@@ -42,8 +42,10 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
   let contents: ImageContents[];
   try {
     const replaced = await imagesReplaced(docker, pipeline.config.project, plan);
-    results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain });
-    contents = await describeImages(pipeline, results, docker, { replaced, run: { id: logs.runId, startedOn, finishedOn: new Date().toISOString() } });
+    // Each image's contents are read as it is built, beside the builds still running.
+    const describer = imageDescriber(pipeline, docker, replaced);
+    results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain, onImage: describer.add });
+    contents = await describer.describe(results, { id: logs.runId, startedOn, finishedOn: new Date().toISOString() });
   } catch (e) {
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT") throw new UsageError(describeDockerError(e, docker.endpoint));
     throw e;

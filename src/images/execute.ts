@@ -52,6 +52,8 @@ export interface BuildOptions {
   signal: AbortSignal;
   /** Renderer: listr2's default on a TTY, plain lines in CI or when stderr is not a TTY. */
   plain: boolean;
+  /** Told of each image as soon as it is there (built, pulled or found), while others still build. */
+  onImage?: (result: ImageResult) => void;
   /** Told what did build when some nodes failed (before the failure is thrown). */
   onPartial?: (partial: { built: ImageResult[]; failures: BuildFailedError[]; skipped: string[] }) => void;
 }
@@ -152,6 +154,7 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
           return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report, findExisting, secrets.get(node.image.name));
         });
         results.set(entry.name, result);
+        options.onImage?.(result);
         task.title = `${entry.name}: ${result.action} ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} (${result.seconds.toFixed(1)}s)`;
         done.resolve(result);
       } catch (error) {

@@ -51,51 +51,87 @@ export async function describeImages(
   docker: DockerTool,
   options: { replaced: Map<string, string>; run: { id: string; startedOn: string; finishedOn: string } },
 ): Promise<ImageContents[]> {
-  if (!results.length) return [];
-  const out: ImageContents[] = [];
+  return imageDescriber(pipeline, docker, options.replaced).describe(results, options.run);
+}
+
+/** What is read from one image for its contents: everything but the run's times. */
+interface ImageReading {
+  created: string;
+  labels: Record<string, string>;
+  sbom: Record<string, string>;
+  packages?: PackageDiff & { since: string };
+}
+
+/**
+ * Reads what is inside each image as soon as it is there (`add`, called as each build ends), one
+ * image at a time, beside the builds still running: a cold build pays for its package lists only
+ * where the last image is read after the last build. `describe` waits for the readings and makes
+ * the statements, which need the run's end.
+ */
+export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced: Map<string, string>) {
   // What the manifest already describes (a no-op run) is not read again: nothing to add.
   const recorded = readManifest(pipeline.config.dir).images;
   const unchanged = (r: ImageResult) => r.action !== "built" && recorded[r.name]?.id === r.id && recorded[r.name]?.key === r.key && recorded[r.name]?.sbom;
-  for (const r of results) if (unchanged(r)) out.push({ name: r.name, sbom: recorded[r.name].sbom! });
-  const rest = results.filter((r) => !unchanged(r));
-  if (!rest.length) return out;
-  // The tools' versions are claimed only for what this run built (a pulled or found image was made elsewhere).
-  const versions: Record<string, string> = rest.some((r) => r.action === "built") ? { bake: bakeVersion(), "docker-engine": (await docker.ping()).version } : {};
-  for (const r of rest) {
+  const readings = new Map<string, Promise<ImageReading | undefined>>();
+  let queue: Promise<unknown> = Promise.resolve();
+  const read = async (r: ImageResult): Promise<ImageReading | undefined> => {
     const image = await docker.inspectImage(r.id);
-    if (!image) continue;
+    if (!image) return undefined;
     const list = await imagePackages(docker, pipeline.config.dir, r.id);
-    const sbom = sbomDigests(imageSubject(pipeline.config, r.name, r.key, r.id, image.created, list));
-    const node = pipeline.config.images.find((i) => i.name === r.name)!;
-    // The inputs the image's own label holds: the ones its key was made of, whatever was deferred.
-    const inputs = JSON.parse(image.labels[LABEL.inputs] ?? "{}");
-    const parent = node.parent ? results.find((p) => p.name === node.parent) : undefined;
-    const listing = pipeline.listings.get(r.name);
-    const statement = imageStatement({
-      project: pipeline.config.project,
-      node: r.name,
-      repo: r.repo,
-      key: r.key,
-      id: r.id,
-      digest: r.digest,
-      inputs,
-      contextFiles: listing && node.context ? contextMaterials(pipeline.config.dir, node.context, listing.entries) : undefined,
-      parent: parent ? { node: parent.name, id: parent.id, key: parent.key } : undefined,
-      dockerfile: node.dockerfile ? path.relative(pipeline.config.dir, node.dockerfile).split(path.sep).join("/") : undefined,
-      args: node.args,
-      sbom,
-      versions: r.action === "built" ? versions : {},
-      run: r.action === "built" ? options.run : undefined,
-    });
-    const contents: ImageContents = { name: r.name, sbom, statement };
-    const before = options.replaced.get(r.name);
+    const reading: ImageReading = { created: image.created, labels: image.labels, sbom: sbomDigests(imageSubject(pipeline.config, r.name, r.key, r.id, image.created, list)) };
+    const before = replaced.get(r.name);
     if (r.action === "built" && before && before !== r.id) {
       const was = await imagePackages(docker, pipeline.config.dir, before);
-      contents.packages = { since: before, ...diffPackages(was.packages, list.packages) };
+      reading.packages = { since: before, ...diffPackages(was.packages, list.packages) };
     }
-    out.push(contents);
-  }
-  return out;
+    return reading;
+  };
+  const add = (r: ImageResult): void => {
+    if (unchanged(r) || readings.has(r.name)) return;
+    const reading = queue.then(() => read(r));
+    reading.catch(() => undefined); // awaited (and thrown) in describe
+    queue = reading.catch(() => undefined);
+    readings.set(r.name, reading);
+  };
+  const describe = async (results: ImageResult[], run: { id: string; startedOn: string; finishedOn: string }): Promise<ImageContents[]> => {
+    if (!results.length) return [];
+    for (const r of results) add(r);
+    // The tools' versions are claimed only for what this run built (a pulled or found image was made elsewhere).
+    const versions: Record<string, string> = results.some((r) => r.action === "built" && !unchanged(r)) ? { bake: bakeVersion(), "docker-engine": (await docker.ping()).version } : {};
+    const out: ImageContents[] = [];
+    for (const r of results) {
+      if (unchanged(r)) {
+        out.push({ name: r.name, sbom: recorded[r.name].sbom! });
+        continue;
+      }
+      const reading = await readings.get(r.name)!;
+      if (!reading) continue;
+      const node = pipeline.config.images.find((i) => i.name === r.name)!;
+      // The inputs the image's own label holds: the ones its key was made of, whatever was deferred.
+      const inputs = JSON.parse(reading.labels[LABEL.inputs] ?? "{}");
+      const parent = node.parent ? results.find((p) => p.name === node.parent) : undefined;
+      const listing = pipeline.listings.get(r.name);
+      const statement = imageStatement({
+        project: pipeline.config.project,
+        node: r.name,
+        repo: r.repo,
+        key: r.key,
+        id: r.id,
+        digest: r.digest,
+        inputs,
+        contextFiles: listing && node.context ? contextMaterials(pipeline.config.dir, node.context, listing.entries) : undefined,
+        parent: parent ? { node: parent.name, id: parent.id, key: parent.key } : undefined,
+        dockerfile: node.dockerfile ? path.relative(pipeline.config.dir, node.dockerfile).split(path.sep).join("/") : undefined,
+        args: node.args,
+        sbom: reading.sbom,
+        versions: r.action === "built" ? versions : {},
+        run: r.action === "built" ? run : undefined,
+      });
+      out.push({ name: r.name, sbom: reading.sbom, statement, ...(reading.packages ? { packages: reading.packages } : {}) });
+    }
+    return out;
+  };
+  return { add, describe };
 }
 
 /**

@@ -48,13 +48,16 @@ export function readManifest(dir: string): Manifest {
  * both land their entries.
  */
 export async function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi>; provenance?: Statement[] }): Promise<Manifest> {
+  const merged = (current: Manifest): Manifest => ({
+    revision: change.revision ?? current.revision,
+    images: { ...current.images, ...change.images },
+    amis: { ...current.amis, ...change.amis },
+  });
+  // A run that adds nothing (a no-op build) leaves the file as it is, without waiting for its lock.
+  const before = readManifest(dir);
+  if (!change.provenance?.length && JSON.stringify(merged(before)) === JSON.stringify(before)) return before;
   return withLock(projectLock(dir, "manifest"), async () => {
-    const current = readManifest(dir);
-    const next: Manifest = {
-      revision: change.revision ?? current.revision,
-      images: { ...current.images, ...change.images },
-      amis: { ...current.amis, ...change.amis },
-    };
+    const next = merged(readManifest(dir));
     writeJsonFile(manifestPath(dir), next);
     if (change.provenance?.length) writeProvenance(dir, change.provenance);
     return next;
