@@ -279,17 +279,27 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: E
  * keeps its own tags.
  */
 const parentTags = new Map<string, { made: Promise<void>; users: number }>();
-async function holdParentTag(tag: string, make: () => Promise<void>): Promise<void> {
-  const held = parentTags.get(tag) ?? { made: make(), users: 0 };
+/** Removals in flight: a build that needs the tag again makes it only once the engine removed it. */
+const removingParentTags = new Map<string, Promise<void>>();
+export async function holdParentTag(tag: string, make: () => Promise<void>): Promise<void> {
+  let held = parentTags.get(tag);
+  if (!held) {
+    // Made after a removal of the same tag has landed: the engine could otherwise take the tag
+    // request first and the removal after it, and the next build's FROM would name no image.
+    held = { made: (removingParentTags.get(tag) ?? Promise.resolve()).then(make), users: 0 };
+    parentTags.set(tag, held);
+  }
   held.users++;
-  parentTags.set(tag, held);
   await held.made;
 }
-async function releaseParentTag(tag: string, remove: () => Promise<void>): Promise<void> {
+export async function releaseParentTag(tag: string, remove: () => Promise<void>): Promise<void> {
   const held = parentTags.get(tag);
   if (held && --held.users > 0) return;
   parentTags.delete(tag);
-  await remove().catch(() => undefined);
+  const removal = remove().catch(() => undefined);
+  removingParentTags.set(tag, removal);
+  await removal;
+  if (removingParentTags.get(tag) === removal) removingParentTags.delete(tag);
 }
 
 /** The first entry of the engine's archive of one path: a file's content or a link's target; undefined when absent. */

@@ -1,6 +1,7 @@
 /** The pure parts of BuildKit builds: what bake serves in a session, the pinned FROM, the trace. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { holdParentTag, releaseParentTag } from "../../src/tools/docker-images.js";
 import { BuildKitProgress, comparePaths, contentTime, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
 
 const file = (path: string, size = 1, digest = "ab".repeat(32)): ServedEntry => ({ path, type: "file", executable: false, size, digest });
@@ -68,6 +69,40 @@ test("a step cancelled beside the failing one does not take its place; an unread
   p.accept({ id: "moby.buildkit.trace" }, { vertexes: [v("b", "[build 2/2] RUN make", "executor failed running [/bin/sh -c make]: exit code: 2"), v("c", "[stage-1 3/3] RUN x", "context canceled")], logs: [] });
   assert.equal([p.step, p.error], ["[build 2/2] RUN make", "executor failed running [/bin/sh -c make]: exit code: 2"]);
   assert.equal(decodeTrace(Buffer.from([0xff, 0xff, 0xff]).toString("base64")), { vertexes: [], logs: [] });
+});
+
+test("a parent tag wanted again while its removal is in flight is made after the removal landed (else the next build's FROM names nothing)", async () => {
+  const engine: string[] = [];
+  let tagged = false;
+  let finishRemoval!: () => void;
+  const make = async () => {
+    engine.push("tag");
+    tagged = true;
+  };
+  const remove = () =>
+    new Promise<void>((resolve) => {
+      finishRemoval = () => {
+        engine.push("untag");
+        tagged = false;
+        resolve();
+      };
+    });
+  const tag = "bake-parent/host/1:abc";
+  // Two sibling builds on one parent share the tag; the second one ending removes it.
+  await holdParentTag(tag, make);
+  await holdParentTag(tag, make);
+  await releaseParentTag(tag, remove);
+  const released = releaseParentTag(tag, remove);
+  // A third sibling starts while the engine has not yet removed the tag.
+  const held = holdParentTag(tag, make);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(engine, ["tag"], "the tag is not asked for again before its removal is done");
+  finishRemoval();
+  await Promise.all([released, held]);
+  assert.equal(engine, ["tag", "untag", "tag"]);
+  assert.ok(tagged, "the third build's parent tag exists");
+  await releaseParentTag(tag, async () => void engine.push("untag"));
+  assert.equal(engine, ["tag", "untag", "tag", "untag"]);
 });
 
 test.run();
