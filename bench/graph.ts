@@ -66,14 +66,18 @@ export function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
   return { dir, nodes };
 }
 
-/** 16 files of 64 MiB in `dir`, each of one repeated byte per MiB (written, not sparse). */
-export function gibibyteOfFiles(dir: string): void {
+/**
+ * 16 files of 64 MiB in `dir`, each of one repeated byte per MiB (written, not sparse). The bytes
+ * differ from one bench run to the next: the engine keeps what an earlier run sent under bake's
+ * session key, and the same files again would measure no transfer at all.
+ */
+export function gibibyteOfFiles(dir: string, seed = Math.floor(Math.random() * 256)): void {
   mkdirSync(dir, { recursive: true });
   const chunk = Buffer.alloc(1 << 20);
   for (let f = 0; f < 16; f++) {
     const fd = openSync(path.join(dir, `blob${f}.bin`), "w");
     for (let i = 0; i < 64; i++) {
-      chunk.fill(f * 64 + i);
+      chunk.fill((f * 64 + i + seed) & 0xff);
       writeSync(fd, chunk);
     }
     closeSync(fd);
