@@ -117,9 +117,9 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
  * the VM starts again on another port. (A process that took the port and answers cannot pass for
  * the VM: SSH accepts only the host key bake pinned.)
  */
-async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5): Promise<{ vm: BackgroundProcess; port: number }> {
+export async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5, pickPort = freePort): Promise<{ vm: BackgroundProcess; port: number }> {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = await pickPort();
     const started = await startVm({ ...vm, forwards: [{ host: port, guest: 22 }] });
     const early = await Promise.race([started.exited, sleep(1500).then(() => undefined)]);
     if (!early) return { vm: started, port };

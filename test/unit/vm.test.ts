@@ -11,6 +11,7 @@ import { prepareRootfs, VM_ROOTFS_FILES, vmDiskDigest } from "../../src/host/vm-
 import type { VmSpec } from "../../src/config/model.js";
 import { runtimeEnvFile } from "../../src/host/boot-test.js";
 import { bootCopy, bootHostKey } from "../../src/host/vm-host.js";
+import { freePort, startVmForwardingSsh } from "../../src/host/vm-boot-test.js";
 import { statSync } from "node:fs";
 import { execa } from "execa";
 import { planVmRetention } from "../../src/prune/plan.js";
@@ -55,6 +56,33 @@ test("a boot's host key: made for it, pinned in a known_hosts only its user read
   assert.is(statSync(key.knownHosts).mode & 0o777, 0o600);
   assert.is(statSync(path.join(dir, "ssh_host_ed25519_key")).mode & 0o777, 0o600);
   rmSync(dir, { recursive: true, force: true });
+});
+
+test("QEMU whose SSH port another process took first starts again on another port (no race between picking and binding)", async () => {
+  const { createServer } = await import("node:net");
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+  const takenPort = (taken.address() as { port: number }).port;
+  const picked: number[] = [];
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-vm-port-"));
+  try {
+    // A kernel that does not exist: QEMU sets up its network first, so the taken port fails it
+    // at once, and on a free port it gets as far as the kernel and exits for that reason.
+    const vm = { disk: path.join(dir, "disk.raw"), format: "raw" as const, kernel: path.join(dir, "no-kernel"), initrd: path.join(dir, "no-initrd"), append: KERNEL_CMDLINE, memory: 64, cpus: 1, accelerator: "tcg" as const, serialLog: path.join(dir, "serial.log"), pidFile: path.join(dir, "qemu.pid") };
+    writeFileSync(vm.disk, Buffer.alloc(1024));
+    const started = await startVmForwardingSsh(vm, 5, async () => {
+      const port = picked.length ? await freePort() : takenPort;
+      picked.push(port);
+      return port;
+    });
+    const ended = await started.vm.exited;
+    assert.is(picked.length, 2, "a second port after the first was taken");
+    assert.is(started.port, picked[1]);
+    assert.match(ended.stderrTail, /kernel/, "the second start got past the network");
+  } finally {
+    taken.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("e2fsprogs: mkfs.ext4 fills the image from the folder; debugfs requests make folders, write, set mode and owner", () => {
