@@ -4,7 +4,7 @@
  * step) decided whether any of it is needed.
  */
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { copyProvisioning } from "./provisioning.js";
+import { copyProvisioning } from "../graph/provisioning.js";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository } from "../config/model.js";

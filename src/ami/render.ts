@@ -4,9 +4,9 @@
  */
 import path from "node:path";
 import Handlebars from "handlebars";
-import { MAIN_TEMPLATE } from "./templates.js";
+import { MAIN_TEMPLATE } from "../graph/templates.js";
 
-export { MAIN_TEMPLATE, readTemplates, TEMPLATE_DIR } from "./templates.js";
+export { MAIN_TEMPLATE, readTemplates, TEMPLATE_DIR } from "../graph/templates.js";
 import { BakeError } from "../errors.js";
 import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString } from "./hcl.js";
 

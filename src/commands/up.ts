@@ -1,6 +1,6 @@
 /** `bake up` / `down` / `ps` / `logs` / `exec`: release containers locally, with their runtime contract. */
 import path from "node:path";
-import { PROVISIONING_DIR, PROVISIONING_PLAYBOOKS } from "../ami/provisioning.js";
+import { PROVISIONING_DIR, PROVISIONING_PLAYBOOKS } from "../graph/provisioning.js";
 import { loadConfig } from "../config/load.js";
 import { knownKeys, readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";

@@ -5,8 +5,8 @@ import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.j
 import { contextDigest, hashFile, listContext, type ContextListing } from "./context-files.js";
 import { ansibleInputs } from "./playbook-inputs.js";
 import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
-import { readTemplates } from "../ami/templates.js";
-import { ec2AmiToolsDigest, hostProvisioningDigest } from "../ami/provisioning.js";
+import { readTemplates } from "./templates.js";
+import { ec2AmiToolsDigest, hostProvisioningDigest } from "./provisioning.js";
 import { vmDiskDigest } from "../host/vm-disk.js";
 import { VM_DISK_INPUT } from "./keys.js";
 import { readLock } from "../config/lock.js";

@@ -14,7 +14,7 @@ import { LineCounter, parse as parseYaml, parseDocument, visit } from "yaml";
 import { ConfigError } from "../errors.js";
 import { SourceMap } from "../config/source-map.js";
 import { parseDockerignore, patternMatcher } from "./context-files.js";
-import { BAKE_ROLES, PROVISIONING_DIR } from "../ami/provisioning.js";
+import { BAKE_ROLES, PROVISIONING_DIR } from "./provisioning.js";
 
 /** One file Ansible may read: `name` is how keys and `bake plan` call it (stable across machines). */
 export interface AnsibleInput {

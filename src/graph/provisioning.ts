@@ -8,7 +8,7 @@
 import { cpSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
-import { digestOf } from "../graph/keys.js";
+import { digestOf } from "./keys.js";
 
 export const PROVISIONING_DIR = path.join(PACKAGE_ROOT, "ansible", "bake");
 /** The folder beside the HCL that holds a copy of PROVISIONING_DIR. */
