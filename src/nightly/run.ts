@@ -13,7 +13,7 @@ import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js
 import { amiCommand } from "../commands/ami.js";
 import { pruneCommand } from "../commands/prune.js";
 import { interruption, type BuildFailedError } from "../errors.js";
-import { describeImages, imagesReplaced, type ImageContents } from "../sbom/record.js";
+import { imageDescriber, imagesReplaced, type ImageContents } from "../sbom/record.js";
 import { describeDiff, hostPackageChanges, type PackageDiff } from "../sbom/packages.js";
 
 export interface NightlyOptions {
@@ -111,6 +111,8 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
     await timed("build", async () => {
       const startedOn = new Date().toISOString();
       const replaced = await imagesReplaced(tools.docker(), after.config.project, plan);
+      // Each image's contents are read as it is built, beside the builds still running.
+      const describer = imageDescriber(after, tools.docker(), replaced);
       try {
         built = await executeBuild(after, plan, tools.docker(), () => gitInfo(after.config.dir), logs, {
           noCache: options.force,
@@ -119,6 +121,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
           tags: [],
           signal: options.signal,
           plain: true,
+          onImage: describer.add,
           onPartial: (p) => {
             built = p.built;
             for (const f of p.failures) {
@@ -134,7 +137,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       } finally {
         await logs.close();
       }
-      contents = await describeImages(after, built, tools.docker(), { replaced, run: { id: logs.runId, startedOn, finishedOn: new Date().toISOString() } });
+      contents = await describer.describe(built, { id: logs.runId, startedOn, finishedOn: new Date().toISOString() });
     });
     for (const r of report.rebuilt) {
       r.action = built.find((b) => b.name === r.node)?.action ?? (failedImages.has(r.node) ? "failed" : undefined);
