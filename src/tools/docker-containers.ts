@@ -1,7 +1,6 @@
 /** The Docker engine's containers and networks: what `bake up`, the host boot test and exec use. */
 import tar from "tar-stream";
 import type { EngineConnection } from "./docker-engine.js";
-import type { DockerTool } from "./docker.js";
 
 export interface ContainerRecord {
   id: string;
@@ -13,7 +12,27 @@ export interface ContainerRecord {
   ports: { ip?: string; publicPort?: number; privatePort: number; type: string }[];
 }
 
-type ContainerVerbs = Pick<DockerTool, "ensureNetwork" | "removeNetwork" | "removeNetworks" | "listContainers" | "inspectContainer" | "createContainer" | "startContainer" | "removeContainer" | "containerLogs" | "exec" | "putFiles" | "waitContainer">;
+/** The engine's verbs for networks and containers (part of DockerTool). */
+export interface ContainerVerbs {
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<void>;
+  removeNetwork(name: string): Promise<boolean>;
+  /** Removes every network carrying all of these labels; returns their names. */
+  removeNetworks(labels: Record<string, string>): Promise<string[]>;
+  /** Containers (running or not) carrying every one of these labels. */
+  listContainers(labels: Record<string, string>): Promise<ContainerRecord[]>;
+  inspectContainer(idOrName: string): Promise<any | undefined>;
+  createContainer(options: Record<string, unknown>): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+  /** Demultiplexed logs; with follow, resolves when the container stops or the signal aborts. */
+  containerLogs(id: string, options: { follow: boolean; tail?: number; signal?: AbortSignal }, write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<void>;
+  /** Runs a command in a running container, streaming its output; returns its exit code. */
+  exec(id: string, cmd: string[], write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<number>;
+  /** Writes files into a container (created or running), from memory: nothing lands on this machine's disk. */
+  putFiles(id: string, files: { path: string; content: string | Buffer; mode: number }[]): Promise<void>;
+  /** Waits for a container to stop; returns its exit code. */
+  waitContainer(id: string): Promise<number>;
+}
 
 export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs {
   return {

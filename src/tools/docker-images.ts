@@ -10,8 +10,7 @@ import { BakeError } from "../errors.js";
 import { BuildKitProgress, decodeTrace, openSession, SessionRefusedError, type ServedEntry } from "./buildkit.js";
 import { BuildProgress, streamError, type StreamMessage } from "./docker-stream.js";
 import type Docker from "dockerode";
-import { BuildStreamError, engineTarget, LABEL, toRecord, type EngineConnection } from "./docker-engine.js";
-import type { DockerTool } from "./docker.js";
+import { BuildStreamError, engineTarget, LABEL, toRecord, type BakeImageRecord, type EngineConnection } from "./docker-engine.js";
 
 /** What every build asks of the engine, whichever builder runs it. */
 interface BuildSettings {
@@ -83,7 +82,38 @@ function uploadTar(target: http.RequestOptions, apiPath: string, body: Readable,
   });
 }
 
-type ImageVerbs = Pick<DockerTool, "findBakeImages" | "listBakeImages" | "inspectImage" | "importRootfs" | "build" | "canBuildKit" | "buildWithSession" | "tag" | "saveImages" | "removeUnusedImage" | "imageHasPath" | "readImageFiles" | "listTags" | "removeImage">;
+/** The engine's verbs for images (part of DockerTool). */
+export interface ImageVerbs {
+  /** Every image labelled with this project: one query to the engine. */
+  listBakeImages(project: string): Promise<BakeImageRecord[]>;
+  /** The image each reference names (undefined where there is none), looked up at once. */
+  findBakeImages(refs: string[]): Promise<(BakeImageRecord | undefined)[]>;
+  /** The image's id and labels, or undefined when the engine does not have it. */
+  inspectImage(ref: string): Promise<{ id: string; labels: Record<string, string>; repoDigests: string[]; size: number; created: string } | undefined>;
+  /** Imports a rootfs tar stream as an image; returns its id. */
+  importRootfs(tar: Readable, ref: { repo: string; tag: string }, labels: Record<string, string>, signal?: AbortSignal): Promise<string>;
+  /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
+  build(request: BuildRequest): Promise<string>;
+  /** Whether builds can go through BuildKit with a session (a Linux engine on a plain socket, API >= 1.39). */
+  canBuildKit(): Promise<boolean>;
+  /** Builds through BuildKit with a session; throws BuildStreamError when the stream reports a failure. */
+  buildWithSession(request: SessionBuildRequest): Promise<string>;
+  tag(id: string, repo: string, tag: string): Promise<void>;
+  removeImage(ref: string): Promise<void>;
+  /** Every tag on the engine that matches a reference pattern (`bake-parent/*`). */
+  listTags(pattern: string): Promise<string[]>;
+  /** Removes an image (and its tags) unless a container uses it; false when one does. */
+  removeUnusedImage(id: string): Promise<boolean>;
+  /** `docker save` of these references into one archive file, streamed. */
+  saveImages(refs: string[], file: string, signal?: AbortSignal): Promise<void>;
+  /** Whether the image holds this path (a container is created to look, never started). */
+  imageHasPath(image: string, path: string): Promise<boolean>;
+  /**
+   * The contents of these files in the image, by path (links followed; absent files left out),
+   * and an empty entry for each of `present` that exists: nothing is run.
+   */
+  readImageFiles(image: string, paths: string[], present?: string[]): Promise<Map<string, Buffer>>;
+}
 
 export function imageVerbs({ dockerode, quick, endpoint, inspectRaw, follow }: EngineConnection): ImageVerbs {
   let buildKit: Promise<boolean> | undefined;

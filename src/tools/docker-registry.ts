@@ -3,9 +3,18 @@ import { BakeError } from "../errors.js";
 import { dockerConfigFile, refusedMessage, REFUSED, registryAuth, registryOf } from "./docker-credentials.js";
 import { pushDigest, streamError, type StreamMessage } from "./docker-stream.js";
 import type { EngineConnection } from "./docker-engine.js";
-import type { DockerTool } from "./docker.js";
 
-export function registryVerbs({ dockerode, follow }: EngineConnection): Pick<DockerTool, "push" | "pull" | "distributionDigest"> {
+/** The engine's verbs for registries (part of DockerTool). */
+export interface RegistryVerbs {
+  /** Pushes repo:tag; returns the manifest digest. */
+  push(repo: string, tag: string, signal?: AbortSignal, onLine?: (line: string) => void): Promise<string>;
+  /** Pulls a reference; returns false when the registry does not have it. */
+  pull(ref: string, signal?: AbortSignal, onLine?: (line: string) => void): Promise<boolean>;
+  /** The registry's manifest digest for a reference, without pulling (the engine asks the registry). */
+  distributionDigest(ref: string): Promise<string | undefined>;
+}
+
+export function registryVerbs({ dockerode, follow }: EngineConnection): RegistryVerbs {
   return {
     async push(repo, tag, signal, onLine) {
       const auth = await registryAuth(registryOf(repo));
