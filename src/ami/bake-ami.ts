@@ -20,7 +20,7 @@ import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, KEY12, PRELOAD_ARCHIVE, s
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
-import { machineLock } from "../state/process-lock.js";
+import { machineLock } from "../files/process-lock.js";
 import type { Target } from "../graph/keys.js";
 import { generateKey } from "../tools/ssh.js";
 import { VM_FILES } from "../host/vm-disk.js";

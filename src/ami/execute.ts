@@ -22,7 +22,7 @@ import type { BootReport } from "../host/boot-test.js";
 import type { PackerTool } from "../tools/packer.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { gitInfo } from "../tools/git.js";
-import { withLock } from "../state/process-lock.js";
+import { withLock } from "../files/process-lock.js";
 import { GOSS_ENV, requireGoss } from "../tools/goss.js";
 import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";

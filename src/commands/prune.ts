@@ -8,7 +8,7 @@ import { readVmRecord } from "../host/vm-disk.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
-import { isLocked } from "../state/process-lock.js";
+import { isLocked } from "../files/process-lock.js";
 import { parentTagOwnerRunning } from "../state/parent-tags.js";
 import { BOOT_OWNER_LABEL, bootOwnerRunning, removeNamespace } from "../host/boot-test.js";
 import { interruption } from "../errors.js";

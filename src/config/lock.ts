@@ -4,7 +4,7 @@
  * Debian release index (InRelease) each debootstrap base was built from.
  */
 import path from "node:path";
-import { readJsonFile, writeJsonFile } from "../state/json-file.js";
+import { readJsonFile, writeJsonFile } from "../files/json-file.js";
 
 export interface BakeLock {
   debootstrap: Record<string, { release: string; url: string }>;
@@ -19,7 +19,7 @@ export function readLock(dir: string): BakeLock {
   return { debootstrap: parsed?.debootstrap ?? {} };
 }
 
-/** Written atomically; the nightly run that writes it holds the project's lock (state/process-lock.ts). */
+/** Written atomically; the nightly run that writes it holds the project's lock (files/process-lock.ts). */
 export function writeLock(dir: string, lock: BakeLock): void {
   writeJsonFile(lockPath(dir), lock);
 }

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { processRuns } from "../state/process-lock.js";
+import { processRuns } from "../files/process-lock.js";
 import { BakeError } from "../errors.js";
 import { redact } from "../tools/exec.js";
 import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";

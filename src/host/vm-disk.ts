@@ -12,8 +12,8 @@ import { digestOf } from "../graph/keys.js";
 import { debootstrap } from "../tools/debootstrap.js";
 import { copyOut, makeExt4, writeFiles } from "../tools/ext4.js";
 import { convertDisk, KERNEL_CMDLINE } from "../tools/qemu.js";
-import { bakeCacheDir, machineLock, withLock } from "../state/process-lock.js";
-import { writeJsonFile } from "../state/json-file.js";
+import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
+import { writeJsonFile } from "../files/json-file.js";
 
 /**
  * What bake writes into a host's root file system so that it boots as a VM: the root disk in

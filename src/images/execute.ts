@@ -26,7 +26,7 @@ import path from "node:path";
 import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "../state/logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
-import { acquireLock, machineLock } from "../state/process-lock.js";
+import { acquireLock, machineLock } from "../files/process-lock.js";
 import { testImage } from "../verify/goss.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
 

@@ -11,7 +11,7 @@ import { BakeError } from "../errors.js";
 import { sha256 } from "../graph/context-files.js";
 import { debootstrap, packRootfs } from "../tools/debootstrap.js";
 import { LABEL, repositoryOf, type DockerTool } from "../tools/docker.js";
-import { bakeCacheDir, machineLock, withLock } from "../state/process-lock.js";
+import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
 
 export const ROOTFS_REPO = "bake-rootfs";
 

@@ -1,7 +1,7 @@
 /** The nightly run: refresh bases from upstream → build what changed → bake AMIs → prune → report. */
 import path from "node:path";
 import { readPipeline, type Tools } from "../state/read.js";
-import { projectLock, withLock } from "../state/process-lock.js";
+import { projectLock, withLock } from "../files/process-lock.js";
 import { readLock, writeLock } from "../config/lock.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, previousImage } from "../plan/plan.js";

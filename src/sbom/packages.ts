@@ -8,7 +8,7 @@
 import { createReadStream, existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { tarEntries } from "../tools/tar.js";
-import { writeJsonFile } from "../state/json-file.js";
+import { writeJsonFile } from "../files/json-file.js";
 import type { DockerTool } from "../tools/docker.js";
 import { BakeError } from "../errors.js";
 

@@ -1,7 +1,7 @@
 /** bake-manifest.json: what the last successful run produced (PRODUCT.md's shape). */
 import path from "node:path";
-import { readJsonFile, writeJsonFile } from "./json-file.js";
-import { projectLock, withLock } from "./process-lock.js";
+import { readJsonFile, writeJsonFile } from "../files/json-file.js";
+import { projectLock, withLock } from "../files/process-lock.js";
 import { writeProvenance, type Statement } from "../sbom/provenance.js";
 
 export interface ManifestImage {

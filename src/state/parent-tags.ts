@@ -5,7 +5,7 @@
  * this machine's, whose pid no longer runs.
  */
 import { hostname } from "node:os";
-import { processRuns } from "./process-lock.js";
+import { processRuns } from "../files/process-lock.js";
 
 /** The host as a Docker repository path component: lower-case letters, digits, `.`, `-`. */
 export function hostComponent(host = hostname()): string {

@@ -5,8 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { BakeError } from "../errors.js";
-import { bakeCacheDir } from "../state/process-lock.js";
-import { writeJsonFile } from "../state/json-file.js";
+import { bakeCacheDir } from "../files/process-lock.js";
+import { writeJsonFile } from "../files/json-file.js";
 import { run, start, type BackgroundProcess } from "./exec.js";
 
 export const QEMU = "qemu-system-x86_64";

@@ -171,7 +171,7 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
   writeFileSync(path.join(bootCopy, "disk.raw"), "DIAGNOSTICS_TOKEN=x\n");
   // Another process holds the lock a bake holds on its folder.
   const holder = execa(process.execPath, ["--input-type=module", "-e", `
-    const { acquireLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/state/process-lock.js"))});
+    const { acquireLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/files/process-lock.js"))});
     const { amiBakeLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/ami/bake-ami.js"))});
     await acquireLock(amiBakeLock(${JSON.stringify(project)}, ${JSON.stringify(busy)}));
     console.log("held");

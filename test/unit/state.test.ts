@@ -3,7 +3,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { LockLostError, withLock } from "../../src/state/process-lock.js";
+import { LockLostError, withLock } from "../../src/files/process-lock.js";
 import path from "node:path";
 import { leaseRecords, nextLeaseStep, leaseTtlMs, LEASE_TAG } from "../../src/ami/lease.js";
 import { keysMarkedKeep, planAmiRetention, planLeftovers } from "../../src/prune/plan.js";
@@ -11,7 +11,7 @@ import { bootOwnerRunning } from "../../src/host/boot-test.js";
 import { parentTagOwnerRunning, parentTagRepository } from "../../src/state/parent-tags.js";
 import { hostname } from "node:os";
 import { awsRetry, bakedName, copyToken } from "../../src/tools/ec2.js";
-import { readJsonFile } from "../../src/state/json-file.js";
+import { readJsonFile } from "../../src/files/json-file.js";
 import { ConfigError } from "../../src/errors.js";
 import { tempTree } from "../helpers/bake.js";
 
