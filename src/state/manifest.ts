@@ -2,7 +2,7 @@
 import path from "node:path";
 import { readJsonFile, writeJsonFile } from "../files/json-file.js";
 import { projectLock, withLock } from "../files/process-lock.js";
-import { writeProvenance, type Statement } from "../sbom/provenance.js";
+import { writeProvenance, type Statement } from "./provenance-file.js";
 
 export interface ManifestImage {
   key: string;
