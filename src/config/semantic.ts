@@ -10,7 +10,6 @@ import { ConfigError } from "../errors.js";
 import type { AmiEntry, BakeFile, DebootstrapEntry, ImageEntry, RunEntry, TestEntry } from "./schema.js";
 import { DEFAULT_RUNTIME_ENV, TEST_RETRY, type AmiNode, type BakeConfig, type HealthSpec, type ImageNode, type Layer, type PortSpec, type RootfsSpec, type RunContract, type TestSpec, type VmSpec, VM_PACKAGES } from "./model.js";
 import { dotted, type SourceMap, type YamlPath } from "./source-map.js";
-import { findCycle } from "../graph/graph.js";
 import { projectPathGuard } from "./project-paths.js";
 import { splitCredentials, stripCredentials } from "./url-credentials.js";
 
@@ -343,3 +342,29 @@ function kindOf(p: string): "file" | "dir" | undefined {
 }
 
 export { dotted };
+
+/** Returns the names on a cycle, or undefined when the dependencies form a DAG. */
+export function findCycle(nodes: { name: string; deps: string[] }[]): string[] | undefined {
+  const deps = new Map(nodes.map((n) => [n.name, n.deps]));
+  const state = new Map<string, "visiting" | "done">();
+  const stack: string[] = [];
+  const visit = (name: string): string[] | undefined => {
+    const s = state.get(name);
+    if (s === "done") return undefined;
+    if (s === "visiting") return stack.slice(stack.indexOf(name));
+    state.set(name, "visiting");
+    stack.push(name);
+    for (const d of deps.get(name) ?? []) {
+      const c = visit(d);
+      if (c) return c;
+    }
+    stack.pop();
+    state.set(name, "done");
+    return undefined;
+  };
+  for (const n of [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const c = visit(n.name);
+    if (c) return c;
+  }
+  return undefined;
+}

@@ -11,32 +11,6 @@ export interface Graph {
   byName: Map<string, GraphNode>;
 }
 
-/** Returns the names on a cycle, or undefined when the dependencies form a DAG. */
-export function findCycle(nodes: { name: string; deps: string[] }[]): string[] | undefined {
-  const deps = new Map(nodes.map((n) => [n.name, n.deps]));
-  const state = new Map<string, "visiting" | "done">();
-  const stack: string[] = [];
-  const visit = (name: string): string[] | undefined => {
-    const s = state.get(name);
-    if (s === "done") return undefined;
-    if (s === "visiting") return stack.slice(stack.indexOf(name));
-    state.set(name, "visiting");
-    stack.push(name);
-    for (const d of deps.get(name) ?? []) {
-      const c = visit(d);
-      if (c) return c;
-    }
-    stack.pop();
-    state.set(name, "done");
-    return undefined;
-  };
-  for (const n of [...nodes].sort((a, b) => cmp(a.name, b.name))) {
-    const c = visit(n.name);
-    if (c) return c;
-  }
-  return undefined;
-}
-
 /**
  * The graph for a target: on `local` an AMI also depends on the image its host starts from
  * (`local.image`), which the other targets never build.

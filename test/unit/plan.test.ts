@@ -2,7 +2,8 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { parseConfig } from "../../src/config/load.js";
-import { buildGraph, findCycle, selectWithDependencies } from "../../src/graph/graph.js";
+import { buildGraph, selectWithDependencies } from "../../src/graph/graph.js";
+import { findCycle } from "../../src/config/semantic.js";
 import { computeKeys, keyOf } from "../../src/graph/keys.js";
 import { assemblePlan, changedInputs, previousImage, type WorldState } from "../../src/plan/plan.js";
 import { planJson, planMatrix } from "../../src/commands/plan.js";
