@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { copyProvisioning } from "../graph/provisioning.js";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
-import { imageRepository } from "../config/model.js";
+import { imageRepository, KEY_TAG_LENGTH, shippedImages } from "../config/model.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
 import { ansibleConfigFile } from "../graph/playbook-inputs.js";
@@ -16,7 +16,7 @@ import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
 import { awsFailure } from "../tools/packer-output.js";
-import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, KEY12, PRELOAD_ARCHIVE, sensitiveVariables, shippedImages, templateContext } from "./context.js";
+import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, PRELOAD_ARCHIVE, sensitiveVariables, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
@@ -32,7 +32,7 @@ export interface RenderedFolder {
 
 /** The folder a bake renders into and exports the shipped images to: one per AMI, target and key. */
 export function amiWorkDir(projectDir: string, ami: string, target: string, key: string): string {
-  return path.join(projectDir, ".bake", "ami", `${ami}-${target}-${key.slice(0, KEY12)}`);
+  return path.join(projectDir, ".bake", "ami", `${ami}-${target}-${key.slice(0, KEY_TAG_LENGTH)}`);
 }
 
 /** The lock a bake holds on its folder (and key) while it runs: one bake per key on this machine. */
@@ -62,7 +62,7 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
     key: pipeline.keys.get(ami.name)?.key,
     inputs: pipeline.keys.get(ami.name)?.inputs,
     imageKeys,
-    baseImageId: hostRecord?.id ?? (host ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY12)}` : undefined),
+    baseImageId: hostRecord?.id ?? (host ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}` : undefined),
     sourceAmi: extra.sourceAmi,
     requiredPlugins: needsRequiredPlugins(version),
     outDir: dir,
@@ -112,7 +112,7 @@ export interface BakeResult {
 
 /** Exports the shipped images into the folder as one `docker save` archive. */
 export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string, docker: DockerTool, signal?: AbortSignal): Promise<void> {
-  const refs = shippedImages(ami).map((n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY12)}`);
+  const refs = shippedImages(ami).map((n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY_TAG_LENGTH)}`);
   const file = path.join(dir, PRELOAD_ARCHIVE);
   try {
     await docker.saveImages(refs, file, signal);
@@ -182,7 +182,7 @@ export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: strin
   for (const region of ami.copyTo) {
     // A copy carries its tags from creation; one an earlier run started under this name (before
     // copies were tagged at creation) is found by name. Either may still be pending: wait for it.
-    const name = `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY12)}`;
+    const name = `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY_TAG_LENGTH)}`;
     const existing = (await ec2.findAmiByKey(region, key)) ?? (await ec2.findOwnedByName(region, name));
     let copy = existing?.imageId;
     if (!copy) {

@@ -2,7 +2,7 @@
 import path from "node:path";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { GOSS_DIR, GOSS_ENV, validateArgs } from "../tools/goss.js";
-import { imageRepository, localAmiRepository } from "../config/model.js";
+import { imageRepository, KEY_TAG_LENGTH, localAmiRepository, shippedImages } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
@@ -12,7 +12,6 @@ import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
 import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
 import { renderCommand } from "../tools/exec.js";
 
-export const KEY12 = 12;
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */
 export const DOCKER_SOCKET_ENV = "BAKE_DOCKER_SOCKET";
 export const PRELOAD_ARCHIVE = "preload.tar";
@@ -73,7 +72,7 @@ function machineVariables(target: Target, instanceStore: boolean): TemplateConte
 
 export function templateContext(input: AmiRenderInput): TemplateContext {
   const { config, ami, target } = input;
-  const keyTag = input.key ? input.key.slice(0, KEY12) : "unknown";
+  const keyTag = input.key ? input.key.slice(0, KEY_TAG_LENGTH) : "unknown";
   const local = target === "local";
   const aws = target === "aws";
   const { sensitive } = sensitiveVariables(ami, config, target);
@@ -170,15 +169,11 @@ export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "
     "bake:ami": ami.name,
     "bake:source-ami": input.sourceAmi ?? "{{ .SourceAMI }}",
     "bake:revision": input.revision ?? "unknown",
-    "bake:preload": ami.preload.map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY12)}`).join(" "),
+    "bake:preload": ami.preload.map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`).join(" "),
   };
 }
 
 /** The images inside the AMI's archive: the preloaded ones and the services it runs. */
-export function shippedImages(ami: AmiNode): string[] {
-  return [...new Set([...ami.preload, ...ami.services])];
-}
-
 export interface AnsibleVars {
   bake_project: string;
   bake_engine: AmiNode["engine"];
@@ -191,7 +186,7 @@ export interface AnsibleVars {
 
 /** The non-secret variables the host playbook receives (bake-vars.yml beside the HCL). */
 export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, imageKeys: Map<string, string | undefined>): AnsibleVars {
-  const ref = (name: string) => `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY12)}`;
+  const ref = (name: string) => `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`;
   const byName = new Map<string, ImageNode>(config.images.map((i) => [i.name, i]));
   return {
     bake_project: config.project,

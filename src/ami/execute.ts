@@ -5,7 +5,7 @@
  */
 import { rmSync } from "node:fs";
 import path from "node:path";
-import type { AmiNode } from "../config/model.js";
+import { KEY_TAG_LENGTH, type AmiNode } from "../config/model.js";
 import type { Pipeline, Tools } from "../state/read.js";
 import { BuildFailedError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
@@ -13,7 +13,7 @@ import type { PlanEntry } from "../plan/plan.js";
 import { executeBuild } from "../images/execute.js";
 import type { RunLogs } from "../state/logs.js";
 import { amiBakeLock, exportImages, localImageId, packerEnvironment, reconcileAws, renderFolder, runPacker } from "./bake-ami.js";
-import { AWS_CONNECTION_ENV, DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE, KEY12, PRELOAD_ARCHIVE } from "./context.js";
+import { AWS_CONNECTION_ENV, DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE } from "./context.js";
 import { keepHostPackages } from "../sbom/packages.js";
 import { ec2Endpoint } from "../tools/ec2.js";
 import { acquireLease, leasePrefix } from "./lease.js";
@@ -90,7 +90,7 @@ async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: Do
     } finally {
       rmSync(path.join(run.dir, PACKER_DISK), { force: true });
     }
-    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY12)}`);
+    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`);
     const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: packerEnv.passEnv, signal: run.signal, lockLost: run.lockLost, onLine: run.say, logsDir: run.logs.dir });
     return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(built), built, boot };
   } finally {
@@ -101,7 +101,7 @@ async function bakeVm(pipeline: Pipeline, ami: AmiNode, run: BakeRun, docker: Do
 
 /** Holds the key's lock (and lease), looks again for the key, and bakes only when it is still missing. */
 export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun): Promise<BakeOutcome> {
-  const key12 = run.key.slice(0, KEY12);
+  const key12 = run.key.slice(0, KEY_TAG_LENGTH);
   return withLock(amiBakeLock(pipeline.config.project, run.dir), async (lost) => {
     // A lock taken over stops the bake as an interrupt would, but the folder and disks the lock
     // guards are the new holder's: the clean-ups below leave them (run.lockLost).

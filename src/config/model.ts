@@ -143,3 +143,8 @@ export function localAmiRepository(config: Pick<BakeConfig, "project">, ami: str
 export function imageRepository(config: Pick<BakeConfig, "project" | "registry">, name: string): string {
   return config.registry ? `${config.registry}/${config.project}/${name}` : `${config.project}/${name}`;
 }
+
+/** The images an AMI carries: its preloaded ones and those of its services, each once. */
+export function shippedImages(ami: Pick<AmiNode, "preload" | "services">): string[] {
+  return [...new Set([...ami.preload, ...ami.services])];
+}

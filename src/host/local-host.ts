@@ -4,10 +4,9 @@
  * the boot test) and the boot test after it, whose failure leaves nothing tagged.
  */
 import type { AmiNode } from "../config/model.js";
-import { imageRepository, localAmiRepository } from "../config/model.js";
+import { imageRepository, KEY_TAG_LENGTH, localAmiRepository, shippedImages } from "../config/model.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { BuildFailedError, ConfigError, interruption, UsageError } from "../errors.js";
-import { KEY12, shippedImages } from "../ami/context.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
 import { passEnvValues, servicesOf } from "../up/services.js";
 import { bootTest, type BootReport } from "./boot-test.js";
@@ -33,7 +32,7 @@ export function bootPassEnv(pipeline: Pipeline, ami: AmiNode, env = process.env)
 /** The host image, once built, boots with systemd: config error at `local.image` otherwise. */
 export async function checkHostImage(pipeline: Pipeline, ami: AmiNode, docker: DockerTool): Promise<void> {
   const host = ami.local!;
-  const ref = `${imageRepository(pipeline.config, host.image)}:${pipeline.keys.get(host.image)!.key!.slice(0, KEY12)}`;
+  const ref = `${imageRepository(pipeline.config, host.image)}:${pipeline.keys.get(host.image)!.key!.slice(0, KEY_TAG_LENGTH)}`;
   for (const p of ["/sbin/init", "/lib/systemd/systemd"]) {
     if (!(await docker.imageHasPath(ref, p))) {
       throw new ConfigError(host.position, `local image "${host.image}" has no systemd (${p} is missing): the local host boots with systemd as PID 1`, `install systemd-sysv in ${host.image}'s Dockerfile, or include it in its debootstrap spec`);
@@ -51,7 +50,7 @@ export interface BootOptions {
 /** The images a host must hold after its loader ran: each by its key tag, with its key. */
 export function shippedRefs(pipeline: Pipeline, ami: AmiNode): { ref: string; key: string }[] {
   const keys = knownKeys(pipeline);
-  return shippedImages(ami).map((n) => ({ ref: `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY12)}`, key: keys.get(n)! }));
+  return shippedImages(ami).map((n) => ({ ref: `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY_TAG_LENGTH)}`, key: keys.get(n)! }));
 }
 
 /** Boots a local machine image as a host and runs every check, the AMI's test: spec last. */
@@ -77,7 +76,7 @@ export async function bootLocal(pipeline: Pipeline, ami: AmiNode, imageId: strin
 export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
   const report = await bootLocal(pipeline, ami, imageId, docker, options);
   if (report.ok && !options.signal.aborted) return report;
-  await docker.removeImage(`${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY12)}`);
+  await docker.removeImage(`${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY_TAG_LENGTH)}`);
   if (options.signal.aborted) throw interruption(options.signal);
   const failed = report.checks.filter((c) => !c.ok);
   throw new BuildFailedError(ami.name, `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`, failed.map((c) => `${c.name}: ${c.detail}`).join("\n"));
