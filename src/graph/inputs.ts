@@ -7,7 +7,7 @@ import { ansibleInputs } from "./playbook-inputs.js";
 import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "./templates.js";
 import { ec2AmiToolsDigest, hostProvisioningDigest } from "./provisioning.js";
-import { vmDiskDigest } from "../host/vm-disk.js";
+import { vmDiskDigest } from "./vm-disk-spec.js";
 import { VM_DISK_INPUT } from "./keys.js";
 import { readLock } from "../config/lock.js";
 import { DigestCache } from "./digest-cache.js";

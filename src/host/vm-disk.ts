@@ -5,41 +5,18 @@
  * it leaves is a folder under .bake/vm/ with the disk, the kernel and initrd the disk holds, the
  * key, and vm.json, which the plan reads to know the disk by its key.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { VmSpec } from "../config/model.js";
-import { digestOf } from "../graph/keys.js";
+import { VM_ENABLED_UNITS, VM_ROOTFS_FILES, vmDiskDigest } from "../graph/vm-disk-spec.js";
+import { VM_FILES } from "../state/vm-record.js";
 import { debootstrap } from "../tools/debootstrap.js";
 import { copyOut, makeExt4, writeFiles } from "../tools/ext4.js";
-import { convertDisk, KERNEL_CMDLINE } from "../tools/qemu.js";
+import { convertDisk } from "../tools/qemu.js";
 import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
-import { writeJsonFile } from "../files/json-file.js";
 
-/**
- * What bake writes into a host's root file system so that it boots as a VM: the root disk in
- * fstab, DHCP on the virtual NIC (systemd-networkd) with QEMU's user-network resolver, SSH host
- * keys made at first boot (never shared by every disk of one spec), and a machine id of its own.
- */
-export const VM_ROOTFS_FILES: Record<string, string> = {
-  "etc/fstab": "# bake: the VM's root disk\n/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-  "etc/systemd/network/80-bake-vm.network": "# bake: DHCP on the VM's network interface\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
-  "etc/resolv.conf": "# bake: QEMU's user network answers DNS here\nnameserver 10.0.2.3\n",
-  "etc/systemd/system/ssh.service.d/bake-host-keys.conf": "# bake: every VM makes its own host keys at first boot, before sshd checks its configuration\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
-  "etc/machine-id": "",
-};
-
-/** Units enabled by link, as `systemctl enable` would (target folder → unit). */
-export const VM_ENABLED_UNITS: [string, string][] = [
-  ["multi-user.target.wants", "systemd-networkd.service"],
-  ["sockets.target.wants", "systemd-networkd.socket"],
-  ["network-online.target.wants", "systemd-networkd-wait-online.service"],
-  ["multi-user.target.wants", "ssh.service"],
-];
-
-/** The digest of a host disk: its spec, its size and what bake writes into it. */
-export function vmDiskDigest(vm: VmSpec): string {
-  return digestOf({ debootstrap: vm.rootfs.debootstrap, diskSize: vm.diskSize, files: VM_ROOTFS_FILES, units: VM_ENABLED_UNITS });
-}
+export { VM_ENABLED_UNITS, VM_ROOTFS_FILES, vmDiskDigest } from "../graph/vm-disk-spec.js";
+export { findVmDisk, readVmRecord, VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
 
 export function vmDiskCacheDir(env = process.env): string {
   return path.join(bakeCacheDir(env), "vm");
@@ -91,8 +68,6 @@ export async function baseDisk(vm: VmSpec, report: DiskReport, signal?: AbortSig
   }, { signal, onWait: (holder) => report.step(`waiting for the VM disk ${digest.slice(0, 12)}: ${holder} makes it`) });
 }
 
-/** Files of a bake's VM folder (.bake/vm/<ami>-<key12>/). */
-export const VM_FILES = { disk: "disk.qcow2", kernel: "vmlinuz", initrd: "initrd.img", key: "id_ed25519", record: "vm.json" } as const;
 
 /** The disk Packer starts from, in the bake's rendered folder: a copy of the base disk with the bake's key and host name. */
 export const PACKER_DISK = "disk.raw";
@@ -119,49 +94,6 @@ export async function bootFiles(rawDisk: string, dir: string): Promise<{ kernel:
   await copyOut(rawDisk, "/vmlinuz", kernel);
   await copyOut(rawDisk, "/initrd.img", initrd);
   return { kernel, initrd };
-}
-
-/** What vm.json says of a baked disk. */
-export interface VmRecord {
-  ami: string;
-  key: string;
-  disk: string;
-  format: "qcow2";
-  bytes: number;
-  cmdline: string;
-  memory: number;
-  cpus: number;
-  user: string;
-  created: string;
-}
-
-/** The folder a VM bake leaves: one per AMI and key. */
-export function vmDir(projectDir: string, ami: string, key: string): string {
-  return path.join(projectDir, ".bake", "vm", `${ami}-${key.slice(0, 12)}`);
-}
-
-export function writeVmRecord(dir: string, record: Omit<VmRecord, "bytes" | "cmdline" | "created" | "format" | "user">): VmRecord {
-  const full: VmRecord = { ...record, format: "qcow2", bytes: statSync(path.join(dir, VM_FILES.disk)).size, cmdline: KERNEL_CMDLINE, user: "root", created: new Date().toISOString() };
-  writeJsonFile(path.join(dir, VM_FILES.record), full);
-  return full;
-}
-
-/** What a VM folder's vm.json says, if it has a readable one. */
-export function readVmRecord(dir: string): VmRecord | undefined {
-  try {
-    return JSON.parse(readFileSync(path.join(dir, VM_FILES.record), "utf8")) as VmRecord;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The baked disk with this key, when its folder is whole. */
-export function findVmDisk(projectDir: string, ami: string, key: string): (VmRecord & { dir: string }) | undefined {
-  const dir = vmDir(projectDir, ami, key);
-  const record = readVmRecord(dir);
-  if (!record || record.key !== key || record.ami !== ami) return undefined;
-  for (const f of [VM_FILES.disk, VM_FILES.kernel, VM_FILES.initrd, VM_FILES.key]) if (!existsSync(path.join(dir, f))) return undefined;
-  return { ...record, dir };
 }
 
 /** Moves Packer's output into the VM folder (replacing an unfinished one). */

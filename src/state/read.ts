@@ -2,7 +2,7 @@
 import path from "node:path";
 import { withDefaultLocalHost } from "../config/local-host.js";
 import { loadConfig } from "../config/load.js";
-import { findVmDisk } from "../host/vm-disk.js";
+import { findVmDisk } from "./vm-record.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
 import { readManifest } from "../state/manifest.js";
