@@ -10,8 +10,8 @@ import { RunLogs } from "../state/logs.js";
 import { readManifest, updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
-import { amiCommand } from "../commands/ami.js";
-import { pruneCommand } from "../commands/prune.js";
+import { runAmi } from "../ami/run.js";
+import { runPrune } from "../prune/run.js";
 import { interruption, type BuildFailedError } from "../errors.js";
 import { imageDescriber, imagesReplaced, type ImageContents } from "../sbom/record.js";
 import { describeDiff, hostPackageChanges, type PackageDiff } from "../sbom/packages.js";
@@ -158,7 +158,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       }
       try {
         const before = readManifest(after.config.dir).amis[ami.name];
-        const result = await amiCommand({ file: options.file, ami: ami.name, target: options.target, force: false, dryRun: options.dryRun, json: false, signal: options.signal }, tools, quiet, err);
+        const result = await runAmi({ file: options.file, ami: ami.name, target: options.target, force: false, dryRun: options.dryRun, json: false, signal: options.signal }, tools, quiet, err);
         report.amis[ami.name] = result.regions;
         if (result.action === "baked" && !options.dryRun) {
           const packages = hostPackageChanges(after.config.dir, ami.name, options.target, before?.target === options.target ? before.key : undefined, result.key);
@@ -174,7 +174,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   // 4. prune (a plan only on a dry run)
   await timed("prune", async () => {
     try {
-      const pruned = await pruneCommand({ file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal }, tools, quiet, quiet);
+      const pruned = await runPrune({ file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal }, tools, quiet, quiet);
       report.pruned = (options.dryRun ? pruned.decisions.filter((d) => d.action === "remove") : pruned.removed).map(({ kind, name, where, id }) => ({ kind, name, where, id }));
       for (const f of pruned.failed) report.failed.push({ node: "prune", error: `${f.kind} ${f.id} in ${f.where}: ${f.error}` });
     } catch (e) {
