@@ -23,7 +23,7 @@ import { unsafeExtraVars } from "../tools/ansible.js";
 import { machineLock } from "../files/process-lock.js";
 import type { Target } from "../graph/keys.js";
 import { generateKey } from "../tools/ssh.js";
-import { VM_FILES } from "../host/vm-disk.js";
+import { VM_FILES } from "../state/vm-record.js";
 
 export interface RenderedFolder {
   dir: string;

@@ -28,7 +28,8 @@ import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { RenderedFolder } from "./bake-ami.js";
-import { findVmDisk, PACKER_DISK } from "../host/vm-disk.js";
+import { PACKER_DISK } from "../host/vm-disk.js";
+import { findVmDisk } from "../state/vm-record.js";
 
 export interface BakeRun {
   target: Target;

@@ -10,7 +10,7 @@ import { bakeOnce } from "./execute.js";
 import path from "node:path";
 import { checkLocalTarget } from "../host/local-host.js";
 import { checkVmTarget } from "../host/vm-host.js";
-import { findVmDisk } from "../host/vm-disk.js";
+import { findVmDisk } from "../state/vm-record.js";
 import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";

@@ -7,9 +7,10 @@
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { readManifest } from "../state/manifest.js";
-import { contextMaterials, provenancePath, readProvenance, statementKey, type Statement } from "../sbom/provenance.js";
+import { contextMaterials } from "../sbom/provenance.js";
+import { provenancePath, readProvenance, statementKey, type Statement } from "../state/provenance-file.js";
 import { imageCheck, keyCheck, type VerifyCheck } from "../sbom/verify.js";
-import { findVmDisk } from "../host/vm-disk.js";
+import { findVmDisk } from "../state/vm-record.js";
 
 export interface VerifyOptions {
   file: string;

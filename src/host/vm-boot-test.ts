@@ -122,8 +122,7 @@ export async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5, 
     const port = await pickPort();
     const started = await startVm({ ...vm, forwards: [{ host: port, guest: 22 }] });
     const early = await Promise.race([started.exited, sleep(1500).then(() => undefined)]);
-    if (!early) return { vm: started, port };
-    if (!/host forwarding rule/.test(early.stderrTail) || attempt >= attempts) return { vm: started, port };
+    if (!early || !/host forwarding rule/.test(early.stderrTail) || attempt >= attempts) return { vm: started, port };
   }
 }
 

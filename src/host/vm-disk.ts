@@ -15,9 +15,6 @@ import { copyOut, makeExt4, writeFiles } from "../tools/ext4.js";
 import { convertDisk } from "../tools/qemu.js";
 import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
 
-export { VM_ENABLED_UNITS, VM_ROOTFS_FILES, vmDiskDigest } from "../graph/vm-disk-spec.js";
-export { findVmDisk, readVmRecord, VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
-
 export function vmDiskCacheDir(env = process.env): string {
   return path.join(bakeCacheDir(env), "vm");
 }

@@ -20,7 +20,8 @@ import type { BootReport } from "./boot-test.js";
 import { runtimeEnvFile } from "./boot-test.js";
 import { bootTestVm, HOST_KEY_ALIAS } from "./vm-boot-test.js";
 import { shippedRefs } from "./local-host.js";
-import { baseDisk, bootFiles, diskForBake, keepBakedDisk, VM_FILES, vmDir, writeVmRecord, type DiskReport, type VmRecord } from "./vm-disk.js";
+import { baseDisk, bootFiles, diskForBake, keepBakedDisk, type DiskReport } from "./vm-disk.js";
+import { VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
 
 /** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
 export function checkVmTarget(ami: AmiNode): NonNullable<AmiNode["vm"]> {

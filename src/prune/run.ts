@@ -4,7 +4,7 @@ import path from "node:path";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { readManifest } from "../state/manifest.js";
 import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, planVmRetention, type LeftoverState, type PruneDecision, type VmDiskFolder } from "./plan.js";
-import { readVmRecord } from "../host/vm-disk.js";
+import { readVmRecord } from "../state/vm-record.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";

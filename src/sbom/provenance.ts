@@ -11,8 +11,6 @@ import { SLSA_PROVENANCE, STATEMENT_TYPE, type ResourceDescriptor, type Statemen
 import type { InputDigests } from "../graph/keys.js";
 import type { ContextEntry } from "../graph/context-files.js";
 
-export { provenancePath, readProvenance, SLSA_PROVENANCE, STATEMENT_TYPE, statementKey, statementNode, writeProvenance, type ResourceDescriptor, type Statement } from "../state/provenance-file.js";
-
 export const IMAGE_BUILD_TYPE = "urn:bake:build-type:image:v1";
 export const BUILDER_ID = "urn:bake:builder";
 

@@ -3,7 +3,7 @@
  * provenance statement, and the statement against the image the engine holds.
  */
 import type { InputDigests } from "../graph/keys.js";
-import { statementKey, type Statement } from "./provenance.js";
+import { statementKey, type Statement } from "../state/provenance-file.js";
 
 export interface VerifyCheck {
   name: string;
