@@ -31,6 +31,10 @@ await build({
   external: ["dockerode", "@aws-sdk/*", "ajv", "@grpc/grpc-js", "protobufjs", "@cyclonedx/*", "packageurl-js"],
   plugins: [yargsCommonJs],
   legalComments: "none",
+  // A third less to read and to check against the code cache on every start (a no-op build:
+  // ~147 → ~141 ms here). Names stay as written, so a --verbose stack still names functions.
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: "warning",
 });
 
