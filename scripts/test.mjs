@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs every uvu suite, one test file per process, streams its output, and ends with one line
-// `N passed, N failed` summing them all. Exits non-zero on any failure, including a file that
+// Runs every uvu suite, one test file per process (the VM file beside the rest on the second core),
+// streams its output, and ends with one line `N passed, N failed` summing them all. Exits non-zero on any failure, including a file that
 // crashed. Before that line: the ten slowest files and the ten slowest tests, with their seconds;
 // every timing is written to .bake/test-timings.json, so that suite time is visible in each CI log.
 import { spawn } from "node:child_process";
@@ -10,9 +10,13 @@ import { fileURLToPath } from "node:url";
 
 const TIMING = fileURLToPath(new URL("./uvu-timing.mjs", import.meta.url));
 
-// --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the engine restart, the interrupts.
+// --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the faults, the interrupts.
 const SLOW = /^(ami-local|ami-vm|aws-packer|faults|interrupts)\.test\.js$/;
 const fast = process.argv.includes("--fast");
+// Files that run beside the others: each uses only what is its own (a project name and folder,
+// no moto, no fixed host port, no engine-wide count) and most of its time is not the engine's
+// (QEMU's). The other files count only their own project's containers and parent tags.
+const BESIDE = /^it\/ami-vm\.test\.js$/;
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));
 const timingsDir = path.resolve(".bake");
@@ -24,12 +28,26 @@ const started = Date.now();
 let passed = 0;
 let failed = 0;
 const files = [];
+const jobs = suites.flatMap((suite) =>
+  readdirSync(`dist/test/${suite}`)
+    .filter((f) => f.endsWith(".test.js") && !(fast && SLOW.test(f)))
+    .sort()
+    .map((file) => ({ suite, file })),
+);
+// Two lanes on two cores: the files that share nothing with the others run beside them (their
+// output is printed whole when each ends); every other file runs one at a time, in order.
+const beside = jobs.filter((j) => BESIDE.test(`${j.suite}/${j.file}`));
+const inTurn = jobs.filter((j) => !beside.includes(j));
+await Promise.all([runLane(inTurn, false), runLane(beside, true)]);
 for (const suite of suites) {
-  const suiteStarted = Date.now();
-  const list = readdirSync(`dist/test/${suite}`).filter((f) => f.endsWith(".test.js") && !(fast && SLOW.test(f))).sort();
-  for (const file of list) {
+  const of = files.filter((f) => f.suite === suite);
+  console.log(`suite ${suite}: ${of.length} files, ${of.reduce((n, f) => n + f.seconds, 0).toFixed(1)} s of file time`);
+}
+
+async function runLane(lane, buffered) {
+  for (const { suite, file } of lane) {
     const fileStarted = Date.now();
-    const { code, output } = await runFile(suite, file);
+    const { code, output } = await runFile(suite, file, buffered);
     const plain = output.replace(/\u001b\[[0-9;]*m/g, "");
     const total = Number(/Total:\s+(\d+)/.exec(plain)?.[1] ?? NaN);
     const ok = Number(/Passed:\s+(\d+)/.exec(plain)?.[1] ?? NaN);
@@ -43,9 +61,8 @@ for (const suite of suites) {
       bad = Math.max(0, total - ok - skipped) || (code === 0 ? 0 : 1);
     }
     failed += bad;
-    files.push({ suite, file, seconds: (Date.now() - fileStarted) / 1000, passed: Number.isNaN(ok) ? 0 : ok, failed: bad });
+    files.push({ suite, file, seconds: (Date.now() - fileStarted) / 1000, passed: Number.isNaN(ok) ? 0 : ok, failed: bad, beside: buffered });
   }
-  console.log(`suite ${suite}: ${((Date.now() - suiteStarted) / 1000).toFixed(1)}s`);
 }
 
 const tests = existsSync(testLines) ? readFileSync(testLines, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [];
@@ -60,19 +77,29 @@ console.log(`every timing: ${path.relative(process.cwd(), path.join(timingsDir, 
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
 
-function runFile(suite, file) {
+function runFile(suite, file, buffered) {
   return new Promise((resolve) => {
-    console.log(`== ${suite}/${file}`);
+    if (buffered) console.log(`== ${suite}/${file} started beside the others (its output follows when it ends)`);
+    else console.log(`== ${suite}/${file}`);
     const pattern = `^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`;
     const child = spawn(process.execPath, ["--import", TIMING, "node_modules/uvu/bin.js", `dist/test/${suite}`, pattern], {
-      stdio: ["ignore", "pipe", "inherit"],
+      stdio: ["ignore", "pipe", buffered ? "pipe" : "inherit"],
       env: { ...process.env, FORCE_COLOR: "0", BAKE_TEST_TIMINGS: testLines, BAKE_TEST_FILE: `${suite}/${file}` },
     });
     let output = "";
+    let errors = "";
     child.stdout.on("data", (d) => {
       output += d;
-      process.stdout.write(d);
+      if (!buffered) process.stdout.write(d);
     });
-    child.on("close", (code) => resolve({ code, output }));
+    child.stderr?.on("data", (d) => (errors += d));
+    child.on("close", (code) => {
+      if (buffered) {
+        console.log(`== ${suite}/${file} (ran beside the others)`);
+        process.stdout.write(output);
+        if (errors) process.stderr.write(errors);
+      }
+      resolve({ code, output });
+    });
   });
 }

@@ -29,11 +29,14 @@ export interface BakeRun {
   code: number;
   stdout: string;
   stderr: string;
+  /** The bake process's id: the parent tags it made are named after it (`bake-parent/<host>/<pid>`). */
+  pid: number;
 }
 
 export async function bake(args: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Promise<BakeRun> {
-  const r = await execa(process.execPath, [CLI, ...args], { cwd: options.cwd, env: testEnv(options.env), extendEnv: true, reject: false, timeout: 300_000 });
-  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  const child = execa(process.execPath, [CLI, ...args], { cwd: options.cwd, env: testEnv(options.env), extendEnv: true, reject: false, timeout: 300_000 });
+  const r = await child;
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), pid: child.pid ?? -1 };
 }
 
 /** Temp folders of this test process, removed when it exits (a run of `make test` makes hundreds). */

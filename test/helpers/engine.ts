@@ -6,7 +6,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import type Docker from "dockerode";
 import { createServer, request } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { ROOT } from "./bake.js";
 
 export const docker: Docker = new (createRequire(import.meta.url)("dockerode"))();
@@ -61,16 +61,36 @@ export function uniqueProject(prefix: string): string {
 }
 
 /**
- * The number of containers once it has come back down to `expected` (the engine removes a
- * cancelled build's container shortly after the request ends), or after about ten seconds.
+ * The containers that can be this test's: every container without a bake project, and those of
+ * the project (or a project named after it, `<project>-…`). scripts/test.mjs runs another test
+ * file beside this one, and its bakes make short-lived containers of their own projects.
  */
-export async function containerCountSettling(expected: number): Promise<number> {
-  let count = (await docker.listContainers({ all: true })).length;
+export async function containerCount(project: string): Promise<number> {
+  const all = await docker.listContainers({ all: true });
+  return all.filter((c) => {
+    const owner = c.Labels?.["bake.project"];
+    return owner === undefined || owner === project || owner.startsWith(`${project}-`);
+  }).length;
+}
+
+/**
+ * The number of the project's containers (see containerCount) once it has come back down to
+ * `expected` (the engine removes a cancelled build's container shortly after the request ends),
+ * or after about ten seconds.
+ */
+export async function containerCountSettling(expected: number, project: string): Promise<number> {
+  let count = await containerCount(project);
   for (let i = 0; i < 50 && count > expected; i++) {
     await new Promise((r) => setTimeout(r, 200));
-    count = (await docker.listContainers({ all: true })).length;
+    count = await containerCount(project);
   }
   return count;
+}
+
+/** The parent tags (`bake-parent/<host>/<pid>:<id>`) a bake process left on the engine. */
+export async function parentTagsOf(pid: number): Promise<string[]> {
+  const images = await docker.listImages({ filters: JSON.stringify({ reference: [`bake-parent/*/${pid}`] }) });
+  return images.flatMap((i) => i.RepoTags ?? []).filter((t) => t.includes(`/${pid}:`));
 }
 
 /**
@@ -89,4 +109,42 @@ export async function sessionRefusingProxy(): Promise<{ host: string; close: () 
   });
   await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
   return { host: `tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}`, close: () => proxy.close() };
+}
+
+/**
+ * The engine's socket behind one that can be cut, as when the engine stops: `cut()` drops every
+ * connection and removes the socket (new ones fail ENOENT, as with a stopped dockerd); `restore()`
+ * listens again. `host` is its DOCKER_HOST. Cutting it stops no other test's use of the engine.
+ */
+export async function cuttableEngine(): Promise<{ host: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-engine-"));
+  const socketPath = path.join(dir, "docker.sock");
+  const open = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const engine = connect("/var/run/docker.sock");
+    for (const s of [client, engine]) {
+      open.add(s);
+      s.on("close", () => open.delete(s));
+      s.on("error", () => undefined);
+    }
+    client.pipe(engine).pipe(client);
+    client.on("close", () => engine.destroy());
+    engine.on("close", () => client.destroy());
+  });
+  const listen = () => new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  const cut = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of open) s.destroy();
+    await closed;
+  };
+  await listen();
+  return {
+    host: `unix://${socketPath}`,
+    cut,
+    restore: listen,
+    close: async () => {
+      if (server.listening) await cut();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
