@@ -5,7 +5,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, interruption, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
 import type { Tools } from "./state/read.js";
-import type { Target } from "./graph/keys.js";
+import { TARGET_NAMES, type Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
 import { connectDocker } from "./tools/docker.js";
 import { connectEc2 } from "./tools/ec2.js";
@@ -79,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "where AMIs are baked" })
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "where AMIs are baked" })
           .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
           .option("matrix", { type: "boolean", default: false, describe: "print the nodes to build as a CI matrix (JSON), grouped by level" }),
       async (args) => {
@@ -117,7 +117,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("ami", { type: "string", demandOption: true })
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const })
           .option("out", { type: "string", describe: "write the folder here (default: print the HCL)" }),
       async (args) => {
         const { renderCommand } = await import("./commands/render.js");
@@ -130,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("ami", { type: "string", demandOption: true })
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const })
           .option("force", { type: "boolean", default: false, describe: "bake even when an AMI with the same key exists" })
           .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" })
           .option("boot-test", { type: "boolean", default: true, describe: "boot a local bake as a host and check it (--no-boot-test skips)" }),
@@ -146,7 +146,7 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("node", { type: "string", demandOption: true })
           .option("format", { choices: ["spdx-json", "cyclonedx-json"] as const, default: "spdx-json" as const })
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "for an AMI: the target whose bake to describe" })
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "for an AMI: the target whose bake to describe" })
           .option("out", { type: "string", describe: "write the SBOM to this file (default: stdout)" }),
       async (args) => {
         const { sbomCommand } = await import("./commands/sbom.js");
@@ -159,11 +159,11 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("node", { type: "string", demandOption: true })
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const, describe: "for an AMI: the target whose bake to check" }),
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "for an AMI: the target whose bake to check" }),
       async (args) => {
         const { verifyCommand } = await import("./commands/verify.js");
-        await verifyCommand({ file: args.file, node: args.node as string, target: args.target as Target, json: args.json }, tools, stdout);
-        if (process.exitCode === 1) code = EXIT.failed;
+        const result = await verifyCommand({ file: args.file, node: args.node as string, target: args.target as Target, json: args.json }, tools, stdout);
+        if (!result.ok) code = EXIT.failed;
       },
     )
     .command(
@@ -172,8 +172,8 @@ export async function main(argv: string[]): Promise<number> {
       (y) => y.positional("nodes", { type: "string", array: true, describe: "only these nodes (default: every node with a test:)" }),
       async (args) => {
         const { testCommand } = await import("./commands/test.js");
-        await withInterrupt((signal) => testCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal }, tools, stdout, stderr));
-        if (process.exitCode === 1) code = EXIT.failed;
+        const results = await withInterrupt((signal) => testCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal }, tools, stdout, stderr));
+        if (results.some((r) => !r.ok)) code = EXIT.failed;
       },
     )
     .command(
@@ -232,13 +232,13 @@ export async function main(argv: string[]): Promise<number> {
       "refresh bases from upstream, rebuild what changed, bake AMIs, prune, report",
       (y) =>
         y
-          .option("target", { choices: ["aws", "local", "vm"] as const, default: "aws" as const })
+          .option("target", { choices: TARGET_NAMES, default: "aws" as const })
           .option("dry-run", { type: "boolean", default: false, describe: "report what would change; build, bake and remove nothing" })
           .option("force", { type: "boolean", default: false, describe: "rebuild every image even when its upstream did not change" }),
       async (args) => {
         const { nightlyCommand } = await import("./commands/nightly.js");
-        await withInterrupt((signal) => nightlyCommand({ file: args.file, target: args.target as Target, dryRun: args["dry-run"], force: args.force, json: args.json, signal }, tools, stdout, stderr));
-        if (process.exitCode === 1) code = EXIT.failed;
+        const report = await withInterrupt((signal) => nightlyCommand({ file: args.file, target: args.target as Target, dryRun: args["dry-run"], force: args.force, json: args.json, signal }, tools, stdout, stderr));
+        if (report.failed.length) code = EXIT.failed;
       },
     )
     .command(

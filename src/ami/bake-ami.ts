@@ -1,29 +1,24 @@
 /**
- * Execute step of `bake render` and `bake ami`: render the folder Packer runs in, export the
- * shipped images, run Packer, and reconcile copies, shares and tags on EC2. The plan (read
- * step) decided whether any of it is needed.
+ * What every AMI target shares in `bake render` and `bake ami`: the folder Packer runs in, the
+ * shipped images exported into it, Packer's run and its failures told. The plan (read step)
+ * decided whether any of it is needed; each target (targets/) adds what is its own.
  */
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { copyProvisioning } from "../graph/provisioning.js";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { imageRepository, KEY_TAG_LENGTH, shippedImages } from "../config/model.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
-import { BakeError, BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
+import { BuildFailedError, ToolFailedError, UsageError } from "../errors.js";
 import { ansibleConfigFile } from "../graph/playbook-inputs.js";
 import type { DockerTool } from "../tools/docker.js";
-import type { Ec2Tool } from "../tools/ec2.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
 import { awsFailure } from "../tools/packer-output.js";
-import { ansibleVars, amiTags, BAKE_VARS, GOSS_FOLDER, PRELOAD_ARCHIVE, sensitiveVariables, templateContext } from "./context.js";
+import { ansibleVars, BAKE_VARS, PRELOAD_ARCHIVE, sensitiveVariables, templateContext } from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
-import { ENGINE_STANDIN } from "../host/standin.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
 import { machineLock } from "../files/process-lock.js";
-import type { Target } from "../graph/keys.js";
-import { generateKey } from "../tools/ssh.js";
-import { VM_FILES } from "../state/vm-record.js";
 
 export interface RenderedFolder {
   dir: string;
@@ -49,7 +44,10 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
   return node.ami;
 }
 
-/** Writes ami.pkr.hcl and bake-vars.yml into dir and formats them with `packer fmt`. */
+/**
+ * Writes ami.pkr.hcl, bake-vars.yml and bake's own provisioning into dir and formats them with
+ * `packer fmt`: what every target renders. Each target adds its own files (targets/<name>.ts render).
+ */
 export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = knownKeys(pipeline);
@@ -74,20 +72,6 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
   writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
   // bake's own playbooks and roles (engine, agent, shipped images, services; the EC2 AMI tools), beside the HCL.
   copyProvisioning(dir);
-  if (ami.test && pipeline.target === "aws") {
-    mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
-    copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
-    if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
-  }
-  // The vm target's SSH key pair, of this folder only: Packer logs in with it, and the disk the
-  // bake boots carries its public half.
-  if (pipeline.target === "vm") await generateKey(path.join(dir, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
-  if (pipeline.target === "local") {
-    for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
-      mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });
-      writeFileSync(path.join(dir, "host-standin", file), text);
-    }
-  }
   await packer.fmt(dir);
   return { dir, hclFile };
 }
@@ -101,13 +85,6 @@ export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = proces
   const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
   const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter((v): v is string => Boolean(v));
   return { missing, secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
-}
-
-export interface BakeResult {
-  key: string;
-  target: Target;
-  regions: Record<string, string>;
-  action: "existing" | "baked";
 }
 
 /** Exports the shipped images into the folder as one `docker save` archive. */
@@ -161,44 +138,3 @@ export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: Pa
     throw e;
   }
 }
-
-/** The local target's result: the committed image id Packer reported. */
-export function localImageId(artifactIds: string[]): string {
-  const id = artifactIds.find((a) => /^sha256:[0-9a-f]{64}$/.test(a));
-  if (!id) throw new BakeError(`packer reported no image id (artifacts: ${artifactIds.join(", ")})`);
-  return id;
-}
-
-/**
- * Makes the AMI whole on EC2: its tags in the home region, a tagged copy in every copy_to region
- * (found by key, else CopyImage and wait), and launch permission for share_with accounts.
- */
-export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: string, ec2: Ec2Tool, options: { sourceAmi?: string; revision?: string; signal?: AbortSignal; onLine: (l: string) => void }): Promise<Record<string, string>> {
-  const key = pipeline.keys.get(ami.name)!.key!;
-  const imageKeys = knownKeys(pipeline);
-  const tags = amiTags({ config: pipeline.config, ami, key, imageKeys, sourceAmi: options.sourceAmi, revision: options.revision });
-  const regions: Record<string, string> = { [ami.region]: home };
-  await ec2.tagImage(ami.region, home, tags);
-  for (const region of ami.copyTo) {
-    // A copy carries its tags from creation; one an earlier run started under this name (before
-    // copies were tagged at creation) is found by name. Either may still be pending: wait for it.
-    const name = `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY_TAG_LENGTH)}`;
-    const existing = (await ec2.findAmiByKey(region, key)) ?? (await ec2.findOwnedByName(region, name));
-    let copy = existing?.imageId;
-    if (!copy) {
-      options.onLine(`copying ${home} to ${region}`);
-      copy = await ec2.copyImage({ region: ami.region, imageId: home }, region, name, tags);
-    }
-    await ec2.waitAvailable(region, copy, 60 * 60_000, options.signal);
-    if (!existing || existing.tags["bake:key"] !== key) await ec2.tagImage(region, copy, tags);
-    regions[region] = copy;
-  }
-  if (ami.shareWith.length) {
-    for (const [region, id] of Object.entries(regions)) {
-      const added = await ec2.shareImage(region, id, ami.shareWith);
-      if (added.length) options.onLine(`shared ${id} in ${region} with ${added.join(", ")}`);
-    }
-  }
-  return regions;
-}
-

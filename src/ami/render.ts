@@ -8,12 +8,13 @@ import { MAIN_TEMPLATE } from "../graph/templates.js";
 
 export { MAIN_TEMPLATE, readTemplates, TEMPLATE_DIR } from "../graph/templates.js";
 import { BakeError } from "../errors.js";
+import type { Target } from "../graph/keys.js";
 import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString } from "./hcl.js";
 
 
 export interface TemplateContext {
   amiName: string;
-  target: "aws" | "local" | "vm";
+  target: Target;
   local: boolean;
   vm: boolean;
   /** Packer connects while the host still boots (local, vm): provisioning waits for systemd. */

@@ -1,6 +1,5 @@
-/** `bake ami <ami>`: build what the AMI needs, bake it (or find it by key), tag, copy, share, manifest (ami/run.ts). */
-import { runAmi, type AmiOptions } from "../ami/run.js";
-import type { BakeResult } from "../ami/bake-ami.js";
+/** `bake ami <ami>`: build what the AMI needs, bake it (or find it by key), tag, copy, share, manifest (ami-bake/run.ts). */
+import { runAmi, type AmiOptions, type BakeResult } from "../ami-bake/run.js";
 import type { Tools } from "../state/read.js";
 
 export type { AmiOptions };

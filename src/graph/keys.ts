@@ -13,7 +13,9 @@ export const ANSIBLE_INPUT = "ansible:";
 /** Named digests of a node's own inputs (without its dependencies' keys). */
 export type InputDigests = Record<string, string>;
 
-export type Target = "aws" | "local" | "vm";
+/** The AMI targets (targets/index.ts has a module for each). */
+export const TARGET_NAMES = ["aws", "local", "vm"] as const;
+export type Target = (typeof TARGET_NAMES)[number];
 
 /** An AMI's own input that is the disk its VM host starts from: part of its key on the vm target only. */
 export const VM_DISK_INPUT = "vmDisk";

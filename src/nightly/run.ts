@@ -10,7 +10,7 @@ import { RunLogs } from "../state/logs.js";
 import { readManifest, updateManifest } from "../state/manifest.js";
 import { gitInfo, readRevision } from "../tools/git.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
-import { runAmi } from "../ami/run.js";
+import { runAmi } from "../ami-bake/run.js";
 import { runPrune } from "../prune/run.js";
 import { interruption, type BuildFailedError } from "../errors.js";
 import { imageDescriber, imagesReplaced, type ImageContents } from "../sbom/record.js";

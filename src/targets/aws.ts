@@ -1,0 +1,110 @@
+/**
+ * The aws target: Packer's amazon-ebs or amazon-instance builder on an EC2 instance. One bake of a
+ * key at a time across machines (the account's lease, ami/lease.ts); an AMI found by its key is
+ * made whole (tags, copies to copy_to regions, launch permissions) before it is returned.
+ */
+import { copyFileSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import type { AmiNode } from "../config/model.js";
+import { KEY_TAG_LENGTH } from "../config/model.js";
+import { BuildFailedError, UsageError } from "../errors.js";
+import { knownKeys, type Pipeline } from "../state/read.js";
+import { ec2Endpoint, NoCredentialsError, type Ec2Tool } from "../tools/ec2.js";
+import { amiIdsByRegion } from "../tools/packer-output.js";
+import { GOSS_ENV, requireGoss } from "../tools/goss.js";
+import { keepHostPackages } from "../sbom/packages.js";
+import { renderFolder } from "../ami/bake-ami.js";
+import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER, HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
+import { acquireLease, leasePrefix } from "../ami/lease.js";
+import { exportAndRunPacker, imagesOf, type AmiTarget, type Reconciling } from "./target.js";
+
+export const aws: AmiTarget = {
+  name: "aws",
+  bootsHere: false,
+
+  needs() {},
+
+  async ready(pipeline, ami, tools) {
+    const ec2 = tools.ec2();
+    try {
+      await ec2.checkCredentials();
+    } catch (e) {
+      if (e instanceof NoCredentialsError) throw new UsageError(`${e.message}: bake ami on the aws target needs them; use --target local to bake a local image instead`);
+      throw e;
+    }
+    let known: string[];
+    try {
+      known = await ec2.regions(ami.region);
+    } catch (e) {
+      throw new UsageError(`AWS: cannot list regions from ${ami.region}: ${(e as Error).message}`);
+    }
+    const unknown = [ami.region, ...ami.copyTo].filter((r) => !known.includes(r));
+    if (unknown.length) throw new UsageError(`${pipeline.config.file}: unknown AWS region${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: ${known.slice(0, 8).join(", ")}…)`);
+  },
+
+  async find(_pipeline, ami, key, tools) {
+    return (await tools.ec2().findAmiByKey(ami.region, key))?.imageId;
+  },
+
+  whole(pipeline, ami, found, tools, options) {
+    return reconcileAws(pipeline, ami, found, tools.ec2(), options);
+  },
+
+  hold(pipeline, ami, key, tools, options) {
+    return acquireLease(tools.ec2(), ami.region, leasePrefix(pipeline.config.project, ami.name, key.slice(0, KEY_TAG_LENGTH)), { signal: options.signal, onWait: options.say, onLost: options.say });
+  },
+
+  async render(pipeline, ami, dir, packer, extra) {
+    const folder = await renderFolder(pipeline, ami, dir, packer, extra);
+    // The AMI's goss spec runs on the instance, as the last provisioner: it travels in the folder.
+    if (ami.test) {
+      mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
+      copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
+      if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
+    }
+    return folder;
+  },
+
+  async bake(b) {
+    const { pipeline, ami, run } = b;
+    const ids = await exportAndRunPacker(b, { ...b.env.withheld, [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "", ...(ami.test ? { [GOSS_ENV]: requireGoss() } : {}) });
+    const baked = amiIdsByRegion(ids.join(","))[ami.region];
+    if (!baked) throw new BuildFailedError(ami.name, `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`);
+    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `${ami.region}:${baked}`);
+    const regions = await reconcileAws(pipeline, ami, baked, b.tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say });
+    return { regions, action: "baked", images: imagesOf(b.built), built: b.built };
+  },
+};
+
+/**
+ * Makes the AMI whole on EC2: its tags in the home region, a tagged copy in every copy_to region
+ * (found by key, else CopyImage and wait), and launch permission for share_with accounts.
+ */
+export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: string, ec2: Ec2Tool, options: Reconciling): Promise<Record<string, string>> {
+  const key = pipeline.keys.get(ami.name)!.key!;
+  const imageKeys = knownKeys(pipeline);
+  const tags = amiTags({ config: pipeline.config, ami, key, imageKeys, sourceAmi: options.sourceAmi, revision: options.revision });
+  const regions: Record<string, string> = { [ami.region]: home };
+  await ec2.tagImage(ami.region, home, tags);
+  for (const region of ami.copyTo) {
+    // A copy carries its tags from creation; one an earlier run started under this name (before
+    // copies were tagged at creation) is found by name. Either may still be pending: wait for it.
+    const name = `${pipeline.config.project}-${ami.name}-${key.slice(0, KEY_TAG_LENGTH)}`;
+    const existing = (await ec2.findAmiByKey(region, key)) ?? (await ec2.findOwnedByName(region, name));
+    let copy = existing?.imageId;
+    if (!copy) {
+      options.onLine(`copying ${home} to ${region}`);
+      copy = await ec2.copyImage({ region: ami.region, imageId: home }, region, name, tags);
+    }
+    await ec2.waitAvailable(region, copy, 60 * 60_000, options.signal);
+    if (!existing || existing.tags["bake:key"] !== key) await ec2.tagImage(region, copy, tags);
+    regions[region] = copy;
+  }
+  if (ami.shareWith.length) {
+    for (const [region, id] of Object.entries(regions)) {
+      const added = await ec2.shareImage(region, id, ami.shareWith);
+      if (added.length) options.onLine(`shared ${id} in ${region} with ${added.join(", ")}`);
+    }
+  }
+  return regions;
+}

@@ -1,0 +1,66 @@
+/**
+ * The vm target: Packer's qemu builder provisions a copy of the disk made from the AMI's vm: spec
+ * (host/vm-disk.ts); the baked disk is kept under .bake/vm/<ami>-<key12>/ and boot-tested under
+ * QEMU, twice (host/vm-host.ts). The rendered folder holds the disk Packer started from, the
+ * kernel and the key: it is removed whatever happens, its serial console log kept with the run's logs.
+ */
+import { rmSync } from "node:fs";
+import path from "node:path";
+import { KEY_TAG_LENGTH } from "../config/model.js";
+import { keepHostPackages } from "../sbom/packages.js";
+import { renderFolder } from "../ami/bake-ami.js";
+import { HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
+import { checkVmTarget, keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
+import { PACKER_DISK } from "../host/vm-disk.js";
+import { findVmDisk, VM_FILES } from "../state/vm-record.js";
+import { ACCELERATOR_ENV } from "../tools/qemu.js";
+import { generateKey } from "../tools/ssh.js";
+import { exportAndRunPacker, imagesOf, type AmiTarget } from "./target.js";
+
+export const vm: AmiTarget = {
+  name: "vm",
+  bootsHere: true,
+
+  needs(ami) {
+    checkVmTarget(ami);
+  },
+
+  async find(pipeline, ami, key) {
+    const found = findVmDisk(pipeline.config.dir, ami.name, key);
+    return found ? path.relative(pipeline.config.dir, path.join(found.dir, found.disk)) : undefined;
+  },
+
+  async whole(_pipeline, _ami, found) {
+    return { vm: found };
+  },
+
+  async render(pipeline, ami, dir, packer, extra) {
+    const folder = await renderFolder(pipeline, ami, dir, packer, extra);
+    // The SSH key pair of this folder only: Packer logs in with it, and the disk the bake boots carries its public half.
+    await generateKey(path.join(dir, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
+    return folder;
+  },
+
+  async bake(b) {
+    const { pipeline, ami, run } = b;
+    try {
+      const accel = await prepareVm(pipeline, ami, run.dir, { step: run.say, line: run.say }, run.signal);
+      try {
+        await exportAndRunPacker(b, { ...b.env.withheld, [ACCELERATOR_ENV]: accel.accelerator, PACKER_CACHE_DIR: path.join(run.dir, "packer_cache") });
+      } finally {
+        rmSync(path.join(run.dir, PACKER_DISK), { force: true });
+      }
+      await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`);
+      const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: b.env.passEnv, signal: run.signal, lockLost: run.lockLost, onLine: run.say, logsDir: run.logs.dir });
+      return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(b.built), built: b.built, boot };
+    } finally {
+      keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
+      if (!run.lockLost?.aborted) rmSync(run.dir, { recursive: true, force: true });
+    }
+  },
+
+  recorded(pipeline, ami, key) {
+    const disk = findVmDisk(pipeline.config.dir, ami.name, key);
+    return disk ? { vm: { path: path.relative(pipeline.config.dir, path.join(disk.dir, disk.disk)), format: disk.format, bytes: disk.bytes } } : {};
+  },
+};
