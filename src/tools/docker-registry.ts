@@ -66,3 +66,19 @@ export function registryVerbs({ dockerode, follow }: EngineConnection): Registry
     },
   };
 }
+
+/**
+ * Whether a registry answers its API at /v2/, as a client first asks: its HTTP status (200, or 401
+ * when it wants credentials), or why it could not be reached. Plain HTTP for loopback hosts, as
+ * the engine allows them; HTTPS for every other.
+ */
+export async function probeRegistry(host: string, timeoutMs = 3000): Promise<{ status: number } | { status: "unreachable"; why: string }> {
+  const scheme = /^(127\.|localhost[:]?|\[::1\])/.test(host) ? "http" : "https";
+  try {
+    const res = await fetch(`${scheme}://${host}/v2/`, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return { status: res.status };
+  } catch (e: any) {
+    return { status: "unreachable", why: String(e?.cause?.code ?? e?.name ?? e) };
+  }
+}
