@@ -1,7 +1,7 @@
 /** The pure parts of BuildKit builds: what bake serves in a session, the pinned FROM, the trace. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { holdParentTag, releaseParentTag } from "../../src/tools/docker-images.js";
+import { holdParentTag, releaseParentTag } from "../../src/tools/docker-builds.js";
 import { BuildKitProgress, comparePaths, contentTime, decodeTrace, fsStat, pinParent, servedEntries, type ServedEntry } from "../../src/tools/buildkit.js";
 
 const file = (path: string, size = 1, digest = "ab".repeat(32)): ServedEntry => ({ path, type: "file", executable: false, size, digest });
