@@ -1,4 +1,5 @@
 /** `bake plan`: the graph in build order with each node's key, status and reason. */
+import { shortKey } from "../config/model.js";
 import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, type PlanEntry } from "../plan/plan.js";
@@ -50,7 +51,7 @@ export interface MatrixEntry {
 }
 
 export function planTable(entries: PlanEntry[], target: Target): string {
-  const rows = entries.map((e, i) => [String(i + 1), e.name, e.kind, e.layer, e.key ? e.key.slice(0, 12) : "unknown", e.status, e.reason]);
+  const rows = entries.map((e, i) => [String(i + 1), e.name, e.kind, e.layer, e.key ? shortKey(e.key) : "unknown", e.status, e.reason]);
   const head = ["#", "NODE", "KIND", "LAYER", "KEY", "STATUS", "REASON"];
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (r: string[]) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join("  ");

@@ -1,4 +1,5 @@
 /** `bake sbom <node>`: the SBOM of what the node's current key built, in SPDX or CycloneDX JSON. */
+import { shortKey } from "../config/model.js";
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BakeError, UsageError } from "../errors.js";
@@ -38,11 +39,11 @@ export async function sbomSubject(pipeline: Pipeline, name: string, docker: Dock
   if (!key) throw new BakeError(`${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`);
   if (node.kind === "ami") {
     const regions = bakedRegions(pipeline, name, key);
-    if (!regions) throw new BakeError(`no bake of ${name} with its current key ${key.slice(0, 12)} on the ${pipeline.target} target: run bake ami ${name} --target ${pipeline.target} first`);
+    if (!regions) throw new BakeError(`no bake of ${name} with its current key ${shortKey(key)} on the ${pipeline.target} target: run bake ami ${name} --target ${pipeline.target} first`);
     return amiSubject(pipeline, node.ami, key, regions, docker);
   }
   const image = currentImage(pipeline, name);
-  if (!image) throw new BakeError(`no image with ${name}'s current key ${key.slice(0, 12)}: run bake build ${name} first`);
+  if (!image) throw new BakeError(`no image with ${name}'s current key ${shortKey(key)}: run bake build ${name} first`);
   const created = (await docker.inspectImage(image.id))?.created ?? new Date(0).toISOString();
   return imageSubject(pipeline.config, name, key, image.id, created, await imagePackages(docker, pipeline.config.dir, image.id));
 }

@@ -4,7 +4,7 @@ import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/
 import { UsageError } from "../errors.js";
 import type { DockerTool } from "../tools/docker.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
-import { testImage } from "../verify/goss.js";
+import { testImage } from "../goss/image-test.js";
 import { bootLocal, bootPassEnv, checkLocalTarget } from "../host/local-host.js";
 
 export interface TestOptions {

@@ -4,6 +4,7 @@
  * (the image and its bake.key label; the AMI found by key on EC2, the local machine image, the VM
  * disk) and against the manifest. Exit 1 when a check fails.
  */
+import { shortKey } from "../config/model.js";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { readManifest } from "../state/manifest.js";
@@ -50,7 +51,7 @@ export async function verifyCommand(options: VerifyOptions, tools: Tools, out: (
       checks.push(keyCheck(statement, key, pipeline.keys.get(node.name)?.inputs ?? {}, undefined));
       checks.push(await bakedCheck(pipeline, node.ami.region, node.name, statement, tools));
       const entry = readManifest(pipeline.config.dir).amis[node.name];
-      checks.push(manifestCheck(entry?.key === statementKey(statement) && entry?.target === target, `key ${entry?.key.slice(0, 12) ?? "none"} on ${entry?.target ?? "no target"} for ${node.name}, the statement ${statementKey(statement)?.slice(0, 12)} on ${target}`));
+      checks.push(manifestCheck(entry?.key === statementKey(statement) && entry?.target === target, `key ${shortKey(entry?.key) ?? "none"} on ${entry?.target ?? "no target"} for ${node.name}, the statement ${shortKey(statementKey(statement))} on ${target}`));
     }
   }
   const result: VerifyResult = { node: node.name, ok: checks.every((c) => c.ok), ...(key ? { key } : {}), checks };
@@ -71,11 +72,11 @@ async function bakedCheck(pipeline: Pipeline, region: string, name: string, stat
   if (target === "aws") {
     const id = subject.split(":").at(-1);
     const found = await tools.ec2().findAmiByKey(region, key);
-    return found?.imageId === id ? { name: "ami", ok: true, detail: `${id} in ${region} carries bake:key ${key.slice(0, 12)}` } : { name: "ami", ok: false, detail: `no AMI ${id} with bake:key ${key.slice(0, 12)} in ${region}${found ? ` (the key is on ${found.imageId})` : ""}` };
+    return found?.imageId === id ? { name: "ami", ok: true, detail: `${id} in ${region} carries bake:key ${shortKey(key)}` } : { name: "ami", ok: false, detail: `no AMI ${id} with bake:key ${shortKey(key)} in ${region}${found ? ` (the key is on ${found.imageId})` : ""}` };
   }
   if (target === "vm") {
     const disk = findVmDisk(pipeline.config.dir, name, key);
-    return disk ? { name: "ami", ok: true, detail: `the VM disk of key ${key.slice(0, 12)} is in ${disk.dir}` } : { name: "ami", ok: false, detail: `no VM disk of key ${key.slice(0, 12)} under .bake/vm` };
+    return disk ? { name: "ami", ok: true, detail: `the VM disk of key ${shortKey(key)} is in ${disk.dir}` } : { name: "ami", ok: false, detail: `no VM disk of key ${shortKey(key)} under .bake/vm` };
   }
   return { ...imageCheck(statement, await tools.docker().inspectImage(`sha256:${statement.subject[0].digest.sha256}`)), name: "ami" };
 }

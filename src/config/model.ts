@@ -134,6 +134,13 @@ export interface BakeConfig {
 /** Images are tagged `<repo>:<key[0:12]>`. */
 export const KEY_TAG_LENGTH = 12;
 
+/** A key as tags, names and messages show it: its first KEY_TAG_LENGTH characters. */
+export function shortKey(key: string): string;
+export function shortKey(key: string | undefined): string | undefined;
+export function shortKey(key: string | undefined): string | undefined {
+  return key?.slice(0, KEY_TAG_LENGTH);
+}
+
 /** Where the local target's machine image goes: `<project>/<ami>`, never pushed. */
 export function localAmiRepository(config: Pick<BakeConfig, "project">, ami: string): string {
   return `${config.project}/${ami}`;

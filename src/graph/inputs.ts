@@ -9,7 +9,7 @@ import { readTemplates } from "./templates.js";
 import { ec2AmiToolsDigest, hostProvisioningDigest } from "./provisioning.js";
 import { vmDiskDigest } from "./vm-disk-spec.js";
 import { VM_DISK_INPUT } from "./keys.js";
-import { readLock } from "../config/lock.js";
+import { readLock } from "../config/bake-lock.js";
 import { DigestCache } from "./digest-cache.js";
 
 export interface ReadInputs {

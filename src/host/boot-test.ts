@@ -16,7 +16,7 @@ import type { DockerTool } from "../tools/docker.js";
 import { LINE_BREAK, waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
 import type { TestSpec } from "../config/model.js";
-import { gossInContainer } from "../verify/goss.js";
+import { gossInContainer } from "../goss/image-test.js";
 
 /** What `systemctl is-system-running --wait` answers once the boot is over. */
 export const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);

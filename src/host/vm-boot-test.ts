@@ -18,7 +18,7 @@ import { GOSS_DIR, gossFailures, gossSummary, validateArgs } from "../tools/goss
 import { startVm, type VmArgsInput } from "../tools/qemu.js";
 import { forwardPort, sshRun, type SshTarget } from "../tools/ssh.js";
 import type { Service } from "../up/services.js";
-import { gossFiles } from "../verify/goss.js";
+import { gossFiles } from "../goss/image-test.js";
 import { SETTLED, unitState, type BootCheck, type BootReport } from "./boot-test.js";
 
 export interface VmBootInput {

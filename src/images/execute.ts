@@ -27,7 +27,7 @@ import { withContextDigest, type InputDigests } from "../graph/keys.js";
 import type { RunLogs } from "../state/logs.js";
 import { baseParentId, type StepReport } from "./rootfs.js";
 import { acquireLock, machineLock } from "../files/process-lock.js";
-import { testImage } from "../verify/goss.js";
+import { testImage } from "../goss/image-test.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
 
 export type NodeAction = "cached" | "pulled" | "built";

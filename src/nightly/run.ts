@@ -1,8 +1,9 @@
 /** The nightly run: refresh bases from upstream → build what changed → bake AMIs → prune → report. */
+import { shortKey } from "../config/model.js";
 import path from "node:path";
 import { readPipeline, type Tools } from "../state/read.js";
 import { projectLock, withLock } from "../files/process-lock.js";
-import { readLock, writeLock } from "../config/lock.js";
+import { readLock, writeLock } from "../config/bake-lock.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, previousImage } from "../plan/plan.js";
 import { executeBuild, type ImageResult } from "../images/execute.js";
@@ -162,7 +163,7 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
         report.amis[ami.name] = result.regions;
         if (result.action === "baked" && !options.dryRun) {
           const packages = hostPackageChanges(after.config.dir, ami.name, options.target, before?.target === options.target ? before.key : undefined, result.key);
-          report.rebuilt.push({ node: ami.name, reason: `baked key ${result.key.slice(0, 12)}`, action: "baked", ...(packages ? { packages } : {}) });
+          report.rebuilt.push({ node: ami.name, reason: `baked key ${shortKey(result.key)}`, action: "baked", ...(packages ? { packages } : {}) });
         }
       } catch (e) {
         stopIfInterrupted();

@@ -2,6 +2,7 @@
  * The plan: for every node in build order, its key, whether it is cached or will build, and
  * why. Pure: the state of the world comes in as data.
  */
+import { shortKey } from "../config/model.js";
 import type { GraphNode } from "../graph/graph.js";
 import { ANSIBLE_INPUT, type InputDigests, type KeyResult, type Target } from "../graph/keys.js";
 import type { BakeImageRecord } from "../tools/docker.js";
@@ -100,7 +101,7 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
     const mine = state.images.value.filter((r) => r.node === node.name);
     const hit = mine.find((r) => r.key === k.key);
     // An image with a test: counts once its test passed: its key tag says so.
-    const failedTest = hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${k.key.slice(0, 12)}`));
+    const failedTest = hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${shortKey(k.key)}`));
     if (hit && failedTest) {
       entries.set(node.name, entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id));
       continue;
@@ -127,7 +128,7 @@ export function previousImage(records: BakeImageRecord[]): BakeImageRecord | und
 function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests, depsBuilding: string[]): string {
   if (!previous) return depsBuilding.length ? `never built; ${depsBuilding.join(", ")} will build first` : "never built";
   const changed = changedInputs(previous.inputs, inputs);
-  const since = `since ${previous.key.slice(0, 12)}`;
+  const since = `since ${shortKey(previous.key)}`;
   if (!changed) return `changed ${since}`;
   return `${describeInputs(changed)} changed ${since}`;
 }
@@ -136,7 +137,7 @@ function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests
 function unbakedReason(name: string, k: { key: string; inputs: InputDigests }, state: WorldState, target: Target, depsBuilding: string[], none: string): string {
   const last = state.lastBaked?.get(name);
   const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
-  if (changed) return `${describeInputs(changed)} changed since ${last!.key.slice(0, 12)}`;
+  if (changed) return `${describeInputs(changed)} changed since ${shortKey(last!.key)}`;
   return depsBuilding.length ? `${depsBuilding.join(", ")} will build` : none;
 }
 

@@ -1,4 +1,5 @@
 /** Retention, pure: which AMIs and local images to keep, which to remove, and why. */
+import { shortKey } from "../config/model.js";
 import type { BakedAmi } from "../tools/ec2.js";
 import type { BakeImageRecord } from "../tools/docker.js";
 
@@ -36,7 +37,7 @@ export function planAmiRetention(name: string, region: string, amis: BakedAmi[],
     const base = { kind: "ami" as const, name, where: region, id: a.imageId, key: a.tags["bake:key"] ?? "", created: a.created, snapshots: a.snapshots };
     if (i < keep) return { ...base, action: "keep", reason: `one of the newest ${keep}` };
     // An AMI without bake's tags (a copy whose tagging never ran) is known by the key in its name.
-    if (currentKey && (a.tags["bake:key"] === currentKey || (!a.tags["bake:key"] && a.keyInName === currentKey.slice(0, 12)))) return { ...base, action: "keep", reason: "carries the current key" };
+    if (currentKey && (a.tags["bake:key"] === currentKey || (!a.tags["bake:key"] && a.keyInName === shortKey(currentKey)))) return { ...base, action: "keep", reason: "carries the current key" };
     if (a.tags["bake:keep"] !== undefined) return { ...base, action: "keep", reason: "tagged bake:keep" };
     const marked = keptKeys.get(a.tags["bake:key"] ?? "");
     if (marked) return { ...base, action: "keep", reason: `a copy of its key is tagged bake:keep (${marked})` };

@@ -3,6 +3,7 @@
  * the manifest), its provenance statement, and, for a rebuilt node, what changed in its packages
  * since the image it replaces.
  */
+import { shortKey } from "../config/model.js";
 import path from "node:path";
 import type { AmiNode, BakeConfig } from "../config/model.js";
 import { previousImage, type PlanEntry } from "../plan/plan.js";
@@ -147,7 +148,7 @@ export async function amiSubject(pipeline: Pipeline, ami: AmiNode, key: string, 
     host = await imagePackages(docker, dir, regions.local);
     created = (await docker.inspectImage(regions.local))?.created;
   }
-  if (!host) throw new BakeError(`${ami.name}: no package list of its host for key ${key.slice(0, 12)} on the ${pipeline.target} target: bake ami reads it when it bakes the key on this machine (--force bakes it again)`);
+  if (!host) throw new BakeError(`${ami.name}: no package list of its host for key ${shortKey(key)} on the ${pipeline.target} target: bake ami reads it when it bakes the key on this machine (--force bakes it again)`);
   const parts: SbomSubject["parts"] = [{ name: "host", kind: "host", list: host }];
   for (const shipped of [...new Set([...ami.preload, ...ami.services])]) {
     const found = currentImage(pipeline, shipped);

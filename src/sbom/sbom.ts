@@ -3,6 +3,7 @@
  * and SPDX 2.3 JSON. Both are functions of what was built alone — no clock, no random serial —
  * so the same node always yields the same bytes and the manifest can record their digests.
  */
+import { shortKey } from "../config/model.js";
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import type * as CdxModels from "@cyclonedx/cyclonedx-library/Models";
@@ -126,7 +127,7 @@ export function spdx(subject: SbomSubject): string {
     spdxVersion: "SPDX-2.3",
     dataLicense: "CC0-1.0",
     SPDXID: "SPDXRef-DOCUMENT",
-    name: `${title(subject)}@${subject.key.slice(0, 12)}`,
+    name: `${title(subject)}@${shortKey(subject.key)}`,
     documentNamespace: `urn:uuid:${stableUuid(subject)}`,
     creationInfo: { created: new Date(subject.created).toISOString().replace(/\.\d{3}Z$/, "Z"), creators: [`Tool: bake-${subject.bakeVersion}`] },
     packages,

@@ -2,6 +2,7 @@
  * `bake verify`'s comparisons, pure: the key recomputed from the working tree against the
  * provenance statement, and the statement against the image the engine holds.
  */
+import { shortKey } from "../config/model.js";
 import type { InputDigests } from "../graph/keys.js";
 import { statementKey, type Statement } from "../state/provenance-file.js";
 
@@ -30,7 +31,7 @@ export function inputChanges(recorded: InputDigests, now: InputDigests): string[
 export function keyCheck(statement: Statement, key: string | undefined, inputs: InputDigests, files: { path: string; digest: string }[] | undefined): VerifyCheck {
   const recorded = statementKey(statement);
   if (!key) return { name: "working tree", ok: false, detail: "the key cannot be computed from the working tree" };
-  if (recorded === key) return { name: "working tree", ok: true, detail: `the working tree's key is the recorded one (${key.slice(0, 12)})` };
+  if (recorded === key) return { name: "working tree", ok: true, detail: `the working tree's key is the recorded one (${shortKey(key)})` };
   const recordedInputs = (statement.predicate.buildDefinition.internalParameters.inputs ?? {}) as InputDigests;
   const why: string[] = [];
   const names = inputChanges(recordedInputs, inputs);
@@ -41,7 +42,7 @@ export function keyCheck(statement: Statement, key: string | undefined, inputs: 
     if (f.added.length) why.push(`added: ${f.added.join(", ")}`);
     if (f.removed.length) why.push(`removed: ${f.removed.join(", ")}`);
   }
-  return { name: "working tree", ok: false, detail: `the working tree's key ${key.slice(0, 12)} is not the recorded ${recorded?.slice(0, 12)}${why.length ? `; ${why.join("; ")}` : ""}` };
+  return { name: "working tree", ok: false, detail: `the working tree's key ${shortKey(key)} is not the recorded ${shortKey(recorded)}${why.length ? `; ${why.join("; ")}` : ""}` };
 }
 
 export function imageCheck(statement: Statement, image: { id: string; labels: Record<string, string> } | undefined): VerifyCheck {
@@ -49,6 +50,6 @@ export function imageCheck(statement: Statement, image: { id: string; labels: Re
   if (!image) return { name: "image", ok: false, detail: `the engine has no image ${id.slice(0, 19)}, the statement's subject` };
   const key = statementKey(statement);
   const label = image.labels["bake.key"];
-  if (label !== key) return { name: "image", ok: false, detail: `image ${id.slice(0, 19)} is labelled bake.key=${label?.slice(0, 12) ?? "(none)"}, the statement says ${key?.slice(0, 12)}` };
+  if (label !== key) return { name: "image", ok: false, detail: `image ${id.slice(0, 19)} is labelled bake.key=${shortKey(label) ?? "(none)"}, the statement says ${shortKey(key)}` };
   return { name: "image", ok: true, detail: `image ${id.slice(0, 19)} exists, labelled with the recorded key` };
 }

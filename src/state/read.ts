@@ -42,7 +42,7 @@ export interface ReadOptions {
   /** Every image of the project, not only those the selected nodes' keys name (prune). */
   everyImage?: boolean;
   /**
-   * For `bake build`, which settles two things while it sends each context (build/execute.ts):
+   * For `bake build`, which settles two things while it sends each context (images/execute.ts):
    * an image nothing else in the run builds on hashes its large changed files then, in one pass
    * instead of two (its key is known at the end); and an image whose key tag is missing is
    * looked for by label then, not by listing the engine's images here first.
@@ -162,7 +162,7 @@ async function engineReachable(tools: Tools): Promise<Known<true>> {
  * every image on the engine (~45 ms with 500, ~90 ms with 1,000). The project's images are
  * listed by label for prune ("always") and, when a tag is missing, for the plan's reasons
  * ("when-missing"); `bake build` ("never") looks for an image with the key under another tag
- * while it sends the context (build/execute.ts).
+ * while it sends the context (images/execute.ts).
  */
 async function readImages(
   tools: Tools,

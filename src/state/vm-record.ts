@@ -2,6 +2,7 @@
  * The folder a VM bake leaves under .bake/vm/<ami>-<key12>/ and its vm.json: what the plan and
  * the commands read to know a baked disk by its key (host/vm-host.ts fills it).
  */
+import { shortKey } from "../config/model.js";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { writeJsonFile } from "../files/json-file.js";
@@ -26,7 +27,7 @@ export interface VmRecord {
 
 /** The folder a VM bake leaves: one per AMI and key. */
 export function vmDir(projectDir: string, ami: string, key: string): string {
-  return path.join(projectDir, ".bake", "vm", `${ami}-${key.slice(0, 12)}`);
+  return path.join(projectDir, ".bake", "vm", `${ami}-${shortKey(key)}`);
 }
 
 export function writeVmRecord(dir: string, record: Omit<VmRecord, "bytes" | "cmdline" | "created" | "format" | "user">): VmRecord {

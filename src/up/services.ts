@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { BakeConfig, ImageNode } from "../config/model.js";
-import { imageRepository } from "../config/model.js";
+import { imageRepository, shortKey } from "../config/model.js";
 import { BakeError, UsageError } from "../errors.js";
 import { runtimeContract, networkName, type RuntimeContract } from "../runtime/contract.js";
 import type { ContainerRecord, DockerTool } from "../tools/docker.js";
@@ -30,7 +30,7 @@ export function servicesOf(config: BakeConfig, names: string[], keys: Map<string
   const chosen = names.length ? releases.filter((r) => names.includes(r.name)) : releases;
   return chosen.map((release) => {
     const key = keys.get(release.name)!;
-    return { release, contract: runtimeContract({ project: config.project, service: release.name, image: `${imageRepository(config, release.name)}:${key.slice(0, 12)}`, key, run: release.run! }) };
+    return { release, contract: runtimeContract({ project: config.project, service: release.name, image: `${imageRepository(config, release.name)}:${shortKey(key)}`, key, run: release.run! }) };
   });
 }
 

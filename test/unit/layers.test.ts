@@ -16,7 +16,7 @@ const LAYERS: string[][] = [
   ["config"],
   ["graph", "runtime"],
   ["tools"],
-  ["plan", "verify", "up"],
+  ["plan", "goss", "up"],
   ["state"],
   ["images", "host"],
   ["sbom"],
