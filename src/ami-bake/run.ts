@@ -11,7 +11,7 @@ import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
 import { imagesReplaced, recordAmiContents } from "../sbom/record.js";
-import type { ImageResult } from "../images/execute.js";
+import type { ImageResult } from "../images/node-image.js";
 import { targetOf } from "../targets/index.js";
 
 export interface BakeResult {

@@ -15,7 +15,7 @@ import type { RunLogs } from "../state/logs.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { PackerTool } from "../tools/packer.js";
 import type { BootReport } from "../host/boot-test.js";
-import type { ImageResult } from "../images/execute.js";
+import type { ImageResult } from "../images/node-image.js";
 import { exportImages, runPacker, type RenderedFolder } from "../ami/bake-ami.js";
 import { PRELOAD_ARCHIVE } from "../ami/context.js";
 
