@@ -32,8 +32,26 @@ const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...a
 async function rootfsImageOf(dir: string, node: string): Promise<string> {
   // The imported rootfs bake made for this base, so both sides start from the same image.
   const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
-  const inputs = JSON.parse((await execa("docker", ["image", "inspect", "-f", '{{index .Config.Labels "bake.inputs"}}', manifest.images[node].id])).stdout);
-  const { stdout } = await execa("docker", ["images", "-q", "--no-trunc", "--filter", `label=bake.rootfs=${inputs.rootfs}`, "--filter", "reference=bake-rootfs"]);
+  const inputs = JSON.parse(
+    (
+      await execa("docker", [
+        "image",
+        "inspect",
+        "-f",
+        '{{index .Config.Labels "bake.inputs"}}',
+        manifest.images[node].id,
+      ])
+    ).stdout,
+  );
+  const { stdout } = await execa("docker", [
+    "images",
+    "-q",
+    "--no-trunc",
+    "--filter",
+    `label=bake.rootfs=${inputs.rootfs}`,
+    "--filter",
+    "reference=bake-rootfs",
+  ]);
   return stdout.trim().split("\n")[0];
 }
 
@@ -51,60 +69,84 @@ const gate = (what: string, value: number, target: number, unit = "x") => gates.
 
 const rootfsTar = await busyboxRootfs();
 if (!onlyBig) {
-// --- reference graph, no-op
-await bake(ROOT, ["build"]);
-const refNodes: Node[] = [
-  { name: "base", dockerfile: "containers/base/Dockerfile", context: "containers/base" },
-  { name: "runtime", parent: "base", dockerfile: "containers/runtime/Dockerfile", context: "containers/runtime" },
-  { name: "diagnostics", parent: "runtime", dockerfile: "containers/diagnostics/Dockerfile", context: "containers/diagnostics" },
-  { name: "replays", parent: "runtime", dockerfile: "containers/replays/Dockerfile", context: "containers/replays" },
-].map((n) => ({ ...n, dockerfile: path.join(ROOT, n.dockerfile), context: path.join(ROOT, n.context) }));
-const refRootfs = await rootfsImageOf(ROOT, "base");
-await rawBuilds(refNodes, refRootfs, false); // warm the raw layer cache
-const refBake = await median(9, () => bake(ROOT, ["build"]));
-const refRaw = await median(9, () => rawBuilds(refNodes, refRootfs, false));
-gate("no-op, reference graph", refBake / refRaw, 0.6);
-say(`no-op, reference graph (4 images): bake ${refBake.toFixed(2)} s, docker build warm ${refRaw.toFixed(2)} s, ratio ${ratio(refBake, refRaw)} (target <= 0.6x)`);
+  // --- reference graph, no-op
+  await bake(ROOT, ["build"]);
+  const refNodes: Node[] = [
+    { name: "base", dockerfile: "containers/base/Dockerfile", context: "containers/base" },
+    { name: "runtime", parent: "base", dockerfile: "containers/runtime/Dockerfile", context: "containers/runtime" },
+    {
+      name: "diagnostics",
+      parent: "runtime",
+      dockerfile: "containers/diagnostics/Dockerfile",
+      context: "containers/diagnostics",
+    },
+    { name: "replays", parent: "runtime", dockerfile: "containers/replays/Dockerfile", context: "containers/replays" },
+  ].map((n) => ({ ...n, dockerfile: path.join(ROOT, n.dockerfile), context: path.join(ROOT, n.context) }));
+  const refRootfs = await rootfsImageOf(ROOT, "base");
+  await rawBuilds(refNodes, refRootfs, false); // warm the raw layer cache
+  const refBake = await median(9, () => bake(ROOT, ["build"]));
+  const refRaw = await median(9, () => rawBuilds(refNodes, refRootfs, false));
+  gate("no-op, reference graph", refBake / refRaw, 0.6);
+  say(
+    `no-op, reference graph (4 images): bake ${refBake.toFixed(2)} s, docker build warm ${refRaw.toFixed(2)} s, ratio ${ratio(refBake, refRaw)} (target <= 0.6x)`,
+  );
 
-// --- generated 20-node graph
-const graph = generatedGraph(rootfsTar);
-await bake(graph.dir, ["build"]);
-const genRootfs = await rootfsImageOf(graph.dir, "base");
-// The same images by hand: each Dockerfile with the LABEL instruction bake appends (labels of
-// bake's own build, so the engine does the same work), to tell bake's cost from the labels'.
-const labelled = new Map<string, string>();
-const labelledDir = mkdtempSync(path.join(tmpdir(), "bake-bench-labelled-"));
-for (const [name, image] of Object.entries<{ id: string }>(JSON.parse(readFileSync(path.join(graph.dir, "bake-manifest.json"), "utf8")).images)) {
-  const labels = JSON.parse((await execa("docker", ["image", "inspect", "-f", "{{json .Config.Labels}}", image.id])).stdout);
-  delete labels["bake.rootfs"]; // the base's, inherited from its rootfs image, not appended by bake
-  const file = path.join(labelledDir, `${name}.Dockerfile`);
-  writeFileSync(file, withLabels(readFileSync(graph.nodes.find((n) => n.name === name)!.dockerfile, "utf8"), labels));
-  labelled.set(name, file);
-}
-// Cold builds: three rounds, each side in turn, medians (single runs vary by ~10% here).
-const coldRawRuns: number[] = [];
-const coldLabelledRuns: number[] = [];
-const coldBakeRuns: number[] = [];
-const coldSerialRuns: number[] = [];
-for (let round = 0; round < 3; round++) {
-  coldRawRuns.push(await seconds(() => rawBuilds(graph.nodes, genRootfs, true)));
-  coldLabelledRuns.push(await seconds(() => rawBuilds(graph.nodes, genRootfs, true, labelled)));
-  coldSerialRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache", "--concurrency", "1"])));
-  coldBakeRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache"])));
-}
-const [coldRaw, coldLabelled, coldBake, coldBakeSerial] = [mid(coldRawRuns), mid(coldLabelledRuns), mid(coldBakeRuns), mid(coldSerialRuns)];
-const noopBake = await median(5, () => bake(graph.dir, ["build"]));
-const noopRaw = await median(3, () => rawBuilds(graph.nodes, genRootfs, false));
-gate("no-op, generated graph (20 images)", noopBake / noopRaw, 0.2);
-// "< 1.0" is met at 0.99: the gate's bound is the same figure.
-gate("cold, 20 images, concurrency 2", coldBake / coldRaw, 1.0);
-gate("cold, 20 images, --concurrency 1", coldBakeSerial / coldRaw, 1.05);
-say(`no-op, generated graph (20 images): bake ${noopBake.toFixed(2)} s, docker build warm ${noopRaw.toFixed(2)} s, ratio ${ratio(noopBake, noopRaw)} (target <= 0.2x)`);
-say(`cold, generated graph (20 images, --no-cache, concurrency 2): bake ${coldBake.toFixed(2)} s, docker build one after another ${coldRaw.toFixed(2)} s, ratio ${ratio(coldBake, coldRaw)} (target < 1 with parallel nodes)`);
-say(`cold, generated graph, --concurrency 1: bake ${coldBakeSerial.toFixed(2)} s, ratio ${ratio(coldBakeSerial, coldRaw)} (target <= 1.05x)`);
-say(`cold, generated graph, the same images by hand (bake's LABEL appended): docker build ${coldLabelled.toFixed(2)} s; bake --concurrency 1 against it ${ratio(coldBakeSerial, coldLabelled)}, the labels alone ${ratio(coldLabelled, coldRaw)}`);
-rmSync(graph.dir, { recursive: true, force: true });
-rmSync(labelledDir, { recursive: true, force: true });
+  // --- generated 20-node graph
+  const graph = generatedGraph(rootfsTar);
+  await bake(graph.dir, ["build"]);
+  const genRootfs = await rootfsImageOf(graph.dir, "base");
+  // The same images by hand: each Dockerfile with the LABEL instruction bake appends (labels of
+  // bake's own build, so the engine does the same work), to tell bake's cost from the labels'.
+  const labelled = new Map<string, string>();
+  const labelledDir = mkdtempSync(path.join(tmpdir(), "bake-bench-labelled-"));
+  for (const [name, image] of Object.entries<{ id: string }>(
+    JSON.parse(readFileSync(path.join(graph.dir, "bake-manifest.json"), "utf8")).images,
+  )) {
+    const labels = JSON.parse(
+      (await execa("docker", ["image", "inspect", "-f", "{{json .Config.Labels}}", image.id])).stdout,
+    );
+    delete labels["bake.rootfs"]; // the base's, inherited from its rootfs image, not appended by bake
+    const file = path.join(labelledDir, `${name}.Dockerfile`);
+    writeFileSync(file, withLabels(readFileSync(graph.nodes.find((n) => n.name === name)!.dockerfile, "utf8"), labels));
+    labelled.set(name, file);
+  }
+  // Cold builds: three rounds, each side in turn, medians (single runs vary by ~10% here).
+  const coldRawRuns: number[] = [];
+  const coldLabelledRuns: number[] = [];
+  const coldBakeRuns: number[] = [];
+  const coldSerialRuns: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    coldRawRuns.push(await seconds(() => rawBuilds(graph.nodes, genRootfs, true)));
+    coldLabelledRuns.push(await seconds(() => rawBuilds(graph.nodes, genRootfs, true, labelled)));
+    coldSerialRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache", "--concurrency", "1"])));
+    coldBakeRuns.push(await seconds(() => bake(graph.dir, ["build", "--no-cache"])));
+  }
+  const [coldRaw, coldLabelled, coldBake, coldBakeSerial] = [
+    mid(coldRawRuns),
+    mid(coldLabelledRuns),
+    mid(coldBakeRuns),
+    mid(coldSerialRuns),
+  ];
+  const noopBake = await median(5, () => bake(graph.dir, ["build"]));
+  const noopRaw = await median(3, () => rawBuilds(graph.nodes, genRootfs, false));
+  gate("no-op, generated graph (20 images)", noopBake / noopRaw, 0.2);
+  // "< 1.0" is met at 0.99: the gate's bound is the same figure.
+  gate("cold, 20 images, concurrency 2", coldBake / coldRaw, 1.0);
+  gate("cold, 20 images, --concurrency 1", coldBakeSerial / coldRaw, 1.05);
+  say(
+    `no-op, generated graph (20 images): bake ${noopBake.toFixed(2)} s, docker build warm ${noopRaw.toFixed(2)} s, ratio ${ratio(noopBake, noopRaw)} (target <= 0.2x)`,
+  );
+  say(
+    `cold, generated graph (20 images, --no-cache, concurrency 2): bake ${coldBake.toFixed(2)} s, docker build one after another ${coldRaw.toFixed(2)} s, ratio ${ratio(coldBake, coldRaw)} (target < 1 with parallel nodes)`,
+  );
+  say(
+    `cold, generated graph, --concurrency 1: bake ${coldBakeSerial.toFixed(2)} s, ratio ${ratio(coldBakeSerial, coldRaw)} (target <= 1.05x)`,
+  );
+  say(
+    `cold, generated graph, the same images by hand (bake's LABEL appended): docker build ${coldLabelled.toFixed(2)} s; bake --concurrency 1 against it ${ratio(coldBakeSerial, coldLabelled)}, the labels alone ${ratio(coldLabelled, coldRaw)}`,
+  );
+  rmSync(graph.dir, { recursive: true, force: true });
+  rmSync(labelledDir, { recursive: true, force: true });
 }
 
 // --- 1 GiB context
@@ -116,21 +158,34 @@ if (!quick) {
   gibibyteOfFiles(path.join(big, "ctx"));
   let run = 0;
   let copy = "COPY Dockerfile /context-arrived";
-  const changeDockerfile = () => writeFileSync(path.join(big, "ctx/Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\n# run ${run++}\n${copy}\n`);
+  const changeDockerfile = () =>
+    writeFileSync(path.join(big, "ctx/Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\n# run ${run++}\n${copy}\n`);
   changeDockerfile();
-  writeFileSync(path.join(big, "bake.yml"), `project: benchbig\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`);
+  writeFileSync(
+    path.join(big, "bake.yml"),
+    `project: benchbig\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`,
+  );
   await bake(big, ["build", "base"]);
-  const bigRootfs = (await execa("docker", ["image", "inspect", "-f", "{{.Id}}", "benchbig/base:latest"])).stdout.trim();
+  const bigRootfs = (
+    await execa("docker", ["image", "inspect", "-f", "{{.Id}}", "benchbig/base:latest"])
+  ).stdout.trim();
   const timed = async (cmd: string[], cwd: string) => {
     changeDockerfile();
     const r = await execa("/usr/bin/time", ["-f", "%M %e", ...cmd], { cwd, env, reject: true });
     const [kb, s] = r.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
     return { mb: kb / 1024, s };
   };
-  const medianOf = (runs: { mb: number; s: number }[]) => ({ s: runs.map((r) => r.s).sort((a, b) => a - b)[Math.floor(runs.length / 2)], mb: Math.max(...runs.map((r) => r.mb)) });
+  const medianOf = (runs: { mb: number; s: number }[]) => ({
+    s: runs.map((r) => r.s).sort((a, b) => a - b)[Math.floor(runs.length / 2)],
+    mb: Math.max(...runs.map((r) => r.mb)),
+  });
   await new Promise((r) => setTimeout(r, 3500)); // past the digest cache's "racy" window
   const bakeBuild = () => timed([process.execPath, CLI, "build", "big"], big);
-  const rawBuild = () => timed(["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"], big);
+  const rawBuild = () =>
+    timed(
+      ["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"],
+      big,
+    );
   // In turns, so that the disk's write-back of one build's 1 GiB weighs on every side alike.
   // "First run": the digest cache emptied before the build, so every file is hashed.
   const bakeFirstRuns: { mb: number; s: number }[] = [];
@@ -148,8 +203,12 @@ if (!quick) {
   gate("1 GiB context, first run", bakeFirst.s / rawBig.s, 1.1);
   gate("1 GiB context, digests cached", bakeBig.s / rawBig.s, 1.1);
   gate("1 GiB context, peak RSS", Math.max(bakeFirst.mb, bakeBig.mb), 150, " MB");
-  say(`1 GiB context, first run (every file hashed): bake ${bakeFirst.s.toFixed(2)} s, peak RSS ${bakeFirst.mb.toFixed(0)} MB; ratio ${ratio(bakeFirst.s, rawBig.s)} (target <= 1.1x)`);
-  say(`1 GiB context, digests cached: bake ${bakeBig.s.toFixed(2)} s, peak RSS ${bakeBig.mb.toFixed(0)} MB (target <= 150 MB); docker build ${rawBig.s.toFixed(2)} s, peak RSS ${rawBig.mb.toFixed(0)} MB; time ratio ${ratio(bakeBig.s, rawBig.s)} (target <= 1.1x)`);
+  say(
+    `1 GiB context, first run (every file hashed): bake ${bakeFirst.s.toFixed(2)} s, peak RSS ${bakeFirst.mb.toFixed(0)} MB; ratio ${ratio(bakeFirst.s, rawBig.s)} (target <= 1.1x)`,
+  );
+  say(
+    `1 GiB context, digests cached: bake ${bakeBig.s.toFixed(2)} s, peak RSS ${bakeBig.mb.toFixed(0)} MB (target <= 150 MB); docker build ${rawBig.s.toFixed(2)} s, peak RSS ${rawBig.mb.toFixed(0)} MB; time ratio ${ratio(bakeBig.s, rawBig.s)} (target <= 1.1x)`,
+  );
   // The whole context copied into the image: every byte goes to the engine on both sides.
   copy = "COPY . /data";
   const bakeCopyRuns: { mb: number; s: number }[] = [];
@@ -160,11 +219,19 @@ if (!quick) {
   }
   const [bakeCopy, rawCopy] = [medianOf(bakeCopyRuns), medianOf(rawCopyRuns)];
   gate("1 GiB context copied whole", bakeCopy.s / rawCopy.s, 1.1);
-  say(`1 GiB context copied whole into the image (COPY . /data), digests cached: bake ${bakeCopy.s.toFixed(2)} s, peak RSS ${bakeCopy.mb.toFixed(0)} MB; docker build ${rawCopy.s.toFixed(2)} s; ratio ${ratio(bakeCopy.s, rawCopy.s)} (target <= 1.1x)`);
+  say(
+    `1 GiB context copied whole into the image (COPY . /data), digests cached: bake ${bakeCopy.s.toFixed(2)} s, peak RSS ${bakeCopy.mb.toFixed(0)} MB; docker build ${rawCopy.s.toFixed(2)} s; ratio ${ratio(bakeCopy.s, rawCopy.s)} (target <= 1.1x)`,
+  );
   rmSync(big, { recursive: true, force: true });
-  await execa("sh", ["-c", "docker images -q 'benchbig/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker rmi -f bench-raw/big >/dev/null 2>&1 || true"]);
+  await execa("sh", [
+    "-c",
+    "docker images -q 'benchbig/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker rmi -f bench-raw/big >/dev/null 2>&1 || true",
+  ]);
 }
-await execa("sh", ["-c", "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true"]);
+await execa("sh", [
+  "-c",
+  "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
+]);
 
 // The gate: each figure against its target, and exit 1 when one misses it by more than the slack.
 const missed = gates.filter((g) => g.value > g.target * (1 + GATE_SLACK));
@@ -173,5 +240,9 @@ for (const g of gates) {
   const verdict = g.value <= g.target ? "met" : missed.includes(g) ? "MISSED" : "within the slack";
   console.log(`  ${g.what.padEnd(36)} ${g.value.toFixed(2)}${g.unit}  target <= ${g.target}${g.unit}  ${verdict}`);
 }
-console.log(missed.length ? `bench gate: ${missed.length} of ${gates.length} missed` : `bench gate: ${gates.length} of ${gates.length} within their targets`);
+console.log(
+  missed.length
+    ? `bench gate: ${missed.length} of ${gates.length} missed`
+    : `bench gate: ${gates.length} of ${gates.length} within their targets`,
+);
 if (missed.length) process.exitCode = 1;

@@ -9,7 +9,12 @@ import { ROOT } from "../test/helpers/bake.js";
  * The docker CLI here has no buildx: the raw side is the classic builder, as it falls back to.
  * The benchmarks' pipelines name the busybox rootfs the tests share, outside each project.
  */
-export const env = { ...process.env, CI: "true", DOCKER_BUILDKIT: "0", BAKE_ALLOW_PATHS: path.join(ROOT, ".bake", "test-cache") };
+export const env = {
+  ...process.env,
+  CI: "true",
+  DOCKER_BUILDKIT: "0",
+  BAKE_ALLOW_PATHS: path.join(ROOT, ".bake", "test-cache"),
+};
 
 export const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
   const t = process.hrtime.bigint();
@@ -35,13 +40,33 @@ export interface Node {
  * Raw docker builds of the graph, parents first, each FROM its parent's id like bake's.
  * `dockerfiles` replaces a node's Dockerfile (kept outside its context, as bake's is).
  */
-export async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boolean, dockerfiles?: Map<string, string>): Promise<void> {
+export async function rawBuilds(
+  nodes: Node[],
+  rootfsImage: string,
+  noCache: boolean,
+  dockerfiles?: Map<string, string>,
+): Promise<void> {
   const ids = new Map<string, string>();
   for (const n of nodes) {
     const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
     const tag = `bench-raw/${n.name}:latest`;
     // -q prints only the image id: one docker command per node, as a hand-written script would.
-    const { stdout } = await execa("docker", ["build", "-q", ...(noCache ? ["--no-cache"] : []), "--build-arg", `BAKE_PARENT=${parent}`, "-f", dockerfiles?.get(n.name) ?? n.dockerfile, "-t", tag, n.context], { env });
+    const { stdout } = await execa(
+      "docker",
+      [
+        "build",
+        "-q",
+        ...(noCache ? ["--no-cache"] : []),
+        "--build-arg",
+        `BAKE_PARENT=${parent}`,
+        "-f",
+        dockerfiles?.get(n.name) ?? n.dockerfile,
+        "-t",
+        tag,
+        n.context,
+      ],
+      { env },
+    );
     ids.set(n.name, stdout.trim().split("\n").at(-1)!);
   }
 }
@@ -49,7 +74,9 @@ export async function rawBuilds(nodes: Node[], rootfsImage: string, noCache: boo
 /** 20 images: a base on the rootfs, four on the base, fifteen on those; each copies 20 files and runs one command. */
 export function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-bench-graph-"));
-  const nodes: Node[] = [{ name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") }];
+  const nodes: Node[] = [
+    { name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") },
+  ];
   let yaml = `project: bench20\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
   mkdirSync(path.join(dir, "base"));
   writeFileSync(path.join(dir, "base/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /srv\n");
@@ -57,7 +84,10 @@ export function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
     const name = `n${String(i).padStart(2, "0")}`;
     const parent = i <= 4 ? "base" : `n${String(((i - 1) % 4) + 1).padStart(2, "0")}`;
     mkdirSync(path.join(dir, name));
-    writeFileSync(path.join(dir, name, "Dockerfile"), `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY . /srv/${name}\nRUN echo ${name} > /srv/${name}.txt\n`);
+    writeFileSync(
+      path.join(dir, name, "Dockerfile"),
+      `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nCOPY . /srv/${name}\nRUN echo ${name} > /srv/${name}.txt\n`,
+    );
     for (let f = 0; f < 20; f++) writeFileSync(path.join(dir, name, `file${f}.txt`), `${name} ${f}\n`.repeat(50));
     yaml += `  ${name}: { parent: ${parent}, dockerfile: ${name}/Dockerfile }\n`;
     nodes.push({ name, parent, dockerfile: path.join(dir, name, "Dockerfile"), context: path.join(dir, name) });

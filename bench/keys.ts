@@ -37,10 +37,14 @@ const bakeSeconds = await time(async () => {
   listed = listing.entries.filter((e) => e.type === "file").length;
   digest = contextDigest(listing.entries);
 });
-const baseSeconds = await time(() => execa("sh", ["-c", "find . -type f -print0 | xargs -0 sha256sum | sha256sum"], { cwd: dir }));
+const baseSeconds = await time(() =>
+  execa("sh", ["-c", "find . -type f -print0 | xargs -0 sha256sum | sha256sum"], { cwd: dir }),
+);
 rmSync(dir, { recursive: true, force: true });
 
 console.log(`keys of a ${FILES}-file tree (${listed} after .dockerignore), median of ${RUNS}:`);
-console.log(`  bake listContext+digest: ${bakeSeconds.toFixed(3)} s  ${Math.round(listed / bakeSeconds)} files/s  (${digest.slice(0, 12)})`);
+console.log(
+  `  bake listContext+digest: ${bakeSeconds.toFixed(3)} s  ${Math.round(listed / bakeSeconds)} files/s  (${digest.slice(0, 12)})`,
+);
 console.log(`  find | xargs sha256sum:  ${baseSeconds.toFixed(3)} s  ${Math.round(FILES / baseSeconds)} files/s`);
 console.log(`  ratio bake / sha256sum: ${(bakeSeconds / baseSeconds).toFixed(2)}x`);

@@ -42,7 +42,9 @@ await build({
 // loaded at run time must come through require() (see tools/docker.ts, tools/ec2.ts).
 const dynamicImport = /[^\w.$]import\(/.exec(readFileSync("dist/bundle/cli.cjs", "utf8"));
 if (dynamicImport) {
-  console.error(`bundle: dist/bundle/cli.cjs still calls import() at offset ${dynamicImport.index}; use createRequire instead`);
+  console.error(
+    `bundle: dist/bundle/cli.cjs still calls import() at offset ${dynamicImport.index}; use createRequire instead`,
+  );
   process.exit(1);
 }
 

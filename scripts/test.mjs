@@ -61,18 +61,37 @@ async function runLane(lane, buffered) {
       bad = Math.max(0, total - ok - skipped) || (code === 0 ? 0 : 1);
     }
     failed += bad;
-    files.push({ suite, file, seconds: (Date.now() - fileStarted) / 1000, passed: Number.isNaN(ok) ? 0 : ok, failed: bad, beside: buffered });
+    files.push({
+      suite,
+      file,
+      seconds: (Date.now() - fileStarted) / 1000,
+      passed: Number.isNaN(ok) ? 0 : ok,
+      failed: bad,
+      beside: buffered,
+    });
   }
 }
 
-const tests = existsSync(testLines) ? readFileSync(testLines, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [];
+const tests = existsSync(testLines)
+  ? readFileSync(testLines, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+  : [];
 rmSync(testLines, { force: true });
 const seconds = (Date.now() - started) / 1000;
-writeFileSync(path.join(timingsDir, "test-timings.json"), `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, files, tests }, null, 2)}\n`);
+writeFileSync(
+  path.join(timingsDir, "test-timings.json"),
+  `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, files, tests }, null, 2)}\n`,
+);
 console.log(`\nslowest files (of ${files.length}, ${seconds.toFixed(0)} s in all):`);
-for (const f of [...files].sort((a, b) => b.seconds - a.seconds).slice(0, 10)) console.log(`  ${f.seconds.toFixed(1).padStart(7)} s  ${f.suite}/${f.file}`);
+for (const f of [...files].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
+  console.log(`  ${f.seconds.toFixed(1).padStart(7)} s  ${f.suite}/${f.file}`);
 console.log(`slowest tests (of ${tests.length}):`);
-for (const t of [...tests].sort((a, b) => b.seconds - a.seconds).slice(0, 10)) console.log(`  ${t.seconds.toFixed(1).padStart(7)} s  ${t.file}: ${t.test.length > 90 ? `${t.test.slice(0, 87)}...` : t.test}`);
+for (const t of [...tests].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
+  console.log(
+    `  ${t.seconds.toFixed(1).padStart(7)} s  ${t.file}: ${t.test.length > 90 ? `${t.test.slice(0, 87)}...` : t.test}`,
+  );
 console.log(`every timing: ${path.relative(process.cwd(), path.join(timingsDir, "test-timings.json"))}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
@@ -82,10 +101,14 @@ function runFile(suite, file, buffered) {
     if (buffered) console.log(`== ${suite}/${file} started beside the others (its output follows when it ends)`);
     else console.log(`== ${suite}/${file}`);
     const pattern = `^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`;
-    const child = spawn(process.execPath, ["--import", TIMING, "node_modules/uvu/bin.js", `dist/test/${suite}`, pattern], {
-      stdio: ["ignore", "pipe", buffered ? "pipe" : "inherit"],
-      env: { ...process.env, FORCE_COLOR: "0", BAKE_TEST_TIMINGS: testLines, BAKE_TEST_FILE: `${suite}/${file}` },
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", TIMING, "node_modules/uvu/bin.js", `dist/test/${suite}`, pattern],
+      {
+        stdio: ["ignore", "pipe", buffered ? "pipe" : "inherit"],
+        env: { ...process.env, FORCE_COLOR: "0", BAKE_TEST_TIMINGS: testLines, BAKE_TEST_FILE: `${suite}/${file}` },
+      },
+    );
     let output = "";
     let errors = "";
     child.stdout.on("data", (d) => {

@@ -6,14 +6,21 @@ const out = process.env.BAKE_TEST_TIMINGS;
 const file = process.env.BAKE_TEST_FILE ?? "";
 
 function timed(s) {
-  const run = (name, fn) => (fn ? async (context) => {
-    const started = performance.now();
-    try {
-      return await fn(context);
-    } finally {
-      if (out) appendFileSync(out, `${JSON.stringify({ file, test: name, seconds: (performance.now() - started) / 1000 })}\n`);
-    }
-  } : fn);
+  const run = (name, fn) =>
+    fn
+      ? async (context) => {
+          const started = performance.now();
+          try {
+            return await fn(context);
+          } finally {
+            if (out)
+              appendFileSync(
+                out,
+                `${JSON.stringify({ file, test: name, seconds: (performance.now() - started) / 1000 })}\n`,
+              );
+          }
+        }
+      : fn;
   const t = (name, fn) => s(name, run(name, fn));
   t.only = (name, fn) => s.only(name, run(name, fn));
   for (const k of ["before", "after", "skip", "run"]) t[k] = s[k];

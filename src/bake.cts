@@ -40,17 +40,21 @@ try {
   cachedData = undefined;
 }
 
-const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, "utf8").replace(/^#!.*/, "")}\n})`, {
-  filename: bundle,
-  cachedData,
-});
+const script = new vm.Script(
+  `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, "utf8").replace(/^#!.*/, "")}\n})`,
+  {
+    filename: bundle,
+    cachedData,
+  },
+);
 
 if (!cachedData || script.cachedDataRejected) {
   // Written at exit, so that it holds every function this run compiled, not only the top level.
   process.once("exit", () => {
     try {
       mkdirSync(cacheDir, { recursive: true });
-      for (const old of readdirSync(cacheDir)) if (!old.startsWith(`${bundleStamp}-`)) rmSync(path.join(cacheDir, old), { force: true });
+      for (const old of readdirSync(cacheDir))
+        if (!old.startsWith(`${bundleStamp}-`)) rmSync(path.join(cacheDir, old), { force: true });
       const partial = `${cacheFile}.${process.pid}`;
       writeFileSync(partial, script.createCachedData());
       renameSync(partial, cacheFile);

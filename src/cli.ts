@@ -3,7 +3,18 @@
 import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { BakeError, BuildFailedError, ConfigError, ConfigErrors, EXIT, InterruptedError, interruption, ToolFailedError, UsageError, exitCodeFor } from "./errors.js";
+import {
+  BakeError,
+  BuildFailedError,
+  ConfigError,
+  ConfigErrors,
+  EXIT,
+  InterruptedError,
+  interruption,
+  ToolFailedError,
+  UsageError,
+  exitCodeFor,
+} from "./errors.js";
 import type { Tools } from "./state/read.js";
 import { TARGET_NAMES, type Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
@@ -37,7 +48,9 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
     if (count > 2) process.exit(EXIT.interrupted);
     if (count > 1) {
       const killed = killProcessGroups();
-      process.stderr.write(`\n${sig} again: stopping at once${killed ? ` (killed ${killed} running tool${killed > 1 ? "s" : ""}: what they had started, such as a Packer build container or instance, may remain)` : ""}; removing what holds secrets first\n`);
+      process.stderr.write(
+        `\n${sig} again: stopping at once${killed ? ` (killed ${killed} running tool${killed > 1 ? "s" : ""}: what they had started, such as a Packer build container or instance, may remain)` : ""}; removing what holds secrets first\n`,
+      );
       // What holds secrets goes even now (boot-test containers, VM boot copies), within seconds.
       void runForcedCleanups().finally(() => process.exit(EXIT.interrupted));
       return;
@@ -67,11 +80,18 @@ export async function main(argv: string[]): Promise<number> {
     .option("file", { type: "string", default: "bake.yml", describe: "the pipeline file" })
     .option("json", { type: "boolean", default: false, describe: "machine output on stdout" })
     .option("verbose", { type: "boolean", default: false, describe: "show stack traces and debug detail" })
-    .option("allow-path", { type: "string", array: true, describe: "a folder outside the project that bake.yml may name (also BAKE_ALLOW_PATHS, colon-separated)" })
+    .option("allow-path", {
+      type: "string",
+      array: true,
+      describe: "a folder outside the project that bake.yml may name (also BAKE_ALLOW_PATHS, colon-separated)",
+    })
     .middleware((args) => {
       // The opt-in lives outside bake.yml, which a change under review could edit.
       const allowed = (args["allow-path"] as string[] | undefined) ?? [];
-      if (allowed.length) process.env[ALLOW_PATHS_ENV] = [process.env[ALLOW_PATHS_ENV], ...allowed.map((p) => path.resolve(p))].filter(Boolean).join(":");
+      if (allowed.length)
+        process.env[ALLOW_PATHS_ENV] = [process.env[ALLOW_PATHS_ENV], ...allowed.map((p) => path.resolve(p))]
+          .filter(Boolean)
+          .join(":");
     })
     .command(
       "plan [nodes..]",
@@ -80,11 +100,30 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("nodes", { type: "string", array: true, describe: "only these nodes (and what they need)" })
           .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "where AMIs are baked" })
-          .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
-          .option("matrix", { type: "boolean", default: false, describe: "print the nodes to build as a CI matrix (JSON), grouped by level" }),
+          .option("pull", {
+            type: "boolean",
+            default: false,
+            describe: "ask the registry for the newest digest of every from: image",
+          })
+          .option("matrix", {
+            type: "boolean",
+            default: false,
+            describe: "print the nodes to build as a CI matrix (JSON), grouped by level",
+          }),
       async (args) => {
         const { planCommand } = await import("./commands/plan.js");
-        await planCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], target: args.target as Target, json: args.json, pull: args.pull, matrix: args.matrix }, tools, stdout);
+        await planCommand(
+          {
+            file: args.file,
+            nodes: (args.nodes as string[] | undefined) ?? [],
+            target: args.target as Target,
+            json: args.json,
+            pull: args.pull,
+            matrix: args.matrix,
+          },
+          tools,
+          stdout,
+        );
       },
     )
     .command(
@@ -93,17 +132,44 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("nodes", { type: "string", array: true, describe: "only these images (and their parents)" })
-          .option("push", { type: "boolean", default: false, describe: "push every image to the registry and record digests" })
-          .option("pull", { type: "boolean", default: false, describe: "ask the registry for the newest digest of every from: image" })
+          .option("push", {
+            type: "boolean",
+            default: false,
+            describe: "push every image to the registry and record digests",
+          })
+          .option("pull", {
+            type: "boolean",
+            default: false,
+            describe: "ask the registry for the newest digest of every from: image",
+          })
           // yargs reads --no-cache as cache=false.
-          .option("cache", { type: "boolean", default: true, describe: "--no-cache: rebuild even when the key exists, without the engine's layer cache" })
+          .option("cache", {
+            type: "boolean",
+            default: true,
+            describe: "--no-cache: rebuild even when the key exists, without the engine's layer cache",
+          })
           .option("concurrency", { type: "number", default: 2, describe: "images built at once" })
-          .option("tag", { type: "string", array: true, default: [] as string[], describe: "extra moving tag, applied after the whole run succeeded" }),
+          .option("tag", {
+            type: "string",
+            array: true,
+            default: [] as string[],
+            describe: "extra moving tag, applied after the whole run succeeded",
+          }),
       async (args) => {
         const { buildCommand } = await import("./commands/build.js");
         await withInterrupt((signal) =>
           buildCommand(
-            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], push: args.push, pull: args.pull, noCache: !args.cache, concurrency: args.concurrency, tags: args.tag as string[], json: args.json, signal },
+            {
+              file: args.file,
+              nodes: (args.nodes as string[] | undefined) ?? [],
+              push: args.push,
+              pull: args.pull,
+              noCache: !args.cache,
+              concurrency: args.concurrency,
+              tags: args.tag as string[],
+              json: args.json,
+              signal,
+            },
             tools,
             stdout,
             stderr,
@@ -121,7 +187,12 @@ export async function main(argv: string[]): Promise<number> {
           .option("out", { type: "string", describe: "write the folder here (default: print the HCL)" }),
       async (args) => {
         const { renderCommand } = await import("./commands/render.js");
-        await renderCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, out: args.out }, tools, stdout, stderr);
+        await renderCommand(
+          { file: args.file, ami: args.ami as string, target: args.target as Target, out: args.out },
+          tools,
+          stdout,
+          stderr,
+        );
       },
     )
     .command(
@@ -131,12 +202,36 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("ami", { type: "string", demandOption: true })
           .option("target", { choices: TARGET_NAMES, default: "aws" as const })
-          .option("force", { type: "boolean", default: false, describe: "bake even when an AMI with the same key exists" })
+          .option("force", {
+            type: "boolean",
+            default: false,
+            describe: "bake even when an AMI with the same key exists",
+          })
           .option("dry-run", { type: "boolean", default: false, describe: "plan and render only" })
-          .option("boot-test", { type: "boolean", default: true, describe: "boot a local bake as a host and check it (--no-boot-test skips)" }),
+          .option("boot-test", {
+            type: "boolean",
+            default: true,
+            describe: "boot a local bake as a host and check it (--no-boot-test skips)",
+          }),
       async (args) => {
         const { amiCommand } = await import("./commands/ami.js");
-        await withInterrupt((signal) => amiCommand({ file: args.file, ami: args.ami as string, target: args.target as Target, force: args.force, dryRun: args["dry-run"], json: args.json, bootTest: args["boot-test"], signal }, tools, stdout, stderr));
+        await withInterrupt((signal) =>
+          amiCommand(
+            {
+              file: args.file,
+              ami: args.ami as string,
+              target: args.target as Target,
+              force: args.force,
+              dryRun: args["dry-run"],
+              json: args.json,
+              bootTest: args["boot-test"],
+              signal,
+            },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
       },
     )
     .command(
@@ -146,11 +241,26 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional("node", { type: "string", demandOption: true })
           .option("format", { choices: ["spdx-json", "cyclonedx-json"] as const, default: "spdx-json" as const })
-          .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "for an AMI: the target whose bake to describe" })
+          .option("target", {
+            choices: TARGET_NAMES,
+            default: "aws" as const,
+            describe: "for an AMI: the target whose bake to describe",
+          })
           .option("out", { type: "string", describe: "write the SBOM to this file (default: stdout)" }),
       async (args) => {
         const { sbomCommand } = await import("./commands/sbom.js");
-        await sbomCommand({ file: args.file, node: args.node as string, format: args.format as "spdx-json" | "cyclonedx-json", target: args.target as Target, out: args.out }, tools, stdout, stderr);
+        await sbomCommand(
+          {
+            file: args.file,
+            node: args.node as string,
+            format: args.format as "spdx-json" | "cyclonedx-json",
+            target: args.target as Target,
+            out: args.out,
+          },
+          tools,
+          stdout,
+          stderr,
+        );
       },
     )
     .command(
@@ -159,20 +269,40 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("node", { type: "string", demandOption: true })
-          .option("target", { choices: TARGET_NAMES, default: "aws" as const, describe: "for an AMI: the target whose bake to check" }),
+          .option("target", {
+            choices: TARGET_NAMES,
+            default: "aws" as const,
+            describe: "for an AMI: the target whose bake to check",
+          }),
       async (args) => {
         const { verifyCommand } = await import("./commands/verify.js");
-        const result = await verifyCommand({ file: args.file, node: args.node as string, target: args.target as Target, json: args.json }, tools, stdout);
+        const result = await verifyCommand(
+          { file: args.file, node: args.node as string, target: args.target as Target, json: args.json },
+          tools,
+          stdout,
+        );
         if (!result.ok) code = EXIT.failed;
       },
     )
     .command(
       "test [nodes..]",
       "run the test: specs (goss) of the images and local AMIs that exist, building nothing",
-      (y) => y.positional("nodes", { type: "string", array: true, describe: "only these nodes (default: every node with a test:)" }),
+      (y) =>
+        y.positional("nodes", {
+          type: "string",
+          array: true,
+          describe: "only these nodes (default: every node with a test:)",
+        }),
       async (args) => {
         const { testCommand } = await import("./commands/test.js");
-        const results = await withInterrupt((signal) => testCommand({ file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal }, tools, stdout, stderr));
+        const results = await withInterrupt((signal) =>
+          testCommand(
+            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
         if (results.some((r) => !r.ok)) code = EXIT.failed;
       },
     )
@@ -182,10 +312,27 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .positional("services", { type: "string", array: true })
-          .option("via", { choices: ["api", "ansible"] as const, default: "api" as const, describe: "start through the Docker API, or through the production Ansible service role" }),
+          .option("via", {
+            choices: ["api", "ansible"] as const,
+            default: "api" as const,
+            describe: "start through the Docker API, or through the production Ansible service role",
+          }),
       async (args) => {
         const { upCommand } = await import("./commands/up.js");
-        await withInterrupt((signal) => upCommand({ file: args.file, services: (args.services as string[] | undefined) ?? [], via: args.via as "api" | "ansible", json: args.json, signal }, tools, stdout, stderr));
+        await withInterrupt((signal) =>
+          upCommand(
+            {
+              file: args.file,
+              services: (args.services as string[] | undefined) ?? [],
+              via: args.via as "api" | "ansible",
+              json: args.json,
+              signal,
+            },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
       },
     )
     .command(
@@ -209,10 +356,13 @@ export async function main(argv: string[]): Promise<number> {
     .command(
       "logs [service]",
       "a service's logs (all services, prefixed, without a name)",
-      (y) => y.positional("service", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false }),
+      (y) =>
+        y.positional("service", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false }),
       async (args) => {
         const { logsCommand } = await import("./commands/up.js");
-        await withInterrupt((signal) => logsCommand({ file: args.file, service: args.service, follow: args.follow, signal }, tools)).catch((e) => {
+        await withInterrupt((signal) =>
+          logsCommand({ file: args.file, service: args.service, follow: args.follow, signal }, tools),
+        ).catch((e) => {
           if (!(e instanceof InterruptedError)) throw e;
         });
       },
@@ -220,10 +370,17 @@ export async function main(argv: string[]): Promise<number> {
     .command(
       "exec <service> [command..]",
       "run a command in a service's container: bake exec <service> -- <command>",
-      (y) => y.positional("service", { type: "string", demandOption: true }).positional("command", { type: "string", array: true }).parserConfiguration({ "populate--": true }),
+      (y) =>
+        y
+          .positional("service", { type: "string", demandOption: true })
+          .positional("command", { type: "string", array: true })
+          .parserConfiguration({ "populate--": true }),
       async (args) => {
         const { execCommand } = await import("./commands/up.js");
-        const command = [...((args.command as string[] | undefined) ?? []), ...(((args as any)["--"] as string[] | undefined) ?? [])].map(String);
+        const command = [
+          ...((args.command as string[] | undefined) ?? []),
+          ...(((args as any)["--"] as string[] | undefined) ?? []),
+        ].map(String);
         code = await execCommand({ file: args.file, service: args.service as string, command }, tools);
       },
     )
@@ -233,11 +390,33 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .option("target", { choices: TARGET_NAMES, default: "aws" as const })
-          .option("dry-run", { type: "boolean", default: false, describe: "report what would change; build, bake and remove nothing" })
-          .option("force", { type: "boolean", default: false, describe: "rebuild every image even when its upstream did not change" }),
+          .option("dry-run", {
+            type: "boolean",
+            default: false,
+            describe: "report what would change; build, bake and remove nothing",
+          })
+          .option("force", {
+            type: "boolean",
+            default: false,
+            describe: "rebuild every image even when its upstream did not change",
+          }),
       async (args) => {
         const { nightlyCommand } = await import("./commands/nightly.js");
-        const report = await withInterrupt((signal) => nightlyCommand({ file: args.file, target: args.target as Target, dryRun: args["dry-run"], force: args.force, json: args.json, signal }, tools, stdout, stderr));
+        const report = await withInterrupt((signal) =>
+          nightlyCommand(
+            {
+              file: args.file,
+              target: args.target as Target,
+              dryRun: args["dry-run"],
+              force: args.force,
+              json: args.json,
+              signal,
+            },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
         if (report.failed.length) code = EXIT.failed;
       },
     )
@@ -247,15 +426,27 @@ export async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .option("yes", { type: "boolean", default: false, describe: "remove what the plan lists" })
-          .option("keep-images", { type: "number", default: 2, describe: "earlier local builds kept per image, besides the current key" })
+          .option("keep-images", {
+            type: "number",
+            default: 2,
+            describe: "earlier local builds kept per image, besides the current key",
+          })
           .check((a) => {
             // yargs reads "foo" as NaN: a removal count must never come from a typo.
-            if (!Number.isInteger(a["keep-images"]) || (a["keep-images"] as number) < 0) throw new UsageError("--keep-images takes a whole number of 0 or more");
+            if (!Number.isInteger(a["keep-images"]) || (a["keep-images"] as number) < 0)
+              throw new UsageError("--keep-images takes a whole number of 0 or more");
             return true;
           }),
       async (args) => {
         const { pruneCommand } = await import("./commands/prune.js");
-        const report = await withInterrupt((signal) => pruneCommand({ file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"], signal }, tools, stdout, stderr));
+        const report = await withInterrupt((signal) =>
+          pruneCommand(
+            { file: args.file, yes: args.yes, json: args.json, keepImages: args["keep-images"], signal },
+            tools,
+            stdout,
+            stderr,
+          ),
+        );
         if (report.failed.length) code = EXIT.failed;
       },
     )
@@ -306,8 +497,10 @@ function printError(error: unknown, verbose: boolean): void {
   if (error instanceof ConfigErrors) for (const e of error.errors) write(`error: ${e.describe()}`);
   else if (error instanceof ConfigError) write(`error: ${error.describe()}`);
   else if (error instanceof UsageError) write(`error: ${error.message}`);
-  else if (error instanceof BuildFailedError) write(`error: ${error.message}${error.detail ? `\n${error.detail}` : ""}`);
-  else if (error instanceof ToolFailedError) write(`error: ${error.message}${error.stderrTail ? `\n${error.stderrTail}` : ""}`);
+  else if (error instanceof BuildFailedError)
+    write(`error: ${error.message}${error.detail ? `\n${error.detail}` : ""}`);
+  else if (error instanceof ToolFailedError)
+    write(`error: ${error.message}${error.stderrTail ? `\n${error.stderrTail}` : ""}`);
   else if (error instanceof BakeError) write(`error: ${error.message}`);
   else write(`error: ${(error as Error)?.message ?? String(error)}`);
   if (verbose && error instanceof Error && error.stack) write(error.stack);

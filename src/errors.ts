@@ -49,8 +49,18 @@ export class ToolFailedError extends BakeError {
   readonly signal?: string;
   readonly command: string;
   readonly stderrTail: string;
-  constructor(fields: { tool: string; exitCode?: number; signal?: string; command: string; stderrTail: string; message?: string }) {
-    super(fields.message ?? `${fields.tool} failed${fields.exitCode !== undefined ? ` (exit ${fields.exitCode})` : ""}${fields.signal ? ` (${fields.signal})` : ""}: ${fields.command}`);
+  constructor(fields: {
+    tool: string;
+    exitCode?: number;
+    signal?: string;
+    command: string;
+    stderrTail: string;
+    message?: string;
+  }) {
+    super(
+      fields.message ??
+        `${fields.tool} failed${fields.exitCode !== undefined ? ` (exit ${fields.exitCode})` : ""}${fields.signal ? ` (${fields.signal})` : ""}: ${fields.command}`,
+    );
     this.tool = fields.tool;
     this.exitCode = fields.exitCode;
     this.signal = fields.signal;

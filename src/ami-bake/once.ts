@@ -18,33 +18,52 @@ import type { BakeOutcome, BakeRun } from "../targets/target.js";
 /** Holds the key's lock (and the target's hold), looks again for the key, and bakes only when it is still missing. */
 export async function bakeOnce(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun): Promise<BakeOutcome> {
   const key12 = run.key.slice(0, KEY_TAG_LENGTH);
-  return withLock(amiBakeLock(pipeline.config.project, run.dir), async (lost) => {
-    // A lock taken over stops the bake as an interrupt would, but the folder and disks the lock
-    // guards are the new holder's: the clean-ups leave them (run.lockLost).
-    run = { ...run, signal: AbortSignal.any([run.signal, lost]), lockLost: lost };
-    try {
-      return await bakeHeld(pipeline, ami, tools, run, key12);
-    } catch (e) {
-      if (lost.aborted) throw lost.reason;
-      throw e;
-    }
-  }, { signal: run.signal, onWait: (holder) => run.say(`waiting for key ${key12}: ${holder} is baking it`) });
+  return withLock(
+    amiBakeLock(pipeline.config.project, run.dir),
+    async (lost) => {
+      // A lock taken over stops the bake as an interrupt would, but the folder and disks the lock
+      // guards are the new holder's: the clean-ups leave them (run.lockLost).
+      run = { ...run, signal: AbortSignal.any([run.signal, lost]), lockLost: lost };
+      try {
+        return await bakeHeld(pipeline, ami, tools, run, key12);
+      } catch (e) {
+        if (lost.aborted) throw lost.reason;
+        throw e;
+      }
+    },
+    { signal: run.signal, onWait: (holder) => run.say(`waiting for key ${key12}: ${holder} is baking it`) },
+  );
 }
 
 /** With the key's lock held: the target's hold, a last look for the key, then the bake. */
-async function bakeHeld(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun, key12: string): Promise<BakeOutcome> {
+async function bakeHeld(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  tools: Tools,
+  run: BakeRun,
+  key12: string,
+): Promise<BakeOutcome> {
   const target = targetOf(run.target);
-  const held = target.hold ? await target.hold(pipeline, ami, run.key, tools, { signal: run.signal, say: run.say }) : undefined;
+  const held = target.hold
+    ? await target.hold(pipeline, ami, run.key, tools, { signal: run.signal, say: run.say })
+    : undefined;
   try {
     const meanwhile = run.force ? undefined : await target.find(pipeline, ami, run.key, tools);
     if (meanwhile) {
       run.say(`another bake finished key ${key12} while this one waited: ${meanwhile}`);
-      const regions = await target.whole(pipeline, ami, meanwhile, tools, { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say });
+      const regions = await target.whole(pipeline, ami, meanwhile, tools, {
+        sourceAmi: run.sourceAmi,
+        revision: run.revision,
+        signal: run.signal,
+        onLine: run.say,
+      });
       return { regions, action: "existing", images: {} };
     }
     return await bake(pipeline, ami, tools, run);
   } finally {
-    await held?.release().catch((e: Error) => run.say(`the AWS lease ${held.name} was not released (it expires by itself): ${e.message}`));
+    await held
+      ?.release()
+      .catch((e: Error) => run.say(`the AWS lease ${held.name} was not released (it expires by itself): ${e.message}`));
   }
 }
 
@@ -56,18 +75,30 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
   // A boot test hands the host its pass_env values as user-data would: all must be set (exit 2), before anything builds.
   const passEnv = target.bootsHere && run.bootTest ? bootPassEnv(pipeline, ami) : {};
   const docker = tools.docker();
-  const built = await executeBuild(pipeline, run.plan.filter((e) => e.kind === "image"), docker, () => gitInfo(pipeline.config.dir), run.logs, {
-    noCache: false,
-    push: false,
-    concurrency: 2,
-    tags: [],
-    signal: run.signal,
-    plain: Boolean(process.env.CI) || !process.stderr.isTTY,
-  });
+  const built = await executeBuild(
+    pipeline,
+    run.plan.filter((e) => e.kind === "image"),
+    docker,
+    () => gitInfo(pipeline.config.dir),
+    run.logs,
+    {
+      noCache: false,
+      push: false,
+      concurrency: 2,
+      tags: [],
+      signal: run.signal,
+      plain: Boolean(process.env.CI) || !process.stderr.isTTY,
+    },
+  );
   const state = pipeline.state.images.ok ? pipeline.state.images.value : [];
-  for (const r of built) if (!state.some((s) => s.id === r.id)) state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
+  for (const r of built)
+    if (!state.some((s) => s.id === r.id))
+      state.push({ id: r.id, tags: r.tags, node: r.name, key: r.key, created: Date.now() / 1000 });
   await target.checkBuilt?.(pipeline, ami, docker);
   rmSync(run.dir, { recursive: true, force: true });
-  const folder = await target.render(pipeline, ami, run.dir, run.packer, { sourceAmi: run.sourceAmi, revision: run.revision });
+  const folder = await target.render(pipeline, ami, run.dir, run.packer, {
+    sourceAmi: run.sourceAmi,
+    revision: run.revision,
+  });
   return target.bake({ pipeline, ami, run, tools, docker, folder, built, env: { secrets, withheld, passEnv } });
 }

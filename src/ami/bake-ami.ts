@@ -39,7 +39,9 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
   const node = pipeline.graph.byName.get(name);
   if (!node || node.kind !== "ami") {
     const amis = pipeline.config.amis.map((a) => a.name);
-    throw new UsageError(`"${name}" is not an AMI in ${pipeline.config.file}${amis.length ? `: it defines ${amis.join(", ")}` : ""}`);
+    throw new UsageError(
+      `"${name}" is not an AMI in ${pipeline.config.file}${amis.length ? `: it defines ${amis.join(", ")}` : ""}`,
+    );
   }
   return node.ami;
 }
@@ -48,28 +50,47 @@ export function amiNodeOf(pipeline: Pipeline, name: string): AmiNode {
  * Writes ami.pkr.hcl, bake-vars.yml and bake's own provisioning into dir and formats them with
  * `packer fmt`: what every target renders. Each target adds its own files (targets/<name>.ts render).
  */
-export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder> {
+export async function renderFolder(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  dir: string,
+  packer: PackerTool,
+  extra: { sourceAmi?: string; revision?: string },
+): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = knownKeys(pipeline);
   const host = ami.local?.image;
-  const hostRecord = host && pipeline.state.images.ok ? pipeline.state.images.value.find((r) => r.node === host && r.key === imageKeys.get(host)) : undefined;
-  const hcl = renderTemplate(readTemplates(), templateContext({
-    config: pipeline.config,
-    ami,
-    target: pipeline.target,
-    key: pipeline.keys.get(ami.name)?.key,
-    inputs: pipeline.keys.get(ami.name)?.inputs,
-    imageKeys,
-    baseImageId: hostRecord?.id ?? (host ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}` : undefined),
-    sourceAmi: extra.sourceAmi,
-    requiredPlugins: needsRequiredPlugins(version),
-    outDir: dir,
-    revision: extra.revision,
-  }));
+  const hostRecord =
+    host && pipeline.state.images.ok
+      ? pipeline.state.images.value.find((r) => r.node === host && r.key === imageKeys.get(host))
+      : undefined;
+  const hcl = renderTemplate(
+    readTemplates(),
+    templateContext({
+      config: pipeline.config,
+      ami,
+      target: pipeline.target,
+      key: pipeline.keys.get(ami.name)?.key,
+      inputs: pipeline.keys.get(ami.name)?.inputs,
+      imageKeys,
+      baseImageId:
+        hostRecord?.id ??
+        (host
+          ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`
+          : undefined),
+      sourceAmi: extra.sourceAmi,
+      requiredPlugins: needsRequiredPlugins(version),
+      outDir: dir,
+      revision: extra.revision,
+    }),
+  );
   mkdirSync(dir, { recursive: true });
   const hclFile = path.join(dir, "ami.pkr.hcl");
   writeFileSync(hclFile, hcl);
-  writeFileSync(path.join(dir, BAKE_VARS), unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)));
+  writeFileSync(
+    path.join(dir, BAKE_VARS),
+    unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)),
+  );
   // bake's own playbooks and roles (engine, agent, shipped images, services; the EC2 AMI tools), beside the HCL.
   copyProvisioning(dir);
   await packer.fmt(dir);
@@ -80,16 +101,30 @@ export async function renderFolder(pipeline: Pipeline, ami: AmiNode, dir: string
  * Environment variables the rendered folder reads, which of their values are secret, and the
  * pass_env names taken out of Packer's environment (the host reads them at boot, never the bake).
  */
-export function packerEnvironment(pipeline: Pipeline, ami: AmiNode, env = process.env): { missing: string[]; secrets: string[]; withheld: Record<string, undefined> } {
+export function packerEnvironment(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  env = process.env,
+): { missing: string[]; secrets: string[]; withheld: Record<string, undefined> } {
   const { sensitive, passEnv } = sensitiveVariables(ami, pipeline.config, pipeline.target);
   const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
-  const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter((v): v is string => Boolean(v));
+  const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter(
+    (v): v is string => Boolean(v),
+  );
   return { missing, secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
 }
 
 /** Exports the shipped images into the folder as one `docker save` archive. */
-export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string, docker: DockerTool, signal?: AbortSignal): Promise<void> {
-  const refs = shippedImages(ami).map((n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY_TAG_LENGTH)}`);
+export async function exportImages(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  dir: string,
+  docker: DockerTool,
+  signal?: AbortSignal,
+): Promise<void> {
+  const refs = shippedImages(ami).map(
+    (n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY_TAG_LENGTH)}`,
+  );
   const file = path.join(dir, PRELOAD_ARCHIVE);
   try {
     await docker.saveImages(refs, file, signal);
@@ -103,7 +138,20 @@ export async function exportImages(pipeline: Pipeline, ami: AmiNode, dir: string
  * Runs Packer in the project's folder (Ansible's working folder then), with ANSIBLE_CONFIG naming
  * the ansible.cfg the AMI's key covers (playbook-inputs.ts), so Ansible reads no other.
  */
-export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: PackerTool, options: { projectDir: string; env?: Record<string, string | undefined>; secrets: string[]; force: boolean; signal?: AbortSignal; onLine: (line: string) => void; onRaw: (line: string) => void }): Promise<string[]> {
+export async function runPacker(
+  ami: AmiNode,
+  folder: RenderedFolder,
+  packer: PackerTool,
+  options: {
+    projectDir: string;
+    env?: Record<string, string | undefined>;
+    secrets: string[];
+    force: boolean;
+    signal?: AbortSignal;
+    onLine: (line: string) => void;
+    onRaw: (line: string) => void;
+  },
+): Promise<string[]> {
   const errors: string[] = [];
   const said: string[] = [];
   // bake's own playbooks name their own ansible.cfg in their provisioners (ansible.hbs).
@@ -128,12 +176,18 @@ export async function runPacker(ami: AmiNode, folder: RenderedFolder, packer: Pa
     if (e instanceof ToolFailedError) {
       // On AWS: the step, the instance, and what Packer's clean-up removed or could not.
       const aws = awsFailure(said);
-      const where = aws.step ? ` at "${aws.step}"${aws.task ? ` (task "${aws.task}")` : ""}${aws.instance ? ` on instance ${aws.instance}` : ""}` : "";
+      const where = aws.step
+        ? ` at "${aws.step}"${aws.task ? ` (task "${aws.task}")` : ""}${aws.instance ? ` on instance ${aws.instance}` : ""}`
+        : "";
       const cleanup = [
         ...(aws.cleaned.length ? [`Packer cleaned up: ${aws.cleaned.join("; ")}`] : []),
         ...(aws.leftBehind.length ? [`left behind (remove it by hand): ${aws.leftBehind.join("; ")}`] : []),
       ];
-      throw new BuildFailedError(ami.name, `${ami.name}: packer build failed${where}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${errors.length ? `: ${errors.at(-1)!.split("\n")[0]}` : ""}`, [errors.slice(-5).join("\n") || e.stderrTail, ...cleanup].join("\n"));
+      throw new BuildFailedError(
+        ami.name,
+        `${ami.name}: packer build failed${where}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${errors.length ? `: ${errors.at(-1)!.split("\n")[0]}` : ""}`,
+        [errors.slice(-5).join("\n") || e.stderrTail, ...cleanup].join("\n"),
+      );
     }
     throw e;
   }

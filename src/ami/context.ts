@@ -39,7 +39,11 @@ export interface AmiRenderInput {
   revision?: string;
 }
 
-export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Target): { sensitive: TemplateContext["sensitive"]; passEnv: string[] } {
+export function sensitiveVariables(
+  ami: AmiNode,
+  config: BakeConfig,
+  target: Target,
+): { sensitive: TemplateContext["sensitive"]; passEnv: string[] } {
   const sensitive: TemplateContext["sensitive"] = [];
   if (target === "aws" && ami.builder === "instance-store") {
     sensitive.push({ name: "x509_cert_path", env: "BAKE_X509_CERT" }, { name: "x509_key_path", env: "BAKE_X509_KEY" });
@@ -49,12 +53,18 @@ export function sensitiveVariables(ami: AmiNode, config: BakeConfig, target: Tar
   // The goss binary the AWS bake uploads to run the AMI's test: a path on this machine.
   if (target === "aws" && ami.test) sensitive.push({ name: "goss_binary", env: GOSS_ENV });
   // pass_env values never reach a bake: the host reads them at boot (README: The host, booted).
-  const passEnv = [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
+  const passEnv = [
+    ...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? [])),
+  ].sort();
   return { sensitive, passEnv };
 }
 
 /** Where the aws target's Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS). */
-export const AWS_CONNECTION_ENV = { ec2Endpoint: "BAKE_EC2_ENDPOINT", sshHost: "BAKE_SSH_HOST", sshPort: "BAKE_SSH_PORT" } as const;
+export const AWS_CONNECTION_ENV = {
+  ec2Endpoint: "BAKE_EC2_ENDPOINT",
+  sshHost: "BAKE_SSH_HOST",
+  sshPort: "BAKE_SSH_PORT",
+} as const;
 
 /** Where an instance-store bake downloads the EC2 AMI tools from (bake's ansible/bake/roles/ec2_ami_tools). */
 export const EC2_AMI_TOOLS_ENV = { url: "BAKE_EC2_AMI_TOOLS_URL", sha256: "BAKE_EC2_AMI_TOOLS_SHA256" } as const;
@@ -67,7 +77,12 @@ function machineVariables(target: Target, instanceStore: boolean): TemplateConte
     { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
     { name: "ssh_host", env: AWS_CONNECTION_ENV.sshHost },
     { name: "ssh_port", env: AWS_CONNECTION_ENV.sshPort },
-    ...(instanceStore ? [{ name: "ec2_ami_tools_url", env: EC2_AMI_TOOLS_ENV.url }, { name: "ec2_ami_tools_sha256", env: EC2_AMI_TOOLS_ENV.sha256 }] : []),
+    ...(instanceStore
+      ? [
+          { name: "ec2_ami_tools_url", env: EC2_AMI_TOOLS_ENV.url },
+          { name: "ec2_ami_tools_sha256", env: EC2_AMI_TOOLS_ENV.sha256 },
+        ]
+      : []),
   ];
 }
 
@@ -97,7 +112,15 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     keyTag,
     // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
     // the instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && aws ? { gossTest: { dir: GOSS_DIR, binary: `${GOSS_DIR}/goss`, command: gossCommand(config.project, ami.name, ami.test) } } : {}),
+    ...(ami.test && aws
+      ? {
+          gossTest: {
+            dir: GOSS_DIR,
+            binary: `${GOSS_DIR}/goss`,
+            command: gossCommand(config.project, ami.name, ami.test),
+          },
+        }
+      : {}),
   };
   if (local) {
     return {
@@ -156,12 +179,19 @@ export const GOSS_FOLDER = "goss";
 
 /** The shell command of the AWS test provisioner: nothing booted yet (services start at boot). */
 function gossCommand(project: string, node: string, test: TestSpec): string {
-  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { project, node, booted: false } });
+  const args = validateArgs({
+    retryTimeout: test.retryTimeout,
+    sleep: test.sleep,
+    withVars: Boolean(test.vars),
+    bake: { project, node, booted: false },
+  });
   // Quoted for the shell as every command bake renders is (a ' inside a value is closed and escaped).
   return renderCommand(`${GOSS_DIR}/goss`, args);
 }
 
-export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">): Record<string, string> {
+export function amiTags(
+  input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">,
+): Record<string, string> {
   const { config, ami } = input;
   return {
     Name: `${config.project}-${ami.name}`,
@@ -170,7 +200,9 @@ export function amiTags(input: Pick<AmiRenderInput, "config" | "ami" | "key" | "
     "bake:ami": ami.name,
     "bake:source-ami": input.sourceAmi ?? "{{ .SourceAMI }}",
     "bake:revision": input.revision ?? "unknown",
-    "bake:preload": ami.preload.map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`).join(" "),
+    "bake:preload": ami.preload
+      .map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`)
+      .join(" "),
   };
 }
 
@@ -186,16 +218,34 @@ export interface AnsibleVars {
 }
 
 /** The non-secret variables the host playbook receives (bake-vars.yml beside the HCL). */
-export function ansibleVars(config: BakeConfig, ami: AmiNode, target: Target, imageKeys: Map<string, string | undefined>): AnsibleVars {
-  const ref = (name: string) => `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`;
+export function ansibleVars(
+  config: BakeConfig,
+  ami: AmiNode,
+  target: Target,
+  imageKeys: Map<string, string | undefined>,
+): AnsibleVars {
+  const ref = (name: string) =>
+    `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`;
   const byName = new Map<string, ImageNode>(config.images.map((i) => [i.name, i]));
   return {
     bake_project: config.project,
     bake_engine: ami.engine,
     bake_target: target,
     bake_preload_archive: "/var/tmp/bake-preload.tar",
-    bake_preload_images: shippedImages(ami).map((name) => ({ name, ref: ref(name), key: imageKeys.get(name) ?? "unknown" })),
-    bake_services: ami.services.map((name) => serviceVars({ project: config.project, service: name, image: ref(name), key: imageKeys.get(name) ?? "unknown", run: byName.get(name)!.run! })),
+    bake_preload_images: shippedImages(ami).map((name) => ({
+      name,
+      ref: ref(name),
+      key: imageKeys.get(name) ?? "unknown",
+    })),
+    bake_services: ami.services.map((name) =>
+      serviceVars({
+        project: config.project,
+        service: name,
+        image: ref(name),
+        key: imageKeys.get(name) ?? "unknown",
+        run: byName.get(name)!.run!,
+      }),
+    ),
     bake_runtime_env: ami.runtimeEnv,
   };
 }

@@ -34,13 +34,21 @@ export function leasePrefix(project: string, ami: string, key12: string): string
 /** Pure: the leases of one key as the account lists them, newest generation first. */
 export function leaseRecords(prefix: string, pairs: { name: string; tags: Record<string, string> }[]): LeaseRecord[] {
   return pairs
-    .map((p) => ({ name: p.name, generation: Number(p.name.slice(prefix.length)), expires: Date.parse(p.tags[LEASE_TAG.expires] ?? "") || 0, holder: p.tags[LEASE_TAG.holder] ?? "unknown" }))
+    .map((p) => ({
+      name: p.name,
+      generation: Number(p.name.slice(prefix.length)),
+      expires: Date.parse(p.tags[LEASE_TAG.expires] ?? "") || 0,
+      holder: p.tags[LEASE_TAG.holder] ?? "unknown",
+    }))
     .filter((l) => Number.isInteger(l.generation) && l.generation > 0)
     .sort((a, b) => b.generation - a.generation);
 }
 
 /** Pure: what a bake does next, given the leases and the time. */
-export function nextLeaseStep(leases: LeaseRecord[], now: number): { action: "create"; generation: number } | { action: "wait"; holder: string; expires: number } {
+export function nextLeaseStep(
+  leases: LeaseRecord[],
+  now: number,
+): { action: "create"; generation: number } | { action: "wait"; holder: string; expires: number } {
   const newest = leases[0];
   if (!newest || newest.expires <= now) return { action: "create", generation: (newest?.generation ?? 0) + 1 };
   return { action: "wait", holder: newest.holder, expires: newest.expires };
@@ -56,7 +64,18 @@ export function leaseTtlMs(env = process.env): number {
   return Number.isFinite(s) && s > 0 ? s * 1000 : 10 * 60_000;
 }
 
-export async function acquireLease(ec2: Ec2Tool, region: string, prefix: string, options: { signal?: AbortSignal; onWait: (text: string) => void; onLost: (text: string) => void; ttlMs?: number; pollMs?: number }): Promise<HeldLease> {
+export async function acquireLease(
+  ec2: Ec2Tool,
+  region: string,
+  prefix: string,
+  options: {
+    signal?: AbortSignal;
+    onWait: (text: string) => void;
+    onLost: (text: string) => void;
+    ttlMs?: number;
+    pollMs?: number;
+  },
+): Promise<HeldLease> {
   const ttl = options.ttlMs ?? leaseTtlMs();
   const holder = `${hostname()} pid ${process.pid}`;
   const tags = () => ({ [LEASE_TAG.holder]: holder, [LEASE_TAG.expires]: new Date(Date.now() + ttl).toISOString() });
@@ -80,7 +99,16 @@ export async function acquireLease(ec2: Ec2Tool, region: string, prefix: string,
   }
 }
 
-function holdLease(ec2: Ec2Tool, region: string, prefix: string, name: string, generation: number, tags: () => Record<string, string>, ttl: number, onLost: (text: string) => void): HeldLease {
+function holdLease(
+  ec2: Ec2Tool,
+  region: string,
+  prefix: string,
+  name: string,
+  generation: number,
+  tags: () => Record<string, string>,
+  ttl: number,
+  onLost: (text: string) => void,
+): HeldLease {
   let lost = false;
   const renew = async () => {
     const pairs = await ec2.listKeyPairs(region, prefix);
@@ -88,7 +116,10 @@ function holdLease(ec2: Ec2Tool, region: string, prefix: string, name: string, g
     const mine = leases.find((l) => l.name === name);
     const newer = leases.find((l) => l.generation > generation);
     if (!mine || newer) {
-      if (!lost) onLost(`lost the AWS lease ${name}${newer ? ` to ${newer.holder}` : ""}: this bake stalled past its expiry; another may bake the same key`);
+      if (!lost)
+        onLost(
+          `lost the AWS lease ${name}${newer ? ` to ${newer.holder}` : ""}: this bake stalled past its expiry; another may bake the same key`,
+        );
       lost = true;
       return;
     }

@@ -11,7 +11,6 @@ import { BakeError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
 import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString } from "./hcl.js";
 
-
 export interface TemplateContext {
   amiName: string;
   target: Target;
@@ -67,7 +66,8 @@ export function renderTemplate(templates: Map<string, string>, context: Template
   // Strict mode checks plain lookups; a helper's argument is checked here, with its line.
   const helper = (name: string, fn: (v: any) => string) =>
     hb.registerHelper(name, (v: unknown, options: { loc?: { start: { line: number } } }) => {
-      if (v === undefined || v === null) throw Object.assign(new Error(`a value for {{${name}}} is missing`), { line: options?.loc?.start.line });
+      if (v === undefined || v === null)
+        throw Object.assign(new Error(`a value for {{${name}}} is missing`), { line: options?.loc?.start.line });
       return fn(v);
     });
   // Every value: HCL quoting, and Go-template escaping for Packer's own interpolation.

@@ -4,6 +4,11 @@ import type { Tools } from "../state/read.js";
 
 export type { AmiOptions };
 
-export function amiCommand(options: AmiOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<BakeResult> {
+export function amiCommand(
+  options: AmiOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<BakeResult> {
   return runAmi(options, tools, out, err);
 }

@@ -24,13 +24,32 @@ export interface BuildCommandOptions {
   signal: AbortSignal;
 }
 
-export async function buildCommand(options: BuildCommandOptions, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<ImageResult[]> {
-  if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new UsageError(`--concurrency must be a whole number of at least 1, not ${options.concurrency}`);
-  for (const t of options.tags) if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(t)) throw new UsageError(`--tag ${t} is not a valid Docker tag`);
-  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: options.nodes, pull: options.pull, imagesOnly: true, forBuild: true }, tools);
-  if (options.push && !pipeline.config.registry) throw new UsageError(`--push needs a registry: set registry: in ${options.file} (or BAKE_REGISTRY)`);
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services, or point DOCKER_HOST at an engine`);
-  const plan = assemblePlan(pipeline.nodes.filter((n) => n.kind === "image"), pipeline.keys, pipeline.state, "local");
+export async function buildCommand(
+  options: BuildCommandOptions,
+  tools: Tools,
+  out: (text: string) => void,
+  err: (text: string) => void,
+): Promise<ImageResult[]> {
+  if (!Number.isInteger(options.concurrency) || options.concurrency < 1)
+    throw new UsageError(`--concurrency must be a whole number of at least 1, not ${options.concurrency}`);
+  for (const t of options.tags)
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(t)) throw new UsageError(`--tag ${t} is not a valid Docker tag`);
+  const pipeline = await readPipeline(
+    { file: options.file, target: "local", nodes: options.nodes, pull: options.pull, imagesOnly: true, forBuild: true },
+    tools,
+  );
+  if (options.push && !pipeline.config.registry)
+    throw new UsageError(`--push needs a registry: set registry: in ${options.file} (or BAKE_REGISTRY)`);
+  if (!pipeline.state.images.ok)
+    throw new UsageError(
+      `${pipeline.state.images.reason}: start it with make services, or point DOCKER_HOST at an engine`,
+    );
+  const plan = assemblePlan(
+    pipeline.nodes.filter((n) => n.kind === "image"),
+    pipeline.keys,
+    pipeline.state,
+    "local",
+  );
   const unknown = plan.filter((e) => e.status === "unknown");
   if (unknown.length) throw new UsageError(`cannot build ${unknown.map((e) => `${e.name} (${e.reason})`).join(", ")}`);
 
@@ -45,23 +64,68 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
     const replaced = await imagesReplaced(docker, pipeline.config.project, plan);
     // Each image's contents are read as it is built, beside the builds still running.
     const describer = imageDescriber(pipeline, docker, replaced);
-    results = await executeBuild(pipeline, plan, docker, git, logs, { noCache: options.noCache, push: options.push, concurrency: options.concurrency, tags: options.tags, signal: options.signal, plain, onImage: describer.add });
+    results = await executeBuild(pipeline, plan, docker, git, logs, {
+      noCache: options.noCache,
+      push: options.push,
+      concurrency: options.concurrency,
+      tags: options.tags,
+      signal: options.signal,
+      plain,
+      onImage: describer.add,
+    });
     contents = await describer.describe(results, { id: logs.runId, startedOn, finishedOn: new Date().toISOString() });
   } catch (e) {
-    if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT") throw new UsageError(describeDockerError(e, docker.endpoint));
+    if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT")
+      throw new UsageError(describeDockerError(e, docker.endpoint));
     throw e;
   } finally {
     await logs.close();
   }
   await updateManifest(pipeline.config.dir, {
     revision: readRevision(pipeline.config.dir),
-    images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, sbom: contentsOf(r).sbom }])),
+    images: Object.fromEntries(
+      results.map((r) => [
+        r.name,
+        { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, sbom: contentsOf(r).sbom },
+      ]),
+    ),
     provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])),
   });
-  const counts = (["built", "pulled", "cached"] as const).map((a) => `${results.filter((r) => r.action === a).length} ${a}`).join(", ");
+  const counts = (["built", "pulled", "cached"] as const)
+    .map((a) => `${results.filter((r) => r.action === a).length} ${a}`)
+    .join(", ");
   err(existsSync(logs.dir) ? `${counts}; logs in ${logs.dir}` : counts);
-  if (options.json) out(JSON.stringify({ images: Object.fromEntries(results.map((r) => [r.name, { key: r.key, id: r.id, action: r.action, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, ...(contentsOf(r).packages ? { packages: contentsOf(r).packages } : {}) }])) }, null, 2));
-  else out(results.flatMap((r) => [`${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`, ...packageLine(contentsOf(r))]).join("\n"));
+  if (options.json)
+    out(
+      JSON.stringify(
+        {
+          images: Object.fromEntries(
+            results.map((r) => [
+              r.name,
+              {
+                key: r.key,
+                id: r.id,
+                action: r.action,
+                ...(r.digest ? { digest: r.digest } : {}),
+                tags: r.tags,
+                ...(contentsOf(r).packages ? { packages: contentsOf(r).packages } : {}),
+              },
+            ]),
+          ),
+        },
+        null,
+        2,
+      ),
+    );
+  else
+    out(
+      results
+        .flatMap((r) => [
+          `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`,
+          ...packageLine(contentsOf(r)),
+        ])
+        .join("\n"),
+    );
   return results;
 
   function contentsOf(r: ImageResult): Partial<ImageContents> {
@@ -71,5 +135,7 @@ export async function buildCommand(options: BuildCommandOptions, tools: Tools, o
 
 /** Under a rebuilt image, what changed in its packages since the image it replaces (nothing when nothing did). */
 function packageLine(c: Partial<ImageContents>): string[] {
-  return c.packages && !diffIsEmpty(c.packages) ? [`${"".padEnd(16)} packages since ${c.packages.since.slice(7, 19)}: ${describeDiff(c.packages)}`] : [];
+  return c.packages && !diffIsEmpty(c.packages)
+    ? [`${"".padEnd(16)} packages since ${c.packages.since.slice(7, 19)}: ${describeDiff(c.packages)}`]
+    : [];
 }

@@ -16,15 +16,27 @@ const PROJECT_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 
 export function initCommand(options: { dir: string; project?: string }, out: (text: string) => void): string[] {
   const dir = path.resolve(options.dir);
-  const project = options.project ?? path.basename(dir).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[._-]+|[._-]+$/g, "");
-  if (!PROJECT_NAME.test(project)) throw new UsageError(`--project: "${project}" is not a valid Docker repository name (lower-case letters, digits and . _ - between them)`);
+  const project =
+    options.project ??
+    path
+      .basename(dir)
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]+/g, "-")
+      .replace(/^[._-]+|[._-]+$/g, "");
+  if (!PROJECT_NAME.test(project))
+    throw new UsageError(
+      `--project: "${project}" is not a valid Docker repository name (lower-case letters, digits and . _ - between them)`,
+    );
   const files = readdirSync(STARTER_DIR, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
     .map((e) => path.relative(STARTER_DIR, path.join(e.parentPath, e.name)))
     .sort();
   const target = (rel: string) => path.join(dir, RENAMED[rel] ?? rel);
   const present = files.filter((rel) => existsSync(target(rel))).map((rel) => RENAMED[rel] ?? rel);
-  if (present.length) throw new UsageError(`${dir} already has ${present.join(", ")}: bake init writes a new project and overwrites nothing`);
+  if (present.length)
+    throw new UsageError(
+      `${dir} already has ${present.join(", ")}: bake init writes a new project and overwrites nothing`,
+    );
   for (const rel of files) {
     mkdirSync(path.dirname(target(rel)), { recursive: true });
     writeFileSync(target(rel), readFileSync(path.join(STARTER_DIR, rel), "utf8").replace(PROJECT_TOKEN, project));

@@ -2,7 +2,12 @@
 import type { Tools } from "../state/read.js";
 import { humanReport, runNightly, type NightlyOptions, type NightlyReport } from "../nightly/run.js";
 
-export async function nightlyCommand(options: NightlyOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<NightlyReport> {
+export async function nightlyCommand(
+  options: NightlyOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<NightlyReport> {
   const report = await runNightly(options, tools, err);
   if (options.json) out(JSON.stringify(report, null, 2));
   err(humanReport(report));

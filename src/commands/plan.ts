@@ -13,19 +13,59 @@ export interface PlanOptions {
   matrix?: boolean;
 }
 
-export async function planCommand(options: PlanOptions, tools: Tools, out: (text: string) => void): Promise<PlanEntry[]> {
-  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: options.nodes, pull: options.pull }, tools);
+export async function planCommand(
+  options: PlanOptions,
+  tools: Tools,
+  out: (text: string) => void,
+): Promise<PlanEntry[]> {
+  const pipeline = await readPipeline(
+    { file: options.file, target: options.target, nodes: options.nodes, pull: options.pull },
+    tools,
+  );
   const entries = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
   // Build-secret files inside a context: kept out of it, its key and its provenance; said so.
-  const withheld = new Map([...pipeline.listings].filter(([, l]) => l.withheldSecrets?.length).map(([name, l]) => [name, l.withheldSecrets!]));
-  if (options.matrix) out(JSON.stringify(planMatrix(entries, pipeline.graph.levels.map((l) => l.map((n) => n.name)))));
+  const withheld = new Map(
+    [...pipeline.listings].filter(([, l]) => l.withheldSecrets?.length).map(([name, l]) => [name, l.withheldSecrets!]),
+  );
+  if (options.matrix)
+    out(
+      JSON.stringify(
+        planMatrix(
+          entries,
+          pipeline.graph.levels.map((l) => l.map((n) => n.name)),
+        ),
+      ),
+    );
   else if (options.json) out(planJson(entries, withheld));
-  else out([planTable(entries, options.target), ...[...withheld].map(([name, files]) => `note: ${name}: build secret file${files.length > 1 ? "s" : ""} ${files.join(", ")} withheld from the context, the key and the provenance`)].join("\n"));
+  else
+    out(
+      [
+        planTable(entries, options.target),
+        ...[...withheld].map(
+          ([name, files]) =>
+            `note: ${name}: build secret file${files.length > 1 ? "s" : ""} ${files.join(", ")} withheld from the context, the key and the provenance`,
+        ),
+      ].join("\n"),
+    );
   return entries;
 }
 
 export function planJson(entries: PlanEntry[], withheld = new Map<string, string[]>()): string {
-  return JSON.stringify({ nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({ name, kind, layer, key, status, reason, ...(withheld.has(name) ? { withheld: withheld.get(name) } : {}) })) }, null, 2);
+  return JSON.stringify(
+    {
+      nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({
+        name,
+        kind,
+        layer,
+        key,
+        status,
+        reason,
+        ...(withheld.has(name) ? { withheld: withheld.get(name) } : {}),
+      })),
+    },
+    null,
+    2,
+  );
 }
 
 /**
@@ -33,12 +73,17 @@ export function planJson(entries: PlanEntry[], withheld = new Map<string, string
  * the ones whose dependencies are all in lower levels, so a job per level (each needing the one
  * before) can fan out over runners that find parents by key in the shared registry.
  */
-export function planMatrix(entries: PlanEntry[], levels: string[][]): { include: MatrixEntry[]; levels: { include: MatrixEntry[] }[] } {
+export function planMatrix(
+  entries: PlanEntry[],
+  levels: string[][],
+): { include: MatrixEntry[]; levels: { include: MatrixEntry[] }[] } {
   const levelOf = new Map(levels.flatMap((names, i) => names.map((n) => [n, i] as const)));
   const include = entries
     .filter((e) => e.status !== "cached")
     .map((e) => ({ node: e.name, kind: e.kind, key: e.key, level: levelOf.get(e.name) ?? 0, reason: e.reason }));
-  const byLevel = levels.map((_, i) => ({ include: include.filter((m) => m.level === i) })).filter((l) => l.include.length);
+  const byLevel = levels
+    .map((_, i) => ({ include: include.filter((m) => m.level === i) }))
+    .filter((l) => l.include.length);
   return { include, levels: byLevel };
 }
 
@@ -51,10 +96,20 @@ export interface MatrixEntry {
 }
 
 export function planTable(entries: PlanEntry[], target: Target): string {
-  const rows = entries.map((e, i) => [String(i + 1), e.name, e.kind, e.layer, e.key ? shortKey(e.key) : "unknown", e.status, e.reason]);
+  const rows = entries.map((e, i) => [
+    String(i + 1),
+    e.name,
+    e.kind,
+    e.layer,
+    e.key ? shortKey(e.key) : "unknown",
+    e.status,
+    e.reason,
+  ]);
   const head = ["#", "NODE", "KIND", "LAYER", "KEY", "STATUS", "REASON"];
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (r: string[]) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join("  ");
-  const counts = (["build", "cached", "unknown"] as const).map((s) => `${entries.filter((e) => e.status === s).length} ${s}`).join(", ");
+  const counts = (["build", "cached", "unknown"] as const)
+    .map((s) => `${entries.filter((e) => e.status === s).length} ${s}`)
+    .join(", ");
   return [line(head), ...rows.map(line), "", `target ${target}: ${counts}`].join("\n");
 }

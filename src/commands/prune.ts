@@ -4,6 +4,11 @@ import type { Tools } from "../state/read.js";
 
 export type { PruneOptions, PruneReport };
 
-export function pruneCommand(options: PruneOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<PruneReport> {
+export function pruneCommand(
+  options: PruneOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<PruneReport> {
   return runPrune(options, tools, out, err);
 }

@@ -11,21 +11,37 @@ import { targetOf } from "../targets/index.js";
 import { findGoss, GOSS_ENV } from "../tools/goss.js";
 import { readRevision } from "../tools/git.js";
 
-export async function renderCommand(options: { file: string; ami: string; target: Target; out?: string }, tools: Tools, out: (text: string) => void, err: (text: string) => void): Promise<string> {
+export async function renderCommand(
+  options: { file: string; ami: string; target: Target; out?: string },
+  tools: Tools,
+  out: (text: string) => void,
+  err: (text: string) => void,
+): Promise<string> {
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.ami] }, tools);
   const ami = amiNodeOf(pipeline, options.ami);
   // The local target renders from the host image bake.yml names, the vm target from its disk: without one there is nothing to render.
   const target = targetOf(options.target);
   target.needs(ami);
   const { missing } = packerEnvironment(pipeline, ami);
-  if (missing.length) throw new UsageError(`${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`);
+  if (missing.length)
+    throw new UsageError(
+      `${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`,
+    );
   const key = pipeline.keys.get(ami.name)!;
-  if (!key.key) err(`note: ${ami.name}'s key is unknown (${(key as { unknownBecause?: string }).unknownBecause}); tags carry "unknown" and the source AMI is found by filter`);
+  if (!key.key)
+    err(
+      `note: ${ami.name}'s key is unknown (${(key as { unknownBecause?: string }).unknownBecause}); tags carry "unknown" and the source AMI is found by filter`,
+    );
   const dir = options.out ? path.resolve(options.out) : mkdtempSync(path.join(tmpdir(), "bake-render-"));
   const source = pipeline.keys.get(ami.name)?.inputs.source;
-  const folder = await target.render(pipeline, ami, dir, packerTool(), { sourceAmi: options.target === "aws" ? source : undefined, revision: readRevision(pipeline.config.dir) });
+  const folder = await target.render(pipeline, ami, dir, packerTool(), {
+    sourceAmi: options.target === "aws" ? source : undefined,
+    revision: readRevision(pipeline.config.dir),
+  });
   if (ami.test && options.target === "aws" && !process.env[GOSS_ENV]) {
-    err(`note: the folder uploads goss from var.goss_binary: set ${GOSS_ENV} to a goss binary${findGoss() ? ` (bake uses ${findGoss()})` : ""} before packer validate or build`);
+    err(
+      `note: the folder uploads goss from var.goss_binary: set ${GOSS_ENV} to a goss binary${findGoss() ? ` (bake uses ${findGoss()})` : ""} before packer validate or build`,
+    );
   }
   if (options.out) {
     out(folder.dir);

@@ -19,15 +19,23 @@ export interface SbomOptions {
   out?: string;
 }
 
-export async function sbomCommand(options: SbomOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<string> {
-  if (options.out && !existsSync(path.dirname(path.resolve(options.out)))) throw new UsageError(`--out ${options.out}: the folder ${path.dirname(path.resolve(options.out))} does not exist`);
+export async function sbomCommand(
+  options: SbomOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<string> {
+  if (options.out && !existsSync(path.dirname(path.resolve(options.out))))
+    throw new UsageError(`--out ${options.out}: the folder ${path.dirname(path.resolve(options.out))} does not exist`);
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.node] }, tools);
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
   const subject = await sbomSubject(pipeline, options.node, tools.docker());
   const text = renderSbom(subject, options.format);
   if (options.out) {
     writeFileSync(path.resolve(options.out), text);
-    err(`${options.node}: ${options.format} SBOM of ${subject.ids.join(", ")} (${subject.parts.reduce((n, p) => n + p.list.packages.length, 0)} packages) written to ${options.out}`);
+    err(
+      `${options.node}: ${options.format} SBOM of ${subject.ids.join(", ")} (${subject.parts.reduce((n, p) => n + p.list.packages.length, 0)} packages) written to ${options.out}`,
+    );
   } else out(text.trimEnd());
   return text;
 }
@@ -36,16 +44,29 @@ export async function sbomCommand(options: SbomOptions, tools: Tools, out: (t: s
 export async function sbomSubject(pipeline: Pipeline, name: string, docker: DockerTool): Promise<SbomSubject> {
   const node = pipeline.graph.byName.get(name)!;
   const key = pipeline.keys.get(name)?.key;
-  if (!key) throw new BakeError(`${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`);
+  if (!key)
+    throw new BakeError(
+      `${name} has no key (${(pipeline.keys.get(name) as { unknownBecause?: string }).unknownBecause})`,
+    );
   if (node.kind === "ami") {
     const regions = bakedRegions(pipeline, name, key);
-    if (!regions) throw new BakeError(`no bake of ${name} with its current key ${shortKey(key)} on the ${pipeline.target} target: run bake ami ${name} --target ${pipeline.target} first`);
+    if (!regions)
+      throw new BakeError(
+        `no bake of ${name} with its current key ${shortKey(key)} on the ${pipeline.target} target: run bake ami ${name} --target ${pipeline.target} first`,
+      );
     return amiSubject(pipeline, node.ami, key, regions, docker);
   }
   const image = currentImage(pipeline, name);
   if (!image) throw new BakeError(`no image with ${name}'s current key ${shortKey(key)}: run bake build ${name} first`);
   const created = (await docker.inspectImage(image.id))?.created ?? new Date(0).toISOString();
-  return imageSubject(pipeline.config, name, key, image.id, created, await imagePackages(docker, pipeline.config.dir, image.id));
+  return imageSubject(
+    pipeline.config,
+    name,
+    key,
+    image.id,
+    created,
+    await imagePackages(docker, pipeline.config.dir, image.id),
+  );
 }
 
 /** Where the AMI's current key was baked: the manifest's record, else the local image or the AMI found by key. */

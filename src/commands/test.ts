@@ -27,13 +27,24 @@ export interface NodeTest {
   failures: string[];
 }
 
-export async function testCommand(options: TestOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<NodeTest[]> {
-  const pipeline = await readPipeline({ file: options.file, target: "local", nodes: options.nodes, everyImage: true }, tools);
+export async function testCommand(
+  options: TestOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<NodeTest[]> {
+  const pipeline = await readPipeline(
+    { file: options.file, target: "local", nodes: options.nodes, everyImage: true },
+    tools,
+  );
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
   const selected = pipeline.nodes.filter((n) => (options.nodes.length ? options.nodes.includes(n.name) : true));
   const withTest = selected.filter((n) => (n.kind === "image" ? n.image.test : n.ami.test));
   const named = options.nodes.filter((n) => !withTest.some((w) => w.name === n));
-  if (named.length) throw new UsageError(`${named.join(", ")} ${named.length > 1 ? "have" : "has"} no test: in ${pipeline.config.file}`);
+  if (named.length)
+    throw new UsageError(
+      `${named.join(", ")} ${named.length > 1 ? "have" : "has"} no test: in ${pipeline.config.file}`,
+    );
   if (!withTest.length) {
     err(`nothing to test: no node in ${pipeline.config.file} has a test:`);
     return [];
@@ -46,26 +57,66 @@ export async function testCommand(options: TestOptions, tools: Tools, out: (t: s
     const image = currentImage(pipeline, node.name);
     const base = { node: node.name, kind: node.kind, spec };
     if (!image) {
-      results.push({ ...base, ok: false, seconds: 0, failures: [`no image with ${node.name}'s current key: run bake ${node.kind === "image" ? `build ${node.name}` : `ami ${node.name} --target local`} first`] });
+      results.push({
+        ...base,
+        ok: false,
+        seconds: 0,
+        failures: [
+          `no image with ${node.name}'s current key: run bake ${node.kind === "image" ? `build ${node.name}` : `ami ${node.name} --target local`} first`,
+        ],
+      });
       continue;
     }
     err(`${node.name}: testing ${image.ref} with ${spec}`);
     if (node.kind === "image") {
-      const t = await testImage(node.image, image.id, pipeline.config.project, docker, goss, { signal: options.signal });
-      results.push({ ...base, ok: t.ok, image: image.id, seconds: t.seconds, ...(t.summary ? { checks: t.summary } : {}), failures: t.failures });
+      const t = await testImage(node.image, image.id, pipeline.config.project, docker, goss, {
+        signal: options.signal,
+      });
+      results.push({
+        ...base,
+        ok: t.ok,
+        image: image.id,
+        seconds: t.seconds,
+        ...(t.summary ? { checks: t.summary } : {}),
+        failures: t.failures,
+      });
     } else {
-      results.push({ ...base, image: image.id, ...(await bootAndTest(pipeline, node.ami, image.id, docker, options.signal, err)) });
+      results.push({
+        ...base,
+        image: image.id,
+        ...(await bootAndTest(pipeline, node.ami, image.id, docker, options.signal, err)),
+      });
     }
   }
   if (options.json) out(JSON.stringify({ tests: results }, null, 2));
-  else out(results.map((r) => `${r.ok ? "ok    " : "FAILED"} ${r.node.padEnd(16)} ${r.spec}${r.checks ? ` (${r.checks.count - r.checks.failed}/${r.checks.count} checks)` : ""} ${r.seconds.toFixed(1)}s${r.ok ? "" : `\n${r.failures.map((f) => `    ${f}`).join("\n")}`}`).join("\n"));
+  else
+    out(
+      results
+        .map(
+          (r) =>
+            `${r.ok ? "ok    " : "FAILED"} ${r.node.padEnd(16)} ${r.spec}${r.checks ? ` (${r.checks.count - r.checks.failed}/${r.checks.count} checks)` : ""} ${r.seconds.toFixed(1)}s${r.ok ? "" : `\n${r.failures.map((f) => `    ${f}`).join("\n")}`}`,
+        )
+        .join("\n"),
+    );
   return results;
 }
 
 /** A local AMI's test runs in the booted host, after the boot test's own checks. */
-async function bootAndTest(pipeline: Pipeline, ami: Parameters<typeof bootLocal>[1], imageId: string, docker: DockerTool, signal: AbortSignal, err: (t: string) => void): Promise<Omit<NodeTest, "node" | "kind" | "spec" | "image">> {
+async function bootAndTest(
+  pipeline: Pipeline,
+  ami: Parameters<typeof bootLocal>[1],
+  imageId: string,
+  docker: DockerTool,
+  signal: AbortSignal,
+  err: (t: string) => void,
+): Promise<Omit<NodeTest, "node" | "kind" | "spec" | "image">> {
   const local = checkLocalTarget(ami);
-  const report = await bootLocal(pipeline, ami, imageId, docker, { ...local, passEnv: bootPassEnv(pipeline, ami), signal, onLine: (l) => err(`${ami.name}: ${l}`) });
+  const report = await bootLocal(pipeline, ami, imageId, docker, {
+    ...local,
+    passEnv: bootPassEnv(pipeline, ami),
+    signal,
+    onLine: (l) => err(`${ami.name}: ${l}`),
+  });
   const failed = report.checks.filter((c) => !c.ok);
   return { ok: report.ok, seconds: report.seconds, failures: failed.map((c) => `${c.name}: ${c.detail}`) };
 }

@@ -34,7 +34,11 @@ export function interpolate(input: string, env: Env): Interpolated {
     if (next !== "{") {
       const bare = /^[A-Za-z_][A-Za-z0-9_]*/.exec(input.slice(i + 1));
       if (bare) {
-        return fail(i, `"$${bare[0]}" is not read from the environment`, `write \${${bare[0]}} to read it, or $$${bare[0]} for a literal "$"`);
+        return fail(
+          i,
+          `"$${bare[0]}" is not read from the environment`,
+          `write \${${bare[0]}} to read it, or $$${bare[0]} for a literal "$"`,
+        );
       }
       out += "$";
       i++;
@@ -46,7 +50,11 @@ export function interpolate(input: string, env: Env): Interpolated {
     const m = /^([^:\-}]*)(?:(:?-)(.*))?$/s.exec(body)!;
     const name = m[1];
     if (!NAME.test(name)) {
-      return fail(i, `"\${${body}}" is not a valid variable reference`, "use ${NAME} or ${NAME:-default}, NAME being letters, digits and _");
+      return fail(
+        i,
+        `"\${${body}}" is not a valid variable reference`,
+        "use ${NAME} or ${NAME:-default}, NAME being letters, digits and _",
+      );
     }
     const op = m[2];
     const fallback = m[3] ?? "";
@@ -54,7 +62,11 @@ export function interpolate(input: string, env: Env): Interpolated {
     if (op === ":-") out += value === undefined || value === "" ? fallback : value;
     else if (op === "-") out += value === undefined ? fallback : value;
     else if (value === undefined) {
-      return fail(i, `environment variable ${name} is not set`, `export ${name}, or write \${${name}:-} to make it optional`);
+      return fail(
+        i,
+        `environment variable ${name} is not set`,
+        `export ${name}, or write \${${name}:-} to make it optional`,
+      );
     } else out += value;
     i = close + 1;
   }

@@ -28,7 +28,16 @@ export function parseConfig(text: string, file: string, dir: string, env: Env): 
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const map = new SourceMap(file, doc, lines);
   if (doc.errors.length) {
-    throw fail(doc.errors.map((e) => new ConfigError(map.at(e.pos[0]), `invalid YAML: ${firstLine(e.message)}`, "check indentation, quoting and that every key appears once")));
+    throw fail(
+      doc.errors.map(
+        (e) =>
+          new ConfigError(
+            map.at(e.pos[0]),
+            `invalid YAML: ${firstLine(e.message)}`,
+            "check indentation, quoting and that every key appears once",
+          ),
+      ),
+    );
   }
   const problems: ConfigError[] = [];
   visit(doc, {
@@ -40,7 +49,8 @@ export function parseConfig(text: string, file: string, dir: string, env: Env): 
         return;
       }
       const quoted = node.type === Scalar.QUOTE_DOUBLE || node.type === Scalar.QUOTE_SINGLE ? 1 : 0;
-      const start = (node.range?.[0] ?? 0) + quoted + (node.type === Scalar.PLAIN || quoted ? result.problem.offset : 0);
+      const start =
+        (node.range?.[0] ?? 0) + quoted + (node.type === Scalar.PLAIN || quoted ? result.problem.offset : 0);
       problems.push(new ConfigError(map.at(start), result.problem.message, result.problem.hint));
     },
   });
@@ -52,10 +62,18 @@ export function parseConfig(text: string, file: string, dir: string, env: Env): 
     // The YAML library stops an alias that expands without end ("billion laughs") with a ReferenceError.
     let alias = 0;
     visit(doc, { Alias: (_k, node) => void (alias ||= node.range?.[0] ?? 0) });
-    throw fail([new ConfigError(map.at(alias), `YAML aliases expand too far: ${firstLine((e as Error).message)}`, "write the values out instead of nesting aliases")]);
+    throw fail([
+      new ConfigError(
+        map.at(alias),
+        `YAML aliases expand too far: ${firstLine((e as Error).message)}`,
+        "write the values out instead of nesting aliases",
+      ),
+    ]);
   }
   if (value === null || value === undefined || typeof value !== "object" || Array.isArray(value)) {
-    throw fail([new ConfigError(map.at(0), `${file} must be a mapping with project: and images:`, "see schema/bake.schema.json")]);
+    throw fail([
+      new ConfigError(map.at(0), `${file} must be a mapping with project: and images:`, "see schema/bake.schema.json"),
+    ]);
   }
   const shape = checkShape(value, map);
   if (shape.length) throw fail(shape);

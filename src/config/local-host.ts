@@ -8,7 +8,11 @@
 import type { AmiNode, BakeConfig, ImageNode } from "./model.js";
 
 export const DEFAULT_LOCAL_HOST = "bake-local-host";
-export const DEFAULT_LOCAL_HOST_ROOTFS = { suite: "bookworm", variant: "minbase", include: ["ca-certificates", "dbus", "python3", "systemd-sysv"] };
+export const DEFAULT_LOCAL_HOST_ROOTFS = {
+  suite: "bookworm",
+  variant: "minbase",
+  include: ["ca-certificates", "dbus", "python3", "systemd-sysv"],
+};
 
 /** The config as the local target sees it: every AMI without `local:` starts from the default host. */
 export function withDefaultLocalHost(config: BakeConfig, target: string): BakeConfig {
@@ -16,7 +20,14 @@ export function withDefaultLocalHost(config: BakeConfig, target: string): BakeCo
   if (target !== "local" || !wanting.length) return config;
   // A project that defines an image of this name has chosen its own default host.
   const defined = config.images.some((i) => i.name === DEFAULT_LOCAL_HOST);
-  const host: ImageNode = { name: DEFAULT_LOCAL_HOST, layer: "base", rootfs: { debootstrap: { ...DEFAULT_LOCAL_HOST_ROOTFS, include: [...DEFAULT_LOCAL_HOST_ROOTFS.include] } }, args: {}, position: wanting[0].position };
-  const withHost = (a: AmiNode): AmiNode => (a.local ? a : { ...a, local: { image: DEFAULT_LOCAL_HOST, position: a.position } });
+  const host: ImageNode = {
+    name: DEFAULT_LOCAL_HOST,
+    layer: "base",
+    rootfs: { debootstrap: { ...DEFAULT_LOCAL_HOST_ROOTFS, include: [...DEFAULT_LOCAL_HOST_ROOTFS.include] } },
+    args: {},
+    position: wanting[0].position,
+  };
+  const withHost = (a: AmiNode): AmiNode =>
+    a.local ? a : { ...a, local: { image: DEFAULT_LOCAL_HOST, position: a.position } };
   return { ...config, images: defined ? config.images : [...config.images, host], amis: config.amis.map(withHost) };
 }

@@ -108,9 +108,17 @@ export interface VmSpec {
 
 /** What a VM host's debootstrap spec must include, each with what needs it. */
 export const VM_PACKAGES: { name: string; test: (p: string) => boolean; why: string }[] = [
-  { name: "a kernel (e.g. linux-image-cloud-amd64)", test: (p) => /^linux-image-/.test(p), why: "QEMU boots the disk's own kernel" },
+  {
+    name: "a kernel (e.g. linux-image-cloud-amd64)",
+    test: (p) => /^linux-image-/.test(p),
+    why: "QEMU boots the disk's own kernel",
+  },
   { name: "systemd-sysv", test: (p) => p === "systemd-sysv", why: "the host boots with systemd as PID 1" },
-  { name: "openssh-server", test: (p) => p === "openssh-server", why: "Packer and the boot test reach the host over SSH" },
+  {
+    name: "openssh-server",
+    test: (p) => p === "openssh-server",
+    why: "Packer and the boot test reach the host over SSH",
+  },
   { name: "python3", test: (p) => p === "python3", why: "Ansible runs its modules with it" },
 ];
 

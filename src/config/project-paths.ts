@@ -18,13 +18,24 @@ function real(p: string): string {
   }
 }
 
-const within = (p: string, root: string) => p === root || p.startsWith(root.endsWith(path.sep) ? root : `${root}${path.sep}`);
+const within = (p: string, root: string) =>
+  p === root || p.startsWith(root.endsWith(path.sep) ? root : `${root}${path.sep}`);
 
 /** Whether bake.yml may name `p`: inside the project, or inside a folder the environment allows. */
-export function projectPathGuard(dir: string, env: Record<string, string | undefined>): { allowed: (p: string) => boolean; hint: (p: string) => string } {
-  const roots = [real(dir), ...(env[ALLOW_PATHS_ENV] ?? "").split(":").filter(Boolean).map((a) => real(path.resolve(a)))];
+export function projectPathGuard(
+  dir: string,
+  env: Record<string, string | undefined>,
+): { allowed: (p: string) => boolean; hint: (p: string) => string } {
+  const roots = [
+    real(dir),
+    ...(env[ALLOW_PATHS_ENV] ?? "")
+      .split(":")
+      .filter(Boolean)
+      .map((a) => real(path.resolve(a))),
+  ];
   return {
     allowed: (p) => roots.some((r) => within(real(p), r)),
-    hint: (p) => `bake reads only files under the folder of bake.yml (${dir}); to allow this one, run bake with --allow-path ${path.dirname(real(p))} or set ${ALLOW_PATHS_ENV} (never in bake.yml, which a change under review could edit)`,
+    hint: (p) =>
+      `bake reads only files under the folder of bake.yml (${dir}); to allow this one, run bake with --allow-path ${path.dirname(real(p))} or set ${ALLOW_PATHS_ENV} (never in bake.yml, which a change under review could edit)`,
   };
 }

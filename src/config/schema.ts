@@ -13,7 +13,9 @@ export const DebootstrapSchema = Type.Object(
     suite: Type.String({ minLength: 1, description: "Debian suite, e.g. bookworm" }),
     variant: Type.Optional(Type.String({ minLength: 1, description: "debootstrap --variant, e.g. minbase" })),
     include: Type.Optional(Type.Array(NonEmpty, { description: "extra packages (debootstrap --include)" })),
-    mirror: Type.Optional(Type.String({ minLength: 1, description: "Debian mirror URL; debootstrap's default when absent" })),
+    mirror: Type.Optional(
+      Type.String({ minLength: 1, description: "Debian mirror URL; debootstrap's default when absent" }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -40,9 +42,15 @@ export const HealthSchema = Type.Object(
 
 export const RunSchema = Type.Object(
   {
-    ports: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Integer()]), { description: '"8080", "8080:80" or "127.0.0.1:8080:80"' })),
+    ports: Type.Optional(
+      Type.Array(Type.Union([Type.String(), Type.Integer()]), {
+        description: '"8080", "8080:80" or "127.0.0.1:8080:80"',
+      }),
+    ),
     env: Type.Optional(StringMap),
-    pass_env: Type.Optional(Type.Array(NonEmpty, { description: "names read from the environment when the container starts" })),
+    pass_env: Type.Optional(
+      Type.Array(NonEmpty, { description: "names read from the environment when the container starts" }),
+    ),
     command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
     health: Type.Optional(HealthSchema),
   },
@@ -57,13 +65,23 @@ export const TestSchema = Type.Union(
       {
         spec: NonEmpty,
         vars: Type.Optional(NonEmpty),
-        retry_timeout: Type.Optional(Type.String({ pattern: "^[0-9]+(ms|s|m)$", description: "how long goss retries failing checks (a service still starting); default 30s" })),
-        sleep: Type.Optional(Type.String({ pattern: "^[0-9]+(ms|s|m)$", description: "goss's pause between tries; default 1s" })),
+        retry_timeout: Type.Optional(
+          Type.String({
+            pattern: "^[0-9]+(ms|s|m)$",
+            description: "how long goss retries failing checks (a service still starting); default 30s",
+          }),
+        ),
+        sleep: Type.Optional(
+          Type.String({ pattern: "^[0-9]+(ms|s|m)$", description: "goss's pause between tries; default 1s" }),
+        ),
       },
       { additionalProperties: false },
     ),
   ],
-  { description: "a goss spec file (or { spec, vars }): run in a container of the new image before any tag moves; on an AMI, in the booted host and before the snapshot" },
+  {
+    description:
+      "a goss spec file (or { spec, vars }): run in a container of the new image before any tag moves; on an AMI, in the booted host and before the snapshot",
+  },
 );
 
 export const ImageSchema = Type.Object(
@@ -79,8 +97,14 @@ export const ImageSchema = Type.Object(
     secrets: Type.Optional(
       Type.Record(
         Type.String(),
-        Type.Object({ env: Type.Optional(Type.String({ minLength: 1 })), file: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
-        { description: "build secrets by id, for RUN --mount=type=secret,id=<id>: from an environment variable or a file; never in a layer, label, key or log" },
+        Type.Object(
+          { env: Type.Optional(Type.String({ minLength: 1 })), file: Type.Optional(Type.String({ minLength: 1 })) },
+          { additionalProperties: false },
+        ),
+        {
+          description:
+            "build secrets by id, for RUN --mount=type=secret,id=<id>: from an environment variable or a file; never in a layer, label, key or log",
+        },
       ),
     ),
   },
@@ -104,10 +128,17 @@ export const AmiSchema = Type.Object(
       { additionalProperties: false },
     ),
     instance_type: NonEmpty,
-    playbook: Type.Optional(Type.String({ minLength: 1, description: "the AMI's own Ansible playbook (optional): bake installs the engine and its agent before it, the shipped images and services after it" })),
+    playbook: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "the AMI's own Ansible playbook (optional): bake installs the engine and its agent before it, the shipped images and services after it",
+      }),
+    ),
     engine: Type.Optional(
       Type.Union([Type.Literal("bake"), Type.Literal("own")], {
-        description: "who installs the Docker engine on the host: bake (default: Debian's docker.io, before the playbook) or own (the source image or the playbook brings it)",
+        description:
+          "who installs the Docker engine on the host: bake (default: Debian's docker.io, before the playbook) or own (the source image or the playbook brings it)",
       }),
     ),
     preload: Type.Optional(Type.Array(NonEmpty)),
@@ -115,7 +146,12 @@ export const AmiSchema = Type.Object(
     retention: Type.Optional(Type.Object({ keep: Type.Integer({ minimum: 1 }) }, { additionalProperties: false })),
     local: Type.Optional(
       Type.Object(
-        { image: Type.String({ minLength: 1, description: "the image the local host starts from (--target local); it needs systemd (systemd-sysv)" }) },
+        {
+          image: Type.String({
+            minLength: 1,
+            description: "the image the local host starts from (--target local); it needs systemd (systemd-sysv)",
+          }),
+        },
         { additionalProperties: false, description: "the local target: a systemd host started from one of images:" },
       ),
     ),
@@ -124,18 +160,32 @@ export const AmiSchema = Type.Object(
         {
           rootfs: Type.Object(
             { debootstrap: DebootstrapSchema },
-            { additionalProperties: false, description: "the disk the VM host starts from: a debootstrap spec with a kernel, systemd, sshd and python3 (Ansible)" },
+            {
+              additionalProperties: false,
+              description:
+                "the disk the VM host starts from: a debootstrap spec with a kernel, systemd, sshd and python3 (Ansible)",
+            },
           ),
-          disk_size: Type.Optional(Type.String({ pattern: "^[1-9][0-9]*[MG]$", description: "size of the host's disk, e.g. 4G (default 4G)" })),
+          disk_size: Type.Optional(
+            Type.String({ pattern: "^[1-9][0-9]*[MG]$", description: "size of the host's disk, e.g. 4G (default 4G)" }),
+          ),
           memory: Type.Optional(Type.Integer({ minimum: 256, description: "MiB of memory for the VM (default 2048)" })),
           cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: "virtual CPUs (default 2)" })),
         },
-        { additionalProperties: false, description: "the vm target: the host baked into a bootable disk with Packer's qemu builder and boot-tested under QEMU, its own engine inside" },
+        {
+          additionalProperties: false,
+          description:
+            "the vm target: the host baked into a bootable disk with Packer's qemu builder and boot-tested under QEMU, its own engine inside",
+        },
       ),
     ),
     test: Type.Optional(TestSchema),
     runtime_env: Type.Optional(
-      Type.String({ minLength: 1, description: "where the host reads its services' pass_env values at boot (docker --env-file format; user-data writes it); default /etc/bake/runtime.env" }),
+      Type.String({
+        minLength: 1,
+        description:
+          "where the host reads its services' pass_env values at boot (docker --env-file format; user-data writes it); default /etc/bake/runtime.env",
+      }),
     ),
   },
   { additionalProperties: false },

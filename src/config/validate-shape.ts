@@ -26,7 +26,13 @@ export function checkShape(value: unknown, map: SourceMap): ConfigError[] {
       const consts = group.filter((e) => e.keyword === "const").map((e) => JSON.stringify(e.params.allowedValue));
       const types = [...new Set(group.filter((e) => e.keyword === "type").map((e) => String(e.params.type)))];
       const what = consts.length ? `one of ${consts.join(", ")}` : `a ${types.join(" or a ")}`;
-      out.push(new ConfigError(map.locate(path), `${dotted(path)} must be ${what}`, `got ${describeValue(valueAt(value, path))}`));
+      out.push(
+        new ConfigError(
+          map.locate(path),
+          `${dotted(path)} must be ${what}`,
+          `got ${describeValue(valueAt(value, path))}`,
+        ),
+      );
       continue;
     }
     for (const e of group) out.push(explain(e, path, value, map));
@@ -47,9 +53,17 @@ function explain(e: ErrorObject, path: YamlPath, root: unknown, map: SourceMap):
       );
     }
     case "required":
-      return new ConfigError(map.locate(path), `${dotted(path)} is missing "${e.params.missingProperty}"`, `add ${e.params.missingProperty}: to ${dotted(path)}`);
+      return new ConfigError(
+        map.locate(path),
+        `${dotted(path)} is missing "${e.params.missingProperty}"`,
+        `add ${e.params.missingProperty}: to ${dotted(path)}`,
+      );
     case "type":
-      return new ConfigError(map.locate(path), `${dotted(path)} must be ${article(String(e.params.type))}`, `got ${describeValue(valueAt(root, path))}`);
+      return new ConfigError(
+        map.locate(path),
+        `${dotted(path)} must be ${article(String(e.params.type))}`,
+        `got ${describeValue(valueAt(root, path))}`,
+      );
     default:
       return new ConfigError(map.locate(path), `${dotted(path)} ${e.message ?? "is invalid"}`);
   }

@@ -40,7 +40,11 @@ export async function runChecks(options: { file: string }, tools: Tools): Promis
     checkGoss(config.ok ? config.c : undefined),
     checkQemu(config.ok ? config.c : undefined),
     checkAws(tools),
-    ...(config.ok ? config.c.amis.filter((a) => a.builder === "instance-store").flatMap((a) => [checkBundleSigning(a.name), checkBundleBucket(a.name, a.bundle!.s3Bucket, a.region, tools)]) : []),
+    ...(config.ok
+      ? config.c.amis
+          .filter((a) => a.builder === "instance-store")
+          .flatMap((a) => [checkBundleSigning(a.name), checkBundleBucket(a.name, a.bundle!.s3Bucket, a.region, tools)])
+      : []),
   ]);
 }
 
@@ -50,13 +54,28 @@ export function formatCheck(c: Check): string {
 }
 
 function checkConfig(file: string, loaded: { ok: true; c: any } | { ok: false; e: unknown }): Check {
-  if (loaded.ok) return { name: "bake.yml", status: "ok", detail: `${file}: ${loaded.c.images.length} images, ${loaded.c.amis.length} AMIs` };
+  if (loaded.ok)
+    return {
+      name: "bake.yml",
+      status: "ok",
+      detail: `${file}: ${loaded.c.images.length} images, ${loaded.c.amis.length} AMIs`,
+    };
   const e = loaded.e;
   if (e instanceof ConfigError || e instanceof ConfigErrors) {
     const first = e instanceof ConfigErrors ? e.errors[0] : e;
-    return { name: "bake.yml", status: "fail", detail: `${first.file}:${first.line}:${first.column}: ${first.message}`, fix: first.hint ?? `edit ${first.file} line ${first.line}` };
+    return {
+      name: "bake.yml",
+      status: "fail",
+      detail: `${first.file}:${first.line}:${first.column}: ${first.message}`,
+      fix: first.hint ?? `edit ${first.file} line ${first.line}`,
+    };
   }
-  return { name: "bake.yml", status: "warn", detail: (e as Error).message, fix: "bake --file <path to bake.yml> doctor" };
+  return {
+    name: "bake.yml",
+    status: "warn",
+    detail: (e as Error).message,
+    fix: "bake --file <path to bake.yml> doctor",
+  };
 }
 
 async function checkDocker(tools: Tools): Promise<Check> {
@@ -65,28 +84,58 @@ async function checkDocker(tools: Tools): Promise<Check> {
     const docker = tools.docker();
     endpoint = docker.endpoint;
     const v = await docker.ping();
-    const builder = (await docker.canBuildKit()) ? "builds through BuildKit with a session" : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+, on a unix socket or plain tcp)";
-    return { name: "docker engine", status: "ok", detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}; ${builder}` };
+    const builder = (await docker.canBuildKit())
+      ? "builds through BuildKit with a session"
+      : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+, on a unix socket or plain tcp)";
+    return {
+      name: "docker engine",
+      status: "ok",
+      detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}; ${builder}`,
+    };
   } catch (e) {
     return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };
   }
 }
 
 async function checkRegistry(registry: string | undefined): Promise<Check> {
-  if (!registry) return { name: "registry", status: "ok", detail: "none configured (registry: in bake.yml): images stay local" };
+  if (!registry)
+    return { name: "registry", status: "ok", detail: "none configured (registry: in bake.yml): images stay local" };
   const host = registry.split("/")[0];
   const probe = await probeRegistry(host);
-  if (probe.status === "unreachable") return { name: "registry", status: "fail", detail: `${host} unreachable (${probe.why})`, fix: "make services" };
-  if (probe.status === 200) return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP 200)` };
+  if (probe.status === "unreachable")
+    return { name: "registry", status: "fail", detail: `${host} unreachable (${probe.why})`, fix: "make services" };
+  if (probe.status === 200)
+    return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP 200)` };
   if (probe.status === 401) {
     // It asks for credentials: say whether the Docker config file has some for it (not whether they are right).
     const file = dockerConfigFile();
     const auth = await registryAuth(host).catch((e: Error) => e);
-    if (auth instanceof Error) return { name: "registry", status: "fail", detail: `${host} asks for credentials: ${auth.message}`, fix: `install the helper, or docker login ${host}` };
-    if (!auth) return { name: "registry", status: "fail", detail: `${host} asks for credentials and ${file} holds none for it`, fix: `docker login ${host}` };
-    return { name: "registry", status: "ok", detail: `${host} answers the registry API and asks for credentials; ${file} has them` };
+    if (auth instanceof Error)
+      return {
+        name: "registry",
+        status: "fail",
+        detail: `${host} asks for credentials: ${auth.message}`,
+        fix: `install the helper, or docker login ${host}`,
+      };
+    if (!auth)
+      return {
+        name: "registry",
+        status: "fail",
+        detail: `${host} asks for credentials and ${file} holds none for it`,
+        fix: `docker login ${host}`,
+      };
+    return {
+      name: "registry",
+      status: "ok",
+      detail: `${host} answers the registry API and asks for credentials; ${file} has them`,
+    };
   }
-  return { name: "registry", status: "fail", detail: `${host}/v2/ answered HTTP ${probe.status}`, fix: "make services" };
+  return {
+    name: "registry",
+    status: "fail",
+    detail: `${host}/v2/ answered HTTP ${probe.status}`,
+    fix: "make services",
+  };
 }
 
 async function checkVersion(tool: string, args: string[], pattern: RegExp): Promise<Check> {
@@ -106,7 +155,12 @@ async function checkQemu(config: { amis: { vm?: unknown }[] } | undefined): Prom
   try {
     version = await qemuVersion();
   } catch (e) {
-    return { name: "qemu", status: needed ? "fail" : "warn", detail: `${(e as Error).message}${needed ? "; bake.yml has vm: disks (--target vm)" : " (only --target vm needs it)"}`, fix: "make setup" };
+    return {
+      name: "qemu",
+      status: needed ? "fail" : "warn",
+      detail: `${(e as Error).message}${needed ? "; bake.yml has vm: disks (--target vm)" : " (only --target vm needs it)"}`,
+      fix: "make setup",
+    };
   }
   const forced = process.env[ACCELERATOR_ENV];
   const known = cachedAccelerator();
@@ -121,12 +175,24 @@ async function checkQemu(config: { amis: { vm?: unknown }[] } | undefined): Prom
 }
 
 /** goss runs the test: specs: where bake finds it and which version; needed only when a node has a test. */
-async function checkGoss(config: { images: { test?: unknown }[]; amis: { test?: unknown }[] } | undefined): Promise<Check> {
+async function checkGoss(
+  config: { images: { test?: unknown }[]; amis: { test?: unknown }[] } | undefined,
+): Promise<Check> {
   const binary = findGoss();
   const needed = Boolean(config && [...config.images, ...config.amis].some((n) => n.test));
-  if (!binary) return { name: "goss", status: needed ? "fail" : "warn", detail: `not found (${process.env[GOSS_ENV] ? `${GOSS_ENV}=${process.env[GOSS_ENV]}` : "not on PATH"})${needed ? "; bake.yml has test: specs" : ""}`, fix: `make setup, or set ${GOSS_ENV} to a goss binary` };
+  if (!binary)
+    return {
+      name: "goss",
+      status: needed ? "fail" : "warn",
+      detail: `not found (${process.env[GOSS_ENV] ? `${GOSS_ENV}=${process.env[GOSS_ENV]}` : "not on PATH"})${needed ? "; bake.yml has test: specs" : ""}`,
+      fix: `make setup, or set ${GOSS_ENV} to a goss binary`,
+    };
   try {
-    return { name: "goss", status: "ok", detail: `${await gossVersion(binary)} at ${binary}${process.env[GOSS_ENV] ? ` (${GOSS_ENV})` : ""}` };
+    return {
+      name: "goss",
+      status: "ok",
+      detail: `${await gossVersion(binary)} at ${binary}${process.env[GOSS_ENV] ? ` (${GOSS_ENV})` : ""}`,
+    };
   } catch (e) {
     return { name: "goss", status: "fail", detail: `${binary}: ${(e as Error).message}`, fix: "make setup" };
   }
@@ -136,9 +202,21 @@ async function checkGoss(config: { images: { test?: unknown }[]; amis: { test?: 
 async function checkBundleSigning(ami: string): Promise<Check> {
   const name = `x509 ${ami}`;
   const unset = ["BAKE_X509_CERT", "BAKE_X509_KEY"].filter((v) => !process.env[v]);
-  if (unset.length) return { name, status: "warn", detail: `${unset.join(" and ")} not set: bake ami ${ami} --target aws needs the bundle's x509 certificate and key (the local target does not)`, fix: `export ${unset.map((v) => `${v}=/path/to/${v.endsWith("CERT") ? "cert" : "key"}.pem`).join(" ")}` };
+  if (unset.length)
+    return {
+      name,
+      status: "warn",
+      detail: `${unset.join(" and ")} not set: bake ami ${ami} --target aws needs the bundle's x509 certificate and key (the local target does not)`,
+      fix: `export ${unset.map((v) => `${v}=/path/to/${v.endsWith("CERT") ? "cert" : "key"}.pem`).join(" ")}`,
+    };
   const unreadable = ["BAKE_X509_CERT", "BAKE_X509_KEY"].filter((v) => !readable(process.env[v]!));
-  if (unreadable.length) return { name, status: "fail", detail: `${unreadable.map((v) => `${v}=${process.env[v]}`).join(", ")}: not a readable file`, fix: "point them at the x509 certificate and key files" };
+  if (unreadable.length)
+    return {
+      name,
+      status: "fail",
+      detail: `${unreadable.map((v) => `${v}=${process.env[v]}`).join(", ")}: not a readable file`,
+      fix: "point them at the x509 certificate and key files",
+    };
   return { name, status: "ok", detail: `certificate ${process.env.BAKE_X509_CERT}, key ${process.env.BAKE_X509_KEY}` };
 }
 
@@ -148,16 +226,38 @@ async function checkBundleBucket(ami: string, bucket: string, region: string, to
   try {
     await tools.ec2().checkCredentials();
   } catch (e) {
-    if (e instanceof NoCredentialsError) return { name, status: "warn", detail: `s3://${bucket} not looked at: no AWS credentials`, fix: "export AWS_PROFILE=<profile> (or use --target local)" };
+    if (e instanceof NoCredentialsError)
+      return {
+        name,
+        status: "warn",
+        detail: `s3://${bucket} not looked at: no AWS credentials`,
+        fix: "export AWS_PROFILE=<profile> (or use --target local)",
+      };
     throw e;
   }
   try {
     const state = await bucketState(bucket, region);
     if (state === "ok") return { name, status: "ok", detail: `s3://${bucket} exists and answers (${region})` };
-    if (state === "missing") return { name, status: "fail", detail: `s3://${bucket} does not exist: ${ami}'s bundle is uploaded there`, fix: `create it in ${region} (aws s3 mb s3://${bucket} --region ${region}), or set bundle.s3_bucket` };
-    return { name, status: "fail", detail: `s3://${bucket} refuses this account (HTTP 403)`, fix: "use a bucket this account owns, or grant it s3:PutObject and s3:GetObject" };
+    if (state === "missing")
+      return {
+        name,
+        status: "fail",
+        detail: `s3://${bucket} does not exist: ${ami}'s bundle is uploaded there`,
+        fix: `create it in ${region} (aws s3 mb s3://${bucket} --region ${region}), or set bundle.s3_bucket`,
+      };
+    return {
+      name,
+      status: "fail",
+      detail: `s3://${bucket} refuses this account (HTTP 403)`,
+      fix: "use a bucket this account owns, or grant it s3:PutObject and s3:GetObject",
+    };
   } catch (e) {
-    return { name, status: "fail", detail: `s3://${bucket}: ${(e as Error).message}`, fix: "check AWS_REGION and network access to S3, or AWS_ENDPOINT_URL" };
+    return {
+      name,
+      status: "fail",
+      detail: `s3://${bucket}: ${(e as Error).message}`,
+      fix: "check AWS_REGION and network access to S3, or AWS_ENDPOINT_URL",
+    };
   }
 }
 
@@ -179,12 +279,22 @@ async function checkAws(tools: Tools): Promise<Check> {
     await ec2.checkCredentials();
   } catch (e) {
     const detail = e instanceof NoCredentialsError ? e.message : String((e as Error).message ?? e);
-    return { name: "aws", status: "warn", detail: `${detail}; the local target works without them`, fix: "export AWS_PROFILE=<profile> (or use --target local)" };
+    return {
+      name: "aws",
+      status: "warn",
+      detail: `${detail}; the local target works without them`,
+      fix: "export AWS_PROFILE=<profile> (or use --target local)",
+    };
   }
   try {
     const n = await ec2.ping(region, 5000);
     return { name: "aws", status: "ok", detail: `credentials found; ${where} answers in ${region} (${n} regions)` };
   } catch (e: any) {
-    return { name: "aws", status: "fail", detail: `${where} in ${region}: ${e?.name === "AbortError" || e?.name === "TimeoutError" ? "no answer within 5s" : e?.message ?? e}`, fix: endpoint ? "make services" : "check AWS_REGION and network access to EC2, or set AWS_ENDPOINT_URL" };
+    return {
+      name: "aws",
+      status: "fail",
+      detail: `${where} in ${region}: ${e?.name === "AbortError" || e?.name === "TimeoutError" ? "no answer within 5s" : (e?.message ?? e)}`,
+      fix: endpoint ? "make services" : "check AWS_REGION and network access to EC2, or set AWS_ENDPOINT_URL",
+    };
   }
 }

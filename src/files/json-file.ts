@@ -25,7 +25,11 @@ export function readJsonFile(file: string, what: string): unknown {
     const at = /position (\d+)/.exec((e as Error).message);
     const offset = at ? Number(at[1]) : text.length;
     const before = text.slice(0, offset).split("\n");
-    throw new ConfigError({ file, line: before.length, column: before.at(-1)!.length + 1 }, `${what} is not valid JSON: ${(e as Error).message}`, `restore it from version control, or remove it to start over (${what === "the manifest" ? "AMIs and images are then found by key again" : "bases are then re-pinned by the next bake nightly"})`);
+    throw new ConfigError(
+      { file, line: before.length, column: before.at(-1)!.length + 1 },
+      `${what} is not valid JSON: ${(e as Error).message}`,
+      `restore it from version control, or remove it to start over (${what === "the manifest" ? "AMIs and images are then found by key again" : "bases are then re-pinned by the next bake nightly"})`,
+    );
   }
 }
 

@@ -51,7 +51,11 @@ export interface LockOptions {
  * or a starved event loop, and another bake took it): the holder must then stop before it touches
  * what the lock guards, and leave it to the new holder.
  */
-export async function withLock<T>(lock: string, fn: (lost: AbortSignal) => Promise<T>, options: LockOptions = {}): Promise<T> {
+export async function withLock<T>(
+  lock: string,
+  fn: (lost: AbortSignal) => Promise<T>,
+  options: LockOptions = {},
+): Promise<T> {
   const release = await acquireLock(lock, options);
   try {
     return await fn(release.lost);
@@ -79,10 +83,19 @@ export async function acquireLock(lock: string, options: LockOptions = {}): Prom
         // and the holder's work is told to stop (withLock's signal).
         onCompromised: (e) => {
           process.stderr.write(`warning: lost the lock ${lock}: ${e.message}\n`);
-          lost.abort(new LockLostError(`lost the lock ${path.basename(lock)} to another bake (this one stalled for over ${STALE_MS / 1000} s): stopped before touching what it guards`));
+          lost.abort(
+            new LockLostError(
+              `lost the lock ${path.basename(lock)} to another bake (this one stalled for over ${STALE_MS / 1000} s): stopped before touching what it guards`,
+            ),
+          );
         },
       });
-      const holder: LockHolder = { pid: process.pid, host: hostname(), command: `bake ${process.argv.slice(2).join(" ")}`.trim(), since: new Date().toISOString() };
+      const holder: LockHolder = {
+        pid: process.pid,
+        host: hostname(),
+        command: `bake ${process.argv.slice(2).join(" ")}`.trim(),
+        since: new Date().toISOString(),
+      };
       writeFileSync(holderFile(lock), JSON.stringify(holder));
       return Object.assign(
         async () => {

@@ -32,15 +32,39 @@ export function gossFiles(test: TestSpec, goss: Buffer): { path: string; content
 
 function result(started: number, code: number, output: string): TestResult {
   const ok = code === 0;
-  return { ok, seconds: (Date.now() - started) / 1000, summary: gossSummary(output), output, failures: ok ? [] : gossFailures(output) };
+  return {
+    ok,
+    seconds: (Date.now() - started) / 1000,
+    summary: gossSummary(output),
+    output,
+    failures: ok ? [] : gossFailures(output),
+  };
 }
 
 /** Runs the spec in a running container where the node's services run (a booted host, a started release). */
-export async function gossInContainer(docker: DockerTool, id: string, at: { project: string; node: string }, test: TestSpec, goss: Buffer): Promise<TestResult> {
+export async function gossInContainer(
+  docker: DockerTool,
+  id: string,
+  at: { project: string; node: string },
+  test: TestSpec,
+  goss: Buffer,
+): Promise<TestResult> {
   const started = Date.now();
   await docker.putFiles(id, gossFiles(test, goss));
   let output = "";
-  const code = await docker.exec(id, [`${GOSS_DIR}/goss`, ...validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { ...at, booted: true } })], (_s, c) => (output += c.toString("utf8")));
+  const code = await docker.exec(
+    id,
+    [
+      `${GOSS_DIR}/goss`,
+      ...validateArgs({
+        retryTimeout: test.retryTimeout,
+        sleep: test.sleep,
+        withVars: Boolean(test.vars),
+        bake: { ...at, booted: true },
+      }),
+    ],
+    (_s, c) => (output += c.toString("utf8")),
+  );
   return result(started, code, output);
 }
 
@@ -49,12 +73,29 @@ export async function gossInContainer(docker: DockerTool, id: string, at: { proj
  * environment and goss checks it while it runs; an image without a contract runs goss as its
  * only process. The container is removed at the end, interrupt or not.
  */
-export async function testImage(node: ImageNode, image: string, project: string, docker: DockerTool, goss: Buffer, options: { passEnv?: Record<string, string>; signal?: AbortSignal } = {}): Promise<TestResult> {
+export async function testImage(
+  node: ImageNode,
+  image: string,
+  project: string,
+  docker: DockerTool,
+  goss: Buffer,
+  options: { passEnv?: Record<string, string>; signal?: AbortSignal } = {},
+): Promise<TestResult> {
   const test = node.test!;
   const started = Date.now();
   const run = node.run;
-  const args = validateArgs({ retryTimeout: test.retryTimeout, sleep: test.sleep, withVars: Boolean(test.vars), bake: { project, node: node.name, booted: false } });
-  const env = run ? [...Object.entries(run.env).map(([k, v]) => `${k}=${v}`), ...run.passEnv.filter((k) => options.passEnv?.[k] !== undefined).map((k) => `${k}=${options.passEnv![k]}`)] : [];
+  const args = validateArgs({
+    retryTimeout: test.retryTimeout,
+    sleep: test.sleep,
+    withVars: Boolean(test.vars),
+    bake: { project, node: node.name, booted: false },
+  });
+  const env = run
+    ? [
+        ...Object.entries(run.env).map(([k, v]) => `${k}=${v}`),
+        ...run.passEnv.filter((k) => options.passEnv?.[k] !== undefined).map((k) => `${k}=${options.passEnv![k]}`),
+      ]
+    : [];
   const id = await docker.createContainer({
     name: `bake-test-${randomBytes(3).toString("hex")}-${project}-${node.name}`,
     Image: image,

@@ -74,7 +74,16 @@ export function parseDockerignore(text: string): string[] {
 }
 
 /** Lists the context: every folder, file and link that `.dockerignore` keeps, sorted by path. */
-export async function listContext(root: string, options: { dockerfile?: string; cache?: DigestCache; deferLarge?: boolean; withhold?: string[]; secretFiles?: string[] } = {}): Promise<ContextListing> {
+export async function listContext(
+  root: string,
+  options: {
+    dockerfile?: string;
+    cache?: DigestCache;
+    deferLarge?: boolean;
+    withhold?: string[];
+    secretFiles?: string[];
+  } = {},
+): Promise<ContextListing> {
   let patterns: string[] = [];
   try {
     patterns = parseDockerignore(await readFile(path.join(root, ".dockerignore"), "utf8"));
@@ -83,10 +92,18 @@ export async function listContext(root: string, options: { dockerfile?: string; 
   }
   const matcher = dockerMatcher(patterns);
   // Files bake keeps out unless a rule asks for them by name (`!.env`): its own .env of pass_env values.
-  const withheld = new Set((options.withhold ?? []).map((f) => path.relative(root, f).split(path.sep).join("/")).filter((rel) => !rel.startsWith("..") && !patterns.includes(`!${rel}`)));
+  const withheld = new Set(
+    (options.withhold ?? [])
+      .map((f) => path.relative(root, f).split(path.sep).join("/"))
+      .filter((rel) => !rel.startsWith("..") && !patterns.includes(`!${rel}`)),
+  );
   // Build-secret files never: not sent, not listed, not digested, not a provenance material, even
   // when a `!` rule names them (their value reaches the build only through its secret mount).
-  const secrets = new Set((options.secretFiles ?? []).map((f) => path.relative(root, f).split(path.sep).join("/")).filter((rel) => rel && !rel.startsWith("..") && !path.isAbsolute(rel)));
+  const secrets = new Set(
+    (options.secretFiles ?? [])
+      .map((f) => path.relative(root, f).split(path.sep).join("/"))
+      .filter((rel) => rel && !rel.startsWith("..") && !path.isAbsolute(rel)),
+  );
   const secretsSeen: string[] = [];
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   // The walk and small files use synchronous calls: for thousands of small files they are
@@ -135,7 +152,13 @@ export async function listContext(root: string, options: { dockerfile?: string; 
     const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");
     if (!rel.startsWith("..")) alwaysSent.push(rel);
   }
-  const listing: ContextListing = { root, entries, alwaysSent, cache: options.cache, ...(secretsSeen.length ? { withheldSecrets: secretsSeen.sort() } : {}) };
+  const listing: ContextListing = {
+    root,
+    entries,
+    alwaysSent,
+    cache: options.cache,
+    ...(secretsSeen.length ? { withheldSecrets: secretsSeen.sort() } : {}),
+  };
   const deferred = large.map(({ entry, st }) => ({ entry, st, abs: path.join(root, entry.path) }));
   if (options.deferLarge && deferred.length) listing.deferred = deferred;
   else await hashInto(deferred, options.cache);
@@ -154,10 +177,17 @@ export async function completeDigests(listing: ContextListing): Promise<void> {
 // Worker threads pay ~25 ms to start: below this many bytes the main thread hashes sooner.
 const WORKERS_FROM_BYTES = 32 << 20;
 
-async function hashInto(files: { entry: ContextEntry; abs: string; st: Stats }[], cache?: DigestCache, threads?: number): Promise<void> {
+async function hashInto(
+  files: { entry: ContextEntry; abs: string; st: Stats }[],
+  cache?: DigestCache,
+  threads?: number,
+): Promise<void> {
   if (!files.length) return;
   if (files.reduce((n, f) => n + f.st.size, 0) >= WORKERS_FROM_BYTES) {
-    const digests = await hashOnWorkers(files.map((f) => ({ path: f.abs, size: f.st.size })), threads);
+    const digests = await hashOnWorkers(
+      files.map((f) => ({ path: f.abs, size: f.st.size })),
+      threads,
+    );
     for (const f of files) f.entry.digest = digests.get(f.abs);
   } else {
     const limit = pLimit(4);
@@ -171,27 +201,43 @@ async function hashInto(files: { entry: ContextEntry; abs: string; st: Stats }[]
  * for a link since the listing is refused) and checked against the listing's size and sha256 as
  * it streams, so the engine never gets content other than the key's.
  */
-export async function* listedFile(file: string, listed: Pick<ContextEntry, "path" | "size" | "digest" | "seen">, chunkBytes = 1 << 20): AsyncGenerator<Buffer> {
+export async function* listedFile(
+  file: string,
+  listed: Pick<ContextEntry, "path" | "size" | "digest" | "seen">,
+  chunkBytes = 1 << 20,
+): AsyncGenerator<Buffer> {
   const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
-    throw new Error(e.code === "ELOOP" ? `${listed.path} became a symbolic link after it was listed` : `${listed.path}: ${e.message}`);
+    throw new Error(
+      e.code === "ELOOP" ? `${listed.path} became a symbolic link after it was listed` : `${listed.path}: ${e.message}`,
+    );
   });
   try {
     // Still the file the listing saw (same inode, times and size): its bytes are the listed ones.
     const st = await handle.stat();
-    const same = listed.seen && st.isFile() && st.ino === listed.seen.ino && st.size === listed.size && st.mtimeMs === listed.seen.mtimeMs && st.ctimeMs === listed.seen.ctimeMs;
+    const same =
+      listed.seen &&
+      st.isFile() &&
+      st.ino === listed.seen.ino &&
+      st.size === listed.size &&
+      st.mtimeMs === listed.seen.mtimeMs &&
+      st.ctimeMs === listed.seen.ctimeMs;
     if (same) {
       yield* handle.createReadStream({ highWaterMark: chunkBytes, autoClose: false }) as AsyncIterable<Buffer>;
       return;
     }
     const h = createHash("sha256");
     let size = 0;
-    for await (const chunk of handle.createReadStream({ highWaterMark: chunkBytes, autoClose: false }) as AsyncIterable<Buffer>) {
+    for await (const chunk of handle.createReadStream({
+      highWaterMark: chunkBytes,
+      autoClose: false,
+    }) as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > listed.size) break;
       h.update(chunk);
       yield chunk;
     }
-    if (size !== listed.size || (listed.digest && h.digest("hex") !== listed.digest)) throw new Error(`${listed.path} changed after it was listed: build again`);
+    if (size !== listed.size || (listed.digest && h.digest("hex") !== listed.digest))
+      throw new Error(`${listed.path} changed after it was listed: build again`);
   } finally {
     await handle.close();
   }

@@ -1,7 +1,9 @@
 /** The pipeline as a DAG: images and AMIs, their dependencies, build order and levels. Pure. */
 import type { AmiNode, BakeConfig, ImageNode } from "../config/model.js";
 
-export type GraphNode = { kind: "image"; name: string; deps: string[]; image: ImageNode } | { kind: "ami"; name: string; deps: string[]; ami: AmiNode };
+export type GraphNode =
+  | { kind: "image"; name: string; deps: string[]; image: ImageNode }
+  | { kind: "ami"; name: string; deps: string[]; ami: AmiNode };
 
 export interface Graph {
   /** Every node in build order: dependencies first; ties by level, then by name. */
@@ -16,9 +18,18 @@ export interface Graph {
  * (`local.image`), which the other targets never build.
  */
 export function buildGraph(config: BakeConfig, target: "aws" | "local" | "vm" = "aws"): Graph {
-  const amiDeps = (ami: BakeConfig["amis"][number]) => [...ami.preload, ...ami.services, ...(target === "local" && ami.local ? [ami.local.image] : [])];
+  const amiDeps = (ami: BakeConfig["amis"][number]) => [
+    ...ami.preload,
+    ...ami.services,
+    ...(target === "local" && ami.local ? [ami.local.image] : []),
+  ];
   const nodes: GraphNode[] = [
-    ...config.images.map((image): GraphNode => ({ kind: "image", name: image.name, deps: image.parent ? [image.parent] : [], image })),
+    ...config.images.map((image): GraphNode => ({
+      kind: "image",
+      name: image.name,
+      deps: image.parent ? [image.parent] : [],
+      image,
+    })),
     ...config.amis.map((ami): GraphNode => ({ kind: "ami", name: ami.name, deps: unique(amiDeps(ami)), ami })),
   ];
   const byName = new Map(nodes.map((n) => [n.name, n]));
@@ -31,7 +42,9 @@ export function buildGraph(config: BakeConfig, target: "aws" | "local" | "vm" = 
     return l;
   };
   nodes.forEach(levelOf);
-  const order = [...nodes].sort((a, b) => level.get(a.name)! - level.get(b.name)! || kindRank(a) - kindRank(b) || cmp(a.name, b.name));
+  const order = [...nodes].sort(
+    (a, b) => level.get(a.name)! - level.get(b.name)! || kindRank(a) - kindRank(b) || cmp(a.name, b.name),
+  );
   const levels: GraphNode[][] = [];
   for (const n of order) (levels[level.get(n.name)!] ??= []).push(n);
   return { order, levels, byName };

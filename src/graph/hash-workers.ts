@@ -40,7 +40,10 @@ export function shareOut(files: { path: string; size: number }[], threads: numbe
 }
 
 /** Digest per path; rejects with the first file that could not be read. */
-export async function hashOnWorkers(files: { path: string; size: number }[], threads = Math.min(2, availableParallelism())): Promise<Map<string, string>> {
+export async function hashOnWorkers(
+  files: { path: string; size: number }[],
+  threads = Math.min(2, availableParallelism()),
+): Promise<Map<string, string>> {
   const digests = new Map<string, string>();
   await Promise.all(
     shareOut(files, threads).map(

@@ -25,15 +25,35 @@ export interface ReadInputs {
  * in `deferLarge` leave their large uncached files unhashed: the build hashes them while it
  * sends them (see ReadInputs.deferred).
  */
-export async function readInputs(config: BakeConfig, only?: Set<string>, deferLarge = new Set<string>()): Promise<ReadInputs> {
+export async function readInputs(
+  config: BakeConfig,
+  only?: Set<string>,
+  deferLarge = new Set<string>(),
+): Promise<ReadInputs> {
   const digests = new Map<string, InputDigests>();
   const listings = new Map<string, ContextListing>();
   const lock = readLock(config.dir);
   const cache = DigestCache.forProject(config.dir);
   const wanted = (name: string) => !only || only.has(name);
   await Promise.all([
-    ...config.images.filter((img) => wanted(img.name)).map(async (img) => digests.set(img.name, await imageInputs(img, listings, lock.debootstrap[img.name]?.release, cache, deferLarge.has(img.name), config.dir))),
-    ...config.amis.filter((ami) => wanted(ami.name)).map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
+    ...config.images
+      .filter((img) => wanted(img.name))
+      .map(async (img) =>
+        digests.set(
+          img.name,
+          await imageInputs(
+            img,
+            listings,
+            lock.debootstrap[img.name]?.release,
+            cache,
+            deferLarge.has(img.name),
+            config.dir,
+          ),
+        ),
+      ),
+    ...config.amis
+      .filter((ami) => wanted(ami.name))
+      .map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
   ]);
   cache.save();
   const deferred = new Set([...listings].filter(([, l]) => l.deferred).map(([name]) => name));
@@ -52,17 +72,35 @@ export const DOT_ENV = ".env";
  */
 export const BAKE_STATE = [".bake", "bake-manifest.json", "bake-provenance.intoto.jsonl"];
 
-export async function imageInputs(img: ImageNode, listings?: Map<string, ContextListing>, upstreamRelease?: string, cache?: DigestCache, deferLarge = false, projectDir?: string): Promise<InputDigests> {
+export async function imageInputs(
+  img: ImageNode,
+  listings?: Map<string, ContextListing>,
+  upstreamRelease?: string,
+  cache?: DigestCache,
+  deferLarge = false,
+  projectDir?: string,
+): Promise<InputDigests> {
   const inputs: InputDigests = { kind: "image" };
   // A pinned release index (bake.lock) makes fresh upstream packages a new key.
-  if (img.rootfs?.debootstrap) inputs.rootfs = digestOf(upstreamRelease ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease } : { debootstrap: img.rootfs.debootstrap });
+  if (img.rootfs?.debootstrap)
+    inputs.rootfs = digestOf(
+      upstreamRelease
+        ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease }
+        : { debootstrap: img.rootfs.debootstrap },
+    );
   if (img.rootfs?.tar) inputs.rootfs = `tar:${await hashFile(img.rootfs.tar)}`;
   if (img.from) inputs.from = img.from;
   if (img.dockerfile) {
     inputs.dockerfile = await hashFile(img.dockerfile);
     const secretFiles = Object.values(img.secrets ?? {}).flatMap((s) => (s.file ? [s.file] : []));
     const withhold = projectDir ? [DOT_ENV, ...BAKE_STATE].map((f) => path.join(projectDir, f)) : [];
-    const listing = await listContext(img.context!, { dockerfile: img.dockerfile, cache, deferLarge, withhold, secretFiles });
+    const listing = await listContext(img.context!, {
+      dockerfile: img.dockerfile,
+      cache,
+      deferLarge,
+      withhold,
+      secretFiles,
+    });
     listings?.set(img.name, listing);
     if (!listing.deferred) inputs.context = contextDigest(listing.entries);
     inputs.args = digestOf(img.args);
@@ -75,7 +113,12 @@ export async function imageInputs(img: ImageNode, listings?: Map<string, Context
 
 /** A node's test is part of what it is: a changed spec or vars file is a new key (tested again). */
 async function testDigest(test: TestSpec): Promise<string> {
-  return digestOf({ spec: await hashFile(test.spec), vars: test.vars ? await hashFile(test.vars) : null, retryTimeout: test.retryTimeout, sleep: test.sleep });
+  return digestOf({
+    spec: await hashFile(test.spec),
+    vars: test.vars ? await hashFile(test.vars) : null,
+    retryTimeout: test.retryTimeout,
+    sleep: test.sleep,
+  });
 }
 
 /** The Packer templates decide the rendered HCL together with the AMI's settings and keys. */
@@ -99,7 +142,12 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
     runtimeEnv: ami.runtimeEnv,
   };
   // bake's own provisioning (engine, agent, shipped images, services) runs on every host.
-  const inputs: InputDigests = { kind: "ami", spec: digestOf(spec), template: templateDigest(), provisioning: hostProvisioningDigest() };
+  const inputs: InputDigests = {
+    kind: "ami",
+    spec: digestOf(spec),
+    template: templateDigest(),
+    provisioning: hostProvisioningDigest(),
+  };
   if (ami.test) inputs.test = await testDigest(ami.test);
   // An instance-store bake also runs bake's own playbook that installs the EC2 AMI tools.
   if (ami.builder === "instance-store") inputs.amiTools = ec2AmiToolsDigest();
@@ -107,6 +155,10 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
   if (ami.vm) inputs[VM_DISK_INPUT] = vmDiskDigest(ami.vm);
   const limit = pLimit(8);
   if (!ami.playbook) return inputs;
-  await Promise.all(ansibleInputs(ami.playbook, dir).map((f) => limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file)))));
+  await Promise.all(
+    ansibleInputs(ami.playbook, dir).map((f) =>
+      limit(async () => void (inputs[`${ANSIBLE_INPUT}${f.name}`] = await hashFile(f.file))),
+    ),
+  );
   return inputs;
 }

@@ -39,11 +39,21 @@ export function keyOf(components: InputDigests): string {
 }
 
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v));
+  return JSON.stringify(value, (_k, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, v[k]]),
+        )
+      : v,
+  );
 }
 
 export function digestOf(value: unknown): string {
-  return createHash("sha256").update(typeof value === "string" ? value : canonicalJson(value)).digest("hex");
+  return createHash("sha256")
+    .update(typeof value === "string" ? value : canonicalJson(value))
+    .digest("hex");
 }
 
 /**
@@ -82,7 +92,12 @@ export function computeKeys(
         inputs.parent = parent.key;
       }
       if (contextPending.has(node.name)) {
-        keys.set(node.name, { key: undefined, inputs, unknownBecause: "large files of its context are hashed while they are sent", contextPending: true });
+        keys.set(node.name, {
+          key: undefined,
+          inputs,
+          unknownBecause: "large files of its context are hashed while they are sent",
+          contextPending: true,
+        });
         continue;
       }
       keys.set(node.name, { key: keyOf(inputs), inputs });
@@ -92,7 +107,10 @@ export function computeKeys(
     inputs.target = target;
     if (target !== "vm") delete inputs[VM_DISK_INPUT];
     const missing: string[] = [];
-    for (const [field, names] of [["preload", ami.preload], ["services", ami.services]] as const) {
+    for (const [field, names] of [
+      ["preload", ami.preload],
+      ["services", ami.services],
+    ] as const) {
       inputs[field] = names
         .map((n) => {
           const k = keys.get(n)?.key;
@@ -108,7 +126,11 @@ export function computeKeys(
     if (target === "aws") {
       const source = sources.sourceAmi.get(ami.name);
       if (!source) {
-        keys.set(node.name, { key: undefined, inputs, unknownBecause: sources.unresolved.get(ami.name) ?? "source AMI not resolved" });
+        keys.set(node.name, {
+          key: undefined,
+          inputs,
+          unknownBecause: sources.unresolved.get(ami.name) ?? "source AMI not resolved",
+        });
         continue;
       }
       inputs.source = source;

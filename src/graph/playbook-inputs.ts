@@ -33,7 +33,11 @@ const ALWAYS_IGNORED = [".git", ".bake", "bake-manifest.json", "bake-provenance.
  * folder), ~/.ansible.cfg, /etc/ansible/ansible.cfg. bake names the chosen one in
  * ANSIBLE_CONFIG for the run, so Ansible reads the file the key covers.
  */
-export function ansibleConfigFile(playbook: string, projectDir: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function ansibleConfigFile(
+  playbook: string,
+  projectDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
   const fromEnv = env.ANSIBLE_CONFIG ? path.resolve(projectDir, expandHome(env.ANSIBLE_CONFIG, env)) : undefined;
   const candidates = [
     fromEnv && isDir(fromEnv) ? path.join(fromEnv, "ansible.cfg") : fromEnv,
@@ -49,7 +53,11 @@ export function ansibleConfigFile(playbook: string, projectDir: string, env: Nod
  * roles_path from ANSIBLE_ROLES_PATH (relative to Ansible's working folder, the project's), else
  * from the config file's [defaults] (relative to that file).
  */
-export function configuredRolesPaths(configFile: string | undefined, projectDir: string, env: NodeJS.ProcessEnv = process.env): string[] {
+export function configuredRolesPaths(
+  configFile: string | undefined,
+  projectDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string[] {
   let value = env.ANSIBLE_ROLES_PATH;
   let base = projectDir;
   if (value === undefined && configFile) {
@@ -81,7 +89,11 @@ export function iniValue(text: string, section: string, key: string): string | u
 }
 
 /** Every file Ansible may read for the playbook, sorted by name. */
-export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.ProcessEnv = process.env): AnsibleInput[] {
+export function ansibleInputs(
+  playbook: string,
+  projectDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): AnsibleInput[] {
   const folder = path.dirname(playbook);
   const inputs = new Map<string, string>();
   const nameOf = (file: string) => {
@@ -101,7 +113,13 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
 
   // Roles used by name that live outside the folder and the configured paths (Ansible's defaults).
   const home = env.HOME ?? homedir();
-  const searchRoles = [path.join(folder, "roles"), ...(rolesPaths.length ? rolesPaths : [path.join(home, ".ansible/roles"), "/usr/share/ansible/roles", "/etc/ansible/roles"]), folder];
+  const searchRoles = [
+    path.join(folder, "roles"),
+    ...(rolesPaths.length
+      ? rolesPaths
+      : [path.join(home, ".ansible/roles"), "/usr/share/ansible/roles", "/etc/ansible/roles"]),
+    folder,
+  ];
   const seenRoles = new Set<string>();
   const seenFiles = new Set<string>();
   const useRole = (name: unknown, from?: string) => {
@@ -112,7 +130,11 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
     if (!dir) return;
     for (const f of walk(dir, ALWAYS_IGNORED)) {
       add(f);
-      if (/\.ya?ml$/.test(f) && (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))) scanTasks(readYaml(f), path.dirname(f), f);
+      if (
+        /\.ya?ml$/.test(f) &&
+        (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))
+      )
+        scanTasks(readYaml(f), path.dirname(f), f);
     }
     for (const dep of roleDependencies(path.join(dir, "meta", "main.yml"), projectDir)) useRole(dep);
   };
@@ -152,13 +174,15 @@ export function ansibleInputs(playbook: string, projectDir: string, env: NodeJS.
       const imported = named(play.import_playbook ?? play["ansible.builtin.import_playbook"], from);
       if (imported) scanPlaybook(imported);
       for (const v of [play.vars_files ?? []].flat()) for (const f of [v].flat()) named(f, from);
-      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : r?.role ?? r?.name, file);
+      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : (r?.role ?? r?.name), file);
       for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) scanTasks(play[section], from, file);
     }
   };
   seenFiles.add(playbook);
   scanPlaybook(playbook);
-  return [...inputs].map(([name, file]) => ({ name, file })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return [...inputs]
+    .map(([name, file]) => ({ name, file }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /**
@@ -214,13 +238,27 @@ export function roleDependencies(metaFile: string, projectDir: string): string[]
   try {
     meta = doc.errors.length ? undefined : doc.toJS();
   } catch (e) {
-    throw new ConfigError(map.at(0), `cannot read ${map.file}: ${(e as Error).message.split("\n")[0]}`, "write the values out instead of nesting aliases");
+    throw new ConfigError(
+      map.at(0),
+      `cannot read ${map.file}: ${(e as Error).message.split("\n")[0]}`,
+      "write the values out instead of nesting aliases",
+    );
   }
   const deps: unknown = meta?.dependencies ?? [];
-  if (!Array.isArray(deps)) throw new ConfigError(map.locate(["dependencies"]), "dependencies: must be a list of roles", "write dependencies: [{ role: <name> }]");
+  if (!Array.isArray(deps))
+    throw new ConfigError(
+      map.locate(["dependencies"]),
+      "dependencies: must be a list of roles",
+      "write dependencies: [{ role: <name> }]",
+    );
   return deps.map((dep, i) => {
     const name = typeof dep === "string" ? dep : (dep?.role ?? dep?.name);
-    if (typeof name !== "string" || !name) throw new ConfigError(map.locate(["dependencies", i]), "a role dependency names no role", "write - role: <name>, or the role's name as a string");
+    if (typeof name !== "string" || !name)
+      throw new ConfigError(
+        map.locate(["dependencies", i]),
+        "a role dependency names no role",
+        "write - role: <name>, or the role's name as a string",
+      );
     return name;
   });
 }

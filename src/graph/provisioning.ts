@@ -13,7 +13,12 @@ import { digestOf } from "./keys.js";
 export const PROVISIONING_DIR = path.join(PACKAGE_ROOT, "ansible", "bake");
 /** The folder beside the HCL that holds a copy of PROVISIONING_DIR. */
 export const PROVISIONING_FOLDER = "bake-ansible";
-export const PROVISIONING_PLAYBOOKS = { before: "host-before.yml", after: "host-after.yml", ec2AmiTools: "ec2-ami-tools.yml", up: "up.yml" } as const;
+export const PROVISIONING_PLAYBOOKS = {
+  before: "host-before.yml",
+  after: "host-after.yml",
+  ec2AmiTools: "ec2-ami-tools.yml",
+  up: "up.yml",
+} as const;
 
 /** Roles of bake's own provisioning that a project's playbook must not name (bake runs them). */
 export const BAKE_ROLES = ["docker_host", "bake_agent", "preload", "service"] as const;
@@ -37,7 +42,10 @@ function digestFiles(rels: string[], dir = PROVISIONING_DIR): string {
 
 /** What every host is provisioned with by bake (engine, agent, shipped images, services). */
 export function hostProvisioningDigest(dir = PROVISIONING_DIR): string {
-  return digestFiles(files(dir).filter((f) => !isEc2AmiTools(f) && !isUpOnly(f)), dir);
+  return digestFiles(
+    files(dir).filter((f) => !isEc2AmiTools(f) && !isUpOnly(f)),
+    dir,
+  );
 }
 
 /** bake's playbook and role that install the EC2 AMI tools on an instance-store bake's instance. */

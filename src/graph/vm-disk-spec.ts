@@ -12,9 +12,11 @@ import { digestOf } from "./keys.js";
  */
 export const VM_ROOTFS_FILES: Record<string, string> = {
   "etc/fstab": "# bake: the VM's root disk\n/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-  "etc/systemd/network/80-bake-vm.network": "# bake: DHCP on the VM's network interface\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
+  "etc/systemd/network/80-bake-vm.network":
+    "# bake: DHCP on the VM's network interface\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
   "etc/resolv.conf": "# bake: QEMU's user network answers DNS here\nnameserver 10.0.2.3\n",
-  "etc/systemd/system/ssh.service.d/bake-host-keys.conf": "# bake: every VM makes its own host keys at first boot, before sshd checks its configuration\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+  "etc/systemd/system/ssh.service.d/bake-host-keys.conf":
+    "# bake: every VM makes its own host keys at first boot, before sshd checks its configuration\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
   "etc/machine-id": "",
 };
 
@@ -28,5 +30,10 @@ export const VM_ENABLED_UNITS: [string, string][] = [
 
 /** The digest of a host disk: its spec, its size and what bake writes into it. */
 export function vmDiskDigest(vm: VmSpec): string {
-  return digestOf({ debootstrap: vm.rootfs.debootstrap, diskSize: vm.diskSize, files: VM_ROOTFS_FILES, units: VM_ENABLED_UNITS });
+  return digestOf({
+    debootstrap: vm.rootfs.debootstrap,
+    diskSize: vm.diskSize,
+    files: VM_ROOTFS_FILES,
+    units: VM_ENABLED_UNITS,
+  });
 }

@@ -59,7 +59,8 @@ export interface BootTestInput {
 export function runtimeEnvFile(passEnv: Record<string, string>, namespace?: string): string {
   // passEnvValues refused such values with the variable's name; this file is never written with one.
   const broken = Object.keys(passEnv).filter((k) => LINE_BREAK.test(passEnv[k]));
-  if (broken.length) throw new BakeError(`pass_env ${broken.join(", ")} holds a line break: not written to the runtime env file`);
+  if (broken.length)
+    throw new BakeError(`pass_env ${broken.join(", ")} holds a line break: not written to the runtime env file`);
   const lines = Object.keys(passEnv)
     .sort()
     .map((k) => `${k}=${passEnv[k]}`);
@@ -79,7 +80,10 @@ export function bootOwnerRunning(owner: string | undefined, host = hostname()): 
 }
 
 /** The container that boots the image as a host. */
-export function hostContainer(input: Pick<BootTestInput, "image" | "project" | "ami" | "engineSocket">, namespace: string): Record<string, unknown> {
+export function hostContainer(
+  input: Pick<BootTestInput, "image" | "project" | "ami" | "engineSocket">,
+  namespace: string,
+): Record<string, unknown> {
   return {
     name: `${namespace}-${input.project}-${input.ami}`,
     Image: input.image,
@@ -87,7 +91,12 @@ export function hostContainer(input: Pick<BootTestInput, "image" | "project" | "
     Cmd: ["/sbin/init"],
     Env: ["container=docker"],
     StopSignal: "SIGRTMIN+3",
-    Labels: { "bake.project": input.project, "bake.namespace": namespace, "bake.boot-test": input.ami, [BOOT_OWNER_LABEL]: `${hostname()}:${process.pid}` },
+    Labels: {
+      "bake.project": input.project,
+      "bake.namespace": namespace,
+      "bake.boot-test": input.ami,
+      [BOOT_OWNER_LABEL]: `${hostname()}:${process.pid}`,
+    },
     HostConfig: {
       Tmpfs: { "/run": "", "/run/lock": "" },
       Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `${input.engineSocket}:${ENGINE_SOCKET_IN_HOST}`],
@@ -108,7 +117,9 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
   const check = (name: string, ok: boolean, raw: string) => {
     const detail = redact(raw, secrets);
     checks.push({ name, ok, detail });
-    input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`);
+    input.onLine?.(
+      `boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`,
+    );
     return ok;
   };
   const run = async (cmd: string[]) => {
@@ -122,12 +133,18 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
   try {
     id = await docker.createContainer(hostContainer(input, namespace));
     await docker.putFiles(id, [
-      ...Object.entries(ENGINE_STANDIN).map(([file, content]) => ({ path: `/etc/systemd/system/${file}`, content, mode: 0o644 })),
+      ...Object.entries(ENGINE_STANDIN).map(([file, content]) => ({
+        path: `/etc/systemd/system/${file}`,
+        content,
+        mode: 0o644,
+      })),
       { path: input.runtimeEnv, content: runtimeEnvFile(input.passEnv, namespace), mode: 0o600 },
     ]);
     await docker.startContainer(id);
     input.onLine?.(`boot test: booting ${input.image.slice(0, 19)} as ${namespace}-${input.project}-${input.ami}`);
-    input.onLine?.(`boot test: the host's docker.service stands in for an engine of its own: the outer engine answers at ${ENGINE_SOCKET_IN_HOST} (no engine runs in an unprivileged container)`);
+    input.onLine?.(
+      `boot test: the host's docker.service stands in for an engine of its own: the outer engine answers at ${ENGINE_SOCKET_IN_HOST} (no engine runs in an unprivileged container)`,
+    );
 
     // 1. systemd reaches a steady state (asked again until its bus answers).
     const state = await untilDeadline(deadline, input.signal, async () => {
@@ -139,15 +156,30 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
     });
     const booted = state ?? "still starting";
     check("boot", booted === "running", `systemd ${booted} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out.split("\n").map((l) => l.split(/\s+/)[0]).filter(Boolean);
-    const journals = await Promise.all(failed.map(async (u) => `${u}:\n${(await run(["journalctl", "-u", u, "-n", "15", "--no-pager", "-o", "cat"])).out}`));
-    check("units", failed.length === 0, failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units");
+    const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out
+      .split("\n")
+      .map((l) => l.split(/\s+/)[0])
+      .filter(Boolean);
+    const journals = await Promise.all(
+      failed.map(
+        async (u) => `${u}:\n${(await run(["journalctl", "-u", u, "-n", "15", "--no-pager", "-o", "cat"])).out}`,
+      ),
+    );
+    check(
+      "units",
+      failed.length === 0,
+      failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units",
+    );
 
     // 2. The loader ran before the services and the shipped images are there under their keys.
     const loader = await unitState(run, "bake-preload.service");
     const found = await docker.findBakeImages(input.shipped.map((s) => s.ref));
     const missing = input.shipped.filter((s, i) => found[i]?.key !== s.key).map((s) => s.ref);
-    check("preload", loader.ok && !missing.length, `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`);
+    check(
+      "preload",
+      loader.ok && !missing.length,
+      `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`,
+    );
 
     // 3. Every service runs from its contract and answers on 127.0.0.1.
     const containerOf = (s: Service) => `${namespace}-${s.contract.ansible.name}`;
@@ -157,14 +189,28 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
       const h = health.find((x) => x.service === s.release.name)!;
       const probe = h.ok ? await httpProbe(docker, s, h.container) : undefined;
       const ok = unit.ok && h.ok && (probe?.ok ?? true);
-      const journal = unit.ok ? "" : `\n${(await run(["journalctl", "-u", `bake-service@${s.contract.ansible.name}.service`, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
-      check(`service ${s.release.name}`, ok, `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`);
+      const journal = unit.ok
+        ? ""
+        : `\n${(await run(["journalctl", "-u", `bake-service@${s.contract.ansible.name}.service`, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
+      check(
+        `service ${s.release.name}`,
+        ok,
+        `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`,
+      );
     }
 
     // 4. The AMI's own spec, run by goss in the booted host.
     if (input.test) {
-      const t = await gossInContainer(docker, id, { project: input.project, node: input.ami }, input.test.spec, input.test.goss);
-      const counts = t.summary ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed` : "goss printed no summary";
+      const t = await gossInContainer(
+        docker,
+        id,
+        { project: input.project, node: input.ami },
+        input.test.spec,
+        input.test.goss,
+      );
+      const counts = t.summary
+        ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed`
+        : "goss printed no summary";
       check(`test ${input.test.name}`, t.ok, t.ok ? counts : `${counts}\n${t.failures.join("\n")}`);
     }
   } finally {
@@ -177,18 +223,29 @@ export async function bootTest(input: BootTestInput): Promise<BootReport> {
 /** Removes the host and everything its services started under the namespace. */
 export async function removeNamespace(docker: DockerTool, namespace: string, hostId = ""): Promise<void> {
   if (hostId) await docker.removeContainer(hostId).catch(() => undefined);
-  for (const c of await docker.listContainers({ "bake.namespace": namespace }).catch(() => [])) await docker.removeContainer(c.id).catch(() => undefined);
+  for (const c of await docker.listContainers({ "bake.namespace": namespace }).catch(() => []))
+    await docker.removeContainer(c.id).catch(() => undefined);
   await docker.removeNetworks({ "bake.namespace": namespace }).catch(() => []);
 }
 
-export async function unitState(run: (cmd: string[]) => Promise<{ code: number; out: string }>, unit: string): Promise<{ ok: boolean; text: string }> {
+export async function unitState(
+  run: (cmd: string[]) => Promise<{ code: number; out: string }>,
+  unit: string,
+): Promise<{ ok: boolean; text: string }> {
   const { out } = await run(["systemctl", "show", unit, "-p", "ActiveState", "-p", "Result", "-p", "UnitFileState"]);
   const props = Object.fromEntries(out.split("\n").map((l) => l.split("=", 2) as [string, string]));
-  return { ok: props.ActiveState === "active" && props.Result === "success", text: `${unit} ${props.ActiveState ?? "?"} (${props.Result ?? "?"}, ${props.UnitFileState || "not installed"})` };
+  return {
+    ok: props.ActiveState === "active" && props.Result === "success",
+    text: `${unit} ${props.ActiveState ?? "?"} (${props.Result ?? "?"}, ${props.UnitFileState || "not installed"})`,
+  };
 }
 
 /** GET of the service's health path on the host port the engine published for it, when its contract has one. */
-async function httpProbe(docker: DockerTool, s: Service, container: string): Promise<{ ok: boolean; detail: string } | undefined> {
+async function httpProbe(
+  docker: DockerTool,
+  s: Service,
+  container: string,
+): Promise<{ ok: boolean; detail: string } | undefined> {
   const health = s.release.run!.health;
   if (!health?.http) return undefined;
   const info = await docker.inspectContainer(container);
@@ -205,7 +262,11 @@ async function httpProbe(docker: DockerTool, s: Service, container: string): Pro
 }
 
 /** The first answer of `attempt` before the deadline (undefined when none came). */
-export async function untilDeadline<T>(deadline: number, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T | undefined> {
+export async function untilDeadline<T>(
+  deadline: number,
+  signal: AbortSignal | undefined,
+  attempt: () => Promise<T>,
+): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));

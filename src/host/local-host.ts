@@ -16,10 +16,17 @@ import path from "node:path";
 /** What a local bake needs before anything builds; throws a config or usage error (exit 2) otherwise. */
 export function checkLocalTarget(ami: AmiNode, env = process.env): { engineSocket: string } {
   if (!ami.local) {
-    throw new ConfigError(ami.position, `AMI "${ami.name}" has no local: image for --target local`, `add local: { image: <an image with systemd> } to amis.${ami.name}: the local host boots with systemd as PID 1`);
+    throw new ConfigError(
+      ami.position,
+      `AMI "${ami.name}" has no local: image for --target local`,
+      `add local: { image: <an image with systemd> } to amis.${ami.name}: the local host boots with systemd as PID 1`,
+    );
   }
   const endpoint = dockerEndpoint(env);
-  if (!endpoint.startsWith("unix://")) throw new UsageError(`--target local mounts the engine's socket into the host; DOCKER_HOST=${endpoint} is not a unix socket`);
+  if (!endpoint.startsWith("unix://"))
+    throw new UsageError(
+      `--target local mounts the engine's socket into the host; DOCKER_HOST=${endpoint} is not a unix socket`,
+    );
   return { engineSocket: endpoint.slice("unix://".length) };
 }
 
@@ -35,7 +42,11 @@ export async function checkHostImage(pipeline: Pipeline, ami: AmiNode, docker: D
   const ref = `${imageRepository(pipeline.config, host.image)}:${pipeline.keys.get(host.image)!.key!.slice(0, KEY_TAG_LENGTH)}`;
   for (const p of ["/sbin/init", "/lib/systemd/systemd"]) {
     if (!(await docker.imageHasPath(ref, p))) {
-      throw new ConfigError(host.position, `local image "${host.image}" has no systemd (${p} is missing): the local host boots with systemd as PID 1`, `install systemd-sysv in ${host.image}'s Dockerfile, or include it in its debootstrap spec`);
+      throw new ConfigError(
+        host.position,
+        `local image "${host.image}" has no systemd (${p} is missing): the local host boots with systemd as PID 1`,
+        `install systemd-sysv in ${host.image}'s Dockerfile, or include it in its debootstrap spec`,
+      );
     }
   }
 }
@@ -50,11 +61,20 @@ export interface BootOptions {
 /** The images a host must hold after its loader ran: each by its key tag, with its key. */
 export function shippedRefs(pipeline: Pipeline, ami: AmiNode): { ref: string; key: string }[] {
   const keys = knownKeys(pipeline);
-  return shippedImages(ami).map((n) => ({ ref: `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY_TAG_LENGTH)}`, key: keys.get(n)! }));
+  return shippedImages(ami).map((n) => ({
+    ref: `${imageRepository(pipeline.config, n)}:${keys.get(n)!.slice(0, KEY_TAG_LENGTH)}`,
+    key: keys.get(n)!,
+  }));
 }
 
 /** Boots a local machine image as a host and runs every check, the AMI's test: spec last. */
-export async function bootLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
+export async function bootLocal(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  imageId: string,
+  docker: DockerTool,
+  options: BootOptions,
+): Promise<BootReport> {
   const keys = knownKeys(pipeline);
   return bootTest({
     docker,
@@ -66,18 +86,38 @@ export async function bootLocal(pipeline: Pipeline, ami: AmiNode, imageId: strin
     passEnv: options.passEnv,
     runtimeEnv: ami.runtimeEnv,
     engineSocket: options.engineSocket,
-    ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
+    ...(ami.test
+      ? {
+          test: {
+            spec: ami.test,
+            goss: gossBinary(requireGoss()),
+            name: path.relative(pipeline.config.dir, ami.test.spec),
+          },
+        }
+      : {}),
     signal: options.signal,
     onLine: options.onLine,
   });
 }
 
 /** Boots the baked image; on failure removes its key tag (nothing is left tagged) and throws (exit 1). */
-export async function bootTestLocal(pipeline: Pipeline, ami: AmiNode, imageId: string, docker: DockerTool, options: BootOptions): Promise<BootReport> {
+export async function bootTestLocal(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  imageId: string,
+  docker: DockerTool,
+  options: BootOptions,
+): Promise<BootReport> {
   const report = await bootLocal(pipeline, ami, imageId, docker, options);
   if (report.ok && !options.signal.aborted) return report;
-  await docker.removeImage(`${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY_TAG_LENGTH)}`);
+  await docker.removeImage(
+    `${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY_TAG_LENGTH)}`,
+  );
   if (options.signal.aborted) throw interruption(options.signal);
   const failed = report.checks.filter((c) => !c.ok);
-  throw new BuildFailedError(ami.name, `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`, failed.map((c) => `${c.name}: ${c.detail}`).join("\n"));
+  throw new BuildFailedError(
+    ami.name,
+    `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`,
+    failed.map((c) => `${c.name}: ${c.detail}`).join("\n"),
+  );
 }

@@ -25,12 +25,23 @@ export const ENGINE_STANDIN: Record<string, string> = {
     "ExecReload=/bin/true",
     "",
   ].join("\n"),
-  "docker.socket.d/bake-standin.conf": "# bake: the outer engine's socket is mounted instead.\n[Unit]\nConditionPathExists=/nonexistent/bake-standin\n",
-  "containerd.service.d/bake-standin.conf": "# bake: the outer engine runs its own containerd.\n[Unit]\nConditionPathExists=/nonexistent/bake-standin\n",
+  "docker.socket.d/bake-standin.conf":
+    "# bake: the outer engine's socket is mounted instead.\n[Unit]\nConditionPathExists=/nonexistent/bake-standin\n",
+  "containerd.service.d/bake-standin.conf":
+    "# bake: the outer engine runs its own containerd.\n[Unit]\nConditionPathExists=/nonexistent/bake-standin\n",
 };
 
 /** The unit folders the drop-ins go in (docker.service.d, …). */
 export const STANDIN_UNITS = [...new Set(Object.keys(ENGINE_STANDIN).map((p) => p.split("/")[0]))];
 
 /** `docker run` flags that make a container a systemd host (systemd as PID 1, unprivileged). */
-export const SYSTEMD_RUN_FLAGS = ["--tmpfs", "/run", "--tmpfs", "/run/lock", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "-e", "container=docker"];
+export const SYSTEMD_RUN_FLAGS = [
+  "--tmpfs",
+  "/run",
+  "--tmpfs",
+  "/run/lock",
+  "-v",
+  "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+  "-e",
+  "container=docker",
+];

@@ -67,7 +67,13 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
     input.onLine?.(`boot test: ${ok ? "ok" : "FAILED"} ${name} (${elapsed()}): ${detail}`);
     return ok;
   };
-  const target: SshTarget = { port: 0, key: input.key, user: "root", knownHosts: input.knownHosts, hostKeyAlias: HOST_KEY_ALIAS };
+  const target: SshTarget = {
+    port: 0,
+    key: input.key,
+    user: "root",
+    knownHosts: input.knownHosts,
+    hostKeyAlias: HOST_KEY_ALIAS,
+  };
   const sh = (command: string, timeoutMs = 120_000) => sshRun(target, command, { timeoutMs, signal: input.signal });
   const run = (cmd: string[]) => sh(renderCommand(cmd[0], cmd.slice(1)));
   let vm: BackgroundProcess | undefined;
@@ -75,7 +81,9 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
     const started = await startVmForwardingSsh(input.vm);
     vm = started.vm;
     target.port = started.port;
-    input.onLine?.(`boot test: booting the VM (${input.vm.accelerator}, ${input.vm.cpus} CPUs, ${input.vm.memory} MiB), SSH on 127.0.0.1:${target.port}`);
+    input.onLine?.(
+      `boot test: booting the VM (${input.vm.accelerator}, ${input.vm.cpus} CPUs, ${input.vm.memory} MiB), SSH on 127.0.0.1:${target.port}`,
+    );
     let bootId = "";
     for (const round of ["boot", "reboot"] as const) {
       const deadline = Date.now() + timeout;
@@ -88,7 +96,11 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
       const answer = await untilSsh(sh, vm, deadline, input.signal, bootId);
       if (input.signal?.aborted) throw interruption(input.signal);
       if (!answer.ok) {
-        check(`boot${suffix}`, false, `${answer.detail}\nthe serial console's last lines:\n${serialTail(input.vm.serialLog)}`);
+        check(
+          `boot${suffix}`,
+          false,
+          `${answer.detail}\nthe serial console's last lines:\n${serialTail(input.vm.serialLog)}`,
+        );
         break;
       }
       bootId = answer.bootId;
@@ -117,7 +129,11 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
  * the VM starts again on another port. (A process that took the port and answers cannot pass for
  * the VM: SSH accepts only the host key bake pinned.)
  */
-export async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5, pickPort = freePort): Promise<{ vm: BackgroundProcess; port: number }> {
+export async function startVmForwardingSsh(
+  vm: VmBootInput["vm"],
+  attempts = 5,
+  pickPort = freePort,
+): Promise<{ vm: BackgroundProcess; port: number }> {
   for (let attempt = 1; ; attempt++) {
     const port = await pickPort();
     const started = await startVm({ ...vm, forwards: [{ host: port, guest: 22 }] });
@@ -128,7 +144,13 @@ export async function startVmForwardingSsh(vm: VmBootInput["vm"], attempts = 5, 
 
 type Shell = (command: string, timeoutMs?: number) => Promise<{ code: number; out: string }>;
 
-async function untilSsh(sh: Shell, vm: BackgroundProcess, deadline: number, signal: AbortSignal | undefined, lastBootId: string): Promise<{ ok: true; bootId: string } | { ok: false; detail: string }> {
+async function untilSsh(
+  sh: Shell,
+  vm: BackgroundProcess,
+  deadline: number,
+  signal: AbortSignal | undefined,
+  lastBootId: string,
+): Promise<{ ok: true; bootId: string } | { ok: false; detail: string }> {
   while (Date.now() < deadline && !signal?.aborted) {
     if (!vm.running()) {
       const ended = await vm.exited;
@@ -163,30 +185,47 @@ async function hostChecks(
   const stopIfAborted = () => {
     if (input.signal?.aborted) throw interruption(input.signal);
   };
-  const journal = async (unit: string) => (await run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"])).out;
+  const journal = async (unit: string) =>
+    (await run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"])).out;
   // 1. systemd settles, with no failed unit.
   const waitMs = Math.max(1000, deadline - Date.now());
   const state = (await sh("systemctl is-system-running --wait", waitMs)).out.split("\n").pop() ?? "";
   check(`boot${suffix}`, state === "running", `systemd ${SETTLED.has(state) ? state : state || "still starting"}`);
-  const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out.split("\n").map((l) => l.split(/\s+/)[0]).filter(Boolean);
+  const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out
+    .split("\n")
+    .map((l) => l.split(/\s+/)[0])
+    .filter(Boolean);
   const journals = await Promise.all(failed.map(async (u) => `${u}:\n${await journal(u)}`));
-  check(`units${suffix}`, failed.length === 0, failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units");
+  check(
+    `units${suffix}`,
+    failed.length === 0,
+    failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units",
+  );
 
   stopIfAborted();
   // 2. The host's own engine runs.
   const engine = await unitState(run, "docker.service");
   const version = (await sh("docker info --format '{{.ServerVersion}}'")).out;
-  check(`engine${suffix}`, engine.ok && /^\d/.test(version), `${engine.text}; the host's own engine answers: ${version || "no"}`);
+  check(
+    `engine${suffix}`,
+    engine.ok && /^\d/.test(version),
+    `${engine.text}; the host's own engine answers: ${version || "no"}`,
+  );
 
   stopIfAborted();
   // 3. The loader ran and every shipped image is there under its key.
   const loader = await unitState(run, "bake-preload.service");
   const missing: string[] = [];
   for (const s of input.shipped) {
-    const key = (await run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "bake.key"}}', s.ref])).out;
+    const key = (await run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "bake.key"}}', s.ref]))
+      .out;
     if (key !== s.key) missing.push(s.ref);
   }
-  check(`preload${suffix}`, loader.ok && !missing.length, `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`);
+  check(
+    `preload${suffix}`,
+    loader.ok && !missing.length,
+    `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`,
+  );
 
   // 4. Every service runs from its contract, becomes healthy and answers on a forwarded 127.0.0.1 port.
   for (const s of input.services) {
@@ -196,7 +235,15 @@ async function hostChecks(
     // Waited for while it starts (its health check not yet decided, or restarting); a unit that failed has nothing to wait for.
     let health = "";
     for (;;) {
-      health = (await run(["docker", "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}", name])).out;
+      health = (
+        await run([
+          "docker",
+          "inspect",
+          "--format",
+          "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+          name,
+        ])
+      ).out;
       stopIfAborted();
       if (!unit.ok || !/^running starting$|^restarting/.test(health) || Date.now() > deadline) break;
       await sleep(2000);
@@ -206,7 +253,11 @@ async function hostChecks(
     const ok = unit.ok && healthy && (probe?.ok ?? true);
     const logs = healthy ? "" : `\nits last log lines:\n${(await run(["docker", "logs", "--tail", "15", name])).out}`;
     const unitJournal = ok ? "" : `\n${unitName} journal:\n${await journal(unitName)}`;
-    check(`service ${s.release.name}${suffix}`, ok, `${unit.text}; container ${name} ${health || "missing"}${probe ? `; ${probe.detail}` : ""}${logs}${unitJournal}`);
+    check(
+      `service ${s.release.name}${suffix}`,
+      ok,
+      `${unit.text}; container ${name} ${health || "missing"}${probe ? `; ${probe.detail}` : ""}${logs}${unitJournal}`,
+    );
   }
 
   stopIfAborted();
@@ -215,18 +266,37 @@ async function hostChecks(
     const t = input.test;
     // Copied in over SSH (a boot clears /tmp, so every round copies them again).
     for (const f of gossFiles(t.spec, t.goss)) {
-      await sshRun(target, `mkdir -p ${GOSS_DIR} && cat > ${f.path} && chmod ${f.mode.toString(8)} ${f.path}`, { input: f.content, signal: input.signal });
+      await sshRun(target, `mkdir -p ${GOSS_DIR} && cat > ${f.path} && chmod ${f.mode.toString(8)} ${f.path}`, {
+        input: f.content,
+        signal: input.signal,
+      });
     }
-    const args = validateArgs({ retryTimeout: t.spec.retryTimeout, sleep: t.spec.sleep, withVars: Boolean(t.spec.vars), bake: { project: input.project, node: input.ami, booted: true } });
+    const args = validateArgs({
+      retryTimeout: t.spec.retryTimeout,
+      sleep: t.spec.sleep,
+      withVars: Boolean(t.spec.vars),
+      bake: { project: input.project, node: input.ami, booted: true },
+    });
     const r = await run([`${GOSS_DIR}/goss`, ...args]);
     const summary = gossSummary(r.out);
-    const counts = summary ? `${summary.count - summary.failed} of ${summary.count} checks passed` : "goss printed no summary";
-    check(`test ${t.name}${suffix}`, r.code === 0, r.code === 0 ? counts : `${counts}\n${gossFailures(r.out).join("\n")}`);
+    const counts = summary
+      ? `${summary.count - summary.failed} of ${summary.count} checks passed`
+      : "goss printed no summary";
+    check(
+      `test ${t.name}${suffix}`,
+      r.code === 0,
+      r.code === 0 ? counts : `${counts}\n${gossFailures(r.out).join("\n")}`,
+    );
   }
 }
 
 /** GET of the service's health path through an SSH forward to the port its contract publishes on the host. */
-async function httpProbe(s: Service, container: string, run: (cmd: string[]) => Promise<{ code: number; out: string }>, target: SshTarget): Promise<{ ok: boolean; detail: string } | undefined> {
+async function httpProbe(
+  s: Service,
+  container: string,
+  run: (cmd: string[]) => Promise<{ code: number; out: string }>,
+  target: SshTarget,
+): Promise<{ ok: boolean; detail: string } | undefined> {
   const health = s.release.run!.health;
   if (!health?.http) return undefined;
   const published = (await run(["docker", "port", container, `${health.port}/tcp`])).out.split("\n")[0];
@@ -258,11 +328,14 @@ async function httpProbe(s: Service, container: string, run: (cmd: string[]) => 
 /** The status of a GET sent over a Unix socket (its body read and dropped). */
 function getOverSocket(socket: string, urlPath: string, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path: urlPath, headers: { host: "127.0.0.1" }, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on("end", () => resolve(res.statusCode ?? 0));
-      res.on("error", reject);
-    });
+    const req = request(
+      { socketPath: socket, path: urlPath, headers: { host: "127.0.0.1" }, timeout: timeoutMs },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+        res.on("error", reject);
+      },
+    );
     req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
     req.on("error", reject);
     req.end();

@@ -32,7 +32,8 @@ export function prepareRootfs(dir: string): void {
     rmSync(target, { force: true });
     writeFileSync(target, text, { mode: 0o644 });
   }
-  for (const key of ["rsa", "ecdsa", "ed25519"]) for (const ext of ["", ".pub"]) rmSync(path.join(dir, "etc/ssh", `ssh_host_${key}_key${ext}`), { force: true });
+  for (const key of ["rsa", "ecdsa", "ed25519"])
+    for (const ext of ["", ".pub"]) rmSync(path.join(dir, "etc/ssh", `ssh_host_${key}_key${ext}`), { force: true });
   for (const [wants, unit] of VM_ENABLED_UNITS) {
     const link = path.join(dir, "etc/systemd/system", wants, unit);
     mkdirSync(path.dirname(link), { recursive: true });
@@ -45,26 +46,33 @@ export function prepareRootfs(dir: string): void {
 export async function baseDisk(vm: VmSpec, report: DiskReport, signal?: AbortSignal): Promise<string> {
   const digest = vmDiskDigest(vm);
   const file = path.join(vmDiskCacheDir(), `${digest}.raw`);
-  return withLock(machineLock(`vm-disk-${digest.slice(0, 12)}`), async () => {
-    if (existsSync(file)) return file;
-    mkdirSync(vmDiskCacheDir(), { recursive: true });
-    const work = path.join(vmDiskCacheDir(), `tmp-${process.pid}-${digest.slice(0, 12)}`);
-    const partial = `${file}.partial-${process.pid}`;
-    try {
-      report.step(`debootstrap ${vm.rootfs.debootstrap.suite} for the VM host's disk`);
-      await debootstrap(vm.rootfs.debootstrap, work, { credentials: vm.rootfs.mirrorCredentials, onLine: report.line, signal });
-      prepareRootfs(work);
-      report.step(`making the ${vm.diskSize} disk`);
-      await makeExt4(work, partial, vm.diskSize, signal);
-      renameSync(partial, file);
-    } finally {
-      rmSync(work, { recursive: true, force: true });
-      rmSync(partial, { force: true });
-    }
-    return file;
-  }, { signal, onWait: (holder) => report.step(`waiting for the VM disk ${digest.slice(0, 12)}: ${holder} makes it`) });
+  return withLock(
+    machineLock(`vm-disk-${digest.slice(0, 12)}`),
+    async () => {
+      if (existsSync(file)) return file;
+      mkdirSync(vmDiskCacheDir(), { recursive: true });
+      const work = path.join(vmDiskCacheDir(), `tmp-${process.pid}-${digest.slice(0, 12)}`);
+      const partial = `${file}.partial-${process.pid}`;
+      try {
+        report.step(`debootstrap ${vm.rootfs.debootstrap.suite} for the VM host's disk`);
+        await debootstrap(vm.rootfs.debootstrap, work, {
+          credentials: vm.rootfs.mirrorCredentials,
+          onLine: report.line,
+          signal,
+        });
+        prepareRootfs(work);
+        report.step(`making the ${vm.diskSize} disk`);
+        await makeExt4(work, partial, vm.diskSize, signal);
+        renameSync(partial, file);
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+        rmSync(partial, { force: true });
+      }
+      return file;
+    },
+    { signal, onWait: (holder) => report.step(`waiting for the VM disk ${digest.slice(0, 12)}: ${holder} makes it`) },
+  );
 }
-
 
 /** The disk Packer starts from, in the bake's rendered folder: a copy of the base disk with the bake's key and host name. */
 export const PACKER_DISK = "disk.raw";
@@ -77,10 +85,14 @@ export async function diskForBake(base: string, dir: string, hostname: string, s
   const disk = path.join(dir, PACKER_DISK);
   await convertDisk({ file: base, format: "raw" }, { file: disk, format: "raw" }, signal);
   const publicKey = readFileSync(path.join(dir, `${VM_FILES.key}.pub`), "utf8");
-  await writeFiles(disk, [
-    { path: "/root/.ssh/authorized_keys", content: publicKey, mode: 0o600 },
-    { path: "/etc/hostname", content: `${hostname}\n`, mode: 0o644 },
-  ], { "/root/.ssh": 0o700 });
+  await writeFiles(
+    disk,
+    [
+      { path: "/root/.ssh/authorized_keys", content: publicKey, mode: 0o600 },
+      { path: "/etc/hostname", content: `${hostname}\n`, mode: 0o644 },
+    ],
+    { "/root/.ssh": 0o700 },
+  );
   await bootFiles(disk, dir);
 }
 

@@ -26,13 +26,23 @@ import { VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-recor
 /** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
 export function checkVmTarget(ami: AmiNode): NonNullable<AmiNode["vm"]> {
   if (!ami.vm) {
-    throw new ConfigError(ami.position, `AMI "${ami.name}" has no vm: disk for --target vm`, `add vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3, ...] } } } to amis.${ami.name}`);
+    throw new ConfigError(
+      ami.position,
+      `AMI "${ami.name}" has no vm: disk for --target vm`,
+      `add vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3, ...] } } } to amis.${ami.name}`,
+    );
   }
   return ami.vm;
 }
 
 /** Before Packer: the bake's disk (from the spec's cached disk) with its key, kernel and initrd, and the accelerator. */
-export async function prepareVm(pipeline: Pipeline, ami: AmiNode, dir: string, report: DiskReport, signal: AbortSignal): Promise<AcceleratorChoice> {
+export async function prepareVm(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  dir: string,
+  report: DiskReport,
+  signal: AbortSignal,
+): Promise<AcceleratorChoice> {
   const vm = checkVmTarget(ami);
   const base = await baseDisk(vm, report, signal);
   report.step("copying the disk for this bake, with its SSH key");
@@ -58,7 +68,12 @@ export interface VmBakeOptions {
  * After Packer: the disk into .bake/vm/<ami>-<key12>/ with the kernel and initrd it holds, the boot
  * test on a copy that carries the runtime environment file, and vm.json once everything passed.
  */
-export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: string, options: VmBakeOptions): Promise<{ record: VmRecord & { dir: string }; boot?: BootReport }> {
+export async function keepAndBootVm(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  workDir: string,
+  options: VmBakeOptions,
+): Promise<{ record: VmRecord & { dir: string }; boot?: BootReport }> {
   const vm = checkVmTarget(ami);
   const key = pipeline.keys.get(ami.name)!.key!;
   const dir = vmDir(pipeline.config.dir, ami.name, key);
@@ -83,7 +98,18 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
       ]);
       const keys = knownKeys(pipeline);
       boot = await bootTestVm({
-        vm: { disk: raw, format: "raw", kernel, initrd, append: KERNEL_CMDLINE, memory: vm.memory, cpus: vm.cpus, accelerator: options.accel.accelerator, serialLog: path.join(bootDir, "serial.log"), pidFile: path.join(bootDir, "qemu.pid") },
+        vm: {
+          disk: raw,
+          format: "raw",
+          kernel,
+          initrd,
+          append: KERNEL_CMDLINE,
+          memory: vm.memory,
+          cpus: vm.cpus,
+          accelerator: options.accel.accelerator,
+          serialLog: path.join(bootDir, "serial.log"),
+          pidFile: path.join(bootDir, "qemu.pid"),
+        },
         key: path.join(dir, VM_FILES.key),
         knownHosts: hostKey.knownHosts,
         project: pipeline.config.project,
@@ -91,13 +117,25 @@ export async function keepAndBootVm(pipeline: Pipeline, ami: AmiNode, workDir: s
         shipped: shippedRefs(pipeline, ami),
         services: servicesOf(pipeline.config, ami.services, keys),
         secrets: Object.values(options.passEnv),
-        ...(ami.test ? { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(pipeline.config.dir, ami.test.spec) } } : {}),
+        ...(ami.test
+          ? {
+              test: {
+                spec: ami.test,
+                goss: gossBinary(requireGoss()),
+                name: path.relative(pipeline.config.dir, ami.test.spec),
+              },
+            }
+          : {}),
         signal: options.signal,
         onLine: options.onLine,
       });
       if (!boot.ok) {
         const failed = boot.checks.filter((c) => !c.ok);
-        throw new BuildFailedError(ami.name, `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`, failed.map((c) => `${c.name}: ${c.detail}`).join("\n"));
+        throw new BuildFailedError(
+          ami.name,
+          `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`,
+          failed.map((c) => `${c.name}: ${c.detail}`).join("\n"),
+        );
       }
     }
     if (options.signal.aborted) throw interruption(options.signal);
@@ -131,7 +169,9 @@ export async function bootCopy(disk: string, bootDir: string, signal?: AbortSign
  * An ed25519 host key made for one boot test (sshd keeps a key it finds; `ssh-keygen -A` at boot
  * makes only the missing ones) and the known_hosts file that pins it, both in the 0700 boot folder.
  */
-export async function bootHostKey(bootDir: string): Promise<{ privateKey: Buffer; publicKey: string; knownHosts: string }> {
+export async function bootHostKey(
+  bootDir: string,
+): Promise<{ privateKey: Buffer; publicKey: string; knownHosts: string }> {
   const file = path.join(bootDir, "ssh_host_ed25519_key");
   const publicKey = await generateKey(file, HOST_KEY_ALIAS);
   const knownHosts = path.join(bootDir, "known_hosts");

@@ -39,7 +39,9 @@ export function contextTar(
   const common = { uid: 0, gid: 0, uname: "", gname: "", mtime: MTIME };
   const addFile = (listed: ContextEntry, abs: string, mode: number) =>
     new Promise<void>((resolve, reject) => {
-      const entry = pack.entry({ ...common, name: listed.path, size: listed.size, mode, type: "file" }, (err) => (err ? reject(err) : resolve()));
+      const entry = pack.entry({ ...common, name: listed.path, size: listed.size, mode, type: "file" }, (err) =>
+        err ? reject(err) : resolve(),
+      );
       // As listed or not at all: no link followed, the size and (once known) the digest checked.
       const source = Readable.from(listedFile(abs, listed));
       source.on("error", (e) => {
@@ -55,28 +57,39 @@ export function contextTar(
     });
   const dockerfileText = readFileSync(dockerfile, "utf8");
   const dockerfileRel = path.relative(listing.root, dockerfile).split(path.sep).join("/");
-  const labelsInRequest = listing.entries.some((e) => e.path === ".dockerignore") && !dockerfileRel.startsWith("../") && !path.isAbsolute(dockerfileRel);
+  const labelsInRequest =
+    listing.entries.some((e) => e.path === ".dockerignore") &&
+    !dockerfileRel.startsWith("../") &&
+    !path.isAbsolute(dockerfileRel);
   const ignorePath = path.join(listing.root, ".dockerignore");
-  const ignoreText = existsSync(ignorePath) ? `${readFileSync(ignorePath, "utf8").replace(/\n*$/, "\n")}${SENT_DOCKERFILE}\n` : `${SENT_DOCKERFILE}\n.dockerignore\n`;
+  const ignoreText = existsSync(ignorePath)
+    ? `${readFileSync(ignorePath, "utf8").replace(/\n*$/, "\n")}${SENT_DOCKERFILE}\n`
+    : `${SENT_DOCKERFILE}\n.dockerignore\n`;
   (async () => {
     for (const e of listing.entries) {
       if (signal?.aborted) throw signal.reason ?? new Error("aborted");
       const abs = path.join(listing.root, e.path);
       if (!labelsInRequest && (e.path === ".dockerignore" || e.path === SENT_DOCKERFILE)) continue;
       if (e.type === "dir") pack.entry({ ...common, name: e.path, type: "directory", mode: 0o755 });
-      else if (e.type === "symlink") pack.entry({ ...common, name: e.path, type: "symlink", linkname: readlinkSync(abs), mode: 0o777 });
+      else if (e.type === "symlink")
+        pack.entry({ ...common, name: e.path, type: "symlink", linkname: readlinkSync(abs), mode: 0o777 });
       else await addFile(e, abs, e.executable ? 0o755 : 0o644);
     }
     if (labelsInRequest) {
       // The engine reads the Dockerfile from the context even when .dockerignore names it.
-      if (!listing.entries.some((e) => e.path === dockerfileRel)) pack.entry({ ...common, name: dockerfileRel, mode: 0o644 }, dockerfileText);
+      if (!listing.entries.some((e) => e.path === dockerfileRel))
+        pack.entry({ ...common, name: dockerfileRel, mode: 0o644 }, dockerfileText);
     } else {
       pack.entry({ ...common, name: ".dockerignore", mode: 0o644 }, ignoreText);
       pack.entry({ ...common, name: SENT_DOCKERFILE, mode: 0o644 }, withLabels(dockerfileText, await labelsOf(labels)));
     }
     pack.finalize();
   })().catch((e) => pack.destroy(e));
-  return { stream: pack as unknown as Readable, dockerfilePath: labelsInRequest ? dockerfileRel : SENT_DOCKERFILE, labelsInRequest };
+  return {
+    stream: pack as unknown as Readable,
+    dockerfilePath: labelsInRequest ? dockerfileRel : SENT_DOCKERFILE,
+    labelsInRequest,
+  };
 }
 
 /**
@@ -97,7 +110,10 @@ export function withLabels(dockerfile: string, labels: Record<string, string>): 
 export function dockerfileOnlyTar(text: string, labels: Labels = {}): { stream: Readable; dockerfilePath: string } {
   const pack = tar.pack();
   (async () => {
-    pack.entry({ name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, withLabels(text, await labelsOf(labels)));
+    pack.entry(
+      { name: "Dockerfile", mode: 0o644, mtime: MTIME, uid: 0, gid: 0 },
+      withLabels(text, await labelsOf(labels)),
+    );
     pack.finalize();
   })().catch((e) => pack.destroy(e));
   return { stream: pack as unknown as Readable, dockerfilePath: "Dockerfile" };

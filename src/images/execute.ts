@@ -15,7 +15,14 @@ import type { GitInfo } from "../tools/git.js";
 import { readBuildSecrets } from "./secrets.js";
 import type { RunLogs } from "../state/logs.js";
 import type { StepReport } from "./rootfs.js";
-import { buildOne, knownTags, testedImage, type FindExisting, type ImageResult, type NodeBuildOptions } from "./node-image.js";
+import {
+  buildOne,
+  knownTags,
+  testedImage,
+  type FindExisting,
+  type ImageResult,
+  type NodeBuildOptions,
+} from "./node-image.js";
 
 export interface BuildOptions extends NodeBuildOptions {
   push: boolean;
@@ -32,25 +39,52 @@ export interface BuildOptions extends NodeBuildOptions {
 
 /** Nothing to build: every image exists with its key (the plan read that in one query). */
 export function nothingToBuild(plan: PlanEntry[], options: Pick<BuildOptions, "noCache" | "push">): boolean {
-  return !options.noCache && !options.push && plan.every((e) => e.kind !== "image" || (e.status === "cached" && e.existing));
+  return (
+    !options.noCache && !options.push && plan.every((e) => e.kind !== "image" || (e.status === "cached" && e.existing))
+  );
 }
 
-export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker: DockerTool, git: () => Promise<GitInfo>, logs: RunLogs, options: BuildOptions): Promise<ImageResult[]> {
+export async function executeBuild(
+  pipeline: Pipeline,
+  plan: PlanEntry[],
+  docker: DockerTool,
+  git: () => Promise<GitInfo>,
+  logs: RunLogs,
+  options: BuildOptions,
+): Promise<ImageResult[]> {
   const images = plan.filter((e) => e.kind === "image");
   const known = knownTags(pipeline);
-  const untested = (e: PlanEntry) => Boolean(e.existing && e.key && testedImage(pipeline, e.name) && !known.get(e.existing)?.has(`${imageRepository(pipeline.config, e.name)}:${e.key.slice(0, KEY_TAG_LENGTH)}`));
+  const untested = (e: PlanEntry) =>
+    Boolean(
+      e.existing &&
+      e.key &&
+      testedImage(pipeline, e.name) &&
+      !known.get(e.existing)?.has(`${imageRepository(pipeline.config, e.name)}:${e.key.slice(0, KEY_TAG_LENGTH)}`),
+    );
   if (nothingToBuild(plan, options) && !images.some(untested)) {
     const results = images.map((e): ImageResult => {
       const repo = imageRepository(pipeline.config, e.name);
-      return { name: e.name, key: e.key!, id: e.existing!, repo, action: "cached", tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`], seconds: 0 };
+      return {
+        name: e.name,
+        key: e.key!,
+        id: e.existing!,
+        repo,
+        action: "cached",
+        tags: [`${repo}:${e.key!.slice(0, KEY_TAG_LENGTH)}`],
+        seconds: 0,
+      };
     });
     // The same content may exist under another repository (registry: changed): tag it here too.
-    for (const r of results) if (!known.get(r.id)?.has(r.tags[0])) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
+    for (const r of results)
+      if (!known.get(r.id)?.has(r.tags[0])) await docker.tag(r.id, r.repo, r.key.slice(0, KEY_TAG_LENGTH));
     await moveTags(results, docker, options, logs, known);
     return results;
   }
   // Build secrets are read now: a missing one stops the run before anything builds.
-  const secrets = readBuildSecrets(pipeline.config, images.filter((e) => e.status === "build" || options.noCache).map((e) => e.name));
+  const secrets = readBuildSecrets(
+    pipeline.config,
+    images.filter((e) => e.status === "build" || options.noCache).map((e) => e.name),
+  );
   // Needed only for the labels, which go last in each context: read while the first one streams.
   const gitInfo = git();
   gitInfo.catch(() => undefined);
@@ -69,7 +103,8 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
   // did): found by label, in the read step's listing or in one listing asked when needed. An
   // image built before under its own name (its `latest` is there) and missing its key tag has
   // new content: the listing, which keeps the engine busy ~0.1 s with 1,000 images, is skipped.
-  let listing: Promise<BakeImageRecord[]> | undefined = pipeline.state.imagesListed && pipeline.state.images.ok ? Promise.resolve(pipeline.state.images.value) : undefined;
+  let listing: Promise<BakeImageRecord[]> | undefined =
+    pipeline.state.imagesListed && pipeline.state.images.ok ? Promise.resolve(pipeline.state.images.value) : undefined;
   const findExisting: FindExisting = async (node, repo, key) => {
     const [byTag, latest] = await docker.findBakeImages([`${repo}:${key.slice(0, KEY_TAG_LENGTH)}`, `${repo}:latest`]);
     if (byTag?.key === key && byTag.node === node) return byTag;
@@ -108,7 +143,18 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
               logs.line(entry.name, text);
             },
           };
-          return buildOne(node.image, entry, pipeline, docker, gitInfo, now, options, report, findExisting, secrets.get(node.image.name));
+          return buildOne(
+            node.image,
+            entry,
+            pipeline,
+            docker,
+            gitInfo,
+            now,
+            options,
+            report,
+            findExisting,
+            secrets.get(node.image.name),
+          );
         });
         results.set(entry.name, result);
         options.onImage?.(result);
@@ -127,8 +173,18 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
         }
         // An engine that stops mid-build may first report the failures of its shutdown in the
         // stream: when it no longer answers, that is what the user needs to hear.
-        const engineGone = await docker.reachable().then(() => false, () => true);
-        const failure = explainFailure(entry.name, engineGone ? Object.assign(new Error((error as Error)?.message ?? String(error)), { code: "ECONNRESET" }) : error, logs.pathOf(entry.name), docker.endpoint);
+        const engineGone = await docker.reachable().then(
+          () => false,
+          () => true,
+        );
+        const failure = explainFailure(
+          entry.name,
+          engineGone
+            ? Object.assign(new Error((error as Error)?.message ?? String(error)), { code: "ECONNRESET" })
+            : error,
+          logs.pathOf(entry.name),
+          docker.endpoint,
+        );
         failures.push(failure);
         logs.line(entry.name, `FAILED: ${failure.message}\n${failure.detail}`);
         throw failure;
@@ -153,11 +209,27 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
 
   if (options.signal.aborted) throw interruption(options.signal);
   if (failures.length) {
-    const skipped = images.filter((e) => !results.has(e.name) && !failures.some((f) => f.node === e.name)).map((e) => e.name);
-    options.onPartial?.({ built: images.filter((e) => results.has(e.name)).map((e) => results.get(e.name)!), failures, skipped });
+    const skipped = images
+      .filter((e) => !results.has(e.name) && !failures.some((f) => f.node === e.name))
+      .map((e) => e.name);
+    options.onPartial?.({
+      built: images.filter((e) => results.has(e.name)).map((e) => results.get(e.name)!),
+      failures,
+      skipped,
+    });
     const first = failures[0];
-    const more = failures.length > 1 ? `\n(${failures.length - 1} more failed: ${failures.slice(1).map((f) => f.node).join(", ")})` : "";
-    throw new BuildFailedError(first.node, first.message, `${first.detail}${more}${skipped.length ? `\nnot built: ${skipped.join(", ")}` : ""}`);
+    const more =
+      failures.length > 1
+        ? `\n(${failures.length - 1} more failed: ${failures
+            .slice(1)
+            .map((f) => f.node)
+            .join(", ")})`
+        : "";
+    throw new BuildFailedError(
+      first.node,
+      first.message,
+      `${first.detail}${more}${skipped.length ? `\nnot built: ${skipped.join(", ")}` : ""}`,
+    );
   }
 
   const ordered = images.map((e) => results.get(e.name)!);
@@ -167,7 +239,13 @@ export async function executeBuild(pipeline: Pipeline, plan: PlanEntry[], docker
 }
 
 /** The tags each image had when the run started (one engine query, made by the read step). */
-async function moveTags(ordered: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs, known = new Map<string, Set<string>>()): Promise<void> {
+async function moveTags(
+  ordered: ImageResult[],
+  docker: DockerTool,
+  options: BuildOptions,
+  logs: RunLogs,
+  known = new Map<string, Set<string>>(),
+): Promise<void> {
   for (const r of ordered) {
     for (const t of ["latest", ...options.tags]) {
       if (!options.push && known.get(r.id)?.has(`${r.repo}:${t}`)) {
@@ -183,12 +261,19 @@ async function moveTags(ordered: ImageResult[], docker: DockerTool, options: Bui
   }
 }
 
-async function pushAll(results: ImageResult[], docker: DockerTool, options: BuildOptions, logs: RunLogs): Promise<void> {
+async function pushAll(
+  results: ImageResult[],
+  docker: DockerTool,
+  options: BuildOptions,
+  logs: RunLogs,
+): Promise<void> {
   const limit = pLimit(Math.max(1, options.concurrency));
   await Promise.all(
     results.map((r) =>
       limit(async () => {
-        r.digest = await docker.push(r.repo, r.key.slice(0, KEY_TAG_LENGTH), options.signal, (l) => logs.line(r.name, l));
+        r.digest = await docker.push(r.repo, r.key.slice(0, KEY_TAG_LENGTH), options.signal, (l) =>
+          logs.line(r.name, l),
+        );
       }),
     ),
   );
@@ -202,14 +287,28 @@ const ENGINE_GONE = /^aborted$|socket hang up|ECONNRESET|EPIPE|ECONNREFUSED|prem
 function explainFailure(node: string, error: unknown, logFile: string, endpoint: string): BuildFailedError {
   const err = error as NodeJS.ErrnoException | undefined;
   if (!(error instanceof BakeError) && (ENGINE_GONE.test(err?.code ?? "") || ENGINE_GONE.test(err?.message ?? ""))) {
-    return new BuildFailedError(node, `${node}: the Docker engine at ${endpoint} went away during the build: start it again (make services) and run bake again; images already built are kept`, `the last it said: ${err?.message ?? err?.code}\nfull log: ${logFile}`);
+    return new BuildFailedError(
+      node,
+      `${node}: the Docker engine at ${endpoint} went away during the build: start it again (make services) and run bake again; images already built are kept`,
+      `the last it said: ${err?.message ?? err?.code}\nfull log: ${logFile}`,
+    );
   }
   if (error instanceof BuildStreamError) {
     // "Step 3/5 : RUN x" (classic) or "[3/5] RUN x", "[build 3/5] RUN x" (BuildKit).
-    const at = error.step ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ").replace(/^\[(?:\S+ )?(\d+\/\d+)\] /, "step $1: ")}` : "";
-    return new BuildFailedError(node, `${node}: build failed${at}: ${error.message}`, `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`);
+    const at = error.step
+      ? ` at ${error.step.replace(/^Step (\d+\/\d+) : /, "step $1: ").replace(/^\[(?:\S+ )?(\d+\/\d+)\] /, "step $1: ")}`
+      : "";
+    return new BuildFailedError(
+      node,
+      `${node}: build failed${at}: ${error.message}`,
+      `${error.tail.slice(-10).join("\n")}\nfull log: ${logFile}`,
+    );
   }
   const message = (error as Error)?.message ?? String(error);
   const detail = error instanceof BuildFailedError && error.detail ? `${error.detail}\n` : "";
-  return new BuildFailedError(node, message.startsWith(`${node}:`) ? message : `${node}: ${message}`, `${detail}full log: ${logFile}`);
+  return new BuildFailedError(
+    node,
+    message.startsWith(`${node}:`) ? message : `${node}: ${message}`,
+    `${detail}full log: ${logFile}`,
+  );
 }

@@ -43,7 +43,14 @@ export interface ImageResult {
 }
 
 /** The labels bake gives a node's image: its project, node, key, parent, inputs, and the OCI ones. */
-export function imageLabels(node: ImageNode, key: string, inputs: InputDigests, pipeline: Pipeline, git: GitInfo, now: Date): Record<string, string> {
+export function imageLabels(
+  node: ImageNode,
+  key: string,
+  inputs: InputDigests,
+  pipeline: Pipeline,
+  git: GitInfo,
+  now: Date,
+): Record<string, string> {
   const labels: Record<string, string> = {
     [LABEL.project]: pipeline.config.project,
     [LABEL.node]: node.name,
@@ -76,17 +83,44 @@ export type FindExisting = (node: string, repo: string, key: string) => Promise<
  * One build per key on this machine: the build takes the key's lock before it looks for an image
  * with the key, so a second bake of the same key waits, then finds the first one's image.
  */
-export async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: NodeBuildOptions, report: StepReport, findExisting: FindExisting, secrets?: Map<string, Buffer>): Promise<ImageResult> {
+export async function buildOne(
+  node: ImageNode,
+  entry: PlanEntry,
+  pipeline: Pipeline,
+  docker: DockerTool,
+  git: Promise<GitInfo>,
+  now: Date,
+  options: NodeBuildOptions,
+  report: StepReport,
+  findExisting: FindExisting,
+  secrets?: Map<string, Buffer>,
+): Promise<ImageResult> {
   const repo = imageRepository(pipeline.config, node.name);
   let release: (() => Promise<void>) | undefined;
   const holdKey = async (key: string) => {
-    release ??= await acquireLock(machineLock(`image-${repo}-${key}`), { signal: options.signal, onWait: (holder) => report.step(`waiting for ${repo}:${key.slice(0, KEY_TAG_LENGTH)}: ${holder} is building it`) });
+    release ??= await acquireLock(machineLock(`image-${repo}-${key}`), {
+      signal: options.signal,
+      onWait: (holder) => report.step(`waiting for ${repo}:${key.slice(0, KEY_TAG_LENGTH)}: ${holder} is building it`),
+    });
   };
   try {
-    const result = await buildKeyed(node, entry, pipeline, docker, git, now, options, report, findExisting, holdKey, secrets);
+    const result = await buildKeyed(
+      node,
+      entry,
+      pipeline,
+      docker,
+      git,
+      now,
+      options,
+      report,
+      findExisting,
+      holdKey,
+      secrets,
+    );
     // An image with a test: is good once its test passed, and its key tag says so. A new build,
     // or an image found only by its label (its test failed before), is tested before it counts.
-    if (node.test && result.action !== "pulled" && !knownTags(pipeline).get(result.id)?.has(result.tags[0])) await passTest(node, result, pipeline, docker, options, report);
+    if (node.test && result.action !== "pulled" && !knownTags(pipeline).get(result.id)?.has(result.tags[0]))
+      await passTest(node, result, pipeline, docker, options, report);
     return result;
   } finally {
     await release?.();
@@ -94,17 +128,30 @@ export async function buildOne(node: ImageNode, entry: PlanEntry, pipeline: Pipe
 }
 
 /** An image's goss test; a failure leaves the image as `<repo>:failed-<key12>` and no key tag. */
-async function passTest(node: ImageNode, result: ImageResult, pipeline: Pipeline, docker: DockerTool, options: NodeBuildOptions, report: StepReport): Promise<void> {
+async function passTest(
+  node: ImageNode,
+  result: ImageResult,
+  pipeline: Pipeline,
+  docker: DockerTool,
+  options: NodeBuildOptions,
+  report: StepReport,
+): Promise<void> {
   const spec = path.relative(pipeline.config.dir, node.test!.spec);
   report.step(`testing ${result.repo}:${result.key.slice(0, KEY_TAG_LENGTH)} with ${spec}`);
-  const tested = await testImage(node, result.id, pipeline.config.project, docker, gossBinary(requireGoss()), { signal: options.signal });
+  const tested = await testImage(node, result.id, pipeline.config.project, docker, gossBinary(requireGoss()), {
+    signal: options.signal,
+  });
   for (const line of tested.output.split("\n")) report.line(line);
   if (tested.ok) return;
   const failedTag = `failed-${result.key.slice(0, KEY_TAG_LENGTH)}`;
   await docker.tag(result.id, result.repo, failedTag);
   await docker.removeImage(result.tags[0]);
   const counts = tested.summary ? `${tested.summary.failed} of ${tested.summary.count} checks failed` : "goss failed";
-  throw new BuildFailedError(node.name, `${node.name}: test ${spec}: ${counts}`, `${tested.failures.join("\n")}\nthe image is kept as ${result.repo}:${failedTag}; a rerun tests it again`);
+  throw new BuildFailedError(
+    node.name,
+    `${node.name}: test ${spec}: ${counts}`,
+    `${tested.failures.join("\n")}\nthe image is kept as ${result.repo}:${failedTag}; a rerun tests it again`,
+  );
 }
 
 /** Whether the node has a test: (its images count only once it passed). */
@@ -112,7 +159,19 @@ export function testedImage(pipeline: Pipeline, name: string): boolean {
   return Boolean(pipeline.config.images.find((i) => i.name === name)?.test);
 }
 
-async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline, docker: DockerTool, git: Promise<GitInfo>, now: Date, options: NodeBuildOptions, report: StepReport, findExisting: FindExisting, holdKey: (key: string) => Promise<void>, secrets?: Map<string, Buffer>): Promise<ImageResult> {
+async function buildKeyed(
+  node: ImageNode,
+  entry: PlanEntry,
+  pipeline: Pipeline,
+  docker: DockerTool,
+  git: Promise<GitInfo>,
+  now: Date,
+  options: NodeBuildOptions,
+  report: StepReport,
+  findExisting: FindExisting,
+  holdKey: (key: string) => Promise<void>,
+  secrets?: Map<string, Buffer>,
+): Promise<ImageResult> {
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).
@@ -120,7 +179,15 @@ async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline,
   let inputs = keyResult.inputs;
   const repo = imageRepository(pipeline.config, node.name);
   const keyTag = () => key!.slice(0, KEY_TAG_LENGTH);
-  const result = (action: NodeAction, id: string): ImageResult => ({ name: node.name, key: key!, id, repo, action, tags: [`${repo}:${keyTag()}`], seconds: (Date.now() - started) / 1000 });
+  const result = (action: NodeAction, id: string): ImageResult => ({
+    name: node.name,
+    key: key!,
+    id,
+    repo,
+    action,
+    tags: [`${repo}:${keyTag()}`],
+    seconds: (Date.now() - started) / 1000,
+  });
 
   if (entry.status === "cached" && entry.existing && !options.noCache) {
     await docker.tag(entry.existing, repo, keyTag());
@@ -143,7 +210,11 @@ async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline,
   }
 
   const parentId = node.parent
-    ? (await docker.inspectImage(`${imageRepository(pipeline.config, node.parent)}:${pipeline.keys.get(node.parent)!.key!.slice(0, KEY_TAG_LENGTH)}`))?.id
+    ? (
+        await docker.inspectImage(
+          `${imageRepository(pipeline.config, node.parent)}:${pipeline.keys.get(node.parent)!.key!.slice(0, KEY_TAG_LENGTH)}`,
+        )
+      )?.id
     : await baseParentId(node, inputs.rootfs, inputs.from, docker, report, options.signal);
   if (!parentId) throw new BakeError(`${node.name}: the parent image ${node.parent} is missing`);
 
@@ -193,7 +264,19 @@ async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline,
     }
     try {
       // Served only now: every file's digest is settled, and the engine tells content apart by it.
-      const id = await docker.buildWithSession({ ...viaBuildKit, context: servedContext(listing), sharedKey: `bake:${pipeline.config.project}/${node.name}`, parentId, tags: [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels, noCache: options.noCache, signal: options.signal, onLine: line, secrets });
+      const id = await docker.buildWithSession({
+        ...viaBuildKit,
+        context: servedContext(listing),
+        sharedKey: `bake:${pipeline.config.project}/${node.name}`,
+        parentId,
+        tags: [`${repo}:${keyTag()}`],
+        buildArgs: { ...node.args, BAKE_PARENT: parentId },
+        labels,
+        noCache: options.noCache,
+        signal: options.signal,
+        onLine: line,
+        secrets,
+      });
       return result("built", id);
     } catch (e) {
       // A proxy before the engine may allow builds but not sessions (docker-socket-proxy does by default).
@@ -202,12 +285,23 @@ async function buildKeyed(node: ImageNode, entry: PlanEntry, pipeline: Pipeline,
       report.line(`${e.message}: building with the classic builder`);
     }
   }
-  tar = listing ? contextTar(listing, node.dockerfile!, () => labelled, options.signal) : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
+  tar = listing
+    ? contextTar(listing, node.dockerfile!, () => labelled, options.signal)
+    : dockerfileOnlyTar("ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", () => labelled);
   let id: string;
   try {
     // Labels in the request (the context's .dockerignore reaches the image as it is) are known before it starts.
     const requestLabels = tar.labelsInRequest ? await labelled : {};
-    id = await docker.build({ context: tar.stream, dockerfile: tar.dockerfilePath, tags: pendingKey ? [] : [`${repo}:${keyTag()}`], buildArgs: { ...node.args, BAKE_PARENT: parentId }, labels: requestLabels, noCache: options.noCache, signal: options.signal, onLine: report.line });
+    id = await docker.build({
+      context: tar.stream,
+      dockerfile: tar.dockerfilePath,
+      tags: pendingKey ? [] : [`${repo}:${keyTag()}`],
+      buildArgs: { ...node.args, BAKE_PARENT: parentId },
+      labels: requestLabels,
+      noCache: options.noCache,
+      signal: options.signal,
+      onLine: report.line,
+    });
   } catch (e) {
     if (reused) return reused;
     throw e;
@@ -226,7 +320,10 @@ async function buildKitRequest(node: ImageNode, parentId: string, docker: Docker
   // be shared by several CI containers, each with pids of its own).
   if (!(await docker.canBuildKit())) return undefined;
   const parentTag = `${parentTagRepository()}:${parentId.replace(/^sha256:/, "")}`;
-  const dockerfileText = pinParent(node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n", parentTag);
+  const dockerfileText = pinParent(
+    node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
+    parentTag,
+  );
   if (dockerfileText === undefined) return undefined;
   return { dockerfileText, parentTag };
 }
@@ -235,7 +332,10 @@ async function buildKitRequest(node: ImageNode, parentId: string, docker: Docker
 function servedContext(listing: ContextListing | undefined): ServedEntry[] {
   return (listing?.entries ?? []).map((e) => {
     const abs = path.join(listing!.root, e.path);
-    return { ...e, linkname: e.type === "symlink" ? readlinkSync(abs) : undefined, source: e.type === "file" ? { file: abs } : undefined };
+    return {
+      ...e,
+      linkname: e.type === "symlink" ? readlinkSync(abs) : undefined,
+      source: e.type === "file" ? { file: abs } : undefined,
+    };
   });
 }
-

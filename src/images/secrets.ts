@@ -8,7 +8,11 @@ import type { BakeConfig, ImageNode } from "../config/model.js";
 import { UsageError } from "../errors.js";
 
 /** Every secret of the images about to build; a missing one is a usage error before anything builds. */
-export function readBuildSecrets(config: BakeConfig, names: string[], env = process.env): Map<string, Map<string, Buffer>> {
+export function readBuildSecrets(
+  config: BakeConfig,
+  names: string[],
+  env = process.env,
+): Map<string, Map<string, Buffer>> {
   const out = new Map<string, Map<string, Buffer>>();
   const missing: string[] = [];
   for (const img of config.images.filter((i) => names.includes(i.name) && i.secrets)) {

@@ -40,13 +40,29 @@ export interface NightlyReport {
 }
 
 /** One nightly run per project at a time: a second one waits, then finds the first one's work done. */
-export async function runNightly(options: NightlyOptions, tools: Tools, err: (t: string) => void): Promise<NightlyReport> {
+export async function runNightly(
+  options: NightlyOptions,
+  tools: Tools,
+  err: (t: string) => void,
+): Promise<NightlyReport> {
   const lock = projectLock(path.dirname(path.resolve(options.file)), "nightly");
-  return withLock(lock, () => nightly(options, tools, err), { signal: options.signal, onWait: (holder) => err(`nightly: waiting for ${holder}`) });
+  return withLock(lock, () => nightly(options, tools, err), {
+    signal: options.signal,
+    onWait: (holder) => err(`nightly: waiting for ${holder}`),
+  });
 }
 
 async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) => void): Promise<NightlyReport> {
-  const report: NightlyReport = { dryRun: options.dryRun, upstream: [], rebuilt: [], failed: [], skipped: [], amis: {}, pruned: [], seconds: {} };
+  const report: NightlyReport = {
+    dryRun: options.dryRun,
+    upstream: [],
+    rebuilt: [],
+    failed: [],
+    skipped: [],
+    amis: {},
+    pruned: [],
+    seconds: {},
+  };
   // An interrupt ends the run between phases (and inside them, where the tools stop): it is never
   // recorded as one more failure, so no later phase starts, above all not the prune.
   const stopIfInterrupted = () => {
@@ -77,13 +93,25 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
         const { digest, url, note } = await debootstrapRelease(img, mirror);
         const pinned = lock.debootstrap[img.name]?.release;
         const changed = Boolean(digest && digest !== pinned);
-        report.upstream.push({ node: img.name, kind: "debootstrap", before: pinned, after: digest, changed, note: note ?? (changed && !pinned ? "first pin" : undefined) });
+        report.upstream.push({
+          node: img.name,
+          kind: "debootstrap",
+          before: pinned,
+          after: digest,
+          changed,
+          note: note ?? (changed && !pinned ? "first pin" : undefined),
+        });
         if (changed && digest && url) {
           lock.debootstrap[img.name] = { release: digest, url };
           lockChanged = true;
         }
       } else if (img.rootfs?.tar) {
-        report.upstream.push({ node: img.name, kind: "tar", changed: false, note: "content-addressed: a new tarball is a new key" });
+        report.upstream.push({
+          node: img.name,
+          kind: "tar",
+          changed: false,
+          note: "content-addressed: a new tarball is a new key",
+        });
       }
     }
     if (lockChanged && !options.dryRun) writeLock(before.config.dir, lock);
@@ -92,18 +120,34 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   for (const img of after.config.images.filter((i) => i.from)) {
     // Before: what the node's current image was built from (its labels); the engine may hold
     // the new upstream image under the tag already, so its local digest says nothing.
-    const current = after.state.images.ok ? previousImage(after.state.images.value.filter((r) => r.node === img.name)) : undefined;
+    const current = after.state.images.ok
+      ? previousImage(after.state.images.value.filter((r) => r.node === img.name))
+      : undefined;
     const was = current?.inputs?.from ?? before.keys.get(img.name)?.inputs.from;
     const now = after.keys.get(img.name)?.inputs.from;
-    report.upstream.push({ node: img.name, kind: "from", before: was?.split("@")[1], after: now?.split("@")[1], changed: Boolean(now && was !== now), note: now ? undefined : (after.keys.get(img.name) as { unknownBecause?: string }).unknownBecause });
+    report.upstream.push({
+      node: img.name,
+      kind: "from",
+      before: was?.split("@")[1],
+      after: now?.split("@")[1],
+      changed: Boolean(now && was !== now),
+      note: now ? undefined : (after.keys.get(img.name) as { unknownBecause?: string }).unknownBecause,
+    });
   }
 
   // 2. build: everything whose key changed (with --force, every image)
-  const plan = assemblePlan(after.nodes.filter((n) => n.kind === "image"), after.keys, after.state, "local");
+  const plan = assemblePlan(
+    after.nodes.filter((n) => n.kind === "image"),
+    after.keys,
+    after.state,
+    "local",
+  );
   const changedBases = new Set(report.upstream.filter((u) => u.changed && u.kind === "debootstrap").map((u) => u.node));
   for (const e of plan) {
-    if (e.status === "build" || options.force) report.rebuilt.push({ node: e.name, reason: options.force && e.status !== "build" ? "--force" : e.reason });
-    else if (options.dryRun && dependsOn(after, e.name, changedBases)) report.rebuilt.push({ node: e.name, reason: "its base's upstream release changed" });
+    if (e.status === "build" || options.force)
+      report.rebuilt.push({ node: e.name, reason: options.force && e.status !== "build" ? "--force" : e.reason });
+    else if (options.dryRun && dependsOn(after, e.name, changedBases))
+      report.rebuilt.push({ node: e.name, reason: "its base's upstream release changed" });
   }
   let built: ImageResult[] = [];
   let contents: ImageContents[] = [];
@@ -147,7 +191,23 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       if (packages) r.packages = packages;
     }
     const sbomOf = (name: string) => contents.find((c) => c.name === name)?.sbom;
-    if (built.length) await updateManifest(after.config.dir, { revision: readRevision(after.config.dir), images: Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, ...(b.digest ? { digest: b.digest } : {}), tags: b.tags, ...(sbomOf(b.name) ? { sbom: sbomOf(b.name) } : {}) }])), provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])) });
+    if (built.length)
+      await updateManifest(after.config.dir, {
+        revision: readRevision(after.config.dir),
+        images: Object.fromEntries(
+          built.map((b) => [
+            b.name,
+            {
+              key: b.key,
+              id: b.id,
+              ...(b.digest ? { digest: b.digest } : {}),
+              tags: b.tags,
+              ...(sbomOf(b.name) ? { sbom: sbomOf(b.name) } : {}),
+            },
+          ]),
+        ),
+        provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])),
+      });
   }
 
   // 3. bake: every AMI whose images all built
@@ -160,11 +220,35 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       }
       try {
         const before = readManifest(after.config.dir).amis[ami.name];
-        const result = await runAmi({ file: options.file, ami: ami.name, target: options.target, force: false, dryRun: options.dryRun, json: false, signal: options.signal }, tools, quiet, err);
+        const result = await runAmi(
+          {
+            file: options.file,
+            ami: ami.name,
+            target: options.target,
+            force: false,
+            dryRun: options.dryRun,
+            json: false,
+            signal: options.signal,
+          },
+          tools,
+          quiet,
+          err,
+        );
         report.amis[ami.name] = result.regions;
         if (result.action === "baked" && !options.dryRun) {
-          const packages = hostPackageChanges(after.config.dir, ami.name, options.target, before?.target === options.target ? before.key : undefined, result.key);
-          report.rebuilt.push({ node: ami.name, reason: `baked key ${shortKey(result.key)}`, action: "baked", ...(packages ? { packages } : {}) });
+          const packages = hostPackageChanges(
+            after.config.dir,
+            ami.name,
+            options.target,
+            before?.target === options.target ? before.key : undefined,
+            result.key,
+          );
+          report.rebuilt.push({
+            node: ami.name,
+            reason: `baked key ${shortKey(result.key)}`,
+            action: "baked",
+            ...(packages ? { packages } : {}),
+          });
         }
       } catch (e) {
         stopIfInterrupted();
@@ -176,9 +260,17 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   // 4. prune (a plan only on a dry run)
   await timed("prune", async () => {
     try {
-      const pruned = await runPrune({ file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal }, tools, quiet, quiet);
-      report.pruned = (options.dryRun ? pruned.decisions.filter((d) => d.action === "remove") : pruned.removed).map(({ kind, name, where, id }) => ({ kind, name, where, id }));
-      for (const f of pruned.failed) report.failed.push({ node: "prune", error: `${f.kind} ${f.id} in ${f.where}: ${f.error}` });
+      const pruned = await runPrune(
+        { file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal },
+        tools,
+        quiet,
+        quiet,
+      );
+      report.pruned = (options.dryRun ? pruned.decisions.filter((d) => d.action === "remove") : pruned.removed).map(
+        ({ kind, name, where, id }) => ({ kind, name, where, id }),
+      );
+      for (const f of pruned.failed)
+        report.failed.push({ node: "prune", error: `${f.kind} ${f.id} in ${f.where}: ${f.error}` });
     } catch (e) {
       stopIfInterrupted();
       report.failed.push({ node: "prune", error: (e as Error).message });
@@ -188,7 +280,11 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   return report;
 }
 
-function dependsOn(p: { graph: { byName: Map<string, { deps: string[] }> } }, name: string, bases: Set<string>): boolean {
+function dependsOn(
+  p: { graph: { byName: Map<string, { deps: string[] }> } },
+  name: string,
+  bases: Set<string>,
+): boolean {
   if (bases.has(name)) return true;
   return (p.graph.byName.get(name)?.deps ?? []).some((d) => dependsOn(p, d, bases));
 }
@@ -196,16 +292,30 @@ function dependsOn(p: { graph: { byName: Map<string, { deps: string[] }> } }, na
 export function humanReport(r: NightlyReport): string {
   const lines = [`nightly${r.dryRun ? " (dry run)" : ""}:`];
   lines.push("  upstream:");
-  for (const u of r.upstream) lines.push(`    ${u.node.padEnd(16)} ${u.kind.padEnd(11)} ${u.changed ? "changed" : "unchanged"}${u.note ? ` (${u.note})` : ""}`);
+  for (const u of r.upstream)
+    lines.push(
+      `    ${u.node.padEnd(16)} ${u.kind.padEnd(11)} ${u.changed ? "changed" : "unchanged"}${u.note ? ` (${u.note})` : ""}`,
+    );
   lines.push(r.rebuilt.length ? "  rebuilt:" : "  rebuilt: nothing");
   for (const b of r.rebuilt) {
     lines.push(`    ${b.node.padEnd(16)} ${(b.action ?? (r.dryRun ? "would build" : "")).padEnd(11)} ${b.reason}`);
     if (b.packages) lines.push(`    ${"".padEnd(16)} packages: ${describeDiff(b.packages)}`);
   }
-  for (const [ami, regions] of Object.entries(r.amis)) lines.push(`  ami ${ami}: ${Object.entries(regions).map(([k, v]) => `${k} ${v}`).join(", ")}`);
-  lines.push(`  pruned: ${r.pruned.length ? r.pruned.map((p) => `${p.name} ${p.id.slice(0, 19)}`).join(", ") : "nothing"}`);
+  for (const [ami, regions] of Object.entries(r.amis))
+    lines.push(
+      `  ami ${ami}: ${Object.entries(regions)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}`,
+    );
+  lines.push(
+    `  pruned: ${r.pruned.length ? r.pruned.map((p) => `${p.name} ${p.id.slice(0, 19)}`).join(", ") : "nothing"}`,
+  );
   for (const f of r.failed) lines.push(`  FAILED ${f.node}: ${f.error.split("\n")[0]}`);
   if (r.skipped.length) lines.push(`  not attempted (a dependency failed): ${r.skipped.join(", ")}`);
-  lines.push(`  seconds: ${Object.entries(r.seconds).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")}`);
+  lines.push(
+    `  seconds: ${Object.entries(r.seconds)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(", ")}`,
+  );
   return lines.join("\n");
 }

@@ -22,7 +22,8 @@ export function aptMirror(root = "/etc/apt"): string | undefined {
   const files: string[] = [];
   try {
     files.push(path.join(root, "sources.list"));
-    for (const f of readdirSync(path.join(root, "sources.list.d")).sort()) files.push(path.join(root, "sources.list.d", f));
+    for (const f of readdirSync(path.join(root, "sources.list.d")).sort())
+      files.push(path.join(root, "sources.list.d", f));
   } catch {
     /* no sources.list.d */
   }
@@ -46,17 +47,30 @@ export function releaseIndexUrl(mirror: string, suite: string): string {
 }
 
 /** sha256 of the suite's InRelease file, or a note saying why it could not be read. */
-export async function debootstrapRelease(image: ImageNode, fallbackMirror: string | undefined, timeoutMs = 15_000): Promise<{ digest?: string; url?: string; note?: string }> {
+export async function debootstrapRelease(
+  image: ImageNode,
+  fallbackMirror: string | undefined,
+  timeoutMs = 15_000,
+): Promise<{ digest?: string; url?: string; note?: string }> {
   const spec = image.rootfs!.debootstrap!;
   const mirror = spec.mirror ?? fallbackMirror;
-  if (!mirror) return { note: "no mirror known: set rootfs.debootstrap.mirror, or list a Debian mirror in the apt sources" };
+  if (!mirror)
+    return { note: "no mirror known: set rootfs.debootstrap.mirror, or list a Debian mirror in the apt sources" };
   const url = releaseIndexUrl(mirror, spec.suite);
   try {
     // The mirror's credentials (kept apart from its URL since bake.yml was read) go in a header.
     const c = image.rootfs!.mirrorCredentials;
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: c ? { Authorization: basicAuth(c) } : {} });
+    const res = await fetch(url, {
+      signal: AbortSignal.timeout(timeoutMs),
+      headers: c ? { Authorization: basicAuth(c) } : {},
+    });
     if (!res.ok) return { url, note: `${url} answered HTTP ${res.status}` };
-    return { url, digest: `sha256:${createHash("sha256").update(Buffer.from(await res.arrayBuffer())).digest("hex")}` };
+    return {
+      url,
+      digest: `sha256:${createHash("sha256")
+        .update(Buffer.from(await res.arrayBuffer()))
+        .digest("hex")}`,
+    };
   } catch (e) {
     return { url, note: `${url}: ${(e as Error).message}` };
   }

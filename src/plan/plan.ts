@@ -59,7 +59,12 @@ const INPUT_WORDS: Record<string, string> = {
   vmDisk: "VM host disk spec",
 };
 
-export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, state: WorldState, target: Target): PlanEntry[] {
+export function assemblePlan(
+  nodes: GraphNode[],
+  keys: Map<string, KeyResult>,
+  state: WorldState,
+  target: Target,
+): PlanEntry[] {
   const entries = new Map<string, PlanEntry>();
   for (const node of nodes) {
     const k = keys.get(node.name)!;
@@ -70,7 +75,12 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
       key: k.key ?? null,
       deps: node.deps,
     };
-    const entry = (status: Status, reason: string, existing?: string): PlanEntry => ({ ...base, status, reason, ...(existing ? { existing } : {}) });
+    const entry = (status: Status, reason: string, existing?: string): PlanEntry => ({
+      ...base,
+      status,
+      reason,
+      ...(existing ? { existing } : {}),
+    });
     if (k.key === undefined && "contextPending" in k && k.contextPending && state.images.ok) {
       // Only a build defers (never `bake plan`): it reuses an image with the final key if one exists.
       entries.set(node.name, entry("build", `${k.unknownBecause}; an image with the resulting key is reused`));
@@ -84,14 +94,39 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
     if (node.kind === "ami" && target === "aws") {
       const found = state.amis.get(node.name);
       if (!found || !found.ok) entries.set(node.name, entry("unknown", found ? found.reason : "AMIs not looked up"));
-      else if (found.value) entries.set(node.name, entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId));
-      else entries.set(node.name, entry("build", unbakedReason(node.name, k, state, target, depsBuilding, `no AMI in ${node.ami.region} is tagged with this key`)));
+      else if (found.value)
+        entries.set(
+          node.name,
+          entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId),
+        );
+      else
+        entries.set(
+          node.name,
+          entry(
+            "build",
+            unbakedReason(
+              node.name,
+              k,
+              state,
+              target,
+              depsBuilding,
+              `no AMI in ${node.ami.region} is tagged with this key`,
+            ),
+          ),
+        );
       continue;
     }
     if (node.kind === "ami" && target === "vm") {
       const disk = state.vmDisks?.get(node.name);
       if (disk) entries.set(node.name, entry("cached", `${disk} has this key`, disk));
-      else entries.set(node.name, entry("build", unbakedReason(node.name, k, state, target, depsBuilding, "no VM disk under .bake/vm has this key")));
+      else
+        entries.set(
+          node.name,
+          entry(
+            "build",
+            unbakedReason(node.name, k, state, target, depsBuilding, "no VM disk under .bake/vm has this key"),
+          ),
+        );
       continue;
     }
     if (!state.images.ok) {
@@ -101,9 +136,13 @@ export function assemblePlan(nodes: GraphNode[], keys: Map<string, KeyResult>, s
     const mine = state.images.value.filter((r) => r.node === node.name);
     const hit = mine.find((r) => r.key === k.key);
     // An image with a test: counts once its test passed: its key tag says so.
-    const failedTest = hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${shortKey(k.key)}`));
+    const failedTest =
+      hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${shortKey(k.key)}`));
     if (hit && failedTest) {
-      entries.set(node.name, entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id));
+      entries.set(
+        node.name,
+        entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id),
+      );
       continue;
     }
     if (hit) {
@@ -126,7 +165,8 @@ export function previousImage(records: BakeImageRecord[]): BakeImageRecord | und
 }
 
 function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests, depsBuilding: string[]): string {
-  if (!previous) return depsBuilding.length ? `never built; ${depsBuilding.join(", ")} will build first` : "never built";
+  if (!previous)
+    return depsBuilding.length ? `never built; ${depsBuilding.join(", ")} will build first` : "never built";
   const changed = changedInputs(previous.inputs, inputs);
   const since = `since ${shortKey(previous.key)}`;
   if (!changed) return `changed ${since}`;
@@ -134,9 +174,17 @@ function buildReason(previous: BakeImageRecord | undefined, inputs: InputDigests
 }
 
 /** Why an AMI with no result for its key bakes: the inputs changed since the manifest's last bake on this target, or what builds first, or `none`. */
-function unbakedReason(name: string, k: { key: string; inputs: InputDigests }, state: WorldState, target: Target, depsBuilding: string[], none: string): string {
+function unbakedReason(
+  name: string,
+  k: { key: string; inputs: InputDigests },
+  state: WorldState,
+  target: Target,
+  depsBuilding: string[],
+  none: string,
+): string {
   const last = state.lastBaked?.get(name);
-  const changed = last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
+  const changed =
+    last && last.target === target && last.key !== k.key ? changedInputs(last.inputs, k.inputs) : undefined;
   if (changed) return `${describeInputs(changed)} changed since ${shortKey(last!.key)}`;
   return depsBuilding.length ? `${depsBuilding.join(", ")} will build` : none;
 }
@@ -145,7 +193,10 @@ function unbakedReason(name: string, k: { key: string; inputs: InputDigests }, s
 export function describeInputs(names: string[]): string {
   const files = names.filter((n) => n.startsWith(ANSIBLE_INPUT)).map((n) => n.slice(ANSIBLE_INPUT.length));
   const words = names.filter((n) => !n.startsWith(ANSIBLE_INPUT)).map((n) => INPUT_WORDS[n] ?? n);
-  if (files.length) words.push(`playbook ${files.length === 1 ? "input" : "inputs"} ${files.slice(0, 5).join(", ")}${files.length > 5 ? ` and ${files.length - 5} more` : ""}`);
+  if (files.length)
+    words.push(
+      `playbook ${files.length === 1 ? "input" : "inputs"} ${files.slice(0, 5).join(", ")}${files.length > 5 ? ` and ${files.length - 5} more` : ""}`,
+    );
   return words.join(", ");
 }
 

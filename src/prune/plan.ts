@@ -23,7 +23,9 @@ export interface PruneDecision {
 /** Keys of which some copy, in any region, carries bake:keep: every copy of such a key is kept. */
 export function keysMarkedKeep(amis: BakedAmi[]): Map<string, string> {
   const marked = new Map<string, string>();
-  for (const a of amis) if (a.tags["bake:keep"] !== undefined && a.tags["bake:key"] && !marked.has(a.tags["bake:key"])) marked.set(a.tags["bake:key"], `${a.imageId} in ${a.region}`);
+  for (const a of amis)
+    if (a.tags["bake:keep"] !== undefined && a.tags["bake:key"] && !marked.has(a.tags["bake:key"]))
+      marked.set(a.tags["bake:key"], `${a.imageId} in ${a.region}`);
   return marked;
 }
 
@@ -31,13 +33,35 @@ export function keysMarkedKeep(amis: BakedAmi[]): Map<string, string> {
  * Per AMI name and region: keep the newest `keep`, and never remove the current key, a key of
  * which any copy is tagged bake:keep, or an AMI something in the region can launch.
  */
-export function planAmiRetention(name: string, region: string, amis: BakedAmi[], keep: number, inUse: Map<string, string>, currentKey?: string, keptKeys: Map<string, string> = keysMarkedKeep(amis)): PruneDecision[] {
-  const newestFirst = [...amis].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1));
+export function planAmiRetention(
+  name: string,
+  region: string,
+  amis: BakedAmi[],
+  keep: number,
+  inUse: Map<string, string>,
+  currentKey?: string,
+  keptKeys: Map<string, string> = keysMarkedKeep(amis),
+): PruneDecision[] {
+  const newestFirst = [...amis].sort((a, b) =>
+    a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1,
+  );
   return newestFirst.map((a, i): PruneDecision => {
-    const base = { kind: "ami" as const, name, where: region, id: a.imageId, key: a.tags["bake:key"] ?? "", created: a.created, snapshots: a.snapshots };
+    const base = {
+      kind: "ami" as const,
+      name,
+      where: region,
+      id: a.imageId,
+      key: a.tags["bake:key"] ?? "",
+      created: a.created,
+      snapshots: a.snapshots,
+    };
     if (i < keep) return { ...base, action: "keep", reason: `one of the newest ${keep}` };
     // An AMI without bake's tags (a copy whose tagging never ran) is known by the key in its name.
-    if (currentKey && (a.tags["bake:key"] === currentKey || (!a.tags["bake:key"] && a.keyInName === shortKey(currentKey)))) return { ...base, action: "keep", reason: "carries the current key" };
+    if (
+      currentKey &&
+      (a.tags["bake:key"] === currentKey || (!a.tags["bake:key"] && a.keyInName === shortKey(currentKey)))
+    )
+      return { ...base, action: "keep", reason: "carries the current key" };
     if (a.tags["bake:keep"] !== undefined) return { ...base, action: "keep", reason: "tagged bake:keep" };
     const marked = keptKeys.get(a.tags["bake:key"] ?? "");
     if (marked) return { ...base, action: "keep", reason: `a copy of its key is tagged bake:keep (${marked})` };
@@ -47,11 +71,23 @@ export function planAmiRetention(name: string, region: string, amis: BakedAmi[],
 }
 
 /** Local images of one node: keep the current key and the newest `keep` others. */
-export function planImageRetention(name: string, images: BakeImageRecord[], keep: number, currentKey?: string): PruneDecision[] {
+export function planImageRetention(
+  name: string,
+  images: BakeImageRecord[],
+  keep: number,
+  currentKey?: string,
+): PruneDecision[] {
   const newestFirst = [...images].sort((a, b) => b.created - a.created);
   let kept = 0;
   return newestFirst.map((img): PruneDecision => {
-    const base = { kind: "image" as const, name, where: "local", id: img.id, key: img.key, created: new Date(img.created * 1000).toISOString() };
+    const base = {
+      kind: "image" as const,
+      name,
+      where: "local",
+      id: img.id,
+      key: img.key,
+      created: new Date(img.created * 1000).toISOString(),
+    };
     if (currentKey && img.key === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
     if (kept < keep) {
       kept++;
@@ -72,7 +108,12 @@ export interface VmDiskFolder {
 }
 
 /** VM disks of one AMI: keep the current key and the newest `keep`; a folder without a record goes unless a bake holds it. */
-export function planVmRetention(name: string, disks: VmDiskFolder[], keep: number, currentKey?: string): PruneDecision[] {
+export function planVmRetention(
+  name: string,
+  disks: VmDiskFolder[],
+  keep: number,
+  currentKey?: string,
+): PruneDecision[] {
   const newestFirst = [...disks].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
   let kept = 0;
   return newestFirst.map((d): PruneDecision => {
@@ -114,30 +155,97 @@ export function planLeftovers(state: LeftoverState, keepLogRuns = KEEP_LOG_RUNS)
   const base = { kind: "leftover" as const, key: "", created: "" };
   const decisions: PruneDecision[] = [];
   for (const t of state.parentTags) {
-    decisions.push(t.ownerRunning === false
-      ? { ...base, name: "parent tag", where: "local", id: t.ref, action: "remove", reason: "left by a build that did not finish" }
-      : { ...base, name: "parent tag", where: "local", id: t.ref, action: "keep", reason: t.ownerRunning ? "its build is running" : "made on another machine (or by an older bake): its build may be running" });
+    decisions.push(
+      t.ownerRunning === false
+        ? {
+            ...base,
+            name: "parent tag",
+            where: "local",
+            id: t.ref,
+            action: "remove",
+            reason: "left by a build that did not finish",
+          }
+        : {
+            ...base,
+            name: "parent tag",
+            where: "local",
+            id: t.ref,
+            action: "keep",
+            reason: t.ownerRunning
+              ? "its build is running"
+              : "made on another machine (or by an older bake): its build may be running",
+          },
+    );
   }
   for (const f of state.amiFolders) {
     const size = `${(f.bytes / 2 ** 20).toFixed(0)} MiB`;
-    decisions.push(f.inUse
-      ? { ...base, name: "ami folder", where: "local", id: f.path, action: "keep", reason: `a bake is using it (${size})` }
-      : { ...base, name: "ami folder", where: "local", id: f.path, action: "remove", reason: `rendered folder and image archive of an earlier bake (${size})` });
+    decisions.push(
+      f.inUse
+        ? {
+            ...base,
+            name: "ami folder",
+            where: "local",
+            id: f.path,
+            action: "keep",
+            reason: `a bake is using it (${size})`,
+          }
+        : {
+            ...base,
+            name: "ami folder",
+            where: "local",
+            id: f.path,
+            action: "remove",
+            reason: `rendered folder and image archive of an earlier bake (${size})`,
+          },
+    );
   }
   for (const b of state.bootTests ?? []) {
     const what = `${b.containers} container${b.containers === 1 ? "" : "s"}`;
-    decisions.push(b.ownerRunning === false
-      ? { ...base, name: "boot test", where: "local", id: b.namespace, action: "remove", reason: `left by a boot test that did not finish (${what}, holding secrets)` }
-      : { ...base, name: "boot test", where: "local", id: b.namespace, action: "keep", reason: b.ownerRunning ? `its boot test is running (${what})` : `its owner is on another machine (${what})` });
+    decisions.push(
+      b.ownerRunning === false
+        ? {
+            ...base,
+            name: "boot test",
+            where: "local",
+            id: b.namespace,
+            action: "remove",
+            reason: `left by a boot test that did not finish (${what}, holding secrets)`,
+          }
+        : {
+            ...base,
+            name: "boot test",
+            where: "local",
+            id: b.namespace,
+            action: "keep",
+            reason: b.ownerRunning ? `its boot test is running (${what})` : `its owner is on another machine (${what})`,
+          },
+    );
   }
   for (const c of state.bootCopies ?? []) {
-    decisions.push(c.inUse
-      ? { ...base, name: "boot copy", where: "local", id: c.path, action: "keep", reason: "its VM bake is running" }
-      : { ...base, name: "boot copy", where: "local", id: c.path, action: "remove", reason: "a VM boot test's disk left by a bake that did not finish (holds secrets)" });
+    decisions.push(
+      c.inUse
+        ? { ...base, name: "boot copy", where: "local", id: c.path, action: "keep", reason: "its VM bake is running" }
+        : {
+            ...base,
+            name: "boot copy",
+            where: "local",
+            id: c.path,
+            action: "remove",
+            reason: "a VM boot test's disk left by a bake that did not finish (holds secrets)",
+          },
+    );
   }
   const newestFirst = [...state.logRuns].sort().reverse();
   newestFirst.forEach((run, i) => {
-    if (i >= keepLogRuns) decisions.push({ ...base, name: "logs", where: "local", id: run, action: "remove", reason: `older than the newest ${keepLogRuns} runs` });
+    if (i >= keepLogRuns)
+      decisions.push({
+        ...base,
+        name: "logs",
+        where: "local",
+        id: run,
+        action: "remove",
+        reason: `older than the newest ${keepLogRuns} runs`,
+      });
   });
   return decisions;
 }

@@ -3,7 +3,16 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { readManifest } from "../state/manifest.js";
-import { keysMarkedKeep, planAmiRetention, planImageRetention, planLeftovers, planVmRetention, type LeftoverState, type PruneDecision, type VmDiskFolder } from "./plan.js";
+import {
+  keysMarkedKeep,
+  planAmiRetention,
+  planImageRetention,
+  planLeftovers,
+  planVmRetention,
+  type LeftoverState,
+  type PruneDecision,
+  type VmDiskFolder,
+} from "./plan.js";
 import { readVmRecord } from "../state/vm-record.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
 import type { DockerTool } from "../tools/docker.js";
@@ -30,7 +39,12 @@ export interface PruneReport {
   notes: string[];
 }
 
-export async function runPrune(options: PruneOptions, tools: Tools, out: (t: string) => void, err: (t: string) => void): Promise<PruneReport> {
+export async function runPrune(
+  options: PruneOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<PruneReport> {
   const pipeline = await readPipeline({ file: options.file, target: "aws", everyImage: true }, tools);
   const { config } = pipeline;
   const manifest = readManifest(config.dir);
@@ -44,11 +58,25 @@ export async function runPrune(options: PruneOptions, tools: Tools, out: (t: str
   if (pipeline.state.images.ok) {
     const records = pipeline.state.images.value;
     for (const img of config.images) {
-      decisions.push(...planImageRetention(img.name, records.filter((r) => r.node === img.name), options.keepImages, pipeline.keys.get(img.name)?.key));
+      decisions.push(
+        ...planImageRetention(
+          img.name,
+          records.filter((r) => r.node === img.name),
+          options.keepImages,
+          pipeline.keys.get(img.name)?.key,
+        ),
+      );
     }
     for (const ami of config.amis) {
       const current = manifest.amis[ami.name]?.target === "local" ? manifest.amis[ami.name].key : undefined;
-      decisions.push(...planImageRetention(ami.name, records.filter((r) => r.node === ami.name), ami.retention.keep, current).map((d) => ({ ...d, kind: "ami" as const })));
+      decisions.push(
+        ...planImageRetention(
+          ami.name,
+          records.filter((r) => r.node === ami.name),
+          ami.retention.keep,
+          current,
+        ).map((d) => ({ ...d, kind: "ami" as const })),
+      );
     }
   } else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
   for (const ami of config.amis) {
@@ -74,16 +102,28 @@ export async function runPrune(options: PruneOptions, tools: Tools, out: (t: str
   const report = { decisions, removed, failed, notes };
   if (options.json) out(JSON.stringify({ dryRun: !options.yes, ...report }, null, 2));
   else {
-    out(decisions.map((d) => `${d.action.padEnd(6)} ${d.kind.padEnd(8)} ${d.name.padEnd(16)} ${d.where.padEnd(10)} ${shortId(d).padEnd(24)} ${d.reason}${d.warning ? ` (warning: ${d.warning})` : ""}`).join("\n") || "nothing bake made was found");
+    out(
+      decisions
+        .map(
+          (d) =>
+            `${d.action.padEnd(6)} ${d.kind.padEnd(8)} ${d.name.padEnd(16)} ${d.where.padEnd(10)} ${shortId(d).padEnd(24)} ${d.reason}${d.warning ? ` (warning: ${d.warning})` : ""}`,
+        )
+        .join("\n") || "nothing bake made was found",
+    );
     for (const n of notes) err(`note: ${n}`);
     for (const f of failed) err(`FAILED ${f.kind} ${f.id} in ${f.where}: ${f.error}`);
     const count = decisions.filter((d) => d.action === "remove").length;
-    err(options.yes ? `removed ${removed.length}${failed.length ? `, ${failed.length} failed` : ""}` : `${count} to remove; run bake prune --yes to remove them`);
+    err(
+      options.yes
+        ? `removed ${removed.length}${failed.length ? `, ${failed.length} failed` : ""}`
+        : `${count} to remove; run bake prune --yes to remove them`,
+    );
   }
   return report;
 }
 
-const shortId = (d: PruneDecision) => (d.kind === "leftover" || d.kind === "vm" ? path.basename(d.id) : d.id).slice(0, 24);
+const shortId = (d: PruneDecision) =>
+  (d.kind === "leftover" || d.kind === "vm" ? path.basename(d.id) : d.id).slice(0, 24);
 
 async function hasCredentials(ec2: Ec2Tool): Promise<boolean> {
   try {
@@ -96,25 +136,41 @@ async function hasCredentials(ec2: Ec2Tool): Promise<boolean> {
 }
 
 /** Every region's copies are read first: a key marked bake:keep in one region is kept in all. */
-async function planAws(pipeline: Pipeline, lastBaked: Record<string, { key: string; target: string }>, ec2: Ec2Tool): Promise<PruneDecision[]> {
+async function planAws(
+  pipeline: Pipeline,
+  lastBaked: Record<string, { key: string; target: string }>,
+  ec2: Ec2Tool,
+): Promise<PruneDecision[]> {
   const { config } = pipeline;
   const decisions: PruneDecision[] = [];
   const inUse = new Map<string, Map<string, string>>();
   for (const ami of config.amis) {
-    const current = pipeline.keys.get(ami.name)?.key ?? (lastBaked[ami.name]?.target === "aws" ? lastBaked[ami.name].key : undefined);
+    const current =
+      pipeline.keys.get(ami.name)?.key ?? (lastBaked[ami.name]?.target === "aws" ? lastBaked[ami.name].key : undefined);
     const byRegion = new Map<string, BakedAmi[]>();
-    for (const region of [ami.region, ...ami.copyTo]) byRegion.set(region, await ec2.listBakedAmis(region, config.project, ami.name));
+    for (const region of [ami.region, ...ami.copyTo])
+      byRegion.set(region, await ec2.listBakedAmis(region, config.project, ami.name));
     const kept = keysMarkedKeep([...byRegion.values()].flat());
     for (const [region, amis] of byRegion) {
       if (!inUse.has(region)) inUse.set(region, await ec2.imagesInUse(region));
       const planned = planAmiRetention(ami.name, region, amis, ami.retention.keep, inUse.get(region)!, current, kept);
       for (const d of planned.filter((p) => p.action === "remove")) {
         const shared = await ec2.sharedWith(region, d.id);
-        if (shared.length) d.warning = `shared with ${shared.join(", ")}: instances in those accounts are not visible here`;
+        if (shared.length)
+          d.warning = `shared with ${shared.join(", ")}: instances in those accounts are not visible here`;
       }
       decisions.push(...planned);
       for (const o of await ec2.orphanedSnapshots(region, config.project, ami.name)) {
-        decisions.push({ kind: "snapshot", name: ami.name, where: region, id: o.snapshotId, key: o.key, created: o.created, action: "remove", reason: "its AMI was deregistered" });
+        decisions.push({
+          kind: "snapshot",
+          name: ami.name,
+          where: region,
+          id: o.snapshotId,
+          key: o.key,
+          created: o.created,
+          action: "remove",
+          reason: "its AMI was deregistered",
+        });
       }
     }
   }
@@ -125,22 +181,37 @@ async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined)
   const bakeDir = path.join(pipeline.config.dir, ".bake");
   const folders = (sub: string) => {
     try {
-      return readdirSync(path.join(bakeDir, sub), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(bakeDir, sub, e.name));
+      return readdirSync(path.join(bakeDir, sub), { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => path.join(bakeDir, sub, e.name));
     } catch {
       return [];
     }
   };
-  const parentTags = docker ? [...new Set([...(await docker.listTags("bake-parent/*/*")), ...(await docker.listTags("bake-parent/*"))])].sort() : [];
+  const parentTags = docker
+    ? [...new Set([...(await docker.listTags("bake-parent/*/*")), ...(await docker.listTags("bake-parent/*"))])].sort()
+    : [];
   const bootCopies = await Promise.all(
     folders("vm").flatMap((vm) => {
       const [, ami, key12] = /^(.+)-([0-9a-f]{12})$/.exec(path.basename(vm)) ?? [];
-      const copies = readdirSync(vm, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name.startsWith("boot-"));
-      return copies.map(async (e) => ({ path: path.join(vm, e.name), inUse: ami ? await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${key12}`)) : false }));
+      const copies = readdirSync(vm, { withFileTypes: true }).filter(
+        (e) => e.isDirectory() && e.name.startsWith("boot-"),
+      );
+      return copies.map(async (e) => ({
+        path: path.join(vm, e.name),
+        inUse: ami ? await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${key12}`)) : false,
+      }));
     }),
   );
   return {
     parentTags: parentTags.map((ref) => ({ ref, ownerRunning: parentTagOwnerRunning(ref) })),
-    amiFolders: await Promise.all(folders("ami").map(async (p) => ({ path: p, bytes: folderBytes(p), inUse: await isLocked(amiBakeLock(pipeline.config.project, p)) }))),
+    amiFolders: await Promise.all(
+      folders("ami").map(async (p) => ({
+        path: p,
+        bytes: folderBytes(p),
+        inUse: await isLocked(amiBakeLock(pipeline.config.project, p)),
+      })),
+    ),
     logRuns: folders("logs").map((p) => path.basename(p)),
     bootTests: docker ? await readBootTests(docker, pipeline.config.project) : [],
     bootCopies,
@@ -149,7 +220,9 @@ async function readLeftovers(pipeline: Pipeline, docker: DockerTool | undefined)
 
 /** The project's boot-test namespaces on the engine, each with whether its owner still runs on this machine. */
 async function readBootTests(docker: DockerTool, project: string): Promise<NonNullable<LeftoverState["bootTests"]>> {
-  const containers = await docker.listContainers({ "bake.project": project }).then((all) => all.filter((c) => c.labels["bake.namespace"]));
+  const containers = await docker
+    .listContainers({ "bake.project": project })
+    .then((all) => all.filter((c) => c.labels["bake.namespace"]));
   const namespaces = [...new Set(containers.map((c) => c.labels["bake.namespace"]))].sort();
   return namespaces.map((namespace) => {
     const inside = containers.filter((c) => c.labels["bake.namespace"] === namespace);
@@ -162,7 +235,9 @@ async function readBootTests(docker: DockerTool, project: string): Promise<NonNu
 function folderBytes(dir: string): number {
   const size = (file: string) => statSync(file, { throwIfNoEntry: false })?.size ?? 0;
   try {
-    return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + size(path.join(e.parentPath, e.name)), 0);
+    return readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .reduce((n, e) => n + size(path.join(e.parentPath, e.name)), 0);
   } catch {
     return 0;
   }
@@ -171,17 +246,34 @@ function folderBytes(dir: string): number {
 /** The vm target's disk folders of one AMI (.bake/vm/<ami>-<key12>/). */
 async function readVmDisks(pipeline: Pipeline, ami: string): Promise<VmDiskFolder[]> {
   const root = path.join(pipeline.config.dir, ".bake", "vm");
-  const folders = existsSync(root) ? readdirSync(root).filter((f) => new RegExp(`^${ami.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{12}$`).test(f)) : [];
-  return Promise.all(folders.map(async (f) => {
-    const dir = path.join(root, f);
-    const record = readVmRecord(dir);
-    const inUse = await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${f.slice(-12)}`));
-    return { path: dir, key: record?.key, created: record?.created ?? statSync(dir).mtime.toISOString(), bytes: folderBytes(dir), inUse };
-  }));
+  const folders = existsSync(root)
+    ? readdirSync(root).filter((f) =>
+        new RegExp(`^${ami.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{12}$`).test(f),
+      )
+    : [];
+  return Promise.all(
+    folders.map(async (f) => {
+      const dir = path.join(root, f);
+      const record = readVmRecord(dir);
+      const inUse = await isLocked(amiBakeLock(pipeline.config.project, `${ami}-vm-${f.slice(-12)}`));
+      return {
+        path: dir,
+        key: record?.key,
+        created: record?.created ?? statSync(dir).mtime.toISOString(),
+        bytes: folderBytes(dir),
+        inUse,
+      };
+    }),
+  );
 }
 
 /** Removes one item; false when it turned out to be in use (the decision then says so). */
-async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, ec2: Ec2Tool | undefined): Promise<boolean> {
+async function remove(
+  d: PruneDecision,
+  pipeline: Pipeline,
+  docker: DockerTool,
+  ec2: Ec2Tool | undefined,
+): Promise<boolean> {
   if (d.kind === "vm") {
     // Checked again at removal: a bake of that key may have started since the plan was made.
     const [, ami, key12] = /^(.+)-([0-9a-f]{12})$/.exec(path.basename(d.id)) ?? [];
@@ -198,7 +290,11 @@ async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, 
     else if (d.name === "ami folder" && (await isLocked(amiBakeLock(pipeline.config.project, d.id)))) {
       Object.assign(d, { action: "keep", reason: "a bake started using it" });
       return false;
-    } else rmSync(d.name === "logs" ? path.join(pipeline.config.dir, ".bake", "logs", d.id) : d.id, { recursive: true, force: true });
+    } else
+      rmSync(d.name === "logs" ? path.join(pipeline.config.dir, ".bake", "logs", d.id) : d.id, {
+        recursive: true,
+        force: true,
+      });
     return true;
   }
   if (d.where === "local") {
@@ -213,7 +309,8 @@ async function remove(d: PruneDecision, pipeline: Pipeline, docker: DockerTool, 
   await ec2!.deregister(d.where, d.id);
   // Every snapshot is tried: one that fails does not orphan the others.
   const errors: string[] = [];
-  for (const snap of d.snapshots ?? []) await ec2!.deleteSnapshot(d.where, snap).catch((e: Error) => errors.push(`${snap}: ${e.message}`));
+  for (const snap of d.snapshots ?? [])
+    await ec2!.deleteSnapshot(d.where, snap).catch((e: Error) => errors.push(`${snap}: ${e.message}`));
   if (errors.length) throw new Error(`deregistered, but snapshots were not deleted: ${errors.join("; ")}`);
   return true;
 }

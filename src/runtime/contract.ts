@@ -43,7 +43,11 @@ export interface CreateOptions {
   Labels: Record<string, string>;
   ExposedPorts: Record<string, Record<string, never>>;
   Healthcheck?: { Test: string[]; Interval: number; Timeout: number; Retries: number };
-  HostConfig: { PortBindings: Record<string, { HostIp: string; HostPort: string }[]>; RestartPolicy: { Name: string }; NetworkMode: string };
+  HostConfig: {
+    PortBindings: Record<string, { HostIp: string; HostPort: string }[]>;
+    RestartPolicy: { Name: string };
+    NetworkMode: string;
+  };
 }
 
 export interface RuntimeContract {
@@ -58,7 +62,10 @@ export const networkName = (project: string) => `${project}-bake`;
 /** A probe that works in any image with a shell and one of wget, curl or python3. */
 export function httpProbe(port: number, path: string): string[] {
   const url = `http://127.0.0.1:${port}${path}`;
-  return ["CMD-SHELL", `wget -q -O /dev/null '${url}' 2>/dev/null || curl -fsS -o /dev/null '${url}' 2>/dev/null || python3 -c "import urllib.request; urllib.request.urlopen('${url}', timeout=3)"`];
+  return [
+    "CMD-SHELL",
+    `wget -q -O /dev/null '${url}' 2>/dev/null || curl -fsS -o /dev/null '${url}' 2>/dev/null || python3 -c "import urllib.request; urllib.request.urlopen('${url}', timeout=3)"`,
+  ];
 }
 
 function portText(p: PortSpec): string {
@@ -69,15 +76,35 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
   const { run } = input;
   const name = containerName(input.project, input.service);
   const health = run.health
-    ? { test: run.health.http ? httpProbe(run.health.port!, run.health.http) : ["CMD", ...run.health.cmd!], interval: run.health.interval, timeout: run.health.timeout, retries: run.health.retries }
+    ? {
+        test: run.health.http ? httpProbe(run.health.port!, run.health.http) : ["CMD", ...run.health.cmd!],
+        interval: run.health.interval,
+        timeout: run.health.timeout,
+        retries: run.health.retries,
+      }
     : undefined;
   const sortedEnv = Object.keys(run.env).sort();
   // The contract's digest (never a pass_env value): a container with another digest is replaced.
   const digest = createHash("sha256")
-    .update(JSON.stringify([input.image, run.ports.map(portText), sortedEnv.map((k) => [k, run.env[k]]), run.passEnv, run.command ?? null, health ?? null, RESTART_POLICY]))
+    .update(
+      JSON.stringify([
+        input.image,
+        run.ports.map(portText),
+        sortedEnv.map((k) => [k, run.env[k]]),
+        run.passEnv,
+        run.command ?? null,
+        health ?? null,
+        RESTART_POLICY,
+      ]),
+    )
     .digest("hex")
     .slice(0, 16);
-  const labels = { "bake.project": input.project, "bake.service": input.service, "bake.key": input.key, "bake.contract": digest };
+  const labels = {
+    "bake.project": input.project,
+    "bake.service": input.service,
+    "bake.key": input.key,
+    "bake.contract": digest,
+  };
   const ansible: Omit<ServiceVars, "create"> = {
     name,
     image: input.image,
@@ -85,7 +112,9 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
     env: Object.fromEntries(sortedEnv.map((k) => [k, run.env[k]])),
     pass_env: run.passEnv,
     command: run.command ?? null,
-    healthcheck: health ? { test: health.test, interval: `${health.interval}s`, timeout: `${health.timeout}s`, retries: health.retries } : null,
+    healthcheck: health
+      ? { test: health.test, interval: `${health.interval}s`, timeout: `${health.timeout}s`, retries: health.retries }
+      : null,
     restart_policy: RESTART_POLICY,
     labels,
     network: networkName(input.project),
@@ -105,8 +134,21 @@ export function runtimeContract(input: ContractInput): RuntimeContract {
       ...(run.command ? { Cmd: run.command } : {}),
       Labels: labels,
       ExposedPorts: exposed,
-      ...(health ? { Healthcheck: { Test: health.test, Interval: health.interval * 1e9, Timeout: health.timeout * 1e9, Retries: health.retries } } : {}),
-      HostConfig: { PortBindings: bindings, RestartPolicy: { Name: RESTART_POLICY }, NetworkMode: networkName(input.project) },
+      ...(health
+        ? {
+            Healthcheck: {
+              Test: health.test,
+              Interval: health.interval * 1e9,
+              Timeout: health.timeout * 1e9,
+              Retries: health.retries,
+            },
+          }
+        : {}),
+      HostConfig: {
+        PortBindings: bindings,
+        RestartPolicy: { Name: RESTART_POLICY },
+        NetworkMode: networkName(input.project),
+      },
     };
   };
   const withoutPassEnv = create({});

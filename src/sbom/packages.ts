@@ -43,7 +43,8 @@ const RPM_PROGRAMS = ["/usr/bin/rpm", "/bin/rpm"];
 /** Where the files read from an image hold the output of the image's own `rpm` (packageListFrom). */
 export const RPM_QUERY = "rpm -qa";
 /** name, [epoch:]version-release, arch, source rpm, license: one package a line. */
-const RPM_QUERY_FORMAT = "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\t%{LICENSE}\\n";
+const RPM_QUERY_FORMAT =
+  "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\t%{LICENSE}\\n";
 
 /** The arguments of the image's own rpm that list what its database holds. */
 export function rpmQueryArgs(): string[] {
@@ -58,7 +59,14 @@ export function parseRpmQuery(text: string): InstalledPackage[] {
     .filter((f) => f.length >= 3 && f[0] && f[0] !== "gpg-pubkey")
     .map(([name, version, arch, srpm, license]) => {
       const source = /^(.+)-[^-]+-[^-]+\.src\.rpm$/.exec(srpm ?? "")?.[1];
-      return { type: "rpm" as const, name, version, ...(arch && arch !== "(none)" ? { arch } : {}), ...(source && source !== name ? { source } : {}), ...(license && license !== "(none)" ? { license } : {}) };
+      return {
+        type: "rpm" as const,
+        name,
+        version,
+        ...(arch && arch !== "(none)" ? { arch } : {}),
+        ...(source && source !== name ? { source } : {}),
+        ...(license && license !== "(none)" ? { license } : {}),
+      };
     });
 }
 const OS_RELEASE = ["/etc/os-release", "/usr/lib/os-release"];
@@ -90,7 +98,13 @@ export function parseDpkgStatus(text: string): InstalledPackage[] {
     .filter((p) => p.Package && p.Version && DPKG_INSTALLED.has((p.Status ?? "").trim().split(/\s+/)[2]))
     .map((p) => {
       const source = p.Source?.split(" ")[0];
-      return { type: "deb" as const, name: p.Package, version: p.Version, ...(p.Architecture ? { arch: p.Architecture } : {}), ...(source && source !== p.Package ? { source } : {}) };
+      return {
+        type: "deb" as const,
+        name: p.Package,
+        version: p.Version,
+        ...(p.Architecture ? { arch: p.Architecture } : {}),
+        ...(source && source !== p.Package ? { source } : {}),
+      };
     });
 }
 
@@ -98,7 +112,14 @@ export function parseDpkgStatus(text: string): InstalledPackage[] {
 export function parseApkInstalled(text: string): InstalledPackage[] {
   return paragraphs(text, /^([A-Za-z]):(.*)$/)
     .filter((p) => p.P && p.V)
-    .map((p) => ({ type: "apk" as const, name: p.P, version: p.V, ...(p.A ? { arch: p.A } : {}), ...(p.o && p.o !== p.P ? { source: p.o } : {}), ...(p.L ? { license: p.L } : {}) }));
+    .map((p) => ({
+      type: "apk" as const,
+      name: p.P,
+      version: p.V,
+      ...(p.A ? { arch: p.A } : {}),
+      ...(p.o && p.o !== p.P ? { source: p.o } : {}),
+      ...(p.L ? { license: p.L } : {}),
+    }));
 }
 
 export function parseOsRelease(text: string): PackageList["distro"] {
@@ -107,7 +128,13 @@ export function parseOsRelease(text: string): PackageList["distro"] {
     const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
     if (m) fields[m[1]] = m[2].replace(/^(["'])(.*)\1$/, "$2");
   }
-  return fields.ID ? { id: fields.ID, ...(fields.VERSION_ID ? { versionId: fields.VERSION_ID } : {}), ...(fields.PRETTY_NAME ? { name: fields.PRETTY_NAME } : {}) } : undefined;
+  return fields.ID
+    ? {
+        id: fields.ID,
+        ...(fields.VERSION_ID ? { versionId: fields.VERSION_ID } : {}),
+        ...(fields.PRETTY_NAME ? { name: fields.PRETTY_NAME } : {}),
+      }
+    : undefined;
 }
 
 /** A package list from the files read out of an image (pure: the reading is done by the caller). */
@@ -129,7 +156,10 @@ export function packageListFrom(image: string, files: Map<string, Buffer>): Pack
     managers.push("rpm");
     packages.push(...parseRpmQuery(rpmQuery.toString("utf8")));
   }
-  packages.sort((a, b) => a.type.localeCompare(b.type) || a.name.localeCompare(b.name) || (a.arch ?? "").localeCompare(b.arch ?? ""));
+  packages.sort(
+    (a, b) =>
+      a.type.localeCompare(b.type) || a.name.localeCompare(b.name) || (a.arch ?? "").localeCompare(b.arch ?? ""),
+  );
   const release = OS_RELEASE.map((p) => files.get(p)).find(Boolean);
   const distro = release ? parseOsRelease(release.toString("utf8")) : undefined;
   const rpmUnread = RPM_DATABASES.some((p) => files.has(p)) && !rpmQuery;
@@ -157,10 +187,19 @@ export async function imagePackages(docker: ImageReader, dir: string, imageId: s
   }
   let files: Map<string, Buffer>;
   try {
-    files = await docker.readImageFiles(imageId, [DPKG_STATUS, APK_INSTALLED, ...OS_RELEASE], [...RPM_DATABASES, ...RPM_PROGRAMS]);
+    files = await docker.readImageFiles(
+      imageId,
+      [DPKG_STATUS, APK_INSTALLED, ...OS_RELEASE],
+      [...RPM_DATABASES, ...RPM_PROGRAMS],
+    );
   } catch (e) {
     // What the image holds cannot stop a build or its manifest: the list says why it is empty.
-    return { image: imageId, managers: [], packages: [], note: `its package databases could not be read: ${(e as Error).message.split("\n")[0]}` };
+    return {
+      image: imageId,
+      managers: [],
+      packages: [],
+      note: `its package databases could not be read: ${(e as Error).message.split("\n")[0]}`,
+    };
   }
   // rpm's database (SQLite or Berkeley DB) is read by the image's own rpm, the one program run,
   // bounded in time; an rpm that fails or hangs leaves a list that says so (kept only in memory,
@@ -175,7 +214,11 @@ export async function imagePackages(docker: ImageReader, dir: string, imageId: s
     }
   }
   const list = packageListFrom(imageId, files);
-  if (rpmFailure) return { ...list, note: `the image's rpm could not list its packages (${rpmFailure}): its rpm packages are not listed` };
+  if (rpmFailure)
+    return {
+      ...list,
+      note: `the image's rpm could not list its packages (${rpmFailure}): its rpm packages are not listed`,
+    };
   mkdirSync(path.dirname(file), { recursive: true });
   writeJsonFile(file, list);
   return list;
@@ -187,22 +230,48 @@ function rpmTimeoutMs(env = process.env): number {
   return 1000 * (Number.isFinite(seconds) && seconds > 0 ? seconds : 120);
 }
 
-export type ImageReader = Pick<DockerTool, "readImageFiles" | "createContainer" | "startContainer" | "waitContainer" | "containerLogs" | "removeContainer">;
+export type ImageReader = Pick<
+  DockerTool,
+  "readImageFiles" | "createContainer" | "startContainer" | "waitContainer" | "containerLogs" | "removeContainer"
+>;
 
 /** Runs one program of the image, without a network, and returns what it printed; fails on a non-zero exit. */
-async function runOnce(docker: ImageReader, image: string, program: string, args: string[], timeoutMs: number): Promise<string> {
-  const id = await docker.createContainer({ Image: image, Entrypoint: [program], Cmd: args, NetworkDisabled: true, User: "0" });
+async function runOnce(
+  docker: ImageReader,
+  image: string,
+  program: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<string> {
+  const id = await docker.createContainer({
+    Image: image,
+    Entrypoint: [program],
+    Cmd: args,
+    NetworkDisabled: true,
+    User: "0",
+  });
   let timer: NodeJS.Timeout | undefined;
   try {
     await docker.startContainer(id);
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BakeError(`${program} ${args[0]} in image ${image.slice(0, 19)} did not finish within ${timeoutMs / 1000} s`)), timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new BakeError(
+              `${program} ${args[0]} in image ${image.slice(0, 19)} did not finish within ${timeoutMs / 1000} s`,
+            ),
+          ),
+        timeoutMs,
+      );
     });
     const code = await Promise.race([docker.waitContainer(id), timedOut]);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     await docker.containerLogs(id, { follow: false }, (stream, chunk) => (stream === "stdout" ? out : err).push(chunk));
-    if (code !== 0) throw new BakeError(`${program} ${args[0]} in image ${image.slice(0, 19)} exited ${code}: ${Buffer.concat(err).toString("utf8").trim().slice(-500)}`);
+    if (code !== 0)
+      throw new BakeError(
+        `${program} ${args[0]} in image ${image.slice(0, 19)} exited ${code}: ${Buffer.concat(err).toString("utf8").trim().slice(-500)}`,
+      );
     return Buffer.concat(out).toString("utf8");
   } finally {
     clearTimeout(timer);
@@ -232,7 +301,8 @@ export function diffPackages(before: InstalledPackage[], after: InstalledPackage
   for (const [k, p] of now) {
     const old = was.get(k);
     if (!old) diff.added.push({ name: p.name, type: p.type, version: p.version });
-    else if (old.version !== p.version) diff.changed.push({ name: p.name, type: p.type, before: old.version, after: p.version });
+    else if (old.version !== p.version)
+      diff.changed.push({ name: p.name, type: p.type, before: old.version, after: p.version });
   }
   for (const [k, p] of was) if (!now.has(k)) diff.removed.push({ name: p.name, type: p.type, version: p.version });
   return diff;
@@ -268,7 +338,9 @@ export const HOST_RPM_QUERY = "/bake-rpm-qa";
 /** The files of the archive the last provisioners download (paths as on the host). */
 export async function archiveFiles(file: string): Promise<Map<string, Buffer>> {
   const entries = await tarEntries(createReadStream(file));
-  const files = new Map(entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]));
+  const files = new Map(
+    entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]),
+  );
   const rpm = files.get(HOST_RPM_QUERY);
   if (rpm) files.set(RPM_QUERY, rpm);
   files.delete(HOST_RPM_QUERY);
@@ -276,8 +348,18 @@ export async function archiveFiles(file: string): Promise<Map<string, Buffer>> {
 }
 
 /** Reads the host's package databases a bake downloaded and keeps the list by the AMI's key. */
-export async function keepHostPackages(dir: string, ami: string, target: string, key: string, archive: string, hostId: string): Promise<HostPackageList> {
-  const list: HostPackageList = { ...packageListFrom(hostId, await archiveFiles(archive)), created: new Date().toISOString() };
+export async function keepHostPackages(
+  dir: string,
+  ami: string,
+  target: string,
+  key: string,
+  archive: string,
+  hostId: string,
+): Promise<HostPackageList> {
+  const list: HostPackageList = {
+    ...packageListFrom(hostId, await archiveFiles(archive)),
+    created: new Date().toISOString(),
+  };
   const file = hostPackagesFile(dir, ami, target, key);
   mkdirSync(path.dirname(file), { recursive: true });
   writeJsonFile(file, list);
@@ -293,7 +375,13 @@ export function readHostPackages(dir: string, ami: string, target: string, key: 
 }
 
 /** What changed in an AMI's host packages since the bake the manifest recorded before this one (both lists kept by key). */
-export function hostPackageChanges(dir: string, ami: string, target: string, beforeKey: string | undefined, afterKey: string): (PackageDiff & { since: string }) | undefined {
+export function hostPackageChanges(
+  dir: string,
+  ami: string,
+  target: string,
+  beforeKey: string | undefined,
+  afterKey: string,
+): (PackageDiff & { since: string }) | undefined {
   const was = beforeKey && beforeKey !== afterKey ? readHostPackages(dir, ami, target, beforeKey) : undefined;
   const now = readHostPackages(dir, ami, target, afterKey);
   return was && now ? { since: was.image, ...diffPackages(was.packages, now.packages) } : undefined;

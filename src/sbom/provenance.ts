@@ -37,12 +37,23 @@ export interface ImageProvenanceInput {
 }
 
 /** The files of a context as the provenance names them: `file:` URIs relative to the project, with their digests. */
-export function contextMaterials(projectDir: string, contextDir: string, entries: readonly ContextEntry[]): { path: string; digest: string }[] {
-  return entries.filter((e) => e.type !== "dir" && e.digest).map((e) => ({ path: path.relative(projectDir, path.join(contextDir, e.path)).split(path.sep).join("/"), digest: e.digest! }));
+export function contextMaterials(
+  projectDir: string,
+  contextDir: string,
+  entries: readonly ContextEntry[],
+): { path: string; digest: string }[] {
+  return entries
+    .filter((e) => e.type !== "dir" && e.digest)
+    .map((e) => ({
+      path: path.relative(projectDir, path.join(contextDir, e.path)).split(path.sep).join("/"),
+      digest: e.digest!,
+    }));
 }
 
 export function imageStatement(p: ImageProvenanceInput): Statement {
-  const subject: ResourceDescriptor[] = [{ name: p.repo, digest: { sha256: hex(p.id) }, annotations: { "bake.node": p.node, "bake.key": p.key } }];
+  const subject: ResourceDescriptor[] = [
+    { name: p.repo, digest: { sha256: hex(p.id) }, annotations: { "bake.node": p.node, "bake.key": p.key } },
+  ];
   if (p.digest) subject.push({ name: `${p.repo}@${p.digest}`, digest: { sha256: hex(p.digest) } });
   const dependencies: ResourceDescriptor[] = [];
   for (const [name, value] of Object.entries(p.inputs).sort(([a], [b]) => a.localeCompare(b))) {
@@ -55,9 +66,19 @@ export function imageStatement(p: ImageProvenanceInput): Statement {
       dependencies.push({ name: `input:${name}`, digest: isDigest(v) ? { sha256: hex(v) } : { value } });
     }
   }
-  if (p.parent) dependencies.push({ name: `image:${p.parent.node}`, digest: { sha256: hex(p.parent.id) }, annotations: { "bake.key": p.parent.key } });
+  if (p.parent)
+    dependencies.push({
+      name: `image:${p.parent.node}`,
+      digest: { sha256: hex(p.parent.id) },
+      annotations: { "bake.key": p.parent.key },
+    });
   for (const f of p.contextFiles ?? []) dependencies.push({ uri: `file:${f.path}`, digest: { sha256: f.digest } });
-  const external = { project: p.project, node: p.node, ...(p.dockerfile ? { dockerfile: p.dockerfile } : {}), ...(p.args && Object.keys(p.args).length ? { args: p.args } : {}) };
+  const external = {
+    project: p.project,
+    node: p.node,
+    ...(p.dockerfile ? { dockerfile: p.dockerfile } : {}),
+    ...(p.args && Object.keys(p.args).length ? { args: p.args } : {}),
+  };
   return statement(subject, IMAGE_BUILD_TYPE, external, dependencies, p);
 }
 
@@ -67,18 +88,32 @@ function statement(
   buildType: string,
   externalParameters: Record<string, unknown>,
   resolvedDependencies: ResourceDescriptor[],
-  p: { key: string; inputs: InputDigests; versions: Record<string, string>; sbom: Record<string, string>; run?: { id: string; startedOn: string; finishedOn: string } },
+  p: {
+    key: string;
+    inputs: InputDigests;
+    versions: Record<string, string>;
+    sbom: Record<string, string>;
+    run?: { id: string; startedOn: string; finishedOn: string };
+  },
 ): Statement {
   return {
     _type: STATEMENT_TYPE,
     subject,
     predicateType: SLSA_PROVENANCE,
     predicate: {
-      buildDefinition: { buildType, externalParameters, internalParameters: { key: p.key, inputs: p.inputs }, resolvedDependencies },
+      buildDefinition: {
+        buildType,
+        externalParameters,
+        internalParameters: { key: p.key, inputs: p.inputs },
+        resolvedDependencies,
+      },
       runDetails: {
         builder: { id: BUILDER_ID, version: p.versions },
         metadata: p.run ? { invocationId: p.run.id, startedOn: p.run.startedOn, finishedOn: p.run.finishedOn } : {},
-        byproducts: Object.entries(p.sbom).map(([format, digest]) => ({ name: `sbom:${format}`, digest: { sha256: hex(digest) } })),
+        byproducts: Object.entries(p.sbom).map(([format, digest]) => ({
+          name: `sbom:${format}`,
+          digest: { sha256: hex(digest) },
+        })),
       },
     },
   };
@@ -114,9 +149,11 @@ export function amiStatement(p: AmiProvenanceInput): Statement {
   const dependencies: ResourceDescriptor[] = [];
   for (const [name, value] of Object.entries(p.inputs).sort(([a], [b]) => a.localeCompare(b))) {
     if (name === "kind") continue;
-    if (name === "source" && p.target === "aws") dependencies.push({ name: "input:source", uri: `ec2:${value}`, digest: { amiId: value } });
+    if (name === "source" && p.target === "aws")
+      dependencies.push({ name: "input:source", uri: `ec2:${value}`, digest: { amiId: value } });
     else dependencies.push({ name: `input:${name}`, digest: isDigest(value) ? { sha256: hex(value) } : { value } });
   }
-  for (const s of p.shipped) dependencies.push({ name: `image:${s.node}`, digest: { sha256: hex(s.id) }, annotations: { "bake.key": s.key } });
+  for (const s of p.shipped)
+    dependencies.push({ name: `image:${s.node}`, digest: { sha256: hex(s.id) }, annotations: { "bake.key": s.key } });
   return statement(subject, AMI_BUILD_TYPE, { project: p.project, node: p.node, target: p.target }, dependencies, p);
 }

@@ -30,7 +30,11 @@ export interface ImageContents {
 }
 
 /** The image each node to be built replaces (asked before the build: moving tags move after it). */
-export async function imagesReplaced(docker: Pick<DockerTool, "listBakeImages">, project: string, plan: PlanEntry[]): Promise<Map<string, string>> {
+export async function imagesReplaced(
+  docker: Pick<DockerTool, "listBakeImages">,
+  project: string,
+  plan: PlanEntry[],
+): Promise<Map<string, string>> {
   const building = plan.filter((e) => e.kind === "image" && e.status === "build").map((e) => e.name);
   if (!building.length) return new Map();
   const records = await docker.listBakeImages(project);
@@ -43,8 +47,24 @@ export async function imagesReplaced(docker: Pick<DockerTool, "listBakeImages">,
 }
 
 /** The SBOM subject of one image, from the engine's record of it and its package list. */
-export function imageSubject(config: Pick<BakeConfig, "project">, name: string, key: string, id: string, created: string, list: PackageList): SbomSubject {
-  return { project: config.project, node: name, kind: "image", key, ids: [id], created, parts: [{ name, kind: "image", list }], bakeVersion: bakeVersion() };
+export function imageSubject(
+  config: Pick<BakeConfig, "project">,
+  name: string,
+  key: string,
+  id: string,
+  created: string,
+  list: PackageList,
+): SbomSubject {
+  return {
+    project: config.project,
+    node: name,
+    kind: "image",
+    key,
+    ids: [id],
+    created,
+    parts: [{ name, kind: "image", list }],
+    bakeVersion: bakeVersion(),
+  };
 }
 
 export async function describeImages(
@@ -73,14 +93,19 @@ interface ImageReading {
 export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced: Map<string, string>) {
   // What the manifest already describes (a no-op run) is not read again: nothing to add.
   const recorded = readManifest(pipeline.config.dir).images;
-  const unchanged = (r: ImageResult) => r.action !== "built" && recorded[r.name]?.id === r.id && recorded[r.name]?.key === r.key && recorded[r.name]?.sbom;
+  const unchanged = (r: ImageResult) =>
+    r.action !== "built" && recorded[r.name]?.id === r.id && recorded[r.name]?.key === r.key && recorded[r.name]?.sbom;
   const readings = new Map<string, Promise<ImageReading | undefined>>();
   let queue: Promise<unknown> = Promise.resolve();
   const read = async (r: ImageResult): Promise<ImageReading | undefined> => {
     const image = await docker.inspectImage(r.id);
     if (!image) return undefined;
     const list = await imagePackages(docker, pipeline.config.dir, r.id);
-    const reading: ImageReading = { created: image.created, labels: image.labels, sbom: sbomDigests(imageSubject(pipeline.config, r.name, r.key, r.id, image.created, list)) };
+    const reading: ImageReading = {
+      created: image.created,
+      labels: image.labels,
+      sbom: sbomDigests(imageSubject(pipeline.config, r.name, r.key, r.id, image.created, list)),
+    };
     const before = replaced.get(r.name);
     if (r.action === "built" && before && before !== r.id) {
       const was = await imagePackages(docker, pipeline.config.dir, before);
@@ -95,11 +120,16 @@ export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced:
     queue = reading.catch(() => undefined);
     readings.set(r.name, reading);
   };
-  const describe = async (results: ImageResult[], run: { id: string; startedOn: string; finishedOn: string }): Promise<ImageContents[]> => {
+  const describe = async (
+    results: ImageResult[],
+    run: { id: string; startedOn: string; finishedOn: string },
+  ): Promise<ImageContents[]> => {
     if (!results.length) return [];
     for (const r of results) add(r);
     // The tools' versions are claimed only for what this run built (a pulled or found image was made elsewhere).
-    const versions: Record<string, string> = results.some((r) => r.action === "built" && !unchanged(r)) ? { bake: bakeVersion(), "docker-engine": (await docker.ping()).version } : {};
+    const versions: Record<string, string> = results.some((r) => r.action === "built" && !unchanged(r))
+      ? { bake: bakeVersion(), "docker-engine": (await docker.ping()).version }
+      : {};
     const out: ImageContents[] = [];
     for (const r of results) {
       if (unchanged(r)) {
@@ -121,15 +151,23 @@ export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced:
         id: r.id,
         digest: r.digest,
         inputs,
-        contextFiles: listing && node.context ? contextMaterials(pipeline.config.dir, node.context, listing.entries) : undefined,
+        contextFiles:
+          listing && node.context ? contextMaterials(pipeline.config.dir, node.context, listing.entries) : undefined,
         parent: parent ? { node: parent.name, id: parent.id, key: parent.key } : undefined,
-        dockerfile: node.dockerfile ? path.relative(pipeline.config.dir, node.dockerfile).split(path.sep).join("/") : undefined,
+        dockerfile: node.dockerfile
+          ? path.relative(pipeline.config.dir, node.dockerfile).split(path.sep).join("/")
+          : undefined,
         args: node.args,
         sbom: reading.sbom,
         versions: r.action === "built" ? versions : {},
         run: r.action === "built" ? run : undefined,
       });
-      out.push({ name: r.name, sbom: reading.sbom, statement, ...(reading.packages ? { packages: reading.packages } : {}) });
+      out.push({
+        name: r.name,
+        sbom: reading.sbom,
+        statement,
+        ...(reading.packages ? { packages: reading.packages } : {}),
+      });
     }
     return out;
   };
@@ -140,7 +178,13 @@ export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced:
  * An AMI's SBOM subject: its host, as the bake that made it read the host's package databases
  * (kept by key; the local target's machine image can be read again), and the images it ships.
  */
-export async function amiSubject(pipeline: Pipeline, ami: AmiNode, key: string, regions: Record<string, string>, docker: DockerTool): Promise<SbomSubject> {
+export async function amiSubject(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  key: string,
+  regions: Record<string, string>,
+  docker: DockerTool,
+): Promise<SbomSubject> {
   const dir = pipeline.config.dir;
   let host: (PackageList & { created?: string }) | undefined = readHostPackages(dir, ami.name, pipeline.target, key);
   let created = (host as { created?: string } | undefined)?.created;
@@ -148,15 +192,36 @@ export async function amiSubject(pipeline: Pipeline, ami: AmiNode, key: string, 
     host = await imagePackages(docker, dir, regions.local);
     created = (await docker.inspectImage(regions.local))?.created;
   }
-  if (!host) throw new BakeError(`${ami.name}: no package list of its host for key ${shortKey(key)} on the ${pipeline.target} target: bake ami reads it when it bakes the key on this machine (--force bakes it again)`);
+  if (!host)
+    throw new BakeError(
+      `${ami.name}: no package list of its host for key ${shortKey(key)} on the ${pipeline.target} target: bake ami reads it when it bakes the key on this machine (--force bakes it again)`,
+    );
   const parts: SbomSubject["parts"] = [{ name: "host", kind: "host", list: host }];
   for (const shipped of [...new Set([...ami.preload, ...ami.services])]) {
     const found = currentImage(pipeline, shipped);
-    if (!found) throw new BakeError(`${ami.name} ships ${shipped}, which has no image with its current key: run bake build ${shipped}`);
-    parts.push({ name: shipped, kind: "image", key: pipeline.keys.get(shipped)!.key!, id: found.id, list: await imagePackages(docker, dir, found.id) });
+    if (!found)
+      throw new BakeError(
+        `${ami.name} ships ${shipped}, which has no image with its current key: run bake build ${shipped}`,
+      );
+    parts.push({
+      name: shipped,
+      kind: "image",
+      key: pipeline.keys.get(shipped)!.key!,
+      id: found.id,
+      list: await imagePackages(docker, dir, found.id),
+    });
   }
   const ids = Object.entries(regions).map(([where, id]) => (pipeline.target === "aws" ? `${where}:${id}` : id));
-  return { project: pipeline.config.project, node: ami.name, kind: "ami", key, ids, created: created ?? new Date(0).toISOString(), parts, bakeVersion: bakeVersion() };
+  return {
+    project: pipeline.config.project,
+    node: ami.name,
+    kind: "ami",
+    key,
+    ids,
+    created: created ?? new Date(0).toISOString(),
+    parts,
+    bakeVersion: bakeVersion(),
+  };
 }
 
 /** An AMI's SBOM digests and provenance statement, once it is baked (or found by its key). */
@@ -170,8 +235,21 @@ export async function describeAmi(
 ): Promise<{ sbom: Record<SbomFormat, string>; statement: Statement }> {
   const subject = await amiSubject(pipeline, ami, key, regions, docker);
   const sbom = sbomDigests(subject);
-  const shipped = subject.parts.filter((p) => p.kind === "image").map((p) => ({ node: p.name, key: p.key!, id: p.id! }));
-  const statement = amiStatement({ project: pipeline.config.project, node: ami.name, target: pipeline.target, key, regions, inputs: pipeline.keys.get(ami.name)!.inputs, shipped, sbom, versions: options.versions, run: options.run });
+  const shipped = subject.parts
+    .filter((p) => p.kind === "image")
+    .map((p) => ({ node: p.name, key: p.key!, id: p.id! }));
+  const statement = amiStatement({
+    project: pipeline.config.project,
+    node: ami.name,
+    target: pipeline.target,
+    key,
+    regions,
+    inputs: pipeline.keys.get(ami.name)!.inputs,
+    shipped,
+    sbom,
+    versions: options.versions,
+    run: options.run,
+  });
   return { sbom, statement };
 }
 
@@ -193,17 +271,29 @@ export async function recordAmiContents(
   const { docker } = tools;
   const finishedOn = new Date().toISOString();
   const built = baked.built ?? [];
-  const images = await describeImages(pipeline, built, docker, { replaced: baked.replaced ?? new Map(), run: { id: runId, startedOn: baked.startedOn ?? finishedOn, finishedOn } });
+  const images = await describeImages(pipeline, built, docker, {
+    replaced: baked.replaced ?? new Map(),
+    run: { id: runId, startedOn: baked.startedOn ?? finishedOn, finishedOn },
+  });
   const statements = images.flatMap((c) => (c.statement ? [c.statement] : []));
   let sbom: Record<string, string> | undefined;
   const recorded = readManifest(pipeline.config.dir).amis[ami.name];
-  if (!baked.startedOn && recorded?.key === key && recorded.target === pipeline.target && recorded.sbom && JSON.stringify(recorded.regions) === JSON.stringify(regions)) {
+  if (
+    !baked.startedOn &&
+    recorded?.key === key &&
+    recorded.target === pipeline.target &&
+    recorded.sbom &&
+    JSON.stringify(recorded.regions) === JSON.stringify(regions)
+  ) {
     // Found by key as the manifest already describes it (a no-op run): nothing to read again.
     return { images: imageEntries(built, images), sbom: recorded.sbom, statements };
   }
   try {
     const versions = baked.startedOn ? await toolVersions(docker, tools.packer) : {};
-    const amiContents = await describeAmi(pipeline, ami, key, regions, docker, { versions, run: baked.startedOn ? { id: runId, startedOn: baked.startedOn, finishedOn } : undefined });
+    const amiContents = await describeAmi(pipeline, ami, key, regions, docker, {
+      versions,
+      run: baked.startedOn ? { id: runId, startedOn: baked.startedOn, finishedOn } : undefined,
+    });
     sbom = amiContents.sbom;
     statements.push(amiContents.statement);
   } catch (e) {
@@ -213,12 +303,37 @@ export async function recordAmiContents(
 }
 
 /** The manifest's entries of the images a bake built or reused, with their SBOM digests. */
-function imageEntries(built: ImageResult[], images: ImageContents[]): Record<string, { key: string; id: string; tags: string[]; sbom?: Record<string, string> }> {
-  return Object.fromEntries(built.map((b) => [b.name, { key: b.key, id: b.id, tags: b.tags, ...(images.find((c) => c.name === b.name) ? { sbom: images.find((c) => c.name === b.name)!.sbom } : {}) }]));
+function imageEntries(
+  built: ImageResult[],
+  images: ImageContents[],
+): Record<string, { key: string; id: string; tags: string[]; sbom?: Record<string, string> }> {
+  return Object.fromEntries(
+    built.map((b) => [
+      b.name,
+      {
+        key: b.key,
+        id: b.id,
+        tags: b.tags,
+        ...(images.find((c) => c.name === b.name) ? { sbom: images.find((c) => c.name === b.name)!.sbom } : {}),
+      },
+    ]),
+  );
 }
 
 /** The versions of what made an AMI: bake, the engine, Packer and Ansible. */
-export async function toolVersions(docker: { ping(): Promise<{ version: string }> }, packer: PackerTool): Promise<Record<string, string>> {
-  const [engine, packerVersion, ansible] = await Promise.all([docker.ping().catch(() => undefined), packer.version().catch(() => undefined), ansibleVersion().catch(() => undefined)]);
-  return { bake: bakeVersion(), ...(engine ? { "docker-engine": engine.version } : {}), ...(packerVersion ? { packer: packerVersion.text } : {}), ...(ansible ? { ansible } : {}) };
+export async function toolVersions(
+  docker: { ping(): Promise<{ version: string }> },
+  packer: PackerTool,
+): Promise<Record<string, string>> {
+  const [engine, packerVersion, ansible] = await Promise.all([
+    docker.ping().catch(() => undefined),
+    packer.version().catch(() => undefined),
+    ansibleVersion().catch(() => undefined),
+  ]);
+  return {
+    bake: bakeVersion(),
+    ...(engine ? { "docker-engine": engine.version } : {}),
+    ...(packerVersion ? { packer: packerVersion.text } : {}),
+    ...(ansible ? { ansible } : {}),
+  };
 }

@@ -44,16 +44,26 @@ export interface SbomSubject {
 export function packageUrl(p: InstalledPackage, list: PackageList): string {
   const qualifiers: Record<string, string> = {};
   if (p.arch) qualifiers.arch = p.arch;
-  if (list.distro) qualifiers.distro = list.distro.versionId ? `${list.distro.id}-${list.distro.versionId}` : list.distro.id;
+  if (list.distro)
+    qualifiers.distro = list.distro.versionId ? `${list.distro.id}-${list.distro.versionId}` : list.distro.id;
   if (p.source) qualifiers.upstream = p.source;
   const namespace = list.distro?.id ?? (p.type === "apk" ? "alpine" : "debian");
   const { PackageURL } = load("packageurl-js") as typeof Purl;
-  return new PackageURL(p.type, namespace, p.name, p.version, Object.keys(qualifiers).length ? qualifiers : undefined, undefined).toString();
+  return new PackageURL(
+    p.type,
+    namespace,
+    p.name,
+    p.version,
+    Object.keys(qualifiers).length ? qualifiers : undefined,
+    undefined,
+  ).toString();
 }
 
 /** A UUID made from the subject: the same node and key always carry the same serial number. */
 function stableUuid(subject: SbomSubject): string {
-  const h = createHash("sha256").update(`bake-sbom\n${subject.project}\n${subject.kind}\n${subject.node}\n${subject.key}`).digest("hex");
+  const h = createHash("sha256")
+    .update(`bake-sbom\n${subject.project}\n${subject.kind}\n${subject.node}\n${subject.key}`)
+    .digest("hex");
   // Version 5-shaped (name-based) with the RFC 4122 variant bits.
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -67,18 +77,34 @@ export function cycloneDx(subject: SbomSubject): string {
   const bom = new Bom({ serialNumber: `urn:uuid:${stableUuid(subject)}` });
   bom.metadata.timestamp = new Date(subject.created);
   bom.metadata.tools.components.add(new Component(ComponentType.Application, "bake", { version: subject.bakeVersion }));
-  const root = new Component(subject.kind === "image" ? ComponentType.Container : ComponentType.Platform, title(subject), { bomRef: `${subject.kind}:${subject.node}`, version: subject.key });
-  for (const id of subject.ids) root.properties.add(new Property(subject.kind === "image" ? "bake:image-id" : "bake:ami", id));
+  const root = new Component(
+    subject.kind === "image" ? ComponentType.Container : ComponentType.Platform,
+    title(subject),
+    { bomRef: `${subject.kind}:${subject.node}`, version: subject.key },
+  );
+  for (const id of subject.ids)
+    root.properties.add(new Property(subject.kind === "image" ? "bake:image-id" : "bake:ami", id));
   root.properties.add(new Property("bake:key", subject.key));
   bom.metadata.component = root;
   for (const part of subject.parts) {
     // An image's own packages hang off the BOM; an AMI's parts are components that hold theirs.
-    const holder = subject.kind === "image" ? undefined : new Component(part.kind === "host" ? ComponentType.OperatingSystem : ComponentType.Container, part.kind === "host" ? "host" : `${subject.project}/${part.name}`, { bomRef: `${part.kind}:${part.name}`, ...(part.key ? { version: part.key } : {}) });
+    const holder =
+      subject.kind === "image"
+        ? undefined
+        : new Component(
+            part.kind === "host" ? ComponentType.OperatingSystem : ComponentType.Container,
+            part.kind === "host" ? "host" : `${subject.project}/${part.name}`,
+            { bomRef: `${part.kind}:${part.name}`, ...(part.key ? { version: part.key } : {}) },
+          );
     if (holder && part.id) holder.properties.add(new Property("bake:image-id", part.id));
     if (part.list.note) (holder ?? root).properties.add(new Property("bake:packages-note", part.list.note));
     for (const p of part.list.packages) {
       const purl = packageUrl(p, part.list);
-      const component = new Component(ComponentType.Library, p.name, { bomRef: holder ? `${part.kind}:${part.name}:${purl}` : purl, version: p.version, purl: purl as any });
+      const component = new Component(ComponentType.Library, p.name, {
+        bomRef: holder ? `${part.kind}:${part.name}:${purl}` : purl,
+        version: p.version,
+        purl: purl as any,
+      });
       if (holder) holder.components.add(component);
       else bom.components.add(component);
     }
@@ -96,7 +122,9 @@ function spdxId(...parts: string[]): string {
 export function spdx(subject: SbomSubject): string {
   const rootId = spdxId(subject.kind, subject.node);
   const packages: Record<string, unknown>[] = [];
-  const relationships: Record<string, string>[] = [{ spdxElementId: "SPDXRef-DOCUMENT", relationshipType: "DESCRIBES", relatedSpdxElement: rootId }];
+  const relationships: Record<string, string>[] = [
+    { spdxElementId: "SPDXRef-DOCUMENT", relationshipType: "DESCRIBES", relatedSpdxElement: rootId },
+  ];
   const pkg = (id: string, name: string, version: string, extra: Record<string, unknown> = {}) => ({
     SPDXID: id,
     name,
@@ -109,17 +137,38 @@ export function spdx(subject: SbomSubject): string {
     ...extra,
   });
   const comment = (list: PackageList) => (list.note ? { comment: list.note } : {});
-  packages.push(pkg(rootId, title(subject), subject.key, { primaryPackagePurpose: subject.kind === "image" ? "CONTAINER" : "OPERATING-SYSTEM", summary: `bake ${subject.kind} ${subject.node}: ${subject.ids.join(", ")}`, ...(subject.kind === "image" ? comment(subject.parts[0].list) : {}) }));
+  packages.push(
+    pkg(rootId, title(subject), subject.key, {
+      primaryPackagePurpose: subject.kind === "image" ? "CONTAINER" : "OPERATING-SYSTEM",
+      summary: `bake ${subject.kind} ${subject.node}: ${subject.ids.join(", ")}`,
+      ...(subject.kind === "image" ? comment(subject.parts[0].list) : {}),
+    }),
+  );
   for (const part of subject.parts) {
     let holderId = rootId;
     if (subject.kind === "ami") {
       holderId = spdxId(part.kind, part.name);
-      packages.push(pkg(holderId, part.kind === "host" ? "host" : `${subject.project}/${part.name}`, part.key ?? subject.key, { primaryPackagePurpose: part.kind === "host" ? "OPERATING-SYSTEM" : "CONTAINER", ...(part.id ? { summary: part.id } : {}), ...comment(part.list) }));
+      packages.push(
+        pkg(holderId, part.kind === "host" ? "host" : `${subject.project}/${part.name}`, part.key ?? subject.key, {
+          primaryPackagePurpose: part.kind === "host" ? "OPERATING-SYSTEM" : "CONTAINER",
+          ...(part.id ? { summary: part.id } : {}),
+          ...comment(part.list),
+        }),
+      );
       relationships.push({ spdxElementId: rootId, relationshipType: "CONTAINS", relatedSpdxElement: holderId });
     }
     part.list.packages.forEach((p, i) => {
       const id = spdxId(part.kind, part.name, p.type, String(i), p.name);
-      packages.push(pkg(id, p.name, p.version, { ...(p.source ? { sourceInfo: `built from the ${p.type === "deb" ? "source package" : "origin"} ${p.source}` } : {}), externalRefs: [{ referenceCategory: "PACKAGE-MANAGER", referenceType: "purl", referenceLocator: packageUrl(p, part.list) }] }));
+      packages.push(
+        pkg(id, p.name, p.version, {
+          ...(p.source
+            ? { sourceInfo: `built from the ${p.type === "deb" ? "source package" : "origin"} ${p.source}` }
+            : {}),
+          externalRefs: [
+            { referenceCategory: "PACKAGE-MANAGER", referenceType: "purl", referenceLocator: packageUrl(p, part.list) },
+          ],
+        }),
+      );
       relationships.push({ spdxElementId: holderId, relationshipType: "CONTAINS", relatedSpdxElement: id });
     });
   }
@@ -129,7 +178,10 @@ export function spdx(subject: SbomSubject): string {
     SPDXID: "SPDXRef-DOCUMENT",
     name: `${title(subject)}@${shortKey(subject.key)}`,
     documentNamespace: `urn:uuid:${stableUuid(subject)}`,
-    creationInfo: { created: new Date(subject.created).toISOString().replace(/\.\d{3}Z$/, "Z"), creators: [`Tool: bake-${subject.bakeVersion}`] },
+    creationInfo: {
+      created: new Date(subject.created).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      creators: [`Tool: bake-${subject.bakeVersion}`],
+    },
     packages,
     relationships,
   };

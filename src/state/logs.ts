@@ -15,7 +15,10 @@ export class RunLogs {
   /** The first write that failed (a full disk): the run fails with it when the logs close. */
   private failure?: Error;
 
-  constructor(baseDir: string, readonly runId = newRunId()) {
+  constructor(
+    baseDir: string,
+    readonly runId = newRunId(),
+  ) {
     this.dir = path.join(baseDir, ".bake", "logs", runId);
   }
 
@@ -37,8 +40,13 @@ export class RunLogs {
 
   /** Ends every log; throws when one could not be written, since the run then left no full record. */
   async close(): Promise<void> {
-    await Promise.all([...this.files.values()].map((f) => new Promise<void>((resolve) => (f.destroyed ? resolve() : f.end(resolve)))));
+    await Promise.all(
+      [...this.files.values()].map((f) => new Promise<void>((resolve) => (f.destroyed ? resolve() : f.end(resolve)))),
+    );
     this.files.clear();
-    if (this.failure) throw new BakeError(`cannot write the run's logs under ${this.dir}: ${this.failure.message}`, { cause: this.failure });
+    if (this.failure)
+      throw new BakeError(`cannot write the run's logs under ${this.dir}: ${this.failure.message}`, {
+        cause: this.failure,
+      });
   }
 }

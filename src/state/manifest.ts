@@ -47,7 +47,15 @@ export function readManifest(dir: string): Manifest {
  * and writes it atomically, holding the project's manifest lock: two bakes that finish together
  * both land their entries.
  */
-export async function updateManifest(dir: string, change: { revision?: string; images?: Record<string, ManifestImage>; amis?: Record<string, ManifestAmi>; provenance?: Statement[] }): Promise<Manifest> {
+export async function updateManifest(
+  dir: string,
+  change: {
+    revision?: string;
+    images?: Record<string, ManifestImage>;
+    amis?: Record<string, ManifestAmi>;
+    provenance?: Statement[];
+  },
+): Promise<Manifest> {
   const merged = (current: Manifest): Manifest => ({
     revision: change.revision ?? current.revision,
     images: { ...current.images, ...change.images },

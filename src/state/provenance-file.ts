@@ -53,17 +53,23 @@ export function readProvenance(dir: string): Map<string, Statement> {
   const file = provenancePath(dir);
   const out = new Map<string, Statement>();
   if (!existsSync(file)) return out;
-  readFileSync(file, "utf8").split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    let s: Statement;
-    try {
-      s = JSON.parse(line);
-    } catch (e) {
-      throw new ConfigError({ file, line: i + 1, column: 1 }, `the provenance file is not JSON lines: ${(e as Error).message}`, "restore it from version control, or remove it: the next build writes it again");
-    }
-    const node = statementNode(s);
-    if (node) out.set(node, s);
-  });
+  readFileSync(file, "utf8")
+    .split("\n")
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      let s: Statement;
+      try {
+        s = JSON.parse(line);
+      } catch (e) {
+        throw new ConfigError(
+          { file, line: i + 1, column: 1 },
+          `the provenance file is not JSON lines: ${(e as Error).message}`,
+          "restore it from version control, or remove it: the next build writes it again",
+        );
+      }
+      const node = statementNode(s);
+      if (node) out.set(node, s);
+    });
   return out;
 }
 
@@ -74,7 +80,13 @@ export function writeProvenance(dir: string, statements: Statement[]): void {
     const node = statementNode(s)!;
     // A cached image's statement has no run of its own: the one written when it was built stays.
     const kept = all.get(node);
-    if (!s.predicate.runDetails.metadata.invocationId && kept && kept.subject[0]?.digest.sha256 === s.subject[0]?.digest.sha256 && statementKey(kept) === statementKey(s)) continue;
+    if (
+      !s.predicate.runDetails.metadata.invocationId &&
+      kept &&
+      kept.subject[0]?.digest.sha256 === s.subject[0]?.digest.sha256 &&
+      statementKey(kept) === statementKey(s)
+    )
+      continue;
     all.set(node, s);
   }
   const lines = [...all.keys()].sort().map((n) => JSON.stringify(all.get(n)));

@@ -64,34 +64,69 @@ export function knownKeys(pipeline: Pick<Pipeline, "keys">): Map<string, string 
 /** The image (or local machine image) with the node's current key: tagged, or found by its label. */
 export function currentImage(pipeline: Pipeline, name: string): { id: string; ref: string } | undefined {
   const key = pipeline.keys.get(name)?.key;
-  const record = pipeline.state.images.ok && key ? pipeline.state.images.value.find((r) => r.node === name && r.key === key) : undefined;
-  return record && { id: record.id, ref: record.tags.find((t) => t.endsWith(`:${key!.slice(0, KEY_TAG_LENGTH)}`)) ?? record.tags[0] ?? record.id.slice(0, 19) };
+  const record =
+    pipeline.state.images.ok && key
+      ? pipeline.state.images.value.find((r) => r.node === name && r.key === key)
+      : undefined;
+  return (
+    record && {
+      id: record.id,
+      ref:
+        record.tags.find((t) => t.endsWith(`:${key!.slice(0, KEY_TAG_LENGTH)}`)) ??
+        record.tags[0] ??
+        record.id.slice(0, 19),
+    }
+  );
 }
 
 export async function readPipeline(options: ReadOptions, tools: Tools): Promise<Pipeline> {
   const loaded = await loadConfig(options.file);
-  const config = !options.imagesOnly && options.defaultLocalHost !== false ? withDefaultLocalHost(loaded, options.target) : loaded;
+  const config =
+    !options.imagesOnly && options.defaultLocalHost !== false ? withDefaultLocalHost(loaded, options.target) : loaded;
   // Read first on every run: a corrupt manifest stops a command before anything is built.
   const manifest = readManifest(config.dir);
   const graph = buildGraph(config, options.target);
   const selection = selectWithDependencies(graph, options.nodes ?? []);
   const { unknown } = selection;
   const nodes = options.imagesOnly ? selection.nodes.filter((n) => n.kind === "image") : selection.nodes;
-  if (unknown.length) throw new UsageError(`unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`);
+  if (unknown.length)
+    throw new UsageError(
+      `unknown node${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${config.file} defines ${graph.order.map((n) => n.name).join(", ")}`,
+    );
 
   const wantsAws = options.target === "aws" && nodes.some((n) => n.kind === "ami");
   const [{ digests: inputs, listings, deferred }, engine, sources] = await Promise.all([
     readInputs(config, new Set(nodes.map((n) => n.name)), options.forBuild ? leaves(nodes) : undefined),
     engineReachable(tools),
-    wantsAws ? resolveSources(tools, nodes) : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
+    wantsAws
+      ? resolveSources(tools, nodes)
+      : Promise.resolve<SourceResolution>({ sourceAmi: new Map(), unresolved: new Map() }),
   ]);
   const unreadable = await resolveUpstreams(tools, config, inputs, engine.ok, options.pull ?? false);
   const keys = computeKeys(graph, inputs, options.target, sources, unreadable, nodes, deferred);
-  const { images, listed } = engine.ok ? await readImages(tools, config, nodes, keys, options.target, options.everyImage ? "always" : options.forBuild ? "never" : "when-missing") : { images: engine, listed: false };
+  const { images, listed } = engine.ok
+    ? await readImages(
+        tools,
+        config,
+        nodes,
+        keys,
+        options.target,
+        options.everyImage ? "always" : options.forBuild ? "never" : "when-missing",
+      )
+    : { images: engine, listed: false };
   const amis = wantsAws ? await findAmis(tools, nodes, keys) : new Map();
   const lastBaked = wantsAws || options.target === "vm" ? new Map(Object.entries(manifest.amis)) : undefined;
   const vmDisks = options.target === "vm" ? findVmDisks(config.dir, nodes, keys) : undefined;
-  return { config, graph, nodes, inputs, listings, keys, state: { images, imagesListed: listed, amis, lastBaked, ...(vmDisks ? { vmDisks } : {}) }, target: options.target };
+  return {
+    config,
+    graph,
+    nodes,
+    inputs,
+    listings,
+    keys,
+    state: { images, imagesListed: listed, amis, lastBaked, ...(vmDisks ? { vmDisks } : {}) },
+    target: options.target,
+  };
 }
 
 /** The vm target's disks: the folder under .bake/vm/ whose vm.json holds each AMI's key. */
@@ -110,7 +145,13 @@ function findVmDisks(dir: string, nodes: GraphNode[], keys: Map<string, KeyResul
  * Pins every `from:` image to a digest (inputs.from becomes `ref@sha256:…`): the local image's
  * digest, or the registry's when it is not local or `pull` is set.
  */
-async function resolveUpstreams(tools: Tools, config: BakeConfig, inputs: Map<string, InputDigests>, engineUp: boolean, pull: boolean): Promise<Map<string, string>> {
+async function resolveUpstreams(
+  tools: Tools,
+  config: BakeConfig,
+  inputs: Map<string, InputDigests>,
+  engineUp: boolean,
+  pull: boolean,
+): Promise<Map<string, string>> {
   const unreadable = new Map<string, string>();
   const fromNodes = config.images.filter((i) => i.from && inputs.has(i.name));
   if (!fromNodes.length) return unreadable;
@@ -178,12 +219,19 @@ async function readImages(
     const wanted = nodes.flatMap((n) => {
       const key = keys.get(n.name)?.key;
       if (!key || (n.kind === "ami" && target !== "local")) return [];
-      return [{ node: n.name, key, ref: `${n.kind === "image" ? imageRepository(config, n.name) : localAmiRepository(config, n.name)}:${key.slice(0, KEY_TAG_LENGTH)}` }];
+      return [
+        {
+          node: n.name,
+          key,
+          ref: `${n.kind === "image" ? imageRepository(config, n.name) : localAmiRepository(config, n.name)}:${key.slice(0, KEY_TAG_LENGTH)}`,
+        },
+      ];
     });
     if (list !== "always") {
       const found = wanted.length ? await docker.findBakeImages(wanted.map((w) => w.ref)) : [];
       const hits = found.filter((r, i): r is BakeImageRecord => r?.key === wanted[i].key && r.node === wanted[i].node);
-      if (hits.length === wanted.length || list === "never") return { images: { ok: true, value: hits }, listed: false };
+      if (hits.length === wanted.length || list === "never")
+        return { images: { ok: true, value: hits }, listed: false };
     }
     return { images: { ok: true, value: await docker.listBakeImages(config.project) }, listed: true };
   } catch (e) {
@@ -191,7 +239,8 @@ async function readImages(
   }
 }
 
-const NO_CREDENTIALS = "no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --target local)";
+const NO_CREDENTIALS =
+  "no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --target local)";
 
 async function resolveSources(tools: Tools, nodes: GraphNode[]): Promise<SourceResolution> {
   const result: SourceResolution = { sourceAmi: new Map(), unresolved: new Map() };
@@ -199,7 +248,9 @@ async function resolveSources(tools: Tools, nodes: GraphNode[]): Promise<SourceR
   try {
     await ec2.checkCredentials();
   } catch (e) {
-    for (const n of nodes) if (n.kind === "ami") result.unresolved.set(n.name, e instanceof NoCredentialsError ? NO_CREDENTIALS : awsReason(e));
+    for (const n of nodes)
+      if (n.kind === "ami")
+        result.unresolved.set(n.name, e instanceof NoCredentialsError ? NO_CREDENTIALS : awsReason(e));
     return result;
   }
   await Promise.all(
@@ -209,7 +260,11 @@ async function resolveSources(tools: Tools, nodes: GraphNode[]): Promise<SourceR
       try {
         const found = await ec2.findSourceAmi(region, source.owners, source.name);
         if (found) result.sourceAmi.set(n.name, found.imageId);
-        else result.unresolved.set(n.name, `no source AMI in ${region} matches name ${source.name} from owners ${source.owners.join(", ")}`);
+        else
+          result.unresolved.set(
+            n.name,
+            `no source AMI in ${region} matches name ${source.name} from owners ${source.owners.join(", ")}`,
+          );
       } catch (e) {
         result.unresolved.set(n.name, awsReason(e));
       }
@@ -218,7 +273,11 @@ async function resolveSources(tools: Tools, nodes: GraphNode[]): Promise<SourceR
   return result;
 }
 
-async function findAmis(tools: Tools, nodes: GraphNode[], keys: Map<string, KeyResult>): Promise<Map<string, Known<AmiRecord | undefined>>> {
+async function findAmis(
+  tools: Tools,
+  nodes: GraphNode[],
+  keys: Map<string, KeyResult>,
+): Promise<Map<string, Known<AmiRecord | undefined>>> {
   const out = new Map<string, Known<AmiRecord | undefined>>();
   const ec2 = tools.ec2();
   await Promise.all(

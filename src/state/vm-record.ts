@@ -9,7 +9,13 @@ import { writeJsonFile } from "../files/json-file.js";
 import { KERNEL_CMDLINE } from "../tools/qemu.js";
 
 /** Files of a bake's VM folder (.bake/vm/<ami>-<key12>/). */
-export const VM_FILES = { disk: "disk.qcow2", kernel: "vmlinuz", initrd: "initrd.img", key: "id_ed25519", record: "vm.json" } as const;
+export const VM_FILES = {
+  disk: "disk.qcow2",
+  kernel: "vmlinuz",
+  initrd: "initrd.img",
+  key: "id_ed25519",
+  record: "vm.json",
+} as const;
 
 /** What vm.json says of a baked disk. */
 export interface VmRecord {
@@ -30,8 +36,18 @@ export function vmDir(projectDir: string, ami: string, key: string): string {
   return path.join(projectDir, ".bake", "vm", `${ami}-${shortKey(key)}`);
 }
 
-export function writeVmRecord(dir: string, record: Omit<VmRecord, "bytes" | "cmdline" | "created" | "format" | "user">): VmRecord {
-  const full: VmRecord = { ...record, format: "qcow2", bytes: statSync(path.join(dir, VM_FILES.disk)).size, cmdline: KERNEL_CMDLINE, user: "root", created: new Date().toISOString() };
+export function writeVmRecord(
+  dir: string,
+  record: Omit<VmRecord, "bytes" | "cmdline" | "created" | "format" | "user">,
+): VmRecord {
+  const full: VmRecord = {
+    ...record,
+    format: "qcow2",
+    bytes: statSync(path.join(dir, VM_FILES.disk)).size,
+    cmdline: KERNEL_CMDLINE,
+    user: "root",
+    created: new Date().toISOString(),
+  };
   writeJsonFile(path.join(dir, VM_FILES.record), full);
   return full;
 }
@@ -50,7 +66,7 @@ export function findVmDisk(projectDir: string, ami: string, key: string): (VmRec
   const dir = vmDir(projectDir, ami, key);
   const record = readVmRecord(dir);
   if (!record || record.key !== key || record.ami !== ami) return undefined;
-  for (const f of [VM_FILES.disk, VM_FILES.kernel, VM_FILES.initrd, VM_FILES.key]) if (!existsSync(path.join(dir, f))) return undefined;
+  for (const f of [VM_FILES.disk, VM_FILES.kernel, VM_FILES.initrd, VM_FILES.key])
+    if (!existsSync(path.join(dir, f))) return undefined;
   return { ...record, dir };
 }
-

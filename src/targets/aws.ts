@@ -29,7 +29,10 @@ export const aws: AmiTarget = {
     try {
       await ec2.checkCredentials();
     } catch (e) {
-      if (e instanceof NoCredentialsError) throw new UsageError(`${e.message}: bake ami on the aws target needs them; use --target local to bake a local image instead`);
+      if (e instanceof NoCredentialsError)
+        throw new UsageError(
+          `${e.message}: bake ami on the aws target needs them; use --target local to bake a local image instead`,
+        );
       throw e;
     }
     let known: string[];
@@ -39,7 +42,10 @@ export const aws: AmiTarget = {
       throw new UsageError(`AWS: cannot list regions from ${ami.region}: ${(e as Error).message}`);
     }
     const unknown = [ami.region, ...ami.copyTo].filter((r) => !known.includes(r));
-    if (unknown.length) throw new UsageError(`${pipeline.config.file}: unknown AWS region${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: ${known.slice(0, 8).join(", ")}…)`);
+    if (unknown.length)
+      throw new UsageError(
+        `${pipeline.config.file}: unknown AWS region${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: ${known.slice(0, 8).join(", ")}…)`,
+      );
   },
 
   async find(_pipeline, ami, key, tools) {
@@ -51,7 +57,12 @@ export const aws: AmiTarget = {
   },
 
   hold(pipeline, ami, key, tools, options) {
-    return acquireLease(tools.ec2(), ami.region, leasePrefix(pipeline.config.project, ami.name, key.slice(0, KEY_TAG_LENGTH)), { signal: options.signal, onWait: options.say, onLost: options.say });
+    return acquireLease(
+      tools.ec2(),
+      ami.region,
+      leasePrefix(pipeline.config.project, ami.name, key.slice(0, KEY_TAG_LENGTH)),
+      { signal: options.signal, onWait: options.say, onLost: options.say },
+    );
   },
 
   async render(pipeline, ami, dir, packer, extra) {
@@ -67,11 +78,31 @@ export const aws: AmiTarget = {
 
   async bake(b) {
     const { pipeline, ami, run } = b;
-    const ids = await exportAndRunPacker(b, { ...b.env.withheld, [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "", ...(ami.test ? { [GOSS_ENV]: requireGoss() } : {}) });
+    const ids = await exportAndRunPacker(b, {
+      ...b.env.withheld,
+      [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "",
+      ...(ami.test ? { [GOSS_ENV]: requireGoss() } : {}),
+    });
     const baked = amiIdsByRegion(ids.join(","))[ami.region];
-    if (!baked) throw new BuildFailedError(ami.name, `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`);
-    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `${ami.region}:${baked}`);
-    const regions = await reconcileAws(pipeline, ami, baked, b.tools.ec2(), { sourceAmi: run.sourceAmi, revision: run.revision, signal: run.signal, onLine: run.say });
+    if (!baked)
+      throw new BuildFailedError(
+        ami.name,
+        `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`,
+      );
+    await keepHostPackages(
+      pipeline.config.dir,
+      ami.name,
+      run.target,
+      run.key,
+      path.join(run.dir, HOST_PACKAGES_ARCHIVE),
+      `${ami.region}:${baked}`,
+    );
+    const regions = await reconcileAws(pipeline, ami, baked, b.tools.ec2(), {
+      sourceAmi: run.sourceAmi,
+      revision: run.revision,
+      signal: run.signal,
+      onLine: run.say,
+    });
     return { regions, action: "baked", images: imagesOf(b.built), built: b.built };
   },
 };
@@ -80,10 +111,23 @@ export const aws: AmiTarget = {
  * Makes the AMI whole on EC2: its tags in the home region, a tagged copy in every copy_to region
  * (found by key, else CopyImage and wait), and launch permission for share_with accounts.
  */
-export async function reconcileAws(pipeline: Pipeline, ami: AmiNode, home: string, ec2: Ec2Tool, options: Reconciling): Promise<Record<string, string>> {
+export async function reconcileAws(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  home: string,
+  ec2: Ec2Tool,
+  options: Reconciling,
+): Promise<Record<string, string>> {
   const key = pipeline.keys.get(ami.name)!.key!;
   const imageKeys = knownKeys(pipeline);
-  const tags = amiTags({ config: pipeline.config, ami, key, imageKeys, sourceAmi: options.sourceAmi, revision: options.revision });
+  const tags = amiTags({
+    config: pipeline.config,
+    ami,
+    key,
+    imageKeys,
+    sourceAmi: options.sourceAmi,
+    revision: options.revision,
+  });
   const regions: Record<string, string> = { [ami.region]: home };
   await ec2.tagImage(ami.region, home, tags);
   for (const region of ami.copyTo) {

@@ -23,7 +23,9 @@ export const local: AmiTarget = {
   },
 
   async find(pipeline, ami, key, tools) {
-    return (await tools.docker().listBakeImages(pipeline.config.project)).find((r) => r.node === ami.name && r.key === key)?.id;
+    return (await tools.docker().listBakeImages(pipeline.config.project)).find(
+      (r) => r.node === ami.name && r.key === key,
+    )?.id;
   },
 
   async whole(_pipeline, _ami, found) {
@@ -49,8 +51,22 @@ export const local: AmiTarget = {
     const { engineSocket } = checkLocalTarget(ami);
     const ids = await exportAndRunPacker(b, { ...b.env.withheld, [DOCKER_SOCKET_ENV]: engineSocket });
     const regions = { local: localImageId(ids) };
-    await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), regions.local);
-    const boot = run.bootTest ? await bootTestLocal(pipeline, ami, regions.local, docker, { engineSocket, passEnv: b.env.passEnv, signal: run.signal, onLine: run.say }) : undefined;
+    await keepHostPackages(
+      pipeline.config.dir,
+      ami.name,
+      run.target,
+      run.key,
+      path.join(run.dir, HOST_PACKAGES_ARCHIVE),
+      regions.local,
+    );
+    const boot = run.bootTest
+      ? await bootTestLocal(pipeline, ami, regions.local, docker, {
+          engineSocket,
+          passEnv: b.env.passEnv,
+          signal: run.signal,
+          onLine: run.say,
+        })
+      : undefined;
     return { regions, action: "baked", images: imagesOf(b.built), built: b.built, boot };
   },
 };

@@ -79,13 +79,31 @@ export interface AmiTarget {
   /** Where the AMI of this key is (an AMI id, an image id, a disk's path), if it exists. */
   find(pipeline: Pipeline, ami: AmiNode, key: string, tools: Tools): Promise<string | undefined>;
   /** An AMI found by its key, made whole: its id per region (on AWS its tags, copies and shares first). */
-  whole(pipeline: Pipeline, ami: AmiNode, found: string, tools: Tools, options: Reconciling): Promise<Record<string, string>>;
+  whole(
+    pipeline: Pipeline,
+    ami: AmiNode,
+    found: string,
+    tools: Tools,
+    options: Reconciling,
+  ): Promise<Record<string, string>>;
   /** Held around one bake of a key besides this machine's lock (AWS: a lease in the account). */
-  hold?(pipeline: Pipeline, ami: AmiNode, key: string, tools: Tools, options: { signal: AbortSignal; say: (l: string) => void }): Promise<{ name: string; release: () => Promise<void> }>;
+  hold?(
+    pipeline: Pipeline,
+    ami: AmiNode,
+    key: string,
+    tools: Tools,
+    options: { signal: AbortSignal; say: (l: string) => void },
+  ): Promise<{ name: string; release: () => Promise<void> }>;
   /** Once the shipped images are built, before anything is rendered: what they must hold (the local host image boots systemd). */
   checkBuilt?(pipeline: Pipeline, ami: AmiNode, docker: DockerTool): Promise<void>;
   /** The folder Packer runs in: what every target renders (ami/bake-ami.ts renderFolder) and this target's own files. */
-  render(pipeline: Pipeline, ami: AmiNode, dir: string, packer: PackerTool, extra: { sourceAmi?: string; revision?: string }): Promise<RenderedFolder>;
+  render(
+    pipeline: Pipeline,
+    ami: AmiNode,
+    dir: string,
+    packer: PackerTool,
+    extra: { sourceAmi?: string; revision?: string },
+  ): Promise<RenderedFolder>;
   /** Packer's run and what follows it on this target: the AMI's id per region, the boot test's report. */
   bake(b: TargetBake): Promise<BakeOutcome>;
   /** What the manifest records of this target's AMI beside its regions (the vm target: its disk). */
@@ -103,7 +121,15 @@ export async function exportAndRunPacker(b: TargetBake, env: Record<string, stri
     run.say("exporting the shipped images");
     await exportImages(pipeline, ami, run.dir, b.docker, run.signal);
     run.say(`packer build ${b.folder.dir}`);
-    return await runPacker(ami, b.folder, run.packer, { projectDir: pipeline.config.dir, env, secrets: b.env.secrets, force: run.force, signal: run.signal, onLine: run.say, onRaw: (l) => run.logs.line(`${ami.name}.packer`, l) });
+    return await runPacker(ami, b.folder, run.packer, {
+      projectDir: pipeline.config.dir,
+      env,
+      secrets: b.env.secrets,
+      force: run.force,
+      signal: run.signal,
+      onLine: run.say,
+      onRaw: (l) => run.logs.line(`${ami.name}.packer`, l),
+    });
   } finally {
     rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });
   }

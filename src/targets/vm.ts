@@ -46,13 +46,38 @@ export const vm: AmiTarget = {
     try {
       const accel = await prepareVm(pipeline, ami, run.dir, { step: run.say, line: run.say }, run.signal);
       try {
-        await exportAndRunPacker(b, { ...b.env.withheld, [ACCELERATOR_ENV]: accel.accelerator, PACKER_CACHE_DIR: path.join(run.dir, "packer_cache") });
+        await exportAndRunPacker(b, {
+          ...b.env.withheld,
+          [ACCELERATOR_ENV]: accel.accelerator,
+          PACKER_CACHE_DIR: path.join(run.dir, "packer_cache"),
+        });
       } finally {
         rmSync(path.join(run.dir, PACKER_DISK), { force: true });
       }
-      await keepHostPackages(pipeline.config.dir, ami.name, run.target, run.key, path.join(run.dir, HOST_PACKAGES_ARCHIVE), `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`);
-      const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, { accel, bootTest: run.bootTest, passEnv: b.env.passEnv, signal: run.signal, lockLost: run.lockLost, onLine: run.say, logsDir: run.logs.dir });
-      return { regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) }, action: "baked", images: imagesOf(b.built), built: b.built, boot };
+      await keepHostPackages(
+        pipeline.config.dir,
+        ami.name,
+        run.target,
+        run.key,
+        path.join(run.dir, HOST_PACKAGES_ARCHIVE),
+        `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`,
+      );
+      const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, {
+        accel,
+        bootTest: run.bootTest,
+        passEnv: b.env.passEnv,
+        signal: run.signal,
+        lockLost: run.lockLost,
+        onLine: run.say,
+        logsDir: run.logs.dir,
+      });
+      return {
+        regions: { vm: path.relative(pipeline.config.dir, path.join(record.dir, record.disk)) },
+        action: "baked",
+        images: imagesOf(b.built),
+        built: b.built,
+        boot,
+      };
     } finally {
       keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
       if (!run.lockLost?.aborted) rmSync(run.dir, { recursive: true, force: true });
@@ -61,6 +86,14 @@ export const vm: AmiTarget = {
 
   recorded(pipeline, ami, key) {
     const disk = findVmDisk(pipeline.config.dir, ami.name, key);
-    return disk ? { vm: { path: path.relative(pipeline.config.dir, path.join(disk.dir, disk.disk)), format: disk.format, bytes: disk.bytes } } : {};
+    return disk
+      ? {
+          vm: {
+            path: path.relative(pipeline.config.dir, path.join(disk.dir, disk.disk)),
+            format: disk.format,
+            bytes: disk.bytes,
+          },
+        }
+      : {};
   },
 };

@@ -11,7 +11,10 @@ export function unsafeExtraVars(value: unknown): string {
   const render = (v: unknown): string => {
     if (typeof v === "string") return `!unsafe ${JSON.stringify(v)}`;
     if (Array.isArray(v)) return `[${v.map(render).join(", ")}]`;
-    if (v && typeof v === "object") return `{${Object.entries(v as Record<string, unknown>).map(([k, x]) => `${JSON.stringify(k)}: ${render(x)}`).join(", ")}}`;
+    if (v && typeof v === "object")
+      return `{${Object.entries(v as Record<string, unknown>)
+        .map(([k, x]) => `${JSON.stringify(k)}: ${render(x)}`)
+        .join(", ")}}`;
     return JSON.stringify(v ?? null);
   };
   return `${render(value)}\n`;
@@ -22,9 +25,19 @@ export function localPlaybookArgs(playbook: string, varsFile: string): string[] 
   return ["-i", "localhost,", "-c", "local", playbook, "--extra-vars", `@${varsFile}`];
 }
 
-export async function runLocalPlaybook(playbook: string, varsFile: string, options: { env: Record<string, string>; secrets: string[]; onLine: (l: string) => void }): Promise<void> {
+export async function runLocalPlaybook(
+  playbook: string,
+  varsFile: string,
+  options: { env: Record<string, string>; secrets: string[]; onLine: (l: string) => void },
+): Promise<void> {
   await run("ansible-playbook", localPlaybookArgs(playbook, varsFile), {
-    env: { ...options.env, ANSIBLE_NOCOLOR: "1", ANSIBLE_LOCALHOST_WARNING: "False", ANSIBLE_INVENTORY_UNPARSED_WARNING: "False", ANSIBLE_PYTHON_INTERPRETER: "/usr/bin/python3" },
+    env: {
+      ...options.env,
+      ANSIBLE_NOCOLOR: "1",
+      ANSIBLE_LOCALHOST_WARNING: "False",
+      ANSIBLE_INVENTORY_UNPARSED_WARNING: "False",
+      ANSIBLE_PYTHON_INTERPRETER: "/usr/bin/python3",
+    },
     secrets: options.secrets,
     onLine: options.onLine,
   });

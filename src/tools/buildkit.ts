@@ -98,8 +98,23 @@ export function servedEntries(entries: ServedEntry[], include: string[], exclude
  */
 export function fsStat(e: ServedEntry): FsStat {
   if (e.type !== "dir" && !e.digest) throw new Error(`${e.path}: served before its digest was taken`);
-  const mode = e.type === "dir" ? (MODE_DIR | 0o755) >>> 0 : e.type === "symlink" ? (MODE_SYMLINK | 0o777) >>> 0 : e.executable ? 0o755 : 0o644;
-  return { path: e.path, mode, uid: 0, gid: 0, size: e.type === "file" ? e.size : 0, modTime: contentTime(e.type === "dir" ? undefined : e.digest), linkname: e.linkname ?? "" };
+  const mode =
+    e.type === "dir"
+      ? (MODE_DIR | 0o755) >>> 0
+      : e.type === "symlink"
+        ? (MODE_SYMLINK | 0o777) >>> 0
+        : e.executable
+          ? 0o755
+          : 0o644;
+  return {
+    path: e.path,
+    mode,
+    uid: 0,
+    gid: 0,
+    size: e.type === "file" ? e.size : 0,
+    modTime: contentTime(e.type === "dir" ? undefined : e.digest),
+    linkname: e.linkname ?? "",
+  };
 }
 
 /**
@@ -146,7 +161,16 @@ function loadWire(): Wire {
   const require = createRequire(import.meta.url);
   const protobuf = require("protobufjs");
   const root = protobuf.parse(PROTO, { keepCase: true }).root;
-  const types = Object.fromEntries(["Packet", "HealthCheckRequest", "HealthCheckResponse", "StatusResponse", "GetSecretRequest", "GetSecretResponse"].map((n) => [n, root.lookupType(`bake.${n}`)]));
+  const types = Object.fromEntries(
+    [
+      "Packet",
+      "HealthCheckRequest",
+      "HealthCheckResponse",
+      "StatusResponse",
+      "GetSecretRequest",
+      "GetSecretResponse",
+    ].map((n) => [n, root.lookupType(`bake.${n}`)]),
+  );
   wire = { grpc: require("@grpc/grpc-js"), types };
   return wire;
 }
@@ -161,12 +185,22 @@ export function decodeTrace(base64: string): { vertexes: TraceVertex[]; logs: Tr
   const { types } = loadWire();
   let m: any;
   try {
-    m = types.StatusResponse.toObject(types.StatusResponse.decode(Buffer.from(base64, "base64")), { longs: Number, defaults: true });
+    m = types.StatusResponse.toObject(types.StatusResponse.decode(Buffer.from(base64, "base64")), {
+      longs: Number,
+      defaults: true,
+    });
   } catch {
     return { vertexes: [], logs: [] }; // progress only: the build's result comes in other messages
   }
   return {
-    vertexes: m.vertexes.map((v: any) => ({ digest: v.digest, name: v.name, cached: v.cached, started: Boolean(v.started), completed: Boolean(v.completed), error: v.error || undefined })),
+    vertexes: m.vertexes.map((v: any) => ({
+      digest: v.digest,
+      name: v.name,
+      cached: v.cached,
+      started: Boolean(v.started),
+      completed: Boolean(v.completed),
+      error: v.error || undefined,
+    })),
     logs: m.logs.map((l: any) => ({ vertex: l.vertex, text: Buffer.from(l.msg).toString("utf8") })),
   };
 }
@@ -197,29 +231,66 @@ export interface SessionDirs {
  * Opens a session on the engine and serves `dirs` in it until closed. `target` is where plain
  * HTTP reaches the engine (a unix socket, or tcp); `sharedKey` names the files it keeps.
  */
-export async function openSession(target: http.RequestOptions, dirs: SessionDirs, sharedKey: string, secrets: Map<string, Buffer> = new Map()): Promise<{ id: string; close: () => void }> {
+export async function openSession(
+  target: http.RequestOptions,
+  dirs: SessionDirs,
+  sharedKey: string,
+  secrets: Map<string, Buffer> = new Map(),
+): Promise<{ id: string; close: () => void }> {
   const { grpc, types } = loadWire();
   const id = randomUUID();
   const server = new grpc.Server();
   const packet = codec(types.Packet);
-  const bidi = (path: string) => ({ path, requestStream: true, responseStream: true, requestSerialize: packet.serialize, requestDeserialize: packet.deserialize, responseSerialize: packet.serialize, responseDeserialize: packet.deserialize });
-  server.addService({ DiffCopy: bidi("/moby.filesync.v1.FileSync/DiffCopy") }, { DiffCopy: (call: any) => void diffCopy(call, dirs).catch(() => call.destroy?.()) });
+  const bidi = (path: string) => ({
+    path,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: packet.serialize,
+    requestDeserialize: packet.deserialize,
+    responseSerialize: packet.serialize,
+    responseDeserialize: packet.deserialize,
+  });
+  server.addService(
+    { DiffCopy: bidi("/moby.filesync.v1.FileSync/DiffCopy") },
+    { DiffCopy: (call: any) => void diffCopy(call, dirs).catch(() => call.destroy?.()) },
+  );
   const req = codec(types.HealthCheckRequest);
   const res = codec(types.HealthCheckResponse);
   server.addService(
-    { Check: { path: "/grpc.health.v1.Health/Check", requestStream: false, responseStream: false, requestSerialize: req.serialize, requestDeserialize: req.deserialize, responseSerialize: res.serialize, responseDeserialize: res.deserialize } },
+    {
+      Check: {
+        path: "/grpc.health.v1.Health/Check",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: req.serialize,
+        requestDeserialize: req.deserialize,
+        responseSerialize: res.serialize,
+        responseDeserialize: res.deserialize,
+      },
+    },
     { Check: (_call: unknown, done: (e: null, r: object) => void) => done(null, { status: 1 }) },
   );
   // Build secrets (RUN --mount=type=secret): handed over the session on request, never in the build's request.
   const getReq = codec(types.GetSecretRequest);
   const getRes = codec(types.GetSecretResponse);
   server.addService(
-    { GetSecret: { path: "/moby.buildkit.secrets.v1.Secrets/GetSecret", requestStream: false, responseStream: false, requestSerialize: getReq.serialize, requestDeserialize: getReq.deserialize, responseSerialize: getRes.serialize, responseDeserialize: getRes.deserialize } },
+    {
+      GetSecret: {
+        path: "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: getReq.serialize,
+        requestDeserialize: getReq.deserialize,
+        responseSerialize: getRes.serialize,
+        responseDeserialize: getRes.deserialize,
+      },
+    },
     {
       GetSecret: (call: { request: { ID: string } }, done: (e: object | null, r?: object) => void) => {
         const value = secrets.get(call.request.ID);
         if (value) done(null, { data: value });
-        else done({ code: grpc.status.NOT_FOUND, details: `secret ${call.request.ID} is not among the image's secrets:` });
+        else
+          done({ code: grpc.status.NOT_FOUND, details: `secret ${call.request.ID} is not among the image's secrets:` });
       },
     },
   );
@@ -237,7 +308,11 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
         // The engine keeps the files it was sent under this key and asks next time only for
         // those whose stat changed (see contentTime); one key per node bounds what it keeps.
         "X-Docker-Expose-Session-Sharedkey": sharedKey,
-        "X-Docker-Expose-Session-Grpc-Method": ["/moby.filesync.v1.FileSync/DiffCopy", "/grpc.health.v1.Health/Check", "/moby.buildkit.secrets.v1.Secrets/GetSecret"],
+        "X-Docker-Expose-Session-Grpc-Method": [
+          "/moby.filesync.v1.FileSync/DiffCopy",
+          "/grpc.health.v1.Health/Check",
+          "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+        ],
       },
     });
     request.on("upgrade", (_res, s, head) => {
@@ -266,7 +341,11 @@ export async function openSession(target: http.RequestOptions, dirs: SessionDirs
  * file the receiver asks for (DATA packets, an empty one ends a file), until it says FIN.
  */
 async function diffCopy(call: any, dirs: SessionDirs): Promise<void> {
-  const meta = (k: string) => call.metadata.get(k).flatMap((v: unknown) => String(v).split(/,\s*/)).filter(Boolean) as string[];
+  const meta = (k: string) =>
+    call.metadata
+      .get(k)
+      .flatMap((v: unknown) => String(v).split(/,\s*/))
+      .filter(Boolean) as string[];
   const dir = meta("dir-name")[0] === "dockerfile" ? dirs.dockerfile : dirs.context;
   const entries = servedEntries(dir, [...meta("include-patterns"), ...meta("followpaths")], meta("exclude-patterns"));
   let sending = Promise.resolve();
@@ -281,9 +360,11 @@ async function diffCopy(call: any, dirs: SessionDirs): Promise<void> {
       sending = sending.then(async () => {
         if (e?.source && "text" in e.source) {
           const bytes = Buffer.from(e.source.text);
-          for (let i = 0; i < bytes.length; i += CHUNK) await send({ type: PACKET.DATA, ID: p.ID, data: bytes.subarray(i, i + CHUNK) });
+          for (let i = 0; i < bytes.length; i += CHUNK)
+            await send({ type: PACKET.DATA, ID: p.ID, data: bytes.subarray(i, i + CHUNK) });
         } else if (e?.source && "file" in e.source) {
-          for await (const chunk of listedFile(e.source.file, e, CHUNK)) await send({ type: PACKET.DATA, ID: p.ID, data: chunk });
+          for await (const chunk of listedFile(e.source.file, e, CHUNK))
+            await send({ type: PACKET.DATA, ID: p.ID, data: chunk });
         }
         await send({ type: PACKET.DATA, ID: p.ID });
       });
@@ -324,7 +405,10 @@ export class BuildKitProgress {
   constructor(private readonly tailSize = 20) {}
 
   /** Takes one stream message (its trace already decoded); returns lines for logs and progress. */
-  accept(m: { id?: string; aux?: any; error?: string; errorDetail?: { message?: string } }, trace?: { vertexes: TraceVertex[]; logs: TraceLog[] }): string[] {
+  accept(
+    m: { id?: string; aux?: any; error?: string; errorDetail?: { message?: string } },
+    trace?: { vertexes: TraceVertex[]; logs: TraceLog[] },
+  ): string[] {
     const lines: string[] = [];
     if (m.id === "moby.image.id" && m.aux?.ID) this.imageId = m.aux.ID;
     if (trace) {

@@ -26,13 +26,23 @@ export function packRootfsArgs(dir: string, out: string): string[] {
  * Runs debootstrap. A mirror's credentials never reach its arguments: they go to a .netrc (0600)
  * in a HOME of the run's own, which wget (debootstrap's downloader) reads, removed afterwards.
  */
-export async function debootstrap(spec: DebootstrapSpec, dir: string, options: { credentials?: UrlCredentials; onLine?: (l: string) => void; signal?: AbortSignal } = {}): Promise<void> {
-  if (process.getuid?.() !== 0) throw new BakeError("debootstrap needs root: run bake as root (or with sudo) to build a debootstrap base");
+export async function debootstrap(
+  spec: DebootstrapSpec,
+  dir: string,
+  options: { credentials?: UrlCredentials; onLine?: (l: string) => void; signal?: AbortSignal } = {},
+): Promise<void> {
+  if (process.getuid?.() !== 0)
+    throw new BakeError("debootstrap needs root: run bake as root (or with sudo) to build a debootstrap base");
   const c = options.credentials;
   const home = c ? mkdtempSync(path.join(tmpdir(), "bake-debootstrap-")) : undefined;
   try {
     if (home && c) writeFileSync(path.join(home, ".netrc"), netrcEntry(c), { mode: 0o600 });
-    await run("debootstrap", debootstrapArgs(spec, dir), { env: home ? { HOME: home } : undefined, secrets: c ? [c.password, c.user] : [], onLine: options.onLine, signal: options.signal });
+    await run("debootstrap", debootstrapArgs(spec, dir), {
+      env: home ? { HOME: home } : undefined,
+      secrets: c ? [c.password, c.user] : [],
+      onLine: options.onLine,
+      signal: options.signal,
+    });
   } finally {
     if (home) rmSync(home, { recursive: true, force: true });
   }

@@ -39,7 +39,9 @@ export interface SessionBuildRequest extends BuildSettings {
 }
 
 /** The query of POST /build for a request (the classic builder; labels only when asked for). */
-export function buildQuery(request: Pick<BuildRequest, "tags" | "dockerfile" | "buildArgs" | "labels" | "noCache">): string {
+export function buildQuery(
+  request: Pick<BuildRequest, "tags" | "dockerfile" | "buildArgs" | "labels" | "noCache">,
+): string {
   const q = new URLSearchParams();
   for (const t of request.tags) q.append("t", t);
   q.set("dockerfile", request.dockerfile);
@@ -55,23 +57,35 @@ export function buildQuery(request: Pick<BuildRequest, "tags" | "dockerfile" | "
  * Streams a tar to the engine and resolves with the response once it starts. Used for builds:
  * through plain http a 1 GiB context uploads ~0.35 s faster than through dockerode's modem.
  */
-function uploadTar(target: http.RequestOptions, apiPath: string, body: Readable, signal?: AbortSignal): Promise<http.IncomingMessage> {
+function uploadTar(
+  target: http.RequestOptions,
+  apiPath: string,
+  body: Readable,
+  signal?: AbortSignal,
+): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ ...target, method: "POST", path: apiPath, headers: { "Content-Type": "application/x-tar" }, signal }, (res) => {
-      if (res.statusCode === 200) return resolve(res);
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c) => (text += c));
-      res.on("end", () => {
-        let message = text.trim();
-        try {
-          message = JSON.parse(text).message ?? message;
-        } catch {
-          /* plain text body */
-        }
-        reject(Object.assign(new BakeError(`docker engine answered HTTP ${res.statusCode}: ${message}`), { statusCode: res.statusCode }));
-      });
-    });
+    const req = http.request(
+      { ...target, method: "POST", path: apiPath, headers: { "Content-Type": "application/x-tar" }, signal },
+      (res) => {
+        if (res.statusCode === 200) return resolve(res);
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c) => (text += c));
+        res.on("end", () => {
+          let message = text.trim();
+          try {
+            message = JSON.parse(text).message ?? message;
+          } catch {
+            /* plain text body */
+          }
+          reject(
+            Object.assign(new BakeError(`docker engine answered HTTP ${res.statusCode}: ${message}`), {
+              statusCode: res.statusCode,
+            }),
+          );
+        });
+      },
+    );
     req.on("error", reject);
     body.on("error", (e) => req.destroy(e));
     body.pipe(req);
@@ -81,7 +95,12 @@ function uploadTar(target: http.RequestOptions, apiPath: string, body: Readable,
 /** The engine's verbs for builds (part of DockerTool). */
 export interface BuildVerbs {
   /** Imports a rootfs tar stream as an image; returns its id. */
-  importRootfs(tar: Readable, ref: { repo: string; tag: string }, labels: Record<string, string>, signal?: AbortSignal): Promise<string>;
+  importRootfs(
+    tar: Readable,
+    ref: { repo: string; tag: string },
+    labels: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<string>;
   /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
   build(request: BuildRequest): Promise<string>;
   /** Whether builds can go through BuildKit with a session (a Linux engine on a plain socket, API >= 1.39). */
@@ -91,12 +110,18 @@ export interface BuildVerbs {
 }
 
 /** The build verbs, over the engine's connection and the image verbs they tag and inspect with. */
-export function buildVerbs({ dockerode, quick, follow }: EngineConnection, images: Pick<ImageVerbs, "tag" | "inspectImage">): BuildVerbs {
+export function buildVerbs(
+  { dockerode, quick, follow }: EngineConnection,
+  images: Pick<ImageVerbs, "tag" | "inspectImage">,
+): BuildVerbs {
   let buildKit: Promise<boolean> | undefined;
   return {
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
-      const stream = (await dockerode().longDocker.importImage(tar as any, { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any)) as unknown as NodeJS.ReadableStream;
+      const stream = (await dockerode().longDocker.importImage(
+        tar as any,
+        { repo: ref.repo, tag: ref.tag, changes, abortSignal: signal } as any,
+      )) as unknown as NodeJS.ReadableStream;
       const messages: StreamMessage[] = [];
       await follow(stream, (m) => messages.push(m), signal);
       const error = streamError(messages);
@@ -122,8 +147,11 @@ export function buildVerbs({ dockerode, quick, follow }: EngineConnection, image
       const progress = new BuildProgress();
       await follow(stream, (m) => progress.accept(m).forEach((l) => request.onLine?.(l)), request.signal);
       if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
-      if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
-      return progress.imageId.startsWith("sha256:") ? progress.imageId : (await images.inspectImage(progress.imageId))!.id;
+      if (!progress.imageId)
+        throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+      return progress.imageId.startsWith("sha256:")
+        ? progress.imageId
+        : (await images.inspectImage(progress.imageId))!.id;
     },
     async canBuildKit() {
       const target = engineTarget();
@@ -131,8 +159,12 @@ export function buildVerbs({ dockerode, quick, follow }: EngineConnection, image
       buildKit ??= new Promise<boolean>((resolve) => {
         const req = http.request({ ...target, method: "GET", path: "/_ping", timeout: 5000 }, (res) => {
           res.resume();
-          const [major, minor] = String(res.headers["api-version"] ?? "0.0").split(".").map(Number);
-          resolve(res.statusCode === 200 && res.headers["ostype"] === "linux" && (major > 1 || (major === 1 && minor >= 39)));
+          const [major, minor] = String(res.headers["api-version"] ?? "0.0")
+            .split(".")
+            .map(Number);
+          resolve(
+            res.statusCode === 200 && res.headers["ostype"] === "linux" && (major > 1 || (major === 1 && minor >= 39)),
+          );
         });
         req.on("error", () => resolve(false));
         req.on("timeout", () => req.destroy());
@@ -142,27 +174,58 @@ export function buildVerbs({ dockerode, quick, follow }: EngineConnection, image
     },
     async buildWithSession(request) {
       const target = engineTarget()!;
-      const [repo, tag] = [request.parentTag.slice(0, request.parentTag.lastIndexOf(":")), request.parentTag.slice(request.parentTag.lastIndexOf(":") + 1)];
+      const [repo, tag] = [
+        request.parentTag.slice(0, request.parentTag.lastIndexOf(":")),
+        request.parentTag.slice(request.parentTag.lastIndexOf(":") + 1),
+      ];
       let session: { id: string; close: () => void } | undefined;
       try {
         await holdParentTag(request.parentTag, () => images.tag(request.parentId, repo, tag));
         const text = request.dockerfileText;
-        const dockerfile: ServedEntry = { path: "Dockerfile", type: "file", executable: false, size: Buffer.byteLength(text), digest: createHash("sha256").update(text).digest("hex"), source: { text } };
-        session = await openSession(target, { context: request.context, dockerfile: [dockerfile] }, request.sharedKey, request.secrets).catch((e) => {
+        const dockerfile: ServedEntry = {
+          path: "Dockerfile",
+          type: "file",
+          executable: false,
+          size: Buffer.byteLength(text),
+          digest: createHash("sha256").update(text).digest("hex"),
+          source: { text },
+        };
+        session = await openSession(
+          target,
+          { context: request.context, dockerfile: [dockerfile] },
+          request.sharedKey,
+          request.secrets,
+        ).catch((e) => {
           if (e instanceof SessionRefusedError) buildKit = Promise.resolve(false); // the rest of the run builds classic
           throw e;
         });
         const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));
-        for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" })) q.set(k, v);
+        for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" }))
+          q.set(k, v);
         const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);
         const progress = new BuildKitProgress();
-        await follow(stream, (m: any) => progress.accept(m, m.id === "moby.buildkit.trace" && typeof m.aux === "string" ? decodeTrace(m.aux) : undefined).forEach((l) => request.onLine?.(l)), request.signal);
+        await follow(
+          stream,
+          (m: any) =>
+            progress
+              .accept(m, m.id === "moby.buildkit.trace" && typeof m.aux === "string" ? decodeTrace(m.aux) : undefined)
+              .forEach((l) => request.onLine?.(l)),
+          request.signal,
+        );
         if (progress.error) throw new BuildStreamError(progress.error, progress.step, progress.tail);
-        if (!progress.imageId) throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
+        if (!progress.imageId)
+          throw new BuildStreamError("the build stream ended without an image id", progress.step, progress.tail);
         return progress.imageId;
       } finally {
         session?.close();
-        await releaseParentTag(request.parentTag, () => quick ? quick("DELETE", `/images/${encodeURIComponent(request.parentTag)}?noprune=1`).then(() => undefined) : dockerode().docker.getImage(request.parentTag).remove({ noprune: true }).then(() => undefined));
+        await releaseParentTag(request.parentTag, () =>
+          quick
+            ? quick("DELETE", `/images/${encodeURIComponent(request.parentTag)}?noprune=1`).then(() => undefined)
+            : dockerode()
+                .docker.getImage(request.parentTag)
+                .remove({ noprune: true })
+                .then(() => undefined),
+        );
       }
     },
   };

@@ -25,7 +25,11 @@ export interface ContainerVerbs {
   startContainer(id: string): Promise<void>;
   removeContainer(id: string): Promise<void>;
   /** Demultiplexed logs; with follow, resolves when the container stops or the signal aborts. */
-  containerLogs(id: string, options: { follow: boolean; tail?: number; signal?: AbortSignal }, write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<void>;
+  containerLogs(
+    id: string,
+    options: { follow: boolean; tail?: number; signal?: AbortSignal },
+    write: (stream: "stdout" | "stderr", chunk: Buffer) => void,
+  ): Promise<void>;
   /** Runs a command in a running container, streaming its output; returns its exit code. */
   exec(id: string, cmd: string[], write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<number>;
   /** Writes files into a container (created or running), from memory: nothing lands on this machine's disk. */
@@ -54,10 +58,16 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
     },
     async removeNetworks(labels) {
       const { docker } = dockerode();
-      const found = await docker.listNetworks({ filters: JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) }) });
-      for (const n of found) await docker.getNetwork(n.Id).remove().catch((e: any) => {
-        if (e?.statusCode !== 404) throw e;
+      const found = await docker.listNetworks({
+        filters: JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) }),
       });
+      for (const n of found)
+        await docker
+          .getNetwork(n.Id)
+          .remove()
+          .catch((e: any) => {
+            if (e?.statusCode !== 404) throw e;
+          });
       return found.map((n) => n.Name);
     },
     async listContainers(labels) {
@@ -70,7 +80,12 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
         state: c.State,
         status: c.Status,
         labels: c.Labels ?? {},
-        ports: (c.Ports ?? []).map((p) => ({ ip: p.IP, publicPort: p.PublicPort, privatePort: p.PrivatePort, type: p.Type })),
+        ports: (c.Ports ?? []).map((p) => ({
+          ip: p.IP,
+          publicPort: p.PublicPort,
+          privatePort: p.PrivatePort,
+          type: p.Type,
+        })),
       }));
     },
     async inspectContainer(idOrName) {
@@ -102,7 +117,13 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
       const tty = Boolean(info.Config?.Tty);
       // Without follow the engine answers with the whole log at once; an abortSignal would make
       // dockerode treat the answer as a stream that never ends.
-      const opts = { stdout: true, stderr: true, follow: options.follow, tail: options.tail ?? "all", ...(options.follow ? { abortSignal: options.signal } : {}) } as any;
+      const opts = {
+        stdout: true,
+        stderr: true,
+        follow: options.follow,
+        tail: options.tail ?? "all",
+        ...(options.follow ? { abortSignal: options.signal } : {}),
+      } as any;
       const data: any = await container.logs(opts);
       if (!options.follow) {
         demuxBuffer(Buffer.isBuffer(data) ? data : Buffer.from(data), tty, write);
@@ -126,7 +147,11 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
       const exec = await longDocker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
       const stream: any = await exec.start({ hijack: true, stdin: false } as any);
       await new Promise<void>((resolve, reject) => {
-        longDocker.modem.demuxStream(stream, { write: (c: Buffer) => write("stdout", c) } as any, { write: (c: Buffer) => write("stderr", c) } as any);
+        longDocker.modem.demuxStream(
+          stream,
+          { write: (c: Buffer) => write("stdout", c) } as any,
+          { write: (c: Buffer) => write("stderr", c) } as any,
+        );
         stream.on("end", resolve);
         stream.on("error", reject);
       });
@@ -148,7 +173,11 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
 }
 
 /** Splits a non-streamed log buffer (8-byte frame headers unless the container has a TTY). */
-export function demuxBuffer(buf: Buffer, tty: boolean, write: (stream: "stdout" | "stderr", chunk: Buffer) => void): void {
+export function demuxBuffer(
+  buf: Buffer,
+  tty: boolean,
+  write: (stream: "stdout" | "stderr", chunk: Buffer) => void,
+): void {
   if (tty) {
     write("stdout", buf);
     return;
@@ -161,4 +190,3 @@ export function demuxBuffer(buf: Buffer, tty: boolean, write: (stream: "stdout" 
     at += 8 + size;
   }
 }
-

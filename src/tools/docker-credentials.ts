@@ -49,7 +49,10 @@ export function registryOf(ref: string): string {
 const hostnameOf = (key: string) => key.replace(/^https?:\/\//, "").split("/")[0];
 
 /** Where the credentials for `registry` are: a helper to ask, an `auths` entry, or none. */
-export function credentialSource(config: DockerConfig, registry: string): { helper: string; from: "credHelpers" | "credsStore" } | { entry: AuthEntry } | undefined {
+export function credentialSource(
+  config: DockerConfig,
+  registry: string,
+): { helper: string; from: "credHelpers" | "credsStore" } | { entry: AuthEntry } | undefined {
   const host = hostnameOf(registry);
   const helper = Object.entries(config.credHelpers ?? {}).find(([k]) => k === registry || hostnameOf(k) === host)?.[1];
   if (helper) return { helper, from: "credHelpers" };
@@ -90,7 +93,8 @@ export function helperAuth(stdout: string, registry: string): RegistryAuth | und
 /** The helpers' "nothing stored" answer (docker-credential-helpers' ErrCredentialsNotFound). */
 const NOT_FOUND = /credentials not found in native keychain/i;
 
-export const dockerConfigFile = (env: NodeJS.ProcessEnv = process.env) => path.join(env.DOCKER_CONFIG || path.join(homedir(), ".docker"), "config.json");
+export const dockerConfigFile = (env: NodeJS.ProcessEnv = process.env) =>
+  path.join(env.DOCKER_CONFIG || path.join(homedir(), ".docker"), "config.json");
 
 /** How a registry says no to a push or pull for want of (good) credentials. */
 export const REFUSED = /no basic auth credentials|unauthorized|authentication required|access denied|denied:/i;
@@ -98,14 +102,19 @@ export const REFUSED = /no basic auth credentials|unauthorized|authentication re
 /** A registry's refusal, with where bake looked for credentials and what it found there. */
 export function refusedMessage(action: string, reason: string, registry: string, found: boolean, file: string): string {
   const login = registry === DOCKER_HUB ? "docker login" : `docker login ${registry}`;
-  const advice = found ? `it refused the credentials bake found for it in ${file}` : `${file} holds no credentials for it: ${login}, or name a credential helper for it (credHelpers)`;
+  const advice = found
+    ? `it refused the credentials bake found for it in ${file}`
+    : `${file} holds no credentials for it: ${login}, or name a credential helper for it (credHelpers)`;
   return `${action} failed: the registry refused it (${reason.trim()}); ${advice}`;
 }
 
 const asked = new Map<string, Promise<RegistryAuth | undefined>>();
 
 /** Credentials for a registry (host[:port], or DOCKER_HUB); a helper is asked once per run. */
-export function registryAuth(registry: string, env: NodeJS.ProcessEnv = process.env): Promise<RegistryAuth | undefined> {
+export function registryAuth(
+  registry: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<RegistryAuth | undefined> {
   const file = dockerConfigFile(env);
   const memo = `${file}\n${registry}`;
   if (!asked.has(memo)) asked.set(memo, lookUp(file, registry, env));
@@ -124,11 +133,19 @@ async function lookUp(file: string, registry: string, env: NodeJS.ProcessEnv): P
   if ("entry" in source) return entryAuth(source.entry, registry);
   const program = `docker-credential-${source.helper}`;
   const where = `${source.from} in ${file}`;
-  const answer = await run(program, ["get"], { input: registry, env, timeoutMs: 60_000, reject: false, notInstalled: `${program} (named by ${where}) is not installed` });
+  const answer = await run(program, ["get"], {
+    input: registry,
+    env,
+    timeoutMs: 60_000,
+    reject: false,
+    notInstalled: `${program} (named by ${where}) is not installed`,
+  });
   if (answer.exitCode !== 0) {
     if (NOT_FOUND.test(answer.stdout) || NOT_FOUND.test(answer.stderr)) return undefined;
     const said = (answer.stderr || answer.stdout).trim().split("\n")[0] ?? "";
-    throw new BakeError(`${program} (named by ${where}) failed for ${registry} (exit ${answer.exitCode})${said ? `: ${said}` : ""}`);
+    throw new BakeError(
+      `${program} (named by ${where}) failed for ${registry} (exit ${answer.exitCode})${said ? `: ${said}` : ""}`,
+    );
   }
   try {
     return helperAuth(answer.stdout, registry);

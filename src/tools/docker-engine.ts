@@ -66,7 +66,10 @@ export function loadDockerode(): typeof Docker {
  * makes. dockerode (which loads ssh and gRPC support) is loaded only when there is work to do.
  * Returns undefined when DOCKER_HOST needs more than plain unix or tcp (TLS, ssh).
  */
-export function engineClient(env = process.env, timeoutMs = 10_000): ((method: string, apiPath: string) => Promise<{ status: number; body: any }>) | undefined {
+export function engineClient(
+  env = process.env,
+  timeoutMs = 10_000,
+): ((method: string, apiPath: string) => Promise<{ status: number; body: any }>) | undefined {
   const target = engineTarget(env);
   if (!target) return undefined;
   return (method, apiPath) =>
@@ -85,7 +88,13 @@ export function engineClient(env = process.env, timeoutMs = 10_000): ((method: s
           resolve({ status: res.statusCode ?? 0, body });
         });
       });
-      req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer from ${dockerEndpoint(env)} within ${timeoutMs} ms`), { code: "ETIMEDOUT" })));
+      req.on("timeout", () =>
+        req.destroy(
+          Object.assign(new Error(`no answer from ${dockerEndpoint(env)} within ${timeoutMs} ms`), {
+            code: "ETIMEDOUT",
+          }),
+        ),
+      );
       req.on("error", reject);
       req.end();
     });
@@ -109,7 +118,10 @@ export function connectEngine(options: { timeoutMs?: number } = {}): EngineConne
     if (!loaded) {
       const Dockerode = loadDockerode();
       // Builds, pulls and pushes are long: no socket timeout on them.
-      loaded = { docker: new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions), longDocker: new Dockerode() };
+      loaded = {
+        docker: new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions),
+        longDocker: new Dockerode(),
+      };
     }
     return loaded;
   };
@@ -117,10 +129,17 @@ export function connectEngine(options: { timeoutMs?: number } = {}): EngineConne
   const endpoint = dockerEndpoint();
   /** The engine's inspect of an image, undefined when it has none (plain http when it can). */
   const inspectRaw = async (ref: string): Promise<Docker.ImageInspectInfo | undefined> => {
-    if (!quick) return dockerode().docker.getImage(ref).inspect().catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
+    if (!quick)
+      return dockerode()
+        .docker.getImage(ref)
+        .inspect()
+        .catch((e: any) => (e?.statusCode === 404 ? undefined : Promise.reject(e)));
     const res = await quick("GET", `/images/${encodeURIComponent(ref)}/json`);
     if (res.status === 404) return undefined;
-    if (res.status !== 200) throw new BakeError(`docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`);
+    if (res.status !== 200)
+      throw new BakeError(
+        `docker engine at ${endpoint}: inspecting ${ref} answered HTTP ${res.status}: ${res.body?.message ?? ""}`,
+      );
     return res.body;
   };
   const follow = async (stream: NodeJS.ReadableStream, onMessage: (m: StreamMessage) => void, signal?: AbortSignal) => {
@@ -154,7 +173,14 @@ export function toRecord(id: string, tags: string[], labels: Record<string, stri
   } catch {
     inputs = undefined;
   }
-  return { id, tags: tags.filter((t) => t !== "<none>:<none>"), node: labels[LABEL.node] ?? "", key: labels[LABEL.key] ?? "", inputs, created };
+  return {
+    id,
+    tags: tags.filter((t) => t !== "<none>:<none>"),
+    node: labels[LABEL.node] ?? "",
+    key: labels[LABEL.key] ?? "",
+    inputs,
+    created,
+  };
 }
 
 /** `host:5000/a/b:tag` → `host:5000/a/b`; a digest reference loses its digest. */

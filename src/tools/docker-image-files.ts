@@ -18,7 +18,12 @@ export interface ImageFileVerbs {
 
 export function imageFileVerbs({ dockerode }: EngineConnection): ImageFileVerbs {
   const readImageFiles: ImageFileVerbs["readImageFiles"] = async (image, paths, present = []) => {
-    const container = await dockerode().docker.createContainer({ Image: image, Cmd: ["/bin/true"], Entrypoint: [""], NetworkDisabled: true } as any);
+    const container = await dockerode().docker.createContainer({
+      Image: image,
+      Cmd: ["/bin/true"],
+      Entrypoint: [""],
+      NetworkDisabled: true,
+    } as any);
     const found = new Map<string, Buffer>();
     try {
       // HEAD of each path. dockerode answers it with the response stream, which must be read to
@@ -65,7 +70,10 @@ export function imageFileVerbs({ dockerode }: EngineConnection): ImageFileVerbs 
 }
 
 /** The first entry of the engine's archive of one path: a file's content or a link's target; undefined when absent. */
-async function archivedFile(container: any, at: string): Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined> {
+async function archivedFile(
+  container: any,
+  at: string,
+): Promise<{ content: Buffer; link?: undefined } | { content?: undefined; link: string } | undefined> {
   let stream: Readable;
   try {
     stream = await container.getArchive({ path: at });
@@ -77,7 +85,10 @@ async function archivedFile(container: any, at: string): Promise<{ content: Buff
   // filesystem into memory, nor a file of gigabytes where a package database should be.
   const first = await firstTarEntry(stream, IMAGE_FILE_MAX_BYTES);
   if (first?.type === "symlink") return { link: first.linkname ?? "" };
-  if (first?.type === "file" && !first.content) throw new BakeError(`${at} in the image is ${first.size} bytes, more than bake reads (${IMAGE_FILE_MAX_BYTES / 2 ** 20} MiB)`);
+  if (first?.type === "file" && !first.content)
+    throw new BakeError(
+      `${at} in the image is ${first.size} bytes, more than bake reads (${IMAGE_FILE_MAX_BYTES / 2 ** 20} MiB)`,
+    );
   return first?.content ? { content: first.content } : undefined;
 }
 

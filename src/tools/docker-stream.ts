@@ -57,7 +57,10 @@ export class BuildProgress {
       return [`ERROR: ${this.error}`];
     }
     const text = m.stream ?? (m.status ? `${m.status}${m.progress ? ` ${m.progress}` : ""}\n` : "");
-    const lines = text.split("\n").filter((l, i, all) => l !== "" || i < all.length - 1).map((l) => l.replace(/\r/g, ""));
+    const lines = text
+      .split("\n")
+      .filter((l, i, all) => l !== "" || i < all.length - 1)
+      .map((l) => l.replace(/\r/g, ""));
     for (const line of lines) {
       const step = /^Step \d+\/\d+ : (.*)$/.exec(line);
       if (step) this.step = line;

@@ -12,7 +12,18 @@ import { imageFileVerbs, type ImageFileVerbs } from "./docker-image-files.js";
 import { registryVerbs, type RegistryVerbs } from "./docker-registry.js";
 import { containerVerbs, type ContainerVerbs } from "./docker-containers.js";
 
-export { LABEL, BuildStreamError, dockerEndpoint, engineTarget, engineClient, loadDockerode, toRecord, repositoryOf, describeDockerError, type BakeImageRecord } from "./docker-engine.js";
+export {
+  LABEL,
+  BuildStreamError,
+  dockerEndpoint,
+  engineTarget,
+  engineClient,
+  loadDockerode,
+  toRecord,
+  repositoryOf,
+  describeDockerError,
+  type BakeImageRecord,
+} from "./docker-engine.js";
 export type { ImageVerbs } from "./docker-images.js";
 export { buildQuery, type BuildRequest, type BuildVerbs, type SessionBuildRequest } from "./docker-builds.js";
 export type { ImageFileVerbs } from "./docker-image-files.js";

@@ -39,23 +39,35 @@ export function connectEc2Client(): Ec2Connection {
   // require(), not import(): the bundled CLI runs in a vm.Script, where import() has no loader.
   const load = <T>(pkg: string): T => createRequire(import.meta.url)(pkg) as T;
   const client = (region: string) => {
-    if (!clients.has(region)) clients.set(region, Promise.resolve().then(() => {
-      const sdk = load<Ec2Sdk>("@aws-sdk/client-ec2");
-      return { sdk, ec2: new sdk.EC2Client({ region, ...awsRetry() }) };
-    }));
+    if (!clients.has(region))
+      clients.set(
+        region,
+        Promise.resolve().then(() => {
+          const sdk = load<Ec2Sdk>("@aws-sdk/client-ec2");
+          return { sdk, ec2: new sdk.EC2Client({ region, ...awsRetry() }) };
+        }),
+      );
     return clients.get(region)!;
   };
   const translate = (e: unknown): never => {
     const err = e as { name?: string; message?: string } | undefined;
     if (err?.name === "CredentialsProviderError" || /Could not load credentials/i.test(err?.message ?? "")) {
-      throw new NoCredentialsError("no AWS credentials found (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role)", { cause: e });
+      throw new NoCredentialsError(
+        "no AWS credentials found (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role)",
+        { cause: e },
+      );
     }
     throw e;
   };
   const describe = async (region: string, input: DescribeImagesCommandInput): Promise<AmiRecord[]> => {
     const { sdk, ec2 } = await client(region);
     const out = await ec2.send(new sdk.DescribeImagesCommand(input)).catch(translate);
-    return (out.Images ?? []).map((i) => ({ imageId: i.ImageId!, name: i.Name ?? "", created: i.CreationDate ?? "", tags: tagRecord(i.Tags) }));
+    return (out.Images ?? []).map((i) => ({
+      imageId: i.ImageId!,
+      name: i.Name ?? "",
+      created: i.CreationDate ?? "",
+      tags: tagRecord(i.Tags),
+    }));
   };
   return { client, load, translate, describe };
 }

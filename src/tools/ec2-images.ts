@@ -21,7 +21,12 @@ export interface AmiVerbs {
    * Copies an AMI into another region, tagged as it is created, under a client token derived from
    * the key (a retried or repeated copy returns the same image); returns the new id (not yet available).
    */
-  copyImage(from: { region: string; imageId: string }, toRegion: string, name: string, tags: Record<string, string>): Promise<string>;
+  copyImage(
+    from: { region: string; imageId: string },
+    toRegion: string,
+    name: string,
+    tags: Record<string, string>,
+  ): Promise<string>;
   /** The AMI this account owns with exactly that name (a copy whose tags may not be applied yet). */
   findOwnedByName(region: string, name: string): Promise<AmiRecord | undefined>;
   /** Waits until the AMI is available; throws when it fails or the time runs out. */
@@ -36,26 +41,45 @@ export interface AmiVerbs {
   deregister(region: string, imageId: string): Promise<void>;
   deleteSnapshot(region: string, snapshotId: string): Promise<void>;
   /** Snapshots tagged with the project and AMI name that no image of this account uses (left by a prune that stopped halfway). */
-  orphanedSnapshots(region: string, project: string, ami: string): Promise<{ snapshotId: string; created: string; key: string }[]>;
+  orphanedSnapshots(
+    region: string,
+    project: string,
+    ami: string,
+  ): Promise<{ snapshotId: string; created: string; key: string }[]>;
 }
 
 export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVerbs {
   return {
     async findSourceAmi(region, owners, name) {
-      return newest(await describe(region, { Owners: owners, Filters: [{ Name: "name", Values: [name] }, { Name: "state", Values: ["available"] }] }));
+      return newest(
+        await describe(region, {
+          Owners: owners,
+          Filters: [
+            { Name: "name", Values: [name] },
+            { Name: "state", Values: ["available"] },
+          ],
+        }),
+      );
     },
     async findAmiByKey(region, key) {
       return newest(await describe(region, { Owners: ["self"], Filters: [{ Name: "tag:bake:key", Values: [key] }] }));
     },
     async copyImage(from, toRegion, name, tags) {
       const { sdk, ec2 } = await client(toRegion);
-      const out = await ec2.send(new sdk.CopyImageCommand({
-        SourceRegion: from.region,
-        SourceImageId: from.imageId,
-        Name: name,
-        ClientToken: copyToken(from.imageId, toRegion, name),
-        TagSpecifications: (["image", "snapshot"] as const).map((ResourceType) => ({ ResourceType, Tags: tagList(tags) })),
-      })).catch(translate);
+      const out = await ec2
+        .send(
+          new sdk.CopyImageCommand({
+            SourceRegion: from.region,
+            SourceImageId: from.imageId,
+            Name: name,
+            ClientToken: copyToken(from.imageId, toRegion, name),
+            TagSpecifications: (["image", "snapshot"] as const).map((ResourceType) => ({
+              ResourceType,
+              Tags: tagList(tags),
+            })),
+          }),
+        )
+        .catch(translate);
       return out.ImageId as string;
     },
     async findOwnedByName(region, name) {
@@ -65,10 +89,15 @@ export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVer
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const { sdk, ec2 } = await client(region);
-        const state = (await ec2.send(new sdk.DescribeImagesCommand({ ImageIds: [imageId] })).catch(translate)).Images?.[0]?.State;
+        const state = (await ec2.send(new sdk.DescribeImagesCommand({ ImageIds: [imageId] })).catch(translate))
+          .Images?.[0]?.State;
         if (state === "available") return;
-        if (state === "failed" || state === "invalid" || state === "error") throw new BakeError(`${imageId} in ${region} is ${state}`);
-        if (Date.now() > deadline) throw new BakeError(`${imageId} in ${region} not available after ${Math.round(timeoutMs / 1000)}s (state ${state ?? "unknown"})`);
+        if (state === "failed" || state === "invalid" || state === "error")
+          throw new BakeError(`${imageId} in ${region} is ${state}`);
+        if (Date.now() > deadline)
+          throw new BakeError(
+            `${imageId} in ${region} not available after ${Math.round(timeoutMs / 1000)}s (state ${state ?? "unknown"})`,
+          );
         if (signal?.aborted) throw signal.reason;
         await new Promise((r) => setTimeout(r, Number(process.env.BAKE_EC2_POLL_MS ?? 5000)));
       }
@@ -79,25 +108,44 @@ export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVer
     },
     async shareImage(region, imageId, accounts) {
       const { sdk, ec2 } = await client(region);
-      const current = await ec2.send(new sdk.DescribeImageAttributeCommand({ ImageId: imageId, Attribute: "launchPermission" })).catch(translate);
+      const current = await ec2
+        .send(new sdk.DescribeImageAttributeCommand({ ImageId: imageId, Attribute: "launchPermission" }))
+        .catch(translate);
       const have = new Set((current.LaunchPermissions ?? []).map((p) => p.UserId));
       const missing = accounts.filter((a) => !have.has(a));
       if (missing.length) {
-        await ec2.send(new sdk.ModifyImageAttributeCommand({ ImageId: imageId, LaunchPermission: { Add: missing.map((UserId) => ({ UserId })) } })).catch(translate);
+        await ec2
+          .send(
+            new sdk.ModifyImageAttributeCommand({
+              ImageId: imageId,
+              LaunchPermission: { Add: missing.map((UserId) => ({ UserId })) },
+            }),
+          )
+          .catch(translate);
       }
       return missing;
     },
     async sharedWith(region, imageId) {
       const { sdk, ec2 } = await client(region);
-      const out = await ec2.send(new sdk.DescribeImageAttributeCommand({ ImageId: imageId, Attribute: "launchPermission" })).catch(translate);
-      return (out.LaunchPermissions ?? []).map((p) => p.UserId ?? p.Group ?? p.OrganizationArn ?? p.OrganizationalUnitArn).filter((who): who is string => Boolean(who));
+      const out = await ec2
+        .send(new sdk.DescribeImageAttributeCommand({ ImageId: imageId, Attribute: "launchPermission" }))
+        .catch(translate);
+      return (out.LaunchPermissions ?? [])
+        .map((p) => p.UserId ?? p.Group ?? p.OrganizationArn ?? p.OrganizationalUnitArn)
+        .filter((who): who is string => Boolean(who));
     },
     async listBakedAmis(region, project, ami) {
       const { sdk, ec2 } = await client(region);
       const baked = new Map<string, BakedAmi>();
       // By bake's tags, and by the names bake gives (a copy whose tags were never applied).
       const queries = [
-        { Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }, { Name: "tag:bake:ami", Values: [ami] }] },
+        {
+          Owners: ["self"],
+          Filters: [
+            { Name: "tag:bake:project", Values: [project] },
+            { Name: "tag:bake:ami", Values: [ami] },
+          ],
+        },
         { Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-${ami}-*`] }] },
       ];
       for (const [n, query] of queries.entries()) {
@@ -111,7 +159,9 @@ export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVer
               created: i.CreationDate ?? "",
               tags,
               region,
-              snapshots: (i.BlockDeviceMappings ?? []).map((b) => b.Ebs?.SnapshotId).filter((id): id is string => Boolean(id)),
+              snapshots: (i.BlockDeviceMappings ?? [])
+                .map((b) => b.Ebs?.SnapshotId)
+                .filter((id): id is string => Boolean(id)),
               ...(n === 1 ? { keyInName: bakedName(project, ami, i.Name ?? "") } : {}),
             });
           }
@@ -131,14 +181,28 @@ export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVer
       const { sdk, ec2 } = await client(region);
       const used = new Set<string>();
       for await (const page of catching(sdk.paginateDescribeImages({ client: ec2 }, { Owners: ["self"] }), translate)) {
-        for (const i of page.Images ?? []) for (const b of i.BlockDeviceMappings ?? []) if (b.Ebs?.SnapshotId) used.add(b.Ebs.SnapshotId);
+        for (const i of page.Images ?? [])
+          for (const b of i.BlockDeviceMappings ?? []) if (b.Ebs?.SnapshotId) used.add(b.Ebs.SnapshotId);
       }
       const orphans: { snapshotId: string; created: string; key: string }[] = [];
-      const snapshots = sdk.paginateDescribeSnapshots({ client: ec2 }, { OwnerIds: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }, { Name: "tag:bake:ami", Values: [ami] }] });
+      const snapshots = sdk.paginateDescribeSnapshots(
+        { client: ec2 },
+        {
+          OwnerIds: ["self"],
+          Filters: [
+            { Name: "tag:bake:project", Values: [project] },
+            { Name: "tag:bake:ami", Values: [ami] },
+          ],
+        },
+      );
       for await (const page of catching(snapshots, translate)) {
         for (const sn of page.Snapshots ?? []) {
           if (!sn.SnapshotId || used.has(sn.SnapshotId)) continue;
-          orphans.push({ snapshotId: sn.SnapshotId, created: sn.StartTime ? new Date(sn.StartTime).toISOString() : "", key: tagRecord(sn.Tags)["bake:key"] ?? "" });
+          orphans.push({
+            snapshotId: sn.SnapshotId,
+            created: sn.StartTime ? new Date(sn.StartTime).toISOString() : "",
+            key: tagRecord(sn.Tags)["bake:key"] ?? "",
+          });
         }
       }
       return orphans;
@@ -161,5 +225,7 @@ export function copyToken(sourceImageId: string, toRegion: string, name: string)
 }
 
 export function newest(images: AmiRecord[]): AmiRecord | undefined {
-  return [...images].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1))[0];
+  return [...images].sort((a, b) =>
+    a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1,
+  )[0];
 }

@@ -24,7 +24,12 @@ export function keyPairVerbs({ client, translate }: Ec2Connection): KeyPairVerbs
       const { sdk, ec2 } = await client(region);
       try {
         // The private key in the answer is dropped: the pair is a name the account holds, never used to log in.
-        await ec2.send(new sdk.CreateKeyPairCommand({ KeyName: name, TagSpecifications: [{ ResourceType: "key-pair", Tags: tagList(tags) }] }));
+        await ec2.send(
+          new sdk.CreateKeyPairCommand({
+            KeyName: name,
+            TagSpecifications: [{ ResourceType: "key-pair", Tags: tagList(tags) }],
+          }),
+        );
         return true;
       } catch (e) {
         if ((e as { name?: string })?.name === "InvalidKeyPair.Duplicate") return false;

@@ -33,7 +33,9 @@ export function connectEc2(): Ec2Tool {
     },
     async ping(region, timeoutMs) {
       const { sdk, ec2 } = await client(region);
-      const out = await ec2.send(new sdk.DescribeRegionsCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) }).catch(translate);
+      const out = await ec2
+        .send(new sdk.DescribeRegionsCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) })
+        .catch(translate);
       return (out.Regions ?? []).length;
     },
     async regions(region) {

@@ -43,7 +43,9 @@ export function secretForms(secret: string): string[] {
   const packer = secret.replace(/,/g, "%!(PACKER_COMMA)").replace(/\n/g, "\\n").replace(/\r/g, "\\r");
   const json = JSON.stringify(secret).slice(1, -1);
   const lines = secret.includes("\n") ? secret.split(/\r?\n/).filter((l) => l.trim().length >= 8) : [];
-  return [...new Set([secret, packer, json, JSON.stringify(packer).slice(1, -1), ...lines])].sort((a, b) => b.length - a.length);
+  return [...new Set([secret, packer, json, JSON.stringify(packer).slice(1, -1), ...lines])].sort(
+    (a, b) => b.length - a.length,
+  );
 }
 
 /** Shorter secrets are redacted only where they stand as a whole token, so that `ab` does not blank every "ab". */
@@ -162,10 +164,22 @@ export async function run(file: string, args: string[], options: RunOptions = {}
       exitCode: result.exitCode,
       signal: result.signal,
       command,
-      stderrTail: redact(tail.length ? tail.join("\n") : String(result.stderr ?? "").split("\n").slice(-20).join("\n"), secrets),
+      stderrTail: redact(
+        tail.length
+          ? tail.join("\n")
+          : String(result.stderr ?? "")
+              .split("\n")
+              .slice(-20)
+              .join("\n"),
+        secrets,
+      ),
     });
   }
-  return { stdout: redact(String(result.stdout ?? ""), secrets), stderr: redact(String(result.stderr ?? ""), secrets), exitCode: result.exitCode };
+  return {
+    stdout: redact(String(result.stdout ?? ""), secrets),
+    stderr: redact(String(result.stderr ?? ""), secrets),
+    exitCode: result.exitCode,
+  };
 }
 
 /** A process bake started and that runs beside it (a VM, an SSH tunnel) until it is stopped. */
@@ -182,9 +196,20 @@ export interface BackgroundProcess {
  * Starts a process in a process group of its own that outlives this call: a forced stop of bake
  * (killProcessGroups) kills it with everything else bake started.
  */
-export async function start(file: string, args: string[], options: { cwd?: string; secrets?: string[]; onLine?: (line: string) => void } = {}): Promise<BackgroundProcess> {
+export async function start(
+  file: string,
+  args: string[],
+  options: { cwd?: string; secrets?: string[]; onLine?: (line: string) => void } = {},
+): Promise<BackgroundProcess> {
   const { execa } = await import("execa");
-  const child = execa(file, args, { cwd: options.cwd, reject: false, detached: true, stdin: "ignore", stripFinalNewline: true, buffer: false });
+  const child = execa(file, args, {
+    cwd: options.cwd,
+    reject: false,
+    detached: true,
+    stdin: "ignore",
+    stripFinalNewline: true,
+    buffer: false,
+  });
   const tail: string[] = [];
   let partial = "";
   child.stderr?.on("data", (chunk: Buffer) => {
@@ -199,14 +224,12 @@ export async function start(file: string, args: string[], options: { cwd?: strin
   });
   child.stdout?.on("data", () => undefined);
   let ended = false;
-  const exited = child.then(
-    (r) => {
-      ended = true;
-      if (child.pid) liveGroups.delete(child.pid);
-      if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
-      return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
-    },
-  );
+  const exited = child.then((r) => {
+    ended = true;
+    if (child.pid) liveGroups.delete(child.pid);
+    if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
+    return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
+  });
   // The spawn itself failing (ENOENT) rejects at once.
   await Promise.race([exited, new Promise((r) => setTimeout(r, 50))]);
   if (!child.pid) throw new BakeError(`${file} could not be started`);

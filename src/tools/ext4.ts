@@ -18,7 +18,10 @@ export function mkfsArgs(folder: string, disk: string, size: string): string[] {
 }
 
 export async function makeExt4(folder: string, disk: string, size: string, signal?: AbortSignal): Promise<void> {
-  await run("mkfs.ext4", mkfsArgs(folder, disk, size), { signal, notInstalled: "mkfs.ext4 is not installed (e2fsprogs): run make setup" });
+  await run("mkfs.ext4", mkfsArgs(folder, disk, size), {
+    signal,
+    notInstalled: "mkfs.ext4 is not installed (e2fsprogs): run make setup",
+  });
 }
 
 /** debugfs answers every request on stderr with its banner; anything else there is an error. */
@@ -27,7 +30,9 @@ function debugfsErrors(stderr: string): string[] {
 }
 
 async function debugfs(disk: string, args: string[]): Promise<{ stdout: string; errors: string[] }> {
-  const r = await run("debugfs", [...args, disk], { notInstalled: "debugfs is not installed (e2fsprogs): run make setup" });
+  const r = await run("debugfs", [...args, disk], {
+    notInstalled: "debugfs is not installed (e2fsprogs): run make setup",
+  });
   return { stdout: r.stdout, errors: debugfsErrors(r.stderr) };
 }
 
@@ -57,7 +62,10 @@ export interface DiskFile {
  * debugfs requests that put files into the image, owned by root, with their folders (each
  * created with mode 0755 unless it exists; debugfs answers "exists" for those, which is fine).
  */
-export function writeRequests(files: { path: string; local: string; mode: number }[], folderMode: Record<string, number> = {}): string[] {
+export function writeRequests(
+  files: { path: string; local: string; mode: number }[],
+  folderMode: Record<string, number> = {},
+): string[] {
   const lines: string[] = [];
   const folders = new Set<string>();
   for (const f of files) {
@@ -66,16 +74,27 @@ export function writeRequests(files: { path: string; local: string; mode: number
   }
   for (const d of [...folders].sort()) {
     lines.push(`mkdir ${d}`);
-    if (folderMode[d] !== undefined) lines.push(`set_inode_field ${d} mode 040${folderMode[d].toString(8).padStart(3, "0")}`);
+    if (folderMode[d] !== undefined)
+      lines.push(`set_inode_field ${d} mode 040${folderMode[d].toString(8).padStart(3, "0")}`);
   }
   for (const f of files) {
-    lines.push(`rm ${f.path}`, `write ${f.local} ${f.path}`, `set_inode_field ${f.path} mode 0100${f.mode.toString(8).padStart(3, "0")}`, `set_inode_field ${f.path} uid 0`, `set_inode_field ${f.path} gid 0`);
+    lines.push(
+      `rm ${f.path}`,
+      `write ${f.local} ${f.path}`,
+      `set_inode_field ${f.path} mode 0100${f.mode.toString(8).padStart(3, "0")}`,
+      `set_inode_field ${f.path} uid 0`,
+      `set_inode_field ${f.path} gid 0`,
+    );
   }
   return lines;
 }
 
 /** Writes files into the image (replacing any at their paths), then reads each back to check it. */
-export async function writeFiles(disk: string, files: DiskFile[], folderMode: Record<string, number> = {}): Promise<void> {
+export async function writeFiles(
+  disk: string,
+  files: DiskFile[],
+  folderMode: Record<string, number> = {},
+): Promise<void> {
   const work = mkdtempSync(path.join(tmpdir(), "bake-ext4-"));
   try {
     const staged = files.map((f, i) => {
@@ -89,7 +108,8 @@ export async function writeFiles(disk: string, files: DiskFile[], folderMode: Re
     for (const f of files) {
       const { stdout } = await debugfs(disk, ["-R", `stat ${f.path}`]);
       const size = /Size: (\d+)/.exec(stdout)?.[1];
-      if (size === undefined || Number(size) !== Buffer.byteLength(f.content)) throw new BakeError(`writing ${f.path} into ${disk} failed (debugfs left ${size ?? "no"} bytes)`);
+      if (size === undefined || Number(size) !== Buffer.byteLength(f.content))
+        throw new BakeError(`writing ${f.path} into ${disk} failed (debugfs left ${size ?? "no"} bytes)`);
     }
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -10,8 +10,15 @@ export interface GitInfo {
 }
 
 export async function gitInfo(dir: string): Promise<GitInfo> {
-  const ask = (args: string[]) => run("git", args, { cwd: dir, timeoutMs: 5000 }).then((r) => r.stdout.trim() || undefined, () => undefined);
-  const [revision, remote] = await Promise.all([readRevision(dir) ?? ask(["rev-parse", "HEAD"]), ask(["config", "--get", "remote.origin.url"])]);
+  const ask = (args: string[]) =>
+    run("git", args, { cwd: dir, timeoutMs: 5000 }).then(
+      (r) => r.stdout.trim() || undefined,
+      () => undefined,
+    );
+  const [revision, remote] = await Promise.all([
+    readRevision(dir) ?? ask(["rev-parse", "HEAD"]),
+    ask(["config", "--get", "remote.origin.url"]),
+  ]);
   return { revision, source: remote ? stripCredentials(remote) : undefined };
 }
 
@@ -32,7 +39,10 @@ export function readRevision(dir: string): string | undefined {
         const loose = path.join(gitDir, ref);
         if (existsSync(loose)) return readFileSync(loose, "utf8").trim();
         const packed = readFileSync(path.join(gitDir, "packed-refs"), "utf8");
-        return packed.split("\n").find((l) => l.endsWith(` ${ref}`))?.split(" ")[0];
+        return packed
+          .split("\n")
+          .find((l) => l.endsWith(` ${ref}`))
+          ?.split(" ")[0];
       } catch {
         return undefined;
       }

@@ -25,12 +25,21 @@ export function findGoss(env = process.env): string | undefined {
     }
   };
   if (env[GOSS_ENV]) return executable(env[GOSS_ENV]!) ? path.resolve(env[GOSS_ENV]!) : undefined;
-  return (env.PATH ?? "").split(":").filter(Boolean).map((d) => path.join(d, "goss")).find(executable);
+  return (env.PATH ?? "")
+    .split(":")
+    .filter(Boolean)
+    .map((d) => path.join(d, "goss"))
+    .find(executable);
 }
 
 export function requireGoss(env = process.env): string {
   const found = findGoss(env);
-  if (!found) throw new BakeError(env[GOSS_ENV] ? `${GOSS_ENV}=${env[GOSS_ENV]} is not an executable goss` : `goss is not installed (it runs the test: specs): run make setup, or set ${GOSS_ENV}`);
+  if (!found)
+    throw new BakeError(
+      env[GOSS_ENV]
+        ? `${GOSS_ENV}=${env[GOSS_ENV]} is not an executable goss`
+        : `goss is not installed (it runs the test: specs): run make setup, or set ${GOSS_ENV}`,
+    );
   return found;
 }
 
@@ -66,12 +75,23 @@ export interface ValidateOptions {
 /** `goss validate` inside GOSS_DIR, as dgoss runs it: documentation format, no colour. */
 export function validateArgs(o: ValidateOptions): string[] {
   // "} }", not "}}": Packer reads "}}" in a shell provisioner's inline command as a template's end.
-  const inline = JSON.stringify({ bake: { project: o.bake.project, node: o.bake.node, booted: o.bake.booted } }).replace(/\}\}/g, "} }");
+  const inline = JSON.stringify({
+    bake: { project: o.bake.project, node: o.bake.node, booted: o.bake.booted },
+  }).replace(/\}\}/g, "} }");
   return [
-    "--gossfile", `${GOSS_DIR}/goss.yaml`,
+    "--gossfile",
+    `${GOSS_DIR}/goss.yaml`,
     ...(o.withVars ? ["--vars", `${GOSS_DIR}/vars.yaml`] : []),
-    "--vars-inline", inline,
-    "validate", "--format", "documentation", "--no-color", "--retry-timeout", o.retryTimeout, "--sleep", o.sleep,
+    "--vars-inline",
+    inline,
+    "validate",
+    "--format",
+    "documentation",
+    "--no-color",
+    "--retry-timeout",
+    o.retryTimeout,
+    "--sleep",
+    o.sleep,
   ];
 }
 
@@ -85,5 +105,7 @@ export function gossSummary(output: string): { count: number; failed: number; sk
 export function gossFailures(output: string): string[] {
   const lines = output.split("\n");
   const start = lines.map((l) => /^Failures(\/Skipped)?:/.test(l)).lastIndexOf(true);
-  return (start >= 0 ? lines.slice(start + 1) : lines.slice(-20)).filter((l) => l.trim() !== "" && !/^Retrying in /.test(l));
+  return (start >= 0 ? lines.slice(start + 1) : lines.slice(-20)).filter(
+    (l) => l.trim() !== "" && !/^Retrying in /.test(l),
+  );
 }

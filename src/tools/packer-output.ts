@@ -9,7 +9,10 @@ export interface MachineLine {
 
 /** Packer writes commas inside fields as %!(PACKER_COMMA) and newlines as literal \n. */
 export function unescapeField(field: string): string {
-  return field.replace(/%!\(PACKER_COMMA\)/g, ",").replace(/\\n/g, "\n").replace(/\\r/g, "\r");
+  return field
+    .replace(/%!\(PACKER_COMMA\)/g, ",")
+    .replace(/\\n/g, "\n")
+    .replace(/\\r/g, "\r");
 }
 
 export function parseMachineLine(line: string): MachineLine | undefined {
@@ -26,7 +29,9 @@ export interface Artifact {
 
 /** The artifacts a build reported: `TS,docker.ami,artifact,0,id,sha256:…`. */
 export function artifactsOf(lines: MachineLine[]): Artifact[] {
-  return lines.filter((l) => l.type === "artifact" && l.data[1] === "id").map((l) => ({ builder: l.target, index: Number(l.data[0]), id: l.data[2] }));
+  return lines
+    .filter((l) => l.type === "artifact" && l.data[1] === "id")
+    .map((l) => ({ builder: l.target, index: Number(l.data[0]), id: l.data[2] }));
 }
 
 /** `us-east-1:ami-1,eu-west-1:ami-2` → { "us-east-1": "ami-1", … } (amazon builders' artifact id). */
@@ -59,7 +64,8 @@ export interface AwsFailure {
   leftBehind: string[];
 }
 
-const CLEANUP = /^(Terminating the source AWS instance|Deleting temporary security group|Deleting temporary keypair|Deleting the created EBS volume|Cleaning up any extra volumes)/;
+const CLEANUP =
+  /^(Terminating the source AWS instance|Deleting temporary security group|Deleting temporary keypair|Deleting the created EBS volume|Cleaning up any extra volumes)/;
 const CLEANUP_FAILED = /^(Error terminating instance|Error cleaning up|Error deleting|Error removing)/i;
 
 /** Reads the ui lines of an amazon-ebs / amazon-instance build. Pure. */
@@ -80,7 +86,8 @@ export function awsFailure(uiLines: string[]): AwsFailure {
     const task = /^TASK \[(.+?)\]/.exec(text);
     if (task) failure.task = task[1];
     // A step is what Packer itself announces with ==>, not a provisioner's output.
-    if (announced && !/^(Executing Ansible|Uploading |Adding tag)/.test(text)) failure.step = text.replace(/\.\.\.$/, "");
+    if (announced && !/^(Executing Ansible|Uploading |Adding tag)/.test(text))
+      failure.step = text.replace(/\.\.\.$/, "");
   }
   return failure;
 }

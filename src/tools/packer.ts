@@ -29,7 +29,18 @@ export interface PackerTool {
   version(): Promise<PackerVersion>;
   validate(dir: string, env?: Record<string, string | undefined>): Promise<void>;
   fmt(dir: string): Promise<void>;
-  build(dir: string, options: { cwd?: string; env?: Record<string, string | undefined>; secrets: string[]; force?: boolean; signal?: AbortSignal; onLine?: (text: string) => void; onRaw?: (line: string) => void }): Promise<Artifact[]>;
+  build(
+    dir: string,
+    options: {
+      cwd?: string;
+      env?: Record<string, string | undefined>;
+      secrets: string[];
+      force?: boolean;
+      signal?: AbortSignal;
+      onLine?: (text: string) => void;
+      onRaw?: (line: string) => void;
+    },
+  ): Promise<Artifact[]>;
 }
 
 export function packerTool(): PackerTool {

@@ -53,21 +53,35 @@ export const KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=10";
 export function vmArgs(o: VmArgsInput): string[] {
   const forwards = o.forwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`).join("");
   return [
-    "-machine", `q35,accel=${o.accelerator}`,
-    "-cpu", o.accelerator === "kvm" ? "host" : "max",
-    "-smp", String(o.cpus),
-    "-m", String(o.memory),
-    "-kernel", o.kernel,
-    "-initrd", o.initrd,
-    "-append", o.append,
+    "-machine",
+    `q35,accel=${o.accelerator}`,
+    "-cpu",
+    o.accelerator === "kvm" ? "host" : "max",
+    "-smp",
+    String(o.cpus),
+    "-m",
+    String(o.memory),
+    "-kernel",
+    o.kernel,
+    "-initrd",
+    o.initrd,
+    "-append",
+    o.append,
     // QEMU's option syntax ends a value at a comma: one in the path (a project folder) is doubled.
-    "-drive", `file=${o.disk.replace(/,/g, ",,")},if=virtio,format=${o.format},cache=unsafe`,
-    "-netdev", `user,id=net0${forwards}`,
-    "-device", "virtio-net-pci,netdev=net0",
-    "-display", "none",
-    "-monitor", "none",
-    "-serial", `file:${o.serialLog}`,
-    "-pidfile", o.pidFile,
+    "-drive",
+    `file=${o.disk.replace(/,/g, ",,")},if=virtio,format=${o.format},cache=unsafe`,
+    "-netdev",
+    `user,id=net0${forwards}`,
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    `file:${o.serialLog}`,
+    "-pidfile",
+    o.pidFile,
   ];
 }
 
@@ -80,7 +94,23 @@ export async function startVm(input: VmArgsInput, onLine?: (line: string) => voi
 
 /** The probe: a kernel with no root disk panics at once and, with -no-reboot, QEMU exits. */
 export function probeArgs(kernel: string, accelerator: Accelerator, serialLog: string): string[] {
-  return ["-machine", `q35,accel=${accelerator}`, "-m", "256", "-no-reboot", "-display", "none", "-monitor", "none", "-serial", `file:${serialLog}`, "-kernel", kernel, "-append", "console=ttyS0 panic=-1 root=/dev/bake-probe-none"];
+  return [
+    "-machine",
+    `q35,accel=${accelerator}`,
+    "-m",
+    "256",
+    "-no-reboot",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    `file:${serialLog}`,
+    "-kernel",
+    kernel,
+    "-append",
+    "console=ttyS0 panic=-1 root=/dev/bake-probe-none",
+  ];
 }
 
 const PROBE_SECONDS = 15;
@@ -91,14 +121,18 @@ const PROBE_SECONDS = 15;
  * kernel got as far as its panic for want of a root disk. Kept per boot of this machine and
  * QEMU version; BAKE_QEMU_ACCELERATOR=kvm|tcg decides without a probe.
  */
-export async function chooseAccelerator(kernel: string, options: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<AcceleratorChoice> {
+export async function chooseAccelerator(
+  kernel: string,
+  options: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+): Promise<AcceleratorChoice> {
   const env = options.env ?? process.env;
   const forced = env[ACCELERATOR_ENV];
   if (forced) {
     if (forced !== "kvm" && forced !== "tcg") throw new BakeError(`${ACCELERATOR_ENV}=${forced}: use kvm or tcg`);
     return { accelerator: forced, reason: `${ACCELERATOR_ENV}=${forced}` };
   }
-  if (!existsSync("/dev/kvm")) return { accelerator: "tcg", reason: "no /dev/kvm on this machine: software emulation (TCG)" };
+  if (!existsSync("/dev/kvm"))
+    return { accelerator: "tcg", reason: "no /dev/kvm on this machine: software emulation (TCG)" };
   const cacheFile = path.join(bakeCacheDir(env), "qemu-accelerator.json");
   const version = await qemuVersion();
   const bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
@@ -110,12 +144,21 @@ export async function chooseAccelerator(kernel: string, options: { env?: NodeJS.
   let choice: AcceleratorChoice;
   try {
     const started = Date.now();
-    const r = await run(QEMU, probeArgs(kernel, "kvm", serial), { timeoutMs: PROBE_SECONDS * 1000, reject: false, signal: options.signal, notInstalled: NOT_INSTALLED }).catch((e: Error) => ({ exitCode: undefined, stderr: e.message }));
+    const r = await run(QEMU, probeArgs(kernel, "kvm", serial), {
+      timeoutMs: PROBE_SECONDS * 1000,
+      reject: false,
+      signal: options.signal,
+      notInstalled: NOT_INSTALLED,
+    }).catch((e: Error) => ({ exitCode: undefined, stderr: e.message }));
     const printed = existsSync(serial) ? readFileSync(serial, "utf8") : "";
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
-    choice = r.exitCode === 0 && /Kernel panic|VFS: Unable to mount root/.test(printed)
-      ? { accelerator: "kvm", reason: `KVM started a guest kernel in ${seconds} s` }
-      : { accelerator: "tcg", reason: `/dev/kvm exists but a KVM guest ${Date.now() - started >= PROBE_SECONDS * 1000 - 500 ? `did not get through its boot in ${PROBE_SECONDS} s` : `failed to start (exit ${r.exitCode})`}: software emulation (TCG)` };
+    choice =
+      r.exitCode === 0 && /Kernel panic|VFS: Unable to mount root/.test(printed)
+        ? { accelerator: "kvm", reason: `KVM started a guest kernel in ${seconds} s` }
+        : {
+            accelerator: "tcg",
+            reason: `/dev/kvm exists but a KVM guest ${Date.now() - started >= PROBE_SECONDS * 1000 - 500 ? `did not get through its boot in ${PROBE_SECONDS} s` : `failed to start (exit ${r.exitCode})`}: software emulation (TCG)`,
+          };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -128,7 +171,9 @@ export async function chooseAccelerator(kernel: string, options: { env?: NodeJS.
 /** The accelerator bake chose on this boot of the machine, if it probed yet (for bake doctor). */
 export function cachedAccelerator(env = process.env): AcceleratorChoice | undefined {
   const cached = readCache(path.join(bakeCacheDir(env), "qemu-accelerator.json"));
-  const bootId = existsSync("/proc/sys/kernel/random/boot_id") ? readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() : "";
+  const bootId = existsSync("/proc/sys/kernel/random/boot_id")
+    ? readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+    : "";
   return cached?.bootId === bootId ? cached.choice : undefined;
 }
 
@@ -141,8 +186,15 @@ function readCache(file: string): { bootId: string; qemu: string; choice: Accele
 }
 
 /** Converts a disk image between formats (sparse: only written blocks are copied). */
-export async function convertDisk(from: { file: string; format: "raw" | "qcow2" }, to: { file: string; format: "raw" | "qcow2" }, signal?: AbortSignal): Promise<void> {
-  await run(QEMU_IMG, ["convert", "-f", from.format, "-O", to.format, from.file, to.file], { signal, notInstalled: NOT_INSTALLED });
+export async function convertDisk(
+  from: { file: string; format: "raw" | "qcow2" },
+  to: { file: string; format: "raw" | "qcow2" },
+  signal?: AbortSignal,
+): Promise<void> {
+  await run(QEMU_IMG, ["convert", "-f", from.format, "-O", to.format, from.file, to.file], {
+    signal,
+    notInstalled: NOT_INSTALLED,
+  });
 }
 
 /** A disk image's virtual size and the bytes it takes on this machine. */

@@ -20,7 +20,9 @@ const NOT_INSTALLED = "ssh is not installed (Debian: openssh-client): run make s
 
 /** Makes an ed25519 key pair without a passphrase at `file` and `file.pub`; returns the public key. */
 export async function generateKey(file: string, comment: string): Promise<string> {
-  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file], { notInstalled: NOT_INSTALLED });
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file], {
+    notInstalled: NOT_INSTALLED,
+  });
   return readFileSync(`${file}.pub`, "utf8");
 }
 
@@ -38,19 +40,32 @@ export function knownHostsLine(alias: string, publicKey: string): string {
  */
 export function sshOptions(t: SshTarget): string[] {
   return [
-    "-o", "BatchMode=yes",
-    "-o", "StrictHostKeyChecking=yes",
-    "-o", `UserKnownHostsFile=${t.knownHosts}`,
-    "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", `HostKeyAlias=${t.hostKeyAlias}`,
-    "-o", "HostKeyAlgorithms=ssh-ed25519",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=5",
-    "-o", "ServerAliveInterval=5",
-    "-o", "ServerAliveCountMax=3",
-    "-o", "IdentitiesOnly=yes",
-    "-i", t.key,
-    "-p", String(t.port),
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    `UserKnownHostsFile=${t.knownHosts}`,
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    `HostKeyAlias=${t.hostKeyAlias}`,
+    "-o",
+    "HostKeyAlgorithms=ssh-ed25519",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=5",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-i",
+    t.key,
+    "-p",
+    String(t.port),
   ];
 }
 
@@ -60,8 +75,18 @@ export function sshArgs(t: SshTarget, command: string): string[] {
 }
 
 /** Runs a shell line on the host: its exit code (255: ssh itself failed) and output. */
-export async function sshRun(t: SshTarget, command: string, options: { input?: string | Buffer; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ code: number; out: string }> {
-  const r = await run("ssh", sshArgs(t, command), { input: options.input, timeoutMs: options.timeoutMs ?? 120_000, signal: options.signal, reject: false, notInstalled: NOT_INSTALLED });
+export async function sshRun(
+  t: SshTarget,
+  command: string,
+  options: { input?: string | Buffer; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<{ code: number; out: string }> {
+  const r = await run("ssh", sshArgs(t, command), {
+    input: options.input,
+    timeoutMs: options.timeoutMs ?? 120_000,
+    signal: options.signal,
+    reject: false,
+    notInstalled: NOT_INSTALLED,
+  });
   return { code: r.exitCode ?? 255, out: [r.stdout, r.stderr].filter(Boolean).join("\n").trim() };
 }
 
@@ -70,7 +95,17 @@ export async function sshRun(t: SshTarget, command: string, options: { input?: s
  * machine, in a folder only this user reads: no local port to pick, so none another process can take first.
  */
 export function forwardArgs(t: SshTarget, socket: string, remote: number): string[] {
-  return [...sshOptions(t), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L", `${socket}:127.0.0.1:${remote}`, `${t.user}@127.0.0.1`];
+  return [
+    ...sshOptions(t),
+    "-N",
+    "-o",
+    "ExitOnForwardFailure=yes",
+    "-o",
+    "StreamLocalBindUnlink=yes",
+    "-L",
+    `${socket}:127.0.0.1:${remote}`,
+    `${t.user}@127.0.0.1`,
+  ];
 }
 
 export async function forwardPort(t: SshTarget, local: string, remote: number): Promise<BackgroundProcess> {

@@ -18,7 +18,12 @@ export async function tarEntries(stream: Readable): Promise<TarEntry[]> {
       const chunks: Buffer[] = [];
       body.on("data", (c: unknown) => chunks.push(c as Buffer));
       body.on("end", () => {
-        entries.push({ name: header.name, type: header.type ?? "file", ...(header.linkname ? { linkname: header.linkname } : {}), content: Buffer.concat(chunks) });
+        entries.push({
+          name: header.name,
+          type: header.type ?? "file",
+          ...(header.linkname ? { linkname: header.linkname } : {}),
+          content: Buffer.concat(chunks),
+        });
         next();
       });
     });
@@ -58,7 +63,12 @@ export async function firstTarEntry(stream: Readable, maxBytes: number): Promise
       extract.destroy();
     };
     extract.on("entry", (header, body) => {
-      const entry: FirstEntry = { name: header.name, type: header.type ?? "file", size: header.size ?? 0, ...(header.linkname ? { linkname: header.linkname } : {}) };
+      const entry: FirstEntry = {
+        name: header.name,
+        type: header.type ?? "file",
+        size: header.size ?? 0,
+        ...(header.linkname ? { linkname: header.linkname } : {}),
+      };
       if (entry.type !== "file" || entry.size > maxBytes) return settle(() => resolve(entry));
       const chunks: Buffer[] = [];
       body.on("data", (c: unknown) => chunks.push(c as Buffer));

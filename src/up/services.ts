@@ -24,13 +24,24 @@ export function servicesOf(config: BakeConfig, names: string[], keys: Map<string
   const releases = config.images.filter((i) => i.layer === "release");
   for (const n of names) {
     const image = config.images.find((i) => i.name === n);
-    if (!image) throw new UsageError(`unknown service ${n}: ${config.file} defines ${releases.map((r) => r.name).join(", ")}`);
-    if (image.layer !== "release") throw new UsageError(`${n} is a ${image.layer} image, not a release: only images with run: can be started`);
+    if (!image)
+      throw new UsageError(`unknown service ${n}: ${config.file} defines ${releases.map((r) => r.name).join(", ")}`);
+    if (image.layer !== "release")
+      throw new UsageError(`${n} is a ${image.layer} image, not a release: only images with run: can be started`);
   }
   const chosen = names.length ? releases.filter((r) => names.includes(r.name)) : releases;
   return chosen.map((release) => {
     const key = keys.get(release.name)!;
-    return { release, contract: runtimeContract({ project: config.project, service: release.name, image: `${imageRepository(config, release.name)}:${shortKey(key)}`, key, run: release.run! }) };
+    return {
+      release,
+      contract: runtimeContract({
+        project: config.project,
+        service: release.name,
+        image: `${imageRepository(config, release.name)}:${shortKey(key)}`,
+        key,
+        run: release.run!,
+      }),
+    };
   });
 }
 
@@ -62,8 +73,11 @@ export function passEnvValues(config: BakeConfig, services: Service[], env = pro
       else values[name] = v;
     }
   }
-  if (missing.length) throw new UsageError(`pass_env not set: ${missing.join(", ")}: export it, or add NAME=value to ${dotEnvFile}`);
-  const broken = Object.entries(values).filter(([, v]) => LINE_BREAK.test(v)).map(([k]) => k);
+  if (missing.length)
+    throw new UsageError(`pass_env not set: ${missing.join(", ")}: export it, or add NAME=value to ${dotEnvFile}`);
+  const broken = Object.entries(values)
+    .filter(([, v]) => LINE_BREAK.test(v))
+    .map(([k]) => k);
   if (broken.length) {
     throw new UsageError(
       `pass_env ${broken.join(", ")}: a value holds a line break or NUL, which the host's runtime env file (one KEY=VALUE per line, as docker --env-file) cannot carry: encode it on one line (e.g. base64) and decode it in the service`,
@@ -88,7 +102,12 @@ export function passEnvDigest(values: Record<string, string>, names: string[], s
   return `${salt}:${h.digest("hex")}`;
 }
 
-export async function startWithApi(services: Service[], config: BakeConfig, docker: DockerTool, passEnv: Record<string, string>): Promise<string[]> {
+export async function startWithApi(
+  services: Service[],
+  config: BakeConfig,
+  docker: DockerTool,
+  passEnv: Record<string, string>,
+): Promise<string[]> {
   await docker.ensureNetwork(networkName(config.project), { "bake.project": config.project });
   const changed: string[] = [];
   for (const s of services) {
@@ -98,8 +117,14 @@ export async function startWithApi(services: Service[], config: BakeConfig, dock
     // A rotated secret recreates the container: compared through a salted digest, never the values.
     const [salt] = String(existing?.Config?.Labels?.[PASS_ENV_LABEL] ?? "").split(":");
     want.Labels = { ...want.Labels, [PASS_ENV_LABEL]: passEnvDigest(passEnv, names, randomBytes(8).toString("hex")) };
-    const sameSecrets = !names.length || existing?.Config?.Labels?.[PASS_ENV_LABEL] === passEnvDigest(passEnv, names, salt);
-    if (existing && sameSecrets && existing.Config?.Labels?.["bake.contract"] === want.Labels["bake.contract"] && existing.Image === (await docker.inspectImage(want.Image))?.id) {
+    const sameSecrets =
+      !names.length || existing?.Config?.Labels?.[PASS_ENV_LABEL] === passEnvDigest(passEnv, names, salt);
+    if (
+      existing &&
+      sameSecrets &&
+      existing.Config?.Labels?.["bake.contract"] === want.Labels["bake.contract"] &&
+      existing.Image === (await docker.inspectImage(want.Image))?.id
+    ) {
       if (!existing.State?.Running) await docker.startContainer(existing.Id);
       continue;
     }
@@ -112,7 +137,13 @@ export async function startWithApi(services: Service[], config: BakeConfig, dock
 }
 
 /** Runs bake's ansible/bake/up.yml (the production `service` role) against the local engine. */
-export async function startWithAnsible(services: Service[], config: BakeConfig, passEnv: Record<string, string>, playbook: string, onLine: (l: string) => void): Promise<void> {
+export async function startWithAnsible(
+  services: Service[],
+  config: BakeConfig,
+  passEnv: Record<string, string>,
+  playbook: string,
+  onLine: (l: string) => void,
+): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-up-"));
   try {
     const vars = path.join(dir, "vars.yml");
@@ -136,7 +167,12 @@ export interface Health {
  * Waits until every service is healthy (or running, without a health check). `containerOf` names
  * a service's container (a host's boot test runs them under a namespace).
  */
-export async function waitHealthy(services: Service[], docker: DockerTool, signal?: AbortSignal, containerOf = (s: Service) => s.contract.ansible.name): Promise<Health[]> {
+export async function waitHealthy(
+  services: Service[],
+  docker: DockerTool,
+  signal?: AbortSignal,
+  containerOf = (s: Service) => s.contract.ansible.name,
+): Promise<Health[]> {
   return Promise.all(
     services.map(async (s): Promise<Health> => {
       const name = containerOf(s);
@@ -150,10 +186,18 @@ export async function waitHealthy(services: Service[], docker: DockerTool, signa
         const done = hc ? health === "healthy" : running;
         const failed = !running || health === "unhealthy" || Date.now() > deadline || signal?.aborted;
         if (done || failed) {
-          const urls = Object.values((info.NetworkSettings?.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>)
+          const urls = Object.values(
+            (info.NetworkSettings?.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>,
+          )
             .flatMap((bindings) => bindings ?? [])
             .map((b) => `http://${b.HostIp === "0.0.0.0" || b.HostIp === "" ? "127.0.0.1" : b.HostIp}:${b.HostPort}`);
-          const result: Health = { service: s.release.name, container: name, ok: done, state: health ?? info.State?.Status ?? "unknown", urls: [...new Set(urls)] };
+          const result: Health = {
+            service: s.release.name,
+            container: name,
+            ok: done,
+            state: health ?? info.State?.Status ?? "unknown",
+            urls: [...new Set(urls)],
+          };
           if (!done) result.lastLogs = await lastLogs(docker, info.Id, 20);
           return result;
         }
@@ -170,13 +214,21 @@ export async function lastLogs(docker: DockerTool, id: string, lines: number): P
 }
 
 /** The project's service containers that `bake up` started (a boot test's, namespaced, are not). */
-export async function upContainers(config: BakeConfig, docker: DockerTool, labels: Record<string, string> = {}): Promise<ContainerRecord[]> {
-  return (await docker.listContainers({ "bake.project": config.project, ...labels })).filter((c) => c.labels["bake.service"] && !c.labels["bake.namespace"]);
+export async function upContainers(
+  config: BakeConfig,
+  docker: DockerTool,
+  labels: Record<string, string> = {},
+): Promise<ContainerRecord[]> {
+  return (await docker.listContainers({ "bake.project": config.project, ...labels })).filter(
+    (c) => c.labels["bake.service"] && !c.labels["bake.namespace"],
+  );
 }
 
 /** Removes the project's service containers and its network: only what carries bake's labels. */
 export async function stopAll(config: BakeConfig, docker: DockerTool, names: string[] = []): Promise<string[]> {
-  const containers = (await upContainers(config, docker)).filter((c) => !names.length || names.includes(c.labels["bake.service"]));
+  const containers = (await upContainers(config, docker)).filter(
+    (c) => !names.length || names.includes(c.labels["bake.service"]),
+  );
   for (const c of containers) await docker.removeContainer(c.id);
   const left = await upContainers(config, docker);
   if (!left.length) await docker.removeNetwork(networkName(config.project));
@@ -184,5 +236,12 @@ export async function stopAll(config: BakeConfig, docker: DockerTool, names: str
 }
 
 export function failureMessage(unhealthy: Health[]): BakeError {
-  return new BakeError(unhealthy.map((h) => `${h.service} did not become healthy (${h.state})${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}`).join("\n"));
+  return new BakeError(
+    unhealthy
+      .map(
+        (h) =>
+          `${h.service} did not become healthy (${h.state})${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}`,
+      )
+      .join("\n"),
+  );
 }

@@ -33,8 +33,17 @@ export interface BakeRun {
   pid: number;
 }
 
-export async function bake(args: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Promise<BakeRun> {
-  const child = execa(process.execPath, [CLI, ...args], { cwd: options.cwd, env: testEnv(options.env), extendEnv: true, reject: false, timeout: 300_000 });
+export async function bake(
+  args: string[],
+  options: { cwd: string; env?: Record<string, string | undefined> },
+): Promise<BakeRun> {
+  const child = execa(process.execPath, [CLI, ...args], {
+    cwd: options.cwd,
+    env: testEnv(options.env),
+    extendEnv: true,
+    reject: false,
+    timeout: 300_000,
+  });
   const r = await child;
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), pid: child.pid ?? -1 };
 }

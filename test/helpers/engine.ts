@@ -22,9 +22,21 @@ export async function busyboxRootfs(): Promise<string> {
   for (const d of ["bin", "tmp", "etc", "root"]) mkdirSync(path.join(dir, d));
   copyFileSync("/bin/busybox", path.join(dir, "bin/busybox"));
   const { stdout } = await execa("/bin/busybox", ["--list"]);
-  for (const applet of stdout.split("\n").filter((a) => a && a !== "busybox")) symlinkSync("busybox", path.join(dir, "bin", applet));
+  for (const applet of stdout.split("\n").filter((a) => a && a !== "busybox"))
+    symlinkSync("busybox", path.join(dir, "bin", applet));
   const partial = `${tar}.${process.pid}`;
-  await execa("tar", ["--numeric-owner", "--owner=0", "--group=0", "--mtime=@0", "--sort=name", "-C", dir, "-cf", partial, "."]);
+  await execa("tar", [
+    "--numeric-owner",
+    "--owner=0",
+    "--group=0",
+    "--mtime=@0",
+    "--sort=name",
+    "-C",
+    dir,
+    "-cf",
+    partial,
+    ".",
+  ]);
   await execa("mv", [partial, tar]);
   rmSync(dir, { recursive: true, force: true });
   return tar;
@@ -32,7 +44,10 @@ export async function busyboxRootfs(): Promise<string> {
 
 /** An image made from the busybox rootfs with `docker import`, for tests that need a plain base. */
 export async function busyboxImage(ref = "bake-test/busybox:latest"): Promise<string> {
-  const existing = await docker.getImage(ref).inspect().catch(() => undefined);
+  const existing = await docker
+    .getImage(ref)
+    .inspect()
+    .catch(() => undefined);
   if (existing) return existing.Id;
   await execa("sh", ["-c", `docker import - ${ref} < "${await busyboxRootfs()}"`]);
   return (await docker.getImage(ref).inspect()).Id;
@@ -52,7 +67,11 @@ export async function removeProject(project: string): Promise<void> {
     const left = await imagesOfProject(project);
     if (!left.length) return;
     if (pass) await new Promise((r) => setTimeout(r, 500));
-    for (const img of left) await docker.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+    for (const img of left)
+      await docker
+        .getImage(img.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
   }
 }
 
@@ -99,11 +118,17 @@ export async function parentTagsOf(pid: number): Promise<string[]> {
  */
 export async function sessionRefusingProxy(): Promise<{ host: string; close: () => void }> {
   const proxy = createServer((req, res) => {
-    if (/\/session$/.test(req.url!.split("?")[0])) return void res.writeHead(403, { "Content-Type": "application/json" }).end('{"message":"sessions are not allowed"}');
-    const upstream = request({ socketPath: "/var/run/docker.sock", method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode!, r.headers);
-      r.pipe(res);
-    });
+    if (/\/session$/.test(req.url!.split("?")[0]))
+      return void res
+        .writeHead(403, { "Content-Type": "application/json" })
+        .end('{"message":"sessions are not allowed"}');
+    const upstream = request(
+      { socketPath: "/var/run/docker.sock", method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        res.writeHead(r.statusCode!, r.headers);
+        r.pipe(res);
+      },
+    );
     upstream.on("error", (e) => res.destroy(e));
     req.pipe(upstream);
   });
@@ -116,7 +141,12 @@ export async function sessionRefusingProxy(): Promise<{ host: string; close: () 
  * connection and removes the socket (new ones fail ENOENT, as with a stopped dockerd); `restore()`
  * listens again. `host` is its DOCKER_HOST. Cutting it stops no other test's use of the engine.
  */
-export async function cuttableEngine(): Promise<{ host: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
+export async function cuttableEngine(): Promise<{
+  host: string;
+  cut: () => Promise<void>;
+  restore: () => Promise<void>;
+  close: () => Promise<void>;
+}> {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-engine-"));
   const socketPath = path.join(dir, "docker.sock");
   const open = new Set<Socket>();

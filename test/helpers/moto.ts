@@ -24,10 +24,27 @@ export async function resetMoto(): Promise<void> {
   if (!res.ok) throw new Error(`moto reset: HTTP ${res.status}`);
 }
 
-export async function registerAmi(name: string, tags: Record<string, string> = {}, region = "us-east-1"): Promise<string> {
+export async function registerAmi(
+  name: string,
+  tags: Record<string, string> = {},
+  region = "us-east-1",
+): Promise<string> {
   const ec2 = motoEc2(region);
-  const { ImageId } = await ec2.send(new RegisterImageCommand({ Name: name, RootDeviceName: "/dev/xvda", Architecture: "x86_64", BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { VolumeSize: 8 } }] }));
-  if (Object.keys(tags).length) await ec2.send(new CreateTagsCommand({ Resources: [ImageId!], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) }));
+  const { ImageId } = await ec2.send(
+    new RegisterImageCommand({
+      Name: name,
+      RootDeviceName: "/dev/xvda",
+      Architecture: "x86_64",
+      BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { VolumeSize: 8 } }],
+    }),
+  );
+  if (Object.keys(tags).length)
+    await ec2.send(
+      new CreateTagsCommand({
+        Resources: [ImageId!],
+        Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+      }),
+    );
   return ImageId!;
 }
 
@@ -47,7 +64,9 @@ export interface EndpointFault {
  * throttles or refuses, and passes everything else through. `env` points bake at it; `calls`
  * counts the calls of each action that reached it (failed or not).
  */
-export async function faultyEndpoint(faults: EndpointFault[]): Promise<{ env: typeof motoEnv; calls: Map<string, number>; close: () => void }> {
+export async function faultyEndpoint(
+  faults: EndpointFault[],
+): Promise<{ env: typeof motoEnv; calls: Map<string, number>; close: () => void }> {
   const calls = new Map<string, number>();
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
@@ -55,15 +74,32 @@ export async function faultyEndpoint(faults: EndpointFault[]): Promise<{ env: ty
     const body = Buffer.concat(chunks);
     const action = /(?:^|&)Action=([A-Za-z]+)/.exec(body.toString())?.[1] ?? String(req.headers["x-amz-target"] ?? "");
     calls.set(action, (calls.get(action) ?? 0) + 1);
-    const fault = faults.find((f) => f.action === action && f.times > 0 && (!f.match || f.match.test(decodeURIComponent(body.toString()))));
+    const fault = faults.find(
+      (f) => f.action === action && f.times > 0 && (!f.match || f.match.test(decodeURIComponent(body.toString()))),
+    );
     if (fault) fault.times--;
     if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
     if (fault?.status) {
       res.writeHead(fault.status, { "Content-Type": "text/xml" });
-      return void res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${fault.code}</Code><Message>injected by the test: ${fault.code}</Message></Error></Errors><RequestID>fault</RequestID></Response>`);
+      return void res.end(
+        `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${fault.code}</Code><Message>injected by the test: ${fault.code}</Message></Error></Errors><RequestID>fault</RequestID></Response>`,
+      );
     }
-    const upstream = await fetch(`${MOTO}${req.url}`, { method: req.method, headers: Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "content-length").map(([k, v]) => [k, String(v)]) as [string, string][], body: req.method === "GET" ? undefined : body });
-    res.writeHead(upstream.status, Object.fromEntries([...upstream.headers].filter(([k]) => k !== "content-encoding" && k !== "content-length" && k !== "transfer-encoding")));
+    const upstream = await fetch(`${MOTO}${req.url}`, {
+      method: req.method,
+      headers: Object.entries(req.headers)
+        .filter(([k]) => k !== "host" && k !== "content-length")
+        .map(([k, v]) => [k, String(v)]) as [string, string][],
+      body: req.method === "GET" ? undefined : body,
+    });
+    res.writeHead(
+      upstream.status,
+      Object.fromEntries(
+        [...upstream.headers].filter(
+          ([k]) => k !== "content-encoding" && k !== "content-length" && k !== "transfer-encoding",
+        ),
+      ),
+    );
     res.end(Buffer.from(await upstream.arrayBuffer()));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

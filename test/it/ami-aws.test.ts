@@ -16,7 +16,12 @@ import { hclString } from "../../src/ami/hcl.js";
 const suffix = `${process.pid}`;
 const SHARE = "210987654321";
 
-async function fixture(extra = "", builder = "ebs", sourceName = `aws-src-${suffix}-*`, playbook = "host.yml"): Promise<string> {
+async function fixture(
+  extra = "",
+  builder = "ebs",
+  sourceName = `aws-src-${suffix}-*`,
+  playbook = "host.yml",
+): Promise<string> {
   const rootfs = await busyboxRootfs();
   return tempTree({
     "bake.yml": `project: aws-${suffix}
@@ -47,16 +52,23 @@ function yamlValue(value: string): string {
   return JSON.stringify(value.replace(/\$/g, "$$$$"));
 }
 
-const packerEnv = (extra: Record<string, string> = {}) => ({ ...process.env, ...testEnv(), ...motoEnv, ...extra }) as Record<string, string>;
+const packerEnv = (extra: Record<string, string> = {}) =>
+  ({ ...process.env, ...testEnv(), ...motoEnv, ...extra }) as Record<string, string>;
 
 test.before(async () => {
   await resetMoto();
   await registerAmi(`aws-src-${suffix}-1`);
 });
 
-const VM = "    vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3] } } }\n";
+const VM =
+  "    vm: { rootfs: { debootstrap: { suite: bookworm, variant: minbase, include: [linux-image-cloud-amd64, systemd-sysv, openssh-server, python3] } } }\n";
 
-for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["ebs", "local"], ["ebs", "vm"]] as const) {
+for (const [builder, target] of [
+  ["ebs", "aws"],
+  ["instance-store", "aws"],
+  ["ebs", "local"],
+  ["ebs", "vm"],
+] as const) {
   test(`render ${builder} on ${target}: packer validate and packer fmt -check accept the folder as it is`, async () => {
     const dir = await fixture(target === "local" ? "    local: { image: base }\n" : target === "vm" ? VM : "", builder);
     const cert = path.join(dir, "cert.pem");
@@ -66,12 +78,26 @@ for (const [builder, target] of [["ebs", "aws"], ["instance-store", "aws"], ["eb
     const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env });
     assert.is(r.code, 0, r.stderr);
     const hcl = readFileSync(path.join(out, "ami.pkr.hcl"), "utf8");
-    assert.match(hcl, target === "local" ? /source "docker" "ami"/ : target === "vm" ? /source "qemu" "ami"[\s\S]*hostfwd=tcp:127\.0\.0\.1:\{\{ \.SSHHostPort \}\}-:22/ : builder === "ebs" ? /source "amazon-ebs" "ami"/ : /source "amazon-instance" "ami"/);
+    assert.match(
+      hcl,
+      target === "local"
+        ? /source "docker" "ami"/
+        : target === "vm"
+          ? /source "qemu" "ami"[\s\S]*hostfwd=tcp:127\.0\.0\.1:\{\{ \.SSHHostPort \}\}-:22/
+          : builder === "ebs"
+            ? /source "amazon-ebs" "ami"/
+            : /source "amazon-instance" "ami"/,
+    );
     assert.not.match(hcl, /required_plugins/, "Packer 1.6 does not know required_plugins");
     await execa("packer", ["validate", out], { env: packerEnv(env) });
     await execa("packer", ["fmt", "-check", out]);
-    const vars = parseYaml(readFileSync(path.join(out, "bake-vars.yml"), "utf8"), { customTags: [{ tag: "!unsafe", resolve: (v: string) => v }] });
-    assert.equal(vars.bake_preload_images.map((i: any) => i.name), ["base", "web"]);
+    const vars = parseYaml(readFileSync(path.join(out, "bake-vars.yml"), "utf8"), {
+      customTags: [{ tag: "!unsafe", resolve: (v: string) => v }],
+    });
+    assert.equal(
+      vars.bake_preload_images.map((i: any) => i.name),
+      ["base", "web"],
+    );
     assert.equal(vars.bake_services[0].pass_env, ["WEB_TOKEN"]);
   });
 }
@@ -81,13 +107,34 @@ test("render --target local of an AMI without local: the host starts from bake's
   const out = path.join(dir, "rendered");
   const r = await bake(["render", "host", "--target", "local", "--out", out], { cwd: dir, env: motoEnv });
   assert.is(r.code, 0, r.stderr);
-  assert.match(readFileSync(path.join(out, "ami.pkr.hcl"), "utf8"), new RegExp(`image += "aws-${suffix}/bake-local-host:[0-9a-f]{12}"`));
+  assert.match(
+    readFileSync(path.join(out, "ami.pkr.hcl"), "utf8"),
+    new RegExp(`image += "aws-${suffix}/bake-local-host:[0-9a-f]{12}"`),
+  );
   await execa("packer", ["validate", out], { env: packerEnv({ BAKE_DOCKER_SOCKET: "/var/run/docker.sock" }) });
-  const local = JSON.parse((await bake(["plan", "--target", "local", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout).nodes;
-  assert.equal(local.filter((n: any) => n.name === "bake-local-host").map((n: any) => [n.kind, n.layer]), [["image", "base"]]);
-  assert.ok(local.findIndex((n: any) => n.name === "bake-local-host") < local.findIndex((n: any) => n.name === "host"), "the host image comes before the AMI that boots it");
-  const aws = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout).nodes;
-  assert.not.ok(aws.some((n: any) => n.name === "bake-local-host"), "other targets never build it");
+  const local = JSON.parse(
+    (
+      await bake(["plan", "--target", "local", "--json"], {
+        cwd: dir,
+        env: { DOCKER_HOST: "unix:///nonexistent.sock" },
+      })
+    ).stdout,
+  ).nodes;
+  assert.equal(
+    local.filter((n: any) => n.name === "bake-local-host").map((n: any) => [n.kind, n.layer]),
+    [["image", "base"]],
+  );
+  assert.ok(
+    local.findIndex((n: any) => n.name === "bake-local-host") < local.findIndex((n: any) => n.name === "host"),
+    "the host image comes before the AMI that boots it",
+  );
+  const aws = JSON.parse(
+    (await bake(["plan", "--json"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } })).stdout,
+  ).nodes;
+  assert.not.ok(
+    aws.some((n: any) => n.name === "bake-local-host"),
+    "other targets never build it",
+  );
   // Nor does building images: it is built only where a local AMI is baked.
   const built = await bake(["build", "--json"], { cwd: dir });
   assert.is(built.code, 0, built.stderr);
@@ -98,7 +145,10 @@ test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's li
   const dir = await fixture();
   for (const command of ["render", "ami"]) {
     const out = path.join(dir, "rendered");
-    const r = await bake([command, "host", "--target", "vm", ...(command === "render" ? ["--out", out] : [])], { cwd: dir, env: motoEnv });
+    const r = await bake([command, "host", "--target", "vm", ...(command === "render" ? ["--out", out] : [])], {
+      cwd: dir,
+      env: motoEnv,
+    });
     assert.is(r.code, 2, r.stderr);
     assert.match(r.stderr, /bake\.yml:\d+:\d+: AMI "host" has no vm: disk for --target vm/);
     assert.not.ok(existsSync(out));
@@ -113,22 +163,53 @@ test("instance-store without the x509 paths in the environment: exit 2 naming th
   assert.match(r.stderr, /set BAKE_X509_CERT and BAKE_X509_KEY/);
 });
 
-const ALPHABET = ['"', "\\", "$", "{", "}", "%", "\n", "\t", "\r", "'", "`", "é", "✓", " ", "a", "Z", "0", ":", "/", "*", "[", "]", "=", "#"];
-const PIECES = ["${", "%{", "$${", "%%{", "{{", "}}", "\\n", "\\\"", "${var.x}", "%{ if true }"];
+const ALPHABET = [
+  '"',
+  "\\",
+  "$",
+  "{",
+  "}",
+  "%",
+  "\n",
+  "\t",
+  "\r",
+  "'",
+  "`",
+  "é",
+  "✓",
+  " ",
+  "a",
+  "Z",
+  "0",
+  ":",
+  "/",
+  "*",
+  "[",
+  "]",
+  "=",
+  "#",
+];
+const PIECES = ["${", "%{", "$${", "%%{", "{{", "}}", "\\n", '\\"', "${var.x}", "%{ if true }"];
 function arbitrary(seed: number): string {
-  let x = seed * 2654435761 % 2 ** 32;
+  let x = (seed * 2654435761) % 2 ** 32;
   const next = () => (x = (x * 1664525 + 1013904223) % 2 ** 32) / 2 ** 32;
   let s = "";
   const length = 1 + Math.floor(next() * 24);
-  for (let i = 0; i < length; i++) s += next() < 0.25 ? PIECES[Math.floor(next() * PIECES.length)] : ALPHABET[Math.floor(next() * ALPHABET.length)];
+  for (let i = 0; i < length; i++)
+    s += next() < 0.25 ? PIECES[Math.floor(next() * PIECES.length)] : ALPHABET[Math.floor(next() * ALPHABET.length)];
   return s;
 }
 
 test("property: arbitrary strings through the hcl helper reach Packer literally", async () => {
   const values = Array.from({ length: 60 }, (_, i) => arbitrary(i + 1));
   const dir = mkdtempSync(path.join(tmpdir(), "bake-hcl-property-"));
-  writeFileSync(path.join(dir, "t.pkr.hcl"), `locals {\n${values.map((v, i) => `  v${i} = ${hclString(v)}`).join("\n")}\n}\nsource "null" "n" {\n  communicator = "none"\n}\nbuild {\n  sources = ["source.null.n"]\n}\n`);
-  const { stdout } = await execa("packer", ["console", "-config-type=hcl2", dir], { input: `jsonencode([${values.map((_, i) => `local.v${i}`).join(", ")}])\n` });
+  writeFileSync(
+    path.join(dir, "t.pkr.hcl"),
+    `locals {\n${values.map((v, i) => `  v${i} = ${hclString(v)}`).join("\n")}\n}\nsource "null" "n" {\n  communicator = "none"\n}\nbuild {\n  sources = ["source.null.n"]\n}\n`,
+  );
+  const { stdout } = await execa("packer", ["console", "-config-type=hcl2", dir], {
+    input: `jsonencode([${values.map((_, i) => `local.v${i}`).join(", ")}])\n`,
+  });
   assert.equal(JSON.parse(stdout.trim()), values);
 });
 
@@ -141,7 +222,9 @@ test("property: arbitrary strings in config values render to HCL that packer val
       const out = path.join(dir, `rendered-${target}`);
       const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env: motoEnv });
       assert.is(r.code, 0, `${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${r.stderr}`);
-      await execa("packer", ["validate", out], { env: packerEnv() }).catch((e) => assert.unreachable(`${target} ${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${e.stderr}`));
+      await execa("packer", ["validate", out], { env: packerEnv() }).catch((e) =>
+        assert.unreachable(`${target} ${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${e.stderr}`),
+      );
     }
   }
 });
@@ -154,13 +237,19 @@ test("an AMI with the same key exists: returned without Packer, tagged, copied t
   const existing = await registerAmi(`aws-${suffix}-host-existing`, { "bake:key": key });
   const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
   symlinkSync("/usr/bin/git", path.join(bin, "git"));
-  const r = await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin, BAKE_EC2_POLL_MS: "200" } });
+  const r = await bake(["ami", "host", "--json"], {
+    cwd: dir,
+    env: { ...motoEnv, PATH: bin, BAKE_EC2_POLL_MS: "200" },
+  });
   assert.is(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout);
   assert.is(result.regions["us-east-1"], existing);
   const copy = result.regions["eu-west-1"];
   assert.match(copy, /^ami-[0-9a-f]+$/);
-  for (const [region, id] of [["us-east-1", existing], ["eu-west-1", copy]]) {
+  for (const [region, id] of [
+    ["us-east-1", existing],
+    ["eu-west-1", copy],
+  ]) {
     const ec2 = motoEc2(region);
     const image = (await ec2.send(new DescribeImagesCommand({ ImageIds: [id] }))).Images![0];
     const tags = Object.fromEntries(image.Tags!.map((t) => [t.Key, t.Value]));
@@ -168,19 +257,36 @@ test("an AMI with the same key exists: returned without Packer, tagged, copied t
     assert.is(tags["bake:project"], `aws-${suffix}`);
     assert.match(tags["bake:preload"], /^base=[0-9a-f]{12}$/);
     const perms = await ec2.send(new DescribeImageAttributeCommand({ ImageId: id, Attribute: "launchPermission" }));
-    assert.equal(perms.LaunchPermissions!.map((p) => p.UserId), [SHARE], `${region} launch permission`);
+    assert.equal(
+      perms.LaunchPermissions!.map((p) => p.UserId),
+      [SHARE],
+      `${region} launch permission`,
+    );
   }
   const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
-  assert.equal([manifest.amis.host.key, manifest.amis.host.target, manifest.amis.host.regions], [key, "aws", { "us-east-1": existing, "eu-west-1": copy }]);
-  assert.is(manifest.amis.host.inputs["ansible:host.yml"], createHash("sha256").update("- hosts: all\n  tasks: []\n").digest("hex"));
+  assert.equal(
+    [manifest.amis.host.key, manifest.amis.host.target, manifest.amis.host.regions],
+    [key, "aws", { "us-east-1": existing, "eu-west-1": copy }],
+  );
+  assert.is(
+    manifest.amis.host.inputs["ansible:host.yml"],
+    createHash("sha256").update("- hosts: all\n  tasks: []\n").digest("hex"),
+  );
   // Again: the copy is found by its key, not made twice.
-  const again = JSON.parse((await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin } })).stdout);
+  const again = JSON.parse(
+    (await bake(["ami", "host", "--json"], { cwd: dir, env: { ...motoEnv, PATH: bin } })).stdout,
+  );
   assert.equal(again.regions, result.regions);
   // A file Ansible reads appears beside the playbook: the plan names it against the last bake.
   mkdirSync(path.join(dir, "group_vars"));
   writeFileSync(path.join(dir, "group_vars/all.yml"), "x: 1\n");
-  const host = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes.find((n: any) => n.name === "host");
-  assert.equal([host.status, host.reason], ["build", `playbook input group_vars/all.yml changed since ${key.slice(0, 12)}`]);
+  const host = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes.find(
+    (n: any) => n.name === "host",
+  );
+  assert.equal(
+    [host.status, host.reason],
+    ["build", `playbook input group_vars/all.yml changed since ${key.slice(0, 12)}`],
+  );
 });
 
 test("no AWS credentials: exit 2, pointing to --target local", async () => {

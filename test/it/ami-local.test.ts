@@ -1,7 +1,18 @@
 /** `bake ami --target local`, end to end with real Packer, Ansible and Docker. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -44,7 +55,8 @@ amis:
     local: { image: hostimg }
     test: tests/host.goss.yaml
 `;
-const HOST_DOCKERFILE = "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n";
+const HOST_DOCKERFILE =
+  "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n";
 
 test.before(() => {
   dir = tempTree({
@@ -69,11 +81,14 @@ test.before(() => {
       "",
     ].join("\n"),
     "ansible/ansible.cfg": "[defaults]\nroles_path = roles:../shared/roles\n",
-    "ansible/group_vars/all.yml": "marker_text: \"baked\\n\"\n",
+    "ansible/group_vars/all.yml": 'marker_text: "baked\\n"\n',
     ...webRole("ansible"),
-    "shared/roles/marker/tasks/main.yml": "- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: \"{{ marker_text }}\"\n    mode: \"0644\"\n",
+    "shared/roles/marker/tasks/main.yml":
+      '- name: Mark the host\n  ansible.builtin.copy:\n    dest: /etc/bake-test\n    content: "{{ marker_text }}"\n    mode: "0644"\n',
     // The AMI's own spec, run by goss in the booted host after bake's checks.
-    "tests/host.goss.yaml": 'file:\n  /etc/bake-test:\n    exists: true\n    contents: ["baked"]\nservice:\n  lighttpd:\n    enabled: true\n    running: true\n  bake-preload:\n    enabled: true\n' + WEB_CHECKS,
+    "tests/host.goss.yaml":
+      'file:\n  /etc/bake-test:\n    exists: true\n    contents: ["baked"]\nservice:\n  lighttpd:\n    enabled: true\n    running: true\n  bake-preload:\n    enabled: true\n' +
+      WEB_CHECKS,
     "shared/extra.yml": "- name: An included task\n  ansible.builtin.debug:\n    msg: included\n",
   });
 });
@@ -124,7 +139,10 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   assert.equal([contract.pass_env, contract.runtime_env], [["APP_TOKEN"], "/etc/bake/runtime.env"]);
   assert.not.ok(existsSync(PWNED), "the lookup ran on the controller");
   await execa("tar", ["-xf", path.join(out, "images.tar"), "-C", out, "manifest.json"]);
-  const archived = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as { Config: string; RepoTags: string[] }[];
+  const archived = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as {
+    Config: string;
+    RepoTags: string[];
+  }[];
   const ids = archived.map((a) => `sha256:${path.basename(a.Config, ".json")}`).sort();
   assert.equal(ids, [m.images.base.id, m.images.app.id].sort());
   const loaded = await execa("docker", ["load", "-i", path.join(out, "images.tar")]);
@@ -137,18 +155,48 @@ test("the bake ran on a systemd host, and the image boots: no failed unit, the l
   assert.match(first.stderr, /RUNNING HANDLER \[web : Restart lighttpd\][\s\S]*?changed: \[default\]/);
   // bake provisioned its own contract around the user's playbook, from its package: the engine
   // and the agent before it, the shipped images and the services at boot after it.
-  const order = ["TASK [docker_host : Install the Docker engine]", "TASK [bake_agent : Install bake's agent", "TASK [web : Install lighttpd]", "TASK [preload : Keep the shipped image archive]", "TASK [service : Enable each service at boot"].map((t) => [t, first.stderr.indexOf(t)] as const);
-  assert.ok(order.every(([, i], n) => i >= 0 && (n === 0 || i > order[n - 1][1])), JSON.stringify(order));
-  assert.not.ok(existsSync(path.join(dir, "ansible/roles/docker_host")) || existsSync(path.join(dir, "ansible/roles/preload")), "the project holds none of bake's roles");
+  const order = [
+    "TASK [docker_host : Install the Docker engine]",
+    "TASK [bake_agent : Install bake's agent",
+    "TASK [web : Install lighttpd]",
+    "TASK [preload : Keep the shipped image archive]",
+    "TASK [service : Enable each service at boot",
+  ].map((t) => [t, first.stderr.indexOf(t)] as const);
+  assert.ok(
+    order.every(([, i], n) => i >= 0 && (n === 0 || i > order[n - 1][1])),
+    JSON.stringify(order),
+  );
+  assert.not.ok(
+    existsSync(path.join(dir, "ansible/roles/docker_host")) || existsSync(path.join(dir, "ansible/roles/preload")),
+    "the project holds none of bake's roles",
+  );
   assert.match(first.stderr, /boot test: ok boot \([\d.]+ s\): systemd running/);
   assert.match(first.stderr, /boot test: ok units \([\d.]+ s\): no failed units/);
-  assert.match(first.stderr, new RegExp(`boot test: ok preload [^\\n]*bake-preload.service active \\(success, enabled\\); present under their keys: ${project}/base:[0-9a-f]{12}, ${project}/app:[0-9a-f]{12}`));
-  assert.match(first.stderr, /boot test: ok service app [^\n]*bake-service@[^ ]+-app\.service active[^\n]*healthy; GET http:\/\/127\.0\.0\.1:\d+\/ answered 200/);
-  assert.match(first.stderr, /boot test: ok test tests\/host\.goss\.yaml \([\d.]+ s\): 9 of 9 checks passed/, first.stderr.split("\n").filter((l) => /boot test/.test(l)).join("\n"));
+  assert.match(
+    first.stderr,
+    new RegExp(
+      `boot test: ok preload [^\\n]*bake-preload.service active \\(success, enabled\\); present under their keys: ${project}/base:[0-9a-f]{12}, ${project}/app:[0-9a-f]{12}`,
+    ),
+  );
+  assert.match(
+    first.stderr,
+    /boot test: ok service app [^\n]*bake-service@[^ ]+-app\.service active[^\n]*healthy; GET http:\/\/127\.0\.0\.1:\d+\/ answered 200/,
+  );
+  assert.match(
+    first.stderr,
+    /boot test: ok test tests\/host\.goss\.yaml \([\d.]+ s\): 9 of 9 checks passed/,
+    first.stderr
+      .split("\n")
+      .filter((l) => /boot test/.test(l))
+      .join("\n"),
+  );
   const boot = manifest().amis.host.boot;
   assert.ok(boot.ok && boot.seconds > 0 && boot.seconds < 180, JSON.stringify(boot));
   // Nothing of the boot test is left: no container or network under its namespace.
-  assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
+  assert.equal(
+    (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
+    0,
+  );
   assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
 });
 
@@ -156,18 +204,30 @@ test("bake test boots the local AMI that exists and runs its spec, building noth
   const r = await bake(["test", "host", "--json"], { cwd: dir, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 0, r.stderr);
   const [t] = JSON.parse(r.stdout).tests;
-  assert.equal([t.node, t.kind, t.spec, t.ok, t.image, t.failures], ["host", "ami", "tests/host.goss.yaml", true, manifest().amis.host.regions.local, []]);
+  assert.equal(
+    [t.node, t.kind, t.spec, t.ok, t.image, t.failures],
+    ["host", "ami", "tests/host.goss.yaml", true, manifest().amis.host.regions.local, []],
+  );
   assert.match(r.stderr, /host: boot test: ok test tests\/host\.goss\.yaml/);
   assert.not.match(r.stderr, /packer build|building/);
-  assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0, "the booted host is removed");
+  assert.equal(
+    (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
+    0,
+    "the booted host is removed",
+  );
 });
 
 test("a second signal while the host boots (SIGINT, then SIGTERM as CI cancels): exit 130, and the host and its services, which hold the secret, are removed all the same", async () => {
-  const child = execa(process.execPath, [CLI, "test", "host"], { cwd: dir, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  const child = execa(process.execPath, [CLI, "test", "host"], {
+    cwd: dir,
+    env: testEnv({ APP_TOKEN: SECRET }),
+    reject: false,
+  });
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/boot test: booting/.test(seen) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 50));
+  while (!/boot test: booting/.test(seen) && Date.now() - started < 120_000)
+    await new Promise((r) => setTimeout(r, 50));
   assert.match(seen, /boot test: booting/);
   child.kill("SIGINT");
   await new Promise((r) => setTimeout(r, 100));
@@ -175,10 +235,20 @@ test("a second signal while the host boots (SIGINT, then SIGTERM as CI cancels):
   const result = await child;
   assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
   assert.match(String(result.stderr), /SIGTERM again: stopping at once[^\n]*removing what holds secrets first/);
-  const left = async () => (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace", `bake.project=${project}`] }) })).length;
+  const left = async () =>
+    (
+      await docker.listContainers({
+        all: true,
+        filters: JSON.stringify({ label: ["bake.namespace", `bake.project=${project}`] }),
+      })
+    ).length;
   for (let i = 0; i < 50 && (await left()) > 0; i++) await new Promise((r) => setTimeout(r, 200));
   assert.is(await left(), 0, "no boot-test container left");
-  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0, "no boot-test network left");
+  assert.equal(
+    (await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
+    0,
+    "no boot-test network left",
+  );
 });
 
 test("the secret is baked nowhere: not in the image's files or configuration, nor in any container the engine keeps", async () => {
@@ -202,12 +272,24 @@ test("the secret is baked nowhere: not in the image's files or configuration, no
   assert.ok(bytes > 100 << 20, `the whole filesystem was read (${bytes} bytes)`);
   assert.not.ok(found, "the image's files");
   // Every container on the engine; one that another test's bake removed meanwhile holds nothing.
-  for (const c of await docker.listContainers({ all: true })) assert.not.ok(JSON.stringify(await docker.getContainer(c.Id).inspect().catch(() => ({}))).includes(SECRET), `container ${c.Names[0]}`);
+  for (const c of await docker.listContainers({ all: true }))
+    assert.not.ok(
+      JSON.stringify(
+        await docker
+          .getContainer(c.Id)
+          .inspect()
+          .catch(() => ({})),
+      ).includes(SECRET),
+      `container ${c.Names[0]}`,
+    );
 });
 
 test("the plan shows the local AMI cached; a second bake is a no-op that never starts Packer", async () => {
   const plan = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes;
-  assert.equal(plan.map((n: any) => n.status), ["cached", "cached", "cached", "cached", "cached"]);
+  assert.equal(
+    plan.map((n: any) => n.status),
+    ["cached", "cached", "cached", "cached", "cached"],
+  );
   const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
   for (const tool of ["git", "docker"]) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool));
   const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { PATH: bin } });
@@ -222,22 +304,66 @@ test("what is inside the local AMI: an SBOM of the host and the images it ships,
   const r = await bake(["sbom", "host", "--target", "local", "--format", "spdx-json", "--out", out], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   const text = readFileSync(out, "utf8");
-  assert.is(`sha256:${createHash("sha256").update(text).digest("hex")}`, m.amis.host.sbom["spdx-json"], "the manifest records the SBOM's digest");
+  assert.is(
+    `sha256:${createHash("sha256").update(text).digest("hex")}`,
+    m.amis.host.sbom["spdx-json"],
+    "the manifest records the SBOM's digest",
+  );
   const valid = await execa("pyspdxtools", ["-i", out], { reject: false });
   assert.is(valid.exitCode, 0, valid.stderr + valid.stdout);
-  const cdx = JSON.parse((await bake(["sbom", "host", "--target", "local", "--format", "cyclonedx-json"], { cwd: dir })).stdout);
+  const cdx = JSON.parse(
+    (await bake(["sbom", "host", "--target", "local", "--format", "cyclonedx-json"], { cwd: dir })).stdout,
+  );
   assert.equal(cdx.components.map((c: any) => c["bom-ref"]).sort(), ["host:host", "image:app", "image:base"]);
   // The host's list is what its bake read from the host's dpkg database: dpkg-query in the baked image agrees.
-  const hostList = cdx.components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => `${c.name} ${c.version}`).sort();
-  const query = await execa("docker", ["run", "--rm", "--entrypoint", "dpkg-query", m.amis.host.regions.local, "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"]);
-  assert.equal(hostList, query.stdout.split("\n").filter((l) => l.startsWith("installed ")).map((l) => l.slice(10)).sort());
-  assert.ok(hostList.some((p: string) => p.startsWith("systemd-sysv ")), "the host's own packages");
+  const hostList = cdx.components
+    .find((c: any) => c["bom-ref"] === "host:host")
+    .components.map((c: any) => `${c.name} ${c.version}`)
+    .sort();
+  const query = await execa("docker", [
+    "run",
+    "--rm",
+    "--entrypoint",
+    "dpkg-query",
+    m.amis.host.regions.local,
+    "-W",
+    "-f",
+    "${db:Status-Status} ${Package} ${Version}\\n",
+  ]);
+  assert.equal(
+    hostList,
+    query.stdout
+      .split("\n")
+      .filter((l) => l.startsWith("installed "))
+      .map((l) => l.slice(10))
+      .sort(),
+  );
+  assert.ok(
+    hostList.some((p: string) => p.startsWith("systemd-sysv ")),
+    "the host's own packages",
+  );
   const shipped = cdx.components.find((c: any) => c["bom-ref"] === "image:app");
   assert.is(shipped.version, m.images.app.key);
 
-  const statement = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).find((s) => s.subject[0].annotations["bake.node"] === "host");
-  assert.equal(statement.subject[0], { name: `local:${m.amis.host.regions.local}`, digest: { sha256: m.amis.host.regions.local.slice(7) }, annotations: { "bake.node": "host", "bake.key": m.amis.host.key } });
-  assert.equal(statement.predicate.buildDefinition.resolvedDependencies.filter((d: any) => d.name.startsWith("image:")).map((d: any) => [d.name, d.digest.sha256]), [["image:base", m.images.base.id.slice(7)], ["image:app", m.images.app.id.slice(7)]]);
+  const statement = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))
+    .find((s) => s.subject[0].annotations["bake.node"] === "host");
+  assert.equal(statement.subject[0], {
+    name: `local:${m.amis.host.regions.local}`,
+    digest: { sha256: m.amis.host.regions.local.slice(7) },
+    annotations: { "bake.node": "host", "bake.key": m.amis.host.key },
+  });
+  assert.equal(
+    statement.predicate.buildDefinition.resolvedDependencies
+      .filter((d: any) => d.name.startsWith("image:"))
+      .map((d: any) => [d.name, d.digest.sha256]),
+    [
+      ["image:base", m.images.base.id.slice(7)],
+      ["image:app", m.images.app.id.slice(7)],
+    ],
+  );
   assert.match(statement.predicate.runDetails.builder.version.packer, /^1\.\d+\.\d+$/);
   assert.match(statement.predicate.runDetails.builder.version.ansible, /^2\.\d+/);
 
@@ -250,27 +376,44 @@ test("what is inside the local AMI: an SBOM of the host and the images it ships,
   try {
     v = await bake(["verify", "host", "--target", "local"], { cwd: dir });
     assert.is(v.code, 1, v.stdout);
-    assert.match(v.stdout, /FAILED working tree: the working tree's key [0-9a-f]{12} is not the recorded [0-9a-f]{12}; inputs changed: ansible:group_vars\/all\.yml\n/);
+    assert.match(
+      v.stdout,
+      /FAILED working tree: the working tree's key [0-9a-f]{12} is not the recorded [0-9a-f]{12}; inputs changed: ansible:group_vars\/all\.yml\n/,
+    );
   } finally {
     writeFileSync(file, original);
   }
 });
 
 test("an edit of anything Ansible reads moves the local AMI's key, and bake plan names the file", async () => {
-  for (const file of ["ansible/group_vars/all.yml", "ansible/ansible.cfg", "shared/extra.yml", "shared/roles/marker/tasks/main.yml"]) {
+  for (const file of [
+    "ansible/group_vars/all.yml",
+    "ansible/ansible.cfg",
+    "shared/extra.yml",
+    "shared/roles/marker/tasks/main.yml",
+  ]) {
     const original = readFileSync(path.join(dir, file), "utf8");
     writeFileSync(path.join(dir, file), `${original}# edited\n`);
     try {
-      const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "host");
+      const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find(
+        (n: any) => n.name === "host",
+      );
       assert.is(host.status, "build", file);
       assert.is.not(host.key, manifest().amis.host.key);
       const name = file.startsWith("ansible/") ? file.slice("ansible/".length) : file;
-      assert.match(host.reason, new RegExp(`^playbook input ${name.replace(/[./]/g, "\\$&")} changed since ${manifest().amis.host.key.slice(0, 12)}$`));
+      assert.match(
+        host.reason,
+        new RegExp(
+          `^playbook input ${name.replace(/[./]/g, "\\$&")} changed since ${manifest().amis.host.key.slice(0, 12)}$`,
+        ),
+      );
     } finally {
       writeFileSync(path.join(dir, file), original);
     }
   }
-  const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "host");
+  const host = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find(
+    (n: any) => n.name === "host",
+  );
   assert.is(host.status, "cached");
 });
 
@@ -278,7 +421,10 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
   assert.not.ok(first.stdout.includes(SECRET) || first.stderr.includes(SECRET), "output");
   const leaks = filesUnder(dir).filter((f) => readFileSync(f).includes(SECRET));
   assert.equal(leaks, []);
-  assert.ok(filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")), "the packer log exists and was searched");
+  assert.ok(
+    filesUnder(path.join(dir, ".bake")).some((f) => f.endsWith("host.packer.log")),
+    "the packer log exists and was searched",
+  );
 });
 
 /**
@@ -286,32 +432,58 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
  * with no playbook at all: bake provisions the engine, the shipped images and the services alone.
  */
 function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
-  const yml = PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace("    test: tests/host.goss.yaml\n", "");
+  const yml = PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace(
+    "    test: tests/host.goss.yaml\n",
+    "",
+  );
   return tempTree({
     // Variants bake other playbooks: the main host's spec is not theirs.
-    "bake.yml": (options.edit ?? ((y: string) => y))(options.task ? yml : yml.replace("    playbook: ansible/host.yml\n", "")),
+    "bake.yml": (options.edit ?? ((y: string) => y))(
+      options.task ? yml : yml.replace("    playbook: ansible/host.yml\n", ""),
+    ),
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
     "host/Dockerfile": HOST_DOCKERFILE,
-    ...(options.task ? { "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` } : {}),
+    ...(options.task
+      ? { "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` }
+      : {}),
   });
 }
 
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
   // The service prints its pass_env value before it fails its health check: the boot test shows
   // its last log lines, redacted like every other line bake shows or writes.
-  const failing = variant("health", { edit: (y) => y.replace("http: /,", "http: /missing,").replace('command: [python3, -m, http.server, "8080"]', () => 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]') });
+  const failing = variant("health", {
+    edit: (y) =>
+      y
+        .replace("http: /,", "http: /missing,")
+        .replace(
+          'command: [python3, -m, http.server, "8080"]',
+          () => 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]',
+        ),
+  });
   const containersBefore = await containerCount(project);
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-3000));
   assert.match(r.stderr, /error: host: boot test failed: service app\n/);
-  assert.match(r.stderr, /service app: bake-service@[^ ]+-app\.service active[^\n]*container bake-boot-[0-9a-f]+-[^ ]+-app unhealthy/);
-  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-health/host`] }) })).length, 0, "nothing tagged");
+  assert.match(
+    r.stderr,
+    /service app: bake-service@[^ ]+-app\.service active[^\n]*container bake-boot-[0-9a-f]+-[^ ]+-app unhealthy/,
+  );
+  assert.is(
+    (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-health/host`] }) })).length,
+    0,
+    "nothing tagged",
+  );
   assert.is(await containerCountSettling(containersBefore, project), containersBefore, "no container left behind");
   const manifestFile = path.join(failing, "bake-manifest.json");
   assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
   assert.not.ok(r.stderr.includes(SECRET), "the secret in no output");
   assert.match(r.stderr, /token is \*\*\*/, "the service's own line, redacted");
-  assert.equal(filesUnder(failing).filter((f) => readFileSync(f).includes(SECRET)), [], "no log or file holds it");
+  assert.equal(
+    filesUnder(failing).filter((f) => readFileSync(f).includes(SECRET)),
+    [],
+    "no log or file holds it",
+  );
   await removeProject(`${project}-health`);
 });
 
@@ -319,24 +491,39 @@ test("Ctrl-C during the boot test: exit 130, the host and its services removed, 
   // A health check whose first probe comes late: the interrupt lands while the test waits for it.
   const slow = variant("bootint", { edit: (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1") });
   const containersBefore = await containerCount(project);
-  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], {
+    cwd: slow,
+    env: testEnv({ APP_TOKEN: SECRET }),
+    reject: false,
+  });
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/boot test: ok preload/.test(seen) && Date.now() - started < 300_000) await new Promise((r) => setTimeout(r, 100));
+  while (!/boot test: ok preload/.test(seen) && Date.now() - started < 300_000)
+    await new Promise((r) => setTimeout(r, 100));
   assert.match(seen, /boot test: ok preload/);
   child.kill("SIGINT");
   const result = await child;
   assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
   assert.not.match(String(result.stderr), /\n\s+at /);
-  assert.is(await containerCountSettling(containersBefore, project), containersBefore, "the host and its services are gone");
+  assert.is(
+    await containerCountSettling(containersBefore, project),
+    containersBefore,
+    "the host and its services are gone",
+  );
   assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
-  assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-bootint/host`] }) })).length, 0, "nothing tagged");
+  assert.is(
+    (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-bootint/host`] }) })).length,
+    0,
+    "nothing tagged",
+  );
   await removeProject(`${project}-bootint`);
 });
 
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
-  const failing = variant("fail", { task: "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n" });
+  const failing = variant("fail", {
+    task: "    - name: Break on purpose\n      ansible.builtin.command: /bin/false\n      changed_when: false\n",
+  });
   const containersBefore = await containerCount(project);
   const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
   assert.is(r.code, 1, r.stderr.slice(-2000));
@@ -350,13 +537,20 @@ test("a failed bake exits 1 naming the failure, tags nothing and leaves no manif
 });
 
 test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, no manifest entry", async () => {
-  const slow = variant("int", { task: "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n" });
+  const slow = variant("int", {
+    task: "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n",
+  });
   const containersBefore = await containerCount(project);
-  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], { cwd: slow, env: testEnv({ APP_TOKEN: SECRET }), reject: false });
+  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], {
+    cwd: slow,
+    env: testEnv({ APP_TOKEN: SECRET }),
+    reject: false,
+  });
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 240_000) await new Promise((r) => setTimeout(r, 200));
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 240_000)
+    await new Promise((r) => setTimeout(r, 200));
   assert.match(seen, /TASK \[Take a while\]/);
   const interrupted = Date.now();
   child.kill("SIGINT");
@@ -373,20 +567,37 @@ test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, 
 
 /** Two more AMIs on the same local host image, with playbooks of one quick task (and one slow task). */
 function quickAmis(): void {
-  const ami = (name: string, playbook: string) => `  ${name}:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "unused-*" }\n    instance_type: t3.small\n    playbook: ${playbook}\n    preload: [base]\n    local: { image: hostimg }\n`;
+  const ami = (name: string, playbook: string) =>
+    `  ${name}:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "unused-*" }\n    instance_type: t3.small\n    playbook: ${playbook}\n    preload: [base]\n    local: { image: hostimg }\n`;
   if (readFileSync(path.join(dir, "bake.yml"), "utf8").includes("  quick:")) return;
   appendFileSync(path.join(dir, "bake.yml"), ami("quick", "quick/site.yml") + ami("slow", "slow/site.yml"));
   const play = (task: string) => `- name: Quick host\n  hosts: all\n  gather_facts: false\n  tasks:\n${task}`;
   // The pause keeps the first bake holding its key while the second one arrives.
-  writeFileSync(path.join(dir, "quick/site.yml"), play("    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/quick, content: \"q\\n\", mode: \"0644\" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 5 }\n"), { flag: "w" });
-  writeFileSync(path.join(dir, "slow/site.yml"), play("    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n"), { flag: "w" });
+  writeFileSync(
+    path.join(dir, "quick/site.yml"),
+    play(
+      '    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/quick, content: "q\\n", mode: "0644" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 5 }\n',
+    ),
+    { flag: "w" },
+  );
+  writeFileSync(
+    path.join(dir, "slow/site.yml"),
+    play("    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n"),
+    { flag: "w" },
+  );
 }
 
 test("two bakes of one AMI key at once: one bakes, the other waits for it and returns the same image", async () => {
   mkdirSync(path.join(dir, "quick"), { recursive: true });
   mkdirSync(path.join(dir, "slow"), { recursive: true });
   quickAmis();
-  const run = () => execa(process.execPath, [CLI, "ami", "quick", "--target", "local", "--no-boot-test"], { cwd: dir, env: testEnv(), reject: false, timeout: 300_000 });
+  const run = () =>
+    execa(process.execPath, [CLI, "ami", "quick", "--target", "local", "--no-boot-test"], {
+      cwd: dir,
+      env: testEnv(),
+      reject: false,
+      timeout: 300_000,
+    });
   const procs = [run(), run()];
   const [a, b] = await Promise.all(procs);
   for (const r of [a, b]) assert.is(r.exitCode, 0, String(r.stderr).slice(-3000));
@@ -395,20 +606,42 @@ test("two bakes of one AMI key at once: one bakes, the other waits for it and re
   assert.is(packerRuns.length, 1, "Packer ran once");
   const waiter = [a, b].find((r) => !/quick: packer build /.test(String(r.stderr)))!;
   const other = procs[waiter === a ? 1 : 0];
-  assert.match(String(waiter.stderr), new RegExp(`quick: waiting for key [0-9a-f]{12}: pid ${other.pid} on \\S+ \\(bake ami quick --target local --no-boot-test\\), since \\S+ is baking it`), String(waiter.stderr));
+  assert.match(
+    String(waiter.stderr),
+    new RegExp(
+      `quick: waiting for key [0-9a-f]{12}: pid ${other.pid} on \\S+ \\(bake ami quick --target local --no-boot-test\\), since \\S+ is baking it`,
+    ),
+    String(waiter.stderr),
+  );
   assert.match(String(waiter.stderr), /quick: another bake finished key [0-9a-f]{12} while this one waited: sha256:/);
-  assert.is((await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=quick"] }) })).length, 1);
+  assert.is(
+    (await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=quick"] }) }))
+      .length,
+    1,
+  );
   assert.is(manifest().amis.quick.regions.local, String(a.stdout).split("\t")[1]);
-  assert.is(readdirSync(path.join(dir, ".bake/ami")).filter((f) => f.startsWith("quick-")).flatMap((f) => readdirSync(path.join(dir, ".bake/ami", f))).filter((f) => f === "preload.tar").length, 0, "the image archive is not kept past the bake");
+  assert.is(
+    readdirSync(path.join(dir, ".bake/ami"))
+      .filter((f) => f.startsWith("quick-"))
+      .flatMap((f) => readdirSync(path.join(dir, ".bake/ami", f)))
+      .filter((f) => f === "preload.tar").length,
+    0,
+    "the image archive is not kept past the bake",
+  );
 });
 
 test("a second signal stops bake at once and leaves no Packer or ansible-playbook running", async () => {
   quickAmis();
-  const child = execa(process.execPath, [CLI, "ami", "slow", "--target", "local", "--no-boot-test"], { cwd: dir, env: testEnv(), reject: false });
+  const child = execa(process.execPath, [CLI, "ami", "slow", "--target", "local", "--no-boot-test"], {
+    cwd: dir,
+    env: testEnv(),
+    reject: false,
+  });
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 180_000) await new Promise((r) => setTimeout(r, 200));
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 180_000)
+    await new Promise((r) => setTimeout(r, 200));
   assert.match(seen, /TASK \[Take a while\]/);
   const folder = readdirSync(path.join(dir, ".bake/ami")).find((f) => f.startsWith("slow-"))!;
   child.kill("SIGTERM");
@@ -418,12 +651,18 @@ test("a second signal stops bake at once and leaves no Packer or ansible-playboo
   assert.is(result.exitCode, 130);
   assert.match(String(result.stderr), /SIGTERM again: stopping at once \(killed 1 running tool/);
   await new Promise((r) => setTimeout(r, 500));
-  const tools = (await execa("ps", ["-eo", "args"])).stdout.split("\n").filter((l) => l.includes(folder) || (/ansible-playbook/.test(l) && l.includes("slow/site.yml")));
+  const tools = (await execa("ps", ["-eo", "args"])).stdout
+    .split("\n")
+    .filter((l) => l.includes(folder) || (/ansible-playbook/.test(l) && l.includes("slow/site.yml")));
   assert.equal(tools, [], "no Packer or Ansible process outlives bake");
   // Packer had no time to remove its build container: the message said so; the test removes it.
   for (const c of await docker.listContainers({ all: true })) {
-    const info = await docker.getContainer(c.Id).inspect().catch(() => undefined);
-    if (info && (info.Mounts ?? []).some((m: any) => String(m.Source).includes(folder))) await docker.getContainer(c.Id).remove({ force: true });
+    const info = await docker
+      .getContainer(c.Id)
+      .inspect()
+      .catch(() => undefined);
+    if (info && (info.Mounts ?? []).some((m: any) => String(m.Source).includes(folder)))
+      await docker.getContainer(c.Id).remove({ force: true });
   }
 });
 

@@ -7,7 +7,17 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -22,8 +32,19 @@ let dir = "";
 
 async function bakeVm(args: string[], env: Record<string, string> = {}) {
   const started = Date.now();
-  const r = await execa(process.execPath, [CLI, ...args], { cwd: dir, env: testEnv({ DIAGNOSTICS_TOKEN: SECRET, ...env }), extendEnv: true, reject: false, timeout: 900_000 });
-  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), seconds: (Date.now() - started) / 1000 };
+  const r = await execa(process.execPath, [CLI, ...args], {
+    cwd: dir,
+    env: testEnv({ DIAGNOSTICS_TOKEN: SECRET, ...env }),
+    extendEnv: true,
+    reject: false,
+    timeout: 900_000,
+  });
+  return {
+    code: r.exitCode ?? -1,
+    stdout: String(r.stdout),
+    stderr: String(r.stderr),
+    seconds: (Date.now() - started) / 1000,
+  };
 }
 
 /** QEMU processes started for this test's project folder. */
@@ -37,13 +58,29 @@ test.before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "bake-vm-"));
   // Only the project's files: bake's own provisioning (ansible/bake/ in this checkout) comes from
   // bake's package, never from the project.
-  for (const p of ["containers", "ansible"]) cpSync(path.join(ROOT, p), path.join(dir, p), { recursive: true, filter: (src) => src !== path.join(ROOT, "ansible/bake") });
+  for (const p of ["containers", "ansible"])
+    cpSync(path.join(ROOT, p), path.join(dir, p), {
+      recursive: true,
+      filter: (src) => src !== path.join(ROOT, "ansible/bake"),
+    });
   // The project's playbook also uses a role in the shape of public ones, checked by its spec.
   writeTree(dir, webRole("ansible"));
-  writeFileSync(path.join(dir, "ansible/host.yml"), readFileSync(path.join(dir, "ansible/host.yml"), "utf8").replace("    - role: journald\n", "    - role: journald\n    - role: web\n"));
+  writeFileSync(
+    path.join(dir, "ansible/host.yml"),
+    readFileSync(path.join(dir, "ansible/host.yml"), "utf8").replace(
+      "    - role: journald\n",
+      "    - role: journald\n    - role: web\n",
+    ),
+  );
   const spec = readFileSync(path.join(dir, "ansible/host.goss.yaml"), "utf8");
-  writeFileSync(path.join(dir, "ansible/host.goss.yaml"), `${spec.replace(/^service:\n/m, "service:\n  lighttpd:\n    enabled: true\n    running: true\n")}${WEB_CHECKS}`);
-  const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8").replace(/^project: arcade$/m, `project: ${project}`);
+  writeFileSync(
+    path.join(dir, "ansible/host.goss.yaml"),
+    `${spec.replace(/^service:\n/m, "service:\n  lighttpd:\n    enabled: true\n    running: true\n")}${WEB_CHECKS}`,
+  );
+  const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8").replace(
+    /^project: arcade$/m,
+    `project: ${project}`,
+  );
   // A variant whose only service never becomes healthy, on a busybox base (a small archive to ship).
   const variant = [
     "  bbase:",
@@ -55,7 +92,7 @@ test.before(async () => {
     "    run:",
     '      ports: ["8090:8090"]',
     '      command: ["sh", "-c", "echo broken starts; exec sleep 3600"]',
-    "      health: { cmd: [\"sh\", \"-c\", \"echo no answer on 8090; exit 1\"], interval: 1, retries: 2 }",
+    '      health: { cmd: ["sh", "-c", "echo no answer on 8090; exit 1"], interval: 1, retries: 2 }',
     "",
   ].join("\n");
   const brokenHost = [
@@ -64,7 +101,7 @@ test.before(async () => {
     "    region: us-east-1",
     '    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }',
     "    instance_type: t3.small",
-    "    services: [broken]",  // no playbook: bake provisions the engine, the image and the service alone
+    "    services: [broken]", // no playbook: bake provisions the engine, the image and the service alone
     "    vm:",
     "      rootfs:",
     "        debootstrap:",
@@ -101,23 +138,50 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   assert.ok(manifest.amis["app-host"].boot.ok);
   // Every check, on the first boot and after the reboot, in the guest's own engine.
   for (const round of ["", " after reboot"]) {
-    for (const check of ["boot", "units", "engine", "preload", "service diagnostics", "service replays", "test ansible/host.goss.yaml"]) {
+    for (const check of [
+      "boot",
+      "units",
+      "engine",
+      "preload",
+      "service diagnostics",
+      "service replays",
+      "test ansible/host.goss.yaml",
+    ]) {
       assert.match(r.stderr, `boot test: ok ${check}${round} (`, `${check}${round}`);
     }
   }
-  assert.match(r.stderr, /boot test: ok engine \([\d.]+ s\): docker\.service active \(success, enabled\); the host's own engine answers: 20\./);
-  assert.match(r.stderr, /boot test: ok service diagnostics after reboot \([\d.]+ s\): .*GET http:\/\/127\.0\.0\.1:8080\/healthz \(the host's 127\.0\.0\.1:8080, through SSH\) answered 200/);
+  assert.match(
+    r.stderr,
+    /boot test: ok engine \([\d.]+ s\): docker\.service active \(success, enabled\); the host's own engine answers: 20\./,
+  );
+  assert.match(
+    r.stderr,
+    /boot test: ok service diagnostics after reboot \([\d.]+ s\): .*GET http:\/\/127\.0\.0\.1:8080\/healthz \(the host's 127\.0\.0\.1:8080, through SSH\) answered 200/,
+  );
   assert.match(r.stderr, /QEMU accelerator: (kvm|tcg) \(/);
   // The pass_env value reached the host at boot only: neither the disk nor any log holds it.
   const { stdout: found } = await execa("grep", ["-c", "-a", SECRET, disk], { reject: false });
   assert.is(found.trim(), "0", "the secret is not in the baked disk");
   assert.not.match(r.stderr, SECRET);
   const logs = path.join(dir, ".bake", "logs");
-  for (const run of readdirSync(logs)) for (const f of readdirSync(path.join(logs, run))) assert.not.match(readFileSync(path.join(logs, run, f), "utf8"), SECRET, f);
+  for (const run of readdirSync(logs))
+    for (const f of readdirSync(path.join(logs, run)))
+      assert.not.match(readFileSync(path.join(logs, run, f), "utf8"), SECRET, f);
   // Nothing runs or stays: no QEMU, no boot copy, no rendered folder with its disk and key.
   assert.equal(await qemuOfProject(), []);
-  assert.equal(readdirSync(path.dirname(disk)).sort(), ["disk.qcow2", "id_ed25519", "id_ed25519.pub", "initrd.img", "vm.json", "vmlinuz"]);
-  assert.not.ok(existsSync(path.join(dir, ".bake", "ami")) && readdirSync(path.join(dir, ".bake", "ami")).some((f) => f.startsWith("app-host-vm-")), "the rendered folder is removed");
+  assert.equal(readdirSync(path.dirname(disk)).sort(), [
+    "disk.qcow2",
+    "id_ed25519",
+    "id_ed25519.pub",
+    "initrd.img",
+    "vm.json",
+    "vmlinuz",
+  ]);
+  assert.not.ok(
+    existsSync(path.join(dir, ".bake", "ami")) &&
+      readdirSync(path.join(dir, ".bake", "ami")).some((f) => f.startsWith("app-host-vm-")),
+    "the rendered folder is removed",
+  );
   console.log(`  vm bake of the reference host: ${r.seconds.toFixed(0)} s`);
 
   // Nothing changed: the disk is found by its key, in seconds.
@@ -133,8 +197,13 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   // What is inside the disk: the guest's packages (its kernel, its engine) and the images it ships.
   const sbom = await bakeVm(["sbom", "app-host", "--target", "vm", "--format", "cyclonedx-json"]);
   assert.is(sbom.code, 0, sbom.stderr);
-  assert.is(`sha256:${createHash("sha256").update(`${sbom.stdout}\n`).digest("hex")}`, JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"].sbom["cyclonedx-json"]);
-  const guest = JSON.parse(sbom.stdout).components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => c.name);
+  assert.is(
+    `sha256:${createHash("sha256").update(`${sbom.stdout}\n`).digest("hex")}`,
+    JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"].sbom["cyclonedx-json"],
+  );
+  const guest = JSON.parse(sbom.stdout)
+    .components.find((c: any) => c["bom-ref"] === "host:host")
+    .components.map((c: any) => c.name);
   assert.ok(guest.includes("docker.io") && guest.some((n: string) => n.startsWith("linux-image-")), guest.join(", "));
   const verified = await bakeVm(["verify", "app-host", "--target", "vm"]);
   assert.is(verified.code, 0, verified.stdout + verified.stderr);
@@ -142,11 +211,18 @@ test("the reference host baked on --target vm: its own engine loads the images, 
 });
 
 test("Ctrl-C while the boot test runs: exit 130, the VM stopped, no disk, no boot copy, no rendered folder", async () => {
-  const child = execa(process.execPath, [CLI, "ami", "broken-host", "--target", "vm"], { cwd: dir, env: testEnv({ DIAGNOSTICS_TOKEN: SECRET }), extendEnv: true, reject: false, timeout: 900_000 });
+  const child = execa(process.execPath, [CLI, "ami", "broken-host", "--target", "vm"], {
+    cwd: dir,
+    env: testEnv({ DIAGNOSTICS_TOKEN: SECRET }),
+    extendEnv: true,
+    reject: false,
+    timeout: 900_000,
+  });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const started = Date.now();
-  while (!/boot test: booting the VM/.test(stderr) && child.exitCode === null && Date.now() - started < 800_000) await new Promise((r) => setTimeout(r, 250));
+  while (!/boot test: booting the VM/.test(stderr) && child.exitCode === null && Date.now() - started < 800_000)
+    await new Promise((r) => setTimeout(r, 250));
   assert.match(stderr, /boot test: booting the VM/);
   assert.equal((await qemuOfProject()).length, 1, "the boot test's VM runs");
   child.kill("SIGINT");
@@ -172,7 +248,9 @@ test("a service that never becomes healthy fails the boot test: exit 1, the serv
   assert.equal(existsSync(vmRoot) ? readdirSync(vmRoot).filter((f) => f.startsWith("broken-host-")) : [], []);
   const ami = path.join(dir, ".bake", "ami");
   assert.equal(existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith("broken-host-vm-")) : [], []);
-  const manifest = existsSync(path.join(dir, "bake-manifest.json")) ? JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")) : { amis: {} };
+  const manifest = existsSync(path.join(dir, "bake-manifest.json"))
+    ? JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"))
+    : { amis: {} };
   assert.is(manifest.amis["broken-host"], undefined);
 });
 

@@ -10,7 +10,13 @@ import * as assert from "uvu/assert";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { DescribeImagesCommand, DescribeInstancesCommand, DescribeKeyPairsCommand, DescribeSecurityGroupsCommand, DescribeImageAttributeCommand } from "@aws-sdk/client-ec2";
+import {
+  DescribeImagesCommand,
+  DescribeInstancesCommand,
+  DescribeKeyPairsCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeImageAttributeCommand,
+} from "@aws-sdk/client-ec2";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
@@ -62,9 +68,11 @@ amis:
     test: host.goss.yaml
 `,
     "instance/Dockerfile": INSTANCE_DOCKERFILE,
-    "ansible/host.yml": "- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: \"yes\\n\", mode: \"0644\" }\n",
+    "ansible/host.yml":
+      '- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: "yes\\n", mode: "0644" }\n',
     // The user's playbook ran, and bake's own provisioning kept the shipped images for the loader.
-    "host.goss.yaml": 'file:\n  /etc/baked-on-aws:\n    exists: true\n    contents: ["yes"]\n  /var/lib/bake/preload/images.json:\n    exists: true\n',
+    "host.goss.yaml":
+      'file:\n  /etc/baked-on-aws:\n    exists: true\n    contents: ["yes"]\n  /var/lib/bake/preload/images.json:\n    exists: true\n',
   });
   const built = await bake(["build", "instance", "--json"], { cwd: dir });
   assert.is(built.code, 0, built.stderr);
@@ -89,7 +97,11 @@ amis:
       ExposedPorts: { "22/tcp": {} },
       HostConfig: {
         Tmpfs: { "/run": "", "/run/lock": "" },
-        Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`, ...STANDIN_UNITS.map((u) => `${path.join(standin, u)}:/run/systemd/system/${u}:ro`)],
+        Binds: [
+          "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+          `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`,
+          ...STANDIN_UNITS.map((u) => `${path.join(standin, u)}:/run/systemd/system/${u}:ro`),
+        ],
         PortBindings: { "22/tcp": [{ HostIp: "127.0.0.1", HostPort: "" }] },
       },
     } as any)
@@ -100,16 +112,35 @@ amis:
 });
 
 test.after(async () => {
-  if (instance) await docker.getContainer(instance).remove({ force: true }).catch(() => undefined);
+  if (instance)
+    await docker
+      .getContainer(instance)
+      .remove({ force: true })
+      .catch(() => undefined);
   await removeProject(project);
 });
 
 const ssh = () => ({ ...motoEnv, BAKE_SSH_HOST: "127.0.0.1", BAKE_SSH_PORT: sshPort, BAKE_EC2_POLL_MS: "200" });
 const ec2 = motoEc2();
 const leftovers = async () => ({
-  keyPairs: ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).map((k) => k.KeyName!).filter((n) => n.startsWith("packer")),
-  groups: ((await ec2.send(new DescribeSecurityGroupsCommand({}))).SecurityGroups ?? []).map((g) => g.GroupName!).filter((n) => n.startsWith("packer")),
-  running: ((await ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] }] }))).Reservations ?? []).flatMap((r) => r.Instances ?? []).filter((i) => (i.KeyName ?? "").startsWith("packer")).map((i) => i.InstanceId),
+  keyPairs: ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? [])
+    .map((k) => k.KeyName!)
+    .filter((n) => n.startsWith("packer")),
+  groups: ((await ec2.send(new DescribeSecurityGroupsCommand({}))).SecurityGroups ?? [])
+    .map((g) => g.GroupName!)
+    .filter((n) => n.startsWith("packer")),
+  running: (
+    (
+      await ec2.send(
+        new DescribeInstancesCommand({
+          Filters: [{ Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] }],
+        }),
+      )
+    ).Reservations ?? []
+  )
+    .flatMap((r) => r.Instances ?? [])
+    .filter((i) => (i.KeyName ?? "").startsWith("packer"))
+    .map((i) => i.InstanceId),
 });
 
 test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and the AMI's test on the instance, then copy, share, manifest", async () => {
@@ -122,10 +153,18 @@ test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and th
   assert.match(r.stderr, /Using ssh communicator to connect: 127\.0\.0\.1/);
   assert.match(r.stderr, /TASK \[Mark the host\]/);
   // bake's own provisioning ran on the instance around the user's playbook.
-  assert.match(r.stderr, /TASK \[docker_host : Install the Docker engine\][\s\S]*TASK \[Mark the host\][\s\S]*TASK \[preload : Keep the shipped image archive\]/);
+  assert.match(
+    r.stderr,
+    /TASK \[docker_host : Install the Docker engine\][\s\S]*TASK \[Mark the host\][\s\S]*TASK \[preload : Keep the shipped image archive\]/,
+  );
   assert.match(r.stderr, /Count: 3, Failed: 0/, "the AMI's goss test ran on the instance");
-  const shared = await motoEc2("eu-west-1").send(new DescribeImageAttributeCommand({ ImageId: result.regions["eu-west-1"], Attribute: "launchPermission" }));
-  assert.equal((shared.LaunchPermissions ?? []).map((p) => p.UserId), ["123456789012"]);
+  const shared = await motoEc2("eu-west-1").send(
+    new DescribeImageAttributeCommand({ ImageId: result.regions["eu-west-1"], Attribute: "launchPermission" }),
+  );
+  assert.equal(
+    (shared.LaunchPermissions ?? []).map((p) => p.UserId),
+    ["123456789012"],
+  );
   const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
   assert.equal(manifest.amis.host.regions, result.regions);
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] }, "Packer removed what it made");
@@ -138,7 +177,15 @@ test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and th
   const text = readFileSync(out, "utf8");
   assert.is(`sha256:${createHash("sha256").update(text).digest("hex")}`, manifest.amis.host.sbom["cyclonedx-json"]);
   const bom = JSON.parse(text);
-  assert.equal(bom.metadata.component.properties.filter((p: any) => p.name === "bake:ami").map((p: any) => p.value).sort(), Object.entries(result.regions).map(([r, id]) => `${r}:${id}`).sort());
+  assert.equal(
+    bom.metadata.component.properties
+      .filter((p: any) => p.name === "bake:ami")
+      .map((p: any) => p.value)
+      .sort(),
+    Object.entries(result.regions)
+      .map(([r, id]) => `${r}:${id}`)
+      .sort(),
+  );
   const host = bom.components.find((c: any) => c["bom-ref"] === "host:host").components.map((c: any) => c.name);
   assert.ok(host.includes("openssh-server") && host.includes("systemd-sysv"), host.join(", "));
   assert.equal(bom.components.map((c: any) => c["bom-ref"]).sort(), ["host:host", "image:base"]);
@@ -146,30 +193,64 @@ test("bake ami on aws: Packer's amazon-ebs run against moto, the playbook and th
   assert.not.match(left.stdout, /bake-packages/, "the archive of the databases is not left on the host");
   const verified = await bake(["verify", "host", "--json"], { cwd: dir, env: ssh() });
   assert.is(verified.code, 0, verified.stdout + verified.stderr);
-  assert.equal(JSON.parse(verified.stdout).checks.map((c: any) => [c.name, c.ok]), [["working tree", true], ["ami", true], ["manifest", true]]);
+  assert.equal(
+    JSON.parse(verified.stdout).checks.map((c: any) => [c.name, c.ok]),
+    [
+      ["working tree", true],
+      ["ami", true],
+      ["manifest", true],
+    ],
+  );
 });
 
 test("a failing playbook: exit 1 naming the step, no AMI registered, nothing of Packer's left in the account", async () => {
-  const images = async () => ((await ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }))).Images ?? []).length;
+  const images = async () =>
+    (
+      (
+        await ec2.send(
+          new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }),
+        )
+      ).Images ?? []
+    ).length;
   const before = await images();
-  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.command: /bin/false\n");
+  writeFileSync(
+    path.join(dir, "ansible/host.yml"),
+    "- name: Host\n  hosts: all\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.command: /bin/false\n",
+  );
   const r = await bake(["ami", "host"], { cwd: dir, env: ssh() });
   assert.is(r.code, 1, r.stderr.slice(-3000));
-  assert.match(r.stderr, /error: host: packer build failed at "Provisioning with Ansible" \(task "Fail on purpose"\) on instance i-[0-9a-f]+ \(exit 1\): /);
-  assert.match(r.stderr, /Packer cleaned up: Terminating the source AWS instance; Cleaning up any extra volumes; Deleting temporary security group; Deleting temporary keypair/);
+  assert.match(
+    r.stderr,
+    /error: host: packer build failed at "Provisioning with Ansible" \(task "Fail on purpose"\) on instance i-[0-9a-f]+ \(exit 1\): /,
+  );
+  assert.match(
+    r.stderr,
+    /Packer cleaned up: Terminating the source AWS instance; Cleaning up any extra volumes; Deleting temporary security group; Deleting temporary keypair/,
+  );
   assert.is(await images(), before, "no AMI registered");
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
 });
 
 test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in the account and no AMI", async () => {
-  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  tasks:\n    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n");
-  const images = async () => ((await ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }))).Images ?? []).length;
+  writeFileSync(
+    path.join(dir, "ansible/host.yml"),
+    "- name: Host\n  hosts: all\n  tasks:\n    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n",
+  );
+  const images = async () =>
+    (
+      (
+        await ec2.send(
+          new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-host-*`] }] }),
+        )
+      ).Images ?? []
+    ).length;
   const before = await images();
   const child = execa(process.execPath, [CLI, "ami", "host"], { cwd: dir, env: testEnv(ssh()), reject: false });
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 200));
+  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 120_000)
+    await new Promise((r) => setTimeout(r, 200));
   assert.match(seen, /TASK \[Take a while\]/);
   child.kill("SIGINT");
   const r = await child;
@@ -180,26 +261,58 @@ test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in 
 });
 
 test("instance-store: bake's EC2 AMI tools role on the stand-in host (check mode): refuses without a download, would install with one, skips where the tools are", async () => {
-  const run = (extra: string[]) => execa("ansible-playbook", ["-i", `${project}-instance,`, "-c", "community.docker.docker", "--check", ...extra, path.join(ROOT, "ansible/bake/ec2-ami-tools.yml")], { reject: false, env: { ANSIBLE_HOST_KEY_CHECKING: "False", ANSIBLE_NOCOLOR: "1" } });
+  const run = (extra: string[]) =>
+    execa(
+      "ansible-playbook",
+      [
+        "-i",
+        `${project}-instance,`,
+        "-c",
+        "community.docker.docker",
+        "--check",
+        ...extra,
+        path.join(ROOT, "ansible/bake/ec2-ami-tools.yml"),
+      ],
+      { reject: false, env: { ANSIBLE_HOST_KEY_CHECKING: "False", ANSIBLE_NOCOLOR: "1" } },
+    );
   const refused = await run([]);
   assert.is(refused.exitCode, 2, refused.stdout);
-  assert.match(refused.stdout, /the EC2 AMI tools \(ec2-bundle-vol\) are not on this instance[\s\S]*BAKE_EC2_AMI_TOOLS_URL/);
+  assert.match(
+    refused.stdout,
+    /the EC2 AMI tools \(ec2-bundle-vol\) are not on this instance[\s\S]*BAKE_EC2_AMI_TOOLS_URL/,
+  );
   // The download, served inside the host on its own 127.0.0.1 (check mode asks for it, downloads nothing).
   const inHost = async (cmd: string) => {
-    const exec = await docker.getContainer(instance).exec({ Cmd: ["sh", "-c", cmd], AttachStdout: true, AttachStderr: true });
+    const exec = await docker
+      .getContainer(instance)
+      .exec({ Cmd: ["sh", "-c", cmd], AttachStdout: true, AttachStderr: true });
     const stream = await exec.start({});
     let out = "";
     stream.on("data", (c: Buffer) => (out += c.toString("utf8")));
     await new Promise((r) => stream.on("end", r));
     return out.replace(/[\x00-\x08]/g, "");
   };
-  await inHost(`mkdir -p /srv && python3 -c "import zipfile; z = zipfile.ZipFile('/srv/ec2-ami-tools.zip', 'w'); z.writestr('ec2-ami-tools-1.5.19/bin/ec2-bundle-vol', '#!/bin/sh\\n'); z.close()"`);
+  await inHost(
+    `mkdir -p /srv && python3 -c "import zipfile; z = zipfile.ZipFile('/srv/ec2-ami-tools.zip', 'w'); z.writestr('ec2-ami-tools-1.5.19/bin/ec2-bundle-vol', '#!/bin/sh\\n'); z.close()"`,
+  );
   const sha256 = /[0-9a-f]{64}/.exec(await inHost("sha256sum /srv/ec2-ami-tools.zip"))![0];
   await inHost("(python3 -m http.server 8765 --bind 127.0.0.1 --directory /srv >/dev/null 2>&1 &) ; sleep 1");
-  const planned = await run(["-e", "ec2_ami_tools_url=http://127.0.0.1:8765/ec2-ami-tools.zip", "-e", `ec2_ami_tools_sha256=${sha256}`]);
+  const planned = await run([
+    "-e",
+    "ec2_ami_tools_url=http://127.0.0.1:8765/ec2-ami-tools.zip",
+    "-e",
+    `ec2_ami_tools_sha256=${sha256}`,
+  ]);
   assert.is(planned.exitCode, 0, planned.stdout);
-  assert.match(planned.stdout, /TASK \[ec2_ami_tools : Download the tools, checked against their sha256\] \*+\nchanged:/);
-  assert.match(await inHost("ls /usr/local/bin/ec2-bundle-vol 2>&1 || true"), /No such file/, "check mode changed nothing");
+  assert.match(
+    planned.stdout,
+    /TASK \[ec2_ami_tools : Download the tools, checked against their sha256\] \*+\nchanged:/,
+  );
+  assert.match(
+    await inHost("ls /usr/local/bin/ec2-bundle-vol 2>&1 || true"),
+    /No such file/,
+    "check mode changed nothing",
+  );
   await inHost("printf '#!/bin/sh\\n' > /usr/local/bin/ec2-bundle-vol && chmod 755 /usr/local/bin/ec2-bundle-vol");
   const skipped = await run([]);
   assert.is(skipped.exitCode, 0, skipped.stdout);
@@ -207,11 +320,20 @@ test("instance-store: bake's EC2 AMI tools role on the stand-in host (check mode
 });
 
 test("two runners, one account: the second bake of a key waits on the AWS lease, naming the holder, and returns the first one's AMI", async () => {
-  writeFileSync(path.join(dir, "ansible/host.yml"), "- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: \"yes\\n\", mode: \"0644\" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 3 }\n");
+  writeFileSync(
+    path.join(dir, "ansible/host.yml"),
+    '- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: "yes\\n", mode: "0644" }\n    - name: Take a moment\n      ansible.builtin.pause: { seconds: 3 }\n',
+  );
   const second = `${dir}-runner-2`;
   cpSync(dir, second, { recursive: true, filter: (src) => !src.includes(`${path.sep}.bake${path.sep}`) });
   // Each runner has its own machine (its own lock folder): only the account's lease is shared.
-  const runner = (cwd: string, n: number) => execa(process.execPath, [CLI, "ami", "host", "--json"], { cwd, env: testEnv({ ...ssh(), BAKE_CACHE_DIR: path.join(cwd, `.runner-${n}-cache`) }), reject: false, timeout: 300_000 });
+  const runner = (cwd: string, n: number) =>
+    execa(process.execPath, [CLI, "ami", "host", "--json"], {
+      cwd,
+      env: testEnv({ ...ssh(), BAKE_CACHE_DIR: path.join(cwd, `.runner-${n}-cache`) }),
+      reject: false,
+      timeout: 300_000,
+    });
   const first = runner(dir, 1);
   let seen = "";
   first.stderr!.on("data", (d) => (seen += d));
@@ -220,10 +342,17 @@ test("two runners, one account: the second bake of a key waits on the AWS lease,
   assert.is(a.exitCode, 0, String(a.stderr).slice(-2000));
   assert.is(b.exitCode, 0, String(b.stderr).slice(-2000));
   assert.equal(JSON.parse(String(b.stdout)).regions, JSON.parse(String(a.stdout)).regions, "the same AMI");
-  assert.match(String(b.stderr), new RegExp(`waiting for the AWS lease bake-lease-${project}-host-[0-9a-f]{12}: held by \\S+ pid ${first.pid} until `));
+  assert.match(
+    String(b.stderr),
+    new RegExp(
+      `waiting for the AWS lease bake-lease-${project}-host-[0-9a-f]{12}: held by \\S+ pid ${first.pid} until `,
+    ),
+  );
   assert.match(String(b.stderr), /another bake finished key [0-9a-f]{12} while this one waited: ami-/);
   assert.not.match(String(b.stderr), /packer build/, "the second runner never started Packer");
-  const lease = ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).filter((k) => k.KeyName!.startsWith("bake-lease-"));
+  const lease = ((await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).filter((k) =>
+    k.KeyName!.startsWith("bake-lease-"),
+  );
   assert.equal(lease, [], "the lease is released");
 });
 
@@ -235,11 +364,17 @@ test("SSH pinned to a host key bake made refuses an sshd with another key before
     const pinned = await bootHostKey(boot);
     const client = path.join(boot, "id_ed25519");
     await generateKey(client, "bake-test");
-    const r = await sshRun({ port: Number(sshPort), key: client, user: "root", knownHosts: pinned.knownHosts, hostKeyAlias: HOST_KEY_ALIAS }, "touch /etc/bake-pin-ran", { timeoutMs: 20_000 });
+    const r = await sshRun(
+      { port: Number(sshPort), key: client, user: "root", knownHosts: pinned.knownHosts, hostKeyAlias: HOST_KEY_ALIAS },
+      "touch /etc/bake-pin-ran",
+      { timeoutMs: 20_000 },
+    );
     assert.is(r.code, 255, r.out);
     assert.match(r.out, /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/);
     const ran = await docker.getContainer(instance).exec({ Cmd: ["test", "-e", "/etc/bake-pin-ran"] });
-    await new Promise<void>((resolve, reject) => ran.start({}, (e: any, stream: any) => (e ? reject(e) : stream.on("end", resolve).resume())));
+    await new Promise<void>((resolve, reject) =>
+      ran.start({}, (e: any, stream: any) => (e ? reject(e) : stream.on("end", resolve).resume())),
+    );
     assert.is.not((await ran.inspect()).ExitCode, 0, "no command ran on the other host");
   } finally {
     rmSync(boot, { recursive: true, force: true });

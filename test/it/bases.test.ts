@@ -13,7 +13,13 @@ test.after(async () => {
   await removeProject(`${project}-deb`);
 });
 
-const plan = async (cwd: string, extra: string[] = []) => JSON.parse((await bake(["plan", "--json", "--target", "local", ...extra], { cwd })).stdout).nodes as { name: string; key: string; status: string; reason: string }[];
+const plan = async (cwd: string, extra: string[] = []) =>
+  JSON.parse((await bake(["plan", "--json", "--target", "local", ...extra], { cwd })).stdout).nodes as {
+    name: string;
+    key: string;
+    status: string;
+    reason: string;
+  }[];
 
 test("from: an upstream image — pinned by digest; a moved tag rebuilds only with --pull", async () => {
   const busybox = await busyboxImage();
@@ -28,17 +34,30 @@ test("from: an upstream image — pinned by digest; a moved tag rebuilds only wi
   const built = JSON.parse(first.stdout).images;
   assert.is(built.base.action, "built");
   const base = await docker.getImage(built.base.id).inspect();
-  assert.match(JSON.parse(base.Config.Labels["bake.inputs"]).from, new RegExp(`^${upstream.replace(/[.]/g, "\\.")}@sha256:[0-9a-f]{64}$`));
+  assert.match(
+    JSON.parse(base.Config.Labels["bake.inputs"]).from,
+    new RegExp(`^${upstream.replace(/[.]/g, "\\.")}@sha256:[0-9a-f]{64}$`),
+  );
 
   // Move the tag in the registry to a patched image, while this engine keeps the old one under it.
   const old = (await docker.getImage(upstream).inspect()).Id;
-  await execa("docker", ["build", "-t", upstream, "-"], { input: `FROM ${upstream}\nRUN echo patched > /patched\n`, env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["build", "-t", upstream, "-"], {
+    input: `FROM ${upstream}\nRUN echo patched > /patched\n`,
+    env: { DOCKER_BUILDKIT: "0" },
+  });
   await execa("docker", ["push", upstream]);
   await docker.getImage(old).tag({ repo: upstream.split(":").slice(0, 2).join(":"), tag: String(process.pid) });
   const quiet = await plan(dir);
-  assert.equal(quiet.map((n) => n.status), ["cached", "cached"], "without --pull the local digest stands");
+  assert.equal(
+    quiet.map((n) => n.status),
+    ["cached", "cached"],
+    "without --pull the local digest stands",
+  );
   const fresh = await plan(dir, ["--pull"]);
-  assert.equal(fresh.map((n) => n.status), ["build", "build"]);
+  assert.equal(
+    fresh.map((n) => n.status),
+    ["build", "build"],
+  );
   assert.match(fresh[0].reason, /^upstream image changed since [0-9a-f]{12}$/);
   assert.match(fresh[1].reason, /^parent image changed since/);
   const second = await bake(["build", "--pull", "--json"], { cwd: dir });
@@ -50,7 +69,9 @@ test("from: an upstream image — pinned by digest; a moved tag rebuilds only wi
 });
 
 test("from: an image the registry does not have is reported, not built", async () => {
-  const dir = tempTree({ "bake.yml": `project: ${project}-missing\nimages:\n  base: { from: "127.0.0.1:5000/bake-test-upstream/nothing:here" }\n` });
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-missing\nimages:\n  base: { from: "127.0.0.1:5000/bake-test-upstream/nothing:here" }\n`,
+  });
   const p = await bake(["plan", "--json", "--target", "local"], { cwd: dir });
   assert.is(p.code, 0, p.stderr);
   const node = JSON.parse(p.stdout).nodes[0];
@@ -75,22 +96,52 @@ images:
   const r = await bake(["build", "--json"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   const images = JSON.parse(r.stdout).images;
-  const { stdout } = await execa("docker", ["run", "--rm", images.app.id, "sh", "-c", "cat /four /etc/debian_version; python3 --version"]);
+  const { stdout } = await execa("docker", [
+    "run",
+    "--rm",
+    images.app.id,
+    "sh",
+    "-c",
+    "cat /four /etc/debian_version; python3 --version",
+  ]);
   assert.match(stdout, /^4\n12\.\d+\nPython 3\.11\.\d+$/);
   const again = await bake(["build", "--json"], { cwd: dir });
-  assert.equal(Object.values(JSON.parse(again.stdout).images).map((i: any) => i.action), ["cached", "cached"]);
+  assert.equal(
+    Object.values(JSON.parse(again.stdout).images).map((i: any) => i.action),
+    ["cached", "cached"],
+  );
 
   // The base's package list, read from its dpkg database without running it, is what dpkg-query
   // run inside the image prints.
   const sbom = await bake(["sbom", "base", "--format", "cyclonedx-json"], { cwd: dir });
   assert.is(sbom.code, 0, sbom.stderr);
-  const listed = JSON.parse(sbom.stdout).components.map((c: any) => `${c.name} ${c.version}`).sort();
-  const query = await execa("docker", ["run", "--rm", images.base.id, "dpkg-query", "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"]);
-  const reference = query.stdout.split("\n").filter((l) => l.startsWith("installed ")).map((l) => l.slice("installed ".length)).sort();
+  const listed = JSON.parse(sbom.stdout)
+    .components.map((c: any) => `${c.name} ${c.version}`)
+    .sort();
+  const query = await execa("docker", [
+    "run",
+    "--rm",
+    images.base.id,
+    "dpkg-query",
+    "-W",
+    "-f",
+    "${db:Status-Status} ${Package} ${Version}\\n",
+  ]);
+  const reference = query.stdout
+    .split("\n")
+    .filter((l) => l.startsWith("installed "))
+    .map((l) => l.slice("installed ".length))
+    .sort();
   assert.ok(reference.length > 80, `a minbase with python3 has over 80 packages: ${reference.length}`);
   assert.equal(listed, reference);
-  assert.ok(listed.some((l: string) => /^python3\.11 3\.11\./.test(l)) && listed.some((l: string) => l.startsWith("libc6 ")), listed.join(", "));
-  assert.match(JSON.parse(sbom.stdout).components.find((c: any) => c.name === "libc6").purl, /^pkg:deb\/debian\/libc6@[^?]+\?arch=amd64&distro=debian-12&upstream=glibc$/);
+  assert.ok(
+    listed.some((l: string) => /^python3\.11 3\.11\./.test(l)) && listed.some((l: string) => l.startsWith("libc6 ")),
+    listed.join(", "),
+  );
+  assert.match(
+    JSON.parse(sbom.stdout).components.find((c: any) => c.name === "libc6").purl,
+    /^pkg:deb\/debian\/libc6@[^?]+\?arch=amd64&distro=debian-12&upstream=glibc$/,
+  );
 });
 
 test.run();

@@ -5,7 +5,15 @@ import { appendFileSync, existsSync, readFileSync, readdirSync, writeFileSync } 
 import path from "node:path";
 import { execa } from "execa";
 import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
-import { busyboxRootfs, containerCount, containerCountSettling, docker, parentTagsOf, removeProject, uniqueProject } from "../helpers/engine.js";
+import {
+  busyboxRootfs,
+  containerCount,
+  containerCountSettling,
+  docker,
+  parentTagsOf,
+  removeProject,
+  uniqueProject,
+} from "../helpers/engine.js";
 
 const project = uniqueProject("build-it");
 let dir = "";
@@ -28,14 +36,25 @@ images:
 `;
 
 const manifest = () => JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
-const actions = (stdout: string) => Object.fromEntries(stdout.trim().split("\n").map((l) => l.trim().split(/\s+/).slice(0, 2)));
-const inspect = (ref: string) => docker.getImage(ref).inspect().catch(() => undefined);
+const actions = (stdout: string) =>
+  Object.fromEntries(
+    stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/).slice(0, 2)),
+  );
+const inspect = (ref: string) =>
+  docker
+    .getImage(ref)
+    .inspect()
+    .catch(() => undefined);
 
 test.before(async () => {
   const rootfs = await busyboxRootfs();
   dir = tempTree({
     "bake.yml": pipeline(rootfs),
-    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nARG GREETING\nRUN mkdir /svc && echo \"$GREETING\" > /svc/greeting\n",
+    "svc/Dockerfile":
+      'ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nARG GREETING\nRUN mkdir /svc && echo "$GREETING" > /svc/greeting\n',
     "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /web\n",
     "web/.dockerignore": "*.log\n",
     "web/index.html": "<h1>hi</h1>\n",
@@ -68,7 +87,14 @@ test("cold build: every image exists with its key tag, labels and parent pinned 
   const svc = (await inspect(`${project}/svc:latest`))!;
   assert.equal(web.RootFS.Layers!.slice(0, svc.RootFS.Layers!.length), svc.RootFS.Layers);
   assert.is(web.Config.Labels["bake.parent"], m.images.svc.key);
-  const { stdout } = await execa("docker", ["run", "--rm", `${project}/web:latest`, "sh", "-c", "cat /svc/greeting; ls -A /web; cat /web/Dockerfile"]);
+  const { stdout } = await execa("docker", [
+    "run",
+    "--rm",
+    `${project}/web:latest`,
+    "sh",
+    "-c",
+    "cat /svc/greeting; ls -A /web; cat /web/Dockerfile",
+  ]);
   // The user's Dockerfile arrives as it is (bake's labelled copy does not), debug.log is ignored.
   assert.is(stdout, "hello\n.dockerignore\nDockerfile\nindex.html\nARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /web");
   assert.ok(existsSync(path.join(dir, ".bake/logs")) && readdirSync(path.join(dir, ".bake/logs")).length === 1);
@@ -97,7 +123,11 @@ test("registry: set, so every repository changes: the images are found by label 
     for (const name of ["base", "svc", "web", "tools"]) {
       assert.is(images[name].action, "cached", name);
       assert.is(images[name].id, before.images[name].id, name);
-      assert.is((await inspect(`127.0.0.1:5000/${project}/${name}:${before.images[name].key.slice(0, 12)}`))?.Id, before.images[name].id, name);
+      assert.is(
+        (await inspect(`127.0.0.1:5000/${project}/${name}:${before.images[name].key.slice(0, 12)}`))?.Id,
+        before.images[name].id,
+        name,
+      );
     }
   } finally {
     writeFileSync(path.join(dir, "bake.yml"), pipeline(rootfs));
@@ -148,7 +178,10 @@ test("a broken Dockerfile exits 1 naming the node and the instruction; no tag mo
   appendFileSync(path.join(dir, "web/index.html"), "<p>new</p>\n");
   const r = await bake(["build"], { cwd: dir });
   assert.is(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, /error: tools: build failed at step 3\/3: RUN echo about to fail && exit 3: executor failed running \[\/bin\/sh -c echo about to fail && exit 3\]: exit code: 3/);
+  assert.match(
+    r.stderr,
+    /error: tools: build failed at step 3\/3: RUN echo about to fail && exit 3: executor failed running \[\/bin\/sh -c echo about to fail && exit 3\]: exit code: 3/,
+  );
   assert.match(r.stderr, /about to fail/);
   assert.match(r.stderr, /full log: .*\/tools\.log/);
   assert.not.match(r.stderr, /\n\s+at /);
@@ -165,13 +198,18 @@ test("--push records digests; removed locally, the next build pulls instead of b
   const m = manifest();
   for (const name of ["base", "svc", "web", "tools"]) {
     const tag = m.images[name].key.slice(0, 12);
-    const res = await fetch(`http://127.0.0.1:5000/v2/${project}/${name}/manifests/${tag}`, { method: "HEAD", headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json" } });
+    const res = await fetch(`http://127.0.0.1:5000/v2/${project}/${name}/manifests/${tag}`, {
+      method: "HEAD",
+      headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json" },
+    });
     assert.is(res.status, 200, `${name}:${tag} is in the registry`);
     assert.is(m.images[name].digest, res.headers.get("docker-content-digest"));
   }
   // Remove both images from the engine entirely (the child first), whatever names they carry.
   for (const name of ["web", "svc"]) {
-    const all = await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, `bake.node=${name}`] }) });
+    const all = await docker.listImages({
+      filters: JSON.stringify({ label: [`bake.project=${project}`, `bake.node=${name}`] }),
+    });
     for (const img of all) await docker.getImage(img.Id).remove({ force: true });
   }
   const again = await bake(["build"], { cwd: dir });
@@ -184,13 +222,18 @@ test("no engine: exit 2 naming where bake looked and how to start one, nothing w
   const before = readFileSync(path.join(dir, "bake-manifest.json"), "utf8");
   const r = await bake(["build"], { cwd: dir, env: { DOCKER_HOST: "unix:///tmp/no-engine-for-build.sock" } });
   assert.is(r.code, 2);
-  assert.match(r.stderr, /docker engine unreachable at unix:\/\/\/tmp\/no-engine-for-build\.sock .*start it with make services/);
+  assert.match(
+    r.stderr,
+    /docker engine unreachable at unix:\/\/\/tmp\/no-engine-for-build\.sock .*start it with make services/,
+  );
   assert.not.match(r.stderr, /\n\s+at /);
   assert.is(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"), before);
 });
 
 test("--push without a registry is a usage error", async () => {
-  const local = tempTree({ "bake.yml": `project: ${project}-np\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n` });
+  const local = tempTree({
+    "bake.yml": `project: ${project}-np\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n`,
+  });
   const r = await bake(["build", "--push"], { cwd: local });
   assert.is(r.code, 2);
   assert.match(r.stderr, /--push needs a registry/);
@@ -207,7 +250,8 @@ test("Ctrl-C during a build: exit 130, no container or temp file left, no tag", 
   let seen = "";
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/(Step 3\/\d+ : |#\d+ \[2\/2\] )RUN echo sleeping/.test(seen) && Date.now() - started < 60_000) await new Promise((r) => setTimeout(r, 100));
+  while (!/(Step 3\/\d+ : |#\d+ \[2\/2\] )RUN echo sleeping/.test(seen) && Date.now() - started < 60_000)
+    await new Promise((r) => setTimeout(r, 100));
   assert.match(seen, /RUN echo sleeping/);
   await new Promise((r) => setTimeout(r, 1500)); // the RUN step is running
   child.kill("SIGINT");

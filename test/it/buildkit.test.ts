@@ -9,18 +9,27 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, CLI, removeTree, tempTree, testEnv } from "../helpers/bake.js";
-import { busyboxRootfs, docker, parentTagsOf, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
+import {
+  busyboxRootfs,
+  docker,
+  parentTagsOf,
+  removeProject,
+  sessionRefusingProxy,
+  uniqueProject,
+} from "../helpers/engine.js";
 
 const project = uniqueProject("bk-it");
 let dir = "";
 
-const inImage = async (id: string, cmd: string) => (await execa("docker", ["run", "--rm", "--network", "none", id, "sh", "-c", cmd])).stdout;
+const inImage = async (id: string, cmd: string) =>
+  (await execa("docker", ["run", "--rm", "--network", "none", id, "sh", "-c", cmd])).stdout;
 
 test.before(async () => {
   dir = tempTree({
     "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  probe: { parent: base, dockerfile: probe/Dockerfile }\n  classic: { parent: base, dockerfile: classic/Dockerfile }\n`,
     // ARG again after FROM: the build argument itself, as the Dockerfile sees it.
-    "probe/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nARG BAKE_PARENT\nRUN echo \"$BAKE_PARENT\" > /parent\nCOPY . /ctx\n",
+    "probe/Dockerfile":
+      'ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nARG BAKE_PARENT\nRUN echo "$BAKE_PARENT" > /parent\nCOPY . /ctx\n',
     "probe/.dockerignore": "*.log\n",
     "probe/a.txt": "a\n",
     "probe/sub/b.txt": "b\n",
@@ -38,13 +47,19 @@ test("BAKE_PARENT is the parent's image id; the image holds the context's files 
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
   assert.is(await inImage(m.images.probe.id, "cat /parent"), m.images.base.id);
-  assert.is(await inImage(m.images.probe.id, "cd /ctx && find . | sort | tr '\\n' ' '"), ". ./.dockerignore ./Dockerfile ./a.txt ./sub ./sub/b.txt ");
+  assert.is(
+    await inImage(m.images.probe.id, "cd /ctx && find . | sort | tr '\\n' ' '"),
+    ". ./.dockerignore ./Dockerfile ./a.txt ./sub ./sub/b.txt ",
+  );
   const labels = (await docker.getImage(m.images.probe.id).inspect()).Config.Labels;
   assert.is(labels["bake.key"], m.images.probe.key);
   assert.is(labels["bake.parent"], m.images.base.key);
   // BuildKit: the labels are metadata, with no step of their own in the image's history.
   const history = await docker.getImage(m.images.probe.id).history();
-  assert.not.ok(history.some((h: any) => /LABEL/.test(h.CreatedBy)), JSON.stringify(history.map((h: any) => h.CreatedBy)));
+  assert.not.ok(
+    history.some((h: any) => /LABEL/.test(h.CreatedBy)),
+    JSON.stringify(history.map((h: any) => h.CreatedBy)),
+  );
   assert.equal(await parentTagsOf(r.pid), [], "no parent tag left");
 });
 
@@ -72,7 +87,10 @@ test("a FROM that uses BAKE_PARENT with a default goes through the classic build
   const image = await docker.getImage(m.images.classic.id).inspect();
   assert.is(image.Config.Labels["bake.key"], m.images.classic.key);
   const history = await docker.getImage(m.images.classic.id).history();
-  assert.ok(history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)), "the classic builder's LABEL step");
+  assert.ok(
+    history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)),
+    "the classic builder's LABEL step",
+  );
 });
 
 test("a proxy before the engine that refuses sessions: the build goes through the classic builder", async () => {
@@ -87,11 +105,20 @@ test("a proxy before the engine that refuses sessions: the build goes through th
     const m = JSON.parse(readFileSync(path.join(proxied, "bake-manifest.json"), "utf8"));
     const logs = readdirSync(path.join(proxied, ".bake/logs"));
     // The first build that asks says so in its log; the rest of the run builds classic directly.
-    const runLogs = readdirSync(path.join(proxied, ".bake/logs", logs[0])).map((f) => readFileSync(path.join(proxied, ".bake/logs", logs[0], f), "utf8"));
-    assert.is(runLogs.filter((l) => /the engine answered \/session with HTTP 403: building with the classic builder/.test(l)).length, 1);
+    const runLogs = readdirSync(path.join(proxied, ".bake/logs", logs[0])).map((f) =>
+      readFileSync(path.join(proxied, ".bake/logs", logs[0], f), "utf8"),
+    );
+    assert.is(
+      runLogs.filter((l) => /the engine answered \/session with HTTP 403: building with the classic builder/.test(l))
+        .length,
+      1,
+    );
     assert.is(await inImage(m.images.app.id, "cat /proxied"), project);
     const history = await docker.getImage(m.images.app.id).history();
-    assert.ok(history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)), "the classic builder's LABEL step");
+    assert.ok(
+      history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)),
+      "the classic builder's LABEL step",
+    );
     assert.is((await docker.getImage(m.images.app.id).inspect()).Config.Labels["bake.key"], m.images.app.key);
     assert.equal(await parentTagsOf(r.pid), [], "no parent tag left");
   } finally {
@@ -115,7 +142,8 @@ test("Ctrl-C while the engine reads the context: exit 130, no stack trace, no pa
     return file && existsSync(file) ? readFileSync(file, "utf8") : "";
   };
   const started = Date.now();
-  while (!/load build context/.test(log()) && Date.now() - started < 60_000) await new Promise((r) => setTimeout(r, 10));
+  while (!/load build context/.test(log()) && Date.now() - started < 60_000)
+    await new Promise((r) => setTimeout(r, 10));
   assert.match(log(), /load build context/);
   child.kill("SIGINT");
   const result = await child;

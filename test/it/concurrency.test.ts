@@ -28,7 +28,8 @@ test.after(async () => {
   await removeProject(project);
 });
 
-const start = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env: testEnv(), reject: false, timeout: 120_000 });
+const start = (cwd: string, args: string[]) =>
+  execa(process.execPath, [CLI, ...args], { cwd, env: testEnv(), reject: false, timeout: 120_000 });
 
 test("three bake builds at once (two in one checkout, one in a second checkout): all succeed, each key built once", async () => {
   const second = `${dir}-second-checkout`;
@@ -39,13 +40,24 @@ test("three bake builds at once (two in one checkout, one in a second checkout):
   const images = results.map((r) => JSON.parse(String(r.stdout)).images);
   for (const node of ["base", "svc", "rel"]) {
     assert.is(new Set(images.map((i) => i[node].id)).size, 1, `${node}: one image id`);
-    assert.is(images.filter((i) => i[node].action === "built").length, 1, `${node} built once: ${images.map((i) => i[node].action)}`);
+    assert.is(
+      images.filter((i) => i[node].action === "built").length,
+      1,
+      `${node} built once: ${images.map((i) => i[node].action)}`,
+    );
   }
   // The processes that waited said for whom.
   const pids = runs.map((r) => r.pid);
-  const waits = results.map((r) => /waiting for \S+: pid (\d+) on \S+ \(bake build --json\)/.exec(String(r.stderr))?.[1]).filter(Boolean);
-  assert.ok(waits.length >= 1 && waits.every((p) => pids.includes(Number(p))), results.map((r) => r.stderr).join("\n---\n"));
-  const svcImages = await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) });
+  const waits = results
+    .map((r) => /waiting for \S+: pid (\d+) on \S+ \(bake build --json\)/.exec(String(r.stderr))?.[1])
+    .filter(Boolean);
+  assert.ok(
+    waits.length >= 1 && waits.every((p) => pids.includes(Number(p))),
+    results.map((r) => r.stderr).join("\n---\n"),
+  );
+  const svcImages = await docker.listImages({
+    filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }),
+  });
   assert.is(svcImages.length, 1);
   for (const d of [dir, second]) {
     const manifest = JSON.parse(readFileSync(path.join(d, "bake-manifest.json"), "utf8"));
@@ -72,7 +84,9 @@ test("a corrupt bake-manifest.json or bake.lock stops the command before any bui
     writeFileSync(manifest, good);
     writeFileSync(path.join(dir, "bake.lock"), '{"debootstrap": {}}\n');
   }
-  const svc = (await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) })).length;
+  const svc = (
+    await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) })
+  ).length;
   assert.is(svc, 1, "nothing was built");
 });
 
@@ -87,10 +101,18 @@ function leaseHolder(name: string, options: { ttl: number; holdMs: number }) {
     await lease.release();
     console.log("RELEASED " + Date.now());
   `;
-  return execa(process.execPath, ["--input-type=module", "-e", script], { env: testEnv(motoEnv), reject: false, timeout: 60_000 });
+  return execa(process.execPath, ["--input-type=module", "-e", script], {
+    env: testEnv(motoEnv),
+    reject: false,
+    timeout: 60_000,
+  });
 }
 const stamp = (out: string, what: string) => Number(new RegExp(`${what} (\\d+)`).exec(out)?.[1]);
-const leasePairs = async (name: string) => ((await motoEc2().send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []).map((k) => k.KeyName!).filter((k) => k.startsWith(`bake-lease-${project}-host-${name}-`)).sort();
+const leasePairs = async (name: string) =>
+  ((await motoEc2().send(new DescribeKeyPairsCommand({}))).KeyPairs ?? [])
+    .map((k) => k.KeyName!)
+    .filter((k) => k.startsWith(`bake-lease-${project}-host-${name}-`))
+    .sort();
 
 test("the AWS lease: a second holder waits, naming the first, and holds only after it released", async () => {
   const first = leaseHolder("k1", { ttl: 4000, holdMs: 3000 });
@@ -99,7 +121,10 @@ test("the AWS lease: a second holder waits, naming the first, and holds only aft
   const [a, b] = await Promise.all([first, second]);
   assert.is(a.exitCode, 0, String(a.stderr));
   assert.is(b.exitCode, 0, String(b.stderr));
-  assert.match(String(b.stdout), new RegExp(`WAIT waiting for the AWS lease bake-lease-${project}-host-k1: held by \\S+ pid ${first.pid} until `));
+  assert.match(
+    String(b.stdout),
+    new RegExp(`WAIT waiting for the AWS lease bake-lease-${project}-host-k1: held by \\S+ pid ${first.pid} until `),
+  );
   assert.ok(stamp(String(b.stdout), "HELD") >= stamp(String(a.stdout), "RELEASED"), `${a.stdout}\n${b.stdout}`);
   assert.equal(await leasePairs("k1"), [], "released leases are gone");
 });
@@ -121,7 +146,11 @@ test("the AWS lease: a holder that dies frees it within its TTL; the next holder
   const heldAfter = stamp(String(r.stdout), "HELD") - killedAt;
   assert.ok(heldAfter < 2000 + 1500, `held ${heldAfter} ms after the holder died`);
   assert.match(String(r.stdout), /HELD \d+ bake-lease-\S+-k2-g2/);
-  assert.equal(during, [`bake-lease-${project}-host-k2-g2`], "the dead holder's generation is removed by the one that took over");
+  assert.equal(
+    during,
+    [`bake-lease-${project}-host-k2-g2`],
+    "the dead holder's generation is removed by the one that took over",
+  );
   assert.equal(await leasePairs("k2"), []);
 });
 

@@ -11,7 +11,17 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { execa } from "execa";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, cpSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  cpSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { extract } from "tar-stream";
 import { bake, removeTree, tempTree, writeTree } from "../helpers/bake.js";
@@ -46,9 +56,12 @@ async function filesOf(image: string): Promise<Map<string, FsRecord>> {
         const owner = `${header.uid}:${header.gid}`;
         const mode = (header.mode ?? 0) & 0o7777;
         // A hard link in the export is the same file under a second name: compare its content.
-        if (header.type === "link") files.set(rel, { ...files.get(header.linkname!.replace(/^\.?\//, "").slice("src/".length))!, mode, owner });
-        else if (header.type === "file") files.set(rel, { type: "file", size: header.size ?? 0, sha256: h.digest("hex"), mode, owner });
-        else if (header.type === "symlink") files.set(rel, { type: "symlink", size: 0, linkname: header.linkname, mode: 0, owner });
+        if (header.type === "link")
+          files.set(rel, { ...files.get(header.linkname!.replace(/^\.?\//, "").slice("src/".length))!, mode, owner });
+        else if (header.type === "file")
+          files.set(rel, { type: "file", size: header.size ?? 0, sha256: h.digest("hex"), mode, owner });
+        else if (header.type === "symlink")
+          files.set(rel, { type: "symlink", size: 0, linkname: header.linkname, mode: 0, owner });
         else files.set(rel, { type: header.type ?? "?", size: 0, mode, owner });
         next();
       });
@@ -66,7 +79,8 @@ async function filesOf(image: string): Promise<Map<string, FsRecord>> {
 }
 
 /** The mode bake gives what docker copies as it is (README: "How a bake image differs"). */
-const bakeMode = (r: FsRecord) => (r.type === "symlink" ? 0 : r.type === "directory" ? 0o755 : r.mode & 0o111 ? 0o755 : 0o644);
+const bakeMode = (r: FsRecord) =>
+  r.type === "symlink" ? 0 : r.type === "directory" ? 0o755 : r.mode & 0o111 ? 0o755 : 0o644;
 
 /** Every difference between docker's image and bake's, one line each. */
 function differences(fromDocker: Map<string, FsRecord>, fromBake: Map<string, FsRecord>): string[] {
@@ -77,7 +91,10 @@ function differences(fromDocker: Map<string, FsRecord>, fromBake: Map<string, Fs
     else {
       const want = { ...d, mode: bakeMode(d) };
       for (const k of ["type", "size", "linkname", "sha256", "owner", "mode"] as const) {
-        if (want[k] !== b[k]) out.push(`${p}: ${k} ${k === "mode" ? want[k].toString(8) : want[k]} in docker's image, ${k === "mode" ? (b[k] as number).toString(8) : b[k]} in bake's`);
+        if (want[k] !== b[k])
+          out.push(
+            `${p}: ${k} ${k === "mode" ? want[k].toString(8) : want[k]} in docker's image, ${k === "mode" ? (b[k] as number).toString(8) : b[k]} in bake's`,
+          );
       }
     }
   }
@@ -103,16 +120,19 @@ const replace = (dir: string, rel: string, files: Record<string, string>) => {
   writeTree(ctx(dir), files);
 };
 /** New content of exactly the old size: what a size-and-time check cannot tell apart. */
-const sameSize = (dir: string, rel: string) => put(dir, rel, randomBytes(readFileSync(path.join(ctx(dir), rel)).length));
+const sameSize = (dir: string, rel: string) =>
+  put(dir, rel, randomBytes(readFileSync(path.join(ctx(dir), rel)).length));
 
-const IGNORE_FIRST = "# case-sensitive, as the docker CLI matches on Linux\n**/*.md\n!KEEP.md\ncache\n!cache/keep.txt\n**/tmp\n*.log\n";
+const IGNORE_FIRST =
+  "# case-sensitive, as the docker CLI matches on Linux\n**/*.md\n!KEEP.md\ncache\n!cache/keep.txt\n**/tmp\n*.log\n";
 const IGNORE_LATER = "*\n!pkg\npkg/**/*.txt\n!pkg/a/**\n!*.MD\n!big\n!links\n!morph\n";
 
 /** The first tree: small and large files, links of every kind, odd names, ignore rules with case variants. */
 function firstTree(dir: string): void {
   put(dir, "Dockerfile", "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /src\n");
   put(dir, ".dockerignore", IGNORE_FIRST);
-  for (let i = 0; i < 120; i++) put(dir, `pkg/${"abcde"[i % 5]}/f${i}.txt`, randomBytes(Math.floor(Math.random() * 4000)).toString("base64"));
+  for (let i = 0; i < 120; i++)
+    put(dir, `pkg/${"abcde"[i % 5]}/f${i}.txt`, randomBytes(Math.floor(Math.random() * 4000)).toString("base64"));
   put(dir, "big/one.bin", randomBytes(1.5 * 1024 * 1024));
   put(dir, "big/three.bin", randomBytes(3_000_000));
   put(dir, "big/five.bin", randomBytes(5 * 1024 * 1024));
@@ -151,7 +171,16 @@ const ROUNDS: { name: string; change: (dir: string) => void }[] = [
   {
     name: "same-size edits of small and large files",
     change: (dir) => {
-      for (const rel of ["pkg/a/f0.txt", "pkg/b/f1.txt", "group.txt", "secret/key.pem", "big/one.bin", "big/three.bin", "big/five.bin"]) sameSize(dir, rel);
+      for (const rel of [
+        "pkg/a/f0.txt",
+        "pkg/b/f1.txt",
+        "group.txt",
+        "secret/key.pem",
+        "big/one.bin",
+        "big/three.bin",
+        "big/five.bin",
+      ])
+        sameSize(dir, rel);
     },
   },
   {
@@ -196,7 +225,9 @@ let base = "";
 
 async function dockerBuild(dir: string): Promise<string> {
   const tag = `bake-test/diff:${process.pid}`;
-  await execa("docker", ["build", "-q", "-t", tag, "--build-arg", `BAKE_PARENT=${base}`, ctx(dir)], { env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["build", "-q", "-t", tag, "--build-arg", `BAKE_PARENT=${base}`, ctx(dir)], {
+    env: { DOCKER_BUILDKIT: "0" },
+  });
   return (await docker.getImage(tag).inspect()).Id;
 }
 
@@ -209,7 +240,10 @@ async function bakeBuild(dir: string, env: Record<string, string> = {}): Promise
 }
 
 function pipeline(dir: string, name: string, rootfs: string): void {
-  writeFileSync(path.join(dir, "bake.yml"), `project: ${name}\nimages:\n  base: { rootfs: { tar: ${rootfs} } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`);
+  writeFileSync(
+    path.join(dir, "bake.yml"),
+    `project: ${name}\nimages:\n  base: { rootfs: { tar: ${rootfs} } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`,
+  );
 }
 
 test("bake's images hold what docker build's hold, round after round, through BuildKit and the classic builder", async () => {
@@ -226,20 +260,26 @@ test("bake's images hold what docker build's hold, round after round, through Bu
     const setup = await bake(["build", "base", "--json"], { cwd: first });
     assert.is(setup.code, 0, setup.stderr);
     base = JSON.parse(setup.stdout).images.base.id;
-    const rounds = [...ROUNDS.map((r) => ({ ...r, dir: first })), {
-      name: "a second checkout of the same project, other content of the same sizes",
-      dir: second,
-      change: (dir: string) => {
-        cpSync(ctx(first), ctx(dir), { recursive: true, verbatimSymlinks: true });
-        pipeline(dir, project, rootfs);
-        for (const rel of ["big/three.bin", "big/renamed.bin", "pkg/a/f0.txt", "OTHER.MD"]) sameSize(dir, rel);
+    const rounds = [
+      ...ROUNDS.map((r) => ({ ...r, dir: first })),
+      {
+        name: "a second checkout of the same project, other content of the same sizes",
+        dir: second,
+        change: (dir: string) => {
+          cpSync(ctx(first), ctx(dir), { recursive: true, verbatimSymlinks: true });
+          pipeline(dir, project, rootfs);
+          for (const rel of ["big/three.bin", "big/renamed.bin", "pkg/a/f0.txt", "OTHER.MD"]) sameSize(dir, rel);
+        },
       },
-    }];
+    ];
     for (const round of rounds) {
       round.change(round.dir);
       const fromDocker = await filesOf(await dockerBuild(round.dir));
       assert.ok(fromDocker.size > 20, `${round.name}: docker's image holds the tree`);
-      for (const [builder, env] of [["BuildKit session", {}], ["classic builder", { DOCKER_HOST: proxy.host }]] as const) {
+      for (const [builder, env] of [
+        ["BuildKit session", {}],
+        ["classic builder", { DOCKER_HOST: proxy.host }],
+      ] as const) {
         if (builder === "classic builder") pipeline(round.dir, `${project}-classic`, rootfs);
         const id = await bakeBuild(round.dir, env);
         const diff = differences(fromDocker, await filesOf(id));
@@ -249,7 +289,10 @@ test("bake's images hold what docker build's hold, round after round, through Bu
     }
   } finally {
     proxy.close();
-    await docker.getImage(`bake-test/diff:${process.pid}`).remove({ force: true }).catch(() => undefined);
+    await docker
+      .getImage(`bake-test/diff:${process.pid}`)
+      .remove({ force: true })
+      .catch(() => undefined);
     await removeProject(project);
     await removeProject(`${project}-classic`);
     removeTree(first);

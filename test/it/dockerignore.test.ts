@@ -14,9 +14,16 @@ async function arrivedInImage(dir: string): Promise<string[]> {
   await execa("docker", ["build", "-q", "-t", tag, dir], { env: { DOCKER_BUILDKIT: "0" } });
   try {
     const { stdout } = await execa("docker", ["run", "--rm", tag, "find", "/ctx", "-mindepth", "1"]);
-    return stdout.split("\n").filter(Boolean).map((p) => p.slice("/ctx/".length)).sort(compare);
+    return stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((p) => p.slice("/ctx/".length))
+      .sort(compare);
   } finally {
-    await docker.getImage(tag).remove({ force: true }).catch(() => undefined);
+    await docker
+      .getImage(tag)
+      .remove({ force: true })
+      .catch(() => undefined);
   }
 }
 
@@ -57,7 +64,10 @@ for (const [name, files] of Object.entries(TREES)) {
     const base = await busyboxImage();
     const dir = tempTree({ ...files, Dockerfile: `FROM ${base}\nCOPY . /ctx\n` });
     const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
-    assert.equal(listing.entries.map((e) => e.path), await arrivedInImage(dir));
+    assert.equal(
+      listing.entries.map((e) => e.path),
+      await arrivedInImage(dir),
+    );
   });
 }
 

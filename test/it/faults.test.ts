@@ -23,7 +23,15 @@ test.after(async () => {
  * A TCP proxy to the registry that can be cut: `cutAfter(bytes)` drops every connection once that
  * many bytes went upstream and refuses new ones until `restore()`.
  */
-async function cuttableProxy(port: number): Promise<{ port: number; cutAfter: (bytes: number) => void; cut: () => void; restore: () => void; close: () => void }> {
+async function cuttableProxy(
+  port: number,
+): Promise<{
+  port: number;
+  cutAfter: (bytes: number) => void;
+  cut: () => void;
+  restore: () => void;
+  close: () => void;
+}> {
   const sockets = new Set<Socket>();
   let sent = 0;
   let limit = Infinity;
@@ -41,11 +49,12 @@ async function cuttableProxy(port: number): Promise<{ port: number; cutAfter: (b
       if (sent > limit) cut();
     });
     client.pipe(upstream).pipe(client);
-    for (const s of [client, upstream]) s.on("error", () => undefined).on("close", () => {
-      sockets.delete(s);
-      client.destroy();
-      upstream.destroy();
-    });
+    for (const s of [client, upstream])
+      s.on("error", () => undefined).on("close", () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -80,8 +89,16 @@ test("the registry goes away during a push: exit 1 naming the push; nothing move
     assert.match(r.stderr, new RegExp(`pushing ${registry}/${project}/\\w+:[0-9a-f]{12} failed`));
     assert.not.match(r.stderr, /\n\s+at /, "no stack trace");
     const repo = `${registry}/${project}/svc`;
-    assert.is((await docker.listImages({ filters: JSON.stringify({ reference: [`${repo}:latest`] }) })).length, 0, "latest did not move");
-    assert.not.ok(existsSync(path.join(dir, "bake-manifest.json")) && JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).images.svc?.digest, "no digest recorded");
+    assert.is(
+      (await docker.listImages({ filters: JSON.stringify({ reference: [`${repo}:latest`] }) })).length,
+      0,
+      "latest did not move",
+    );
+    assert.not.ok(
+      existsSync(path.join(dir, "bake-manifest.json")) &&
+        JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).images.svc?.digest,
+      "no digest recorded",
+    );
 
     proxy.restore();
     const rerun = await bake(["build", "--push", "--json"], { cwd: dir });
@@ -89,7 +106,9 @@ test("the registry goes away during a push: exit 1 naming the push; nothing move
     const images = JSON.parse(rerun.stdout).images;
     assert.equal([images.base.action, images.svc.action], ["cached", "cached"], "nothing was built again");
     assert.match(images.svc.digest, /^sha256:[0-9a-f]{64}$/);
-    const manifest = await fetch(`http://127.0.0.1:5000/v2/${project}/svc/manifests/latest`, { headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json" } });
+    const manifest = await fetch(`http://127.0.0.1:5000/v2/${project}/svc/manifests/latest`, {
+      headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json" },
+    });
     assert.is(manifest.status, 200, "the registry holds svc:latest");
   } finally {
     proxy.close();
@@ -133,25 +152,43 @@ test("the Docker engine goes away during a build: exit 1 saying so; it comes bac
     "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${process.pid} > /engine && sleep 20\n`,
   });
   try {
-    const child = execa(process.execPath, [CLI, "build"], { cwd: dir, env: testEnv({ DOCKER_HOST: engine.host }), reject: false, timeout: 120_000 });
+    const child = execa(process.execPath, [CLI, "build"], {
+      cwd: dir,
+      env: testEnv({ DOCKER_HOST: engine.host }),
+      reject: false,
+      timeout: 120_000,
+    });
     let seen = "";
     child.stderr!.on("data", (d) => (seen += d));
     const started = Date.now();
-    while (!/RUN echo \d+ > \/engine/.test(seen) && Date.now() - started < 60_000) await new Promise((r) => setTimeout(r, 100));
+    while (!/RUN echo \d+ > \/engine/.test(seen) && Date.now() - started < 60_000)
+      await new Promise((r) => setTimeout(r, 100));
     assert.match(seen, /RUN echo/);
     await new Promise((r) => setTimeout(r, 1500));
     const cutAt = Date.now();
     await engine.cut();
     const r = await child;
     assert.is(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), new RegExp(`svc: the Docker engine at ${engine.host.replace(/[.]/g, "\\.")} went away during the build`), String(r.stderr));
+    assert.match(
+      String(r.stderr),
+      new RegExp(`svc: the Docker engine at ${engine.host.replace(/[.]/g, "\\.")} went away during the build`),
+      String(r.stderr),
+    );
     assert.not.match(String(r.stderr), /\n\s+at /, "no stack trace");
     assert.ok(Date.now() - cutAt < 10_000, "it stopped when the engine went, not when the step would have ended");
     await engine.restore();
     const rerun = await bake(["build", "--json"], { cwd: dir, env: { DOCKER_HOST: engine.host } });
     assert.is(rerun.code, 0, rerun.stderr);
     assert.is(JSON.parse(rerun.stdout).images.svc.action, "built");
-    assert.is((await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}-engine`, "bake.node=svc"] }) })).length, 1, "one svc image, whole");
+    assert.is(
+      (
+        await docker.listImages({
+          filters: JSON.stringify({ label: [`bake.project=${project}-engine`, "bake.node=svc"] }),
+        })
+      ).length,
+      1,
+      "one svc image, whole",
+    );
   } finally {
     await engine.close();
   }
@@ -165,17 +202,38 @@ test("the EC2 endpoint fails during a copy to another region: throttling is retr
   await registerAmi(`faults-src-${process.pid}-1`);
   const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
   const key = plan.find((n: any) => n.name === "host").key;
-  const home = await registerAmi(`faults-home-${process.pid}`, { "bake:key": key, "bake:project": `${project}-copy`, "bake:ami": "host" });
-  const copies = async () => (await motoEc2("eu-west-1").send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [`${project}-copy-host-*`] }] }))).Images ?? [];
+  const home = await registerAmi(`faults-home-${process.pid}`, {
+    "bake:key": key,
+    "bake:project": `${project}-copy`,
+    "bake:ami": "host",
+  });
+  const copies = async () =>
+    (
+      await motoEc2("eu-west-1").send(
+        new DescribeImagesCommand({
+          Owners: ["self"],
+          Filters: [{ Name: "name", Values: [`${project}-copy-host-*`] }],
+        }),
+      )
+    ).Images ?? [];
 
   // CopyImage is throttled twice (the SDK backs off and retries), then answered; tagging the copy
   // then fails for good, as if the run had been stopped right after the copy.
   const faulty = await faultyEndpoint([
     { action: "CopyImage", times: 2, status: 503, code: "RequestLimitExceeded" },
-    { action: "CreateTags", match: new RegExp(`ResourceId\\.1=(?!${home})ami-`), times: Infinity, status: 500, code: "InternalError" },
+    {
+      action: "CreateTags",
+      match: new RegExp(`ResourceId\\.1=(?!${home})ami-`),
+      times: Infinity,
+      status: 500,
+      code: "InternalError",
+    },
   ]);
   try {
-    const failed = await bake(["ami", "host", "--json"], { cwd: dir, env: { ...faulty.env, BAKE_AWS_MAX_ATTEMPTS: "3", BAKE_EC2_POLL_MS: "100" } });
+    const failed = await bake(["ami", "host", "--json"], {
+      cwd: dir,
+      env: { ...faulty.env, BAKE_AWS_MAX_ATTEMPTS: "3", BAKE_EC2_POLL_MS: "100" },
+    });
     assert.is(failed.code, 1, failed.stderr);
     assert.match(failed.stderr, /InternalError/);
     assert.not.match(failed.stderr, /\n\s+at /, "no stack trace");
@@ -197,7 +255,10 @@ test("the EC2 endpoint fails during a copy to another region: throttling is retr
     const made = await copies();
     assert.is(made.length, 1);
     assert.equal(JSON.parse(r.stdout).regions, { "us-east-1": home, "eu-west-1": made[0].ImageId });
-    assert.ok((made[0].Tags ?? []).some((t) => t.Key === "bake:key" && t.Value === key), "tagged now");
+    assert.ok(
+      (made[0].Tags ?? []).some((t) => t.Key === "bake:key" && t.Value === key),
+      "tagged now",
+    );
   } finally {
     rerun.close();
   }

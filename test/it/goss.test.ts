@@ -15,7 +15,8 @@ import { motoEnv } from "../helpers/moto.js";
 
 const project = uniqueProject("goss");
 let dir = "";
-const PASSING = 'file:\n  /www/index.html:\n    exists: true\n    contents: ["hello"]\nhttp:\n  http://127.0.0.1:8080/index.html:\n    status: 200\n    body: ["{{ .Vars.greeting }}"]\n';
+const PASSING =
+  'file:\n  /www/index.html:\n    exists: true\n    contents: ["hello"]\nhttp:\n  http://127.0.0.1:8080/index.html:\n    status: 200\n    body: ["{{ .Vars.greeting }}"]\n';
 
 test.before(async () => {
   dir = tempTree({
@@ -45,7 +46,8 @@ amis:
     "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /www && echo hello > /www/index.html\n",
     "tests/web.goss.yaml": PASSING,
     "tests/vars.yaml": "greeting: hello\n",
-    "svc.goss.yaml": "file:\n  /bin/busybox:\n    exists: true\n    mode: \"0755\"\ncommand:\n  cat /www/index.html:\n    exit-status: 0\n    stdout: [hello]\n",
+    "svc.goss.yaml":
+      'file:\n  /bin/busybox:\n    exists: true\n    mode: "0755"\ncommand:\n  cat /www/index.html:\n    exit-status: 0\n    stdout: [hello]\n',
     "host.yml": "- hosts: all\n  tasks: []\n",
     "host.goss.yaml": "service:\n  docker:\n    enabled: true\n",
   });
@@ -55,7 +57,11 @@ test.after(async () => {
   await removeProject(project);
 });
 
-const keyTags = async (node: string) => (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}/${node}`] }) })).flatMap((i) => i.RepoTags ?? []).map((t) => t.split(":")[1]).sort();
+const keyTags = async (node: string) =>
+  (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}/${node}`] }) }))
+    .flatMap((i) => i.RepoTags ?? [])
+    .map((t) => t.split(":")[1])
+    .sort();
 
 test("a passing spec: the release is tested running its contract, the service as goss's only process; then tagged", async () => {
   const r = await bake(["build", "--json"], { cwd: dir });
@@ -64,11 +70,22 @@ test("a passing spec: the release is tested running its contract, the service as
   assert.match(r.stderr, /testing \S+\/web:[0-9a-f]{12} with tests\/web\.goss\.yaml/);
   const logs = /logs in (\S+)/.exec(r.stderr)![1];
   const web = readFileSync(path.join(logs, "web.log"), "utf8");
-  assert.match(web, /HTTP: http:\/\/127\.0\.0\.1:8080\/index\.html: Body: matches expectation: \["hello"\]/, "the vars file templated the spec and the service answered");
+  assert.match(
+    web,
+    /HTTP: http:\/\/127\.0\.0\.1:8080\/index\.html: Body: matches expectation: \["hello"\]/,
+    "the vars file templated the spec and the service answered",
+  );
   assert.match(web, /Count: 4, Failed: 0/);
-  assert.match(readFileSync(path.join(logs, "svc.log"), "utf8"), /Count: 4, Failed: 0/, "the service image, goss as its only process");
+  assert.match(
+    readFileSync(path.join(logs, "svc.log"), "utf8"),
+    /Count: 4, Failed: 0/,
+    "the service image, goss as its only process",
+  );
   assert.equal(await keyTags("web"), [images.web.key.slice(0, 12), "latest"].sort());
-  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
+  const left = await docker.listContainers({
+    all: true,
+    filters: JSON.stringify({ label: [`bake.project=${project}`] }),
+  });
   assert.is(left.length, 0, "no test container is left");
 });
 
@@ -78,10 +95,16 @@ test("a failing spec: exit 1 with goss's failure, no key tag, latest stays; the 
   const r = await bake(["build"], { cwd: dir });
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, /error: web: test tests\/web\.goss\.yaml: 1 of 4 checks failed/);
-  assert.match(r.stderr, /HTTP: http:\/\/127\.0\.0\.1:8080\/index\.html: Body:\n(.*\n)*?to have patterns\n\s+\["goodbye"\]/, "the failure as goss prints it");
+  assert.match(
+    r.stderr,
+    /HTTP: http:\/\/127\.0\.0\.1:8080\/index\.html: Body:\n(.*\n)*?to have patterns\n\s+\["goodbye"\]/,
+    "the failure as goss prints it",
+  );
   assert.match(r.stderr, new RegExp(`the image is kept as ${project}/web:failed-[0-9a-f]{12}; a rerun tests it again`));
   assert.not.match(r.stderr, /\n\s+at /);
-  const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "web");
+  const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find(
+    (n: any) => n.name === "web",
+  );
   assert.equal([plan.status, plan.reason.startsWith("its test has not passed")], ["build", true]);
   const tags = await keyTags("web");
   assert.ok(tags.includes(`failed-${plan.key.slice(0, 12)}`) && !tags.includes(plan.key.slice(0, 12)), tags.join(" "));
@@ -89,28 +112,41 @@ test("a failing spec: exit 1 with goss's failure, no key tag, latest stays; the 
   const again = await bake(["build"], { cwd: dir });
   assert.is(again.code, 1);
   assert.match(again.stderr, /web: test tests\/web\.goss\.yaml: 1 of 4 checks failed/, "tested again, not skipped");
-  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
+  const left = await docker.listContainers({
+    all: true,
+    filters: JSON.stringify({ label: [`bake.project=${project}`] }),
+  });
   assert.is(left.length, 0, "no test container is left");
 });
 
 test("the spec is an input of the key: plan names it; bake test runs the specs of what exists, --json per node", async () => {
   writeFileSync(path.join(dir, "tests/web.goss.yaml"), PASSING);
-  const before = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "web");
+  const before = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find(
+    (n: any) => n.name === "web",
+  );
   writeFileSync(path.join(dir, "tests/web.goss.yaml"), `${PASSING}# a comment changes the spec\n`);
-  const after = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find((n: any) => n.name === "web");
+  const after = JSON.parse((await bake(["plan", "--json"], { cwd: dir })).stdout).nodes.find(
+    (n: any) => n.name === "web",
+  );
   assert.is.not(after.key, before.key);
   assert.match(after.reason, /test spec changed/, after.reason);
   const missing = await bake(["test", "web", "--json"], { cwd: dir });
   assert.is(missing.code, 1);
-  assert.match(JSON.parse(missing.stdout).tests[0].failures[0], /no image with web's current key: run bake build web first/);
+  assert.match(
+    JSON.parse(missing.stdout).tests[0].failures[0],
+    /no image with web's current key: run bake build web first/,
+  );
   assert.is((await bake(["build"], { cwd: dir })).code, 0);
   const r = await bake(["test", "svc", "web", "--json"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   const tests = JSON.parse(r.stdout).tests;
-  assert.equal(tests.map((t: any) => [t.node, t.kind, t.spec, t.ok, t.checks]), [
-    ["svc", "image", "svc.goss.yaml", true, { count: 4, failed: 0, skipped: 0 }],
-    ["web", "image", "tests/web.goss.yaml", true, { count: 4, failed: 0, skipped: 0 }],
-  ]);
+  assert.equal(
+    tests.map((t: any) => [t.node, t.kind, t.spec, t.ok, t.checks]),
+    [
+      ["svc", "image", "svc.goss.yaml", true, { count: 4, failed: 0, skipped: 0 }],
+      ["web", "image", "tests/web.goss.yaml", true, { count: 4, failed: 0, skipped: 0 }],
+    ],
+  );
   const none = await bake(["test", "base"], { cwd: dir });
   assert.is(none.code, 2);
   assert.match(none.stderr, /base has no test: in/);
@@ -126,10 +162,23 @@ test("aws: the rendered template uploads goss and the spec and runs it last; pac
   const hcl = readFileSync(path.join(out, "ami.pkr.hcl"), "utf8");
   const provisioners = [...hcl.matchAll(/provisioner "(\w+)"/g)].map((m) => m[1]);
   assert.equal(provisioners.slice(-4), ["shell", "file", "file", "shell"], "the test provisioners come last");
-  assert.ok(hcl.includes(String.raw`"sudo /tmp/bake-goss/goss --gossfile /tmp/bake-goss/goss.yaml --vars /tmp/bake-goss/vars.yaml --vars-inline '{\"bake\":{\"project\":\"` + project + String.raw`\",\"node\":\"host\",\"booted\":false} }' validate --format documentation --no-color --retry-timeout 30s --sleep 1s"`), hcl);
+  assert.ok(
+    hcl.includes(
+      String.raw`"sudo /tmp/bake-goss/goss --gossfile /tmp/bake-goss/goss.yaml --vars /tmp/bake-goss/vars.yaml --vars-inline '{\"bake\":{\"project\":\"` +
+        project +
+        String.raw`\",\"node\":\"host\",\"booted\":false} }' validate --format documentation --no-color --retry-timeout 30s --sleep 1s"`,
+    ),
+    hcl,
+  );
   assert.match(hcl, /default\s+= env\("BAKE_GOSS"\)/);
-  assert.is(readFileSync(path.join(out, "goss/goss.yaml"), "utf8"), readFileSync(path.join(dir, "host.goss.yaml"), "utf8"));
-  const validate = await execa("packer", ["validate", out], { env: { ...motoEnv, BAKE_GOSS: "/usr/local/bin/goss" }, reject: false });
+  assert.is(
+    readFileSync(path.join(out, "goss/goss.yaml"), "utf8"),
+    readFileSync(path.join(dir, "host.goss.yaml"), "utf8"),
+  );
+  const validate = await execa("packer", ["validate", out], {
+    env: { ...motoEnv, BAKE_GOSS: "/usr/local/bin/goss" },
+    reject: false,
+  });
   assert.is(validate.exitCode, 0, validate.stdout + validate.stderr);
   await execa("packer", ["fmt", "-check", out]);
 });

@@ -9,7 +9,14 @@ import path from "node:path";
 import { execa } from "execa";
 import { bake, tempTree } from "../helpers/bake.js";
 import { createHash } from "node:crypto";
-import { busyboxRootfs, docker, imagesOfProject, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
+import {
+  busyboxRootfs,
+  docker,
+  imagesOfProject,
+  removeProject,
+  sessionRefusingProxy,
+  uniqueProject,
+} from "../helpers/engine.js";
 
 const project = uniqueProject("hostile-it");
 
@@ -41,7 +48,18 @@ test("bake's .env stays out of an image whose context holds it, until .dockerign
     const r = await bake(["build", "app"], { cwd: dir });
     assert.is(r.code, 0, r.stderr);
     const id = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).images.app.id;
-    return (await execa("docker", ["run", "--rm", "--network", "none", id, "sh", "-c", "cd /src && ls -A && cat .env 2>/dev/null || true"])).stdout;
+    return (
+      await execa("docker", [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        id,
+        "sh",
+        "-c",
+        "cd /src && ls -A && cat .env 2>/dev/null || true",
+      ])
+    ).stdout;
   };
   const withheld = await files();
   assert.not.match(withheld, /(^|\n)\.env\n/);
@@ -52,9 +70,12 @@ test("bake's .env stays out of an image whose context holds it, until .dockerign
   assert.match(asked, /(^|\n)\.env\n/);
   assert.ok(asked.includes(secret), "asked for by name, it is sent as docker would");
   // The run's tool logs are the owner's only.
-  const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+  const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) =>
+    e.isFile(),
+  );
   assert.ok(logs.length > 0);
-  for (const e of logs) assert.is(statSync(path.join(e.parentPath ?? (e as any).path, e.name)).mode & 0o777, 0o600, e.name);
+  for (const e of logs)
+    assert.is(statSync(path.join(e.parentPath ?? (e as any).path, e.name)).mode & 0o777, 0o600, e.name);
 });
 
 test("a build secret is mounted for the RUN that asks and lands in no layer, label, history, output or log; the classic builder refuses it", async () => {
@@ -73,20 +94,34 @@ test("a build secret is mounted for the RUN that asks and lands in no layer, lab
     const r = await bake(["build", "--json"], { cwd: dir, env: { BUILD_TOKEN: secret } });
     assert.is(r.code, 0, r.stderr);
     const id = JSON.parse(r.stdout).images.app.id;
-    const mounted = (await execa("docker", ["run", "--rm", "--network", "none", id, "cat", "/token.sha"])).stdout.trim();
+    const mounted = (
+      await execa("docker", ["run", "--rm", "--network", "none", id, "cat", "/token.sha"])
+    ).stdout.trim();
     assert.is(mounted, createHash("sha256").update(secret).digest("hex"), "the RUN read the secret");
     assert.not.ok(`${r.stdout}${r.stderr}`.includes(secret), "output");
-    const image = JSON.stringify(await docker.getImage(id).inspect()) + JSON.stringify(await docker.getImage(id).history());
+    const image =
+      JSON.stringify(await docker.getImage(id).inspect()) + JSON.stringify(await docker.getImage(id).history());
     assert.not.ok(image.includes(secret), "labels, configuration and history");
     const layers = (await execa("sh", ["-c", `docker save ${id} | grep -c -a -F '${secret}' || true`])).stdout.trim();
     assert.is(layers, "0", "no layer holds it");
-    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
-    assert.ok(logs.some((l) => l.includes("***")), "the step that printed it shows *** in the log");
-    assert.not.ok(logs.some((l) => l.includes(secret)), "logs");
+    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
+    assert.ok(
+      logs.some((l) => l.includes("***")),
+      "the step that printed it shows *** in the log",
+    );
+    assert.not.ok(
+      logs.some((l) => l.includes(secret)),
+      "logs",
+    );
 
     const proxy = await sessionRefusingProxy();
     try {
-      writeFileSync(path.join(dir, "app/Dockerfile"), `${readFileSync(path.join(dir, "app/Dockerfile"), "utf8")}RUN true\n`);
+      writeFileSync(
+        path.join(dir, "app/Dockerfile"),
+        `${readFileSync(path.join(dir, "app/Dockerfile"), "utf8")}RUN true\n`,
+      );
       const classic = await bake(["build"], { cwd: dir, env: { BUILD_TOKEN: secret, DOCKER_HOST: proxy.host } });
       assert.is.not(classic.code, 0);
       assert.match(classic.stderr, /app mounts build secrets \(secrets:\), which only BuildKit builds can serve/);

@@ -14,7 +14,8 @@ import { faultyEndpoint, motoEnv, registerAmi } from "../helpers/moto.js";
 const project = uniqueProject("interrupts");
 let dir = "";
 const svcIds: string[] = [];
-const dockerfile = (n: number, slow = false) => `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${n} > /v${slow ? " && sleep 4" : ""}\n`;
+const dockerfile = (n: number, slow = false) =>
+  `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${n} > /v${slow ? " && sleep 4" : ""}\n`;
 
 test.before(async () => {
   dir = tempTree({
@@ -34,7 +35,11 @@ test.before(async () => {
   // The AMI's key exists on the endpoint: the bake phase only finds it.
   await registerAmi(`interrupts-src-${process.pid}-1`);
   const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
-  await registerAmi(`interrupts-host-${process.pid}`, { "bake:key": plan.find((n: any) => n.name === "host").key, "bake:project": project, "bake:ami": "host" });
+  await registerAmi(`interrupts-host-${process.pid}`, {
+    "bake:key": plan.find((n: any) => n.name === "host").key,
+    "bake:project": project,
+    "bake:ami": "host",
+  });
 });
 
 test.after(async () => {
@@ -43,7 +48,12 @@ test.after(async () => {
 
 /** Runs `bake nightly`, sends `signal` once stderr shows `line`, and returns what it did. */
 async function interruptAt(line: RegExp, signal: NodeJS.Signals, env: Record<string, string>) {
-  const child = execa(process.execPath, [CLI, "nightly", "--target", "aws"], { cwd: dir, env: testEnv(env), reject: false, timeout: 120_000 });
+  const child = execa(process.execPath, [CLI, "nightly", "--target", "aws"], {
+    cwd: dir,
+    env: testEnv(env),
+    reject: false,
+    timeout: 120_000,
+  });
   let stderr = "";
   let sent = false;
   child.stderr!.on("data", (d) => {
@@ -57,7 +67,12 @@ async function interruptAt(line: RegExp, signal: NodeJS.Signals, env: Record<str
   return { code: r.exitCode, stderr, sent };
 }
 
-for (const [phase, signal] of [["refresh", "SIGINT"], ["build", "SIGTERM"], ["bake", "SIGHUP"], ["prune", "SIGTERM"]] as const) {
+for (const [phase, signal] of [
+  ["refresh", "SIGINT"],
+  ["build", "SIGTERM"],
+  ["bake", "SIGHUP"],
+  ["prune", "SIGTERM"],
+] as const) {
   test(`${signal} in the ${phase} phase: exit 130, the run stops, nothing is pruned`, async () => {
     // A slow endpoint keeps the bake and prune phases busy when the signal arrives.
     const endpoint = await faultyEndpoint([{ action: "DescribeImages", times: Infinity, delayMs: 700 }]);
@@ -67,9 +82,19 @@ for (const [phase, signal] of [["refresh", "SIGINT"], ["build", "SIGTERM"], ["ba
       assert.is(r.code, 130, r.stderr);
       assert.match(r.stderr, new RegExp(`${signal}: stopping and cleaning up`));
       assert.not.match(r.stderr, /FAILED/, `an interrupt is not reported as a failure:\n${r.stderr}`);
-      const later = ["refresh", "build", "bake", "prune"].slice(["refresh", "build", "bake", "prune"].indexOf(phase) + 1);
-      for (const p of later) assert.not.match(r.stderr, new RegExp(`nightly: ${p}`), `the ${p} phase started after the interrupt`);
-      for (const id of svcIds) assert.ok(await docker.getImage(id).inspect().catch(() => undefined), `${id} was pruned`);
+      const later = ["refresh", "build", "bake", "prune"].slice(
+        ["refresh", "build", "bake", "prune"].indexOf(phase) + 1,
+      );
+      for (const p of later)
+        assert.not.match(r.stderr, new RegExp(`nightly: ${p}`), `the ${p} phase started after the interrupt`);
+      for (const id of svcIds)
+        assert.ok(
+          await docker
+            .getImage(id)
+            .inspect()
+            .catch(() => undefined),
+          `${id} was pruned`,
+        );
     } finally {
       endpoint.close();
     }
@@ -79,8 +104,17 @@ for (const [phase, signal] of [["refresh", "SIGINT"], ["build", "SIGTERM"], ["ba
 test("uninterrupted, the same nightly prunes what the interrupted ones left alone", async () => {
   const r = await bake(["nightly", "--target", "aws", "--json"], { cwd: dir, env: motoEnv });
   assert.is(r.code, 0, r.stderr);
-  assert.ok(JSON.parse(r.stdout).pruned.some((p: any) => p.id === svcIds[0]), r.stdout);
-  assert.is(await docker.getImage(svcIds[0]).inspect().catch(() => undefined), undefined);
+  assert.ok(
+    JSON.parse(r.stdout).pruned.some((p: any) => p.id === svcIds[0]),
+    r.stdout,
+  );
+  assert.is(
+    await docker
+      .getImage(svcIds[0])
+      .inspect()
+      .catch(() => undefined),
+    undefined,
+  );
 });
 
 test.run();

@@ -72,9 +72,20 @@ test("cold build: the leaf's key, taken at build time, is the key bake plan comp
     assert.is(plan[name].status, "cached", name);
   }
   assert.is(manifest().images.app.key, images.app.key);
-  const { stdout } = await execa("docker", ["run", "--rm", images.app.id, "sha256sum", "/app/data-a.bin", "/app/data-b.bin", "/assets/model.bin"]);
+  const { stdout } = await execa("docker", [
+    "run",
+    "--rm",
+    images.app.id,
+    "sha256sum",
+    "/app/data-a.bin",
+    "/app/data-b.bin",
+    "/assets/model.bin",
+  ]);
   assert.equal(
-    stdout.trim().split("\n").map((l) => l.split(/\s+/)[0]),
+    stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(/\s+/)[0]),
     [sha(blob(2)), sha(blob(3)), sha(blob(1))],
   );
 });
@@ -106,10 +117,14 @@ test("a changed large file in the leaf: only the leaf builds, to the key plan co
 
 test("with a registry: pushed, removed here, files touched: the leaf is pulled by its key, not built", async () => {
   const yml = path.join(dir, "bake.yml");
-  writeFileSync(yml, readFileSync(yml, "utf8").replace(`project: ${project}\n`, `project: ${project}\nregistry: "127.0.0.1:5000"\n`));
+  writeFileSync(
+    yml,
+    readFileSync(yml, "utf8").replace(`project: ${project}\n`, `project: ${project}\nregistry: "127.0.0.1:5000"\n`),
+  );
   const pushed = await built(["--push"]);
   const app = pushed.app;
-  for (const img of await imagesOfProject(project)) if (img.Labels?.["bake.node"] === "app") await execa("docker", ["rmi", "-f", img.Id]);
+  for (const img of await imagesOfProject(project))
+    if (img.Labels?.["bake.node"] === "app") await execa("docker", ["rmi", "-f", img.Id]);
   age("app/data-b.bin", 20);
   const images = await built();
   assert.is(images.app.action, "pulled");

@@ -32,17 +32,30 @@ test("registry-backed from: base — quiet while the upstream tag stands, base a
   });
   const first = await run(dir);
   assert.is(first.code, 0, first.stderr);
-  assert.equal(first.report.rebuilt.map((r: any) => [r.node, r.action]), [["base", "built"], ["svc", "built"], ["rel", "built"]]);
+  assert.equal(
+    first.report.rebuilt.map((r: any) => [r.node, r.action]),
+    [
+      ["base", "built"],
+      ["svc", "built"],
+      ["rel", "built"],
+    ],
+  );
 
   const quiet = await run(dir);
   assert.is(quiet.code, 0, quiet.stderr);
-  assert.equal(quiet.report.upstream.map((u: any) => [u.node, u.kind, u.changed]), [["base", "from", false]]);
+  assert.equal(
+    quiet.report.upstream.map((u: any) => [u.node, u.kind, u.changed]),
+    [["base", "from", false]],
+  );
   assert.equal(quiet.report.rebuilt, []);
   assert.match(quiet.stderr, /rebuilt: nothing/);
 
   // The tag moves upstream; this engine still holds the old image under it.
   const old = (await docker.getImage(upstream).inspect()).Id;
-  await execa("docker", ["build", "-t", upstream, "-"], { input: `FROM ${upstream}\nRUN echo patched > /patched\n`, env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["build", "-t", upstream, "-"], {
+    input: `FROM ${upstream}\nRUN echo patched > /patched\n`,
+    env: { DOCKER_BUILDKIT: "0" },
+  });
   await execa("docker", ["push", upstream]);
   await docker.getImage(old).tag({ repo: upstreamRepo, tag: String(process.pid) });
 
@@ -50,13 +63,23 @@ test("registry-backed from: base — quiet while the upstream tag stands, base a
   assert.is(moved.code, 0, moved.stderr);
   const base = moved.report.upstream.find((u: any) => u.node === "base");
   assert.ok(base.changed && base.before !== base.after, JSON.stringify(base));
-  assert.equal(moved.report.rebuilt.map((r: any) => [r.node, r.action]), [["base", "built"], ["svc", "built"], ["rel", "built"]]);
+  assert.equal(
+    moved.report.rebuilt.map((r: any) => [r.node, r.action]),
+    [
+      ["base", "built"],
+      ["svc", "built"],
+      ["rel", "built"],
+    ],
+  );
   assert.match(moved.report.rebuilt[0].reason, /upstream image changed/);
   assert.ok(moved.report.seconds.build >= 0 && "prune" in moved.report.seconds);
 
   // The tag moves again and this engine already holds the new image under it (built here, as a
   // `docker pull` by anyone would leave it): the report still says what the base was built from.
-  await execa("docker", ["build", "-t", upstream, "-"], { input: `FROM ${upstream}\nRUN echo again > /again\n`, env: { DOCKER_BUILDKIT: "0" } });
+  await execa("docker", ["build", "-t", upstream, "-"], {
+    input: `FROM ${upstream}\nRUN echo again > /again\n`,
+    env: { DOCKER_BUILDKIT: "0" },
+  });
   await execa("docker", ["push", upstream]);
   const dry = await run(dir, ["--dry-run"]);
   assert.is(dry.code, 0, dry.stderr);
@@ -73,7 +96,11 @@ test("an upstream image whose package database changed: the report names each pa
     `Package: openssl\nStatus: install ok installed\nArchitecture: amd64\nVersion: ${openssl}\n\nPackage: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: ${openssl}\n\n` +
     `Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n`;
   const publish = async (openssl: string) => {
-    const ctx = tempTree({ "Dockerfile": `FROM ${await busyboxImage()}\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n`, "status": status(openssl), "os-release": 'ID=debian\nVERSION_ID="12"\n' });
+    const ctx = tempTree({
+      Dockerfile: `FROM ${await busyboxImage()}\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n`,
+      status: status(openssl),
+      "os-release": 'ID=debian\nVERSION_ID="12"\n',
+    });
     await execa("docker", ["build", "-q", "-t", ref, ctx], { env: { DOCKER_BUILDKIT: "0" } });
     await execa("docker", ["push", ref]);
   };
@@ -84,7 +111,14 @@ test("an upstream image whose package database changed: the report names each pa
   });
   const first = await run(dir);
   assert.is(first.code, 0, first.stderr);
-  assert.equal(first.report.rebuilt.map((r: any) => [r.node, r.action, r.packages]), [["base", "built", undefined], ["svc", "built", undefined]], "nothing was replaced: no diff");
+  assert.equal(
+    first.report.rebuilt.map((r: any) => [r.node, r.action, r.packages]),
+    [
+      ["base", "built", undefined],
+      ["svc", "built", undefined],
+    ],
+    "nothing was replaced: no diff",
+  );
   const before = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).images;
 
   await publish("3.0.15-1~deb12u1");
@@ -96,10 +130,17 @@ test("an upstream image whose package database changed: the report names each pa
   ];
   for (const node of ["base", "svc"]) {
     const r = moved.report.rebuilt.find((x: any) => x.node === node);
-    assert.equal([r.action, r.packages.changed, r.packages.added, r.packages.removed], ["built", expected, [], []], JSON.stringify(r));
+    assert.equal(
+      [r.action, r.packages.changed, r.packages.added, r.packages.removed],
+      ["built", expected, [], []],
+      JSON.stringify(r),
+    );
     assert.is(r.packages.since, before[node].id, "compared with the image it replaces");
   }
-  assert.match(moved.stderr, /base +built .*\n +packages: libssl3 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1, openssl 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1\n/);
+  assert.match(
+    moved.stderr,
+    /base +built .*\n +packages: libssl3 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1, openssl 3\.0\.13-1~deb12u1 → 3\.0\.15-1~deb12u1\n/,
+  );
 });
 
 test("a failing node does not stop independent ones; the exit code says it failed", async () => {
@@ -112,8 +153,14 @@ test("a failing node does not stop independent ones; the exit code says it faile
   assert.is(r.code, 1, r.stderr);
   const actions = Object.fromEntries(r.report.rebuilt.map((x: any) => [x.node, x.action]));
   assert.equal(actions, { base: "built", good: "built", bad: "failed", "above-bad": "failed" });
-  assert.equal(r.report.failed.map((f: any) => f.node), ["bad"]);
-  assert.match(r.report.failed[0].error, /bad: build failed at step 2\/2: RUN echo broken && exit 4: executor failed running/);
+  assert.equal(
+    r.report.failed.map((f: any) => f.node),
+    ["bad"],
+  );
+  assert.match(
+    r.report.failed[0].error,
+    /bad: build failed at step 2\/2: RUN echo broken && exit 4: executor failed running/,
+  );
   assert.equal(r.report.skipped, ["above-bad"]);
   assert.match(r.stderr, /FAILED bad: /);
 });
@@ -136,7 +183,10 @@ test("debootstrap base: the suite's release index is checked (dry run: reported,
     const base = r.report.upstream.find((u: any) => u.node === "base");
     assert.equal([base.kind, base.changed, base.note], ["debootstrap", true, "first pin"]);
     assert.match(base.after, /^sha256:[0-9a-f]{64}$/);
-    assert.equal(r.report.rebuilt.map((x: any) => x.node), ["base", "app"]);
+    assert.equal(
+      r.report.rebuilt.map((x: any) => x.node),
+      ["base", "app"],
+    );
     assert.not.ok(existsSync(path.join(dir, "bake.lock")), "a dry run writes no pin");
     body += "Date: 2\n";
     const again = await run(dir, ["--dry-run"]);
@@ -168,13 +218,29 @@ test("a mirror with credentials: they reach the mirror (bake's request, debootst
     const r = await run(dir);
     // The release index is no real one: debootstrap fails after fetching it, and the run says so.
     assert.is(r.code, 1, r.stderr);
-    assert.equal(r.report.failed.map((f: any) => f.node), ["base"]);
-    assert.ok(seen.some((s) => s.authorized && !/wget/i.test(s.agent)), `bake's own request: ${JSON.stringify(seen)}`);
-    assert.ok(seen.some((s) => s.authorized && /wget/i.test(s.agent)), `debootstrap's wget: ${JSON.stringify(seen)}`);
+    assert.equal(
+      r.report.failed.map((f: any) => f.node),
+      ["base"],
+    );
+    assert.ok(
+      seen.some((s) => s.authorized && !/wget/i.test(s.agent)),
+      `bake's own request: ${JSON.stringify(seen)}`,
+    );
+    assert.ok(
+      seen.some((s) => s.authorized && /wget/i.test(s.agent)),
+      `debootstrap's wget: ${JSON.stringify(seen)}`,
+    );
     const lock = readFileSync(path.join(dir, "bake.lock"), "utf8");
     assert.match(lock, new RegExp(`"url": "http://127\\.0\\.0\\.1:${port}/debian/dists/bookworm/InRelease"`));
-    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
-    for (const [where, text] of [["stdout", r.stdout], ["stderr", r.stderr], ["bake.lock", lock], ...logs.map((l, i) => [`log ${i}`, l])]) {
+    const logs = readdirSync(path.join(dir, ".bake/logs"), { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => readFileSync(path.join(e.parentPath ?? (e as any).path, e.name), "utf8"));
+    for (const [where, text] of [
+      ["stdout", r.stdout],
+      ["stderr", r.stderr],
+      ["bake.lock", lock],
+      ...logs.map((l, i) => [`log ${i}`, l]),
+    ]) {
       assert.not.ok(text.includes(password) || text.includes(encodeURIComponent(password)), `the password in ${where}`);
       assert.not.ok(text.includes(`${user}:`), `the user info in ${where}`);
     }
@@ -192,7 +258,11 @@ test("the bake phase: on the aws target an AMI that already carries the key is r
   await registerAmi(`nightly-src-${process.pid}-1`);
   const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
   const key = plan.find((n: any) => n.name === "host").key;
-  const existing = await registerAmi(`nightly-host-${process.pid}`, { "bake:key": key, "bake:project": `${project}-ami`, "bake:ami": "host" });
+  const existing = await registerAmi(`nightly-host-${process.pid}`, {
+    "bake:key": key,
+    "bake:project": `${project}-ami`,
+    "bake:ami": "host",
+  });
   const r = await bake(["nightly", "--json"], { cwd: dir, env: motoEnv });
   assert.is(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);

@@ -38,18 +38,29 @@ amis:
   });
 });
 
-const json = (stdout: string) => JSON.parse(stdout).nodes as { name: string; kind: string; layer: string; key: string | null; status: string; reason: string }[];
+const json = (stdout: string) =>
+  JSON.parse(stdout).nodes as {
+    name: string;
+    kind: string;
+    layer: string;
+    key: string | null;
+    status: string;
+    reason: string;
+  }[];
 
 test("local target, nothing built: the graph in order, keys, all build", async () => {
   const r = await bake(["plan", "--json", "--target", "local"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   const nodes = json(r.stdout);
-  assert.equal(nodes.map((n) => [n.name, n.kind, n.layer, n.status]), [
-    ["base", "image", "base", "build"],
-    ["svc", "image", "service", "build"],
-    ["web", "image", "release", "build"],
-    ["host", "ami", "ami", "build"],
-  ]);
+  assert.equal(
+    nodes.map((n) => [n.name, n.kind, n.layer, n.status]),
+    [
+      ["base", "image", "base", "build"],
+      ["svc", "image", "service", "build"],
+      ["web", "image", "release", "build"],
+      ["host", "ami", "ami", "build"],
+    ],
+  );
   assert.ok(nodes.every((n) => /^[0-9a-f]{64}$/.test(n.key!)));
   assert.is(nodes[0].reason, "never built");
 });
@@ -64,17 +75,31 @@ test("the human table names every node with its short key", async () => {
 
 test("selected nodes come with their dependencies only", async () => {
   const r = await bake(["plan", "svc", "--json", "--target", "local"], { cwd: dir });
-  assert.equal(json(r.stdout).map((n) => n.name), ["base", "svc"]);
+  assert.equal(
+    json(r.stdout).map((n) => n.name),
+    ["base", "svc"],
+  );
   const bad = await bake(["plan", "nope", "--target", "local"], { cwd: dir });
   assert.is(bad.code, 2);
   assert.match(bad.stderr, /unknown node nope: bake\.yml defines base, svc, web, host/);
 });
 
 test("engine unreachable: the plan still prints, statuses unknown and why", async () => {
-  const r = await bake(["plan", "--json", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///tmp/no-engine-here.sock" } });
+  const r = await bake(["plan", "--json", "--target", "local"], {
+    cwd: dir,
+    env: { DOCKER_HOST: "unix:///tmp/no-engine-here.sock" },
+  });
   assert.is(r.code, 0, r.stderr);
   const nodes = json(r.stdout);
-  assert.ok(nodes.every((n) => n.status === "unknown" && n.key && /docker engine unreachable at unix:\/\/\/tmp\/no-engine-here\.sock/.test(n.reason)), r.stdout);
+  assert.ok(
+    nodes.every(
+      (n) =>
+        n.status === "unknown" &&
+        n.key &&
+        /docker engine unreachable at unix:\/\/\/tmp\/no-engine-here\.sock/.test(n.reason),
+    ),
+    r.stdout,
+  );
 });
 
 test("aws target without credentials: images known, the AMI key unknown, pointing to --target local", async () => {
@@ -86,23 +111,31 @@ test("aws target without credentials: images known, the AMI key unknown, pointin
 });
 
 test("aws target on moto: source resolved, key known; an AMI tagged with it makes the node cached; a newer source changes the key", async () => {
-  const none = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find((n) => n.name === "host")!;
+  const none = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find(
+    (n) => n.name === "host",
+  )!;
   assert.is(none.status, "unknown");
   assert.match(none.reason, new RegExp(`no source AMI in us-east-1 matches name plan-src-${suffix}-\\*`));
 
   await registerAmi(`plan-src-${suffix}-1`);
-  const first = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find((n) => n.name === "host")!;
+  const first = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find(
+    (n) => n.name === "host",
+  )!;
   assert.is(first.status, "build", first.reason);
   assert.match(first.key!, /^[0-9a-f]{64}$/);
 
   const baked = await registerAmi(`plan-host-${suffix}`, { "bake:key": first.key! });
-  const cached = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find((n) => n.name === "host")!;
+  const cached = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find(
+    (n) => n.name === "host",
+  )!;
   assert.equal([cached.status, cached.key], ["cached", first.key]);
   assert.match(cached.reason, new RegExp(`${baked} in us-east-1`));
 
   await new Promise((r) => setTimeout(r, 1100)); // moto's CreationDate has one-second resolution
   await registerAmi(`plan-src-${suffix}-2`);
-  const moved = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find((n) => n.name === "host")!;
+  const moved = json((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).find(
+    (n) => n.name === "host",
+  )!;
   assert.is.not(moved.key, first.key);
   assert.is(moved.status, "build");
 });

@@ -9,7 +9,15 @@ import path from "node:path";
 import { hostname } from "node:os";
 import { parentTagRepository } from "../../src/state/parent-tags.js";
 import { execa } from "execa";
-import { CreateImageCommand, CreateLaunchTemplateCommand, CreateTagsCommand, DescribeImagesCommand, DescribeSnapshotsCommand, ModifyImageAttributeCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
+import {
+  CreateImageCommand,
+  CreateLaunchTemplateCommand,
+  CreateTagsCommand,
+  DescribeImagesCommand,
+  DescribeSnapshotsCommand,
+  ModifyImageAttributeCommand,
+  RunInstancesCommand,
+} from "@aws-sdk/client-ec2";
 import { AutoScalingClient, CreateLaunchConfigurationCommand } from "@aws-sdk/client-auto-scaling";
 import { PutParameterCommand, SSMClient } from "@aws-sdk/client-ssm";
 import { bake, ROOT, tempTree } from "../helpers/bake.js";
@@ -18,20 +26,31 @@ import { faultyEndpoint, MOTO, motoEc2, motoEnv, registerAmi, resetMoto } from "
 
 const project = uniqueProject("prune-it");
 const ec2 = motoEc2();
-const motoClient = { region: "us-east-1", endpoint: MOTO, credentials: { accessKeyId: "testing", secretAccessKey: "testing" } };
+const motoClient = {
+  region: "us-east-1",
+  endpoint: MOTO,
+  credentials: { accessKeyId: "testing", secretAccessKey: "testing" },
+};
 let dir = "";
 const amis: string[] = [];
 const snapshotOf = new Map<string, string>();
 
 async function bakedAmi(i: number, extraTags: Record<string, string> = {}): Promise<string> {
   const amazon = (await ec2.send(new DescribeImagesCommand({ Owners: ["amazon"] }))).Images![0].ImageId!;
-  const instance = (await ec2.send(new RunInstancesCommand({ ImageId: amazon, MinCount: 1, MaxCount: 1 }))).Instances![0].InstanceId!;
+  const instance = (await ec2.send(new RunInstancesCommand({ ImageId: amazon, MinCount: 1, MaxCount: 1 })))
+    .Instances![0].InstanceId!;
   const { ImageId } = await ec2.send(new CreateImageCommand({ InstanceId: instance, Name: `${project}-host-${i}` }));
-  const snapshot = (await ec2.send(new DescribeImagesCommand({ ImageIds: [ImageId!] }))).Images![0].BlockDeviceMappings![0].Ebs!.SnapshotId!;
+  const snapshot = (await ec2.send(new DescribeImagesCommand({ ImageIds: [ImageId!] }))).Images![0]
+    .BlockDeviceMappings![0].Ebs!.SnapshotId!;
   snapshotOf.set(ImageId!, snapshot);
   // Tagged as Packer's tags and snapshot_tags leave them.
   const tags = { "bake:project": project, "bake:ami": "host", "bake:key": `key${i}`, ...extraTags };
-  await ec2.send(new CreateTagsCommand({ Resources: [ImageId!, snapshot], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) }));
+  await ec2.send(
+    new CreateTagsCommand({
+      Resources: [ImageId!, snapshot],
+      Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+    }),
+  );
   return ImageId!;
 }
 
@@ -62,25 +81,63 @@ amis:
     await new Promise((r) => setTimeout(r, 1100));
   }
   await ec2.send(new RunInstancesCommand({ ImageId: amis[1], MinCount: 1, MaxCount: 1 }));
-  await ec2.send(new CreateLaunchTemplateCommand({ LaunchTemplateName: `${project}-lt`, LaunchTemplateData: { ImageId: amis[2] } }));
-  await new AutoScalingClient(motoClient).send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `${project}-lc`, ImageId: amis[4], InstanceType: "t3.small" }));
+  await ec2.send(
+    new CreateLaunchTemplateCommand({ LaunchTemplateName: `${project}-lt`, LaunchTemplateData: { ImageId: amis[2] } }),
+  );
+  await new AutoScalingClient(motoClient).send(
+    new CreateLaunchConfigurationCommand({
+      LaunchConfigurationName: `${project}-lc`,
+      ImageId: amis[4],
+      InstanceType: "t3.small",
+    }),
+  );
   const ssm = new SSMClient(motoClient);
-  await ssm.send(new PutParameterCommand({ Name: `/${project}/lt-ami`, Value: amis[5], Type: "String", DataType: "text" }));
-  await ec2.send(new CreateLaunchTemplateCommand({ LaunchTemplateName: `${project}-lt-ssm`, LaunchTemplateData: { ImageId: `resolve:ssm:/${project}/lt-ami` } }));
-  await ssm.send(new PutParameterCommand({ Name: `/${project}/golden`, Value: amis[6], Type: "String", DataType: "aws:ec2:image" }));
+  await ssm.send(
+    new PutParameterCommand({ Name: `/${project}/lt-ami`, Value: amis[5], Type: "String", DataType: "text" }),
+  );
+  await ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: `${project}-lt-ssm`,
+      LaunchTemplateData: { ImageId: `resolve:ssm:/${project}/lt-ami` },
+    }),
+  );
+  await ssm.send(
+    new PutParameterCommand({ Name: `/${project}/golden`, Value: amis[6], Type: "String", DataType: "aws:ec2:image" }),
+  );
   // The eu-west-1 copy of key7 is marked bake:keep there; the us-east-1 one is not.
-  await registerAmi(`${project}-host-7-copy`, { "bake:project": project, "bake:ami": "host", "bake:key": "key7", "bake:keep": "audit" }, "eu-west-1");
-  await ec2.send(new ModifyImageAttributeCommand({ ImageId: amis[8], LaunchPermission: { Add: [{ UserId: "111122223333" }] } }));
+  await registerAmi(
+    `${project}-host-7-copy`,
+    { "bake:project": project, "bake:ami": "host", "bake:key": "key7", "bake:keep": "audit" },
+    "eu-west-1",
+  );
+  await ec2.send(
+    new ModifyImageAttributeCommand({ ImageId: amis[8], LaunchPermission: { Add: [{ UserId: "111122223333" }] } }),
+  );
 });
 
 test.after(async () => {
   await removeProject(project);
 });
 
-type Decision = { kind: string; id: string; where: string; action: string; reason: string; name: string; warning?: string; error?: string };
+type Decision = {
+  kind: string;
+  id: string;
+  where: string;
+  action: string;
+  reason: string;
+  name: string;
+  warning?: string;
+  error?: string;
+};
 const decisionsOf = (stdout: string) => JSON.parse(stdout).decisions as Decision[];
-const ownedAmis = async () => (await ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }] }))).Images!.map((i) => i.ImageId!);
-const snapshotExists = async (id: string) => (await ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"] }))).Snapshots!.some((s) => s.SnapshotId === id);
+const ownedAmis = async () =>
+  (
+    await ec2.send(
+      new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "tag:bake:project", Values: [project] }] }),
+    )
+  ).Images!.map((i) => i.ImageId!);
+const snapshotExists = async (id: string) =>
+  (await ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"] }))).Snapshots!.some((s) => s.SnapshotId === id);
 
 test("dry run: every way an AMI is in use keeps it, bake:keep holds every copy of its key, sharing is warned of; nothing changes", async () => {
   const r = await bake(["prune", "--json"], { cwd: dir, env: motoEnv });
@@ -92,28 +149,49 @@ test("dry run: every way an AMI is in use keeps it, bake:keep holds every copy o
       [amis[10], "keep", "one of the newest 2"],
       [amis[9], "keep", "one of the newest 2"],
       [amis[8], "remove", "older than the newest 2"],
-      [amis[7], "keep", `a copy of its key is tagged bake:keep (${ami.length && decisionsOf(r.stdout).find((d) => d.where === "eu-west-1")!.id} in eu-west-1)`],
+      [
+        amis[7],
+        "keep",
+        `a copy of its key is tagged bake:keep (${ami.length && decisionsOf(r.stdout).find((d) => d.where === "eu-west-1")!.id} in eu-west-1)`,
+      ],
       [amis[6], "keep", "used by SSM parameter /P/golden"],
       [amis[5], "keep", "used by launch template P-lt-ssm version 1 (resolve:ssm:/P/lt-ami)"],
       [amis[4], "keep", "used by launch configuration P-lc"],
       [amis[3], "remove", "older than the newest 2"],
       [amis[2], "keep", "used by launch template P-lt version 1"],
-      [amis[1], "keep", `used by instance ${ami.find((d) => d.id === amis[1])!.reason.split(" ").at(-1)}`],
+      [
+        amis[1],
+        "keep",
+        `used by instance ${ami
+          .find((d) => d.id === amis[1])!
+          .reason.split(" ")
+          .at(-1)}`,
+      ],
       [amis[0], "keep", "tagged bake:keep"],
     ],
   );
   assert.match(ami.find((d) => d.id === amis[1])!.reason, /^used by instance i-/);
-  assert.is(ami.find((d) => d.id === amis[8])!.warning, "shared with 111122223333: instances in those accounts are not visible here");
+  assert.is(
+    ami.find((d) => d.id === amis[8])!.warning,
+    "shared with 111122223333: instances in those accounts are not visible here",
+  );
   assert.is((await ownedAmis()).length, 11);
 });
 
 test("--yes: a snapshot that cannot be deleted is reported and the rest goes on (exit 1); a rerun finishes it", async () => {
   const stuck = snapshotOf.get(amis[3])!;
-  const endpoint = await faultyEndpoint([{ action: "DeleteSnapshot", match: new RegExp(stuck), times: Infinity, status: 400, code: "InvalidSnapshot.InUse" }]);
+  const endpoint = await faultyEndpoint([
+    { action: "DeleteSnapshot", match: new RegExp(stuck), times: Infinity, status: 400, code: "InvalidSnapshot.InUse" },
+  ]);
   try {
     const r = await bake(["prune", "--yes"], { cwd: dir, env: endpoint.env });
     assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`FAILED ami ${amis[3]} in us-east-1: deregistered, but snapshots were not deleted: ${stuck}: injected by the test: InvalidSnapshot.InUse`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `FAILED ami ${amis[3]} in us-east-1: deregistered, but snapshots were not deleted: ${stuck}: injected by the test: InvalidSnapshot.InUse`,
+      ),
+    );
     assert.match(r.stderr, /removed 1, 1 failed/);
   } finally {
     endpoint.close();
@@ -126,14 +204,19 @@ test("--yes: a snapshot that cannot be deleted is reported and the rest goes on 
 
   const plan = await bake(["prune", "--json"], { cwd: dir, env: motoEnv });
   const orphan = decisionsOf(plan.stdout).filter((d) => d.kind === "snapshot");
-  assert.equal(orphan.map((d) => [d.id, d.action, d.reason]), [[stuck, "remove", "its AMI was deregistered"]]);
+  assert.equal(
+    orphan.map((d) => [d.id, d.action, d.reason]),
+    [[stuck, "remove", "its AMI was deregistered"]],
+  );
   const rerun = await bake(["prune", "--yes"], { cwd: dir, env: motoEnv });
   assert.is(rerun.code, 0, rerun.stderr);
   assert.not.ok(await snapshotExists(stuck));
 });
 
 test("throttling: the EC2 client backs off and retries (adaptive), and prune finishes", async () => {
-  const endpoint = await faultyEndpoint([{ action: "DescribeImages", times: 3, status: 503, code: "RequestLimitExceeded" }]);
+  const endpoint = await faultyEndpoint([
+    { action: "DescribeImages", times: 3, status: 503, code: "RequestLimitExceeded" },
+  ]);
   try {
     const r = await bake(["prune", "--json"], { cwd: dir, env: endpoint.env });
     assert.is(r.code, 0, r.stderr);
@@ -160,50 +243,106 @@ test("leftovers: parent tags of finished builds, AMI folders no bake holds and o
   };
   const old = folder("host-local-aaaaaaaaaaaa");
   const busy = folder("host-local-bbbbbbbbbbbb");
-  for (let i = 0; i < 12; i++) mkdirSync(path.join(dir, `.bake/logs/20261201-0000${String(i).padStart(2, "0")}-abcd`), { recursive: true });
+  for (let i = 0; i < 12; i++)
+    mkdirSync(path.join(dir, `.bake/logs/20261201-0000${String(i).padStart(2, "0")}-abcd`), { recursive: true });
   // What a forced stop can leave that holds secrets: a boot test's host whose bake is gone (and one
   // whose bake runs), and a VM boot copy no bake holds.
-  const bootHost = async (namespace: string, owner: string) => (await docker.createContainer({ Image: busybox, Cmd: ["true"], Labels: { "bake.project": project, "bake.namespace": namespace, "bake.boot-test": "host", "bake.owner": owner } })).id;
+  const bootHost = async (namespace: string, owner: string) =>
+    (
+      await docker.createContainer({
+        Image: busybox,
+        Cmd: ["true"],
+        Labels: { "bake.project": project, "bake.namespace": namespace, "bake.boot-test": "host", "bake.owner": owner },
+      })
+    ).id;
   const deadBoot = await bootHost("bake-boot-dead01", `${hostname()}:${dead}`);
   const liveBoot = await bootHost("bake-boot-live01", `${hostname()}:${process.pid}`);
   const bootCopy = path.join(dir, ".bake/vm/host-cccccccccccc/boot-abc123");
   mkdirSync(bootCopy, { recursive: true });
   writeFileSync(path.join(bootCopy, "disk.raw"), "DIAGNOSTICS_TOKEN=x\n");
   // Another process holds the lock a bake holds on its folder.
-  const holder = execa(process.execPath, ["--input-type=module", "-e", `
+  const holder = execa(process.execPath, [
+    "--input-type=module",
+    "-e",
+    `
     const { acquireLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/files/process-lock.js"))});
     const { amiBakeLock } = await import(${JSON.stringify(path.join(ROOT, "dist/src/ami/bake-ami.js"))});
     await acquireLock(amiBakeLock(${JSON.stringify(project)}, ${JSON.stringify(busy)}));
     console.log("held");
     setInterval(() => {}, 1000);
-  `]);
+  `,
+  ]);
   await new Promise<void>((resolve) => holder.stdout!.on("data", (d) => String(d).includes("held") && resolve()));
   try {
-    const dry = decisionsOf((await bake(["prune", "--json"], { cwd: dir })).stdout).filter((d) => d.kind === "leftover");
+    const dry = decisionsOf((await bake(["prune", "--json"], { cwd: dir })).stdout).filter(
+      (d) => d.kind === "leftover",
+    );
     const byId = (id: string) => dry.find((d) => d.id === id || d.id.endsWith(id));
-    assert.equal([byId(`${parentTagRepository(hostname(), dead)}:feedbeef`)?.action, byId(`${parentTagRepository(hostname(), process.pid)}:feedbeef`)?.action, byId(`${parentTagRepository("another-ci-container", dead)}:feedbeef`)?.action], ["remove", "keep", "keep"]);
+    assert.equal(
+      [
+        byId(`${parentTagRepository(hostname(), dead)}:feedbeef`)?.action,
+        byId(`${parentTagRepository(hostname(), process.pid)}:feedbeef`)?.action,
+        byId(`${parentTagRepository("another-ci-container", dead)}:feedbeef`)?.action,
+      ],
+      ["remove", "keep", "keep"],
+    );
     assert.equal([byId(old)?.action, byId(busy)?.action], ["remove", "keep"]);
     assert.match(byId(busy)!.reason, /a bake is using it/);
-    assert.equal(dry.filter((d) => d.name === "logs").map((d) => d.id), ["20261201-000001-abcd", "20261201-000000-abcd"]);
-    assert.equal([byId("bake-boot-dead01")?.action, byId("bake-boot-live01")?.action, byId(bootCopy)?.action], ["remove", "keep", "remove"]);
-    assert.match(byId("bake-boot-dead01")!.reason, /left by a boot test that did not finish \(1 container, holding secrets\)/);
+    assert.equal(
+      dry.filter((d) => d.name === "logs").map((d) => d.id),
+      ["20261201-000001-abcd", "20261201-000000-abcd"],
+    );
+    assert.equal(
+      [byId("bake-boot-dead01")?.action, byId("bake-boot-live01")?.action, byId(bootCopy)?.action],
+      ["remove", "keep", "remove"],
+    );
+    assert.match(
+      byId("bake-boot-dead01")!.reason,
+      /left by a boot test that did not finish \(1 container, holding secrets\)/,
+    );
     const r = await bake(["prune", "--yes"], { cwd: dir });
     assert.is(r.code, 0, r.stderr);
     assert.not.ok(existsSync(old), "the idle AMI folder is gone");
     assert.ok(existsSync(path.join(busy, "preload.tar")), "the held one stays");
     assert.not.ok(existsSync(path.join(dir, ".bake/logs/20261201-000000-abcd")));
     assert.ok(existsSync(path.join(dir, ".bake/logs/20261201-000002-abcd")));
-    assert.is(await docker.getImage(`${parentTagRepository(hostname(), dead)}:feedbeef`).inspect().catch(() => undefined), undefined);
+    assert.is(
+      await docker
+        .getImage(`${parentTagRepository(hostname(), dead)}:feedbeef`)
+        .inspect()
+        .catch(() => undefined),
+      undefined,
+    );
     assert.ok(await docker.getImage(`${parentTagRepository(hostname(), process.pid)}:feedbeef`).inspect());
-    assert.ok(await docker.getImage(`${parentTagRepository("another-ci-container", dead)}:feedbeef`).inspect(), "another machine's tag stays");
-    assert.is(await docker.getContainer(deadBoot).inspect().catch(() => undefined), undefined, "the dead boot test's host is gone");
+    assert.ok(
+      await docker.getImage(`${parentTagRepository("another-ci-container", dead)}:feedbeef`).inspect(),
+      "another machine's tag stays",
+    );
+    assert.is(
+      await docker
+        .getContainer(deadBoot)
+        .inspect()
+        .catch(() => undefined),
+      undefined,
+      "the dead boot test's host is gone",
+    );
     assert.ok(await docker.getContainer(liveBoot).inspect(), "a running boot test's host stays");
     assert.not.ok(existsSync(bootCopy), "the boot copy is gone");
   } finally {
-    await docker.getContainer(liveBoot).remove({ force: true }).catch(() => undefined);
+    await docker
+      .getContainer(liveBoot)
+      .remove({ force: true })
+      .catch(() => undefined);
     holder.kill();
     await holder.catch(() => undefined);
-    for (const [host, pid] of [[hostname(), process.pid], ["another-ci-container", dead]] as const) await docker.getImage(`${parentTagRepository(host, pid)}:feedbeef`).remove().catch(() => undefined);
+    for (const [host, pid] of [
+      [hostname(), process.pid],
+      ["another-ci-container", dead],
+    ] as const)
+      await docker
+        .getImage(`${parentTagRepository(host, pid)}:feedbeef`)
+        .remove()
+        .catch(() => undefined);
   }
 });
 
@@ -216,13 +355,18 @@ test("local images: the current key and the newest N earlier builds stay; the re
     ids.push(JSON.parse(r.stdout).images.svc.id);
     await new Promise((r) => setTimeout(r, 1100));
   }
-  const dry = decisionsOf((await bake(["prune", "--json", "--keep-images", "1"], { cwd: dir })).stdout).filter((d) => d.kind === "image" && d.name === "svc");
-  assert.equal(dry.map((d) => [d.id, d.action]), [
-    [ids[3], "keep"],
-    [ids[2], "keep"],
-    [ids[1], "remove"],
-    [ids[0], "remove"],
-  ]);
+  const dry = decisionsOf((await bake(["prune", "--json", "--keep-images", "1"], { cwd: dir })).stdout).filter(
+    (d) => d.kind === "image" && d.name === "svc",
+  );
+  assert.equal(
+    dry.map((d) => [d.id, d.action]),
+    [
+      [ids[3], "keep"],
+      [ids[2], "keep"],
+      [ids[1], "remove"],
+      [ids[0], "remove"],
+    ],
+  );
   assert.ok(await docker.getImage(ids[0]).inspect(), "a dry run removes nothing");
   // A count that is not a whole number of 0 or more removes nothing (it read as NaN, and -1 passed).
   for (const bad of ["foo", "-1", "1.5"]) {
@@ -237,7 +381,13 @@ test("local images: the current key and the newest N earlier builds stay; the re
   try {
     const r = await bake(["prune", "--yes", "--keep-images", "1"], { cwd: dir });
     assert.is(r.code, 0, r.stderr);
-    assert.is(await docker.getImage(ids[0]).inspect().catch(() => undefined), undefined);
+    assert.is(
+      await docker
+        .getImage(ids[0])
+        .inspect()
+        .catch(() => undefined),
+      undefined,
+    );
     assert.equal((await docker.getImage(ids[1]).inspect()).RepoTags, tagsBefore, "the used image keeps its tags");
     for (const kept of [ids[2], ids[3]]) assert.ok(await docker.getImage(kept).inspect());
   } finally {

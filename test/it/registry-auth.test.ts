@@ -30,13 +30,24 @@ const freePort = () =>
 
 /** A Docker config folder naming `docker-credential-baketest` for the registry (or nothing). */
 function dockerConfig(withHelper: boolean): Record<string, string> {
-  const config = tempTree({ "config.json": JSON.stringify(withHelper ? { credHelpers: { [registry]: "baketest" } } : {}) }, "bake-auth-config-");
+  const config = tempTree(
+    { "config.json": JSON.stringify(withHelper ? { credHelpers: { [registry]: "baketest" } } : {}) },
+    "bake-auth-config-",
+  );
   return { DOCKER_CONFIG: config, PATH: `${helperDir}:${process.env.PATH}` };
 }
 
 const basic = `Basic ${Buffer.from(`${USER}:${SECRET}`).toString("base64")}`;
 const manifestStatus = async (name: string, tag: string, auth = true) =>
-  (await fetch(`http://${registry}/v2/${project}/${name}/manifests/${tag}`, { method: "HEAD", headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json", ...(auth ? { Authorization: basic } : {}) } })).status;
+  (
+    await fetch(`http://${registry}/v2/${project}/${name}/manifests/${tag}`, {
+      method: "HEAD",
+      headers: {
+        Accept: "application/vnd.docker.distribution.manifest.v2+json",
+        ...(auth ? { Authorization: basic } : {}),
+      },
+    })
+  ).status;
 
 /** Every file under a folder, read, for a secret's absence. */
 const everyFile = (root: string): string[] =>
@@ -50,12 +61,24 @@ test.before(async () => {
   registry = `127.0.0.1:${port}`;
   const home = tempTree({}, "bake-auth-registry-");
   // The registry's htpasswd takes bcrypt only.
-  const { stdout: hash } = await execa("python3", ["-W", "ignore", "-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", SECRET]);
+  const { stdout: hash } = await execa("python3", [
+    "-W",
+    "ignore",
+    "-c",
+    "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+    SECRET,
+  ]);
   writeFileSync(path.join(home, "htpasswd"), `${USER}:${hash.trim()}\n`);
-  writeFileSync(path.join(home, "config.yml"), `version: 0.1\nlog: { level: warn }\nstorage:\n  filesystem: { rootdirectory: ${home}/data }\nauth:\n  htpasswd: { realm: bake-test, path: ${home}/htpasswd }\nhttp:\n  addr: ${registry}\n`);
+  writeFileSync(
+    path.join(home, "config.yml"),
+    `version: 0.1\nlog: { level: warn }\nstorage:\n  filesystem: { rootdirectory: ${home}/data }\nauth:\n  htpasswd: { realm: bake-test, path: ${home}/htpasswd }\nhttp:\n  addr: ${registry}\n`,
+  );
   server = execa("docker-registry", ["serve", path.join(home, "config.yml")], { reject: false });
   for (let i = 0; i < 100; i++) {
-    const status = await fetch(`http://${registry}/v2/`).then((r) => r.status, () => 0);
+    const status = await fetch(`http://${registry}/v2/`).then(
+      (r) => r.status,
+      () => 0,
+    );
     if (status === 401) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -63,7 +86,10 @@ test.before(async () => {
   // A credential helper: answers `get` for this registry only, and records every call.
   helperDir = tempTree({}, "bake-auth-helper-");
   const helper = path.join(helperDir, "docker-credential-baketest");
-  writeFileSync(helper, `#!/bin/sh\nread -r server\necho "$1 $server" >> '${helperDir}/calls'\n[ "$1" = get ] && [ "$server" = '${registry}' ] || { echo "unexpected: $1 $server" >&2; exit 3; }\nprintf '{"ServerURL":"%s","Username":"${USER}","Secret":"${SECRET}"}' "$server"\n`);
+  writeFileSync(
+    helper,
+    `#!/bin/sh\nread -r server\necho "$1 $server" >> '${helperDir}/calls'\n[ "$1" = get ] && [ "$server" = '${registry}' ] || { echo "unexpected: $1 $server" >&2; exit 3; }\nprintf '{"ServerURL":"%s","Username":"${USER}","Secret":"${SECRET}"}' "$server"\n`,
+  );
   chmodSync(helper, 0o755);
   dir = tempTree({
     "bake.yml": `project: ${project}\nregistry: ${registry}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\n`,
@@ -81,39 +107,78 @@ test("--push without credentials: exit 1 before anything builds, naming the regi
   const r = await bake(["build", "--push"], { cwd: dir, env });
   assert.is(r.code, 1, r.stdout + r.stderr);
   const ref = `${registry}/${project}/base:`.replace(/\./g, "\\.");
-  assert.match(r.stderr, new RegExp(`error: base: pulling ${ref}\\w+ failed: the registry refused it \\(.*no basic auth credentials\\); ${env.DOCKER_CONFIG}/config\\.json holds no credentials for it: docker login ${registry.replace(/\./g, "\\.")}, or name a credential helper for it \\(credHelpers\\)`));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `error: base: pulling ${ref}\\w+ failed: the registry refused it \\(.*no basic auth credentials\\); ${env.DOCKER_CONFIG}/config\\.json holds no credentials for it: docker login ${registry.replace(/\./g, "\\.")}, or name a credential helper for it \\(credHelpers\\)`,
+    ),
+  );
   assert.match(r.stderr, /not built: svc/);
-  assert.is((await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`] }) })).length, 0, "nothing built or tagged");
+  assert.is(
+    (await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`] }) })).length,
+    0,
+    "nothing built or tagged",
+  );
   assert.is(await manifestStatus("base", "latest"), 404);
 });
 
 test("wrong credentials in an auths entry: exit 1 saying the registry refused the ones bake found, not repeating them", async () => {
-  const config = tempTree({ "config.json": JSON.stringify({ auths: { [registry]: { auth: Buffer.from(`${USER}:wrong-pw-1234`).toString("base64") } } }) }, "bake-auth-config-");
+  const config = tempTree(
+    {
+      "config.json": JSON.stringify({
+        auths: { [registry]: { auth: Buffer.from(`${USER}:wrong-pw-1234`).toString("base64") } },
+      }),
+    },
+    "bake-auth-config-",
+  );
   const r = await bake(["build", "--push"], { cwd: dir, env: { DOCKER_CONFIG: config } });
   assert.is(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, new RegExp(`failed: the registry refused it \\(.*\\); it refused the credentials bake found for it in ${config}/config\\.json`));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `failed: the registry refused it \\(.*\\); it refused the credentials bake found for it in ${config}/config\\.json`,
+    ),
+  );
   assert.not.match(r.stdout + r.stderr, /wrong-pw-1234/);
 });
 
 test("--push with a credential helper: every image pushed with its digest; the secret is in no output or file", async () => {
-  const { result: r, seen } = await argvWatch(SECRET, () => bake(["build", "--push"], { cwd: dir, env: dockerConfig(true) }));
+  const { result: r, seen } = await argvWatch(SECRET, () =>
+    bake(["build", "--push"], { cwd: dir, env: dockerConfig(true) }),
+  );
   assert.is(r.code, 0, r.stderr);
   assert.equal(seen, [], "no process argument list holds the secret");
   const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
   for (const name of ["base", "svc"]) {
-    assert.is(await manifestStatus(name, m.images[name].key.slice(0, 12), false), 401, "the registry refuses anonymous reads");
-    const res = await fetch(`http://${registry}/v2/${project}/${name}/manifests/${m.images[name].key.slice(0, 12)}`, { method: "HEAD", headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json", Authorization: basic } });
+    assert.is(
+      await manifestStatus(name, m.images[name].key.slice(0, 12), false),
+      401,
+      "the registry refuses anonymous reads",
+    );
+    const res = await fetch(`http://${registry}/v2/${project}/${name}/manifests/${m.images[name].key.slice(0, 12)}`, {
+      method: "HEAD",
+      headers: { Accept: "application/vnd.docker.distribution.manifest.v2+json", Authorization: basic },
+    });
     assert.is(res.status, 200, `${name} is in the registry`);
     assert.is(m.images[name].digest, res.headers.get("docker-content-digest"));
   }
   // One question per registry and run, whatever the number of images.
   assert.equal(readFileSync(path.join(helperDir, "calls"), "utf8").trim().split("\n"), [`get ${registry}`]);
-  for (const text of [r.stdout, r.stderr, ...everyFile(path.join(dir, ".bake")), readFileSync(path.join(dir, "bake-manifest.json"), "utf8")]) assert.not.ok(text.includes(SECRET));
+  for (const text of [
+    r.stdout,
+    r.stderr,
+    ...everyFile(path.join(dir, ".bake")),
+    readFileSync(path.join(dir, "bake-manifest.json"), "utf8"),
+  ])
+    assert.not.ok(text.includes(SECRET));
 });
 
 test("removed locally, the next build pulls the image through the helper's credentials instead of building", async () => {
   const m = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
-  for (const img of await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }) })) await docker.getImage(img.Id).remove({ force: true });
+  for (const img of await docker.listImages({
+    filters: JSON.stringify({ label: [`bake.project=${project}`, "bake.node=svc"] }),
+  }))
+    await docker.getImage(img.Id).remove({ force: true });
   const r = await bake(["build"], { cwd: dir, env: dockerConfig(true) });
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /^svc\s+pulled/m);
@@ -122,7 +187,13 @@ test("removed locally, the next build pulls the image through the helper's crede
 
 test("bake doctor: the registry asks for credentials; it says whether the Docker config file has them", async () => {
   const without = await bake(["doctor"], { cwd: dir, env: dockerConfig(false) });
-  assert.match(without.stdout, new RegExp(`^FAIL\\s+registry\\s+${registry.replace(/\./g, "\\.")} asks for credentials and .*config\\.json holds none for it\\n\\s+fix: docker login ${registry.replace(/\./g, "\\.")}$`, "m"));
+  assert.match(
+    without.stdout,
+    new RegExp(
+      `^FAIL\\s+registry\\s+${registry.replace(/\./g, "\\.")} asks for credentials and .*config\\.json holds none for it\\n\\s+fix: docker login ${registry.replace(/\./g, "\\.")}$`,
+      "m",
+    ),
+  );
   assert.is(without.code, 1);
   const withHelper = await bake(["doctor"], { cwd: dir, env: dockerConfig(true) });
   assert.match(withHelper.stdout, /^ok\s+registry\s+.* asks for credentials; .*config\.json has them$/m);

@@ -29,7 +29,8 @@ function filesHolding(dir: string): string[] {
 test("the sentinel in every secret path reaches no file, log, image, manifest or argument list", async () => {
   let auth = 0;
   const mirror = createServer((req, res) => {
-    if (req.headers.authorization !== `Basic ${Buffer.from(`u:${SENTINEL}`).toString("base64")}`) return void res.writeHead(401, { "WWW-Authenticate": 'Basic realm="m"' }).end();
+    if (req.headers.authorization !== `Basic ${Buffer.from(`u:${SENTINEL}`).toString("base64")}`)
+      return void res.writeHead(401, { "WWW-Authenticate": 'Basic realm="m"' }).end();
     auth++;
     res.writeHead(404).end();
   });
@@ -79,7 +80,13 @@ amis:
       await bake(["nightly", "--target", "local", "--json"], { cwd: dir, env }),
     ]);
     const [build, up, , viaAnsible, plan] = runs;
-    for (const [name, r] of [["build", build], ["up", up], ["up --via ansible", viaAnsible], ["plan", plan]] as const) assert.is(r.code, 0, `${name}: ${r.stderr}`);
+    for (const [name, r] of [
+      ["build", build],
+      ["up", up],
+      ["up --via ansible", viaAnsible],
+      ["plan", plan],
+    ] as const)
+      assert.is(r.code, 0, `${name}: ${r.stderr}`);
     assert.ok(auth > 0, "the mirror got the password (as a header or through .netrc)");
     assert.equal(seen, [], "no process argument list");
     for (const r of runs) assert.not.ok(`${r.stdout}${r.stderr}`.includes(SENTINEL), "output");
@@ -88,9 +95,16 @@ amis:
     const web = await docker.getContainer(`${project}-web`).inspect();
     assert.ok(web.Config.Env.includes(`WEB_TOKEN=${SENTINEL}`));
     for (const img of await imagesOfProject(project)) {
-      assert.not.ok(JSON.stringify(await docker.getImage(img.Id).inspect()).includes(SENTINEL), "labels and configuration");
+      assert.not.ok(
+        JSON.stringify(await docker.getImage(img.Id).inspect()).includes(SENTINEL),
+        "labels and configuration",
+      );
       assert.not.ok(JSON.stringify(await docker.getImage(img.Id).history()).includes(SENTINEL), "history");
-      assert.is((await execa("sh", ["-c", `docker save ${img.Id} | grep -c -a -F '${SENTINEL}' || true`])).stdout.trim(), "0", "layers");
+      assert.is(
+        (await execa("sh", ["-c", `docker save ${img.Id} | grep -c -a -F '${SENTINEL}' || true`])).stdout.trim(),
+        "0",
+        "layers",
+      );
     }
   } finally {
     mirror.close();
@@ -107,7 +121,8 @@ test("a build secret given as a file inside the context: mounted for the build, 
   const dir = tempTree({
     "bake.yml": `project: ${name}\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app:\n    parent: base\n    context: .\n    dockerfile: app/Dockerfile\n    secrets: { npm: { file: secrets/npm } }\n`,
     // COPY . puts the whole context in a layer: the secret must not be in it.
-    "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /ctx\nRUN --mount=type=secret,id=npm wc -c < /run/secrets/npm > /npm.len\n",
+    "app/Dockerfile":
+      "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY . /ctx\nRUN --mount=type=secret,id=npm wc -c < /run/secrets/npm > /npm.len\n",
     // Even a rule that asks for it by name does not bring it in.
     ".dockerignore": "!secrets/npm\n",
     "secrets/npm": secret,
@@ -116,13 +131,25 @@ test("a build secret given as a file inside the context: mounted for the build, 
     const build = await bake(["build", "--json"], { cwd: dir });
     assert.is(build.code, 0, build.stderr);
     const app = JSON.parse(build.stdout).images.app;
-    const run = async (cmd: string) => (await execa("docker", ["run", "--rm", "--entrypoint", "sh", app.id, "-c", cmd])).stdout.trim();
+    const run = async (cmd: string) =>
+      (await execa("docker", ["run", "--rm", "--entrypoint", "sh", app.id, "-c", cmd])).stdout.trim();
     assert.is(await run("cat /npm.len"), String(secret.length), "the build's secret mount had the value");
-    assert.is(await run("ls -A /ctx/secrets 2>/dev/null; test -e /ctx/bake.yml && echo context-copied"), "context-copied", "the context arrived without the secret");
-    assert.is((await execa("sh", ["-c", `docker save ${app.id} | grep -c -a -F '${secret}' || true`])).stdout.trim(), "0", "layers");
+    assert.is(
+      await run("ls -A /ctx/secrets 2>/dev/null; test -e /ctx/bake.yml && echo context-copied"),
+      "context-copied",
+      "the context arrived without the secret",
+    );
+    assert.is(
+      (await execa("sh", ["-c", `docker save ${app.id} | grep -c -a -F '${secret}' || true`])).stdout.trim(),
+      "0",
+      "layers",
+    );
     const provenance = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8");
     assert.ok(provenance.includes("file:bake.yml"), "the statement lists the context's files");
-    assert.not.ok(provenance.includes("secrets/npm") || provenance.includes(createHash("sha256").update(secret).digest("hex")), "no material names the secret file or its digest");
+    assert.not.ok(
+      provenance.includes("secrets/npm") || provenance.includes(createHash("sha256").update(secret).digest("hex")),
+      "no material names the secret file or its digest",
+    );
     const holding = readdirSync(dir, { recursive: true, withFileTypes: true })
       .filter((e) => e.isFile())
       .map((e) => path.relative(dir, path.join(e.parentPath ?? (e as any).path, e.name)))
@@ -135,7 +162,10 @@ test("a build secret given as a file inside the context: mounted for the build, 
     const node = JSON.parse(plan.stdout).nodes.find((n: any) => n.name === "app");
     assert.equal([node.status, node.key, node.withheld], ["cached", app.key, ["secrets/npm"]]);
     const table = await bake(["plan"], { cwd: dir });
-    assert.match(table.stdout, /note: app: build secret file secrets\/npm withheld from the context, the key and the provenance/);
+    assert.match(
+      table.stdout,
+      /note: app: build secret file secrets\/npm withheld from the context, the key and the provenance/,
+    );
   } finally {
     await removeProject(name);
   }
@@ -155,7 +185,11 @@ test("a multi-line pass_env secret is refused before anything starts, naming the
     assert.not.ok(`${r.stdout}${r.stderr}`.includes(SENTINEL), "output");
     assert.equal(filesHolding(dir), [], "files under the project");
     assert.equal(await imagesOfProject(name), [], "nothing built");
-    assert.equal((await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${name}`] }) })).length, 0, "nothing started");
+    assert.equal(
+      (await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${name}`] }) })).length,
+      0,
+      "nothing started",
+    );
   } finally {
     await removeProject(name);
   }

@@ -45,7 +45,8 @@ test.after(async () => {
   await removeProject(project);
 });
 
-const containers = () => docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
+const containers = () =>
+  docker.listContainers({ all: true, filters: JSON.stringify({ label: [`bake.project=${project}`] }) });
 const networks = async () => (await docker.listNetworks()).filter((n) => n.Name.startsWith(`${project}-`));
 
 test("a missing pass_env value: exit 2 naming it, nothing started", async () => {
@@ -82,7 +83,10 @@ test("up twice is idempotent: the same container keeps running", async () => {
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /already up to date/);
   const list = await containers();
-  assert.equal(list.map((c) => c.Id), [firstId]);
+  assert.equal(
+    list.map((c) => c.Id),
+    [firstId],
+  );
 });
 
 test("a rotated pass_env secret recreates the container; the label that tells holds a salted digest, never the value", async () => {
@@ -106,7 +110,11 @@ test("a rotated pass_env secret recreates the container; the label that tells ho
   url = JSON.parse(back.stdout).services[0].urls[0];
   const again = await bake(["up", "web"], { cwd: dir });
   assert.match(again.stderr, /already up to date/);
-  assert.equal((await containers()).map((c) => c.Id), [firstId], "the same secret keeps the container");
+  assert.equal(
+    (await containers()).map((c) => c.Id),
+    [firstId],
+    "the same secret keeps the container",
+  );
 });
 
 test("logs -f follows until interrupted", async () => {
@@ -142,11 +150,19 @@ test("a service that never becomes healthy: exit 1 with its last log lines", asy
 });
 
 test("down removes exactly what bake started: no container, no network", async () => {
-  const bystander = await docker.createContainer({ Image: await busyboxImage(), Cmd: ["true"], Labels: { "bake.project": project } });
+  const bystander = await docker.createContainer({
+    Image: await busyboxImage(),
+    Cmd: ["true"],
+    Labels: { "bake.project": project },
+  });
   const r = await bake(["down"], { cwd: dir });
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`removed .*${project}-web`));
-  assert.equal((await containers()).map((c) => c.Id), [bystander.id], "only the container bake did not start is left");
+  assert.equal(
+    (await containers()).map((c) => c.Id),
+    [bystander.id],
+    "only the container bake did not start is left",
+  );
   await bystander.remove({ force: true });
   assert.equal(await networks(), []);
 });

@@ -23,9 +23,15 @@ test("hcl quoting: quotes, backslashes, newlines, ${ and %{", () => {
 test("strict templates: a missing value names the template and line", () => {
   const templates = new Map(readTemplates());
   templates.set(MAIN_TEMPLATE, "line one\n{{hcl missingValue}}\n");
-  assert.throws(() => renderTemplate(templates, {} as any), /packer\/ami\.pkr\.hcl\.hbs:2: a value for \{\{hcl\}\} is missing/);
+  assert.throws(
+    () => renderTemplate(templates, {} as any),
+    /packer\/ami\.pkr\.hcl\.hbs:2: a value for \{\{hcl\}\} is missing/,
+  );
   templates.set(MAIN_TEMPLATE, "{{> docker}}");
-  assert.throws(() => renderTemplate(templates, {} as any), /packer\/partials\/docker\.hbs:4: a value for \{\{hcl\}\} is missing/);
+  assert.throws(
+    () => renderTemplate(templates, {} as any),
+    /packer\/partials\/docker\.hbs:4: a value for \{\{hcl\}\} is missing/,
+  );
 });
 
 test("machine-readable lines: artifacts, commas, ui text", () => {
@@ -39,8 +45,13 @@ test("machine-readable lines: artifacts, commas, ui text", () => {
   ].map(parseMachineLine);
   assert.is(lines[5], undefined);
   const parsed = lines.filter((l) => l !== undefined);
-  assert.equal(artifactsOf(parsed), [{ builder: "amazon-ebs.ami", index: 0, id: "us-east-1:ami-0abc,eu-west-1:ami-0def" }]);
-  assert.equal(amiIdsByRegion("us-east-1:ami-0abc,eu-west-1:ami-0def"), { "us-east-1": "ami-0abc", "eu-west-1": "ami-0def" });
+  assert.equal(artifactsOf(parsed), [
+    { builder: "amazon-ebs.ami", index: 0, id: "us-east-1:ami-0abc,eu-west-1:ami-0def" },
+  ]);
+  assert.equal(amiIdsByRegion("us-east-1:ami-0abc,eu-west-1:ami-0def"), {
+    "us-east-1": "ami-0abc",
+    "eu-west-1": "ami-0def",
+  });
   assert.is(uiText(parsed[0]), "==> amazon-ebs.ami: Creating AMI");
   assert.is(uiText(parsed[4]), "ERROR: Build 'x' errored: boom\nsecond line");
 });
@@ -63,7 +74,19 @@ test("the rendered HCL declares required_plugins only for Packer >= 1.7", () => 
     {},
   );
   const render = (requiredPlugins: boolean) =>
-    renderTemplate(readTemplates(), templateContext({ config, ami: config.amis[0], target: "aws", key: "k".repeat(64), imageKeys: new Map([["base", "a".repeat(64)]]), requiredPlugins, outDir: dir, sourceAmi: "ami-0123" }));
+    renderTemplate(
+      readTemplates(),
+      templateContext({
+        config,
+        ami: config.amis[0],
+        target: "aws",
+        key: "k".repeat(64),
+        imageKeys: new Map([["base", "a".repeat(64)]]),
+        requiredPlugins,
+        outDir: dir,
+        sourceAmi: "ami-0123",
+      }),
+    );
   assert.match(render(true), /required_plugins \{\n\s+amazon = \{/);
   assert.not.match(render(false), /required_plugins/);
   assert.match(render(false), /source_ami\s+= "ami-0123"/);
@@ -94,7 +117,11 @@ test("an amazon build's failure: the step, the Ansible task, the instance, and w
     cleaned: ["Terminating the source AWS instance", "Deleting temporary security group", "Deleting temporary keypair"],
     leftBehind: ["Error cleaning up security group: DependencyViolation"],
   });
-  assert.equal(awsFailure(["==> docker.ami: Creating a temporary directory"]), { cleaned: [], leftBehind: [] }, "not an amazon build");
+  assert.equal(
+    awsFailure(["==> docker.ami: Creating a temporary directory"]),
+    { cleaned: [], leftBehind: [] },
+    "not an amazon build",
+  );
 });
 
 test.run();

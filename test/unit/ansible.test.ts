@@ -5,7 +5,18 @@ import { parse as parseYaml } from "yaml";
 import { localPlaybookArgs, unsafeExtraVars } from "../../src/tools/ansible.js";
 
 test("every string is tagged !unsafe, keys and other scalars are plain, and the YAML reads back to the same value", () => {
-  const vars = { bake_services: [{ env: { LOG_FMT: "{{.Time}}", PROBE: "{{ lookup('pipe', 'id') }}" }, ports: ["127.0.0.1::8080/tcp"], retries: 3, health: null, on: true }], quote: 'a "b" \\ c\nd' };
+  const vars = {
+    bake_services: [
+      {
+        env: { LOG_FMT: "{{.Time}}", PROBE: "{{ lookup('pipe', 'id') }}" },
+        ports: ["127.0.0.1::8080/tcp"],
+        retries: 3,
+        health: null,
+        on: true,
+      },
+    ],
+    quote: 'a "b" \\ c\nd',
+  };
   const text = unsafeExtraVars(vars);
   assert.is(
     text,
@@ -18,7 +29,15 @@ test("every string is tagged !unsafe, keys and other scalars are plain, and the 
 });
 
 test("ansible-playbook against this machine", () => {
-  assert.equal(localPlaybookArgs("/p/up.yml", "/t/vars.yml"), ["-i", "localhost,", "-c", "local", "/p/up.yml", "--extra-vars", "@/t/vars.yml"]);
+  assert.equal(localPlaybookArgs("/p/up.yml", "/t/vars.yml"), [
+    "-i",
+    "localhost,",
+    "-c",
+    "local",
+    "/p/up.yml",
+    "--extra-vars",
+    "@/t/vars.yml",
+  ]);
 });
 
 test.run();

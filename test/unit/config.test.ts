@@ -55,73 +55,348 @@ const FILES = {
 
 const BAD: [string, string, number, RegExp][] = [
   ["invalid YAML", variant({ 7: "    dockerfile: app/Dockerfile: x" }), 7, /invalid YAML/],
-  ["duplicate key", variant({ 7: "    dockerfile: app/Dockerfile\n    dockerfile: app/Dockerfile" }), 8, /invalid YAML.*(unique|duplicate)/i],
-  ["unknown top-level key", variant({ 1: "project: demo\nimagez: {}" }), 2, /unknown key "imagez" in the top level.*\n.*did you mean "images"/],
-  ["typo in image key", variant({ 6: "    parnt: base" }), 6, /unknown key "parnt" in images\.svc[\s\S]*did you mean "parent"/],
+  [
+    "duplicate key",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    dockerfile: app/Dockerfile" }),
+    8,
+    /invalid YAML.*(unique|duplicate)/i,
+  ],
+  [
+    "unknown top-level key",
+    variant({ 1: "project: demo\nimagez: {}" }),
+    2,
+    /unknown key "imagez" in the top level.*\n.*did you mean "images"/,
+  ],
+  [
+    "typo in image key",
+    variant({ 6: "    parnt: base" }),
+    6,
+    /unknown key "parnt" in images\.svc[\s\S]*did you mean "parent"/,
+  ],
   ["missing project", variant({ 1: null }), 1, /the top level is missing "project"/],
   ["images is a list", "project: demo\nimages:\n  - base\n", 3, /images must be a mapping/],
-  ["project not a Docker name", variant({ 1: "project: Demo_App" }), 1, /project "Demo_App" is not a valid Docker repository name/],
-  ["image name not a Docker name", variant({ 3: "  Base:", 6: "    parent: Base", 21: "    preload: [Base]" }), 3, /image name "Base" is not a valid Docker repository name/],
-  ["unset variable", variant({ 17: "    region: ${BAKE_TEST_UNSET_REGION}" }), 17, /environment variable BAKE_TEST_UNSET_REGION is not set[\s\S]*\$\{BAKE_TEST_UNSET_REGION:-\}/],
+  [
+    "project not a Docker name",
+    variant({ 1: "project: Demo_App" }),
+    1,
+    /project "Demo_App" is not a valid Docker repository name/,
+  ],
+  [
+    "image name not a Docker name",
+    variant({ 3: "  Base:", 6: "    parent: Base", 21: "    preload: [Base]" }),
+    3,
+    /image name "Base" is not a valid Docker repository name/,
+  ],
+  [
+    "unset variable",
+    variant({ 17: "    region: ${BAKE_TEST_UNSET_REGION}" }),
+    17,
+    /environment variable BAKE_TEST_UNSET_REGION is not set[\s\S]*\$\{BAKE_TEST_UNSET_REGION:-\}/,
+  ],
   ["unclosed ${", variant({ 17: '    region: "${AWS_REGION"' }), 17, /"\$\{" is not closed/],
   ["bare $VAR", variant({ 17: "    region: $AWS_REGION" }), 17, /"\$AWS_REGION" is not read from the environment/],
-  ["base without rootfs or from", variant({ 4: "    args: { A: b }" }), 3, /base image "base" needs exactly one of rootfs: or from:/],
-  ["base with rootfs and from", variant({ 4: "    rootfs: { tar: rootfs.tar }\n    from: debian:12" }), 3, /needs exactly one of rootfs: or from:/],
-  ["rootfs with two sources", variant({ 4: "    rootfs: { tar: rootfs.tar, debootstrap: { suite: bookworm } }" }), 4, /rootfs of "base" needs exactly one of debootstrap: or tar:/],
-  ["missing rootfs tarball", variant({ 4: "    rootfs: { tar: nothere.tar }" }), 4, /rootfs tarball nothere.tar does not exist/],
+  [
+    "base without rootfs or from",
+    variant({ 4: "    args: { A: b }" }),
+    3,
+    /base image "base" needs exactly one of rootfs: or from:/,
+  ],
+  [
+    "base with rootfs and from",
+    variant({ 4: "    rootfs: { tar: rootfs.tar }\n    from: debian:12" }),
+    3,
+    /needs exactly one of rootfs: or from:/,
+  ],
+  [
+    "rootfs with two sources",
+    variant({ 4: "    rootfs: { tar: rootfs.tar, debootstrap: { suite: bookworm } }" }),
+    4,
+    /rootfs of "base" needs exactly one of debootstrap: or tar:/,
+  ],
+  [
+    "missing rootfs tarball",
+    variant({ 4: "    rootfs: { tar: nothere.tar }" }),
+    4,
+    /rootfs tarball nothere.tar does not exist/,
+  ],
   ["unknown parent", variant({ 6: "    parent: bsae" }), 6, /parent "bsae" of image "svc" is not defined/],
-  ["cycle", variant({ 4: "    parent: rel\n    dockerfile: app/Dockerfile" }), 4, /images form a cycle: base → rel → svc → base|is a release/],
+  [
+    "cycle",
+    variant({ 4: "    parent: rel\n    dockerfile: app/Dockerfile" }),
+    4,
+    /images form a cycle: base → rel → svc → base|is a release/,
+  ],
   ["own parent", variant({ 6: "    parent: svc" }), 6, /image "svc" is its own parent/],
-  ["parent is a release", variant({ 7: "    dockerfile: app/Dockerfile\n  other:\n    parent: rel\n    dockerfile: app/Dockerfile" }), 9, /parent "rel" of "other" is a release/],
+  [
+    "parent is a release",
+    variant({ 7: "    dockerfile: app/Dockerfile\n  other:\n    parent: rel\n    dockerfile: app/Dockerfile" }),
+    9,
+    /parent "rel" of "other" is a release/,
+  ],
   ["service without dockerfile", variant({ 7: null }), 5, /image "svc" has a parent but no dockerfile:/],
-  ["missing Dockerfile", variant({ 7: "    dockerfile: app/Dockerfile.nope" }), 7, /Dockerfile app\/Dockerfile.nope does not exist/],
-  ["context is a file", variant({ 7: "    dockerfile: app/Dockerfile\n    context: notadir.txt" }), 8, /build context notadir.txt is not a folder/],
-  ["port out of range", variant({ 12: '      ports: ["99999:8080"]' }), 12, /port "99999:8080" is not a port between 1 and 65535/],
-  ["port with bad address", variant({ 12: '      ports: ["1.2.3:8080:80"]' }), 12, /port "1.2.3:8080:80" has an invalid address "1.2.3"/],
+  [
+    "missing Dockerfile",
+    variant({ 7: "    dockerfile: app/Dockerfile.nope" }),
+    7,
+    /Dockerfile app\/Dockerfile.nope does not exist/,
+  ],
+  [
+    "context is a file",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    context: notadir.txt" }),
+    8,
+    /build context notadir.txt is not a folder/,
+  ],
+  [
+    "port out of range",
+    variant({ 12: '      ports: ["99999:8080"]' }),
+    12,
+    /port "99999:8080" is not a port between 1 and 65535/,
+  ],
+  [
+    "port with bad address",
+    variant({ 12: '      ports: ["1.2.3:8080:80"]' }),
+    12,
+    /port "1.2.3:8080:80" has an invalid address "1.2.3"/,
+  ],
   ["port with bad protocol", variant({ 12: '      ports: ["8080/sctp"]' }), 12, /unknown protocol "sctp"/],
-  ["env name", variant({ 12: '      ports: ["8080:8080"]\n      env: { 1BAD: x }' }), 13, /environment variable name "1BAD" is not valid/],
-  ["pass_env name", variant({ 12: '      ports: ["8080:8080"]\n      pass_env: [API-TOKEN]' }), 13, /pass_env name "API-TOKEN" is not a valid environment variable name/],
-  ["pass_env also in env", variant({ 12: '      ports: ["8080:8080"]\n      env: { TOKEN: x }\n      pass_env: [TOKEN]' }), 14, /"TOKEN" is in both env: and pass_env:/],
+  [
+    "env name",
+    variant({ 12: '      ports: ["8080:8080"]\n      env: { 1BAD: x }' }),
+    13,
+    /environment variable name "1BAD" is not valid/,
+  ],
+  [
+    "pass_env name",
+    variant({ 12: '      ports: ["8080:8080"]\n      pass_env: [API-TOKEN]' }),
+    13,
+    /pass_env name "API-TOKEN" is not a valid environment variable name/,
+  ],
+  [
+    "pass_env also in env",
+    variant({ 12: '      ports: ["8080:8080"]\n      env: { TOKEN: x }\n      pass_env: [TOKEN]' }),
+    14,
+    /"TOKEN" is in both env: and pass_env:/,
+  ],
   ["health without port", variant({ 13: "      health: { http: /healthz }" }), 13, /an http health check needs port:/],
-  ["health path", variant({ 13: "      health: { http: healthz, port: 8080 }" }), 13, /health path "healthz" must start with \//],
-  ["health with neither", variant({ 13: "      health: { port: 8080 }" }), 13, /health needs exactly one of http: or cmd:/],
-  ["owner account id", variant({ 18: '    source: { owners: ["13669307136"], name: "debian-12-*" }' }), 18, /"13669307136" is not an AWS account id/],
-  ["account id read as a number", variant({ 17: "    region: us-east-1\n    share_with: [012345678901]" }), 18, /"12345678901" is not an AWS account id[\s\S]*in quotes/],
+  [
+    "health path",
+    variant({ 13: "      health: { http: healthz, port: 8080 }" }),
+    13,
+    /health path "healthz" must start with \//,
+  ],
+  [
+    "health with neither",
+    variant({ 13: "      health: { port: 8080 }" }),
+    13,
+    /health needs exactly one of http: or cmd:/,
+  ],
+  [
+    "owner account id",
+    variant({ 18: '    source: { owners: ["13669307136"], name: "debian-12-*" }' }),
+    18,
+    /"13669307136" is not an AWS account id/,
+  ],
+  [
+    "account id read as a number",
+    variant({ 17: "    region: us-east-1\n    share_with: [012345678901]" }),
+    18,
+    /"12345678901" is not an AWS account id[\s\S]*in quotes/,
+  ],
   ["region", variant({ 17: "    region: us-east" }), 17, /"us-east" is not an AWS region name/],
-  ["copy_to region", variant({ 17: "    region: us-east-1\n    copy_to: [eu_west_1]" }), 18, /"eu_west_1" is not an AWS region name/],
-  ["instance-store without bundle", variant({ 16: "    builder: instance-store" }), 16, /is instance-store but has no bundle:/],
-  ["builder unknown", variant({ 16: "    builder: chroot" }), 16, /amis\.host\.builder must be one of "ebs", "instance-store"/],
+  [
+    "copy_to region",
+    variant({ 17: "    region: us-east-1\n    copy_to: [eu_west_1]" }),
+    18,
+    /"eu_west_1" is not an AWS region name/,
+  ],
+  [
+    "instance-store without bundle",
+    variant({ 16: "    builder: instance-store" }),
+    16,
+    /is instance-store but has no bundle:/,
+  ],
+  [
+    "builder unknown",
+    variant({ 16: "    builder: chroot" }),
+    16,
+    /amis\.host\.builder must be one of "ebs", "instance-store"/,
+  ],
   ["preload unknown", variant({ 21: "    preload: [base, nope]" }), 21, /preload image "nope" is not defined/],
   ["services not a release", variant({ 22: "    services: [svc]" }), 22, /"svc" is a service image, not a release/],
-  ["playbook missing", variant({ 20: "    playbook: ansible/site.yml" }), 20, /playbook ansible\/site.yml does not exist/],
-  ["BAKE_PARENT in args", variant({ 7: "    dockerfile: app/Dockerfile\n    args: { BAKE_PARENT: x }" }), 8, /BAKE_PARENT is set by bake/],
-  ["unknown debootstrap key", variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, variants: minbase } }" }), 4, /unknown key "variants" in images\.base\.rootfs\.debootstrap[\s\S]*did you mean "variant"/],
-  ["registry", variant({ 1: "project: demo\nregistry: http://127.0.0.1:5000" }), 2, /registry "http:\/\/127.0.0.1:5000" is not host\[:port\]\[\/path\]/],
+  [
+    "playbook missing",
+    variant({ 20: "    playbook: ansible/site.yml" }),
+    20,
+    /playbook ansible\/site.yml does not exist/,
+  ],
+  [
+    "BAKE_PARENT in args",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    args: { BAKE_PARENT: x }" }),
+    8,
+    /BAKE_PARENT is set by bake/,
+  ],
+  [
+    "unknown debootstrap key",
+    variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, variants: minbase } }" }),
+    4,
+    /unknown key "variants" in images\.base\.rootfs\.debootstrap[\s\S]*did you mean "variant"/,
+  ],
+  [
+    "registry",
+    variant({ 1: "project: demo\nregistry: http://127.0.0.1:5000" }),
+    2,
+    /registry "http:\/\/127.0.0.1:5000" is not host\[:port\]\[\/path\]/,
+  ],
   ["instance type", variant({ 19: "    instance_type: large" }), 19, /"large" is not an EC2 instance type/],
-  ["instance-store on a current type", variant({ 16: '    builder: instance-store\n    bundle: { s3_bucket: b-bundles, account_id: "123456789012" }', 19: "    instance_type: t3.small" }), 20, /t3\.small cannot boot an instance-store root: only the previous-generation C1, C3, D2, I2, M1, M2, M3, R3, X1 types can/],
-  ["retention keep 0", variant({ 22: "    services: [rel]\n    retention: { keep: 0 }" }), 23, /amis\.host\.retention\.keep must be >= 1/],
-  ["release without parent", variant({ 4: "    rootfs: { tar: rootfs.tar }\n    run: { ports: [\"80\"] }" }), 5, /image "base" has run: but no parent/],
-  ["args not scalars", variant({ 7: "    dockerfile: app/Dockerfile\n    args: { A: [1, 2] }" }), 8, /images\.svc\.args\.A must be a string or a number or a boolean/],
+  [
+    "instance-store on a current type",
+    variant({
+      16: '    builder: instance-store\n    bundle: { s3_bucket: b-bundles, account_id: "123456789012" }',
+      19: "    instance_type: t3.small",
+    }),
+    20,
+    /t3\.small cannot boot an instance-store root: only the previous-generation C1, C3, D2, I2, M1, M2, M3, R3, X1 types can/,
+  ],
+  [
+    "retention keep 0",
+    variant({ 22: "    services: [rel]\n    retention: { keep: 0 }" }),
+    23,
+    /amis\.host\.retention\.keep must be >= 1/,
+  ],
+  [
+    "release without parent",
+    variant({ 4: '    rootfs: { tar: rootfs.tar }\n    run: { ports: ["80"] }' }),
+    5,
+    /image "base" has run: but no parent/,
+  ],
+  [
+    "args not scalars",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    args: { A: [1, 2] }" }),
+    8,
+    /images\.svc\.args\.A must be a string or a number or a boolean/,
+  ],
   ["ami named like an image", variant({ 15: "  rel:" }), 15, /"rel" names both an image and an AMI/],
   ["empty file", "", 1, /must be a mapping with project: and images:/],
-  ["local image unknown", variant({ 22: "    services: [rel]\n    local: { image: hostimg }" }), 23, /local image "hostimg" is not defined/],
-  ["local image without systemd", variant({ 4: "    rootfs: { debootstrap: { suite: bookworm, include: [python3] } }", 22: "    services: [rel]\n    local: { image: base }" }), 23, /local image "base" has no systemd[\s\S]*add systemd-sysv to images\.base\.rootfs\.debootstrap\.include/],
-  ["context outside the project", variant({ 7: "    dockerfile: app/Dockerfile\n    context: ../.." }), 8, /build context \.\.\/\.\. is outside the project[\s\S]*--allow-path/],
-  ["absolute Dockerfile outside", variant({ 7: "    dockerfile: /etc/hostname" }), 7, /Dockerfile \/etc\/hostname is outside the project/],
-  ["context through a link that leaves the project", variant({ 7: "    dockerfile: app/Dockerfile\n    context: escape" }), 8, /build context escape is outside the project/],
-  ["playbook outside", variant({ 20: "    playbook: /etc/ansible/site.yml" }), 20, /playbook \/etc\/ansible\/site.yml is outside the project/],
-  ["rootfs tarball outside", variant({ 4: "    rootfs: { tar: /etc/passwd }" }), 4, /rootfs tarball \/etc\/passwd is outside the project/],
-  ["health path breaking out of the shell", variant({ 13: "      health: { http: \"/x'; touch /tmp/p; '\", port: 8080 }" }), 13, /health path "\/x'; touch \/tmp\/p; '" may hold only URL characters/],
-  ["health path with $", variant({ 13: "      health: { http: \"/$$HOME\", port: 8080 }" }), 13, /health path "\/\$HOME" may hold only URL characters/],
-  ["YAML alias bomb", ["project: demo", 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]', ...["b", "c", "d", "e", "f"].map((k, i) => `${k}: &${k} [${Array(10).fill(`*${"abcde"[i]}`).join(", ")}]`), "images: {}"].join("\n"), 3, /YAML aliases expand too far/],
-  ["secret with two sources", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { env: TOKEN, file: notadir.txt } }" }), 8, /secret "token" needs exactly one of env: or file:/],
-  ["secret file outside the project", variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { file: /etc/shadow } }" }), 8, /secret file \/etc\/shadow is outside the project/],
-  ["vm disk without a kernel or sshd", variant({ 22: "    services: [rel]\n    vm:\n      rootfs:\n        debootstrap: { suite: bookworm, include: [systemd-sysv, python3] }" }), 25, /the VM host's debootstrap spec lacks a kernel \(e\.g\. linux-image-cloud-amd64\), openssh-server: QEMU boots the disk's own kernel; Packer and the boot test reach the host over SSH/],
-  ["vm disk size", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [linux-image-amd64, systemd-sysv, openssh-server, python3] } }\n      disk_size: 4 GB" }), 25, /amis\.host\.vm\.disk_size must match pattern/],
-  ["vm rootfs tar", variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { tar: rootfs.tar }" }), 24, /amis\.host\.vm\.rootfs is missing "debootstrap"[\s\S]*unknown key "tar" in amis\.host\.vm\.rootfs/],
-  ["runtime_env relative", variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }), 23, /runtime_env "etc\/runtime.env" is not an absolute path on the host/],
-  ["runtime_env with a space", variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/run time.env"' }), 23, /runtime_env "\/etc\/bake\/run time.env" holds characters a host path here may not/],
-  ["runtime_env with a line break", variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/x\\nwrite /tmp/evil"' }), 23, /runtime_env "\/etc\/bake\/x\nwrite \/tmp\/evil" holds characters/],
+  [
+    "local image unknown",
+    variant({ 22: "    services: [rel]\n    local: { image: hostimg }" }),
+    23,
+    /local image "hostimg" is not defined/,
+  ],
+  [
+    "local image without systemd",
+    variant({
+      4: "    rootfs: { debootstrap: { suite: bookworm, include: [python3] } }",
+      22: "    services: [rel]\n    local: { image: base }",
+    }),
+    23,
+    /local image "base" has no systemd[\s\S]*add systemd-sysv to images\.base\.rootfs\.debootstrap\.include/,
+  ],
+  [
+    "context outside the project",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    context: ../.." }),
+    8,
+    /build context \.\.\/\.\. is outside the project[\s\S]*--allow-path/,
+  ],
+  [
+    "absolute Dockerfile outside",
+    variant({ 7: "    dockerfile: /etc/hostname" }),
+    7,
+    /Dockerfile \/etc\/hostname is outside the project/,
+  ],
+  [
+    "context through a link that leaves the project",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    context: escape" }),
+    8,
+    /build context escape is outside the project/,
+  ],
+  [
+    "playbook outside",
+    variant({ 20: "    playbook: /etc/ansible/site.yml" }),
+    20,
+    /playbook \/etc\/ansible\/site.yml is outside the project/,
+  ],
+  [
+    "rootfs tarball outside",
+    variant({ 4: "    rootfs: { tar: /etc/passwd }" }),
+    4,
+    /rootfs tarball \/etc\/passwd is outside the project/,
+  ],
+  [
+    "health path breaking out of the shell",
+    variant({ 13: "      health: { http: \"/x'; touch /tmp/p; '\", port: 8080 }" }),
+    13,
+    /health path "\/x'; touch \/tmp\/p; '" may hold only URL characters/,
+  ],
+  [
+    "health path with $",
+    variant({ 13: '      health: { http: "/$$HOME", port: 8080 }' }),
+    13,
+    /health path "\/\$HOME" may hold only URL characters/,
+  ],
+  [
+    "YAML alias bomb",
+    [
+      "project: demo",
+      'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]',
+      ...["b", "c", "d", "e", "f"].map((k, i) => `${k}: &${k} [${Array(10).fill(`*${"abcde"[i]}`).join(", ")}]`),
+      "images: {}",
+    ].join("\n"),
+    3,
+    /YAML aliases expand too far/,
+  ],
+  [
+    "secret with two sources",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { env: TOKEN, file: notadir.txt } }" }),
+    8,
+    /secret "token" needs exactly one of env: or file:/,
+  ],
+  [
+    "secret file outside the project",
+    variant({ 7: "    dockerfile: app/Dockerfile\n    secrets: { token: { file: /etc/shadow } }" }),
+    8,
+    /secret file \/etc\/shadow is outside the project/,
+  ],
+  [
+    "vm disk without a kernel or sshd",
+    variant({
+      22: "    services: [rel]\n    vm:\n      rootfs:\n        debootstrap: { suite: bookworm, include: [systemd-sysv, python3] }",
+    }),
+    25,
+    /the VM host's debootstrap spec lacks a kernel \(e\.g\. linux-image-cloud-amd64\), openssh-server: QEMU boots the disk's own kernel; Packer and the boot test reach the host over SSH/,
+  ],
+  [
+    "vm disk size",
+    variant({
+      22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [linux-image-amd64, systemd-sysv, openssh-server, python3] } }\n      disk_size: 4 GB",
+    }),
+    25,
+    /amis\.host\.vm\.disk_size must match pattern/,
+  ],
+  [
+    "vm rootfs tar",
+    variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { tar: rootfs.tar }" }),
+    24,
+    /amis\.host\.vm\.rootfs is missing "debootstrap"[\s\S]*unknown key "tar" in amis\.host\.vm\.rootfs/,
+  ],
+  [
+    "runtime_env relative",
+    variant({ 22: "    services: [rel]\n    runtime_env: etc/runtime.env" }),
+    23,
+    /runtime_env "etc\/runtime.env" is not an absolute path on the host/,
+  ],
+  [
+    "runtime_env with a space",
+    variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/run time.env"' }),
+    23,
+    /runtime_env "\/etc\/bake\/run time.env" holds characters a host path here may not/,
+  ],
+  [
+    "runtime_env with a line break",
+    variant({ 22: '    services: [rel]\n    runtime_env: "/etc/bake/x\\nwrite /tmp/evil"' }),
+    23,
+    /runtime_env "\/etc\/bake\/x\nwrite \/tmp\/evil" holds characters/,
+  ],
 ];
 
 test(`at least 30 bad inputs are covered (${BAD.length})`, () => {
@@ -131,15 +406,23 @@ test(`at least 30 bad inputs are covered (${BAD.length})`, () => {
 test("the valid fixture loads", () => {
   const dir = tempTree(FILES);
   const config = parseConfig(VALID.join("\n"), "bake.yml", dir, {});
-  assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "svc:service", "rel:release"]);
+  assert.equal(
+    config.images.map((i) => `${i.name}:${i.layer}`),
+    ["base:base", "svc:service", "rel:release"],
+  );
   assert.equal(config.amis[0].services, ["rel"]);
-  assert.equal(config.images[2].run?.ports, [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 8080, protocol: "tcp" }]);
+  assert.equal(config.images[2].run?.ports, [
+    { hostIp: "127.0.0.1", hostPort: 8080, containerPort: 8080, protocol: "tcp" },
+  ]);
 });
 
 test("a two-layer graph loads: a release straight on a base; an AMI with no playbook, its engine bake's unless it says own", () => {
   const dir = tempTree(FILES);
   const config = parseConfig(variant({ 9: "    parent: base", 20: null }), "bake.yml", dir, {});
-  assert.equal(config.images.map((i) => `${i.name}:${i.layer}:${i.parent ?? ""}`), ["base:base:", "svc:service:base", "rel:release:base"]);
+  assert.equal(
+    config.images.map((i) => `${i.name}:${i.layer}:${i.parent ?? ""}`),
+    ["base:base:", "svc:service:base", "rel:release:base"],
+  );
   assert.equal([config.amis[0].playbook, config.amis[0].engine], [undefined, "bake"]);
   assert.is(parseConfig(variant({ 20: "    engine: own" }), "bake.yml", dir, {}).amis[0].engine, "own");
   assert.throws(() => parseConfig(variant({ 20: "    engine: docker" }), "bake.yml", dir, {}), /engine/);
@@ -152,7 +435,13 @@ test("an AMI without local: boots from bake's default host on --target local onl
   assert.is(withDefaultLocalHost(config, "vm"), config);
   const local = withDefaultLocalHost(config, "local");
   const host = local.images.find((i) => i.name === DEFAULT_LOCAL_HOST)!;
-  assert.equal([host.layer, host.rootfs?.debootstrap], ["base", { suite: "bookworm", variant: "minbase", include: ["ca-certificates", "dbus", "python3", "systemd-sysv"] }]);
+  assert.equal(
+    [host.layer, host.rootfs?.debootstrap],
+    [
+      "base",
+      { suite: "bookworm", variant: "minbase", include: ["ca-certificates", "dbus", "python3", "systemd-sysv"] },
+    ],
+  );
   assert.is(local.amis[0].local?.image, DEFAULT_LOCAL_HOST);
   assert.equal(buildGraph(local, "local").byName.get("host")!.deps, ["base", "rel", DEFAULT_LOCAL_HOST]);
   const own = parseConfig(variant({ 22: "    services: [rel]\n    local: { image: base }" }), "bake.yml", dir, {});
@@ -161,7 +450,9 @@ test("an AMI without local: boots from bake's default host on --target local onl
 
 test("a vm: disk loads with its defaults, and only on the vm target does it decide the AMI's key", () => {
   const dir = tempTree(FILES);
-  const text = variant({ 22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [python3, openssh-server, systemd-sysv, linux-image-cloud-amd64] } }" });
+  const text = variant({
+    22: "    services: [rel]\n    vm:\n      rootfs: { debootstrap: { suite: bookworm, include: [python3, openssh-server, systemd-sysv, linux-image-cloud-amd64] } }",
+  });
   const config = parseConfig(text, "bake.yml", dir, {});
   const vm = config.amis[0].vm!;
   assert.equal([vm.diskSize, vm.memory, vm.cpus], ["4G", 2048, 2]);
@@ -176,7 +467,10 @@ test("every bad input: exit 2, file:line:column, the message, no stack trace", a
     BAD.map(([name, text, line, message]) =>
       limit(async () => {
         const dir = tempTree({ ...FILES, "bake.yml": text });
-        const r = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
+        const r = await bake(["plan", "--target", "local"], {
+          cwd: dir,
+          env: { DOCKER_HOST: "unix:///nonexistent.sock" },
+        });
         const where = new RegExp(`^error: bake\\.yml:${line}:\\d+: `, "m");
         if (r.code !== 2) failures.push(`${name}: exit ${r.code}, stderr: ${r.stderr}`);
         else if (!where.test(r.stderr)) failures.push(`${name}: expected bake.yml:${line}: in: ${r.stderr}`);
@@ -255,16 +549,29 @@ test("several problems are all reported", () => {
     assert.unreachable();
   } catch (e) {
     assert.instance(e, ConfigErrors);
-    assert.equal((e as ConfigErrors).errors.map((x) => x.line), [6, 19]);
+    assert.equal(
+      (e as ConfigErrors).errors.map((x) => x.line),
+      [6, 19],
+    );
   }
 });
 
 test("Docker port forms", () => {
   assert.equal(parsePort("8080"), { hostIp: "127.0.0.1", containerPort: 8080, protocol: "tcp" });
   assert.equal(parsePort("9000:80"), { hostIp: "127.0.0.1", hostPort: 9000, containerPort: 80, protocol: "tcp" });
-  assert.equal(parsePort("0.0.0.0:9000:80/udp"), { hostIp: "0.0.0.0", hostPort: 9000, containerPort: 80, protocol: "udp" });
+  assert.equal(parsePort("0.0.0.0:9000:80/udp"), {
+    hostIp: "0.0.0.0",
+    hostPort: 9000,
+    containerPort: 80,
+    protocol: "udp",
+  });
   assert.equal(parsePort("[::1]:9000:80"), { hostIp: "::1", hostPort: 9000, containerPort: 80, protocol: "tcp" });
-  assert.equal(parsePort("127.0.0.1::80"), { hostIp: "127.0.0.1", hostPort: undefined, containerPort: 80, protocol: "tcp" });
+  assert.equal(parsePort("127.0.0.1::80"), {
+    hostIp: "127.0.0.1",
+    hostPort: undefined,
+    containerPort: 80,
+    protocol: "tcp",
+  });
   assert.type(parsePort("0:80"), "string");
   assert.type(parsePort("a:b:c:d"), "string");
 });
@@ -272,18 +579,38 @@ test("Docker port forms", () => {
 test("a folder outside the project is allowed from outside bake.yml only (BAKE_ALLOW_PATHS or --allow-path)", async () => {
   const outside = tempTree({ "rootfs.tar": "x" });
   const dir = tempTree({ ...FILES, "bake.yml": variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }) });
-  assert.throws(() => parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, {}), /outside the project/);
-  assert.is(parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, { BAKE_ALLOW_PATHS: outside }).images[0].rootfs?.tar, `${outside}/rootfs.tar`);
-  const refused = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" } });
+  assert.throws(
+    () => parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, {}),
+    /outside the project/,
+  );
+  assert.is(
+    parseConfig(variant({ 4: `    rootfs: { tar: ${outside}/rootfs.tar }` }), "bake.yml", dir, {
+      BAKE_ALLOW_PATHS: outside,
+    }).images[0].rootfs?.tar,
+    `${outside}/rootfs.tar`,
+  );
+  const refused = await bake(["plan", "--target", "local"], {
+    cwd: dir,
+    env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" },
+  });
   assert.is(refused.code, 2, refused.stderr);
-  const flagged = await bake(["plan", "--target", "local", "--allow-path", outside], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" } });
+  const flagged = await bake(["plan", "--target", "local", "--allow-path", outside], {
+    cwd: dir,
+    env: { DOCKER_HOST: "unix:///nonexistent.sock", BAKE_ALLOW_PATHS: "" },
+  });
   assert.is(flagged.code, 0, flagged.stderr);
 });
 
 test("the reference bake.yml is valid", async () => {
   const config = await loadConfig(path.join(ROOT, "bake.yml"), {});
-  assert.equal(config.images.map((i) => `${i.name}:${i.layer}`), ["base:base", "host:service", "runtime:service", "diagnostics:release", "replays:release"]);
-  assert.equal(config.amis.map((a) => [a.name, a.local?.image, a.runtimeEnv]), [["app-host", "host", "/etc/bake/runtime.env"]]);
+  assert.equal(
+    config.images.map((i) => `${i.name}:${i.layer}`),
+    ["base:base", "host:service", "runtime:service", "diagnostics:release", "replays:release"],
+  );
+  assert.equal(
+    config.amis.map((a) => [a.name, a.local?.image, a.runtimeEnv]),
+    [["app-host", "host", "/etc/bake/runtime.env"]],
+  );
   assert.is(config.registry, undefined);
   assert.is(config.images[3].args.RELEASE, "dev");
 });

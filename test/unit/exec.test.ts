@@ -4,7 +4,8 @@ import * as assert from "uvu/assert";
 import { redact, renderCommand, secretForms } from "../../src/tools/exec.js";
 import { parseMachineLine, uiText } from "../../src/tools/packer-output.js";
 
-const PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----";
+const PEM =
+  "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----";
 const JSON_SECRET = '{"user":"svc","password":"hunter2,hunter3"}';
 
 test("a secret with commas or newlines is redacted in Packer's machine-readable lines, before they are unescaped", () => {

@@ -40,16 +40,58 @@ Error: timeout of 2s reached before tests entered a passing state
 `;
 
 test("validate arguments: the spec and vars in bake's folder, .Vars.bake (never a \"}}\" Packer would read), goss's retry options", () => {
-  assert.equal(validateArgs({ retryTimeout: "30s", sleep: "1s", withVars: false, bake: { project: "arcade", node: "web", booted: true } }), [
-    "--gossfile", "/tmp/bake-goss/goss.yaml", "--vars-inline", '{"bake":{"project":"arcade","node":"web","booted":true} }',
-    "validate", "--format", "documentation", "--no-color", "--retry-timeout", "30s", "--sleep", "1s",
-  ]);
-  assert.equal(validateArgs({ retryTimeout: "5s", sleep: "500ms", withVars: true, bake: { project: "arcade", node: "host", booted: false } }).slice(0, 6), ["--gossfile", "/tmp/bake-goss/goss.yaml", "--vars", "/tmp/bake-goss/vars.yaml", "--vars-inline", '{"bake":{"project":"arcade","node":"host","booted":false} }']);
+  assert.equal(
+    validateArgs({
+      retryTimeout: "30s",
+      sleep: "1s",
+      withVars: false,
+      bake: { project: "arcade", node: "web", booted: true },
+    }),
+    [
+      "--gossfile",
+      "/tmp/bake-goss/goss.yaml",
+      "--vars-inline",
+      '{"bake":{"project":"arcade","node":"web","booted":true} }',
+      "validate",
+      "--format",
+      "documentation",
+      "--no-color",
+      "--retry-timeout",
+      "30s",
+      "--sleep",
+      "1s",
+    ],
+  );
+  assert.equal(
+    validateArgs({
+      retryTimeout: "5s",
+      sleep: "500ms",
+      withVars: true,
+      bake: { project: "arcade", node: "host", booted: false },
+    }).slice(0, 6),
+    [
+      "--gossfile",
+      "/tmp/bake-goss/goss.yaml",
+      "--vars",
+      "/tmp/bake-goss/vars.yaml",
+      "--vars-inline",
+      '{"bake":{"project":"arcade","node":"host","booted":false} }',
+    ],
+  );
 });
 
 test("goss's output: the last attempt's summary and failures, as goss printed them", () => {
   assert.equal(gossSummary(OUTPUT), { count: 5, failed: 2, skipped: 0 });
-  assert.equal(gossFailures(OUTPUT), ["File: /other: exists:", "Expected", "    false", "to equal", "    true", "Total Duration: 0.002s", "Count: 5, Failed: 2, Skipped: 0", "Error: timeout of 2s reached before tests entered a passing state"]);
+  assert.equal(gossFailures(OUTPUT), [
+    "File: /other: exists:",
+    "Expected",
+    "    false",
+    "to equal",
+    "    true",
+    "Total Duration: 0.002s",
+    "Count: 5, Failed: 2, Skipped: 0",
+    "Error: timeout of 2s reached before tests entered a passing state",
+  ]);
   assert.is(gossSummary("nothing"), undefined);
 });
 
@@ -58,7 +100,8 @@ test("test: a path or { spec, vars, retry_timeout, sleep }; a missing spec names
   const yml = (test: string) => `project: p\nimages:\n  base:\n    rootfs: { tar: r.tar }\n    test: ${test}\n`;
   const plain = parseConfig(yml("t.yaml"), "bake.yml", dir, {}).images[0].test!;
   assert.equal([plain.spec, plain.vars, plain.retryTimeout, plain.sleep], [`${dir}/t.yaml`, undefined, "30s", "1s"]);
-  const full = parseConfig(yml("{ spec: t.yaml, vars: v.yaml, retry_timeout: 5s, sleep: 200ms }"), "bake.yml", dir, {}).images[0].test!;
+  const full = parseConfig(yml("{ spec: t.yaml, vars: v.yaml, retry_timeout: 5s, sleep: 200ms }"), "bake.yml", dir, {})
+    .images[0].test!;
   assert.equal([full.vars, full.retryTimeout, full.sleep], [`${dir}/v.yaml`, "5s", "200ms"]);
   try {
     parseConfig(yml("missing.yaml"), "bake.yml", dir, {});

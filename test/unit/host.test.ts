@@ -12,18 +12,32 @@ import { hostname } from "node:os";
 import { ROOT, tempTree } from "../helpers/bake.js";
 
 test("the boot test's host: systemd as PID 1, unprivileged, no network of its own, the engine's socket where the host's engine would be", () => {
-  const c: any = hostContainer({ image: "sha256:abc", project: "p", ami: "web", engineSocket: "/var/run/docker.sock" }, "bake-boot-1a2b3c");
+  const c: any = hostContainer(
+    { image: "sha256:abc", project: "p", ami: "web", engineSocket: "/var/run/docker.sock" },
+    "bake-boot-1a2b3c",
+  );
   assert.is(c.name, "bake-boot-1a2b3c-p-web");
   assert.equal(c.Cmd, ["/sbin/init"]);
-  assert.equal(c.Labels, { "bake.project": "p", "bake.namespace": "bake-boot-1a2b3c", "bake.boot-test": "web", "bake.owner": `${hostname()}:${process.pid}` });
-  assert.equal(c.HostConfig.Binds, ["/sys/fs/cgroup:/sys/fs/cgroup:ro", `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`]);
+  assert.equal(c.Labels, {
+    "bake.project": "p",
+    "bake.namespace": "bake-boot-1a2b3c",
+    "bake.boot-test": "web",
+    "bake.owner": `${hostname()}:${process.pid}`,
+  });
+  assert.equal(c.HostConfig.Binds, [
+    "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+    `/var/run/docker.sock:${ENGINE_SOCKET_IN_HOST}`,
+  ]);
   assert.equal(Object.keys(c.HostConfig.Tmpfs), ["/run", "/run/lock"]);
   assert.is(c.HostConfig.NetworkMode, "none");
   assert.not.ok("Privileged" in c.HostConfig);
 });
 
 test("the runtime environment the boot test hands the host: pass_env values, its namespace, ports the engine picks", () => {
-  assert.is(runtimeEnvFile({ TOKEN: "a=b c", API: "x" }, "bake-boot-1"), "API=x\nTOKEN=a=b c\nBAKE_NAMESPACE=bake-boot-1\nBAKE_PUBLISH=ephemeral\n");
+  assert.is(
+    runtimeEnvFile({ TOKEN: "a=b c", API: "x" }, "bake-boot-1"),
+    "API=x\nTOKEN=a=b c\nBAKE_NAMESPACE=bake-boot-1\nBAKE_PUBLISH=ephemeral\n",
+  );
 });
 
 test("the engine's stand-in: docker.service succeeds when the socket answers, its socket and containerd are skipped", () => {
@@ -33,16 +47,26 @@ test("the engine's stand-in: docker.service succeeds when the socket answers, it
   assert.match(service, new RegExp(`^ExecStart=/bin/sh -c 'test -S ${ENGINE_SOCKET_IN_HOST}'$`, "m"));
   assert.match(service, /^Type=oneshot$/m);
   assert.match(service, /^Restart=no$/m);
-  for (const unit of ["docker.socket.d", "containerd.service.d"]) assert.match(ENGINE_STANDIN[`${unit}/bake-standin.conf`], /^ConditionPathExists=\/nonexistent/m);
+  for (const unit of ["docker.socket.d", "containerd.service.d"])
+    assert.match(ENGINE_STANDIN[`${unit}/bake-standin.conf`], /^ConditionPathExists=\/nonexistent/m);
 });
 
 test("a host's service contract is bake up's create options without pass_env values", () => {
-  const contract = runtimeContract({ project: "p", service: "web", image: "p/web:0123456789ab", key: "k", run: { ports: [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 80, protocol: "tcp" }], env: { A: "1" }, passEnv: ["TOKEN"] } });
+  const contract = runtimeContract({
+    project: "p",
+    service: "web",
+    image: "p/web:0123456789ab",
+    key: "k",
+    run: {
+      ports: [{ hostIp: "127.0.0.1", hostPort: 8080, containerPort: 80, protocol: "tcp" }],
+      env: { A: "1" },
+      passEnv: ["TOKEN"],
+    },
+  });
   assert.equal(contract.ansible.create, { ...contract.create({ TOKEN: "x" }), Env: ["A=1"] });
   assert.equal(contract.create({ TOKEN: "x" }).Env, ["A=1", "TOKEN=x"]);
   assert.not.ok(JSON.stringify(contract.ansible).includes("TOKEN=x"));
 });
-
 
 test("a pass_env value with a line break of any kind, or NUL, is refused naming the variable (exit 2), never cut on a host", () => {
   const release = { name: "web", layer: "release", run: { passEnv: ["PEM", "OK"] } } as any;
@@ -52,7 +76,10 @@ test("a pass_env value with a line break of any kind, or NUL, is refused naming 
   for (const brk of ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\0"]) {
     assert.throws(
       () => passEnvValues(config, services, { PEM: `-----BEGIN KEY-----${brk}abc`, OK: "x" }),
-      (e: any) => e instanceof UsageError && /^pass_env PEM: a value holds a line break or NUL/.test(e.message) && !e.message.includes("BEGIN KEY"),
+      (e: any) =>
+        e instanceof UsageError &&
+        /^pass_env PEM: a value holds a line break or NUL/.test(e.message) &&
+        !e.message.includes("BEGIN KEY"),
       JSON.stringify(brk),
     );
   }
@@ -62,7 +89,12 @@ test("a pass_env value with a line break of any kind, or NUL, is refused naming 
 test("the host's agent reads the runtime env file by \\n lines only: other break characters stay in the value, a CRLF ending goes", async () => {
   const dir = tempTree({ "runtime.env": "A=x\fy\u2028z\x85w\r\nB=plain\n# note\nC=last" });
   const script = `import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location("agent", sys.argv[1])\nagent = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(agent)\nprint(json.dumps(agent.read_env_file(sys.argv[2])))\n`;
-  const { stdout } = await execa("python3", ["-c", script, path.join(ROOT, "ansible/bake/roles/bake_agent/files/bake-host.py"), path.join(dir, "runtime.env")]);
+  const { stdout } = await execa("python3", [
+    "-c",
+    script,
+    path.join(ROOT, "ansible/bake/roles/bake_agent/files/bake-host.py"),
+    path.join(dir, "runtime.env"),
+  ]);
   assert.equal(JSON.parse(stdout), { A: "x\fy\u2028z\x85w", B: "plain", C: "last" });
 });
 

@@ -28,7 +28,10 @@ test("a failed build inside a 200 response: the error and the step it failed at"
     { stream: " ---> 1\n" },
     { stream: "Step 2/3 : RUN make\n" },
     { stream: "make: *** no rule\n" },
-    { errorDetail: { code: 2, message: "The command '/bin/sh -c make' returned a non-zero code: 2" }, error: "The command '/bin/sh -c make' returned a non-zero code: 2" },
+    {
+      errorDetail: { code: 2, message: "The command '/bin/sh -c make' returned a non-zero code: 2" },
+      error: "The command '/bin/sh -c make' returned a non-zero code: 2",
+    },
   ])
     b.accept(m);
   assert.is(b.error, "The command '/bin/sh -c make' returned a non-zero code: 2");
@@ -58,7 +61,9 @@ test("withLabels appends one LABEL instruction, values quoted", () => {
   assert.is(withLabels("FROM x", { src: "https://h/$HOME/r" }), 'FROM x\nLABEL "src"="https://h/\\$HOME/r"\n');
 });
 
-async function tarEntries(stream: NodeJS.ReadableStream): Promise<{ name: string; mode: number; type: string; content: string }[]> {
+async function tarEntries(
+  stream: NodeJS.ReadableStream,
+): Promise<{ name: string; mode: number; type: string; content: string }[]> {
   const extract = tar.extract();
   const out: { name: string; mode: number; type: string; content: string }[] = [];
   extract.on("entry", (header: any, body: any, next: () => void) => {
@@ -79,7 +84,13 @@ async function tarEntries(stream: NodeJS.ReadableStream): Promise<{ name: string
 }
 
 test("the context tar: the listed files with normalised modes, the user's Dockerfile untouched, bake's labelled copy hidden by .dockerignore", async () => {
-  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\n.dockerignore\n", "app.sh": "echo\n", "a.log": "x", "sub/b.txt": "b" });
+  const dir = tempTree({
+    Dockerfile: "FROM x\n",
+    ".dockerignore": "*.log\n.dockerignore\n",
+    "app.sh": "echo\n",
+    "a.log": "x",
+    "sub/b.txt": "b",
+  });
   const { chmodSync } = await import("node:fs");
   chmodSync(path.join(dir, "app.sh"), 0o775);
   chmodSync(path.join(dir, "sub/b.txt"), 0o600);
@@ -87,47 +98,76 @@ test("the context tar: the listed files with normalised modes, the user's Docker
   const { stream, dockerfilePath } = contextTar(listing, path.join(dir, "Dockerfile"), { "bake.key": "k" });
   assert.is(dockerfilePath, SENT_DOCKERFILE);
   const entries = await tarEntries(stream as any);
-  assert.equal(entries.map((e) => [e.name, e.type, e.mode.toString(8)]), [
-    ["Dockerfile", "file", "644"],
-    ["app.sh", "file", "755"],
-    ["sub", "directory", "755"],
-    ["sub/b.txt", "file", "644"],
-    [".dockerignore", "file", "644"],
-    [SENT_DOCKERFILE, "file", "644"],
-  ]);
+  assert.equal(
+    entries.map((e) => [e.name, e.type, e.mode.toString(8)]),
+    [
+      ["Dockerfile", "file", "644"],
+      ["app.sh", "file", "755"],
+      ["sub", "directory", "755"],
+      ["sub/b.txt", "file", "644"],
+      [".dockerignore", "file", "644"],
+      [SENT_DOCKERFILE, "file", "644"],
+    ],
+  );
   assert.is(entries[0].content, "FROM x\n");
   assert.is(entries[4].content, `*.log\n.dockerignore\n${SENT_DOCKERFILE}\n`);
   assert.is(entries[5].content, 'FROM x\nLABEL "bake.key"="k"\n');
 });
 
 test("a .dockerignore that reaches the image is sent as it is: the user's Dockerfile is named, the labels go with the request", async () => {
-  const dir = tempTree({ "Dockerfile": "FROM x\n", ".dockerignore": "*.log\nDockerfile\n", "a.log": "x", "f": "f" });
+  const dir = tempTree({ Dockerfile: "FROM x\n", ".dockerignore": "*.log\nDockerfile\n", "a.log": "x", f: "f" });
   const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
   const tar = contextTar(listing, path.join(dir, "Dockerfile"), { "bake.key": "k" });
   assert.equal([tar.dockerfilePath, tar.labelsInRequest], ["Dockerfile", true]);
   const entries = await tarEntries(tar.stream as any);
   // The Dockerfile is sent though .dockerignore names it: the engine reads it, then drops it.
-  assert.equal(entries.map((e) => [e.name, e.content]), [[".dockerignore", "*.log\nDockerfile\n"], ["f", "f"], ["Dockerfile", "FROM x\n"]]);
+  assert.equal(
+    entries.map((e) => [e.name, e.content]),
+    [
+      [".dockerignore", "*.log\nDockerfile\n"],
+      ["f", "f"],
+      ["Dockerfile", "FROM x\n"],
+    ],
+  );
 });
 
 test("the context tar without a .dockerignore hides both bake files", async () => {
   const dir = tempTree({ "d/Dockerfile": "FROM x\n", "ctx/f": "f" });
   const listing = await listContext(path.join(dir, "ctx"));
   const entries = await tarEntries(contextTar(listing, path.join(dir, "d/Dockerfile")).stream as any);
-  assert.equal(entries.map((e) => e.name), ["f", ".dockerignore", SENT_DOCKERFILE]);
+  assert.equal(
+    entries.map((e) => e.name),
+    ["f", ".dockerignore", SENT_DOCKERFILE],
+  );
   assert.is(entries[1].content, `${SENT_DOCKERFILE}\n.dockerignore\n`);
 });
 
 test("debootstrap and tar argument lists", () => {
-  assert.equal(debootstrapArgs({ suite: "bookworm", variant: "minbase", include: ["ca-certificates", "python3"] }, "/r"), ["--variant=minbase", "--include=ca-certificates,python3", "bookworm", "/r"]);
-  assert.equal(debootstrapArgs({ suite: "bookworm", include: [], mirror: "http://mirror.example/debian" }, "/r"), ["bookworm", "/r", "http://mirror.example/debian"]);
-  assert.equal(packRootfsArgs("/r", "/o.tar"), ["--numeric-owner", "--xattrs", "--sort=name", "-C", "/r", "-cf", "/o.tar", "."]);
+  assert.equal(
+    debootstrapArgs({ suite: "bookworm", variant: "minbase", include: ["ca-certificates", "python3"] }, "/r"),
+    ["--variant=minbase", "--include=ca-certificates,python3", "bookworm", "/r"],
+  );
+  assert.equal(debootstrapArgs({ suite: "bookworm", include: [], mirror: "http://mirror.example/debian" }, "/r"), [
+    "bookworm",
+    "/r",
+    "http://mirror.example/debian",
+  ]);
+  assert.equal(packRootfsArgs("/r", "/o.tar"), [
+    "--numeric-owner",
+    "--xattrs",
+    "--sort=name",
+    "-C",
+    "/r",
+    "-cf",
+    "/o.tar",
+    ".",
+  ]);
 });
 
 test("a listed file is served exactly as listed: a link swapped in, or other content, is refused", async () => {
   const { symlinkSync, rmSync, writeFileSync } = await import("node:fs");
   const { createHash } = await import("node:crypto");
-  const dir = tempTree({ "a.txt": "listed content\n", "secret": "outside\n" });
+  const dir = tempTree({ "a.txt": "listed content\n", secret: "outside\n" });
   const listed = { path: "a.txt", size: 15, digest: createHash("sha256").update("listed content\n").digest("hex") };
   const read = async (file: string, l: Parameters<typeof listedFile>[1] = listed) => {
     const chunks: Buffer[] = [];
@@ -136,17 +176,36 @@ test("a listed file is served exactly as listed: a link swapped in, or other con
   };
   assert.is(await read(path.join(dir, "a.txt")), "listed content\n");
   writeFileSync(path.join(dir, "a.txt"), "LISTED CONTENT\n");
-  assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt changed after it was listed/);
+  assert.match(
+    await read(path.join(dir, "a.txt")).then(
+      () => "served",
+      (e: Error) => e.message,
+    ),
+    /a\.txt changed after it was listed/,
+  );
   // Still the file the listing saw (inode, times, size): served without hashing it again.
   const { statSync } = await import("node:fs");
   const st = statSync(path.join(dir, "a.txt"));
   const seen = { ...listed, digest: "0".repeat(64), seen: { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs } };
   assert.is(await read(path.join(dir, "a.txt"), seen), "LISTED CONTENT\n");
   writeFileSync(path.join(dir, "a.txt"), "listed CONTENT\n");
-  assert.match(await read(path.join(dir, "a.txt"), seen).then(() => "served", (e: Error) => e.message), /changed after it was listed/, "rewritten: its times moved, so it is hashed");
+  assert.match(
+    await read(path.join(dir, "a.txt"), seen).then(
+      () => "served",
+      (e: Error) => e.message,
+    ),
+    /changed after it was listed/,
+    "rewritten: its times moved, so it is hashed",
+  );
   rmSync(path.join(dir, "a.txt"));
   symlinkSync(path.join(dir, "secret"), path.join(dir, "a.txt"));
-  assert.match(await read(path.join(dir, "a.txt")).then(() => "served", (e: Error) => e.message), /a\.txt became a symbolic link after it was listed/);
+  assert.match(
+    await read(path.join(dir, "a.txt")).then(
+      () => "served",
+      (e: Error) => e.message,
+    ),
+    /a\.txt became a symbolic link after it was listed/,
+  );
 });
 
 test("a mirror's credentials: kept apart from its URL (keys, arguments), handed to wget's .netrc and as a Basic header", () => {
@@ -158,7 +217,12 @@ test("a mirror's credentials: kept apart from its URL (keys, arguments), handed 
   assert.is(basicAuth(credentials!), `Basic ${Buffer.from("deploy:p@ss:w0rd,x").toString("base64")}`);
   assert.equal(splitCredentials("http://mirror.example/debian"), { url: "http://mirror.example/debian" });
   const dir = tempTree({});
-  const config = parseConfig('project: p\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "https://deploy:s3cr3t@mirror.example/debian" } } }\n', "bake.yml", dir, {});
+  const config = parseConfig(
+    'project: p\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "https://deploy:s3cr3t@mirror.example/debian" } } }\n',
+    "bake.yml",
+    dir,
+    {},
+  );
   const rootfs = config.images[0].rootfs!;
   assert.is(rootfs.debootstrap!.mirror, "https://mirror.example/debian");
   assert.equal(rootfs.mirrorCredentials, { host: "mirror.example", user: "deploy", password: "s3cr3t" });
@@ -171,9 +235,20 @@ test("git remotes lose their credentials before they reach a label", () => {
 });
 
 test("the build query: every tag, the hidden Dockerfile, args as JSON; labels and nocache only when asked", () => {
-  const q = buildQuery({ tags: ["p/web:0123456789ab", "p/web:x"], dockerfile: ".bake.Dockerfile", buildArgs: { BAKE_PARENT: "sha256:1", A: "b c" }, labels: {}, noCache: false });
-  assert.is(q, "t=p%2Fweb%3A0123456789ab&t=p%2Fweb%3Ax&dockerfile=.bake.Dockerfile&buildargs=%7B%22BAKE_PARENT%22%3A%22sha256%3A1%22%2C%22A%22%3A%22b+c%22%7D&rm=1&forcerm=1");
-  const params = new URLSearchParams(buildQuery({ tags: [], dockerfile: "Dockerfile", buildArgs: {}, labels: { a: "1" }, noCache: true }));
+  const q = buildQuery({
+    tags: ["p/web:0123456789ab", "p/web:x"],
+    dockerfile: ".bake.Dockerfile",
+    buildArgs: { BAKE_PARENT: "sha256:1", A: "b c" },
+    labels: {},
+    noCache: false,
+  });
+  assert.is(
+    q,
+    "t=p%2Fweb%3A0123456789ab&t=p%2Fweb%3Ax&dockerfile=.bake.Dockerfile&buildargs=%7B%22BAKE_PARENT%22%3A%22sha256%3A1%22%2C%22A%22%3A%22b+c%22%7D&rm=1&forcerm=1",
+  );
+  const params = new URLSearchParams(
+    buildQuery({ tags: [], dockerfile: "Dockerfile", buildArgs: {}, labels: { a: "1" }, noCache: true }),
+  );
   assert.equal([...params.keys()], ["dockerfile", "buildargs", "labels", "nocache", "rm", "forcerm"]);
   assert.equal(JSON.parse(params.get("labels")!), { a: "1" });
 });

@@ -11,15 +11,36 @@ test("bake init writes bake.yml, a playbook of the user's own, a goss spec and a
   const dir = path.join(tempTree({}), "my-platform");
   const r = await bake(["init", dir], { cwd: path.dirname(dir) });
   assert.is(r.code, 0, r.stderr);
-  for (const f of ["bake.yml", "ansible/site.yml", "ansible/host.goss.yaml", ".gitignore", "containers/app/Dockerfile", "containers/host/Dockerfile"]) assert.ok(existsSync(path.join(dir, f)), f);
+  for (const f of [
+    "bake.yml",
+    "ansible/site.yml",
+    "ansible/host.goss.yaml",
+    ".gitignore",
+    "containers/app/Dockerfile",
+    "containers/host/Dockerfile",
+  ])
+    assert.ok(existsSync(path.join(dir, f)), f);
   assert.match(readFileSync(path.join(dir, "bake.yml"), "utf8"), /^project: my-platform$/m);
-  assert.equal(readFileSync(path.join(dir, ".gitignore"), "utf8").split("\n").filter((l) => l && !l.startsWith("#")), [".bake/", "bake-manifest.json", "bake-provenance.intoto.jsonl", ".env"]);
+  assert.equal(
+    readFileSync(path.join(dir, ".gitignore"), "utf8")
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#")),
+    [".bake/", "bake-manifest.json", "bake-provenance.intoto.jsonl", ".env"],
+  );
   // Its playbook names none of bake's roles: bake provisions the engine, the images and the services.
-  assert.not.match(readFileSync(path.join(dir, "ansible/site.yml"), "utf8"), /docker_host|preload|bake_agent|role: service/);
+  assert.not.match(
+    readFileSync(path.join(dir, "ansible/site.yml"), "utf8"),
+    /docker_host|preload|bake_agent|role: service/,
+  );
   const plan = await bake(["plan", "--target", "local", "--json"], { cwd: dir, env: offline });
   assert.is(plan.code, 0, plan.stderr);
   const nodes = JSON.parse(plan.stdout).nodes;
-  assert.equal(nodes.map((n: any) => `${n.kind}:${n.name}:${n.layer}`).sort(), ["ami:app-host:ami", "image:app:release", "image:base:base", "image:host:service"]);
+  assert.equal(nodes.map((n: any) => `${n.kind}:${n.name}:${n.layer}`).sort(), [
+    "ami:app-host:ami",
+    "image:app:release",
+    "image:base:base",
+    "image:host:service",
+  ]);
 });
 
 test("bake init overwrites nothing: exit 2 naming what is there; a bad project name is exit 2", async () => {

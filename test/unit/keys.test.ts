@@ -63,16 +63,25 @@ const FILES: Record<string, string> = {
   "ansible/roles/unused/tasks/main.yml": "- ansible.builtin.debug: { msg: unused }\n",
 };
 
-async function keysOf(dir: string, target: Target = "local", env: Record<string, string> = {}): Promise<Record<string, string>> {
+async function keysOf(
+  dir: string,
+  target: Target = "local",
+  env: Record<string, string> = {},
+): Promise<Record<string, string>> {
   const { readFileSync } = await import("node:fs");
   const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, env);
   const graph = buildGraph(config, target);
-  const keys = computeKeys(graph, await readInputDigests(config), target, { sourceAmi: new Map([["host", "ami-0123"]]), unresolved: new Map() });
+  const keys = computeKeys(graph, await readInputDigests(config), target, {
+    sourceAmi: new Map([["host", "ami-0123"]]),
+    unresolved: new Map(),
+  });
   return Object.fromEntries([...keys].map(([n, k]) => [n, k.key ?? "unknown"]));
 }
 
 function changedNodes(a: Record<string, string>, b: Record<string, string>): string[] {
-  return Object.keys(a).filter((n) => a[n] !== b[n]).sort();
+  return Object.keys(a)
+    .filter((n) => a[n] !== b[n])
+    .sort();
 }
 
 test("the same tree gives the same keys, in another folder and another file order", async () => {
@@ -88,22 +97,50 @@ test("the same tree gives the same keys, in another folder and another file orde
 const EDITS: [string, (dir: string) => void, string[]][] = [
   ["a file of the rel context", (d) => appendFileSync(path.join(d, "rel/main.py"), "#\n"), ["host", "rel"]],
   ["a new file in the rel context", (d) => writeFileSync(path.join(d, "rel/pkg/new.py"), ""), ["host", "rel"]],
-  ["the exception under an ignored folder", (d) => appendFileSync(path.join(d, "rel/build/keep.txt"), "!"), ["host", "rel"]],
+  [
+    "the exception under an ignored folder",
+    (d) => appendFileSync(path.join(d, "rel/build/keep.txt"), "!"),
+    ["host", "rel"],
+  ],
   ["rel's .dockerignore", (d) => appendFileSync(path.join(d, "rel/.dockerignore"), "pkg\n"), ["host", "rel"]],
   ["svc's Dockerfile", (d) => appendFileSync(path.join(d, "svc/Dockerfile"), "RUN true\n"), ["host", "rel", "svc"]],
   ["a file of svc's context", (d) => appendFileSync(path.join(d, "svc/app.py"), "#\n"), ["host", "rel", "svc"]],
-  ["svc's args", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace('A: "1"', 'A: "2"')), ["host", "rel", "svc"]],
-  ["the rootfs tarball", (d) => appendFileSync(path.join(d, "rootfs.tar"), "more"), ["base", "host", "hostimg", "other", "rel", "svc"]],
+  [
+    "svc's args",
+    (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace('A: "1"', 'A: "2"')),
+    ["host", "rel", "svc"],
+  ],
+  [
+    "the rootfs tarball",
+    (d) => appendFileSync(path.join(d, "rootfs.tar"), "more"),
+    ["base", "host", "hostimg", "other", "rel", "svc"],
+  ],
   // The local AMI's host starts from local.image: its key is part of the local AMI's.
-  ["the local host image's Dockerfile", (d) => appendFileSync(path.join(d, "hostimg/Dockerfile"), "RUN true\n"), ["host", "hostimg"]],
+  [
+    "the local host image's Dockerfile",
+    (d) => appendFileSync(path.join(d, "hostimg/Dockerfile"), "RUN true\n"),
+    ["host", "hostimg"],
+  ],
   ["other's Dockerfile", (d) => appendFileSync(path.join(d, "other/Dockerfile"), "RUN true\n"), ["other"]],
   ["the playbook", (d) => appendFileSync(path.join(d, "ansible/host.yml"), "# note\n"), ["host"]],
-  ["a file of a role the playbook uses", (d) => writeTree(d, { "ansible/roles/web/defaults/main.yml": "a: 1\n" }), ["host"]],
+  [
+    "a file of a role the playbook uses",
+    (d) => writeTree(d, { "ansible/roles/web/defaults/main.yml": "a: 1\n" }),
+    ["host"],
+  ],
   // Ansible can reach any of them (include_role with a templated name, group_vars, files/).
-  ["a role of the playbook's folder it does not name", (d) => appendFileSync(path.join(d, "ansible/roles/unused/tasks/main.yml"), "# x\n"), ["host"]],
+  [
+    "a role of the playbook's folder it does not name",
+    (d) => appendFileSync(path.join(d, "ansible/roles/unused/tasks/main.yml"), "# x\n"),
+    ["host"],
+  ],
   ["group_vars beside the playbook", (d) => writeTree(d, { "ansible/group_vars/all.yml": "port: 80\n" }), ["host"]],
   ["the executable bit of a context file", (d) => chmodSync(path.join(d, "rel/main.py"), 0o755), ["host", "rel"]],
-  ["the AMI's instance type", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("t3.small", "t3.large")), ["host"]],
+  [
+    "the AMI's instance type",
+    (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("t3.small", "t3.large")),
+    ["host"],
+  ],
 ];
 
 for (const [what, edit, expected] of EDITS) {
@@ -122,7 +159,14 @@ const NO_OPS: [string, (dir: string) => void][] = [
   ["group-write permission (umask)", (d) => chmodSync(path.join(d, "rel/main.py"), 0o664)],
   ["a file's modification time", (d) => utimesSync(path.join(d, "rel/main.py"), new Date(0), new Date(0))],
   ["a file beside bake.yml outside any context", (d) => writeFileSync(path.join(d, "NOTES.md"), "notes")],
-  ["retention (not an output)", (d) => writeFileSync(path.join(d, "bake.yml"), PIPELINE.replace("services: [rel]", "services: [rel]\n    retention: { keep: 9 }"))],
+  [
+    "retention (not an output)",
+    (d) =>
+      writeFileSync(
+        path.join(d, "bake.yml"),
+        PIPELINE.replace("services: [rel]", "services: [rel]\n    retention: { keep: 9 }"),
+      ),
+  ],
 ];
 
 for (const [what, edit] of NO_OPS) {
@@ -156,23 +200,34 @@ test("the AMI key depends on the target and, on aws, on the source AMI", async (
   const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, {});
   const graph = buildGraph(config);
   const inputs = await readInputDigests(config);
-  const withSource = (id: string) => computeKeys(graph, inputs, "aws", { sourceAmi: new Map([["host", id]]), unresolved: new Map() }).get("host")!.key;
+  const withSource = (id: string) =>
+    computeKeys(graph, inputs, "aws", { sourceAmi: new Map([["host", id]]), unresolved: new Map() }).get("host")!.key;
   assert.is.not(withSource("ami-0123"), withSource("ami-0456"));
-  const unknown = computeKeys(graph, inputs, "aws", { sourceAmi: new Map(), unresolved: new Map([["host", "no AWS credentials"]]) }).get("host")!;
+  const unknown = computeKeys(graph, inputs, "aws", {
+    sourceAmi: new Map(),
+    unresolved: new Map([["host", "no AWS credentials"]]),
+  }).get("host")!;
   assert.is(unknown.key, undefined);
   assert.is((unknown as any).unknownBecause, "no AWS credentials");
 });
 
 test("a bake.lock release pin changes the debootstrap base's key and everything above it", async () => {
   const dir = tempTree({
-    "bake.yml": "project: lock\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm } } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n  other: { rootfs: { tar: r.tar } }\n",
+    "bake.yml":
+      "project: lock\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm } } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n  other: { rootfs: { tar: r.tar } }\n",
     "app/Dockerfile": "FROM x\n",
     "r.tar": "t",
   });
   const unpinned = await keysOf(dir);
-  writeFileSync(path.join(dir, "bake.lock"), JSON.stringify({ debootstrap: { base: { release: "sha256:1", url: "http://127.0.0.1/x" } } }));
+  writeFileSync(
+    path.join(dir, "bake.lock"),
+    JSON.stringify({ debootstrap: { base: { release: "sha256:1", url: "http://127.0.0.1/x" } } }),
+  );
   const pinned = await keysOf(dir);
-  writeFileSync(path.join(dir, "bake.lock"), JSON.stringify({ debootstrap: { base: { release: "sha256:2", url: "http://127.0.0.1/x" } } }));
+  writeFileSync(
+    path.join(dir, "bake.lock"),
+    JSON.stringify({ debootstrap: { base: { release: "sha256:2", url: "http://127.0.0.1/x" } } }),
+  );
   const repinned = await keysOf(dir);
   assert.equal(changedNodes(unpinned, pinned), ["app", "base"]);
   assert.equal(changedNodes(pinned, repinned), ["app", "base"]);
@@ -183,16 +238,35 @@ test("the context listing follows .dockerignore: **, nested paths, ! exceptions,
   const listing = await listContext(dir, { dockerfile: path.join(dir, "Dockerfile") });
   assert.equal(
     listing.entries.map((e) => e.path),
-    [".dockerignore", "NOTES.MD", "README.md", "link", "nested", "nested/deep", "nested/deep/other.txt", "nested/docs", "nested/docs/x.md", "src", "src/c.TMP", "src/gen", "src/gen/keep.ts", "src/index.ts"],
+    [
+      ".dockerignore",
+      "NOTES.MD",
+      "README.md",
+      "link",
+      "nested",
+      "nested/deep",
+      "nested/deep/other.txt",
+      "nested/docs",
+      "nested/docs/x.md",
+      "src",
+      "src/c.TMP",
+      "src/gen",
+      "src/gen/keep.ts",
+      "src/index.ts",
+    ],
   );
   assert.equal(listing.alwaysSent, [".dockerignore", "Dockerfile"]);
 });
 
 test("a debootstrap base's key does not depend on the credentials its mirror URL carries", async () => {
-  const yml = (mirror: string) => `project: k\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "${mirror}" } } }\n`;
+  const yml = (mirror: string) =>
+    `project: k\nimages:\n  base: { rootfs: { debootstrap: { suite: bookworm, mirror: "${mirror}" } } }\n`;
   const keyWith = async (mirror: string) => {
     const config = parseConfig(yml(mirror), "bake.yml", tempTree({}), {});
-    return computeKeys(buildGraph(config), await readInputDigests(config), "local", { sourceAmi: new Map(), unresolved: new Map() }).get("base")!.key;
+    return computeKeys(buildGraph(config), await readInputDigests(config), "local", {
+      sourceAmi: new Map(),
+      unresolved: new Map(),
+    }).get("base")!.key;
   };
   assert.is(await keyWith("https://a:one@m.example/debian"), await keyWith("https://b:two@m.example/debian"));
   assert.is.not(await keyWith("https://m.example/debian"), await keyWith("https://other.example/debian"));
@@ -205,7 +279,10 @@ test("bake's own .env stays out of a context that holds it, unless .dockerignore
   writeFileSync(path.join(dir, ".dockerignore"), "*.md\n!.env\n");
   assert.equal(await paths(), [".dockerignore", ".env", "app.py", "sub", "sub/.env"]);
   // A context below the project does not hold it: nothing to withhold.
-  assert.equal((await listContext(path.join(dir, "sub"), { withhold: [path.join(dir, ".env")] })).entries.map((e) => e.path), [".env"]);
+  assert.equal(
+    (await listContext(path.join(dir, "sub"), { withhold: [path.join(dir, ".env")] })).entries.map((e) => e.path),
+    [".env"],
+  );
 });
 
 test("large files' digests are reused while size, times and inode stand, and recomputed when they change", async () => {
@@ -222,10 +299,15 @@ test("large files' digests are reused while size, times and inode stand, and rec
   first.save();
   // Prove the second run does not read the file: plant a different digest in the cache.
   write(cacheFile, read(cacheFile, "utf8").replace(real, "planted"));
-  assert.is((await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest, "planted");
+  assert.is(
+    (await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest,
+    "planted",
+  );
   appendFileSync(big, "x");
   utimes(big, past, past);
-  const changed = (await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest!;
+  const changed = (await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find(
+    (e) => e.path === "big.bin",
+  )!.digest!;
   assert.is.not(changed, "planted");
   assert.is.not(changed, real);
   // A file written moments ago is never taken from the cache.
@@ -233,11 +315,14 @@ test("large files' digests are reused while size, times and inode stand, and rec
   write(big, Buffer.alloc(2 << 20, 2));
   const racy = (await listContext(dir, { cache: fresh })).entries.find((e) => e.path === "big.bin")!.digest!;
   fresh.save();
-  assert.is((await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest, racy);
+  assert.is(
+    (await listContext(dir, { cache: new DigestCache(cacheFile) })).entries.find((e) => e.path === "big.bin")!.digest,
+    racy,
+  );
 });
 
 test("hashing streams large files (a 64 MiB file costs far less than 64 MiB of memory)", async () => {
-  const dir = tempTree({ "Dockerfile": "FROM x\n" });
+  const dir = tempTree({ Dockerfile: "FROM x\n" });
   const { openSync, writeSync, closeSync } = await import("node:fs");
   const fd = openSync(path.join(dir, "big.bin"), "w");
   const chunk = Buffer.alloc(1 << 20, 7);
@@ -254,12 +339,19 @@ test("large files hashed on worker threads, now or deferred, give the digests sh
   const { createHash } = await import("node:crypto");
   const { rmSync } = await import("node:fs");
   const { completeDigests } = await import("../../src/graph/context-files.js");
-  const dir = tempTree({ "Dockerfile": "FROM x\n", "small.txt": "small\n" });
+  const dir = tempTree({ Dockerfile: "FROM x\n", "small.txt": "small\n" });
   // Over 32 MiB in all, so that the workers (not the main thread) hash them.
-  const blobs = { "a.bin": Buffer.alloc(12 << 20, 1), "b.bin": Buffer.alloc(12 << 20, 2), "c.bin": Buffer.alloc(10 << 20, 3) };
+  const blobs = {
+    "a.bin": Buffer.alloc(12 << 20, 1),
+    "b.bin": Buffer.alloc(12 << 20, 2),
+    "c.bin": Buffer.alloc(10 << 20, 3),
+  };
   for (const [name, data] of Object.entries(blobs)) writeFileSync(path.join(dir, name), data);
-  const want = Object.fromEntries(Object.entries(blobs).map(([n, d]) => [n, createHash("sha256").update(d).digest("hex")]));
-  const digests = (entries: { path: string; digest?: string }[]) => Object.fromEntries(entries.filter((e) => e.path.endsWith(".bin")).map((e) => [e.path, e.digest]));
+  const want = Object.fromEntries(
+    Object.entries(blobs).map(([n, d]) => [n, createHash("sha256").update(d).digest("hex")]),
+  );
+  const digests = (entries: { path: string; digest?: string }[]) =>
+    Object.fromEntries(entries.filter((e) => e.path.endsWith(".bin")).map((e) => [e.path, e.digest]));
 
   assert.equal(digests((await listContext(dir)).entries), want);
   const deferred = await listContext(dir, { deferLarge: true });
@@ -280,7 +372,12 @@ test("large files hashed on worker threads, now or deferred, give the digests sh
 
 test("work is shared out by size, largest first onto the lightest thread", async () => {
   const { shareOut } = await import("../../src/graph/hash-workers.js");
-  const files = [{ path: "a", size: 10 }, { path: "b", size: 60 }, { path: "c", size: 30 }, { path: "d", size: 25 }];
+  const files = [
+    { path: "a", size: 10 },
+    { path: "b", size: 60 },
+    { path: "c", size: 30 },
+    { path: "d", size: 25 },
+  ];
   assert.equal(shareOut(files, 2), [["b"], ["c", "d", "a"]]);
   assert.equal(shareOut(files, 1), [["b", "c", "d", "a"]]);
   assert.equal(shareOut([{ path: "x", size: 1 }], 4), [["x"]]);

@@ -54,7 +54,11 @@ function importsOf(rel: string): string[] {
 
 test("every folder of src/ has a layer", () => {
   const rooms = new Set(sources().map(roomOf));
-  assert.equal([...rooms].filter((r) => !rank.has(r)), [], "add the new folder to LAYERS");
+  assert.equal(
+    [...rooms].filter((r) => !rank.has(r)),
+    [],
+    "add the new folder to LAYERS",
+  );
 });
 
 test("no import climbs to a higher layer or across to another folder of the same layer", () => {
@@ -67,8 +71,16 @@ test("no import climbs to a higher layer or across to another folder of the same
       climbs.push(`${file} -> ${target}`);
     }
   }
-  assert.equal(climbs.filter((c) => !KNOWN_CLIMBS.has(c)), [], "an import that climbs: move what it needs down, or the importer up");
-  assert.equal([...KNOWN_CLIMBS].filter((c) => !climbs.includes(c)), [], "a known climb is gone: take it off KNOWN_CLIMBS");
+  assert.equal(
+    climbs.filter((c) => !KNOWN_CLIMBS.has(c)),
+    [],
+    "an import that climbs: move what it needs down, or the importer up",
+  );
+  assert.equal(
+    [...KNOWN_CLIMBS].filter((c) => !climbs.includes(c)),
+    [],
+    "a known climb is gone: take it off KNOWN_CLIMBS",
+  );
 });
 
 test("no files import each other in a circle", () => {

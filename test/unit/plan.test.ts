@@ -38,41 +38,84 @@ const graph = buildGraph(config);
 const own = new Map(graph.order.map((n) => [n.name, { kind: n.kind, self: n.name }]));
 const localKeys = computeKeys(graph, own, "local", { sourceAmi: new Map(), unresolved: new Map() });
 const key = (n: string) => localKeys.get(n)!.key!;
-const record = (node: string, k: string, created = 1, inputs?: Record<string, string>): BakeImageRecord => ({ id: `sha256:${node}${created}`, tags: [`p/${node}:${k.slice(0, 12)}`], node, key: k, created, inputs });
+const record = (node: string, k: string, created = 1, inputs?: Record<string, string>): BakeImageRecord => ({
+  id: `sha256:${node}${created}`,
+  tags: [`p/${node}:${k.slice(0, 12)}`],
+  node,
+  key: k,
+  created,
+  inputs,
+});
 const state = (images: BakeImageRecord[]): WorldState => ({ images: { ok: true, value: images }, amis: new Map() });
 
 test("build order: dependencies first, by level, then kind, then name", () => {
-  assert.equal(graph.order.map((n) => n.name), ["alpha", "zeta", "side", "svc", "rel", "rel2", "host"]);
-  assert.equal(graph.levels.map((l) => l.map((n) => n.name)), [["alpha", "zeta"], ["side", "svc"], ["rel", "rel2"], ["host"]]);
+  assert.equal(
+    graph.order.map((n) => n.name),
+    ["alpha", "zeta", "side", "svc", "rel", "rel2", "host"],
+  );
+  assert.equal(
+    graph.levels.map((l) => l.map((n) => n.name)),
+    [["alpha", "zeta"], ["side", "svc"], ["rel", "rel2"], ["host"]],
+  );
 });
 
 test("selecting nodes brings their dependencies, in build order", () => {
-  assert.equal(selectWithDependencies(graph, ["rel"]).nodes.map((n) => n.name), ["zeta", "svc", "rel"]);
-  assert.equal(selectWithDependencies(graph, ["host", "side"]).nodes.map((n) => n.name), ["alpha", "zeta", "side", "svc", "rel", "host"]);
+  assert.equal(
+    selectWithDependencies(graph, ["rel"]).nodes.map((n) => n.name),
+    ["zeta", "svc", "rel"],
+  );
+  assert.equal(
+    selectWithDependencies(graph, ["host", "side"]).nodes.map((n) => n.name),
+    ["alpha", "zeta", "side", "svc", "rel", "host"],
+  );
   assert.equal(selectWithDependencies(graph, ["nope"]).unknown, ["nope"]);
 });
 
 test("findCycle names the cycle", () => {
-  assert.equal(findCycle([{ name: "a", deps: ["b"] }, { name: "b", deps: ["c"] }, { name: "c", deps: ["a"] }]), ["a", "b", "c"]);
-  assert.is(findCycle([{ name: "a", deps: ["b"] }, { name: "b", deps: [] }]), undefined);
+  assert.equal(
+    findCycle([
+      { name: "a", deps: ["b"] },
+      { name: "b", deps: ["c"] },
+      { name: "c", deps: ["a"] },
+    ]),
+    ["a", "b", "c"],
+  );
+  assert.is(
+    findCycle([
+      { name: "a", deps: ["b"] },
+      { name: "b", deps: [] },
+    ]),
+    undefined,
+  );
 });
 
 test("nothing built: everything builds, with its reason", () => {
   const plan = assemblePlan(graph.order, localKeys, state([]), "local");
-  assert.equal(plan.map((e) => [e.name, e.status, e.reason]), [
-    ["alpha", "build", "never built"],
-    ["zeta", "build", "never built"],
-    ["side", "build", "never built; alpha will build first"],
-    ["svc", "build", "never built; zeta will build first"],
-    ["rel", "build", "never built; svc will build first"],
-    ["rel2", "build", "never built; svc will build first"],
-    ["host", "build", "never built; zeta, rel will build first"],
-  ]);
+  assert.equal(
+    plan.map((e) => [e.name, e.status, e.reason]),
+    [
+      ["alpha", "build", "never built"],
+      ["zeta", "build", "never built"],
+      ["side", "build", "never built; alpha will build first"],
+      ["svc", "build", "never built; zeta will build first"],
+      ["rel", "build", "never built; svc will build first"],
+      ["rel2", "build", "never built; svc will build first"],
+      ["host", "build", "never built; zeta, rel will build first"],
+    ],
+  );
 });
 
 test("everything present: everything cached, naming the image", () => {
-  const plan = assemblePlan(graph.order, localKeys, state(graph.order.map((n) => record(n.name, key(n.name)))), "local");
-  assert.ok(plan.every((e) => e.status === "cached"), planJson(plan));
+  const plan = assemblePlan(
+    graph.order,
+    localKeys,
+    state(graph.order.map((n) => record(n.name, key(n.name)))),
+    "local",
+  );
+  assert.ok(
+    plan.every((e) => e.status === "cached"),
+    planJson(plan),
+  );
   assert.is(plan.find((e) => e.name === "svc")!.reason, `image p/svc:${key("svc").slice(0, 12)} has this key`);
   assert.is(plan.find((e) => e.name === "svc")!.existing, "sha256:svc1");
 });
@@ -82,14 +125,24 @@ test("a changed input is named against the newest earlier build", () => {
   const now = { ...old, context: "c2" };
   const keys = new Map(localKeys);
   keys.set("svc", { key: keyOf(now), inputs: now });
-  const images = [...graph.order.filter((n) => n.name !== "svc").map((n) => record(n.name, key(n.name))), record("svc", "0".repeat(64), 1, { ...old, dockerfile: "d0" }), record("svc", "a".repeat(64), 2, old)];
+  const images = [
+    ...graph.order.filter((n) => n.name !== "svc").map((n) => record(n.name, key(n.name))),
+    record("svc", "0".repeat(64), 1, { ...old, dockerfile: "d0" }),
+    record("svc", "a".repeat(64), 2, old),
+  ];
   const plan = assemblePlan(graph.order, keys, state(images), "local");
   assert.equal(plan.find((e) => e.name === "svc")!.reason, "build context changed since aaaaaaaaaaaa");
   assert.is(plan.find((e) => e.name === "svc")!.status, "build");
 });
 
 test("the image a rebuild is compared with: the one `latest` names, else the newest, ties broken by id in any order", () => {
-  const r = (id: string, created: number, tags: string[] = []): BakeImageRecord => ({ id, tags, node: "svc", key: id.repeat(64).slice(0, 64), created });
+  const r = (id: string, created: number, tags: string[] = []): BakeImageRecord => ({
+    id,
+    tags,
+    node: "svc",
+    key: id.repeat(64).slice(0, 64),
+    created,
+  });
   const tied = [r("a", 5), r("c", 5), r("b", 5)];
   assert.is(previousImage(tied)!.id, "c");
   assert.is(previousImage([...tied].reverse())!.id, "c");
@@ -98,12 +151,20 @@ test("the image a rebuild is compared with: the one `latest` names, else the new
 });
 
 test("engine unreachable: the graph and keys are still shown, every status unknown with why", () => {
-  const plan = assemblePlan(graph.order, localKeys, { images: { ok: false, reason: "docker engine unreachable at unix:///x.sock (ENOENT)" }, amis: new Map() }, "local");
+  const plan = assemblePlan(
+    graph.order,
+    localKeys,
+    { images: { ok: false, reason: "docker engine unreachable at unix:///x.sock (ENOENT)" }, amis: new Map() },
+    "local",
+  );
   assert.ok(plan.every((e) => e.status === "unknown" && e.key && /unreachable/.test(e.reason)));
 });
 
 test("aws target: an AMI without a known source has an unknown key and says why", () => {
-  const keys = computeKeys(graph, own, "aws", { sourceAmi: new Map(), unresolved: new Map([["host", "no AWS credentials"]]) });
+  const keys = computeKeys(graph, own, "aws", {
+    sourceAmi: new Map(),
+    unresolved: new Map([["host", "no AWS credentials"]]),
+  });
   const plan = assemblePlan(graph.order, keys, state([]), "aws");
   const host = plan.find((e) => e.name === "host")!;
   assert.equal([host.key, host.status, host.reason], [null, "unknown", "key unknown: no AWS credentials"]);
@@ -111,7 +172,9 @@ test("aws target: an AMI without a known source has an unknown key and says why"
 
 test("aws target: an AMI carrying the key is cached", () => {
   const keys = computeKeys(graph, own, "aws", { sourceAmi: new Map([["host", "ami-1"]]), unresolved: new Map() });
-  const amis = new Map([["host", { ok: true as const, value: { imageId: "ami-0abc", name: "p-host", created: "", tags: {} } }]]);
+  const amis = new Map([
+    ["host", { ok: true as const, value: { imageId: "ami-0abc", name: "p-host", created: "", tags: {} } }],
+  ]);
   const plan = assemblePlan(graph.order, keys, { images: { ok: true, value: [] }, amis }, "aws");
   assert.equal(plan.find((e) => e.name === "host")!.status, "cached");
   assert.match(plan.find((e) => e.name === "host")!.reason, /ami-0abc in us-east-1/);
@@ -124,8 +187,20 @@ test("aws target: a rebuild names what changed since the AMI bake-manifest.json 
   const now = keys.get("host")!.inputs;
   const before = { ...now, "ansible:group_vars/all.yml": "old", "ansible:gone.yml": "x" };
   const plan = (target: string) =>
-    assemblePlan(graph.order, keys, { images: { ok: true, value: images }, amis: new Map([["host", { ok: true as const, value: undefined }]]), lastBaked: new Map([["host", { key: "f".repeat(64), target, inputs: before }]]) }, "aws").find((e) => e.name === "host")!;
-  assert.equal([plan("aws").status, plan("aws").reason], ["build", "playbook inputs gone.yml, group_vars/all.yml changed since ffffffffffff"]);
+    assemblePlan(
+      graph.order,
+      keys,
+      {
+        images: { ok: true, value: images },
+        amis: new Map([["host", { ok: true as const, value: undefined }]]),
+        lastBaked: new Map([["host", { key: "f".repeat(64), target, inputs: before }]]),
+      },
+      "aws",
+    ).find((e) => e.name === "host")!;
+  assert.equal(
+    [plan("aws").status, plan("aws").reason],
+    ["build", "playbook inputs gone.yml, group_vars/all.yml changed since ffffffffffff"],
+  );
   assert.is(plan("local").reason, "no AMI in us-east-1 is tagged with this key");
 });
 
@@ -139,9 +214,24 @@ test("plan --json has exactly the contract's fields", () => {
 test("plan --matrix: only what builds, grouped by level so each level's jobs can need the one before", () => {
   const images = [record("alpha", key("alpha")), record("side", key("side"))];
   const plan = assemblePlan(graph.order, localKeys, state(images), "local");
-  const matrix = planMatrix(plan, graph.levels.map((l) => l.map((n) => n.name)));
-  assert.equal(matrix.include.map((m) => [m.node, m.level]), [["zeta", 0], ["svc", 1], ["rel", 2], ["rel2", 2], ["host", 3]]);
-  assert.equal(matrix.levels.map((l) => l.include.map((m) => m.node)), [["zeta"], ["svc"], ["rel", "rel2"], ["host"]]);
+  const matrix = planMatrix(
+    plan,
+    graph.levels.map((l) => l.map((n) => n.name)),
+  );
+  assert.equal(
+    matrix.include.map((m) => [m.node, m.level]),
+    [
+      ["zeta", 0],
+      ["svc", 1],
+      ["rel", 2],
+      ["rel2", 2],
+      ["host", 3],
+    ],
+  );
+  assert.equal(
+    matrix.levels.map((l) => l.include.map((m) => m.node)),
+    [["zeta"], ["svc"], ["rel", "rel2"], ["host"]],
+  );
   assert.is(matrix.include[0].key, key("zeta"));
 });
 

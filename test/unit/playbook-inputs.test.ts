@@ -3,7 +3,13 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ansibleConfigFile, ansibleInputs, configuredRolesPaths, iniValue, roleDependencies } from "../../src/graph/playbook-inputs.js";
+import {
+  ansibleConfigFile,
+  ansibleInputs,
+  configuredRolesPaths,
+  iniValue,
+  roleDependencies,
+} from "../../src/graph/playbook-inputs.js";
 import { ConfigError } from "../../src/errors.js";
 import { amiInputs } from "../../src/graph/inputs.js";
 import { keyOf } from "../../src/graph/keys.js";
@@ -73,14 +79,30 @@ test("the ansible.cfg Ansible reads: ANSIBLE_CONFIG, then the playbook's folder,
   assert.is(ansibleConfigFile(playbook, dir, { ...HOME, ANSIBLE_CONFIG: "own.cfg" }), path.join(dir, "own.cfg"));
   const bare = tempTree({ "pb/site.yml": "- hosts: all\n", "ansible.cfg": "[defaults]\n" });
   assert.is(ansibleConfigFile(path.join(bare, "pb/site.yml"), bare, HOME), path.join(bare, "ansible.cfg"));
-  assert.equal(configuredRolesPaths(path.join(dir, "ansible/ansible.cfg"), dir, HOME), [path.join(dir, "vendor/roles"), "/nonexistent-home/nowhere"]);
-  assert.equal(configuredRolesPaths(undefined, dir, { ...HOME, ANSIBLE_ROLES_PATH: "r1:/abs" }), [path.join(dir, "r1"), "/abs"]);
-  assert.is(iniValue("[other]\nroles_path=x\n[defaults]\nroles_path: a:b ; not a comment here\n", "defaults", "roles_path"), "a:b ; not a comment here");
+  assert.equal(configuredRolesPaths(path.join(dir, "ansible/ansible.cfg"), dir, HOME), [
+    path.join(dir, "vendor/roles"),
+    "/nonexistent-home/nowhere",
+  ]);
+  assert.equal(configuredRolesPaths(undefined, dir, { ...HOME, ANSIBLE_ROLES_PATH: "r1:/abs" }), [
+    path.join(dir, "r1"),
+    "/abs",
+  ]);
+  assert.is(
+    iniValue("[other]\nroles_path=x\n[defaults]\nroles_path: a:b ; not a comment here\n", "defaults", "roles_path"),
+    "a:b ; not a comment here",
+  );
 });
 
 test("an edit of any file Ansible reads moves the AMI's key, and the change is named", async () => {
   const dir = project();
-  const ami = { name: "host", builder: "ebs", region: "us-east-1", source: {}, instanceType: "t3.small", playbook: path.join(dir, "ansible/host.yml") } as unknown as AmiNode;
+  const ami = {
+    name: "host",
+    builder: "ebs",
+    region: "us-east-1",
+    source: {},
+    instanceType: "t3.small",
+    playbook: path.join(dir, "ansible/host.yml"),
+  } as unknown as AmiNode;
   const before = await amiInputs(ami, dir);
   for (const [file, name] of [
     ["ansible/group_vars/all.yml", "group_vars/all.yml"],
@@ -100,18 +122,25 @@ test("an edit of any file Ansible reads moves the AMI's key, and the change is n
     writeFileSync(path.join(dir, file), original);
   }
   // What .bakeignore leaves out, bake's own state and files Ansible is not pointed at do not count.
-  for (const file of ["ansible/README.md", "ansible/scratch/tmp.txt", "ansible/x.retry", "shared/unrelated.yml"]) writeFileSync(path.join(dir, file), "changed\n");
+  for (const file of ["ansible/README.md", "ansible/scratch/tmp.txt", "ansible/x.retry", "shared/unrelated.yml"])
+    writeFileSync(path.join(dir, file), "changed\n");
   assert.is(keyOf(await amiInputs(ami, dir)), keyOf(before));
 });
 
 test("a role dependency that names no role is a config error at its line, through the CLI too (exit 2, no stack trace)", async () => {
   const dir = tempTree({
-    "bake.yml": "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
+    "bake.yml":
+      "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
     "r.tar": "x",
     "ansible/host.yml": "- hosts: all\n  roles: [web]\n",
     "ansible/roles/web/meta/main.yml": "---\ndependencies:\n  - role: common\n  - when: true\n",
   });
-  assert.throws(() => roleDependencies(path.join(dir, "ansible/roles/web/meta/main.yml"), dir), (e: any) => e instanceof ConfigError && e.describe().startsWith("ansible/roles/web/meta/main.yml:4:5: a role dependency names no role"));
+  assert.throws(
+    () => roleDependencies(path.join(dir, "ansible/roles/web/meta/main.yml"), dir),
+    (e: any) =>
+      e instanceof ConfigError &&
+      e.describe().startsWith("ansible/roles/web/meta/main.yml:4:5: a role dependency names no role"),
+  );
   const r = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
   assert.is(r.code, 2, r.stderr);
   assert.match(r.stderr, /^error: ansible\/roles\/web\/meta\/main\.yml:4:5: a role dependency names no role/m);
@@ -120,39 +149,75 @@ test("a role dependency that names no role is a config error at its line, throug
 
 test("a playbook that names one of bake's own roles is a config error at its line (exit 2); a project's own role of that name is its own", async () => {
   const files = {
-    "bake.yml": "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
+    "bake.yml":
+      "project: p\nimages:\n  base: { rootfs: { tar: r.tar } }\namis:\n  host:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: x }\n    instance_type: t3.small\n    playbook: ansible/host.yml\n    preload: [base]\n",
     "r.tar": "x",
     "ansible/host.yml": "- name: Host\n  hosts: all\n  roles:\n    - role: web\n    - role: preload\n",
     "ansible/roles/web/tasks/main.yml": "- ansible.builtin.include_role:\n    name: docker_host\n",
   };
   const dir = tempTree(files);
-  assert.throws(() => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME), (e: any) => e instanceof ConfigError && /^ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own/.test(e.describe()));
+  assert.throws(
+    () => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME),
+    (e: any) =>
+      e instanceof ConfigError &&
+      /^ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own/.test(e.describe()),
+  );
   const r = await bake(["plan", "--target", "local"], { cwd: dir, env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
   assert.is(r.code, 2, r.stderr);
-  assert.match(r.stderr, /^error: ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own: bake installs the engine/m);
+  assert.match(
+    r.stderr,
+    /^error: ansible\/roles\/web\/tasks\/main\.yml:2:11: role "docker_host" is bake's own: bake installs the engine/m,
+  );
   assert.match(r.stderr, /fix: remove it from the playbook/);
   assert.not.match(r.stderr, /\n\s+at /);
   // The role named in the play itself, at its line.
   writeFileSync(path.join(dir, "ansible/roles/web/tasks/main.yml"), "- ansible.builtin.debug: { msg: hi }\n");
-  assert.throws(() => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME), (e: any) => e instanceof ConfigError && e.describe().startsWith('ansible/host.yml:5:13: role "preload" is bake\'s own'));
+  assert.throws(
+    () => ansibleInputs(path.join(dir, "ansible/host.yml"), dir, HOME),
+    (e: any) =>
+      e instanceof ConfigError && e.describe().startsWith('ansible/host.yml:5:13: role "preload" is bake\'s own'),
+  );
   // A project that has a role of that name uses its own.
-  const own = tempTree({ ...files, "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n", "ansible/roles/preload/tasks/main.yml": "- ansible.builtin.debug: { msg: mine }\n" });
-  assert.ok(ansibleInputs(path.join(own, "ansible/host.yml"), own, HOME).some((i) => i.name === "roles/preload/tasks/main.yml"));
+  const own = tempTree({
+    ...files,
+    "ansible/roles/web/tasks/main.yml": "- ansible.builtin.debug: { msg: hi }\n",
+    "ansible/roles/preload/tasks/main.yml": "- ansible.builtin.debug: { msg: mine }\n",
+  });
+  assert.ok(
+    ansibleInputs(path.join(own, "ansible/host.yml"), own, HOME).some((i) => i.name === "roles/preload/tasks/main.yml"),
+  );
 });
 
 test("bake's own provisioning is an input of every AMI's key, named in the plan when it changes; an AMI needs no playbook", async () => {
   const dir = project();
-  const ami = { name: "host", builder: "ebs", region: "us-east-1", source: {}, instanceType: "t3.small", engine: "bake" } as unknown as AmiNode;
+  const ami = {
+    name: "host",
+    builder: "ebs",
+    region: "us-east-1",
+    source: {},
+    instanceType: "t3.small",
+    engine: "bake",
+  } as unknown as AmiNode;
   const inputs = await amiInputs(ami, dir);
   assert.match(inputs.provisioning, /^[0-9a-f]{64}$/);
-  assert.equal(Object.keys(inputs).filter((k) => k.startsWith("ansible:")), [], "no playbook, no playbook inputs");
-  assert.is(describeInputs(changedInputs({ ...inputs, provisioning: "0".repeat(64) }, inputs)!), "bake's host provisioning");
+  assert.equal(
+    Object.keys(inputs).filter((k) => k.startsWith("ansible:")),
+    [],
+    "no playbook, no playbook inputs",
+  );
+  assert.is(
+    describeInputs(changedInputs({ ...inputs, provisioning: "0".repeat(64) }, inputs)!),
+    "bake's host provisioning",
+  );
   const own = await amiInputs({ ...ami, engine: "own" } as AmiNode, dir);
   assert.is.not(keyOf(own), keyOf(inputs), "engine: own is another key");
 });
 
 test("many changed files are summed up", () => {
-  assert.is(describeInputs(["ansible:a", "ansible:b", "spec", "ansible:c", "ansible:d", "ansible:e", "ansible:f", "ansible:g"]), "AMI settings, playbook inputs a, b, c, d, e and 2 more");
+  assert.is(
+    describeInputs(["ansible:a", "ansible:b", "spec", "ansible:c", "ansible:d", "ansible:e", "ansible:f", "ansible:g"]),
+    "AMI settings, playbook inputs a, b, c, d, e and 2 more",
+  );
 });
 
 test.run();

@@ -18,34 +18,140 @@ import { execa } from "execa";
 import { planVmRetention } from "../../src/prune/plan.js";
 
 test("QEMU: the disk's kernel booted directly, no display, every forward on 127.0.0.1 only", () => {
-  const args = vmArgs({ disk: "/d/disk.raw", format: "raw", kernel: "/d/vmlinuz", initrd: "/d/initrd.img", append: KERNEL_CMDLINE, memory: 2048, cpus: 2, accelerator: "tcg", forwards: [{ host: 40022, guest: 22 }, { host: 40080, guest: 8080 }], serialLog: "/d/serial.log", pidFile: "/d/qemu.pid" });
+  const args = vmArgs({
+    disk: "/d/disk.raw",
+    format: "raw",
+    kernel: "/d/vmlinuz",
+    initrd: "/d/initrd.img",
+    append: KERNEL_CMDLINE,
+    memory: 2048,
+    cpus: 2,
+    accelerator: "tcg",
+    forwards: [
+      { host: 40022, guest: 22 },
+      { host: 40080, guest: 8080 },
+    ],
+    serialLog: "/d/serial.log",
+    pidFile: "/d/qemu.pid",
+  });
   assert.equal(args, [
-    "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "2048",
-    "-kernel", "/d/vmlinuz", "-initrd", "/d/initrd.img", "-append", "root=/dev/vda rw console=ttyS0 panic=10",
-    "-drive", "file=/d/disk.raw,if=virtio,format=raw,cache=unsafe",
-    "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40080-:8080",
-    "-device", "virtio-net-pci,netdev=net0",
-    "-display", "none", "-monitor", "none", "-serial", "file:/d/serial.log", "-pidfile", "/d/qemu.pid",
+    "-machine",
+    "q35,accel=tcg",
+    "-cpu",
+    "max",
+    "-smp",
+    "2",
+    "-m",
+    "2048",
+    "-kernel",
+    "/d/vmlinuz",
+    "-initrd",
+    "/d/initrd.img",
+    "-append",
+    "root=/dev/vda rw console=ttyS0 panic=10",
+    "-drive",
+    "file=/d/disk.raw,if=virtio,format=raw,cache=unsafe",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40080-:8080",
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    "file:/d/serial.log",
+    "-pidfile",
+    "/d/qemu.pid",
   ]);
-  assert.ok(vmArgs({ disk: "d", format: "qcow2", kernel: "k", initrd: "i", append: "a", memory: 1, cpus: 1, accelerator: "kvm", forwards: [], serialLog: "s", pidFile: "p" }).includes("host"));
+  assert.ok(
+    vmArgs({
+      disk: "d",
+      format: "qcow2",
+      kernel: "k",
+      initrd: "i",
+      append: "a",
+      memory: 1,
+      cpus: 1,
+      accelerator: "kvm",
+      forwards: [],
+      serialLog: "s",
+      pidFile: "p",
+    }).includes("host"),
+  );
   // A comma in the project's path is doubled, as QEMU's option syntax asks.
-  assert.ok(vmArgs({ disk: "/home/a,b/.bake/vm/x/boot-1/disk.raw", format: "raw", kernel: "k", initrd: "i", append: "a", memory: 1, cpus: 1, accelerator: "tcg", forwards: [], serialLog: "s", pidFile: "p" }).includes("file=/home/a,,b/.bake/vm/x/boot-1/disk.raw,if=virtio,format=raw,cache=unsafe"));
+  assert.ok(
+    vmArgs({
+      disk: "/home/a,b/.bake/vm/x/boot-1/disk.raw",
+      format: "raw",
+      kernel: "k",
+      initrd: "i",
+      append: "a",
+      memory: 1,
+      cpus: 1,
+      accelerator: "tcg",
+      forwards: [],
+      serialLog: "s",
+      pidFile: "p",
+    }).includes("file=/home/a,,b/.bake/vm/x/boot-1/disk.raw,if=virtio,format=raw,cache=unsafe"),
+  );
 });
 
 test("the accelerator probe: a kernel with no root disk, and QEMU exits when it panics", () => {
-  assert.equal(probeArgs("/k", "kvm", "/s.log"), ["-machine", "q35,accel=kvm", "-m", "256", "-no-reboot", "-display", "none", "-monitor", "none", "-serial", "file:/s.log", "-kernel", "/k", "-append", "console=ttyS0 panic=-1 root=/dev/bake-probe-none"]);
+  assert.equal(probeArgs("/k", "kvm", "/s.log"), [
+    "-machine",
+    "q35,accel=kvm",
+    "-m",
+    "256",
+    "-no-reboot",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    "file:/s.log",
+    "-kernel",
+    "/k",
+    "-append",
+    "console=ttyS0 panic=-1 root=/dev/bake-probe-none",
+  ]);
 });
 
 test("SSH: only the pinned host key, the bake's key only, 127.0.0.1 and the forwarded port; forwards to a Unix socket", () => {
-  const t = { port: 40022, key: "/d/id_ed25519", user: "root", knownHosts: "/d/boot-1/known_hosts", hostKeyAlias: "bake-boot-test" };
+  const t = {
+    port: 40022,
+    key: "/d/id_ed25519",
+    user: "root",
+    knownHosts: "/d/boot-1/known_hosts",
+    hostKeyAlias: "bake-boot-test",
+  };
   const args = sshArgs(t, "systemctl is-system-running");
   assert.equal(args.slice(-3), ["root@127.0.0.1", "--", "systemctl is-system-running"]);
-  for (const o of ["BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/d/boot-1/known_hosts", "GlobalKnownHostsFile=/dev/null", "HostKeyAlias=bake-boot-test", "HostKeyAlgorithms=ssh-ed25519", "IdentitiesOnly=yes"]) assert.ok(args.includes(o), o);
+  for (const o of [
+    "BatchMode=yes",
+    "StrictHostKeyChecking=yes",
+    "UserKnownHostsFile=/d/boot-1/known_hosts",
+    "GlobalKnownHostsFile=/dev/null",
+    "HostKeyAlias=bake-boot-test",
+    "HostKeyAlgorithms=ssh-ed25519",
+    "IdentitiesOnly=yes",
+  ])
+    assert.ok(args.includes(o), o);
   assert.not.ok(args.some((a) => /StrictHostKeyChecking=no|UserKnownHostsFile=\/dev\/null/.test(a)));
   assert.equal(args.slice(args.indexOf("-i"), args.indexOf("-i") + 4), ["-i", "/d/id_ed25519", "-p", "40022"]);
   const fwd = forwardArgs(t, "/tmp/bake-probe-x/http.sock", 8080);
-  assert.equal(fwd.slice(-6), ["ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L", "/tmp/bake-probe-x/http.sock:127.0.0.1:8080", "root@127.0.0.1"]);
-  assert.equal(knownHostsLine("bake-boot-test", "ssh-ed25519 AAAAC3Nza bake-boot-test\n"), "bake-boot-test ssh-ed25519 AAAAC3Nza\n");
+  assert.equal(fwd.slice(-6), [
+    "ExitOnForwardFailure=yes",
+    "-o",
+    "StreamLocalBindUnlink=yes",
+    "-L",
+    "/tmp/bake-probe-x/http.sock:127.0.0.1:8080",
+    "root@127.0.0.1",
+  ]);
+  assert.equal(
+    knownHostsLine("bake-boot-test", "ssh-ed25519 AAAAC3Nza bake-boot-test\n"),
+    "bake-boot-test ssh-ed25519 AAAAC3Nza\n",
+  );
 });
 
 test("a boot's host key: made for it, pinned in a known_hosts only its user reads", async () => {
@@ -69,7 +175,18 @@ test("QEMU whose SSH port another process took first starts again on another por
   try {
     // A kernel that does not exist: QEMU sets up its network first, so the taken port fails it
     // at once, and on a free port it gets as far as the kernel and exits for that reason.
-    const vm = { disk: path.join(dir, "disk.raw"), format: "raw" as const, kernel: path.join(dir, "no-kernel"), initrd: path.join(dir, "no-initrd"), append: KERNEL_CMDLINE, memory: 64, cpus: 1, accelerator: "tcg" as const, serialLog: path.join(dir, "serial.log"), pidFile: path.join(dir, "qemu.pid") };
+    const vm = {
+      disk: path.join(dir, "disk.raw"),
+      format: "raw" as const,
+      kernel: path.join(dir, "no-kernel"),
+      initrd: path.join(dir, "no-initrd"),
+      append: KERNEL_CMDLINE,
+      memory: 64,
+      cpus: 1,
+      accelerator: "tcg" as const,
+      serialLog: path.join(dir, "serial.log"),
+      pidFile: path.join(dir, "qemu.pid"),
+    };
     writeFileSync(vm.disk, Buffer.alloc(1024));
     const started = await startVmForwardingSsh(vm, 5, async () => {
       const port = picked.length ? await freePort() : takenPort;
@@ -87,17 +204,31 @@ test("QEMU whose SSH port another process took first starts again on another por
 });
 
 test("e2fsprogs: mkfs.ext4 fills the image from the folder; debugfs requests make folders, write, set mode and owner", () => {
-  assert.equal(mkfsArgs("/r", "/d/disk.raw", "4G"), ["-q", "-F", "-t", "ext4", "-L", "bake-root", "-d", "/r", "/d/disk.raw", "4G"]);
-  assert.equal(writeRequests([{ path: "/root/.ssh/authorized_keys", local: "/t/f0", mode: 0o600 }], { "/root/.ssh": 0o700 }), [
-    "mkdir /root",
-    "mkdir /root/.ssh",
-    "set_inode_field /root/.ssh mode 040700",
-    "rm /root/.ssh/authorized_keys",
-    "write /t/f0 /root/.ssh/authorized_keys",
-    "set_inode_field /root/.ssh/authorized_keys mode 0100600",
-    "set_inode_field /root/.ssh/authorized_keys uid 0",
-    "set_inode_field /root/.ssh/authorized_keys gid 0",
+  assert.equal(mkfsArgs("/r", "/d/disk.raw", "4G"), [
+    "-q",
+    "-F",
+    "-t",
+    "ext4",
+    "-L",
+    "bake-root",
+    "-d",
+    "/r",
+    "/d/disk.raw",
+    "4G",
   ]);
+  assert.equal(
+    writeRequests([{ path: "/root/.ssh/authorized_keys", local: "/t/f0", mode: 0o600 }], { "/root/.ssh": 0o700 }),
+    [
+      "mkdir /root",
+      "mkdir /root/.ssh",
+      "set_inode_field /root/.ssh mode 040700",
+      "rm /root/.ssh/authorized_keys",
+      "write /t/f0 /root/.ssh/authorized_keys",
+      "set_inode_field /root/.ssh/authorized_keys mode 0100600",
+      "set_inode_field /root/.ssh/authorized_keys uid 0",
+      "set_inode_field /root/.ssh/authorized_keys gid 0",
+    ],
+  );
 });
 
 test("a debootstrapped folder becomes a VM host: fstab, DHCP, resolver, host keys made at first boot, units enabled", () => {
@@ -109,15 +240,31 @@ test("a debootstrapped folder becomes a VM host: fstab, DHCP, resolver, host key
   assert.match(readFileSync(path.join(dir, "etc/fstab"), "utf8"), /^\/dev\/vda \/ ext4/m);
   assert.equal(readFileSync(path.join(dir, "etc/machine-id"), "utf8"), "");
   assert.not.ok(existsSync(path.join(dir, "etc/ssh/ssh_host_ed25519_key")));
-  assert.equal(readlinkSync(path.join(dir, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service")), "/lib/systemd/system/systemd-networkd.service");
-  assert.match(readFileSync(path.join(dir, "etc/systemd/system/ssh.service.d/bake-host-keys.conf"), "utf8"), /ExecStartPre=\/usr\/bin\/ssh-keygen -A/);
+  assert.equal(
+    readlinkSync(path.join(dir, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service")),
+    "/lib/systemd/system/systemd-networkd.service",
+  );
+  assert.match(
+    readFileSync(path.join(dir, "etc/systemd/system/ssh.service.d/bake-host-keys.conf"), "utf8"),
+    /ExecStartPre=\/usr\/bin\/ssh-keygen -A/,
+  );
   rmSync(dir, { recursive: true, force: true });
 });
 
 test("the disk's digest follows its spec, its size and bake's files", () => {
-  const vm = (include: string[], diskSize = "4G"): VmSpec => ({ rootfs: { debootstrap: { suite: "bookworm", include } }, diskSize, memory: 2048, cpus: 2, position: { file: "bake.yml", line: 1, column: 1 } });
+  const vm = (include: string[], diskSize = "4G"): VmSpec => ({
+    rootfs: { debootstrap: { suite: "bookworm", include } },
+    diskSize,
+    memory: 2048,
+    cpus: 2,
+    position: { file: "bake.yml", line: 1, column: 1 },
+  });
   const a = vmDiskDigest(vm(["python3"]));
-  assert.equal(vmDiskDigest({ ...vm(["python3"]), memory: 4096, cpus: 4 }), a, "memory and CPUs are how it runs, not what it is");
+  assert.equal(
+    vmDiskDigest({ ...vm(["python3"]), memory: 4096, cpus: 4 }),
+    a,
+    "memory and CPUs are how it runs, not what it is",
+  );
   assert.is.not(vmDiskDigest(vm(["python3", "curl"])), a);
   assert.is.not(vmDiskDigest(vm(["python3"], "8G")), a);
   assert.ok(Object.keys(VM_ROOTFS_FILES).includes("etc/resolv.conf"));
@@ -129,15 +276,35 @@ test("a VM host's runtime environment holds the pass_env values only (its own en
 });
 
 test("prune keeps a vm disk with the current key, the newest `keep` and any a bake holds; removes unfinished ones", () => {
-  const disk = (key: string | undefined, day: number, inUse = false) => ({ path: `/p/.bake/vm/host-${(key ?? "unfinished000").slice(0, 12)}`, key, created: `2026-12-0${day}T00:00:00.000Z`, bytes: 512 * 2 ** 20, inUse });
-  const decisions = planVmRetention("host", [disk("a".repeat(64), 1), disk("b".repeat(64), 2), disk("c".repeat(64), 3), disk(undefined, 4), disk("d".repeat(64), 5, true)], 1, "a".repeat(64));
-  assert.equal(decisions.map((d) => [d.key.slice(0, 1), d.action, d.reason]), [
-    ["d", "keep", "a bake is using it (512 MiB)"],
-    ["", "remove", "left by a bake that did not finish (512 MiB)"],
-    ["c", "keep", "one of the newest 1"],
-    ["b", "remove", "older than the newest 1 (512 MiB)"],
-    ["a", "keep", "carries the current key"],
-  ]);
+  const disk = (key: string | undefined, day: number, inUse = false) => ({
+    path: `/p/.bake/vm/host-${(key ?? "unfinished000").slice(0, 12)}`,
+    key,
+    created: `2026-12-0${day}T00:00:00.000Z`,
+    bytes: 512 * 2 ** 20,
+    inUse,
+  });
+  const decisions = planVmRetention(
+    "host",
+    [
+      disk("a".repeat(64), 1),
+      disk("b".repeat(64), 2),
+      disk("c".repeat(64), 3),
+      disk(undefined, 4),
+      disk("d".repeat(64), 5, true),
+    ],
+    1,
+    "a".repeat(64),
+  );
+  assert.equal(
+    decisions.map((d) => [d.key.slice(0, 1), d.action, d.reason]),
+    [
+      ["d", "keep", "a bake is using it (512 MiB)"],
+      ["", "remove", "left by a bake that did not finish (512 MiB)"],
+      ["c", "keep", "one of the newest 1"],
+      ["b", "remove", "older than the newest 1 (512 MiB)"],
+      ["a", "keep", "carries the current key"],
+    ],
+  );
   assert.ok(decisions.every((d) => d.kind === "vm" && d.where === "local"));
 });
 
