@@ -1,6 +1,6 @@
 # bake: every target does its own set-up and is safe to run twice.
 SHELL := /bin/bash
-.PHONY: setup services build demo test test-fast test-unit test-it bench lint schema clean
+.PHONY: setup services build demo test test-fast test-unit test-it bench lint format format-check schema clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,7 +29,16 @@ test-it: services
 bench: services
 	@bash bench/run.sh
 
-lint: setup
+# The formatter and the layers are checked, not remembered: CI runs both (.ci/run, make test).
+FORMATTED = "src/**/*.{ts,cts}" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
+
+format: setup
+	npx prettier --write --log-level warn $(FORMATTED)
+
+format-check: setup
+	npx prettier --check --log-level warn $(FORMATTED)
+
+lint: format-check
 	npx tsc -p tsconfig.json --noEmit
 	shellcheck scripts/*.sh bench/*.sh .ci/run
 	ansible-lint ansible/host.yml ansible/bake/host-before.yml ansible/bake/host-after.yml ansible/bake/up.yml ansible/bake/ec2-ami-tools.yml

@@ -267,13 +267,11 @@ export async function main(argv: string[]): Promise<number> {
       "verify <node>",
       "recompute the node's key from the working tree and check it against its provenance statement, its image's labels and the manifest",
       (y) =>
-        y
-          .positional("node", { type: "string", demandOption: true })
-          .option("target", {
-            choices: TARGET_NAMES,
-            default: "aws" as const,
-            describe: "for an AMI: the target whose bake to check",
-          }),
+        y.positional("node", { type: "string", demandOption: true }).option("target", {
+          choices: TARGET_NAMES,
+          default: "aws" as const,
+          describe: "for an AMI: the target whose bake to check",
+        }),
       async (args) => {
         const { verifyCommand } = await import("./commands/verify.js");
         const result = await verifyCommand(
@@ -310,13 +308,11 @@ export async function main(argv: string[]): Promise<number> {
       "up [services..]",
       "build what is missing and run release containers with their runtime contract; waits for health, prints URLs",
       (y) =>
-        y
-          .positional("services", { type: "string", array: true })
-          .option("via", {
-            choices: ["api", "ansible"] as const,
-            default: "api" as const,
-            describe: "start through the Docker API, or through the production Ansible service role",
-          }),
+        y.positional("services", { type: "string", array: true }).option("via", {
+          choices: ["api", "ansible"] as const,
+          default: "api" as const,
+          describe: "start through the Docker API, or through the production Ansible service role",
+        }),
       async (args) => {
         const { upCommand } = await import("./commands/up.js");
         await withInterrupt((signal) =>

@@ -23,9 +23,7 @@ test.after(async () => {
  * A TCP proxy to the registry that can be cut: `cutAfter(bytes)` drops every connection once that
  * many bytes went upstream and refuses new ones until `restore()`.
  */
-async function cuttableProxy(
-  port: number,
-): Promise<{
+async function cuttableProxy(port: number): Promise<{
   port: number;
   cutAfter: (bytes: number) => void;
   cut: () => void;
