@@ -52,7 +52,7 @@ async function interruptAt(line: RegExp, signal: NodeJS.Signals, env: Record<str
     cwd: dir,
     env: testEnv(env),
     reject: false,
-    timeout: 120_000,
+    timeout: 600_000,
   });
   let stderr = "";
   let sent = false;
