@@ -284,18 +284,30 @@ export async function main(argv: string[]): Promise<number> {
     )
     .command(
       "test [nodes..]",
-      "run the test: specs (goss) of the images and local AMIs that exist, building nothing",
+      "run the test: specs (goss) of the images and AMIs (local images, VM disks) that exist, building nothing",
       (y) =>
-        y.positional("nodes", {
-          type: "string",
-          array: true,
-          describe: "only these nodes (default: every node with a test:)",
-        }),
+        y
+          .positional("nodes", {
+            type: "string",
+            array: true,
+            describe: "only these nodes (default: every node with a test:)",
+          })
+          .option("target", {
+            choices: ["local", "vm"] as const,
+            default: "local" as const,
+            describe: "for an AMI: the local machine image, or the VM disk booted under QEMU",
+          }),
       async (args) => {
         const { testCommand } = await import("./commands/test.js");
         const results = await withInterrupt((signal) =>
           testCommand(
-            { file: args.file, nodes: (args.nodes as string[] | undefined) ?? [], json: args.json, signal },
+            {
+              file: args.file,
+              nodes: (args.nodes as string[] | undefined) ?? [],
+              target: args.target as "local" | "vm",
+              json: args.json,
+              signal,
+            },
             tools,
             stdout,
             stderr,

@@ -1,4 +1,4 @@
-/** `bake test [nodes..]`: run the test: specs of what exists (images, local AMIs), building nothing. */
+/** `bake test [nodes..] [--target local|vm]`: run the test: specs of what exists (images, local AMIs and VM disks), building nothing. */
 import path from "node:path";
 import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
@@ -6,10 +6,15 @@ import type { DockerTool } from "../tools/docker.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
 import { testImage } from "../goss/image-test.js";
 import { bootLocal, bootPassEnv, checkLocalTarget } from "../host/local-host.js";
+import { bootKeptDisk } from "../host/vm-host.js";
+import { RunLogs } from "../state/logs.js";
+import type { AmiNode } from "../config/model.js";
 
 export interface TestOptions {
   file: string;
   nodes: string[];
+  /** Where the AMIs tested were baked: local machine images, or VM disks booted under QEMU. */
+  target?: "local" | "vm";
   json: boolean;
   signal: AbortSignal;
 }
@@ -34,7 +39,7 @@ export async function testCommand(
   err: (t: string) => void,
 ): Promise<NodeTest[]> {
   const pipeline = await readPipeline(
-    { file: options.file, target: "local", nodes: options.nodes, everyImage: true },
+    { file: options.file, target: options.target ?? "local", nodes: options.nodes, everyImage: true },
     tools,
   );
   if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
@@ -54,8 +59,12 @@ export async function testCommand(
   const results: NodeTest[] = [];
   for (const node of withTest) {
     const spec = path.relative(pipeline.config.dir, (node.kind === "image" ? node.image.test : node.ami.test)!.spec);
-    const image = currentImage(pipeline, node.name);
     const base = { node: node.name, kind: node.kind, spec };
+    if (node.kind === "ami" && pipeline.target === "vm") {
+      results.push({ ...base, ...(await bootDiskAndTest(pipeline, node.ami, options.signal, err)) });
+      continue;
+    }
+    const image = currentImage(pipeline, node.name);
     if (!image) {
       results.push({
         ...base,
@@ -119,4 +128,43 @@ async function bootAndTest(
   });
   const failed = report.checks.filter((c) => !c.ok);
   return { ok: report.ok, seconds: report.seconds, failures: failed.map((c) => `${c.name}: ${c.detail}`) };
+}
+
+/** A VM AMI's test runs in a VM booted from a copy of the disk kept for its current key, after the boot test's own checks. */
+async function bootDiskAndTest(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  signal: AbortSignal,
+  err: (t: string) => void,
+): Promise<Omit<NodeTest, "node" | "kind" | "spec">> {
+  const key = pipeline.keys.get(ami.name)?.key;
+  const logs = new RunLogs(pipeline.config.dir);
+  try {
+    const onLine = (l: string) => {
+      err(`${ami.name}: ${l}`);
+      logs.line(ami.name, l);
+    };
+    const report = key
+      ? await bootKeptDisk(pipeline, ami, key, {
+          passEnv: bootPassEnv(pipeline, ami),
+          signal,
+          onLine,
+          logsDir: logs.dir,
+        })
+      : undefined;
+    if (!report)
+      return {
+        ok: false,
+        seconds: 0,
+        failures: [`no VM disk with ${ami.name}'s current key: run bake ami ${ami.name} --target vm first`],
+      };
+    const failed = report.checks.filter((c) => !c.ok);
+    return {
+      ok: report.ok,
+      seconds: report.seconds,
+      failures: failed.map((c) => `${c.name}: ${c.detail}`),
+    };
+  } finally {
+    await logs.close();
+  }
 }

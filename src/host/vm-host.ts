@@ -21,7 +21,7 @@ import { runtimeEnvFile } from "./boot-test.js";
 import { bootTestVm, HOST_KEY_ALIAS } from "./vm-boot-test.js";
 import { shippedRefs } from "./local-host.js";
 import { baseDisk, bootFiles, diskForBake, keepBakedDisk, type DiskReport } from "./vm-disk.js";
-import { VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
+import { findVmDisk, VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
 
 /** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
 export function checkVmTarget(ami: AmiNode): NonNullable<AmiNode["vm"]> {
@@ -88,47 +88,7 @@ export async function keepAndBootVm(
     const { kernel, initrd } = await bootFiles(raw, dir);
     let boot: BootReport | undefined;
     if (options.bootTest) {
-      // As user-data would: the pass_env values in the runtime environment file, in the copy only;
-      // and an SSH host key made for this boot, which the boot test's SSH pins.
-      const hostKey = await bootHostKey(bootDir);
-      await writeFiles(raw, [
-        { path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 },
-        { path: "/etc/ssh/ssh_host_ed25519_key", content: hostKey.privateKey, mode: 0o600 },
-        { path: "/etc/ssh/ssh_host_ed25519_key.pub", content: hostKey.publicKey, mode: 0o644 },
-      ]);
-      const keys = knownKeys(pipeline);
-      boot = await bootTestVm({
-        vm: {
-          disk: raw,
-          format: "raw",
-          kernel,
-          initrd,
-          append: KERNEL_CMDLINE,
-          memory: vm.memory,
-          cpus: vm.cpus,
-          accelerator: options.accel.accelerator,
-          serialLog: path.join(bootDir, "serial.log"),
-          pidFile: path.join(bootDir, "qemu.pid"),
-        },
-        key: path.join(dir, VM_FILES.key),
-        knownHosts: hostKey.knownHosts,
-        project: pipeline.config.project,
-        ami: ami.name,
-        shipped: shippedRefs(pipeline, ami),
-        services: servicesOf(pipeline.config, ami.services, keys),
-        secrets: Object.values(options.passEnv),
-        ...(ami.test
-          ? {
-              test: {
-                spec: ami.test,
-                goss: gossBinary(requireGoss()),
-                name: path.relative(pipeline.config.dir, ami.test.spec),
-              },
-            }
-          : {}),
-        signal: options.signal,
-        onLine: options.onLine,
-      });
+      boot = await bootTestCopy(pipeline, ami, { dir, raw, bootDir, kernel, initrd }, options);
       if (!boot.ok) {
         const failed = boot.checks.filter((c) => !c.ok);
         throw new BuildFailedError(
@@ -148,6 +108,101 @@ export async function keepAndBootVm(
     release();
     // Nothing of a disk that did not pass stays behind, unless the folder is another bake's now.
     if (!passed && !options.lockLost?.aborted) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** What a boot test boots: the raw copy in its 0700 folder, and the kernel and initrd beside the kept disk. */
+interface BootCopy {
+  dir: string;
+  raw: string;
+  bootDir: string;
+  kernel: string;
+  initrd: string;
+}
+
+/** The boot test on a boot copy: its runtime env file and host key written into it, then every check, twice across a reboot. */
+async function bootTestCopy(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  copy: BootCopy,
+  options: {
+    accel: AcceleratorChoice;
+    passEnv: Record<string, string>;
+    signal: AbortSignal;
+    onLine: (l: string) => void;
+  },
+): Promise<BootReport> {
+  const vm = checkVmTarget(ami);
+  // As user-data would: the pass_env values in the runtime environment file, in the copy only;
+  // and an SSH host key made for this boot, which the boot test's SSH pins.
+  const hostKey = await bootHostKey(copy.bootDir);
+  await writeFiles(copy.raw, [
+    { path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 },
+    { path: "/etc/ssh/ssh_host_ed25519_key", content: hostKey.privateKey, mode: 0o600 },
+    { path: "/etc/ssh/ssh_host_ed25519_key.pub", content: hostKey.publicKey, mode: 0o644 },
+  ]);
+  const keys = knownKeys(pipeline);
+  return bootTestVm({
+    vm: {
+      disk: copy.raw,
+      format: "raw",
+      kernel: copy.kernel,
+      initrd: copy.initrd,
+      append: KERNEL_CMDLINE,
+      memory: vm.memory,
+      cpus: vm.cpus,
+      accelerator: options.accel.accelerator,
+      serialLog: path.join(copy.bootDir, "serial.log"),
+      pidFile: path.join(copy.bootDir, "qemu.pid"),
+    },
+    key: path.join(copy.dir, VM_FILES.key),
+    knownHosts: hostKey.knownHosts,
+    project: pipeline.config.project,
+    ami: ami.name,
+    shipped: shippedRefs(pipeline, ami),
+    services: servicesOf(pipeline.config, ami.services, keys),
+    secrets: Object.values(options.passEnv),
+    ...(ami.test
+      ? {
+          test: {
+            spec: ami.test,
+            goss: gossBinary(requireGoss()),
+            name: path.relative(pipeline.config.dir, ami.test.spec),
+          },
+        }
+      : {}),
+    signal: options.signal,
+    onLine: options.onLine,
+  });
+}
+
+/**
+ * `bake test --target vm`: the boot test of the disk kept for the AMI's current key, on a copy (the
+ * kept disk is never booted, so it stays as baked); undefined when no disk has the key. The copy
+ * goes whatever happens, a second signal included.
+ */
+export async function bootKeptDisk(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  key: string,
+  options: { passEnv: Record<string, string>; signal: AbortSignal; onLine: (l: string) => void; logsDir: string },
+): Promise<BootReport | undefined> {
+  const kept = findVmDisk(pipeline.config.dir, ami.name, key);
+  if (!kept) return undefined;
+  const accel = await chooseAccelerator(path.join(kept.dir, VM_FILES.kernel), { signal: options.signal });
+  options.onLine(`QEMU accelerator: ${accel.accelerator} (${accel.reason})`);
+  const bootDir = path.join(kept.dir, `boot-${randomBytes(3).toString("hex")}`);
+  const release = cleanUpOnForcedStop(() => rmSync(bootDir, { recursive: true, force: true }));
+  try {
+    const raw = await bootCopy(path.join(kept.dir, kept.disk), bootDir, options.signal);
+    const files = { kernel: path.join(kept.dir, VM_FILES.kernel), initrd: path.join(kept.dir, VM_FILES.initrd) };
+    const boot = await bootTestCopy(pipeline, ami, { dir: kept.dir, raw, bootDir, ...files }, { ...options, accel });
+    if (options.signal.aborted) throw interruption(options.signal);
+    return boot;
+  } finally {
+    keepSerialLog(path.join(bootDir, "serial.log"), options.logsDir, `${ami.name}.boot-serial.log`);
+    rmSync(bootDir, { recursive: true, force: true });
+    release();
   }
 }
 

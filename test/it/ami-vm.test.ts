@@ -2,8 +2,8 @@
  * `bake ami --target vm`, end to end: the reference host baked by Packer's qemu builder into a disk
  * made from its debootstrap spec, provisioned by the production playbook with the engine installed
  * in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
- * A variant whose service fails its health check fails the boot test, and one interrupted while it
- * boots stops; neither leaves anything behind.
+ * A variant whose service fails its health check fails the boot test and leaves nothing behind;
+ * `bake test --target vm` boots the kept disk again, and interrupted, stops without touching it.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -127,6 +127,13 @@ test.after(async () => {
 });
 
 test("the reference host baked on --target vm: its own engine loads the images, every service answers, after a reboot too", async () => {
+  // Nothing is baked yet: bake test has no disk to boot, and says what to run.
+  const none = await bakeVm(["test", "app-host", "--target", "vm"]);
+  assert.is(none.code, 1, none.stderr);
+  assert.match(
+    none.stdout,
+    /FAILED app-host +ansible\/host\.goss\.yaml[\s\S]*no VM disk with app-host's current key: run bake ami app-host --target vm first/,
+  );
   const r = await bakeVm(["ami", "app-host", "--target", "vm", "--json"]);
   assert.is(r.code, 0, r.stderr.slice(-4000));
   const result = JSON.parse(r.stdout);
@@ -214,30 +221,37 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   assert.match(verified.stdout, /ok +ami: the VM disk of key [0-9a-f]{12} is in /);
 });
 
-test("Ctrl-C while the boot test runs: exit 130, the VM stopped, no disk, no boot copy, no rendered folder", async () => {
-  const child = execa(process.execPath, [CLI, "ami", "broken-host", "--target", "vm"], {
+test("Ctrl-C while bake test boots the kept disk: exit 130, the VM stopped, no boot copy; the disk stays as baked", async () => {
+  // The boot test's interrupt path, through bake test on the disk the first test kept (a bake's
+  // own boot test stops the same way; its failure path, which also removes the disk, is the next test).
+  const kept = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"];
+  const disk = path.join(dir, kept.regions.vm);
+  const before = statSync(disk);
+  const folder = readdirSync(path.dirname(disk)).sort();
+  const child = execa(process.execPath, [CLI, "test", "app-host", "--target", "vm"], {
     cwd: dir,
     env: testEnv({ DIAGNOSTICS_TOKEN: SECRET }),
     extendEnv: true,
     reject: false,
-    timeout: 1_800_000,
+    timeout: 600_000,
   });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const started = Date.now();
-  while (!/boot test: booting the VM/.test(stderr) && child.exitCode === null && Date.now() - started < 1_500_000)
+  while (!/boot test: booting the VM/.test(stderr) && child.exitCode === null && Date.now() - started < 300_000)
     await new Promise((r) => setTimeout(r, 250));
-  assert.match(stderr, /boot test: booting the VM/);
+  assert.match(stderr, /app-host: boot test: booting the VM/);
   assert.equal((await qemuOfProject()).length, 1, "the boot test's VM runs");
   child.kill("SIGINT");
   const r = await child;
   assert.is(r.exitCode, 130, stderr.slice(-2000));
   assert.match(stderr, /interrupted by SIGINT/);
   assert.equal(await qemuOfProject(), []);
-  const vmRoot = path.join(dir, ".bake", "vm");
-  assert.equal(existsSync(vmRoot) ? readdirSync(vmRoot).filter((f) => f.startsWith("broken-host-")) : [], []);
-  const ami = path.join(dir, ".bake", "ami");
-  assert.equal(existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith("broken-host-vm-")) : [], []);
+  assert.equal(readdirSync(path.dirname(disk)).sort(), folder, "no boot copy left beside the disk");
+  const after = statSync(disk);
+  assert.equal([after.size, after.mtimeMs], [before.size, before.mtimeMs], "the kept disk is not the one booted");
+  const plan = await bakeVm(["plan", "app-host", "--target", "vm", "--json"]);
+  assert.equal(JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host").status, "cached");
 });
 
 test("a service that never becomes healthy fails the boot test: exit 1, the service and its journal named, nothing left", async () => {
