@@ -10,13 +10,17 @@ import { fileURLToPath } from "node:url";
 
 const TIMING = fileURLToPath(new URL("./uvu-timing.mjs", import.meta.url));
 
-// --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the faults, the interrupts.
-const SLOW = /^(ami-local|ami-vm|aws-packer|faults|interrupts)\.test\.js$/;
+// --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the faults,
+// the interrupts, the installed package's bake of a user's project.
+const SLOW = /^(ami-local|ami-vm|aws-packer|faults|interrupts|install)\.test\.js$/;
 const fast = process.argv.includes("--fast");
-// Files that run beside the others: each uses only what is its own (a project name and folder,
-// no moto, no fixed host port, no engine-wide count) and most of its time is not the engine's
-// (QEMU's). The other files count only their own project's containers and parent tags.
+// Two lanes, one per core. Every file uses a project name and folder of its own, no fixed host
+// port, and counts only its own project's containers and its own bake's parent tags; what two
+// files cannot share is moto (its users reset it), so they stay in one lane. `make test`: the VM
+// file (mostly QEMU's time) beside all the others. `make test-fast`: the files that use moto
+// (they import test/helpers/moto) beside those that do not.
 const BESIDE = /^it\/ami-vm\.test\.js$/;
+const usesMoto = (suite, file) => readFileSync(`dist/test/${suite}/${file}`, "utf8").includes("helpers/moto.js");
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));
 const timingsDir = path.resolve(".bake");
@@ -34,9 +38,8 @@ const jobs = suites.flatMap((suite) =>
     .sort()
     .map((file) => ({ suite, file })),
 );
-// Two lanes on two cores: the files that share nothing with the others run beside them (their
-// output is printed whole when each ends); every other file runs one at a time, in order.
-const beside = jobs.filter((j) => BESIDE.test(`${j.suite}/${j.file}`));
+// The second lane's output is printed whole as each of its files ends; the first lane streams.
+const beside = jobs.filter((j) => (fast ? usesMoto(j.suite, j.file) : BESIDE.test(`${j.suite}/${j.file}`)));
 const inTurn = jobs.filter((j) => !beside.includes(j));
 await Promise.all([runLane(inTurn, false), runLane(beside, true)]);
 for (const suite of suites) {
