@@ -234,6 +234,7 @@ test("Ctrl-C while bake test boots the kept disk: exit 130, the VM stopped, no b
     extendEnv: true,
     reject: false,
     timeout: 600_000,
+    forceKillAfterDelay: false, // the one SIGINT below, never execa's SIGKILL after it
   });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));

@@ -53,6 +53,9 @@ async function interruptAt(line: RegExp, signal: NodeJS.Signals, env: Record<str
     env: testEnv(env),
     reject: false,
     timeout: 600_000,
+    // One signal, as the test sends it: execa would follow it with SIGKILL after 5 s, and on a
+    // loaded machine the clean-up can take longer than that.
+    forceKillAfterDelay: false,
   });
   let stderr = "";
   let sent = false;
