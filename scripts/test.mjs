@@ -20,6 +20,9 @@ const fast = process.argv.includes("--fast");
 // file (mostly QEMU's time) beside all the others. `make test-fast`: the files that use moto
 // (they import test/helpers/moto) beside those that do not.
 const BESIDE = /^it\/ami-vm\.test\.js$/;
+// Files that count what the whole engine holds (BuildKit's records of the files sent to it):
+// they run last, with nothing beside them.
+const ALONE = /^it\/buildkit\.test\.js$/;
 const usesMoto = (suite, file) => readFileSync(`dist/test/${suite}/${file}`, "utf8").includes("helpers/moto.js");
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));
@@ -39,9 +42,13 @@ const jobs = suites.flatMap((suite) =>
     .map((file) => ({ suite, file })),
 );
 // The second lane's output is printed whole as each of its files ends; the first lane streams.
-const beside = jobs.filter((j) => (fast ? usesMoto(j.suite, j.file) : BESIDE.test(`${j.suite}/${j.file}`)));
-const inTurn = jobs.filter((j) => !beside.includes(j));
+const alone = jobs.filter((j) => ALONE.test(`${j.suite}/${j.file}`));
+const beside = jobs.filter(
+  (j) => !alone.includes(j) && (fast ? usesMoto(j.suite, j.file) : BESIDE.test(`${j.suite}/${j.file}`)),
+);
+const inTurn = jobs.filter((j) => !beside.includes(j) && !alone.includes(j));
 await Promise.all([runLane(inTurn, false), runLane(beside, true)]);
+await runLane(alone, false);
 for (const suite of suites) {
   const of = files.filter((f) => f.suite === suite);
   console.log(`suite ${suite}: ${of.length} files, ${of.reduce((n, f) => n + f.seconds, 0).toFixed(1)} s of file time`);
