@@ -102,6 +102,19 @@ for (const t of [...tests].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
   console.log(
     `  ${t.seconds.toFixed(1).padStart(7)} s  ${t.file}: ${t.test.length > 90 ? `${t.test.slice(0, 87)}...` : t.test}`,
   );
+// Failures last, just above the summary line, so that the tail of a CI log names them.
+const failures = tests.filter((t) => t.error);
+for (const f of files.filter((f) => f.failed && !failures.some((t) => t.file === `${f.suite}/${f.file}`)))
+  failures.push({
+    file: `${f.suite}/${f.file}`,
+    test: "(the file failed outside its tests: see its output)",
+    error: "",
+  });
+if (failures.length) console.log(`failed (${failures.length}):`);
+for (const t of failures) {
+  console.log(`  ${t.file}: ${t.test}`);
+  for (const line of t.error.split("\n").filter(Boolean)) console.log(`      ${line.slice(0, 200)}`);
+}
 console.log(`every timing: ${path.relative(process.cwd(), path.join(timingsDir, "test-timings.json"))}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -1,4 +1,5 @@
-// uvu's `test` and `suite`, each test timed: {file, test, seconds} per line in BAKE_TEST_TIMINGS.
+// uvu's `test` and `suite`, each test timed: {file, test, seconds} per line in BAKE_TEST_TIMINGS, and
+// for a test that threw, `error`: the first lines of what it threw (printed again at the end of the run).
 import { appendFileSync } from "node:fs";
 import { suite as uvuSuite, test as uvuTest } from "uvu";
 
@@ -10,13 +11,21 @@ function timed(s) {
     fn
       ? async (context) => {
           const started = performance.now();
+          let error;
           try {
             return await fn(context);
+          } catch (e) {
+            error = String(e?.stack ?? e)
+              .split("\n")
+              .filter((l) => !/node_modules|uvu-timed|node:internal/.test(l))
+              .slice(0, 6)
+              .join("\n");
+            throw e;
           } finally {
             if (out)
               appendFileSync(
                 out,
-                `${JSON.stringify({ file, test: name, seconds: (performance.now() - started) / 1000 })}\n`,
+                `${JSON.stringify({ file, test: name, seconds: (performance.now() - started) / 1000, error })}\n`,
               );
           }
         }
