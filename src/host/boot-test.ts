@@ -15,8 +15,10 @@ import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
 import type { DockerTool } from "../tools/docker.js";
 import { LINE_BREAK, waitHealthy, type Service } from "../up/services.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN } from "./standin.js";
-import type { TestSpec } from "../config/model.js";
+import path from "node:path";
+import type { AmiNode, TestSpec } from "../config/model.js";
 import { gossInContainer } from "../goss/image-test.js";
+import { gossBinary, requireGoss } from "../tools/goss.js";
 
 /** What `systemctl is-system-running --wait` answers once the boot is over. */
 export const SETTLED = new Set(["running", "degraded", "maintenance", "stopping", "offline"]);
@@ -53,6 +55,12 @@ export interface BootTestInput {
   timeoutSeconds?: number;
   signal?: AbortSignal;
   onLine?: (line: string) => void;
+}
+
+/** The AMI's goss spec as a boot test runs it, with goss and the spec's name relative to the project. */
+export function amiGossTest(projectDir: string, ami: AmiNode): Pick<BootTestInput, "test"> {
+  if (!ami.test) return {};
+  return { test: { spec: ami.test, goss: gossBinary(requireGoss()), name: path.relative(projectDir, ami.test.spec) } };
 }
 
 /** The host's runtime environment file: the pass_env values and, on the local target, the boot test's namespace. */

@@ -9,9 +9,7 @@ import { knownKeys, type Pipeline } from "../state/read.js";
 import { BuildFailedError, ConfigError, interruption, UsageError } from "../errors.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
 import { passEnvValues, servicesOf } from "../up/services.js";
-import { bootTest, type BootReport } from "./boot-test.js";
-import { gossBinary, requireGoss } from "../tools/goss.js";
-import path from "node:path";
+import { amiGossTest, bootTest, type BootReport } from "./boot-test.js";
 
 /** What a local bake needs before anything builds; throws a config or usage error (exit 2) otherwise. */
 export function checkLocalTarget(ami: AmiNode, env = process.env): { engineSocket: string } {
@@ -86,15 +84,7 @@ export async function bootLocal(
     passEnv: options.passEnv,
     runtimeEnv: ami.runtimeEnv,
     engineSocket: options.engineSocket,
-    ...(ami.test
-      ? {
-          test: {
-            spec: ami.test,
-            goss: gossBinary(requireGoss()),
-            name: path.relative(pipeline.config.dir, ami.test.spec),
-          },
-        }
-      : {}),
+    ...amiGossTest(pipeline.config.dir, ami),
     signal: options.signal,
     onLine: options.onLine,
   });

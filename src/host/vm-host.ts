@@ -14,10 +14,9 @@ import { knownKeys, type Pipeline } from "../state/read.js";
 import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
 import { writeFiles } from "../tools/ext4.js";
 import { generateKey, knownHostsLine } from "../tools/ssh.js";
-import { gossBinary, requireGoss } from "../tools/goss.js";
 import { servicesOf } from "../up/services.js";
 import type { BootReport } from "./boot-test.js";
-import { runtimeEnvFile } from "./boot-test.js";
+import { amiGossTest, runtimeEnvFile } from "./boot-test.js";
 import { bootTestVm, HOST_KEY_ALIAS } from "./vm-boot-test.js";
 import { shippedRefs } from "./local-host.js";
 import { baseDisk, bootFiles, diskForBake, keepBakedDisk, type DiskReport } from "./vm-disk.js";
@@ -162,15 +161,7 @@ async function bootTestCopy(
     shipped: shippedRefs(pipeline, ami),
     services: servicesOf(pipeline.config, ami.services, keys),
     secrets: Object.values(options.passEnv),
-    ...(ami.test
-      ? {
-          test: {
-            spec: ami.test,
-            goss: gossBinary(requireGoss()),
-            name: path.relative(pipeline.config.dir, ami.test.spec),
-          },
-        }
-      : {}),
+    ...amiGossTest(pipeline.config.dir, ami),
     signal: options.signal,
     onLine: options.onLine,
   });

@@ -143,18 +143,18 @@ export async function executeBuild(
               logs.line(entry.name, text);
             },
           };
-          return buildOne(
-            node.image,
+          return buildOne({
+            node: node.image,
             entry,
             pipeline,
             docker,
-            gitInfo,
+            git: gitInfo,
             now,
             options,
             report,
             findExisting,
-            secrets.get(node.image.name),
-          );
+            secrets: secrets.get(node.image.name),
+          });
         });
         results.set(entry.name, result);
         options.onImage?.(result);

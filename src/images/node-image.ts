@@ -79,22 +79,27 @@ export function knownTags(pipeline: Pipeline): Map<string, Set<string>> {
 /** Moving tags move last: after every node built (and pushed). */
 export type FindExisting = (node: string, repo: string, key: string) => Promise<BakeImageRecord | undefined>;
 
+/** One node's build as the run hands it over: the node, its plan entry, and what the run shares. */
+export interface NodeBuild {
+  node: ImageNode;
+  entry: PlanEntry;
+  pipeline: Pipeline;
+  docker: DockerTool;
+  git: Promise<GitInfo>;
+  now: Date;
+  options: NodeBuildOptions;
+  report: StepReport;
+  findExisting: FindExisting;
+  /** The node's build secrets, by id. */
+  secrets?: Map<string, Buffer>;
+}
+
 /**
  * One build per key on this machine: the build takes the key's lock before it looks for an image
  * with the key, so a second bake of the same key waits, then finds the first one's image.
  */
-export async function buildOne(
-  node: ImageNode,
-  entry: PlanEntry,
-  pipeline: Pipeline,
-  docker: DockerTool,
-  git: Promise<GitInfo>,
-  now: Date,
-  options: NodeBuildOptions,
-  report: StepReport,
-  findExisting: FindExisting,
-  secrets?: Map<string, Buffer>,
-): Promise<ImageResult> {
+export async function buildOne(b: NodeBuild): Promise<ImageResult> {
+  const { node, pipeline, docker, options, report } = b;
   const repo = imageRepository(pipeline.config, node.name);
   let release: (() => Promise<void>) | undefined;
   const holdKey = async (key: string) => {
@@ -104,19 +109,7 @@ export async function buildOne(
     });
   };
   try {
-    const result = await buildKeyed(
-      node,
-      entry,
-      pipeline,
-      docker,
-      git,
-      now,
-      options,
-      report,
-      findExisting,
-      holdKey,
-      secrets,
-    );
+    const result = await buildKeyed(b, holdKey);
     // An image with a test: is good once its test passed, and its key tag says so. A new build,
     // or an image found only by its label (its test failed before), is tested before it counts.
     if (node.test && result.action !== "pulled" && !knownTags(pipeline).get(result.id)?.has(result.tags[0]))
@@ -159,19 +152,8 @@ export function testedImage(pipeline: Pipeline, name: string): boolean {
   return Boolean(pipeline.config.images.find((i) => i.name === name)?.test);
 }
 
-async function buildKeyed(
-  node: ImageNode,
-  entry: PlanEntry,
-  pipeline: Pipeline,
-  docker: DockerTool,
-  git: Promise<GitInfo>,
-  now: Date,
-  options: NodeBuildOptions,
-  report: StepReport,
-  findExisting: FindExisting,
-  holdKey: (key: string) => Promise<void>,
-  secrets?: Map<string, Buffer>,
-): Promise<ImageResult> {
+async function buildKeyed(b: NodeBuild, holdKey: (key: string) => Promise<void>): Promise<ImageResult> {
+  const { node, entry, pipeline, docker, git, now, options, report, findExisting, secrets } = b;
   const started = Date.now();
   const keyResult = pipeline.keys.get(node.name)!;
   // A key is pending when the context's large files are hashed while they are sent (read.ts).

@@ -12,11 +12,10 @@ import { knownKeys, type Pipeline } from "../state/read.js";
 import { ec2Endpoint, NoCredentialsError, type Ec2Tool } from "../tools/ec2.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { GOSS_ENV, requireGoss } from "../tools/goss.js";
-import { keepHostPackages } from "../sbom/packages.js";
 import { renderFolder } from "../ami/bake-ami.js";
-import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER, HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
+import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER } from "../ami/context.js";
 import { acquireLease, leasePrefix } from "../ami/lease.js";
-import { exportAndRunPacker, imagesOf, type AmiTarget, type Reconciling } from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type Reconciling } from "./target.js";
 
 export const aws: AmiTarget = {
   name: "aws",
@@ -89,14 +88,7 @@ export const aws: AmiTarget = {
         ami.name,
         `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`,
       );
-    await keepHostPackages(
-      pipeline.config.dir,
-      ami.name,
-      run.target,
-      run.key,
-      path.join(run.dir, HOST_PACKAGES_ARCHIVE),
-      `${ami.region}:${baked}`,
-    );
+    await keepPackagesOf(b, `${ami.region}:${baked}`);
     const regions = await reconcileAws(pipeline, ami, baked, b.tools.ec2(), {
       sourceAmi: run.sourceAmi,
       revision: run.revision,

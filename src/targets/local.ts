@@ -7,12 +7,11 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BakeError } from "../errors.js";
-import { keepHostPackages } from "../sbom/packages.js";
 import { renderFolder } from "../ami/bake-ami.js";
-import { DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
+import { DOCKER_SOCKET_ENV } from "../ami/context.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
-import { exportAndRunPacker, imagesOf, type AmiTarget } from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
 
 export const local: AmiTarget = {
   name: "local",
@@ -51,14 +50,7 @@ export const local: AmiTarget = {
     const { engineSocket } = checkLocalTarget(ami);
     const ids = await exportAndRunPacker(b, { ...b.env.withheld, [DOCKER_SOCKET_ENV]: engineSocket });
     const regions = { local: localImageId(ids) };
-    await keepHostPackages(
-      pipeline.config.dir,
-      ami.name,
-      run.target,
-      run.key,
-      path.join(run.dir, HOST_PACKAGES_ARCHIVE),
-      regions.local,
-    );
+    await keepPackagesOf(b, regions.local);
     const boot = run.bootTest
       ? await bootTestLocal(pipeline, ami, regions.local, docker, {
           engineSocket,

@@ -17,7 +17,8 @@ import type { PackerTool } from "../tools/packer.js";
 import type { BootReport } from "../host/boot-test.js";
 import type { ImageResult } from "../images/node-image.js";
 import { exportImages, runPacker, type RenderedFolder } from "../ami/bake-ami.js";
-import { PRELOAD_ARCHIVE } from "../ami/context.js";
+import { HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE } from "../ami/context.js";
+import { keepHostPackages } from "../sbom/packages.js";
 
 /** One bake of one key, as the AMI's run hands it to its target. */
 export interface BakeRun {
@@ -133,4 +134,17 @@ export async function exportAndRunPacker(b: TargetBake, env: Record<string, stri
   } finally {
     rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });
   }
+}
+
+/** The host's package list Packer wrote into the folder, kept under the AMI's key with where it was read (`source`). */
+export async function keepPackagesOf(b: TargetBake, source: string): Promise<void> {
+  const { pipeline, ami, run } = b;
+  await keepHostPackages(
+    pipeline.config.dir,
+    ami.name,
+    run.target,
+    run.key,
+    path.join(run.dir, HOST_PACKAGES_ARCHIVE),
+    source,
+  );
 }

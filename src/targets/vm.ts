@@ -7,15 +7,13 @@
 import { rmSync } from "node:fs";
 import path from "node:path";
 import { KEY_TAG_LENGTH } from "../config/model.js";
-import { keepHostPackages } from "../sbom/packages.js";
 import { renderFolder } from "../ami/bake-ami.js";
-import { HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
 import { checkVmTarget, keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
 import { PACKER_DISK } from "../host/vm-disk.js";
 import { findVmDisk, VM_FILES } from "../state/vm-record.js";
 import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { generateKey } from "../tools/ssh.js";
-import { exportAndRunPacker, imagesOf, type AmiTarget } from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
 
 export const vm: AmiTarget = {
   name: "vm",
@@ -54,14 +52,7 @@ export const vm: AmiTarget = {
       } finally {
         rmSync(path.join(run.dir, PACKER_DISK), { force: true });
       }
-      await keepHostPackages(
-        pipeline.config.dir,
-        ami.name,
-        run.target,
-        run.key,
-        path.join(run.dir, HOST_PACKAGES_ARCHIVE),
-        `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`,
-      );
+      await keepPackagesOf(b, `vm:${ami.name}-${run.key.slice(0, KEY_TAG_LENGTH)}`);
       const { record, boot } = await keepAndBootVm(pipeline, ami, run.dir, {
         accel,
         bootTest: run.bootTest,
