@@ -252,10 +252,12 @@ test("Ctrl-C during the Packer run: exit 130, Packer cleans up, nothing left in 
   while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 120_000)
     await new Promise((r) => setTimeout(r, 200));
   assert.match(seen, /TASK \[Take a while\]/);
+  // Measured from the interrupt: how long the task took to start depends on the machine.
+  const interrupted = Date.now();
   child.kill("SIGINT");
   const r = await child;
   assert.is(r.exitCode, 130, String(r.stderr).slice(-2000));
-  assert.ok(Date.now() - started < 100_000, "stopped long before the task would have ended");
+  assert.ok(Date.now() - interrupted < 90_000, "stopped long before the task would have ended");
   assert.is(await images(), before, "no AMI registered");
   assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] });
 });

@@ -125,12 +125,12 @@ test("logs -f follows until interrupted", async () => {
   child.stdout!.on("data", (d) => (seen += d));
   child.stderr!.on("data", (d) => (seen += d));
   const started = Date.now();
-  while (!/web starting/.test(seen) && Date.now() - started < 10_000) await new Promise((r) => setTimeout(r, 100));
+  while (!/web starting/.test(seen) && Date.now() - started < 30_000) await new Promise((r) => setTimeout(r, 100));
   // httpd logs each request (the health check's every second): new lines keep arriving.
   const count = () => (seen.match(/response:200/g) ?? []).length;
   const before = count();
   await fetch(`${url}/index.html`);
-  while (count() <= before && Date.now() - started < 15_000) await new Promise((r) => setTimeout(r, 100));
+  while (count() <= before && Date.now() - started < 45_000) await new Promise((r) => setTimeout(r, 100));
   child.kill("SIGINT");
   const r = await child;
   assert.match(seen, /web starting/);
