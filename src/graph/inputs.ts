@@ -53,7 +53,17 @@ export async function readInputs(
       ),
     ...config.amis
       .filter((ami) => wanted(ami.name))
-      .map(async (ami) => digests.set(ami.name, await amiInputs(ami, config.dir))),
+      .map(async (ami) =>
+        digests.set(ami.name, {
+          ...(await amiInputs(ami, config.dir)),
+          // What the host starts each service from (ports, env, command, health): baked into it.
+          ...(ami.services.length
+            ? {
+                contracts: digestOf(ami.services.map((n) => [n, config.images.find((i) => i.name === n)?.run ?? null])),
+              }
+            : {}),
+        }),
+      ),
   ]);
   cache.save();
   const deferred = new Set([...listings].filter(([, l]) => l.deferred).map(([name]) => name));

@@ -7,6 +7,8 @@ import { parseConfig } from "../../src/config/load.js";
 import { buildGraph } from "../../src/graph/graph.js";
 import { readInputDigests } from "../../src/graph/inputs.js";
 import { computeKeys, type Target } from "../../src/graph/keys.js";
+import { stagesOn } from "../../src/graph/stages.js";
+import { changedInputs } from "../../src/plan/plan.js";
 import { listContext } from "../../src/graph/context-files.js";
 import { tempTree, writeTree } from "../helpers/bake.js";
 import { GLOB_IGNORE, GLOB_TREE } from "../fixtures/dockerignore-tree.js";
@@ -209,6 +211,26 @@ test("the AMI key depends on the target and, on aws, on the source AMI", async (
   }).get("host")!;
   assert.is(unknown.key, undefined);
   assert.is((unknown as any).unknownBecause, "no AWS credentials");
+});
+
+test("a service's runtime contract is in the AMI's key (what its host starts it from), not in its image's, nor in the host stage's", async () => {
+  const dir = tempTree(FILES);
+  const { readFileSync } = await import("node:fs");
+  const stagesOf = async () => {
+    const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, {});
+    const keys = computeKeys(buildGraph(config, "local"), await readInputDigests(config), "local", {
+      sourceAmi: new Map(),
+      unresolved: new Map(),
+    });
+    return { rel: keys.get("rel")!.key, stages: stagesOn(config.amis[0], "local", keys.get("host"))! };
+  };
+  const before = await stagesOf();
+  writeFileSync(path.join(dir, "bake.yml"), PIPELINE.replace('run: { ports: ["8080"] }', 'run: { ports: ["8081"] }'));
+  const after = await stagesOf();
+  assert.is(after.rel, before.rel, "the image is the same");
+  assert.is.not(after.stages[1].key, before.stages[1].key, "the AMI bakes again");
+  assert.is(after.stages[0].key, before.stages[0].key, "on the same host stage");
+  assert.equal(changedInputs(before.stages[1].inputs, after.stages[1].inputs), ["contracts"]);
 });
 
 test("a bake.lock release pin changes the debootstrap base's key and everything above it", async () => {
