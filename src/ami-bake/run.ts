@@ -10,7 +10,7 @@ import { bakeOnce } from "./once.js";
 import type { BootReport } from "../host/boot-test.js";
 import { packerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
-import { imagesReplaced, recordAmiContents } from "../sbom/record.js";
+import { imagesReplaced, recordAmiContents, stagesBelow } from "../sbom/record.js";
 import type { ImageResult } from "../images/node-image.js";
 import { targetOf } from "../targets/index.js";
 
@@ -70,6 +70,8 @@ export async function runAmi(
       regions: result.regions,
       inputs: keyResult.inputs,
       ...target.recorded?.(pipeline, ami, key),
+      // A staged bake: what the AMI was baked on, bottom first.
+      ...(stagesBelow(pipeline, ami).length ? { stages: stagesBelow(pipeline, ami) } : {}),
       ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}),
     };
     if (!options.dryRun) {

@@ -19,6 +19,7 @@ import { ansibleVars, BAKE_VARS, PRELOAD_ARCHIVE, sensitiveVariables, templateCo
 import { readTemplates, renderTemplate } from "./render.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
 import { machineLock } from "../files/process-lock.js";
+import type { Stage } from "../graph/stages.js";
 
 export interface RenderedFolder {
   dir: string;
@@ -56,6 +57,8 @@ export async function renderFolder(
   dir: string,
   packer: PackerTool,
   extra: { sourceAmi?: string; revision?: string },
+  /** A staged bake: the stage this folder bakes and, above the host stage, what it starts from (the stage below's result). */
+  staged?: { stage: Stage; startsFrom?: string },
 ): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = knownKeys(pipeline);
@@ -74,6 +77,7 @@ export async function renderFolder(
       inputs: pipeline.keys.get(ami.name)?.inputs,
       imageKeys,
       baseImageId:
+        staged?.startsFrom ??
         hostRecord?.id ??
         (host
           ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`
@@ -82,6 +86,7 @@ export async function renderFolder(
       requiredPlugins: needsRequiredPlugins(version),
       outDir: dir,
       revision: extra.revision,
+      stage: staged?.stage,
     }),
   );
   mkdirSync(dir, { recursive: true });
@@ -89,7 +94,7 @@ export async function renderFolder(
   writeFileSync(hclFile, hcl);
   writeFileSync(
     path.join(dir, BAKE_VARS),
-    unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys)),
+    unsafeExtraVars(ansibleVars(pipeline.config, ami, pipeline.target, imageKeys, staged?.stage)),
   );
   // bake's own playbooks and roles (engine, agent, shipped images, services; the EC2 AMI tools), beside the HCL.
   copyProvisioning(dir);
@@ -114,20 +119,28 @@ export function packerEnvironment(
   return { missing, secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
 }
 
-/** Exports the shipped images into the folder as one `docker save` archive. */
+/**
+ * Exports the shipped images (a stage's, on a staged bake) into the folder as one `docker save`
+ * archive; above the host stage, without the layers the stage below already holds.
+ */
 export async function exportImages(
   pipeline: Pipeline,
   ami: AmiNode,
   dir: string,
   docker: DockerTool,
   signal?: AbortSignal,
+  images: string[] = shippedImages(ami),
+  /** The images of the stage below: their layers are left out (the host holds them). */
+  below: string[] = [],
 ): Promise<void> {
-  const refs = shippedImages(ami).map(
-    (n) => `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY_TAG_LENGTH)}`,
-  );
+  const ref = (n: string) =>
+    `${imageRepository(pipeline.config, n)}:${pipeline.keys.get(n)!.key!.slice(0, KEY_TAG_LENGTH)}`;
+  const refs = images.map(ref);
   const file = path.join(dir, PRELOAD_ARCHIVE);
   try {
-    await docker.saveImages(refs, file, signal);
+    // A stage that ships no image still hands the host an archive: an empty tar (two zero blocks).
+    if (!refs.length) writeFileSync(file, Buffer.alloc(1024));
+    else await docker.saveImages(refs, file, signal, below.map(ref));
   } catch (e) {
     rmSync(file, { force: true });
     throw e;

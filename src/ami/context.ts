@@ -4,6 +4,8 @@ import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.j
 import { GOSS_DIR, GOSS_ENV, validateArgs } from "../tools/goss.js";
 import { imageRepository, KEY_TAG_LENGTH, localAmiRepository, shippedImages } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
+import type { Stage } from "../graph/stages.js";
+import { stageTag } from "../graph/stages.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
 import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
@@ -37,6 +39,8 @@ export interface AmiRenderInput {
   /** The folder the HCL is written to: paths in it are relative to this (path.root). */
   outDir: string;
   revision?: string;
+  /** On a staged bake (graph/stages.ts): the stage this folder bakes; without one the AMI bakes in one run. */
+  stage?: Stage;
 }
 
 export function sensitiveVariables(
@@ -88,7 +92,8 @@ function machineVariables(target: Target, instanceStore: boolean): TemplateConte
 
 export function templateContext(input: AmiRenderInput): TemplateContext {
   const { config, ami, target } = input;
-  const keyTag = input.key ? input.key.slice(0, KEY_TAG_LENGTH) : "unknown";
+  const { stage } = input;
+  const keyTag = stage?.name === "host" ? stageTag(stage) : input.key ? input.key.slice(0, KEY_TAG_LENGTH) : "unknown";
   const local = target === "local";
   const aws = target === "aws";
   const { sensitive } = sensitiveVariables(ami, config, target);
@@ -103,6 +108,10 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     requiredPlugins: input.requiredPlugins,
     sensitive,
     machine: machineVariables(target, aws && ami.builder === "instance-store"),
+    // A staged bake: the host stage runs bake's provisioning before the AMI's playbook and the
+    // playbook; the release stage (the last) the package list and the test. One run does all.
+    stageHost: stage?.name !== "release",
+    stageFinal: stage?.name !== "host",
     preloadArchive: PRELOAD_ARCHIVE,
     hostPackagesArchive: HOST_PACKAGES_ARCHIVE,
     rpmQueryFormat: rpmQueryArgs()[2],
@@ -112,7 +121,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     keyTag,
     // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
     // the instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && aws
+    ...(ami.test && aws && stage?.name !== "host"
       ? {
           gossTest: {
             dir: GOSS_DIR,
@@ -133,9 +142,9 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
       engineSocket: ENGINE_SOCKET_IN_HOST,
       dockerChanges: [
         `LABEL bake.project=${config.project}`,
-        `LABEL bake.node=${ami.name}`,
-        `LABEL bake.key=${input.key ?? "unknown"}`,
-        `LABEL bake.inputs=${JSON.stringify(JSON.stringify(input.inputs ?? {}))}`,
+        `LABEL bake.node=${stage?.node ?? ami.name}`,
+        `LABEL bake.key=${stage?.key ?? input.key ?? "unknown"}`,
+        `LABEL bake.inputs=${JSON.stringify(JSON.stringify(stage?.inputs ?? input.inputs ?? {}))}`,
         // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
         "ENV container=docker",
         'ENTRYPOINT [""]',
@@ -211,7 +220,11 @@ export interface AnsibleVars {
   bake_project: string;
   bake_engine: AmiNode["engine"];
   bake_target: Target;
+  /** The stage this run bakes (`host`, `release`), or `whole` for an AMI baked in one run. */
+  bake_stage: "whole" | Stage["name"];
   bake_preload_archive: string;
+  /** The archive's name on the host: `images`, or the stage's above the host stage (the loader loads them in order). */
+  bake_preload_name: string;
   bake_preload_images: { name: string; ref: string; key: string }[];
   bake_services: ServiceVars[];
   bake_runtime_env: string;
@@ -223,6 +236,7 @@ export function ansibleVars(
   ami: AmiNode,
   target: Target,
   imageKeys: Map<string, string | undefined>,
+  stage?: Pick<Stage, "name" | "images" | "services">,
 ): AnsibleVars {
   const ref = (name: string) =>
     `${imageRepository(config, name)}:${(imageKeys.get(name) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`;
@@ -231,13 +245,15 @@ export function ansibleVars(
     bake_project: config.project,
     bake_engine: ami.engine,
     bake_target: target,
+    bake_stage: stage?.name ?? "whole",
     bake_preload_archive: "/var/tmp/bake-preload.tar",
-    bake_preload_images: shippedImages(ami).map((name) => ({
+    bake_preload_name: stage && stage.name !== "host" ? stage.name : "images",
+    bake_preload_images: (stage?.images ?? shippedImages(ami)).map((name) => ({
       name,
       ref: ref(name),
       key: imageKeys.get(name) ?? "unknown",
     })),
-    bake_services: ami.services.map((name) =>
+    bake_services: (stage?.services ?? ami.services).map((name) =>
       serviceVars({
         project: config.project,
         service: name,

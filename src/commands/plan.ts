@@ -53,13 +53,14 @@ export async function planCommand(
 export function planJson(entries: PlanEntry[], withheld = new Map<string, string[]>()): string {
   return JSON.stringify(
     {
-      nodes: entries.map(({ name, kind, layer, key, status, reason }) => ({
+      nodes: entries.map(({ name, kind, layer, key, status, reason, stages }) => ({
         name,
         kind,
         layer,
         key,
         status,
         reason,
+        ...(stages ? { stages } : {}),
         ...(withheld.has(name) ? { withheld: withheld.get(name) } : {}),
       })),
     },
@@ -96,14 +97,18 @@ export interface MatrixEntry {
 }
 
 export function planTable(entries: PlanEntry[], target: Target): string {
-  const rows = entries.map((e, i) => [
-    String(i + 1),
-    e.name,
-    e.kind,
-    e.layer,
-    e.key ? shortKey(e.key) : "unknown",
-    e.status,
-    e.reason,
+  const rows = entries.flatMap((e, i) => [
+    [String(i + 1), e.name, e.kind, e.layer, e.key ? shortKey(e.key) : "unknown", e.status, e.reason],
+    // A staged AMI: a row per stage below it, bottom first.
+    ...(e.stages ?? []).map((s, n, all) => [
+      "",
+      `${n === all.length - 1 ? "└" : "├"} ${s.name}`,
+      "stage",
+      e.layer,
+      shortKey(s.key),
+      s.status,
+      s.reason,
+    ]),
   ]);
   const head = ["#", "NODE", "KIND", "LAYER", "KEY", "STATUS", "REASON"];
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));

@@ -8,6 +8,7 @@ import { ANSIBLE_INPUT, type InputDigests, type KeyResult, type Target } from ".
 import type { BakeImageRecord } from "../tools/docker.js";
 import type { AmiRecord } from "../tools/ec2.js";
 import type { Layer } from "../config/model.js";
+import { stagesOn, stageTag, type StageName } from "../graph/stages.js";
 
 export type Status = "cached" | "build" | "unknown";
 
@@ -21,6 +22,15 @@ export interface PlanEntry {
   deps: string[];
   /** The image id or AMI id that makes this node cached. */
   existing?: string;
+  /** An AMI baked in stages (graph/stages.ts): each stage, bottom first; the last is the AMI itself. */
+  stages?: StageEntry[];
+}
+
+export interface StageEntry {
+  name: StageName;
+  key: string;
+  status: Status;
+  reason: string;
 }
 
 export type Known<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -51,6 +61,7 @@ const INPUT_WORDS: Record<string, string> = {
   playbook: "playbook or roles",
   preload: "preloaded images",
   services: "service images",
+  contracts: "service contracts",
   source: "source image",
   target: "target",
   test: "test spec",
@@ -145,11 +156,33 @@ export function assemblePlan(
       );
       continue;
     }
-    if (hit) {
-      entries.set(node.name, entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id));
-      continue;
+    const done = hit
+      ? entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id)
+      : entry("build", buildReason(previousImage(mine), k.inputs, depsBuilding));
+    const stages = node.kind === "ami" ? stagesOn(node.ami, target, k) : undefined;
+    if (stages) {
+      // The stage below is looked at only when the AMI must bake (its records are listed then).
+      const [host] = stages;
+      const below = state.images.value.filter((r) => r.node === host.node);
+      const found = below.find((r) => r.key === host.key);
+      const hostEntry: StageEntry = hit
+        ? { name: "host", key: host.key, status: "cached", reason: "the AMI has its key" }
+        : found
+          ? {
+              name: "host",
+              key: host.key,
+              status: "cached",
+              reason: `image ${found.tags[0] ?? stageTag(host)} has this key: reused`,
+            }
+          : {
+              name: "host",
+              key: host.key,
+              status: "build",
+              reason: buildReason(previousImage(below), host.inputs, []),
+            };
+      done.stages = [hostEntry, { name: "release", key: k.key, status: done.status, reason: done.reason }];
     }
-    entries.set(node.name, entry("build", buildReason(previousImage(mine), k.inputs, depsBuilding)));
+    entries.set(node.name, done);
   }
   return nodes.map((n) => entries.get(n.name)!);
 }

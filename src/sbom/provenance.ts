@@ -130,6 +130,8 @@ export interface AmiProvenanceInput {
   regions: Record<string, string>;
   inputs: InputDigests;
   shipped: { node: string; key: string; id: string }[];
+  /** An AMI baked in stages: the stages below it, bottom first. */
+  stages?: { name: string; node: string; key: string }[];
   sbom: Record<string, string>;
   versions: Record<string, string>;
   run?: { id: string; startedOn: string; finishedOn: string };
@@ -155,5 +157,7 @@ export function amiStatement(p: AmiProvenanceInput): Statement {
   }
   for (const s of p.shipped)
     dependencies.push({ name: `image:${s.node}`, digest: { sha256: hex(s.id) }, annotations: { "bake.key": s.key } });
+  for (const s of p.stages ?? [])
+    dependencies.push({ name: `stage:${s.name}`, digest: { bakeKey: s.key }, annotations: { "bake.node": s.node } });
   return statement(subject, AMI_BUILD_TYPE, { project: p.project, node: p.node, target: p.target }, dependencies, p);
 }

@@ -13,6 +13,7 @@ import { LABEL, type DockerTool } from "../tools/docker.js";
 import { bakeVersion } from "../package-root.js";
 import { diffPackages, imagePackages, readHostPackages, type PackageDiff, type PackageList } from "./packages.js";
 import { sbomDigests, type SbomFormat, type SbomSubject } from "./sbom.js";
+import { stagesOn } from "../graph/stages.js";
 import { amiStatement, contextMaterials, imageStatement } from "./provenance.js";
 import type { Statement } from "../state/provenance-file.js";
 import { BakeError } from "../errors.js";
@@ -174,6 +175,12 @@ export function imageDescriber(pipeline: Pipeline, docker: DockerTool, replaced:
   return { add, describe };
 }
 
+/** The stages an AMI was baked on, below itself, bottom first (none when it bakes in one run). */
+export function stagesBelow(pipeline: Pipeline, ami: AmiNode): { name: string; node: string; key: string }[] {
+  const stages = stagesOn(ami, pipeline.target, pipeline.keys.get(ami.name));
+  return (stages ?? []).slice(0, -1).map(({ name, node, key }) => ({ name, node, key }));
+}
+
 /**
  * An AMI's SBOM subject: its host, as the bake that made it read the host's package databases
  * (kept by key; the local target's machine image can be read again), and the images it ships.
@@ -212,6 +219,7 @@ export async function amiSubject(
     });
   }
   const ids = Object.entries(regions).map(([where, id]) => (pipeline.target === "aws" ? `${where}:${id}` : id));
+  const below = stagesBelow(pipeline, ami);
   return {
     project: pipeline.config.project,
     node: ami.name,
@@ -220,6 +228,7 @@ export async function amiSubject(
     ids,
     created: created ?? new Date(0).toISOString(),
     parts,
+    ...(below.length ? { stages: below.map(({ name, key: k }) => ({ name, key: k })) } : {}),
     bakeVersion: bakeVersion(),
   };
 }
@@ -246,6 +255,7 @@ export async function describeAmi(
     regions,
     inputs: pipeline.keys.get(ami.name)!.inputs,
     shipped,
+    stages: stagesBelow(pipeline, ami),
     sbom,
     versions: options.versions,
     run: options.run,

@@ -38,6 +38,8 @@ export interface SbomSubject {
   created: string;
   /** The image's own list; for an AMI, "host" first, then each image it ships. */
   parts: { name: string; kind: "image" | "host"; key?: string; id?: string; list: PackageList }[];
+  /** An AMI baked in stages: the stages below it, bottom first, each with its key. */
+  stages?: { name: string; key: string }[];
   bakeVersion: string;
 }
 
@@ -85,6 +87,8 @@ export function cycloneDx(subject: SbomSubject): string {
   for (const id of subject.ids)
     root.properties.add(new Property(subject.kind === "image" ? "bake:image-id" : "bake:ami", id));
   root.properties.add(new Property("bake:key", subject.key));
+  for (const stage of subject.stages ?? [])
+    root.properties.add(new Property("bake:stage", `${stage.name}=${stage.key}`));
   bom.metadata.component = root;
   for (const part of subject.parts) {
     // An image's own packages hang off the BOM; an AMI's parts are components that hold theirs.
@@ -140,7 +144,7 @@ export function spdx(subject: SbomSubject): string {
   packages.push(
     pkg(rootId, title(subject), subject.key, {
       primaryPackagePurpose: subject.kind === "image" ? "CONTAINER" : "OPERATING-SYSTEM",
-      summary: `bake ${subject.kind} ${subject.node}: ${subject.ids.join(", ")}`,
+      summary: `bake ${subject.kind} ${subject.node}: ${subject.ids.join(", ")}${(subject.stages ?? []).map((st) => `; built on stage ${st.name} ${st.key}`).join("")}`,
       ...(subject.kind === "image" ? comment(subject.parts[0].list) : {}),
     }),
   );

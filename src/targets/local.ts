@@ -6,12 +6,20 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { localAmiRepository, shortKey } from "../config/model.js";
 import { BakeError } from "../errors.js";
-import { renderFolder } from "../ami/bake-ami.js";
+import { acquireLock, machineLock } from "../files/process-lock.js";
+import { stagesOn, stageTag, type Stage } from "../graph/stages.js";
+import type { Pipeline } from "../state/read.js";
+import type { AmiNode } from "../config/model.js";
+import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
 import { DOCKER_SOCKET_ENV } from "../ami/context.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_STANDIN } from "../host/standin.js";
-import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type TargetBake } from "./target.js";
+
+/** Where a staged bake renders its host stage: a folder inside the AMI's. */
+const HOST_STAGE_DIR = "host-stage";
 
 export const local: AmiTarget = {
   name: "local",
@@ -36,19 +44,36 @@ export const local: AmiTarget = {
   },
 
   async render(pipeline, ami, dir, packer, extra) {
-    const folder = await renderFolder(pipeline, ami, dir, packer, extra);
-    // What the host container runs in place of an engine of its own: it uses the local engine's.
-    for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
-      mkdirSync(path.dirname(path.join(dir, "host-standin", file)), { recursive: true });
-      writeFileSync(path.join(dir, "host-standin", file), text);
-    }
-    return folder;
+    const stages = stagesOn(ami, "local", pipeline.keys.get(ami.name));
+    if (!stages) return withStandin(await renderFolder(pipeline, ami, dir, packer, extra));
+    // Staged: the host stage in a folder of its own; the release stage starts from its image.
+    const [host, release] = stages;
+    withStandin(await renderFolder(pipeline, ami, path.join(dir, HOST_STAGE_DIR), packer, extra, { stage: host }));
+    return withStandin(
+      await renderFolder(pipeline, ami, dir, packer, extra, {
+        stage: release,
+        startsFrom: stageRef(pipeline, ami, host),
+      }),
+    );
   },
 
   async bake(b) {
     const { pipeline, ami, run, docker } = b;
     const { engineSocket } = checkLocalTarget(ami);
-    const ids = await exportAndRunPacker(b, { ...b.env.withheld, [DOCKER_SOCKET_ENV]: engineSocket });
+    const env = { ...b.env.withheld, [DOCKER_SOCKET_ENV]: engineSocket };
+    const stages = stagesOn(ami, "local", pipeline.keys.get(ami.name));
+    let ids: string[];
+    if (!stages) ids = await exportAndRunPacker(b, env);
+    else {
+      const [host, release] = stages;
+      await bakeHostStage(b, host, env);
+      ids = await exportAndRunPacker(b, env, {
+        name: release.name,
+        folder: b.folder,
+        images: release.images,
+        below: host.images,
+      });
+    }
     const regions = { local: localImageId(ids) };
     await keepPackagesOf(b, regions.local);
     const boot = run.bootTest
@@ -62,6 +87,51 @@ export const local: AmiTarget = {
     return { regions, action: "baked", images: imagesOf(b.built), built: b.built, boot };
   },
 };
+
+/** What the host container runs in place of an engine of its own: it uses the local engine's. */
+function withStandin(folder: RenderedFolder): RenderedFolder {
+  for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
+    mkdirSync(path.dirname(path.join(folder.dir, "host-standin", file)), { recursive: true });
+    writeFileSync(path.join(folder.dir, "host-standin", file), text);
+  }
+  return folder;
+}
+
+/** A stage's image: `<project>/<ami>:<stage>-<key12>`. */
+function stageRef(pipeline: Pipeline, ami: AmiNode, stage: Stage): string {
+  return `${localAmiRepository(pipeline.config, ami.name)}:${stageTag(stage)}`;
+}
+
+/**
+ * The host stage's image, baked unless an image under its key is there. One bake per stage key
+ * on this machine: two bakes that share a host stage (two releases at once) bake it once.
+ */
+async function bakeHostStage(b: TargetBake, host: Stage, env: Record<string, string | undefined>): Promise<void> {
+  const { pipeline, ami, run, docker } = b;
+  const ref = stageRef(pipeline, ami, host);
+  const release = await acquireLock(
+    machineLock(`ami-stage-${pipeline.config.project}-${ami.name}-${shortKey(host.key)}`),
+    {
+      signal: run.signal,
+      onWait: (holder) => run.say(`stage host: waiting for ${ref}: ${holder} is baking it`),
+    },
+  );
+  try {
+    const found = await docker.inspectImage(ref);
+    if (found?.labels["bake.key"] === host.key && !run.force) {
+      run.say(`stage host: ${ref} has this key: reused`);
+      return;
+    }
+    const dir = path.join(run.dir, HOST_STAGE_DIR);
+    await exportAndRunPacker(b, env, {
+      name: host.name,
+      folder: { dir, hclFile: path.join(dir, "ami.pkr.hcl") },
+      images: host.images,
+    });
+  } finally {
+    await release();
+  }
+}
 
 /** The local target's result: the committed image id Packer reported. */
 export function localImageId(artifactIds: string[]): string {

@@ -115,24 +115,42 @@ export function imagesOf(built: ImageResult[]): BakeOutcome["images"] {
   return Object.fromEntries(built.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }]));
 }
 
-/** The shipped images into the folder, then Packer; the archive is not kept past the run (it is the size of every shipped image). */
-export async function exportAndRunPacker(b: TargetBake, env: Record<string, string | undefined>): Promise<string[]> {
+/** One stage of a staged bake as a target runs it: its folder and the images it ships. */
+export interface StageRun {
+  name: string;
+  folder: RenderedFolder;
+  images: string[];
+  /** The images of the stage below, whose layers the host already holds. */
+  below?: string[];
+}
+
+/**
+ * The shipped images into the folder (a stage's, on a staged bake), then Packer; the archive is
+ * not kept past the run (it is the size of every image it holds).
+ */
+export async function exportAndRunPacker(
+  b: TargetBake,
+  env: Record<string, string | undefined>,
+  stage?: StageRun,
+): Promise<string[]> {
   const { pipeline, ami, run } = b;
+  const folder = stage?.folder ?? b.folder;
   try {
-    run.say("exporting the shipped images");
-    await exportImages(pipeline, ami, run.dir, b.docker, run.signal);
-    run.say(`packer build ${b.folder.dir}`);
-    return await runPacker(ami, b.folder, run.packer, {
+    run.say(`${stage ? `stage ${stage.name}: ` : ""}exporting the shipped images`);
+    await exportImages(pipeline, ami, folder.dir, b.docker, run.signal, stage?.images, stage?.below);
+    run.say(`${stage ? `stage ${stage.name}: ` : ""}packer build ${folder.dir}`);
+    return await runPacker(ami, folder, run.packer, {
       projectDir: pipeline.config.dir,
       env,
       secrets: b.env.secrets,
       force: run.force,
       signal: run.signal,
       onLine: run.say,
-      onRaw: (l) => run.logs.line(`${ami.name}.packer`, l),
+      onRaw: (l) =>
+        run.logs.line(`${ami.name}.${stage && stage.name !== "release" ? `${stage.name}-stage.` : ""}packer`, l),
     });
   } finally {
-    rmSync(path.join(run.dir, PRELOAD_ARCHIVE), { force: true });
+    rmSync(path.join(folder.dir, PRELOAD_ARCHIVE), { force: true });
   }
 }
 

@@ -1,9 +1,10 @@
 /** The Docker engine's images as an inventory: find, inspect, tag, save, remove. */
-import { createWriteStream } from "node:fs";
+import { createWriteStream, rmSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { BakeError } from "../errors.js";
 import type Docker from "dockerode";
 import { LABEL, toRecord, type BakeImageRecord, type EngineConnection } from "./docker-engine.js";
+import { copyTarWithout, tarFiles } from "./tar.js";
 
 /** The engine's verbs for images (part of DockerTool). */
 export interface ImageVerbs {
@@ -24,7 +25,11 @@ export interface ImageVerbs {
   /** Removes an image (and its tags) unless a container uses it; false when one does. */
   removeUnusedImage(id: string): Promise<boolean>;
   /** `docker save` of these references into one archive file, streamed. */
-  saveImages(refs: string[], file: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * `docker save` of the images into a file. With `below`: without the layers those images hold
+   * (the archive then loads only where they are loaded: the engine skips a layer it has).
+   */
+  saveImages(refs: string[], file: string, signal?: AbortSignal, below?: string[]): Promise<void>;
 }
 
 export function imageVerbs({ dockerode, quick, endpoint, inspectRaw }: EngineConnection): ImageVerbs {
@@ -82,7 +87,7 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw }: EngineCon
       }
       await dockerode().docker.getImage(id).tag({ repo, tag });
     },
-    async saveImages(refs, file, signal) {
+    async saveImages(refs, file, signal, below) {
       const docker = dockerode().longDocker;
       const stream: NodeJS.ReadableStream = await new Promise((resolve, reject) =>
         (docker as any).modem.dial(
@@ -97,7 +102,19 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw }: EngineCon
           (err: Error | null, res: NodeJS.ReadableStream) => (err ? reject(err) : resolve(res)),
         ),
       );
-      await pipeline(stream, createWriteStream(file), { signal });
+      if (!below?.length) return void (await pipeline(stream, createWriteStream(file), { signal }));
+      const whole = `${file}.whole`;
+      try {
+        await pipeline(stream, createWriteStream(whole), { signal });
+        const held = new Set<string>();
+        for (const ref of below) {
+          const layers = (await inspectRaw(ref))?.RootFS?.Layers ?? [];
+          layers.forEach((_, i) => held.add(layers.slice(0, i + 1).join(",")));
+        }
+        await copyTarWithout(whole, file, await layersHeld(whole, held));
+      } finally {
+        rmSync(whole, { force: true });
+      }
     },
     async removeUnusedImage(id) {
       const { docker } = dockerode();
@@ -147,4 +164,25 @@ export function imageVerbs({ dockerode, quick, endpoint, inspectRaw }: EngineCon
         });
     },
   };
+}
+
+/**
+ * Which layer files of a `docker save` archive hold a layer chain in `held` (each chain: its diff
+ * ids so far, joined by commas): the archive's manifest.json names each image's config (its
+ * diff ids) and its layer files, in the same order.
+ */
+async function layersHeld(archive: string, held: Set<string>): Promise<(name: string) => boolean> {
+  const files = await tarFiles(archive, (n) => n === "manifest.json" || /^[0-9a-f]{64}\.json$/.test(n));
+  const manifest = JSON.parse(files.get("manifest.json")?.toString("utf8") ?? "[]") as {
+    Config: string;
+    Layers: string[];
+  }[];
+  const drop = new Set<string>();
+  for (const image of manifest) {
+    const diffIds: string[] = JSON.parse(files.get(image.Config)?.toString("utf8") ?? "{}").rootfs?.diff_ids ?? [];
+    image.Layers.forEach((layer, i) => {
+      if (diffIds.length === image.Layers.length && held.has(diffIds.slice(0, i + 1).join(","))) drop.add(layer);
+    });
+  }
+  return (name) => drop.has(name);
 }

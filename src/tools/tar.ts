@@ -1,5 +1,7 @@
-/** Reading tar streams (tar-stream): every entry with its content, in order. */
+/** Reading tar streams (tar-stream): every entry with its content, in order; archives on disk read or copied in part. */
+import { createReadStream, createWriteStream } from "node:fs";
 import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 
 export interface TarEntry {
@@ -79,4 +81,46 @@ export async function firstTarEntry(stream: Readable, maxBytes: number): Promise
     stream.on("error", (e) => settle(() => reject(e)));
     stream.pipe(extract);
   });
+}
+
+/** The regular files of a tar archive for which `want` says yes, read whole; every other entry is passed over unread. */
+export async function tarFiles(file: string, want: (name: string) => boolean): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  const extract = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on("entry", (header, body, next) => {
+      const chunks: Buffer[] = [];
+      const keep = (header.type ?? "file") === "file" && want(header.name);
+      body.on("data", (c: unknown) => keep && chunks.push(c as Buffer));
+      body.on("end", () => {
+        if (keep) files.set(header.name, Buffer.concat(chunks));
+        next();
+      });
+      body.resume();
+    });
+    extract.on("finish", resolve);
+    extract.on("error", reject);
+  });
+  const input = createReadStream(file);
+  input.on("error", (e) => extract.destroy(e));
+  input.pipe(extract);
+  await done;
+  return files;
+}
+
+/** Copies a tar archive without the entries `drop` names, every other entry as it was. */
+export async function copyTarWithout(from: string, to: string, drop: (name: string) => boolean): Promise<void> {
+  const extract = tar.extract();
+  const pack = tar.pack();
+  extract.on("entry", (header, body, next) => {
+    if (drop(header.name)) {
+      body.on("end", () => next());
+      body.resume();
+      return;
+    }
+    body.pipe(pack.entry(header, next));
+  });
+  extract.on("finish", () => pack.finalize());
+  extract.on("error", (e) => pack.destroy(e));
+  await Promise.all([pipeline(createReadStream(from), extract), pipeline(pack, createWriteStream(to))]);
 }

@@ -95,7 +95,23 @@ test.before(() => {
 
 test.after(async () => {
   await removeProject(project);
+  await removeProject(RELEASED);
 });
+
+/** What a boot test of the project left on the engine: containers and networks under a namespace. */
+async function bootTestLeft(of: string): Promise<{ containers: number; networks: number }> {
+  const filters = JSON.stringify({ label: ["bake.namespace", `bake.project=${of}`] });
+  return {
+    containers: (await docker.listContainers({ all: true, filters })).length,
+    networks: (await docker.listNetworks({ filters })).length,
+  };
+}
+
+/** The tags of the project's local AMI but those of its host stage (`host-<key12>`, kept: a valid stage). */
+async function amiTags(of: string): Promise<string[]> {
+  const images = await docker.listImages({ filters: JSON.stringify({ reference: [`${of}/host`] }) });
+  return images.flatMap((i) => i.RepoTags ?? []).filter((t) => !t.startsWith(`${of}/host:host-`));
+}
 
 const manifest = () => JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
 
@@ -122,11 +138,24 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   assert.is(image.Id, id);
   assert.is(image.Config.Labels["bake.key"], m.amis.host.key);
 
-  // The playbook ran, and the archive inside holds exactly the built images.
+  // Baked in two stages: the host stage (engine, agent, playbook, base) under its own key, the
+  // release stage (the service) on top of it.
+  const [hostStage] = m.amis.host.stages;
+  assert.equal([hostStage.name, hostStage.node], ["host", "host@host"]);
+  const below = await docker.getImage(`${project}/host:host-${hostStage.key.slice(0, 12)}`).inspect();
+  assert.is(below.Config.Labels["bake.key"], hostStage.key);
+  assert.ok(
+    (await docker.getImage(id).history()).some((h: { Id: string }) => h.Id === below.Id),
+    "the AMI's image is a layer on the host stage's",
+  );
+
+  // The playbook ran, and the archives inside hold exactly the built images: the host stage's the
+  // base, the release stage's the service, without the layers the base already brought.
   const out = mkdtempSync(path.join(tmpdir(), "bake-preload-"));
   const container = await docker.createContainer({ Image: id, Cmd: ["true"] });
   try {
-    await execa("docker", ["cp", `${container.id}:/var/lib/bake/preload/images.tar`, out]);
+    for (const f of ["images.tar", "images.json", "release.tar", "release.json"])
+      await execa("docker", ["cp", `${container.id}:/var/lib/bake/preload/${f}`, out]);
     await execa("docker", ["cp", `${container.id}:/etc/bake-test`, out]);
     await execa("docker", ["cp", `${container.id}:/etc/bake/services/${project}-app.json`, path.join(out, "app.json")]);
   } finally {
@@ -138,14 +167,30 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   assert.equal(contract.create.Env, ["LOG_FMT={{.Time}}", `PROBE={{ lookup('pipe', 'touch ${PWNED}') }}`]);
   assert.equal([contract.pass_env, contract.runtime_env], [["APP_TOKEN"], "/etc/bake/runtime.env"]);
   assert.not.ok(existsSync(PWNED), "the lookup ran on the controller");
-  await execa("tar", ["-xf", path.join(out, "images.tar"), "-C", out, "manifest.json"]);
-  const archived = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as {
-    Config: string;
-    RepoTags: string[];
-  }[];
-  const ids = archived.map((a) => `sha256:${path.basename(a.Config, ".json")}`).sort();
-  assert.equal(ids, [m.images.base.id, m.images.app.id].sort());
-  const loaded = await execa("docker", ["load", "-i", path.join(out, "images.tar")]);
+  const archived = async (archive: string) => {
+    const into = mkdtempSync(path.join(tmpdir(), "bake-archive-"));
+    await execa("tar", ["-xf", path.join(out, archive), "-C", into]);
+    const entries = JSON.parse(readFileSync(path.join(into, "manifest.json"), "utf8")) as {
+      Config: string;
+      Layers: string[];
+    }[];
+    return {
+      ids: entries.map((a) => `sha256:${path.basename(a.Config, ".json")}`).sort(),
+      layers: entries.flatMap((a) => a.Layers).filter((l) => existsSync(path.join(into, l))).length,
+    };
+  };
+  assert.equal((await archived("images.tar")).ids, [m.images.base.id]);
+  const release = await archived("release.tar");
+  assert.equal(release.ids, [m.images.app.id]);
+  const baseLayers = (await docker.getImage(m.images.base.id).inspect()).RootFS!.Layers!.length;
+  const appLayers = (await docker.getImage(m.images.app.id).inspect()).RootFS!.Layers!.length;
+  assert.is(release.layers, appLayers - baseLayers, "the release archive holds only the layers above the base");
+  assert.equal(
+    JSON.parse(readFileSync(path.join(out, "release.json"), "utf8")).map((i: { name: string }) => i.name),
+    ["app"],
+  );
+  // The release archive loads where the stage below is loaded (its layers are there).
+  const loaded = await execa("docker", ["load", "-i", path.join(out, "release.tar")]);
   assert.match(loaded.stdout, new RegExp(`Loaded image: ${project}/app:${m.images.app.key.slice(0, 12)}`));
   assert.is((await docker.getImage(`${project}/app:${m.images.app.key.slice(0, 12)}`).inspect()).Id, m.images.app.id);
 });
@@ -193,11 +238,7 @@ test("the bake ran on a systemd host, and the image boots: no failed unit, the l
   const boot = manifest().amis.host.boot;
   assert.ok(boot.ok && boot.seconds > 0 && boot.seconds < 180, JSON.stringify(boot));
   // Nothing of the boot test is left: no container or network under its namespace.
-  assert.equal(
-    (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
-    0,
-  );
-  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
+  assert.equal(await bootTestLeft(project), { containers: 0, networks: 0 });
 });
 
 test("bake test boots the local AMI that exists and runs its spec, building nothing", async () => {
@@ -210,11 +251,7 @@ test("bake test boots the local AMI that exists and runs its spec, building noth
   );
   assert.match(r.stderr, /host: boot test: ok test tests\/host\.goss\.yaml/);
   assert.not.match(r.stderr, /packer build|building/);
-  assert.equal(
-    (await docker.listContainers({ all: true, filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
-    0,
-    "the booted host is removed",
-  );
+  assert.is((await bootTestLeft(project)).containers, 0, "the booted host is removed");
 });
 
 test("a second signal while the host boots (SIGINT, then SIGTERM as CI cancels): exit 130, and the host and its services, which hold the secret, are removed all the same", async () => {
@@ -244,11 +281,7 @@ test("a second signal while the host boots (SIGINT, then SIGTERM as CI cancels):
     ).length;
   for (let i = 0; i < 50 && (await left()) > 0; i++) await new Promise((r) => setTimeout(r, 200));
   assert.is(await left(), 0, "no boot-test container left");
-  assert.equal(
-    (await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length,
-    0,
-    "no boot-test network left",
-  );
+  assert.is((await bootTestLeft(project)).networks, 0, "no boot-test network left");
 });
 
 test("the secret is baked nowhere: not in the image's files or configuration, nor in any container the engine keeps", async () => {
@@ -364,6 +397,15 @@ test("what is inside the local AMI: an SBOM of the host and the images it ships,
       ["image:app", m.images.app.id.slice(7)],
     ],
   );
+  // The stage it was built on, by its key.
+  assert.equal(
+    statement.predicate.buildDefinition.resolvedDependencies.filter((d: any) => d.name.startsWith("stage:")),
+    [{ name: "stage:host", digest: { bakeKey: m.amis.host.stages[0].key }, annotations: { "bake.node": "host@host" } }],
+  );
+  assert.equal(
+    cdx.metadata.component.properties.filter((p: any) => p.name === "bake:stage").map((p: any) => p.value),
+    [`host=${m.amis.host.stages[0].key}`],
+  );
   assert.match(statement.predicate.runDetails.builder.version.packer, /^1\.\d+\.\d+$/);
   assert.match(statement.predicate.runDetails.builder.version.ansible, /^2\.\d+/);
 
@@ -431,11 +473,108 @@ test("the secret passed through pass_env appears in no output, log, rendered fil
  * The pipeline under another project name (its bake.yml edited), with a playbook of one task, or
  * with no playbook at all: bake provisions the engine, the shipped images and the services alone.
  */
-function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
-  const yml = PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace(
-    "    test: tests/host.goss.yaml\n",
-    "",
+test("a release-only change bakes the release stage alone, on the host stage as it was: the playbook does not run again", async () => {
+  const before = manifest().amis.host;
+  const [hostStage] = before.stages;
+  const original = readFileSync(path.join(dir, "bake.yml"), "utf8");
+  writeFileSync(
+    path.join(dir, "bake.yml"),
+    original.replace(
+      "    dockerfile: app/Dockerfile\n    run:",
+      "    dockerfile: app/Dockerfile\n    args: { RELEASE: r2 }\n    run:",
+    ),
   );
+  try {
+    const planned = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find(
+      (n: any) => n.name === "host",
+    );
+    assert.equal(
+      planned.stages.map((st: any) => [st.name, st.key.slice(0, 12), st.status]),
+      [
+        ["host", hostStage.key.slice(0, 12), "cached"],
+        ["release", planned.key.slice(0, 12), "build"],
+      ],
+    );
+    assert.match(planned.stages[0].reason, /has this key: reused$/);
+    const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { APP_TOKEN: SECRET } });
+    assert.is(r.code, 0, r.stderr.slice(-3000));
+    assert.match(
+      r.stderr,
+      new RegExp(`host: stage host: ${project}/host:host-${hostStage.key.slice(0, 12)} has this key: reused`),
+    );
+    for (const task of ["TASK [docker_host", "TASK [web :", "TASK [marker :"])
+      assert.not.ok(r.stderr.includes(task), `${task} ran again`);
+    assert.match(r.stderr, /TASK \[service : Enable each service at boot/);
+    assert.match(r.stderr, /boot test: ok test tests\/host\.goss\.yaml/);
+    const after = manifest().amis.host;
+    assert.is.not(after.key, before.key);
+    assert.equal(after.stages, before.stages, "the same host stage");
+    const below = await docker.getImage(`${project}/host:host-${hostStage.key.slice(0, 12)}`).inspect();
+    const history = await docker.getImage(after.regions.local).history();
+    assert.ok(
+      history.some((h: { Id: string }) => h.Id === below.Id),
+      "built on the host stage's image",
+    );
+  } finally {
+    writeFileSync(path.join(dir, "bake.yml"), original);
+  }
+});
+
+test("a change below the release (a playbook input) bakes the host stage again and the release stage on it", async () => {
+  const before = manifest().amis.host;
+  const file = path.join(dir, "ansible/group_vars/all.yml");
+  const original = readFileSync(file, "utf8");
+  writeFileSync(file, 'marker_text: "baked, again\\n"\n');
+  try {
+    const planned = JSON.parse((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout).nodes.find(
+      (n: any) => n.name === "host",
+    );
+    assert.equal(
+      planned.stages.map((st: any) => [st.name, st.status]),
+      [
+        ["host", "build"],
+        ["release", "build"],
+      ],
+    );
+    assert.match(
+      planned.stages[0].reason,
+      new RegExp(`^playbook input group_vars/all\\.yml changed since ${before.stages[0].key.slice(0, 12)}$`),
+    );
+    const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { APP_TOKEN: SECRET } });
+    assert.is(r.code, 0, r.stderr.slice(-3000));
+    assert.match(r.stderr, /host: stage host: packer build /);
+    assert.match(r.stderr, /TASK \[marker : Mark the host\]/);
+    assert.match(r.stderr, /host: stage release: packer build /);
+    const after = manifest().amis.host;
+    assert.is.not(after.stages[0].key, before.stages[0].key);
+    const marker = await execa("docker", ["run", "--rm", "--entrypoint", "cat", after.regions.local, "/etc/bake-test"]);
+    assert.is(marker.stdout, "baked, again");
+    // Provenance names the new stage the AMI was built on.
+    const statement = readFileSync(path.join(dir, "bake-provenance.intoto.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .find((st) => st.subject[0].annotations["bake.key"] === after.key);
+    assert.equal(
+      statement.predicate.buildDefinition.resolvedDependencies.find((d: any) => d.name === "stage:host").digest,
+      { bakeKey: after.stages[0].key },
+    );
+  } finally {
+    writeFileSync(file, original);
+  }
+});
+
+/**
+ * The project of the variants that differ from each other in their services only (the health
+ * check): the second one's bake reuses the first one's host stage.
+ */
+const RELEASED = `${project}-rel`;
+
+function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
+  const yml = PIPELINE.replace(
+    `project: ${project}`,
+    `project: ${suffix === "rel" ? RELEASED : `${project}-${suffix}`}`,
+  ).replace("    test: tests/host.goss.yaml\n", "");
   return tempTree({
     // Variants bake other playbooks: the main host's spec is not theirs.
     "bake.yml": (options.edit ?? ((y: string) => y))(
@@ -452,7 +591,7 @@ function variant(suffix: string, options: { edit?: (yml: string) => string; task
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
   // The service prints its pass_env value before it fails its health check: the boot test shows
   // its last log lines, redacted like every other line bake shows or writes.
-  const failing = variant("health", {
+  const failing = variant("rel", {
     edit: (y) =>
       y
         .replace("http: /,", "http: /missing,")
@@ -469,11 +608,7 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
     r.stderr,
     /service app: bake-service@[^ ]+-app\.service active[^\n]*container bake-boot-[0-9a-f]+-[^ ]+-app unhealthy/,
   );
-  assert.is(
-    (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-health/host`] }) })).length,
-    0,
-    "nothing tagged",
-  );
+  assert.equal(await amiTags(RELEASED), [], "nothing tagged but the host stage");
   assert.is(await containerCountSettling(containersBefore, project), containersBefore, "no container left behind");
   const manifestFile = path.join(failing, "bake-manifest.json");
   assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
@@ -484,12 +619,11 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
     [],
     "no log or file holds it",
   );
-  await removeProject(`${project}-health`);
 });
 
 test("Ctrl-C during the boot test: exit 130, the host and its services removed, nothing tagged", async () => {
   // A health check whose first probe comes late: the interrupt lands while the test waits for it.
-  const slow = variant("bootint", { edit: (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1") });
+  const slow = variant("rel", { edit: (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1") });
   const containersBefore = await containerCount(project);
   const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], {
     cwd: slow,
@@ -511,13 +645,8 @@ test("Ctrl-C during the boot test: exit 130, the host and its services removed, 
     containersBefore,
     "the host and its services are gone",
   );
-  assert.equal((await docker.listNetworks({ filters: JSON.stringify({ label: ["bake.namespace"] }) })).length, 0);
-  assert.is(
-    (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}-bootint/host`] }) })).length,
-    0,
-    "nothing tagged",
-  );
-  await removeProject(`${project}-bootint`);
+  assert.is((await bootTestLeft(RELEASED)).networks, 0);
+  assert.equal(await amiTags(RELEASED), [], "nothing tagged but the host stage");
 });
 
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {

@@ -6,7 +6,8 @@ import { buildGraph, selectWithDependencies } from "../../src/graph/graph.js";
 import { findCycle } from "../../src/config/semantic.js";
 import { computeKeys, keyOf } from "../../src/graph/keys.js";
 import { assemblePlan, changedInputs, previousImage, type WorldState } from "../../src/plan/plan.js";
-import { planJson, planMatrix } from "../../src/commands/plan.js";
+import { planJson, planMatrix, planTable } from "../../src/commands/plan.js";
+import { stagesOn, stageTag } from "../../src/graph/stages.js";
 import type { BakeImageRecord } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
@@ -238,6 +239,62 @@ test("plan --matrix: only what builds, grouped by level so each level's jobs can
 test("changedInputs", () => {
   assert.equal(changedInputs({ a: "1", b: "2" }, { a: "1", b: "3", c: "4" }), ["b", "c"]);
   assert.is(changedInputs(undefined, { a: "1" }), undefined);
+});
+
+test("stages: the host stage's key leaves out the services and the test; the release stage's key is the AMI's", () => {
+  const ami = config.amis[0];
+  const keysWith = (changed: Record<string, Record<string, string>>) =>
+    computeKeys(graph, new Map([...own].map(([n, o]) => [n, changed[n] ?? o])), "local", {
+      sourceAmi: new Map(),
+      unresolved: new Map(),
+    });
+  const [host, release] = stagesOn(ami, "local", localKeys.get("host"))!;
+  assert.equal([host.name, host.node, host.images, host.services], ["host", "host@host", ["zeta"], []]);
+  assert.equal(
+    [release.name, release.key, release.images, release.services],
+    ["release", key("host"), ["rel"], ["rel"]],
+  );
+  assert.is(stageTag(host), `host-${host.key.slice(0, 12)}`);
+  // A release changes: the AMI's key moves, its host stage's does not.
+  const released = keysWith({ rel: { kind: "image", self: "rel", dockerfile: "changed" } });
+  const [host2, release2] = stagesOn(ami, "local", released.get("host"))!;
+  assert.is.not(release2.key, release.key);
+  assert.is(host2.key, host.key);
+  // A base image it preloads changes: both move.
+  const based = keysWith({ zeta: { kind: "image", self: "zeta", rootfs: "changed" } });
+  const [host3, release3] = stagesOn(ami, "local", based.get("host"))!;
+  assert.is.not(host3.key, host.key);
+  assert.is.not(release3.key, release.key);
+  // The targets that do not chain stages yet, and an AMI that runs no service, bake in one run.
+  assert.is(stagesOn(ami, "aws", localKeys.get("host")), undefined);
+  assert.is(stagesOn({ ...ami, services: [] }, "local", localKeys.get("host")), undefined);
+});
+
+test("plan of a staged AMI: each stage with its status and reason, the host stage reused when only a release moved", () => {
+  const [host] = stagesOn(config.amis[0], "local", localKeys.get("host"))!;
+  const images = graph.order.filter((n) => n.kind === "image").map((n) => record(n.name, key(n.name)));
+  const plan = assemblePlan(graph.order, localKeys, state([...images, record("host@host", host.key)]), "local");
+  const ami = plan.find((e) => e.name === "host")!;
+  assert.equal(
+    ami.stages!.map((s) => [s.name, s.status, s.reason]),
+    [
+      ["host", "cached", `image p/host@host:${host.key.slice(0, 12)} has this key: reused`],
+      ["release", "build", ami.reason],
+    ],
+  );
+  assert.is(ami.status, "build");
+  const table = planTable(plan, "local").split("\n");
+  const at = table.findIndex((l) => /\bhost\s+ami\s/.test(l));
+  assert.match(table[at + 1], new RegExp(`├ host\\s+stage\\s+ami\\s+${host.key.slice(0, 12)}\\s+cached`));
+  assert.match(table[at + 2], new RegExp(`└ release\\s+stage\\s+ami\\s+${key("host").slice(0, 12)}\\s+build`));
+  assert.equal(JSON.parse(planJson(plan)).nodes.find((n: { name: string }) => n.name === "host").stages, ami.stages);
+  // Nothing of the host stage on the engine: it bakes, and says why.
+  const fresh = assemblePlan(graph.order, localKeys, state(images), "local").find((e) => e.name === "host")!;
+  assert.equal(fresh.stages![0].status, "build");
+  assert.is(fresh.stages![0].reason, "never built");
+  // The AMI itself is there: its stages are too.
+  const done = assemblePlan(graph.order, localKeys, state([...images, record("host", key("host"))]), "local");
+  assert.ok(done.find((e) => e.name === "host")!.stages!.every((s) => s.status === "cached"));
 });
 
 test.run();

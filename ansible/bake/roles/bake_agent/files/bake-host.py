@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bake's agent on a host, run by systemd at boot (and by the roles during a bake):
 
-  bake-host preload          load the shipped archive unless every image is there under its key
+  bake-host preload          load the shipped archives (one per stage) unless every image is there under its key
   bake-host start NAME       (re)create and start a service from its runtime contract
   bake-host stop NAME        stop it
 
@@ -63,11 +63,18 @@ def image_key(ref):
 
 
 def preload():
-    with open(os.path.join(PRELOAD_DIR, "images.json")) as f:
-        images = json.load(f)
-    missing = [i for i in images if image_key(i["ref"]) != i["key"]]
-    if missing:
-        archive = os.path.join(PRELOAD_DIR, "images.tar")
+    # One archive per stage the machine image was baked in (images, then release): a stage's
+    # archive leaves out the layers the one below holds, so they load bottom first.
+    names = sorted(f[: -len(".json")] for f in os.listdir(PRELOAD_DIR) if f.endswith(".json"))
+    everything = []
+    for name in names:
+        with open(os.path.join(PRELOAD_DIR, "%s.json" % name)) as f:
+            images = json.load(f)
+        everything += images
+        missing = [i for i in images if image_key(i["ref"]) != i["key"]]
+        if not missing:
+            continue
+        archive = os.path.join(PRELOAD_DIR, "%s.tar" % name)
         print("loading %s (%s missing)" % (archive, ", ".join(i["ref"] for i in missing)), flush=True)
         with open(archive, "rb") as body:
             size = os.fstat(body.fileno()).st_size
@@ -75,10 +82,10 @@ def preload():
         text = answer.decode(errors="replace") if isinstance(answer, bytes) else json.dumps(answer)
         if status != 200 or '"error"' in text:
             fail("loading %s failed (HTTP %d): %s" % (archive, status, text.strip()[-2000:]))
-    wrong = [i["ref"] for i in images if image_key(i["ref"]) != i["key"]]
+    wrong = [i["ref"] for i in everything if image_key(i["ref"]) != i["key"]]
     if wrong:
         fail("not present under their keys after loading: %s" % ", ".join(wrong))
-    print("every shipped image is present under its key: %s" % ", ".join(i["ref"] for i in images), flush=True)
+    print("every shipped image is present under its key: %s" % ", ".join(i["ref"] for i in everything), flush=True)
 
 
 def read_env_file(path):

@@ -1,0 +1,95 @@
+/**
+ * Staged host bakes on `--target local`, on a copy of the reference pipeline in a folder of its
+ * own: a release-only change (one line of the `replays` release) bakes the release stage alone,
+ * against a bake that starts below it (a playbook input changed: the host stage and the release
+ * stage), both with the boot test, measured in one run on one engine, each side in turn.
+ * Also: the bytes the release stage ships against one archive of every shipped image.
+ * Usage: node dist/bench/stages.js [rounds]   (default 2; a few minutes a round)
+ */
+import { execa } from "execa";
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { env, mid, ratio, seconds } from "./graph.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CLI = path.join(ROOT, "dist/src/bake.cjs");
+const rounds = Number(process.argv[2] ?? 2);
+
+const dir = mkdtempSync(path.join(tmpdir(), "bake-bench-stages-"));
+for (const part of ["bake.yml", "bake.lock", "containers", "ansible"])
+  if (existsSync(path.join(ROOT, part))) cpSync(path.join(ROOT, part), path.join(dir, part), { recursive: true });
+const project = `bench-stages-${process.pid}`;
+writeFileSync(
+  path.join(dir, "bake.yml"),
+  readFileSync(path.join(dir, "bake.yml"), "utf8").replace(/^project: .*$/m, `project: ${project}`),
+);
+const runEnv = { ...env, DIAGNOSTICS_TOKEN: "bench" };
+const bake = async (args: string[]) => {
+  const r = await execa(process.execPath, [CLI, ...args], { cwd: dir, env: runEnv, reject: false });
+  if (r.exitCode !== 0)
+    throw new Error(`bake ${args.join(" ")} failed (exit ${r.exitCode}):\n${r.stderr.slice(-3000)}`);
+  return r;
+};
+const ami = ["ami", "app-host", "--target", "local"];
+let edits = 0;
+/** A release-only change: a line in the replays release's code. */
+const releaseChange = () => appendFileSync(path.join(dir, "containers/replays/replays/__init__.py"), `# ${++edits}\n`);
+/** A change below the release: the playbook (the host stage bakes again). */
+const hostChange = () => appendFileSync(path.join(dir, "ansible/host.yml"), `# ${++edits}\n`);
+
+try {
+  await bake(["build"]);
+  await bake(ami); // both stages once: the engine's caches warm for both sides
+  const full: number[] = [];
+  const release: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    hostChange();
+    full.push(await seconds(() => bake(ami)));
+    releaseChange();
+    const r = await bake(ami);
+    if (!/stage host: .* has this key: reused/.test(r.stderr)) throw new Error("the host stage was not reused");
+    releaseChange();
+    release.push(await seconds(() => bake(ami)));
+  }
+  // What the release stage ships, against one archive of every image the AMI ships.
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  const image = manifest.amis["app-host"].regions.local;
+  const out = mkdtempSync(path.join(tmpdir(), "bake-bench-archives-"));
+  const { stdout: container } = await execa("docker", ["create", image, "true"]);
+  try {
+    await execa("docker", ["cp", `${container}:/var/lib/bake/preload/release.tar`, out]);
+  } finally {
+    await execa("docker", ["rm", container]);
+  }
+  const shipped = ["base", "runtime", "diagnostics", "replays"].map(
+    (n) => `${project}/${n}:${manifest.images[n].key.slice(0, 12)}`,
+  );
+  await execa("docker", ["save", "-o", path.join(out, "whole.tar"), ...shipped]);
+  const mb = (f: string) => statSync(path.join(out, f)).size / 1e6;
+  rmSync(out, { recursive: true, force: true });
+
+  const [f, r] = [mid(full), mid(release)];
+  console.log(
+    `release-only change -> local AMI, boot test included: ${r.toFixed(1)} s; a bake from the host stage up ${f.toFixed(1)} s; ratio ${ratio(r, f)} (goal <= 12 s and <= 0.25x); runs ${release.map((x) => x.toFixed(1)).join(", ")} / ${full.map((x) => x.toFixed(1)).join(", ")}`,
+  );
+  console.log(
+    `preload bytes shipped by the release stage: ${mb("release.tar").toFixed(1)} MB against ${mb("whole.tar").toFixed(1)} MB for every shipped image in one archive (${ratio(mb("release.tar"), mb("whole.tar"))})`,
+  );
+} finally {
+  await execa(process.execPath, [CLI, "prune", "--yes", "--keep-images", "0"], { cwd: dir, env, reject: false });
+  const { stdout } = await execa("docker", ["images", "-q", "--filter", `label=bake.project=${project}`]);
+  const ids = [...new Set(stdout.split("\n").filter(Boolean))];
+  if (ids.length) await execa("docker", ["rmi", "-f", ...ids], { reject: false });
+  rmSync(dir, { recursive: true, force: true });
+}
