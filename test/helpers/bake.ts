@@ -54,10 +54,16 @@ process.on("exit", () => {
   for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Writes files (path → content; a `->target` content makes a symlink) into a new temp folder. */
-export function tempTree(files: Record<string, string>, prefix = "bake-test-"): string {
+/** A new empty temp folder of this test process, removed when it exits. */
+export function tempDir(prefix = "bake-test-"): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   made.push(dir);
+  return dir;
+}
+
+/** Writes files (path → content; a `->target` content makes a symlink) into a new temp folder. */
+export function tempTree(files: Record<string, string>, prefix = "bake-test-"): string {
+  const dir = tempDir(prefix);
   writeTree(dir, files);
   return dir;
 }

@@ -2,13 +2,12 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { parse as parseYaml } from "yaml";
 import { DescribeImageAttributeCommand, DescribeImagesCommand } from "@aws-sdk/client-ec2";
-import { bake, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, tempTree, testEnv, tempDir } from "../helpers/bake.js";
 import { busyboxRootfs } from "../helpers/engine.js";
 import { motoEc2, motoEnv, registerAmi, resetMoto } from "../helpers/moto.js";
 import { hclString } from "../../src/ami/hcl.js";
@@ -219,7 +218,7 @@ function arbitrary(seed: number): string {
 
 test("property: arbitrary strings through the hcl helper reach Packer literally", async () => {
   const values = Array.from({ length: 60 }, (_, i) => arbitrary(i + 1));
-  const dir = mkdtempSync(path.join(tmpdir(), "bake-hcl-property-"));
+  const dir = tempDir("bake-hcl-property-");
   writeFileSync(
     path.join(dir, "t.pkr.hcl"),
     `locals {\n${values.map((v, i) => `  v${i} = ${hclString(v)}`).join("\n")}\n}\nsource "null" "n" {\n  communicator = "none"\n}\nbuild {\n  sources = ["source.null.n"]\n}\n`,
@@ -252,7 +251,7 @@ test("an AMI with the same key exists: returned without Packer, tagged, copied t
   const key = plan.find((n: any) => n.name === "host").key;
   assert.match(key, /^[0-9a-f]{64}$/);
   const existing = await registerAmi(`aws-${suffix}-host-existing`, { "bake:key": key });
-  const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
+  const bin = tempDir("bake-nopacker-");
   symlinkSync("/usr/bin/git", path.join(bin, "git"));
   const r = await bake(["ami", "host", "--json"], {
     cwd: dir,

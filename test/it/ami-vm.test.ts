@@ -7,22 +7,11 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
-import { CLI, ROOT, testEnv, writeTree } from "../helpers/bake.js";
+import { CLI, ROOT, testEnv, writeTree, tempDir } from "../helpers/bake.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
 
@@ -55,7 +44,7 @@ async function qemuOfProject(): Promise<string[]> {
 
 test.before(async () => {
   // The reference pipeline as the repository has it, under a project name of this test's own.
-  dir = mkdtempSync(path.join(tmpdir(), "bake-vm-"));
+  dir = tempDir("bake-vm-");
   // Only the project's files: bake's own provisioning (ansible/bake/ in this checkout) comes from
   // bake's package, never from the project.
   for (const p of ["containers", "ansible"])

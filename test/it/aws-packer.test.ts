@@ -7,8 +7,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
   DescribeImagesCommand,
@@ -19,7 +18,7 @@ import {
 } from "@aws-sdk/client-ec2";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
-import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, CLI, ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js";
 import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
@@ -80,7 +79,7 @@ amis:
   // The instance: a systemd host whose sshd answers on a 127.0.0.1 port the engine picks. No engine
   // runs in an unprivileged container: the outer one answers on the host's socket, and bake's
   // stand-in drop-ins (as on the local target) take the place of the engine's units.
-  const standin = mkdtempSync(path.join(tmpdir(), "bake-aws-standin-"));
+  const standin = tempDir("bake-aws-standin-");
   for (const [file, text] of Object.entries(ENGINE_STANDIN)) {
     mkdirSync(path.dirname(path.join(standin, file)), { recursive: true });
     writeFileSync(path.join(standin, file), text);
@@ -361,7 +360,7 @@ test("two runners, one account: the second bake of a key waits on the AWS lease,
 test("SSH pinned to a host key bake made refuses an sshd with another key before any command runs (a process that took a VM's port)", async () => {
   // The stand-in's sshd answers on 127.0.0.1 with host keys of its own, as anything that took the
   // port a VM's SSH is forwarded from would.
-  const boot = mkdtempSync(path.join(tmpdir(), "bake-pin-"));
+  const boot = tempDir("bake-pin-");
   try {
     const pinned = await bootHostKey(boot);
     const client = path.join(boot, "id_ed25519");

@@ -1,10 +1,9 @@
 /** `bake doctor` against the real services: one line per check, a fix for each failure. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { bake, ROOT } from "../helpers/bake.js";
+import { bake, ROOT, tempDir } from "../helpers/bake.js";
 import { MOTO, motoEnv } from "../helpers/moto.js";
 
 const env = { ...motoEnv, BAKE_REGISTRY: "127.0.0.1:5000" };
@@ -54,7 +53,7 @@ test("--json gives the checks as data", async () => {
 });
 
 test("engine and registry down, no packer, no credentials: each failure says how to fix it, exit 1", async () => {
-  const bin = mkdtempSync(path.join(tmpdir(), "bake-path-"));
+  const bin = tempDir("bake-path-");
   symlinkSync("/usr/bin/ansible-playbook", path.join(bin, "ansible-playbook"));
   const r = await bake(["doctor"], {
     cwd: ROOT,
@@ -90,7 +89,7 @@ test("an instance-store AMI: the bundle's x509 pair is named (warn), readable (o
     unset.stdout,
     /^warn\s+x509 app-host\s+BAKE_X509_CERT and BAKE_X509_KEY not set: bake ami app-host --target aws needs/m,
   );
-  const dir = mkdtempSync(path.join(tmpdir(), "bake-x509-"));
+  const dir = tempDir("bake-x509-");
   for (const f of ["cert.pem", "key.pem"]) writeFileSync(path.join(dir, f), "not a real pem\n");
   const ok = await bake(["doctor"], {
     cwd: ROOT,

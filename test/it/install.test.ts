@@ -4,16 +4,15 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, realpathSync, rmSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-import { ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 
 const project = uniqueProject("install");
-const work = mkdtempSync(path.join(tmpdir(), "bake-install-"));
+const work = tempDir("bake-install-");
 const version = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version;
 let installedPrefix = "";
 
