@@ -34,6 +34,11 @@ export interface Stage {
 /** The stage separator in a stage's node name: never part of an image or AMI name. */
 export const STAGE_MARK = "@";
 
+/** The name bake gives a stage below the AMI in labels and records: `<ami>@<stage>`. */
+export function stageNode(ami: string, stage: StageName): string {
+  return `${ami}${STAGE_MARK}${stage}`;
+}
+
 /** Whether the AMI bakes in stages on this target: it runs services (its release stage) and the target chains stages. */
 export function isStaged(ami: Pick<AmiNode, "services">, target: Target): boolean {
   return ami.services.length > 0 && STAGED_TARGETS.includes(target);
@@ -63,7 +68,7 @@ export function amiStages(
       name: "host",
       images: hostImages,
       services: [],
-      node: `${ami.name}${STAGE_MARK}host`,
+      node: stageNode(ami.name, "host"),
       key: keyOf(hostInputs),
       inputs: hostInputs,
     },

@@ -70,6 +70,18 @@ export function planAmiRetention(
   });
 }
 
+/** What a decision on a local image says of it. */
+function localImage(name: string, img: BakeImageRecord) {
+  return {
+    kind: "image" as const,
+    name,
+    where: "local",
+    id: img.id,
+    key: img.key,
+    created: new Date(img.created * 1000).toISOString(),
+  };
+}
+
 /** Local images of one node: keep the current key and the newest `keep` others. */
 export function planImageRetention(
   name: string,
@@ -80,14 +92,7 @@ export function planImageRetention(
   const newestFirst = [...images].sort((a, b) => b.created - a.created);
   let kept = 0;
   return newestFirst.map((img): PruneDecision => {
-    const base = {
-      kind: "image" as const,
-      name,
-      where: "local",
-      id: img.id,
-      key: img.key,
-      created: new Date(img.created * 1000).toISOString(),
-    };
+    const base = localImage(name, img);
     if (currentKey && img.key === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
     if (kept < keep) {
       kept++;
@@ -95,6 +100,28 @@ export function planImageRetention(
     }
     return { ...base, action: "remove", reason: `older than the newest ${keep} earlier builds` };
   });
+}
+
+/**
+ * The images of an AMI's stage below the AMI (the local target's `<ami>@host`): a stage goes only
+ * when neither the current bake nor any AMI image kept was built on it (`keptOn`: the stage keys
+ * the kept AMI images were built on, with which AMI image).
+ */
+export function planStageRetention(
+  name: string,
+  stages: BakeImageRecord[],
+  keptOn: Map<string, string>,
+  currentKey?: string,
+): PruneDecision[] {
+  return [...stages]
+    .sort((a, b) => b.created - a.created)
+    .map((img): PruneDecision => {
+      const base = localImage(name, img);
+      if (currentKey && img.key === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
+      const on = keptOn.get(img.key);
+      if (on) return { ...base, action: "keep", reason: `the kept AMI image ${on} was built on it` };
+      return { ...base, action: "remove", reason: "no AMI image kept was built on it" };
+    });
 }
 
 /** A vm target's disk folder under .bake/vm/ (vm.json's key and time; no key: a bake that did not finish). */

@@ -8,6 +8,7 @@ import {
   planAmiRetention,
   planImageRetention,
   planLeftovers,
+  planStageRetention,
   planVmRetention,
   type LeftoverState,
   type PruneDecision,
@@ -21,6 +22,8 @@ import { isLocked } from "../files/process-lock.js";
 import { parentTagOwnerRunning } from "../state/parent-tags.js";
 import { BOOT_OWNER_LABEL, bootOwnerRunning, removeNamespace } from "../host/boot-test.js";
 import { interruption } from "../errors.js";
+import { amiStages, stageNode } from "../graph/stages.js";
+import { shortKey } from "../config/model.js";
 
 export interface PruneOptions {
   file: string;
@@ -68,14 +71,28 @@ export async function runPrune(
       );
     }
     for (const ami of config.amis) {
-      const current = manifest.amis[ami.name]?.target === "local" ? manifest.amis[ami.name].key : undefined;
+      const recorded = manifest.amis[ami.name]?.target === "local" ? manifest.amis[ami.name] : undefined;
+      const amiImages = records.filter((r) => r.node === ami.name);
+      const amiDecisions = planImageRetention(ami.name, amiImages, ami.retention.keep, recorded?.key).map((d) => ({
+        ...d,
+        kind: "ami" as const,
+      }));
+      decisions.push(...amiDecisions);
+      // The stage below each AMI image kept, from the inputs the image was baked from (its labels).
+      const keptOn = new Map<string, string>();
+      for (const d of amiDecisions.filter((x) => x.action === "keep")) {
+        const image = amiImages.find((r) => r.id === d.id);
+        if (image?.inputs)
+          keptOn.set(amiStages(ami, { key: image.key, inputs: image.inputs })[0].key, shortKey(image.key));
+      }
+      const below = stageNode(ami.name, "host");
       decisions.push(
-        ...planImageRetention(
-          ami.name,
-          records.filter((r) => r.node === ami.name),
-          ami.retention.keep,
-          current,
-        ).map((d) => ({ ...d, kind: "ami" as const })),
+        ...planStageRetention(
+          below,
+          records.filter((r) => r.node === below),
+          keptOn,
+          recorded?.stages?.[0]?.key,
+        ),
       );
     }
   } else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);

@@ -25,6 +25,8 @@ export interface ManifestAmi {
   sbom?: Record<string, string>;
   /** The local or vm target's boot test: passed, and how long it took. */
   boot?: { ok: boolean; seconds: number };
+  /** A staged bake: the stages below the AMI it was built on, bottom first. */
+  stages?: { name: string; node: string; key: string }[];
 }
 
 export interface Manifest {

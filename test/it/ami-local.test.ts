@@ -6,18 +6,16 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readFileSync,
   readdirSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
-import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, CLI, ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js";
 import { containerCount, containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 
@@ -151,7 +149,7 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
 
   // The playbook ran, and the archives inside hold exactly the built images: the host stage's the
   // base, the release stage's the service, without the layers the base already brought.
-  const out = mkdtempSync(path.join(tmpdir(), "bake-preload-"));
+  const out = tempDir("bake-preload-");
   const container = await docker.createContainer({ Image: id, Cmd: ["true"] });
   try {
     for (const f of ["images.tar", "images.json", "release.tar", "release.json"])
@@ -168,7 +166,7 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   assert.equal([contract.pass_env, contract.runtime_env], [["APP_TOKEN"], "/etc/bake/runtime.env"]);
   assert.not.ok(existsSync(PWNED), "the lookup ran on the controller");
   const archived = async (archive: string) => {
-    const into = mkdtempSync(path.join(tmpdir(), "bake-archive-"));
+    const into = tempDir("bake-archive-");
     await execa("tar", ["-xf", path.join(out, archive), "-C", into]);
     const entries = JSON.parse(readFileSync(path.join(into, "manifest.json"), "utf8")) as {
       Config: string;
@@ -323,7 +321,7 @@ test("the plan shows the local AMI cached; a second bake is a no-op that never s
     plan.map((n: any) => n.status),
     ["cached", "cached", "cached", "cached", "cached"],
   );
-  const bin = mkdtempSync(path.join(tmpdir(), "bake-nopacker-"));
+  const bin = tempDir("bake-nopacker-");
   for (const tool of ["git", "docker"]) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool));
   const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { PATH: bin } });
   assert.is(r.code, 0, r.stderr);
@@ -558,6 +556,18 @@ test("a change below the release (a playbook input) bakes the host stage again a
     assert.equal(
       statement.predicate.buildDefinition.resolvedDependencies.find((d: any) => d.name === "stage:host").digest,
       { bakeKey: after.stages[0].key },
+    );
+    // Prune keeps both host stages: the current one, and the one the earlier AMI images were built on.
+    const pruned = await bake(["prune", "--json"], { cwd: dir });
+    assert.is(pruned.code, 0, pruned.stderr);
+    assert.equal(
+      JSON.parse(pruned.stdout)
+        .decisions.filter((d: any) => d.name === "host@host")
+        .map((d: any) => [d.key, d.action, d.reason.replace(/[0-9a-f]{12}/, "<key>")]),
+      [
+        [after.stages[0].key, "keep", "carries the current key"],
+        [before.stages[0].key, "keep", "the kept AMI image <key> was built on it"],
+      ],
     );
   } finally {
     writeFileSync(file, original);

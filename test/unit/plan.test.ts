@@ -7,7 +7,8 @@ import { findCycle } from "../../src/config/semantic.js";
 import { computeKeys, keyOf } from "../../src/graph/keys.js";
 import { assemblePlan, changedInputs, previousImage, type WorldState } from "../../src/plan/plan.js";
 import { planJson, planMatrix, planTable } from "../../src/commands/plan.js";
-import { stagesOn, stageTag } from "../../src/graph/stages.js";
+import { amiStages, stageNode, stagesOn, stageTag } from "../../src/graph/stages.js";
+import { planStageRetention } from "../../src/prune/plan.js";
 import type { BakeImageRecord } from "../../src/tools/docker.js";
 import { tempTree } from "../helpers/bake.js";
 
@@ -295,6 +296,29 @@ test("plan of a staged AMI: each stage with its status and reason, the host stag
   // The AMI itself is there: its stages are too.
   const done = assemblePlan(graph.order, localKeys, state([...images, record("host", key("host"))]), "local");
   assert.ok(done.find((e) => e.name === "host")!.stages!.every((s) => s.status === "cached"));
+});
+
+test("prune keeps a stage that the current bake or a kept AMI image was built on, and only those", () => {
+  const ami = config.amis[0];
+  const amiKey = localKeys.get("host")! as { key: string; inputs: Record<string, string> };
+  const [host] = amiStages(ami, amiKey);
+  const stage = (k: string, created: number) => ({ ...record("host@host", k, created), id: `sha256:stage-${k}` });
+  const keptOn = new Map([[host.key, "aaaaaaaaaaaa"]]);
+  const decisions = planStageRetention(
+    "host@host",
+    [stage(host.key, 3), stage("b".repeat(64), 2), stage("c".repeat(64), 1)],
+    keptOn,
+    "c".repeat(64),
+  );
+  assert.equal(
+    decisions.map((d) => [d.key.slice(0, 1), d.action, d.reason]),
+    [
+      [host.key.slice(0, 1), "keep", "the kept AMI image aaaaaaaaaaaa was built on it"],
+      ["b", "remove", "no AMI image kept was built on it"],
+      ["c", "keep", "carries the current key"],
+    ],
+  );
+  assert.is(stageNode("host", "host"), "host@host");
 });
 
 test.run();
