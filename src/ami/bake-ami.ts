@@ -15,7 +15,14 @@ import type { DockerTool } from "../tools/docker.js";
 import type { PackerTool } from "../tools/packer.js";
 import { needsRequiredPlugins } from "../tools/packer.js";
 import { awsFailure } from "../tools/packer-output.js";
-import { ansibleVars, BAKE_VARS, PRELOAD_ARCHIVE, sensitiveVariables, templateContext } from "./context.js";
+import {
+  ansibleVars,
+  BAKE_VARS,
+  PRELOAD_ARCHIVE,
+  sensitiveVariables,
+  templateContext,
+  type TargetTemplatePart,
+} from "./context.js";
 import { readTemplates, renderTemplate } from "./render.js";
 import { unsafeExtraVars } from "../tools/ansible.js";
 import { machineLock } from "../files/process-lock.js";
@@ -57,6 +64,8 @@ export async function renderFolder(
   dir: string,
   packer: PackerTool,
   extra: { sourceAmi?: string; revision?: string },
+  /** The target's own part of the template (targets/<name>.ts). */
+  part: TargetTemplatePart,
   /** A staged bake: the stage this folder bakes and, above the host stage, what it starts from (the stage below's result). */
   staged?: { stage: Stage; startsFrom?: string },
 ): Promise<RenderedFolder> {
@@ -69,25 +78,28 @@ export async function renderFolder(
       : undefined;
   const hcl = renderTemplate(
     readTemplates(),
-    templateContext({
-      config: pipeline.config,
-      ami,
-      target: pipeline.target,
-      key: pipeline.keys.get(ami.name)?.key,
-      inputs: pipeline.keys.get(ami.name)?.inputs,
-      imageKeys,
-      baseImageId:
-        staged?.startsFrom ??
-        hostRecord?.id ??
-        (host
-          ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`
-          : undefined),
-      sourceAmi: extra.sourceAmi,
-      requiredPlugins: needsRequiredPlugins(version),
-      outDir: dir,
-      revision: extra.revision,
-      stage: staged?.stage,
-    }),
+    templateContext(
+      {
+        config: pipeline.config,
+        ami,
+        target: pipeline.target,
+        key: pipeline.keys.get(ami.name)?.key,
+        inputs: pipeline.keys.get(ami.name)?.inputs,
+        imageKeys,
+        baseImageId:
+          staged?.startsFrom ??
+          hostRecord?.id ??
+          (host
+            ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`
+            : undefined),
+        sourceAmi: extra.sourceAmi,
+        requiredPlugins: needsRequiredPlugins(version),
+        outDir: dir,
+        revision: extra.revision,
+        stage: staged?.stage,
+      },
+      part,
+    ),
   );
   mkdirSync(dir, { recursive: true });
   const hclFile = path.join(dir, "ami.pkr.hcl");

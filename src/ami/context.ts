@@ -1,17 +1,17 @@
-/** What an AMI's template is rendered from: the template context and the Ansible variables. Pure. */
+/**
+ * What an AMI's template is rendered from: the template context every target shares (each
+ * target adds its own part: targets/<name>.ts) and the Ansible variables. Pure.
+ */
 import path from "node:path";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { GOSS_DIR, GOSS_ENV, validateArgs } from "../tools/goss.js";
-import { imageRepository, KEY_TAG_LENGTH, localAmiRepository, shippedImages } from "../config/model.js";
+import { imageRepository, KEY_TAG_LENGTH, shippedImages } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import type { Stage } from "../graph/stages.js";
 import { stageTag } from "../graph/stages.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
-import { ENGINE_SOCKET_IN_HOST, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
-import { PACKER_DISK } from "../host/vm-disk.js";
-import { VM_FILES } from "../state/vm-record.js";
-import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
+import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
 import { renderCommand } from "../tools/exec.js";
 
@@ -90,24 +90,26 @@ function machineVariables(target: Target, instanceStore: boolean): TemplateConte
   ];
 }
 
-export function templateContext(input: AmiRenderInput): TemplateContext {
-  const { config, ami, target } = input;
-  const { stage } = input;
+/** What a target adds to the template context: its Packer source, and how Packer reaches the host. */
+export type TargetTemplate = Pick<TemplateContext, "sourcePartial" | "sourceRef" | "booted" | "ansibleUser"> &
+  Partial<TemplateContext>;
+/** A target's part of the template context (targets/<name>.ts), from the render input and the key tag the result carries. */
+export type TargetTemplatePart = (input: AmiRenderInput, keyTag: string) => TargetTemplate;
+
+/** The template context: what every target renders, and the target's own part. */
+export function templateContext(input: AmiRenderInput, part: TargetTemplatePart): TemplateContext {
+  const { config, ami, target, stage } = input;
   const keyTag = stage?.name === "host" ? stageTag(stage) : input.key ? input.key.slice(0, KEY_TAG_LENGTH) : "unknown";
-  const local = target === "local";
-  const aws = target === "aws";
+  const instanceStore = target === "aws" && ami.builder === "instance-store";
   const { sensitive } = sensitiveVariables(ami, config, target);
   const rel = (p: string) => path.relative(input.outDir, p).split(path.sep).join("/");
-  const common = {
+  return {
     amiName: ami.name,
     target,
-    local,
-    vm: target === "vm",
-    booted: !aws,
-    instanceStore: aws && ami.builder === "instance-store",
+    instanceStore,
     requiredPlugins: input.requiredPlugins,
     sensitive,
-    machine: machineVariables(target, aws && ami.builder === "instance-store"),
+    machine: machineVariables(target, instanceStore),
     // A staged bake: the host stage runs bake's provisioning before the AMI's playbook and the
     // playbook; the release stage (the last) the package list and the test. One run does all.
     stageHost: stage?.name !== "release",
@@ -117,69 +119,8 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
     rpmQueryFormat: rpmQueryArgs()[2],
     rpmQueryFile: HOST_RPM_QUERY,
     ...(ami.playbook ? { playbookPath: rel(ami.playbook) } : {}),
-    ansibleUser: aws ? "admin" : "root",
     keyTag,
-    // On the local and vm targets the test runs in the booted host (the boot test); on aws, on
-    // the instance before the snapshot: a failure fails the bake and no AMI is registered.
-    ...(ami.test && aws && stage?.name !== "host"
-      ? {
-          gossTest: {
-            dir: GOSS_DIR,
-            binary: `${GOSS_DIR}/goss`,
-            command: gossCommand(config.project, ami.name, ami.test),
-          },
-        }
-      : {}),
-  };
-  if (local) {
-    return {
-      ...common,
-      sourceRef: "source.docker.ami",
-      baseImageId: input.baseImageId ?? "unknown",
-      localRepository: localAmiRepository(config, ami.name),
-      hostRunFlags: SYSTEMD_RUN_FLAGS,
-      standinUnits: STANDIN_UNITS,
-      engineSocket: ENGINE_SOCKET_IN_HOST,
-      dockerChanges: [
-        `LABEL bake.project=${config.project}`,
-        `LABEL bake.node=${stage?.node ?? ami.name}`,
-        `LABEL bake.key=${stage?.key ?? input.key ?? "unknown"}`,
-        `LABEL bake.inputs=${JSON.stringify(JSON.stringify(stage?.inputs ?? input.inputs ?? {}))}`,
-        // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
-        "ENV container=docker",
-        'ENTRYPOINT [""]',
-        'CMD ["/sbin/init"]',
-      ],
-    };
-  }
-  if (target === "vm") {
-    const vm = ami.vm;
-    return {
-      ...common,
-      sourceRef: "source.qemu.ami",
-      vmDisk: PACKER_DISK,
-      vmKernel: VM_FILES.kernel,
-      vmInitrd: VM_FILES.initrd,
-      vmKey: VM_FILES.key,
-      vmOutput: VM_FILES.disk,
-      vmCmdline: KERNEL_CMDLINE,
-      vmNetdev: "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22",
-      vmMemory: vm?.memory ?? 0,
-      vmCpus: vm?.cpus ?? 0,
-    };
-  }
-  return {
-    ...common,
-    sourceRef: ami.builder === "instance-store" ? "source.amazon-instance.ami" : "source.amazon-ebs.ami",
-    region: ami.region,
-    instanceType: ami.instanceType,
-    sshUsername: "admin",
-    amiNameValue: `${config.project}-${ami.name}-${keyTag}-{{timestamp}}`,
-    sourceAmi: input.sourceAmi,
-    sourceOwners: ami.source.owners,
-    sourceName: ami.source.name,
-    bundle: ami.bundle,
-    tags: amiTags(input),
+    ...part(input, keyTag),
   };
 }
 
@@ -187,7 +128,7 @@ export function templateContext(input: AmiRenderInput): TemplateContext {
 export const GOSS_FOLDER = "goss";
 
 /** The shell command of the AWS test provisioner: nothing booted yet (services start at boot). */
-function gossCommand(project: string, node: string, test: TestSpec): string {
+export function gossCommand(project: string, node: string, test: TestSpec): string {
   const args = validateArgs({
     retryTimeout: test.retryTimeout,
     sleep: test.sleep,

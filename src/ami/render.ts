@@ -14,8 +14,8 @@ import { goTemplateEscape, hclEscape, hclList, hclMap, hclString, packerString }
 export interface TemplateContext {
   amiName: string;
   target: Target;
-  local: boolean;
-  vm: boolean;
+  /** The partial that renders the target's Packer source (packer/partials/<name>.hbs) and its reference. */
+  sourcePartial: string;
   /** Packer connects while the host still boots (local, vm): provisioning waits for systemd. */
   booted: boolean;
   instanceStore: boolean;
@@ -24,7 +24,14 @@ export interface TemplateContext {
   sensitive: { name: string; env: string }[];
   /** Machine-specific settings read from the environment Packer runs in (not secret). */
   machine: { name: string; env: string }[];
+  /** A staged bake (graph/stages.ts): this run provisions the host (the engine, the agent, the playbook); this run is the last. */
+  stageHost: boolean;
+  stageFinal: boolean;
   preloadArchive: string;
+  /** The host's package databases, downloaded by the last provisioners, and the rpm query that reads them. */
+  hostPackagesArchive: string;
+  rpmQueryFormat: string;
+  rpmQueryFile: string;
   /** The AMI's own playbook, relative to the HCL; none when bake.yml names none. */
   playbookPath?: string;
   ansibleUser: string;

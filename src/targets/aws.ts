@@ -11,9 +11,9 @@ import { BuildFailedError, UsageError } from "../errors.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { ec2Endpoint, NoCredentialsError, type Ec2Tool } from "../tools/ec2.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
-import { GOSS_ENV, requireGoss } from "../tools/goss.js";
+import { GOSS_DIR, GOSS_ENV, requireGoss } from "../tools/goss.js";
 import { renderFolder } from "../ami/bake-ami.js";
-import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER } from "../ami/context.js";
+import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER, gossCommand, type TargetTemplatePart } from "../ami/context.js";
 import { acquireLease, leasePrefix } from "../ami/lease.js";
 import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type Reconciling } from "./target.js";
 
@@ -65,7 +65,7 @@ export const aws: AmiTarget = {
   },
 
   async render(pipeline, ami, dir, packer, extra) {
-    const folder = await renderFolder(pipeline, ami, dir, packer, extra);
+    const folder = await renderFolder(pipeline, ami, dir, packer, extra, awsTemplate);
     // The AMI's goss spec runs on the instance, as the last provisioner: it travels in the folder.
     if (ami.test) {
       mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
@@ -144,3 +144,35 @@ export async function reconcileAws(
   }
   return regions;
 }
+
+/**
+ * The aws target's part of the template: Packer's amazon builders launch an instance from the
+ * source AMI; the AMI's test runs on it last, before the snapshot (a failure registers no AMI).
+ */
+export const awsTemplate: TargetTemplatePart = (input, keyTag) => {
+  const { config, ami, stage } = input;
+  return {
+    sourcePartial: ami.builder === "instance-store" ? "amazon-instance" : "amazon-ebs",
+    sourceRef: ami.builder === "instance-store" ? "source.amazon-instance.ami" : "source.amazon-ebs.ami",
+    booted: false,
+    ansibleUser: "admin",
+    ...(ami.test && stage?.name !== "host"
+      ? {
+          gossTest: {
+            dir: GOSS_DIR,
+            binary: `${GOSS_DIR}/goss`,
+            command: gossCommand(config.project, ami.name, ami.test),
+          },
+        }
+      : {}),
+    region: ami.region,
+    instanceType: ami.instanceType,
+    sshUsername: "admin",
+    amiNameValue: `${config.project}-${ami.name}-${keyTag}-{{timestamp}}`,
+    sourceAmi: input.sourceAmi,
+    sourceOwners: ami.source.owners,
+    sourceName: ami.source.name,
+    bundle: ami.bundle,
+    tags: amiTags(input),
+  };
+};

@@ -13,9 +13,9 @@ import { stagesOn, stageTag, type Stage } from "../graph/stages.js";
 import type { Pipeline } from "../state/read.js";
 import type { AmiNode } from "../config/model.js";
 import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
-import { DOCKER_SOCKET_ENV } from "../ami/context.js";
+import { DOCKER_SOCKET_ENV, type TargetTemplatePart } from "../ami/context.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
-import { ENGINE_STANDIN } from "../host/standin.js";
+import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
 import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type TargetBake } from "./target.js";
 
 /** Where a staged bake renders its host stage: a folder inside the AMI's. */
@@ -45,12 +45,14 @@ export const local: AmiTarget = {
 
   async render(pipeline, ami, dir, packer, extra) {
     const stages = stagesOn(ami, "local", pipeline.keys.get(ami.name));
-    if (!stages) return withStandin(await renderFolder(pipeline, ami, dir, packer, extra));
+    if (!stages) return withStandin(await renderFolder(pipeline, ami, dir, packer, extra, localTemplate));
     // Staged: the host stage in a folder of its own; the release stage starts from its image.
     const [host, release] = stages;
-    withStandin(await renderFolder(pipeline, ami, path.join(dir, HOST_STAGE_DIR), packer, extra, { stage: host }));
+    withStandin(
+      await renderFolder(pipeline, ami, path.join(dir, HOST_STAGE_DIR), packer, extra, localTemplate, { stage: host }),
+    );
     return withStandin(
-      await renderFolder(pipeline, ami, dir, packer, extra, {
+      await renderFolder(pipeline, ami, dir, packer, extra, localTemplate, {
         stage: release,
         startsFrom: stageRef(pipeline, ami, host),
       }),
@@ -96,6 +98,32 @@ function withStandin(folder: RenderedFolder): RenderedFolder {
   }
   return folder;
 }
+
+/** The local target's part of the template: Packer's docker builder starts the host image with systemd as PID 1. */
+export const localTemplate: TargetTemplatePart = (input) => {
+  const { config, ami, stage } = input;
+  return {
+    sourcePartial: "docker",
+    sourceRef: "source.docker.ami",
+    booted: true,
+    ansibleUser: "root",
+    baseImageId: input.baseImageId ?? "unknown",
+    localRepository: localAmiRepository(config, ami.name),
+    hostRunFlags: SYSTEMD_RUN_FLAGS,
+    standinUnits: STANDIN_UNITS,
+    engineSocket: ENGINE_SOCKET_IN_HOST,
+    dockerChanges: [
+      `LABEL bake.project=${config.project}`,
+      `LABEL bake.node=${stage?.node ?? ami.name}`,
+      `LABEL bake.key=${stage?.key ?? input.key ?? "unknown"}`,
+      `LABEL bake.inputs=${JSON.stringify(JSON.stringify(stage?.inputs ?? input.inputs ?? {}))}`,
+      // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
+      "ENV container=docker",
+      'ENTRYPOINT [""]',
+      'CMD ["/sbin/init"]',
+    ],
+  };
+};
 
 /** A stage's image: `<project>/<ami>:<stage>-<key12>`. */
 function stageRef(pipeline: Pipeline, ami: AmiNode, stage: Stage): string {

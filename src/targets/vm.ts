@@ -11,7 +11,8 @@ import { renderFolder } from "../ami/bake-ami.js";
 import { checkVmTarget, keepAndBootVm, keepSerialLog, prepareVm } from "../host/vm-host.js";
 import { PACKER_DISK } from "../host/vm-disk.js";
 import { findVmDisk, VM_FILES } from "../state/vm-record.js";
-import { ACCELERATOR_ENV } from "../tools/qemu.js";
+import { ACCELERATOR_ENV, KERNEL_CMDLINE } from "../tools/qemu.js";
+import type { TargetTemplatePart } from "../ami/context.js";
 import { generateKey } from "../tools/ssh.js";
 import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
 
@@ -33,7 +34,7 @@ export const vm: AmiTarget = {
   },
 
   async render(pipeline, ami, dir, packer, extra) {
-    const folder = await renderFolder(pipeline, ami, dir, packer, extra);
+    const folder = await renderFolder(pipeline, ami, dir, packer, extra, vmTemplate);
     // The SSH key pair of this folder only: Packer logs in with it, and the disk the bake boots carries its public half.
     await generateKey(path.join(dir, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
     return folder;
@@ -88,3 +89,20 @@ export const vm: AmiTarget = {
       : {};
   },
 };
+
+/** The vm target's part of the template: Packer's qemu builder boots a copy of the host's disk with its own kernel. */
+export const vmTemplate: TargetTemplatePart = ({ ami }) => ({
+  sourcePartial: "qemu",
+  sourceRef: "source.qemu.ami",
+  booted: true,
+  ansibleUser: "root",
+  vmDisk: PACKER_DISK,
+  vmKernel: VM_FILES.kernel,
+  vmInitrd: VM_FILES.initrd,
+  vmKey: VM_FILES.key,
+  vmOutput: VM_FILES.disk,
+  vmCmdline: KERNEL_CMDLINE,
+  vmNetdev: "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22",
+  vmMemory: ami.vm?.memory ?? 0,
+  vmCpus: ami.vm?.cpus ?? 0,
+});

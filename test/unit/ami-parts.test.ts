@@ -6,6 +6,7 @@ import { MAIN_TEMPLATE, readTemplates, renderTemplate } from "../../src/ami/rend
 import { amiIdsByRegion, artifactsOf, awsFailure, parseMachineLine, uiText } from "../../src/tools/packer-output.js";
 import { buildArgs, needsRequiredPlugins, parseVersion } from "../../src/tools/packer.js";
 import { templateContext } from "../../src/ami/context.js";
+import { awsTemplate } from "../../src/targets/aws.js";
 import { parseConfig } from "../../src/config/load.js";
 import { tempTree } from "../helpers/bake.js";
 
@@ -76,16 +77,19 @@ test("the rendered HCL declares required_plugins only for Packer >= 1.7", () => 
   const render = (requiredPlugins: boolean) =>
     renderTemplate(
       readTemplates(),
-      templateContext({
-        config,
-        ami: config.amis[0],
-        target: "aws",
-        key: "k".repeat(64),
-        imageKeys: new Map([["base", "a".repeat(64)]]),
-        requiredPlugins,
-        outDir: dir,
-        sourceAmi: "ami-0123",
-      }),
+      templateContext(
+        {
+          config,
+          ami: config.amis[0],
+          target: "aws",
+          key: "k".repeat(64),
+          imageKeys: new Map([["base", "a".repeat(64)]]),
+          requiredPlugins,
+          outDir: dir,
+          sourceAmi: "ami-0123",
+        },
+        awsTemplate,
+      ),
     );
   assert.match(render(true), /required_plugins \{\n\s+amazon = \{/);
   assert.not.match(render(false), /required_plugins/);
