@@ -76,7 +76,7 @@ try {
     (n) => `${project}/${n}:${manifest.images[n].key.slice(0, 12)}`,
   );
   await execa("docker", ["save", "-o", path.join(out, "whole.tar"), ...shipped]);
-  const mb = (f: string) => statSync(path.join(out, f)).size / 1e6;
+  const [releaseMb, wholeMb] = ["release.tar", "whole.tar"].map((f) => statSync(path.join(out, f)).size / 1e6);
   rmSync(out, { recursive: true, force: true });
 
   const [f, r] = [mid(full), mid(release)];
@@ -84,7 +84,7 @@ try {
     `release-only change -> local AMI, boot test included: ${r.toFixed(1)} s; a bake from the host stage up ${f.toFixed(1)} s; ratio ${ratio(r, f)} (goal <= 12 s and <= 0.25x); runs ${release.map((x) => x.toFixed(1)).join(", ")} / ${full.map((x) => x.toFixed(1)).join(", ")}`,
   );
   console.log(
-    `preload bytes shipped by the release stage: ${mb("release.tar").toFixed(1)} MB against ${mb("whole.tar").toFixed(1)} MB for every shipped image in one archive (${ratio(mb("release.tar"), mb("whole.tar"))})`,
+    `preload bytes shipped by the release stage: ${releaseMb.toFixed(1)} MB against ${wholeMb.toFixed(1)} MB for every shipped image in one archive (${ratio(releaseMb, wholeMb)})`,
   );
 } finally {
   await execa(process.execPath, [CLI, "prune", "--yes", "--keep-images", "0"], { cwd: dir, env, reject: false });
