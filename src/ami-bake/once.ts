@@ -71,7 +71,7 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
   const target = targetOf(run.target);
   // The AMI's test runs after the Packer run (or as its last step): without goss, stop now.
   if (ami.test) requireGoss();
-  const { secrets, withheld } = packerEnvironment(pipeline, ami);
+  const { secrets, withheld } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
   // A boot test hands the host its pass_env values as user-data would: all must be set (exit 2), before anything builds.
   const passEnv = target.bootsHere && run.bootTest ? bootPassEnv(pipeline, ami) : {};
   const docker = tools.docker();

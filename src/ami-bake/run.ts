@@ -123,7 +123,7 @@ export async function runAmi(
 
     const dir = amiWorkDir(pipeline.config.dir, ami.name, options.target, key);
     const packer = packerTool();
-    const { missing } = packerEnvironment(pipeline, ami);
+    const { missing } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
     if (missing.length)
       throw new UsageError(
         `${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key)`,

@@ -19,7 +19,8 @@ import {
   ansibleVars,
   BAKE_VARS,
   PRELOAD_ARCHIVE,
-  sensitiveVariables,
+  passEnvNames,
+  type PackerVariable,
   templateContext,
   type TargetTemplatePart,
 } from "./context.js";
@@ -121,9 +122,10 @@ export async function renderFolder(
 export function packerEnvironment(
   pipeline: Pipeline,
   ami: AmiNode,
+  sensitive: PackerVariable[],
   env = process.env,
 ): { missing: string[]; secrets: string[]; withheld: Record<string, undefined> } {
-  const { sensitive, passEnv } = sensitiveVariables(ami, pipeline.config, pipeline.target);
+  const passEnv = passEnvNames(ami, pipeline.config);
   const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
   const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter(
     (v): v is string => Boolean(v),

@@ -4,14 +4,13 @@
  */
 import path from "node:path";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
-import { GOSS_DIR, GOSS_ENV, validateArgs } from "../tools/goss.js";
+import { GOSS_DIR, validateArgs } from "../tools/goss.js";
 import { imageRepository, KEY_TAG_LENGTH, shippedImages } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
 import type { Stage } from "../graph/stages.js";
 import { stageTag } from "../graph/stages.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
-import { ACCELERATOR_ENV } from "../tools/qemu.js";
 import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
 import { renderCommand } from "../tools/exec.js";
 
@@ -43,24 +42,12 @@ export interface AmiRenderInput {
   stage?: Stage;
 }
 
-export function sensitiveVariables(
-  ami: AmiNode,
-  config: BakeConfig,
-  target: Target,
-): { sensitive: TemplateContext["sensitive"]; passEnv: string[] } {
-  const sensitive: TemplateContext["sensitive"] = [];
-  if (target === "aws" && ami.builder === "instance-store") {
-    sensitive.push({ name: "x509_cert_path", env: "BAKE_X509_CERT" }, { name: "x509_key_path", env: "BAKE_X509_KEY" });
-  }
-  // The local host reaches the engine through its socket, wherever this machine keeps it.
-  if (target === "local") sensitive.push({ name: "docker_socket", env: DOCKER_SOCKET_ENV });
-  // The goss binary the AWS bake uploads to run the AMI's test: a path on this machine.
-  if (target === "aws" && ami.test) sensitive.push({ name: "goss_binary", env: GOSS_ENV });
-  // pass_env values never reach a bake: the host reads them at boot (README: The host, booted).
-  const passEnv = [
-    ...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? [])),
-  ].sort();
-  return { sensitive, passEnv };
+/** A variable of the rendered HCL read from Packer's environment (`default = env(...)`). */
+export type PackerVariable = { name: string; env: string };
+
+/** pass_env names of the AMI's services: never in a bake's environment (the host reads them at boot: README, The host, booted). */
+export function passEnvNames(ami: AmiNode, config: BakeConfig): string[] {
+  return [...new Set(ami.services.flatMap((s) => config.images.find((i) => i.name === s)?.run?.passEnv ?? []))].sort();
 }
 
 /** Where the aws target's Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS). */
@@ -73,43 +60,24 @@ export const AWS_CONNECTION_ENV = {
 /** Where an instance-store bake downloads the EC2 AMI tools from (bake's ansible/bake/roles/ec2_ami_tools). */
 export const EC2_AMI_TOOLS_ENV = { url: "BAKE_EC2_AMI_TOOLS_URL", sha256: "BAKE_EC2_AMI_TOOLS_SHA256" } as const;
 
-function machineVariables(target: Target, instanceStore: boolean): TemplateContext["machine"] {
-  // The vm target: the accelerator bake chose on this machine (tools/qemu.ts).
-  if (target === "vm") return [{ name: "qemu_accelerator", env: ACCELERATOR_ENV }];
-  if (target !== "aws") return [];
-  return [
-    { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
-    { name: "ssh_host", env: AWS_CONNECTION_ENV.sshHost },
-    { name: "ssh_port", env: AWS_CONNECTION_ENV.sshPort },
-    ...(instanceStore
-      ? [
-          { name: "ec2_ami_tools_url", env: EC2_AMI_TOOLS_ENV.url },
-          { name: "ec2_ami_tools_sha256", env: EC2_AMI_TOOLS_ENV.sha256 },
-        ]
-      : []),
-  ];
-}
-
 /** What a target adds to the template context: its Packer source, and how Packer reaches the host. */
-export type TargetTemplate = Pick<TemplateContext, "sourcePartial" | "sourceRef" | "booted" | "ansibleUser"> &
+export type TargetTemplate = Pick<
+  TemplateContext,
+  "sourcePartial" | "sourceRef" | "booted" | "ansibleUser" | "sensitive" | "machine"
+> &
   Partial<TemplateContext>;
 /** A target's part of the template context (targets/<name>.ts), from the render input and the key tag the result carries. */
 export type TargetTemplatePart = (input: AmiRenderInput, keyTag: string) => TargetTemplate;
 
 /** The template context: what every target renders, and the target's own part. */
 export function templateContext(input: AmiRenderInput, part: TargetTemplatePart): TemplateContext {
-  const { config, ami, target, stage } = input;
+  const { ami, target, stage } = input;
   const keyTag = stage?.name === "host" ? stageTag(stage) : input.key ? input.key.slice(0, KEY_TAG_LENGTH) : "unknown";
-  const instanceStore = target === "aws" && ami.builder === "instance-store";
-  const { sensitive } = sensitiveVariables(ami, config, target);
   const rel = (p: string) => path.relative(input.outDir, p).split(path.sep).join("/");
   return {
     amiName: ami.name,
     target,
-    instanceStore,
     requiredPlugins: input.requiredPlugins,
-    sensitive,
-    machine: machineVariables(target, instanceStore),
     // A staged bake: the host stage runs bake's provisioning before the AMI's playbook and the
     // playbook; the release stage (the last) the package list and the test. One run does all.
     stageHost: stage?.name !== "release",

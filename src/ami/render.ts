@@ -18,7 +18,8 @@ export interface TemplateContext {
   sourcePartial: string;
   /** Packer connects while the host still boots (local, vm): provisioning waits for systemd. */
   booted: boolean;
-  instanceStore: boolean;
+  /** An instance-store bake (aws): the EC2 AMI tools are installed first. */
+  instanceStore?: boolean;
   requiredPlugins: boolean;
   sourceRef: string;
   sensitive: { name: string; env: string }[];

@@ -22,7 +22,7 @@ export async function renderCommand(
   // The local target renders from the host image bake.yml names, the vm target from its disk: without one there is nothing to render.
   const target = targetOf(options.target);
   target.needs(ami);
-  const { missing } = packerEnvironment(pipeline, ami);
+  const { missing } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
   if (missing.length)
     throw new UsageError(
       `${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`,

@@ -13,7 +13,15 @@ import { ec2Endpoint, NoCredentialsError, type Ec2Tool } from "../tools/ec2.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { GOSS_DIR, GOSS_ENV, requireGoss } from "../tools/goss.js";
 import { renderFolder } from "../ami/bake-ami.js";
-import { amiTags, AWS_CONNECTION_ENV, GOSS_FOLDER, gossCommand, type TargetTemplatePart } from "../ami/context.js";
+import {
+  amiTags,
+  AWS_CONNECTION_ENV,
+  EC2_AMI_TOOLS_ENV,
+  GOSS_FOLDER,
+  gossCommand,
+  type PackerVariable,
+  type TargetTemplatePart,
+} from "../ami/context.js";
 import { acquireLease, leasePrefix } from "../ami/lease.js";
 import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type Reconciling } from "./target.js";
 
@@ -22,6 +30,8 @@ export const aws: AmiTarget = {
   bootsHere: false,
 
   needs() {},
+
+  variables: awsVariables,
 
   async ready(pipeline, ami, tools) {
     const ec2 = tools.ec2();
@@ -146,6 +156,36 @@ export async function reconcileAws(
 }
 
 /**
+ * Where Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS), where an
+ * instance-store bake finds the EC2 AMI tools and its x509 pair, and the goss binary it uploads.
+ */
+function awsVariables(ami: AmiNode): { sensitive: PackerVariable[]; machine: PackerVariable[] } {
+  const instanceStore = ami.builder === "instance-store";
+  return {
+    sensitive: [
+      ...(instanceStore
+        ? [
+            { name: "x509_cert_path", env: "BAKE_X509_CERT" },
+            { name: "x509_key_path", env: "BAKE_X509_KEY" },
+          ]
+        : []),
+      ...(ami.test ? [{ name: "goss_binary", env: GOSS_ENV }] : []),
+    ],
+    machine: [
+      { name: "ec2_endpoint", env: AWS_CONNECTION_ENV.ec2Endpoint },
+      { name: "ssh_host", env: AWS_CONNECTION_ENV.sshHost },
+      { name: "ssh_port", env: AWS_CONNECTION_ENV.sshPort },
+      ...(instanceStore
+        ? [
+            { name: "ec2_ami_tools_url", env: EC2_AMI_TOOLS_ENV.url },
+            { name: "ec2_ami_tools_sha256", env: EC2_AMI_TOOLS_ENV.sha256 },
+          ]
+        : []),
+    ],
+  };
+}
+
+/**
  * The aws target's part of the template: Packer's amazon builders launch an instance from the
  * source AMI; the AMI's test runs on it last, before the snapshot (a failure registers no AMI).
  */
@@ -154,6 +194,8 @@ export const awsTemplate: TargetTemplatePart = (input, keyTag) => {
   return {
     sourcePartial: ami.builder === "instance-store" ? "amazon-instance" : "amazon-ebs",
     sourceRef: ami.builder === "instance-store" ? "source.amazon-instance.ami" : "source.amazon-ebs.ami",
+    ...awsVariables(ami),
+    instanceStore: ami.builder === "instance-store",
     booted: false,
     ansibleUser: "admin",
     ...(ami.test && stage?.name !== "host"

@@ -29,6 +29,8 @@ export const local: AmiTarget = {
     checkLocalTarget(ami);
   },
 
+  variables: () => LOCAL_VARIABLES,
+
   async find(pipeline, ami, key, tools) {
     return (await tools.docker().listBakeImages(pipeline.config.project)).find(
       (r) => r.node === ami.name && r.key === key,
@@ -99,12 +101,16 @@ function withStandin(folder: RenderedFolder): RenderedFolder {
   return folder;
 }
 
+/** The local host reaches the engine through its socket, wherever this machine keeps it. */
+const LOCAL_VARIABLES = { sensitive: [{ name: "docker_socket", env: DOCKER_SOCKET_ENV }], machine: [] };
+
 /** The local target's part of the template: Packer's docker builder starts the host image with systemd as PID 1. */
 export const localTemplate: TargetTemplatePart = (input) => {
   const { config, ami, stage } = input;
   return {
     sourcePartial: "docker",
     sourceRef: "source.docker.ami",
+    ...LOCAL_VARIABLES,
     booted: true,
     ansibleUser: "root",
     baseImageId: input.baseImageId ?? "unknown",

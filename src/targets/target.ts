@@ -17,7 +17,7 @@ import type { PackerTool } from "../tools/packer.js";
 import type { BootReport } from "../host/boot-test.js";
 import type { ImageResult } from "../images/node-image.js";
 import { exportImages, runPacker, type RenderedFolder } from "../ami/bake-ami.js";
-import { HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE } from "../ami/context.js";
+import { HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE, type PackerVariable } from "../ami/context.js";
 import { keepHostPackages } from "../sbom/packages.js";
 
 /** One bake of one key, as the AMI's run hands it to its target. */
@@ -75,6 +75,11 @@ export interface AmiTarget {
   readonly bootsHere: boolean;
   /** What this target needs the AMI to name, and of this machine: a config or usage error (exit 2) otherwise. `bake render` checks it too. */
   needs(ami: AmiNode): void;
+  /**
+   * The rendered HCL's variables read from Packer's environment: `sensitive` (paths and sockets of
+   * this machine, never shown) and `machine` (where Packer reaches things here).
+   */
+  variables(ami: AmiNode): { sensitive: PackerVariable[]; machine: PackerVariable[] };
   /** Before a bake reads further: what the account must allow (AWS: credentials, the regions named). */
   ready?(pipeline: Pipeline, ami: AmiNode, tools: Tools): Promise<void>;
   /** Where the AMI of this key is (an AMI id, an image id, a disk's path), if it exists. */

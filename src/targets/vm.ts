@@ -24,6 +24,8 @@ export const vm: AmiTarget = {
     checkVmTarget(ami);
   },
 
+  variables: () => VM_VARIABLES,
+
   async find(pipeline, ami, key) {
     const found = findVmDisk(pipeline.config.dir, ami.name, key);
     return found ? path.relative(pipeline.config.dir, path.join(found.dir, found.disk)) : undefined;
@@ -90,10 +92,14 @@ export const vm: AmiTarget = {
   },
 };
 
+/** The accelerator bake chose on this machine (tools/qemu.ts). */
+const VM_VARIABLES = { sensitive: [], machine: [{ name: "qemu_accelerator", env: ACCELERATOR_ENV }] };
+
 /** The vm target's part of the template: Packer's qemu builder boots a copy of the host's disk with its own kernel. */
 export const vmTemplate: TargetTemplatePart = ({ ami }) => ({
   sourcePartial: "qemu",
   sourceRef: "source.qemu.ami",
+  ...VM_VARIABLES,
   booted: true,
   ansibleUser: "root",
   vmDisk: PACKER_DISK,
