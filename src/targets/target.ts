@@ -3,7 +3,8 @@
  * systemd host in a container of the local engine) and `vm` (a QEMU disk). The AMI's run
  * (ami-bake/) holds the key's lock, builds the shipped images and renders nothing itself: it asks
  * the target of the run for each step. A new target is one module beside these that implements
- * AmiTarget, and one line in the table of targets/index.ts.
+ * AmiTarget (with its part of the template and its Packer source partial in packer/partials/),
+ * and one line in the table of targets/index.ts.
  */
 import { rmSync } from "node:fs";
 import path from "node:path";
