@@ -7,6 +7,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { localAmiRepository, shortKey } from "../config/model.js";
+import { canonicalJson } from "../graph/keys.js";
 import { BakeError } from "../errors.js";
 import { acquireLock, machineLock } from "../files/process-lock.js";
 import { stagesOn, stageTag, type Stage } from "../graph/stages.js";
@@ -122,7 +123,7 @@ export const localTemplate: TargetTemplatePart = (input) => {
       `LABEL bake.project=${config.project}`,
       `LABEL bake.node=${stage?.node ?? ami.name}`,
       `LABEL bake.key=${stage?.key ?? input.key ?? "unknown"}`,
-      `LABEL bake.inputs=${JSON.stringify(JSON.stringify(stage?.inputs ?? input.inputs ?? {}))}`,
+      `LABEL bake.inputs=${JSON.stringify(canonicalJson(stage?.inputs ?? input.inputs ?? {}))}`,
       // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
       "ENV container=docker",
       'ENTRYPOINT [""]',
