@@ -16,7 +16,7 @@ import type { RunLogs } from "../state/logs.js";
 import type { DockerTool } from "../tools/docker.js";
 import type { PackerTool } from "../tools/packer.js";
 import type { BootReport } from "../host/boot-test.js";
-import type { ImageResult } from "../images/node-image.js";
+import type { ImageResult } from "../images/node-build.js";
 import { exportImages, runPacker, type RenderedFolder } from "../ami/bake-ami.js";
 import { HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE, type PackerVariable } from "../ami/context.js";
 import { keepHostPackages } from "../sbom/packages.js";

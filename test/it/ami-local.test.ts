@@ -3,7 +3,6 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import {
   appendFileSync,
-  cpSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -15,7 +14,7 @@ import {
 import path from "node:path";
 import { execa } from "execa";
 import { createHash } from "node:crypto";
-import { bake, CLI, ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js";
+import { bake, CLI, tempTree, testEnv, tempDir } from "../helpers/bake.js";
 import { containerCount, containerCountSettling, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
 

@@ -9,7 +9,7 @@ import { createServer, connect, type Server, type Socket } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
 import { DescribeImagesCommand } from "@aws-sdk/client-ec2";
-import { bake, CLI, ROOT, tempTree, testEnv } from "../helpers/bake.js";
+import { bake, CLI, tempTree, testEnv } from "../helpers/bake.js";
 import { busyboxRootfs, cuttableEngine, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { faultyEndpoint, motoEc2, motoEnv, registerAmi } from "../helpers/moto.js";
 
