@@ -3,13 +3,10 @@ import { existsSync } from "node:fs";
 import { readPipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
-import { executeBuild } from "../images/execute.js";
-import type { ImageResult } from "../images/node-image.js";
-import { RunLogs } from "../state/logs.js";
-import { updateManifest } from "../state/manifest.js";
-import { gitInfo, readRevision } from "../tools/git.js";
+import type { ImageResult } from "../images/node-build.js";
 import { describeDockerError } from "../tools/docker.js";
-import { imageDescriber, imagesReplaced, type ImageContents } from "../sbom/record.js";
+import type { ImageContents } from "../sbom/record.js";
+import { buildAndRecord, type RecordedBuild } from "../image-build/run.js";
 import { describeDiff, diffIsEmpty } from "../sbom/packages.js";
 
 export interface BuildCommandOptions {
@@ -53,48 +50,27 @@ export async function buildCommand(
   const unknown = plan.filter((e) => e.status === "unknown");
   if (unknown.length) throw new UsageError(`cannot build ${unknown.map((e) => `${e.name} (${e.reason})`).join(", ")}`);
 
-  const logs = new RunLogs(pipeline.config.dir);
   const docker = tools.docker();
-  const plain = Boolean(process.env.CI) || !process.stderr.isTTY;
-  const git = () => gitInfo(pipeline.config.dir);
-  let results: ImageResult[];
-  const startedOn = new Date().toISOString();
-  let contents: ImageContents[];
+  let build: RecordedBuild;
   try {
-    const replaced = await imagesReplaced(docker, pipeline.config.project, plan);
-    // Each image's contents are read as it is built, beside the builds still running.
-    const describer = imageDescriber(pipeline, docker, replaced);
-    results = await executeBuild(pipeline, plan, docker, git, logs, {
+    build = await buildAndRecord(pipeline, plan, docker, {
       noCache: options.noCache,
       push: options.push,
       concurrency: options.concurrency,
       tags: options.tags,
       signal: options.signal,
-      plain,
-      onImage: describer.add,
+      plain: Boolean(process.env.CI) || !process.stderr.isTTY,
     });
-    contents = await describer.describe(results, { id: logs.runId, startedOn, finishedOn: new Date().toISOString() });
   } catch (e) {
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT")
       throw new UsageError(describeDockerError(e, docker.endpoint));
     throw e;
-  } finally {
-    await logs.close();
   }
-  await updateManifest(pipeline.config.dir, {
-    revision: readRevision(pipeline.config.dir),
-    images: Object.fromEntries(
-      results.map((r) => [
-        r.name,
-        { key: r.key, id: r.id, ...(r.digest ? { digest: r.digest } : {}), tags: r.tags, sbom: contentsOf(r).sbom },
-      ]),
-    ),
-    provenance: contents.flatMap((c) => (c.statement ? [c.statement] : [])),
-  });
+  const { results, contents } = build;
   const counts = (["built", "pulled", "cached"] as const)
     .map((a) => `${results.filter((r) => r.action === a).length} ${a}`)
     .join(", ");
-  err(existsSync(logs.dir) ? `${counts}; logs in ${logs.dir}` : counts);
+  err(existsSync(build.logsDir) ? `${counts}; logs in ${build.logsDir}` : counts);
   if (options.json)
     out(
       JSON.stringify(

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { AmiNode, BakeConfig } from "../config/model.js";
 import { previousImage, type PlanEntry } from "../plan/plan.js";
 import { currentImage, type Pipeline } from "../state/read.js";
-import type { ImageResult } from "../images/node-image.js";
+import type { ImageResult } from "../images/node-build.js";
 import { LABEL, type DockerTool } from "../tools/docker.js";
 import { bakeVersion } from "../package-root.js";
 import { diffPackages, imagePackages, readHostPackages, type PackageDiff, type PackageList } from "./packages.js";

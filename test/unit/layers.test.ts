@@ -20,7 +20,7 @@ const LAYERS: string[][] = [
   ["state"],
   ["images", "host"],
   ["sbom"],
-  ["ami"],
+  ["ami", "image-build"],
   ["targets"],
   ["ami-bake"],
   ["prune", "doctor"],
