@@ -1,18 +1,21 @@
 /** An AMI's run, as `bake ami` and the nightly ask for it: build what it needs, bake it (or find it by key), tag, copy, share, manifest. */
-import { readPipeline, type Tools } from "../state/read.js";
+import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
-import { assemblePlan } from "../plan/plan.js";
+import { assemblePlan, type PlanEntry } from "../plan/plan.js";
 import { RunLogs } from "../state/logs.js";
 import { updateManifest } from "../state/manifest.js";
-import { amiNodeOf, amiWorkDir, packerEnvironment } from "../ami/bake-ami.js";
+import { amiNodeOf, amiWorkDir, requireVariables } from "../ami/bake-ami.js";
 import { bakeOnce } from "./once.js";
 import type { BootReport } from "../host/boot-test.js";
-import { packerTool } from "../tools/packer.js";
+import { packerTool, type PackerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
 import { imagesReplaced, recordAmiContents, stagesBelow } from "../sbom/record.js";
-import type { ImageResult } from "../images/node-image.js";
+import type { ImageResult } from "../images/node-build.js";
 import { targetOf } from "../targets/index.js";
+import type { AmiTarget } from "../targets/target.js";
+import type { AmiNode } from "../config/model.js";
+import type { KeyResult } from "../graph/keys.js";
 
 export interface BakeResult {
   key: string;
@@ -33,115 +36,49 @@ export interface AmiOptions {
   signal: AbortSignal;
 }
 
+/** What one AMI run reads and settles before it decides anything. */
+interface AmiRun {
+  options: AmiOptions;
+  tools: Tools;
+  pipeline: Pipeline;
+  ami: AmiNode;
+  keyResult: KeyResult;
+  key: string;
+  target: AmiTarget;
+  plan: PlanEntry[];
+  revision: string | undefined;
+  sourceAmi: string | undefined;
+  logs: RunLogs;
+  say: (l: string) => void;
+  out: (t: string) => void;
+}
+
 export async function runAmi(
   options: AmiOptions,
   tools: Tools,
   out: (t: string) => void,
   err: (t: string) => void,
 ): Promise<BakeResult> {
-  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.ami] }, tools);
-  const ami = amiNodeOf(pipeline, options.ami);
-  const keyResult = pipeline.keys.get(ami.name)!;
-  const target = targetOf(options.target);
-  // First: on AWS, without credentials the key is unknown too, and the credentials are the fault.
-  await target.ready?.(pipeline, ami, tools);
-  if (!keyResult.key)
-    throw new UsageError(`${ami.name}: key unknown: ${(keyResult as { unknownBecause?: string }).unknownBecause}`);
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
-  const key = keyResult.key;
-  const plan = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
+  const run = await readAmiRun(options, tools, out, err);
+  const { pipeline, ami, key, target, plan, logs } = run;
   const entry = plan.find((e) => e.name === ami.name)!;
-  target.needs(ami);
-  const revision = readRevision(pipeline.config.dir);
-  const sourceAmi = options.target === "aws" ? keyResult.inputs.source : undefined;
-  const logs = new RunLogs(pipeline.config.dir);
-  const say = (l: string) => {
-    err(`${ami.name}: ${l}`);
-    logs.line(ami.name, l);
-  };
-  const finish = async (
-    result: BakeResult,
-    baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string } = {},
-  ) => {
-    const { boot } = baked;
-    const record = {
-      key: result.key,
-      target: result.target,
-      regions: result.regions,
-      inputs: keyResult.inputs,
-      ...target.recorded?.(pipeline, ami, key),
-      // A staged bake: what the AMI was baked on, bottom first.
-      ...(stagesBelow(pipeline, ami).length ? { stages: stagesBelow(pipeline, ami) } : {}),
-      ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}),
-    };
-    if (!options.dryRun) {
-      const contents = await recordAmiContents(
-        pipeline,
-        ami,
-        key,
-        result.regions,
-        baked,
-        { docker: tools.docker(), packer: packerTool() },
-        logs.runId,
-        say,
-      );
-      await updateManifest(pipeline.config.dir, {
-        revision,
-        images: contents.images,
-        amis: { [ami.name]: { ...record, ...(contents.sbom ? { sbom: contents.sbom } : {}) } },
-        provenance: contents.statements,
-      });
-    }
-    out(
-      options.json
-        ? JSON.stringify({ ami: ami.name, ...result }, null, 2)
-        : Object.entries(result.regions)
-            .map(([r, id]) => `${r}\t${id}`)
-            .join("\n"),
-    );
-    return result;
-  };
-
   try {
     if (entry.status === "cached" && !options.force) {
-      say(`${entry.reason}: nothing to bake`);
-      if (options.dryRun)
-        return await finish({
-          key,
-          target: options.target,
-          regions: { [options.target === "aws" ? ami.region : options.target]: entry.existing! },
-          action: "existing",
-        });
-      const regions = await target.whole(pipeline, ami, entry.existing!, tools, {
-        sourceAmi,
-        revision,
-        signal: options.signal,
-        onLine: say,
-      });
-      return await finish({ key, target: options.target, regions, action: "existing" });
+      run.say(`${entry.reason}: nothing to bake`);
+      const regions = options.dryRun
+        ? { [options.target === "aws" ? ami.region : options.target]: entry.existing! }
+        : await target.whole(pipeline, ami, entry.existing!, tools, {
+            sourceAmi: run.sourceAmi,
+            revision: run.revision,
+            signal: options.signal,
+            onLine: run.say,
+          });
+      return await finish(run, { key, target: options.target, regions, action: "existing" });
     }
-
     const dir = amiWorkDir(pipeline.config.dir, ami.name, options.target, key);
     const packer = packerTool();
-    const { missing } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
-    if (missing.length)
-      throw new UsageError(
-        `${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key)`,
-      );
-    if (options.dryRun) {
-      const folder = await target.render(pipeline, ami, dir, packer, { sourceAmi, revision });
-      say(
-        `dry run: would build ${
-          plan
-            .filter((e) => e.kind === "image" && e.status === "build")
-            .map((e) => e.name)
-            .join(", ") || "no images"
-        } and bake from ${folder.hclFile}`,
-      );
-      out(folder.dir);
-      return { key, target: options.target, regions: {}, action: "baked" };
-    }
-
+    requireVariables(ami, target.variables(ami).sensitive);
+    if (options.dryRun) return await dryRun(run, dir, packer);
     const startedOn = new Date().toISOString();
     const replaced = await imagesReplaced(tools.docker(), pipeline.config.project, plan);
     const baked = await bakeOnce(pipeline, ami, tools, {
@@ -152,17 +89,124 @@ export async function runAmi(
       packer,
       force: options.force,
       bootTest: options.bootTest !== false,
-      sourceAmi,
-      revision,
+      sourceAmi: run.sourceAmi,
+      revision: run.revision,
       signal: options.signal,
       logs,
-      say,
+      say: run.say,
     });
     return await finish(
+      run,
       { key, target: options.target, regions: baked.regions, action: baked.action },
       { built: baked.built, boot: baked.boot, replaced, startedOn: baked.action === "baked" ? startedOn : undefined },
     );
   } finally {
     await logs.close();
   }
+}
+
+/** The pipeline read for the AMI, its key known (or the reason it is not), and the target ready. */
+async function readAmiRun(
+  options: AmiOptions,
+  tools: Tools,
+  out: (t: string) => void,
+  err: (t: string) => void,
+): Promise<AmiRun> {
+  const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.ami] }, tools);
+  const ami = amiNodeOf(pipeline, options.ami);
+  const keyResult = pipeline.keys.get(ami.name)!;
+  const target = targetOf(options.target);
+  // First: on AWS, without credentials the key is unknown too, and the credentials are the fault.
+  await target.ready?.(pipeline, ami, tools);
+  if (!keyResult.key)
+    throw new UsageError(`${ami.name}: key unknown: ${(keyResult as { unknownBecause?: string }).unknownBecause}`);
+  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
+  const plan = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
+  target.needs(ami);
+  const logs = new RunLogs(pipeline.config.dir);
+  return {
+    options,
+    tools,
+    pipeline,
+    ami,
+    keyResult,
+    key: keyResult.key,
+    target,
+    plan,
+    revision: readRevision(pipeline.config.dir),
+    sourceAmi: options.target === "aws" ? keyResult.inputs.source : undefined,
+    logs,
+    say: (l: string) => {
+      err(`${ami.name}: ${l}`);
+      logs.line(ami.name, l);
+    },
+    out,
+  };
+}
+
+/** A dry run renders the folder and says what it would build and bake from. */
+async function dryRun(run: AmiRun, dir: string, packer: PackerTool): Promise<BakeResult> {
+  const { pipeline, ami, plan, options } = run;
+  const folder = await run.target.render(pipeline, ami, dir, packer, {
+    sourceAmi: run.sourceAmi,
+    revision: run.revision,
+  });
+  const building = plan.filter((e) => e.kind === "image" && e.status === "build").map((e) => e.name);
+  run.say(`dry run: would build ${building.join(", ") || "no images"} and bake from ${folder.hclFile}`);
+  run.out(folder.dir);
+  return { key: run.key, target: options.target, regions: {}, action: "baked" };
+}
+
+/** The run's result: the manifest's record (not on a dry run), then the regions (or --json) on stdout. */
+async function finish(
+  run: AmiRun,
+  result: BakeResult,
+  baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string } = {},
+): Promise<BakeResult> {
+  if (!run.options.dryRun) await recordAmi(run, result, baked);
+  run.out(
+    run.options.json
+      ? JSON.stringify({ ami: run.ami.name, ...result }, null, 2)
+      : Object.entries(result.regions)
+          .map(([r, id]) => `${r}\t${id}`)
+          .join("\n"),
+  );
+  return result;
+}
+
+/** The manifest's record of the AMI: key, regions, inputs, stages, boot test, SBOM, and the images it ships. */
+async function recordAmi(
+  run: AmiRun,
+  result: BakeResult,
+  baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string },
+): Promise<void> {
+  const { pipeline, ami, key, tools, logs } = run;
+  const { boot } = baked;
+  // A staged bake: what the AMI was baked on, bottom first.
+  const stages = stagesBelow(pipeline, ami);
+  const record = {
+    key: result.key,
+    target: result.target,
+    regions: result.regions,
+    inputs: run.keyResult.inputs,
+    ...run.target.recorded?.(pipeline, ami, key),
+    ...(stages.length ? { stages } : {}),
+    ...(boot ? { boot: { ok: boot.ok, seconds: boot.seconds } } : {}),
+  };
+  const contents = await recordAmiContents(
+    pipeline,
+    ami,
+    key,
+    result.regions,
+    baked,
+    { docker: tools.docker(), packer: packerTool() },
+    logs.runId,
+    run.say,
+  );
+  await updateManifest(pipeline.config.dir, {
+    revision: run.revision,
+    images: contents.images,
+    amis: { [ami.name]: { ...record, ...(contents.sbom ? { sbom: contents.sbom } : {}) } },
+    provenance: contents.statements,
+  });
 }

@@ -124,13 +124,21 @@ export function packerEnvironment(
   ami: AmiNode,
   sensitive: PackerVariable[],
   env = process.env,
-): { missing: string[]; secrets: string[]; withheld: Record<string, undefined> } {
+): { secrets: string[]; withheld: Record<string, undefined> } {
   const passEnv = passEnvNames(ami, pipeline.config);
-  const missing = sensitive.filter((s) => s.env.startsWith("BAKE_X509_") && !env[s.env]).map((s) => s.env);
   const secrets = [...passEnv.map((p) => env[p]), env.AWS_SECRET_ACCESS_KEY, env.AWS_SESSION_TOKEN].filter(
     (v): v is string => Boolean(v),
   );
-  return { missing, secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
+  return { secrets, withheld: Object.fromEntries(passEnv.map((p) => [p, undefined])) };
+}
+
+/** The target's variables that must be set and are not: one usage error naming each and what it is. */
+export function requireVariables(ami: AmiNode, variables: PackerVariable[], before = "", env = process.env): void {
+  const missing = variables.filter((v) => v.required && !env[v.env]);
+  if (missing.length)
+    throw new UsageError(
+      `${ami.name}: set ${missing.map((v) => v.env).join(" and ")} (${[...new Set(missing.map((v) => v.required))].join("; ")})${before}`,
+    );
 }
 
 /**

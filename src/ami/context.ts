@@ -43,7 +43,12 @@ export interface AmiRenderInput {
 }
 
 /** A variable of the rendered HCL read from Packer's environment (`default = env(...)`). */
-export type PackerVariable = { name: string; env: string };
+export type PackerVariable = {
+  name: string;
+  env: string;
+  /** Must be set before a bake or render: what the value is, for the message that asks for it. */
+  required?: string;
+};
 
 /** pass_env names of the AMI's services: never in a bake's environment (the host reads them at boot: README, The host, booted). */
 export function passEnvNames(ami: AmiNode, config: BakeConfig): string[] {

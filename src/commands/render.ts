@@ -4,8 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
-import { UsageError } from "../errors.js";
-import { amiNodeOf, packerEnvironment } from "../ami/bake-ami.js";
+import { amiNodeOf, requireVariables } from "../ami/bake-ami.js";
 import { packerTool } from "../tools/packer.js";
 import { targetOf } from "../targets/index.js";
 import { findGoss, GOSS_ENV } from "../tools/goss.js";
@@ -22,11 +21,7 @@ export async function renderCommand(
   // The local target renders from the host image bake.yml names, the vm target from its disk: without one there is nothing to render.
   const target = targetOf(options.target);
   target.needs(ami);
-  const { missing } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
-  if (missing.length)
-    throw new UsageError(
-      `${ami.name} is instance-store: set ${missing.join(" and ")} (paths of the x509 certificate and key) before rendering`,
-    );
+  requireVariables(ami, target.variables(ami).sensitive, " before rendering");
   const key = pipeline.keys.get(ami.name)!;
   if (!key.key)
     err(

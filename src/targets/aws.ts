@@ -155,6 +155,8 @@ export async function reconcileAws(
   return regions;
 }
 
+const X509_REQUIRED = "an instance-store AMI: paths of the x509 certificate and key";
+
 /**
  * Where Packer reaches EC2 and the instance (README: Running bake ami in CI against AWS), where an
  * instance-store bake finds the EC2 AMI tools and its x509 pair, and the goss binary it uploads.
@@ -165,8 +167,8 @@ function awsVariables(ami: AmiNode): { sensitive: PackerVariable[]; machine: Pac
     sensitive: [
       ...(instanceStore
         ? [
-            { name: "x509_cert_path", env: "BAKE_X509_CERT" },
-            { name: "x509_key_path", env: "BAKE_X509_KEY" },
+            { name: "x509_cert_path", env: "BAKE_X509_CERT", required: X509_REQUIRED },
+            { name: "x509_key_path", env: "BAKE_X509_KEY", required: X509_REQUIRED },
           ]
         : []),
       ...(ami.test ? [{ name: "goss_binary", env: GOSS_ENV }] : []),
