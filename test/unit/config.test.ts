@@ -7,7 +7,7 @@ import pLimit from "p-limit";
 import { parseConfig, loadConfig } from "../../src/config/load.js";
 import { ConfigError, ConfigErrors } from "../../src/errors.js";
 import { interpolate } from "../../src/config/interpolate.js";
-import { parsePort } from "../../src/config/semantic.js";
+import { parsePort } from "../../src/config/check-run.js";
 import { schemaText } from "../../src/config/write-schema.js";
 import { DEFAULT_LOCAL_HOST, withDefaultLocalHost } from "../../src/config/local-host.js";
 import { buildGraph } from "../../src/graph/graph.js";
