@@ -71,42 +71,8 @@ export async function buildCommand(
     .map((a) => `${results.filter((r) => r.action === a).length} ${a}`)
     .join(", ");
   err(existsSync(build.logsDir) ? `${counts}; logs in ${build.logsDir}` : counts);
-  if (options.json)
-    out(
-      JSON.stringify(
-        {
-          images: Object.fromEntries(
-            results.map((r) => [
-              r.name,
-              {
-                key: r.key,
-                id: r.id,
-                action: r.action,
-                ...(r.digest ? { digest: r.digest } : {}),
-                tags: r.tags,
-                ...(contentsOf(r).packages ? { packages: contentsOf(r).packages } : {}),
-              },
-            ]),
-          ),
-        },
-        null,
-        2,
-      ),
-    );
-  else
-    out(
-      results
-        .flatMap((r) => [
-          `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`,
-          ...packageLine(contentsOf(r)),
-        ])
-        .join("\n"),
-    );
+  out(describeResults(results, contents, options.json));
   return results;
-
-  function contentsOf(r: ImageResult): Partial<ImageContents> {
-    return contents.find((c) => c.name === r.name) ?? {};
-  }
 }
 
 /** Under a rebuilt image, what changed in its packages since the image it replaces (nothing when nothing did). */
@@ -114,4 +80,35 @@ function packageLine(c: Partial<ImageContents>): string[] {
   return c.packages && !diffIsEmpty(c.packages)
     ? [`${"".padEnd(16)} packages since ${c.packages.since.slice(7, 19)}: ${describeDiff(c.packages)}`]
     : [];
+}
+
+/** What bake build prints on stdout: a line per image (and its package changes), or --json. */
+function describeResults(results: ImageResult[], contents: ImageContents[], json: boolean): string {
+  const contentsOf = (r: ImageResult): Partial<ImageContents> => contents.find((c) => c.name === r.name) ?? {};
+  if (json)
+    return JSON.stringify(
+      {
+        images: Object.fromEntries(
+          results.map((r) => [
+            r.name,
+            {
+              key: r.key,
+              id: r.id,
+              action: r.action,
+              ...(r.digest ? { digest: r.digest } : {}),
+              tags: r.tags,
+              ...(contentsOf(r).packages ? { packages: contentsOf(r).packages } : {}),
+            },
+          ]),
+        ),
+      },
+      null,
+      2,
+    );
+  return results
+    .flatMap((r) => [
+      `${r.name.padEnd(16)} ${r.action.padEnd(7)} ${r.tags[0]}  ${r.id.slice(0, 19)}${r.digest ? `  ${r.digest}` : ""}`,
+      ...packageLine(contentsOf(r)),
+    ])
+    .join("\n");
 }

@@ -113,119 +113,156 @@ export function hostContainer(
   };
 }
 
+/** One boot test as it runs: the host container, its clock, and how each check is told. */
+interface BootRun {
+  input: BootTestInput;
+  docker: DockerTool;
+  id: string;
+  namespace: string;
+  started: number;
+  deadline: number;
+  run: (cmd: string[]) => Promise<{ code: number; out: string }>;
+  check: (name: string, ok: boolean, raw: string) => boolean;
+}
+
 export async function bootTest(input: BootTestInput): Promise<BootReport> {
   const { docker } = input;
   const started = Date.now();
-  const namespace = `bake-boot-${randomBytes(3).toString("hex")}`;
-  const deadline = started + 1000 * (input.timeoutSeconds ?? 180);
   const checks: BootCheck[] = [];
   // Every detail (journal lines, a service's own log lines) through the one redaction: a service
   // that prints its pass_env value shows ***, on stderr, in .bake/logs and in the error alike.
   const secrets = Object.values(input.passEnv);
-  const check = (name: string, ok: boolean, raw: string) => {
-    const detail = redact(raw, secrets);
-    checks.push({ name, ok, detail });
-    input.onLine?.(
-      `boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`,
-    );
-    return ok;
+  const b: BootRun = {
+    input,
+    docker,
+    id: "",
+    namespace: `bake-boot-${randomBytes(3).toString("hex")}`,
+    started,
+    deadline: started + 1000 * (input.timeoutSeconds ?? 180),
+    run: async (cmd) => {
+      let out = "";
+      const code = await docker.exec(b.id, cmd, (_s, c) => (out += c.toString("utf8")));
+      return { code, out: out.trim() };
+    },
+    check: (name, ok, raw) => {
+      const detail = redact(raw, secrets);
+      checks.push({ name, ok, detail });
+      input.onLine?.(
+        `boot test: ${ok ? "ok" : "FAILED"} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`,
+      );
+      return ok;
+    },
   };
-  const run = async (cmd: string[]) => {
-    let out = "";
-    const code = await docker.exec(id, cmd, (_s, c) => (out += c.toString("utf8")));
-    return { code, out: out.trim() };
-  };
-  let id = "";
   // A forced stop (a second signal) still removes the host and its services: they hold the secrets.
-  const release = cleanUpOnForcedStop(() => removeNamespace(docker, namespace, id));
+  const release = cleanUpOnForcedStop(() => removeNamespace(docker, b.namespace, b.id));
   try {
-    id = await docker.createContainer(hostContainer(input, namespace));
-    await docker.putFiles(id, [
-      ...Object.entries(ENGINE_STANDIN).map(([file, content]) => ({
-        path: `/etc/systemd/system/${file}`,
-        content,
-        mode: 0o644,
-      })),
-      { path: input.runtimeEnv, content: runtimeEnvFile(input.passEnv, namespace), mode: 0o600 },
-    ]);
-    await docker.startContainer(id);
-    input.onLine?.(`boot test: booting ${input.image.slice(0, 19)} as ${namespace}-${input.project}-${input.ami}`);
-    input.onLine?.(
-      `boot test: the host's docker.service stands in for an engine of its own: the outer engine answers at ${ENGINE_SOCKET_IN_HOST} (no engine runs in an unprivileged container)`,
-    );
-
-    // 1. systemd reaches a steady state (asked again until its bus answers).
-    const state = await untilDeadline(deadline, input.signal, async () => {
-      for (;;) {
-        const answer = (await run(["systemctl", "is-system-running", "--wait"])).out.split("\n").pop()!;
-        if (SETTLED.has(answer) || Date.now() > deadline || input.signal?.aborted) return answer;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    });
-    const booted = state ?? "still starting";
-    check("boot", booted === "running", `systemd ${booted} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out
-      .split("\n")
-      .map((l) => l.split(/\s+/)[0])
-      .filter(Boolean);
-    const journals = await Promise.all(
-      failed.map(
-        async (u) => `${u}:\n${(await run(["journalctl", "-u", u, "-n", "15", "--no-pager", "-o", "cat"])).out}`,
-      ),
-    );
-    check(
-      "units",
-      failed.length === 0,
-      failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units",
-    );
-
-    // 2. The loader ran before the services and the shipped images are there under their keys.
-    const loader = await unitState(run, "bake-preload.service");
-    const found = await docker.findBakeImages(input.shipped.map((s) => s.ref));
-    const missing = input.shipped.filter((s, i) => found[i]?.key !== s.key).map((s) => s.ref);
-    check(
-      "preload",
-      loader.ok && !missing.length,
-      `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`,
-    );
-
-    // 3. Every service runs from its contract and answers on 127.0.0.1.
-    const containerOf = (s: Service) => `${namespace}-${s.contract.ansible.name}`;
-    const health = await waitHealthy(input.services, docker, input.signal, containerOf);
-    for (const s of input.services) {
-      const unit = await unitState(run, `bake-service@${s.contract.ansible.name}.service`);
-      const h = health.find((x) => x.service === s.release.name)!;
-      const probe = h.ok ? await httpProbe(docker, s, h.container) : undefined;
-      const ok = unit.ok && h.ok && (probe?.ok ?? true);
-      const journal = unit.ok
-        ? ""
-        : `\n${(await run(["journalctl", "-u", `bake-service@${s.contract.ansible.name}.service`, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
-      check(
-        `service ${s.release.name}`,
-        ok,
-        `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`,
-      );
-    }
-
-    // 4. The AMI's own spec, run by goss in the booted host.
-    if (input.test) {
-      const t = await gossInContainer(
-        docker,
-        id,
-        { project: input.project, node: input.ami },
-        input.test.spec,
-        input.test.goss,
-      );
-      const counts = t.summary
-        ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed`
-        : "goss printed no summary";
-      check(`test ${input.test.name}`, t.ok, t.ok ? counts : `${counts}\n${t.failures.join("\n")}`);
-    }
+    await startHost(b);
+    await checkBoot(b);
+    await checkPreload(b);
+    await checkServices(b);
+    if (input.test) await checkSpec(b, input.test);
   } finally {
-    await removeNamespace(docker, namespace, id);
+    await removeNamespace(docker, b.namespace, b.id);
     release();
   }
   return { ok: checks.every((c) => c.ok), seconds: (Date.now() - started) / 1000, checks };
+}
+
+/** The host container, with the engine stand-in's units and the runtime env file, started. */
+async function startHost(b: BootRun): Promise<void> {
+  const { input, docker } = b;
+  b.id = await docker.createContainer(hostContainer(input, b.namespace));
+  await docker.putFiles(b.id, [
+    ...Object.entries(ENGINE_STANDIN).map(([file, content]) => ({
+      path: `/etc/systemd/system/${file}`,
+      content,
+      mode: 0o644,
+    })),
+    { path: input.runtimeEnv, content: runtimeEnvFile(input.passEnv, b.namespace), mode: 0o600 },
+  ]);
+  await docker.startContainer(b.id);
+  input.onLine?.(`boot test: booting ${input.image.slice(0, 19)} as ${b.namespace}-${input.project}-${input.ami}`);
+  input.onLine?.(
+    `boot test: the host's docker.service stands in for an engine of its own: the outer engine answers at ${ENGINE_SOCKET_IN_HOST} (no engine runs in an unprivileged container)`,
+  );
+}
+
+/** 1. systemd reaches a steady state (asked again until its bus answers), with no failed unit. */
+async function checkBoot(b: BootRun): Promise<void> {
+  const { input, run, deadline, started } = b;
+  const state = await untilDeadline(deadline, input.signal, async () => {
+    for (;;) {
+      const answer = (await run(["systemctl", "is-system-running", "--wait"])).out.split("\n").pop()!;
+      if (SETTLED.has(answer) || Date.now() > deadline || input.signal?.aborted) return answer;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+  const booted = state ?? "still starting";
+  b.check("boot", booted === "running", `systemd ${booted} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out
+    .split("\n")
+    .map((l) => l.split(/\s+/)[0])
+    .filter(Boolean);
+  const journals = await Promise.all(
+    failed.map(
+      async (u) => `${u}:\n${(await run(["journalctl", "-u", u, "-n", "15", "--no-pager", "-o", "cat"])).out}`,
+    ),
+  );
+  b.check(
+    "units",
+    failed.length === 0,
+    failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units",
+  );
+}
+
+/** 2. The loader ran before the services and the shipped images are there under their keys. */
+async function checkPreload(b: BootRun): Promise<void> {
+  const { input } = b;
+  const loader = await unitState(b.run, "bake-preload.service");
+  const found = await b.docker.findBakeImages(input.shipped.map((s) => s.ref));
+  const missing = input.shipped.filter((s, i) => found[i]?.key !== s.key).map((s) => s.ref);
+  b.check(
+    "preload",
+    loader.ok && !missing.length,
+    `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`,
+  );
+}
+
+/** 3. Every service runs from its contract and answers on 127.0.0.1. */
+async function checkServices(b: BootRun): Promise<void> {
+  const { input, docker, run } = b;
+  const containerOf = (s: Service) => `${b.namespace}-${s.contract.ansible.name}`;
+  const health = await waitHealthy(input.services, docker, input.signal, containerOf);
+  for (const s of input.services) {
+    const unitName = `bake-service@${s.contract.ansible.name}.service`;
+    const unit = await unitState(run, unitName);
+    const h = health.find((x) => x.service === s.release.name)!;
+    const probe = h.ok ? await httpProbe(docker, s, h.container) : undefined;
+    const ok = unit.ok && h.ok && (probe?.ok ?? true);
+    const journal = unit.ok
+      ? ""
+      : `\n${(await run(["journalctl", "-u", unitName, "-n", "15", "--no-pager", "-o", "cat"])).out}`;
+    b.check(
+      `service ${s.release.name}`,
+      ok,
+      `${unit.text}; container ${h.container} ${h.state}${probe ? `; ${probe.detail}` : ""}${h.lastLogs ? `; its last log lines:\n${h.lastLogs}` : ""}${journal}`,
+    );
+  }
+}
+
+/** 4. The AMI's own spec, run by goss in the booted host. */
+async function checkSpec(b: BootRun, test: NonNullable<BootTestInput["test"]>): Promise<void> {
+  const t = await gossInContainer(
+    b.docker,
+    b.id,
+    { project: b.input.project, node: b.input.ami },
+    test.spec,
+    test.goss,
+  );
+  const counts = t.summary
+    ? `${t.summary.count - t.summary.failed} of ${t.summary.count} checks passed`
+    : "goss printed no summary";
+  b.check(`test ${test.name}`, t.ok, t.ok ? counts : `${counts}\n${t.failures.join("\n")}`);
 }
 
 /** Removes the host and everything its services started under the namespace. */

@@ -6,38 +6,26 @@
  * the runtime environment file was written as user-data would write it, so no secret reaches the
  * baked disk. The VM is stopped and the copy removed at the end, interrupt or not.
  */
-import { request } from "node:http";
 import { createServer } from "node:net";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { TestSpec } from "../config/model.js";
+import { readFileSync } from "node:fs";
 import { interruption } from "../errors.js";
 import { redact, renderCommand, type BackgroundProcess } from "../tools/exec.js";
-import { GOSS_DIR, gossFailures, gossSummary, validateArgs } from "../tools/goss.js";
 import { startVm, type VmArgsInput } from "../tools/qemu.js";
-import { forwardPort, sshRun, type SshTarget } from "../tools/ssh.js";
-import type { Service } from "../up/services.js";
-import { gossFiles } from "../goss/image-test.js";
-import { SETTLED, unitState, type BootCheck, type BootReport } from "./boot-test.js";
+import { sshRun, type SshTarget } from "../tools/ssh.js";
+import type { BootCheck, BootReport } from "./boot-test.js";
+import { hostChecks, type Shell, type VmChecksInput } from "./vm-checks.js";
 
-export interface VmBootInput {
+export interface VmBootInput extends VmChecksInput {
   /** The VM: a raw copy of the baked disk, its kernel, initrd and size, without forwards. */
   vm: Omit<VmArgsInput, "forwards">;
   /** The bake's private key (root logs in with it). */
   key: string;
   /** known_hosts pinning the ed25519 host key bake wrote into the disk, under HOST_KEY_ALIAS. */
   knownHosts: string;
-  project: string;
-  ami: string;
-  shipped: { ref: string; key: string }[];
-  services: Service[];
-  test?: { spec: TestSpec; goss: Buffer; name: string };
   /** The pass_env values the disk's runtime env file holds: redacted from every detail shown. */
   secrets?: string[];
   /** Seconds for each boot to settle and its services to become healthy. */
   timeoutSeconds?: number;
-  signal?: AbortSignal;
   onLine?: (line: string) => void;
 }
 
@@ -142,8 +130,6 @@ export async function startVmForwardingSsh(
   }
 }
 
-type Shell = (command: string, timeoutMs?: number) => Promise<{ code: number; out: string }>;
-
 async function untilSsh(
   sh: Shell,
   vm: BackgroundProcess,
@@ -169,175 +155,4 @@ function serialTail(file: string): string {
   } catch {
     return "(no serial output)";
   }
-}
-
-/** One round of checks in the booted VM. */
-async function hostChecks(
-  input: VmBootInput,
-  sh: Shell,
-  run: (cmd: string[]) => Promise<{ code: number; out: string }>,
-  check: (name: string, ok: boolean, detail: string) => boolean,
-  suffix: string,
-  deadline: number,
-  target: SshTarget,
-): Promise<void> {
-  // An interrupt stops the checks at once (the caller stops the VM).
-  const stopIfAborted = () => {
-    if (input.signal?.aborted) throw interruption(input.signal);
-  };
-  const journal = async (unit: string) =>
-    (await run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"])).out;
-  // 1. systemd settles, with no failed unit.
-  const waitMs = Math.max(1000, deadline - Date.now());
-  const state = (await sh("systemctl is-system-running --wait", waitMs)).out.split("\n").pop() ?? "";
-  check(`boot${suffix}`, state === "running", `systemd ${SETTLED.has(state) ? state : state || "still starting"}`);
-  const failed = (await run(["systemctl", "--failed", "--no-legend", "--plain"])).out
-    .split("\n")
-    .map((l) => l.split(/\s+/)[0])
-    .filter(Boolean);
-  const journals = await Promise.all(failed.map(async (u) => `${u}:\n${await journal(u)}`));
-  check(
-    `units${suffix}`,
-    failed.length === 0,
-    failed.length ? `failed units: ${failed.join(", ")}\n${journals.join("\n")}` : "no failed units",
-  );
-
-  stopIfAborted();
-  // 2. The host's own engine runs.
-  const engine = await unitState(run, "docker.service");
-  const version = (await sh("docker info --format '{{.ServerVersion}}'")).out;
-  check(
-    `engine${suffix}`,
-    engine.ok && /^\d/.test(version),
-    `${engine.text}; the host's own engine answers: ${version || "no"}`,
-  );
-
-  stopIfAborted();
-  // 3. The loader ran and every shipped image is there under its key.
-  const loader = await unitState(run, "bake-preload.service");
-  const missing: string[] = [];
-  for (const s of input.shipped) {
-    const key = (await run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "bake.key"}}', s.ref]))
-      .out;
-    if (key !== s.key) missing.push(s.ref);
-  }
-  check(
-    `preload${suffix}`,
-    loader.ok && !missing.length,
-    `${loader.text}; ${missing.length ? `not present under their keys: ${missing.join(", ")}` : `present under their keys: ${input.shipped.map((s) => s.ref).join(", ")}`}`,
-  );
-
-  // 4. Every service runs from its contract, becomes healthy and answers on a forwarded 127.0.0.1 port.
-  for (const s of input.services) {
-    const name = s.contract.ansible.name;
-    const unitName = `bake-service@${name}.service`;
-    const unit = await unitState(run, unitName);
-    // Waited for while it starts (its health check not yet decided, or restarting); a unit that failed has nothing to wait for.
-    let health = "";
-    for (;;) {
-      health = (
-        await run([
-          "docker",
-          "inspect",
-          "--format",
-          "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
-          name,
-        ])
-      ).out;
-      stopIfAborted();
-      if (!unit.ok || !/^running starting$|^restarting/.test(health) || Date.now() > deadline) break;
-      await sleep(2000);
-    }
-    const healthy = /^running (healthy|none)$/.test(health);
-    const probe = healthy ? await httpProbe(s, name, run, target) : undefined;
-    const ok = unit.ok && healthy && (probe?.ok ?? true);
-    const logs = healthy ? "" : `\nits last log lines:\n${(await run(["docker", "logs", "--tail", "15", name])).out}`;
-    const unitJournal = ok ? "" : `\n${unitName} journal:\n${await journal(unitName)}`;
-    check(
-      `service ${s.release.name}${suffix}`,
-      ok,
-      `${unit.text}; container ${name} ${health || "missing"}${probe ? `; ${probe.detail}` : ""}${logs}${unitJournal}`,
-    );
-  }
-
-  stopIfAborted();
-  // 5. The AMI's own spec, run by goss in the booted host.
-  if (input.test) {
-    const t = input.test;
-    // Copied in over SSH (a boot clears /tmp, so every round copies them again).
-    for (const f of gossFiles(t.spec, t.goss)) {
-      await sshRun(target, `mkdir -p ${GOSS_DIR} && cat > ${f.path} && chmod ${f.mode.toString(8)} ${f.path}`, {
-        input: f.content,
-        signal: input.signal,
-      });
-    }
-    const args = validateArgs({
-      retryTimeout: t.spec.retryTimeout,
-      sleep: t.spec.sleep,
-      withVars: Boolean(t.spec.vars),
-      bake: { project: input.project, node: input.ami, booted: true },
-    });
-    const r = await run([`${GOSS_DIR}/goss`, ...args]);
-    const summary = gossSummary(r.out);
-    const counts = summary
-      ? `${summary.count - summary.failed} of ${summary.count} checks passed`
-      : "goss printed no summary";
-    check(
-      `test ${t.name}${suffix}`,
-      r.code === 0,
-      r.code === 0 ? counts : `${counts}\n${gossFailures(r.out).join("\n")}`,
-    );
-  }
-}
-
-/** GET of the service's health path through an SSH forward to the port its contract publishes on the host. */
-async function httpProbe(
-  s: Service,
-  container: string,
-  run: (cmd: string[]) => Promise<{ code: number; out: string }>,
-  target: SshTarget,
-): Promise<{ ok: boolean; detail: string } | undefined> {
-  const health = s.release.run!.health;
-  if (!health?.http) return undefined;
-  const published = (await run(["docker", "port", container, `${health.port}/tcp`])).out.split("\n")[0];
-  const remote = Number(/:(\d+)$/.exec(published)?.[1]);
-  if (!remote) return { ok: false, detail: `port ${health.port} is not published on the host` };
-  // Forwarded to a Unix socket in a folder of this user's only (mkdtemp makes it 0700).
-  const folder = mkdtempSync(path.join(tmpdir(), "bake-probe-"));
-  const socket = path.join(folder, "http.sock");
-  const tunnel = await forwardPort(target, socket, remote);
-  const what = `GET http://127.0.0.1:${remote}${health.http} (the host's ${published}, through SSH)`;
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        if (!existsSync(socket)) throw new Error("the forward is not listening yet");
-        const status = await getOverSocket(socket, health.http, 5000);
-        return { ok: status >= 200 && status < 300, detail: `${what} answered ${status}` };
-      } catch (e) {
-        // The tunnel takes a moment to listen.
-        if (attempt >= 10 || !tunnel.running()) return { ok: false, detail: `${what}: ${(e as Error).message}` };
-        await sleep(500);
-      }
-    }
-  } finally {
-    await tunnel.stop("SIGTERM", 2000);
-    rmSync(folder, { recursive: true, force: true });
-  }
-}
-
-/** The status of a GET sent over a Unix socket (its body read and dropped). */
-function getOverSocket(socket: string, urlPath: string, timeoutMs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: socket, path: urlPath, headers: { host: "127.0.0.1" }, timeout: timeoutMs },
-      (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
-        res.on("error", reject);
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
-    req.on("error", reject);
-    req.end();
-  });
 }

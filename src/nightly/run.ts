@@ -260,8 +260,6 @@ async function prune(run: NightlyRun): Promise<void> {
     const pruned = await runPrune(
       { file: options.file, yes: !options.dryRun, json: false, keepImages: 2, signal: options.signal },
       run.tools,
-      quiet,
-      quiet,
     );
     report.pruned = (options.dryRun ? pruned.decisions.filter((d) => d.action === "remove") : pruned.removed).map(
       ({ kind, name, where, id }) => ({ kind, name, where, id }),

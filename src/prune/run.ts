@@ -2,7 +2,7 @@
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
-import { readManifest } from "../state/manifest.js";
+import { readManifest, type ManifestAmi } from "../state/manifest.js";
 import {
   keysMarkedKeep,
   planAmiRetention,
@@ -16,7 +16,7 @@ import {
 } from "./plan.js";
 import { readVmRecord } from "../state/vm-record.js";
 import { NoCredentialsError, type BakedAmi, type Ec2Tool } from "../tools/ec2.js";
-import type { DockerTool } from "../tools/docker.js";
+import type { BakeImageRecord, DockerTool } from "../tools/docker.js";
 import { amiBakeLock } from "../ami/bake-ami.js";
 import { isLocked } from "../files/process-lock.js";
 import { parentTagOwnerRunning } from "../state/parent-tags.js";
@@ -42,12 +42,7 @@ export interface PruneReport {
   notes: string[];
 }
 
-export async function runPrune(
-  options: PruneOptions,
-  tools: Tools,
-  out: (t: string) => void,
-  err: (t: string) => void,
-): Promise<PruneReport> {
+export async function runPrune(options: PruneOptions, tools: Tools): Promise<PruneReport> {
   const pipeline = await readPipeline({ file: options.file, target: "aws", everyImage: true }, tools);
   const { config } = pipeline;
   const manifest = readManifest(config.dir);
@@ -58,44 +53,9 @@ export async function runPrune(
   if (ec2 && (await hasCredentials(ec2))) decisions.push(...(await planAws(pipeline, manifest.amis, ec2)));
   else if (ec2) notes.push("AWS AMIs not looked at: no AWS credentials");
   const docker = tools.docker();
-  if (pipeline.state.images.ok) {
-    const records = pipeline.state.images.value;
-    for (const img of config.images) {
-      decisions.push(
-        ...planImageRetention(
-          img.name,
-          records.filter((r) => r.node === img.name),
-          options.keepImages,
-          pipeline.keys.get(img.name)?.key,
-        ),
-      );
-    }
-    for (const ami of config.amis) {
-      const recorded = manifest.amis[ami.name]?.target === "local" ? manifest.amis[ami.name] : undefined;
-      const amiImages = records.filter((r) => r.node === ami.name);
-      const amiDecisions = planImageRetention(ami.name, amiImages, ami.retention.keep, recorded?.key).map((d) => ({
-        ...d,
-        kind: "ami" as const,
-      }));
-      decisions.push(...amiDecisions);
-      // The stage below each AMI image kept, from the inputs the image was baked from (its labels).
-      const keptOn = new Map<string, string>();
-      for (const d of amiDecisions.filter((x) => x.action === "keep")) {
-        const image = amiImages.find((r) => r.id === d.id);
-        if (image?.inputs)
-          keptOn.set(amiStages(ami, { key: image.key, inputs: image.inputs })[0].key, shortKey(image.key));
-      }
-      const below = stageNode(ami.name, "host");
-      decisions.push(
-        ...planStageRetention(
-          below,
-          records.filter((r) => r.node === below),
-          keptOn,
-          recorded?.stages?.[0]?.key,
-        ),
-      );
-    }
-  } else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
+  if (pipeline.state.images.ok)
+    decisions.push(...planLocal(pipeline, pipeline.state.images.value, manifest.amis, options.keepImages));
+  else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
   for (const ami of config.amis) {
     const current = manifest.amis[ami.name]?.target === "vm" ? manifest.amis[ami.name].key : undefined;
     decisions.push(...planVmRetention(ami.name, await readVmDisks(pipeline, ami.name), ami.retention.keep, current));
@@ -116,31 +76,56 @@ export async function runPrune(
       }
     }
   }
-  const report = { decisions, removed, failed, notes };
-  if (options.json) out(JSON.stringify({ dryRun: !options.yes, ...report }, null, 2));
-  else {
-    out(
-      decisions
-        .map(
-          (d) =>
-            `${d.action.padEnd(6)} ${d.kind.padEnd(8)} ${d.name.padEnd(16)} ${d.where.padEnd(10)} ${shortId(d).padEnd(24)} ${d.reason}${d.warning ? ` (warning: ${d.warning})` : ""}`,
-        )
-        .join("\n") || "nothing bake made was found",
-    );
-    for (const n of notes) err(`note: ${n}`);
-    for (const f of failed) err(`FAILED ${f.kind} ${f.id} in ${f.where}: ${f.error}`);
-    const count = decisions.filter((d) => d.action === "remove").length;
-    err(
-      options.yes
-        ? `removed ${removed.length}${failed.length ? `, ${failed.length} failed` : ""}`
-        : `${count} to remove; run bake prune --yes to remove them`,
-    );
-  }
-  return report;
+  return { decisions, removed, failed, notes };
 }
 
-const shortId = (d: PruneDecision) =>
-  (d.kind === "leftover" || d.kind === "vm" ? path.basename(d.id) : d.id).slice(0, 24);
+/**
+ * Retention of the engine's images: each node's (keep the newest and the current key), each local
+ * AMI's, and each AMI's host stages (kept while a kept AMI image was baked on one).
+ */
+function planLocal(
+  pipeline: Pipeline,
+  records: BakeImageRecord[],
+  recordedAmis: Record<string, ManifestAmi>,
+  keepImages: number,
+): PruneDecision[] {
+  const decisions: PruneDecision[] = [];
+  for (const img of pipeline.config.images)
+    decisions.push(
+      ...planImageRetention(
+        img.name,
+        records.filter((r) => r.node === img.name),
+        keepImages,
+        pipeline.keys.get(img.name)?.key,
+      ),
+    );
+  for (const ami of pipeline.config.amis) {
+    const recorded = recordedAmis[ami.name]?.target === "local" ? recordedAmis[ami.name] : undefined;
+    const amiImages = records.filter((r) => r.node === ami.name);
+    const amiDecisions = planImageRetention(ami.name, amiImages, ami.retention.keep, recorded?.key).map((d) => ({
+      ...d,
+      kind: "ami" as const,
+    }));
+    decisions.push(...amiDecisions);
+    // The stage below each AMI image kept, from the inputs the image was baked from (its labels).
+    const keptOn = new Map<string, string>();
+    for (const d of amiDecisions.filter((x) => x.action === "keep")) {
+      const image = amiImages.find((r) => r.id === d.id);
+      if (image?.inputs)
+        keptOn.set(amiStages(ami, { key: image.key, inputs: image.inputs })[0].key, shortKey(image.key));
+    }
+    const below = stageNode(ami.name, "host");
+    decisions.push(
+      ...planStageRetention(
+        below,
+        records.filter((r) => r.node === below),
+        keptOn,
+        recorded?.stages?.[0]?.key,
+      ),
+    );
+  }
+  return decisions;
+}
 
 async function hasCredentials(ec2: Ec2Tool): Promise<boolean> {
   try {
