@@ -8,7 +8,7 @@ import { ANSIBLE_INPUT, type InputDigests, type KeyResult, type Target } from ".
 import type { BakeImageRecord } from "../tools/docker.js";
 import type { AmiRecord } from "../tools/ec2.js";
 import type { Layer } from "../config/model.js";
-import { stagesOn, stageTag, type StageName } from "../graph/stages.js";
+import { stagesOn, stageTag, type Stage, type StageName } from "../graph/stages.js";
 
 export type Status = "cached" | "build" | "unknown";
 
@@ -79,112 +79,104 @@ export function assemblePlan(
   const entries = new Map<string, PlanEntry>();
   for (const node of nodes) {
     const k = keys.get(node.name)!;
-    const base: Omit<PlanEntry, "status" | "reason"> = {
+    const entry = entryOf({
       name: node.name,
       kind: node.kind,
       layer: node.kind === "image" ? node.image.layer : "ami",
       key: k.key ?? null,
       deps: node.deps,
-    };
-    const entry = (status: Status, reason: string, existing?: string): PlanEntry => ({
-      ...base,
-      status,
-      reason,
-      ...(existing ? { existing } : {}),
     });
-    if (k.key === undefined && "contextPending" in k && k.contextPending && state.images.ok) {
+    if (k.key === undefined && "contextPending" in k && k.contextPending && state.images.ok)
       // Only a build defers (never `bake plan`): it reuses an image with the final key if one exists.
       entries.set(node.name, entry("build", `${k.unknownBecause}; an image with the resulting key is reused`));
-      continue;
-    }
-    if (k.key === undefined) {
-      entries.set(node.name, entry("unknown", `key unknown: ${k.unknownBecause}`));
-      continue;
-    }
-    const depsBuilding = node.deps.filter((d) => entries.get(d)?.status === "build");
-    if (node.kind === "ami" && target === "aws") {
-      const found = state.amis.get(node.name);
-      if (!found || !found.ok) entries.set(node.name, entry("unknown", found ? found.reason : "AMIs not looked up"));
-      else if (found.value)
-        entries.set(
-          node.name,
-          entry("cached", `${found.value.imageId} in ${node.ami.region} carries this key`, found.value.imageId),
-        );
-      else
-        entries.set(
-          node.name,
-          entry(
-            "build",
-            unbakedReason(
-              node.name,
-              k,
-              state,
-              target,
-              depsBuilding,
-              `no AMI in ${node.ami.region} is tagged with this key`,
-            ),
-          ),
-        );
-      continue;
-    }
-    if (node.kind === "ami" && target === "vm") {
-      const disk = state.vmDisks?.get(node.name);
-      if (disk) entries.set(node.name, entry("cached", `${disk} has this key`, disk));
-      else
-        entries.set(
-          node.name,
-          entry(
-            "build",
-            unbakedReason(node.name, k, state, target, depsBuilding, "no VM disk under .bake/vm has this key"),
-          ),
-        );
-      continue;
-    }
-    if (!state.images.ok) {
-      entries.set(node.name, entry("unknown", state.images.reason));
-      continue;
-    }
-    const mine = state.images.value.filter((r) => r.node === node.name);
-    const hit = mine.find((r) => r.key === k.key);
-    // An image with a test: counts once its test passed: its key tag says so.
-    const failedTest =
-      hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${shortKey(k.key)}`));
-    if (hit && failedTest) {
+    else if (k.key === undefined) entries.set(node.name, entry("unknown", `key unknown: ${k.unknownBecause}`));
+    else {
+      const depsBuilding = node.deps.filter((d) => entries.get(d)?.status === "build");
+      const keyed = { node, k: k as KeyResult & { key: string }, entry, depsBuilding };
       entries.set(
         node.name,
-        entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id),
+        node.kind === "ami" && target === "aws"
+          ? awsEntry(keyed, state)
+          : node.kind === "ami" && target === "vm"
+            ? vmEntry(keyed, state)
+            : engineEntry(keyed, state, target),
       );
-      continue;
     }
-    const done = hit
-      ? entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id)
-      : entry("build", buildReason(previousImage(mine), k.inputs, depsBuilding));
-    const stages = node.kind === "ami" ? stagesOn(node.ami, target, k) : undefined;
-    if (stages) {
-      // The stage below is looked at only when the AMI must bake (its records are listed then).
-      const [host] = stages;
-      const below = state.images.value.filter((r) => r.node === host.node);
-      const found = below.find((r) => r.key === host.key);
-      const hostEntry: StageEntry = hit
-        ? { name: "host", key: host.key, status: "cached", reason: "the AMI has its key" }
-        : found
-          ? {
-              name: "host",
-              key: host.key,
-              status: "cached",
-              reason: `image ${found.tags[0] ?? stageTag(host)} has this key: reused`,
-            }
-          : {
-              name: "host",
-              key: host.key,
-              status: "build",
-              reason: buildReason(previousImage(below), host.inputs, []),
-            };
-      done.stages = [hostEntry, { name: "release", key: k.key, status: done.status, reason: done.reason }];
-    }
-    entries.set(node.name, done);
   }
   return nodes.map((n) => entries.get(n.name)!);
+}
+
+type EntryOf = (status: Status, reason: string, existing?: string) => PlanEntry;
+
+function entryOf(base: Omit<PlanEntry, "status" | "reason">): EntryOf {
+  return (status, reason, existing) => ({ ...base, status, reason, ...(existing ? { existing } : {}) });
+}
+
+/** A node whose key is known, as the plan looks at it. */
+interface KeyedNode {
+  node: GraphNode;
+  k: KeyResult & { key: string };
+  entry: EntryOf;
+  /** Its parents that build in this plan. */
+  depsBuilding: string[];
+}
+
+/** An AWS AMI: the AMI in its region tagged with the key, if the lookup could answer. */
+function awsEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState): PlanEntry {
+  const region = (node as { ami: { region: string } }).ami.region;
+  const found = state.amis.get(node.name);
+  if (!found || !found.ok) return entry("unknown", found ? found.reason : "AMIs not looked up");
+  if (found.value) return entry("cached", `${found.value.imageId} in ${region} carries this key`, found.value.imageId);
+  return entry(
+    "build",
+    unbakedReason(node.name, k, state, "aws", depsBuilding, `no AMI in ${region} is tagged with this key`),
+  );
+}
+
+/** A VM AMI: the disk under .bake/vm with the key. */
+function vmEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState): PlanEntry {
+  const disk = state.vmDisks?.get(node.name);
+  if (disk) return entry("cached", `${disk} has this key`, disk);
+  return entry(
+    "build",
+    unbakedReason(node.name, k, state, "vm", depsBuilding, "no VM disk under .bake/vm has this key"),
+  );
+}
+
+/** An image, or a local AMI (an image too): the engine's image with the key, its test passed. */
+function engineEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState, target: Target): PlanEntry {
+  if (!state.images.ok) return entry("unknown", state.images.reason);
+  const mine = state.images.value.filter((r) => r.node === node.name);
+  const hit = mine.find((r) => r.key === k.key);
+  // An image with a test: counts once its test passed: its key tag says so.
+  const failedTest =
+    hit && node.kind === "image" && node.image.test && !hit.tags.some((t) => t.endsWith(`:${shortKey(k.key)}`));
+  if (hit && failedTest)
+    return entry("build", `its test has not passed (${hit.tags[0] ?? hit.id.slice(0, 19)}): tested again`, hit.id);
+  const done = hit
+    ? entry("cached", `image ${hit.tags[0] ?? hit.id.slice(0, 19)} has this key`, hit.id)
+    : entry("build", buildReason(previousImage(mine), k.inputs, depsBuilding));
+  const stages = node.kind === "ami" ? stagesOn(node.ami, target, k) : undefined;
+  if (stages) {
+    const host = stageEntry(stages[0], Boolean(hit), state.images.value);
+    done.stages = [host, { name: "release", key: k.key, status: done.status, reason: done.reason }];
+  }
+  return done;
+}
+
+/** The host stage below a staged AMI: reused when the AMI has its key, or when its own image does. */
+function stageEntry(host: Stage, amiFound: boolean, records: BakeImageRecord[]): StageEntry {
+  if (amiFound) return { name: "host", key: host.key, status: "cached", reason: "the AMI has its key" };
+  const below = records.filter((r) => r.node === host.node);
+  const found = below.find((r) => r.key === host.key);
+  return found
+    ? {
+        name: "host",
+        key: host.key,
+        status: "cached",
+        reason: `image ${found.tags[0] ?? stageTag(host)} has this key: reused`,
+      }
+    : { name: "host", key: host.key, status: "build", reason: buildReason(previousImage(below), host.inputs, []) };
 }
 
 /**
