@@ -2,16 +2,9 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { holdParentTag, releaseParentTag } from "../../src/tools/docker-builds.js";
-import {
-  BuildKitProgress,
-  comparePaths,
-  contentTime,
-  decodeTrace,
-  fsStat,
-  pinParent,
-  servedEntries,
-  type ServedEntry,
-} from "../../src/tools/buildkit.js";
+import { pinParent } from "../../src/tools/buildkit.js";
+import { comparePaths, contentTime, fsStat, servedEntries, type ServedEntry } from "../../src/tools/buildkit-files.js";
+import { BuildKitProgress, decodeTrace } from "../../src/tools/buildkit-progress.js";
 
 const file = (path: string, size = 1, digest = "ab".repeat(32)): ServedEntry => ({
   path,
