@@ -11,7 +11,8 @@ import type { Stage } from "../graph/stages.js";
 import { stageTag } from "../graph/stages.js";
 import { serviceVars, type ServiceVars } from "../runtime/contract.js";
 import type { TemplateContext } from "./render.js";
-import { HOST_RPM_QUERY, rpmQueryArgs } from "../sbom/packages.js";
+import { rpmQueryArgs } from "../sbom/packages.js";
+import { HOST_RPM_QUERY } from "../sbom/host-packages.js";
 import { renderCommand } from "../tools/exec.js";
 
 /** The environment variable that carries the engine's socket path to the local target's Packer run. */

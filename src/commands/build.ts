@@ -7,7 +7,7 @@ import type { ImageResult } from "../images/node-build.js";
 import { describeDockerError } from "../tools/docker.js";
 import type { ImageContents } from "../sbom/record.js";
 import { buildAndRecord, type RecordedBuild } from "../image-build/run.js";
-import { describeDiff, diffIsEmpty } from "../sbom/packages.js";
+import { describeDiff, diffIsEmpty } from "../sbom/package-diff.js";
 
 export interface BuildCommandOptions {
   file: string;

@@ -12,7 +12,8 @@ import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js
 import { runAmi } from "../ami-bake/run.js";
 import { runPrune } from "../prune/run.js";
 import { interruption, type BuildFailedError } from "../errors.js";
-import { describeDiff, hostPackageChanges, type PackageDiff } from "../sbom/packages.js";
+import { describeDiff, type PackageDiff } from "../sbom/package-diff.js";
+import { hostPackageChanges } from "../sbom/host-packages.js";
 
 export interface NightlyOptions {
   file: string;

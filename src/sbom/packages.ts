@@ -5,9 +5,8 @@
  * the one program run, without a network. Lists are kept by image id under `.bake/packages/`
  * (an image id names exactly one set of files); an AMI's host list by the AMI's key.
  */
-import { createReadStream, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { tarEntries } from "../tools/tar.js";
 import { writeJsonFile } from "../files/json-file.js";
 import type { DockerTool } from "../tools/docker.js";
 import { BakeError } from "../errors.js";
@@ -277,112 +276,4 @@ async function runOnce(
     clearTimeout(timer);
     await docker.removeContainer(id);
   }
-}
-
-export interface PackageChange {
-  name: string;
-  type: PackageType;
-  before: string;
-  after: string;
-}
-
-export interface PackageDiff {
-  added: { name: string; type: PackageType; version: string }[];
-  removed: { name: string; type: PackageType; version: string }[];
-  changed: PackageChange[];
-}
-
-/** What changed between two package lists, by package type, name and architecture. */
-export function diffPackages(before: InstalledPackage[], after: InstalledPackage[]): PackageDiff {
-  const id = (p: InstalledPackage) => `${p.type}/${p.name}/${p.arch ?? ""}`;
-  const was = new Map(before.map((p) => [id(p), p]));
-  const now = new Map(after.map((p) => [id(p), p]));
-  const diff: PackageDiff = { added: [], removed: [], changed: [] };
-  for (const [k, p] of now) {
-    const old = was.get(k);
-    if (!old) diff.added.push({ name: p.name, type: p.type, version: p.version });
-    else if (old.version !== p.version)
-      diff.changed.push({ name: p.name, type: p.type, before: old.version, after: p.version });
-  }
-  for (const [k, p] of was) if (!now.has(k)) diff.removed.push({ name: p.name, type: p.type, version: p.version });
-  return diff;
-}
-
-export function diffIsEmpty(d: PackageDiff): boolean {
-  return !d.added.length && !d.removed.length && !d.changed.length;
-}
-
-/** `openssl 3.0.13-1~deb12u1 → 3.0.15-1~deb12u1, +libfoo 1.2, -libbar 1.0`: a diff on one line for people. */
-export function describeDiff(d: PackageDiff): string {
-  if (diffIsEmpty(d)) return "no package changes";
-  return [
-    ...d.changed.map((c) => `${c.name} ${c.before} → ${c.after}`),
-    ...d.added.map((a) => `+${a.name} ${a.version}`),
-    ...d.removed.map((r) => `-${r.name} ${r.version}`),
-  ].join(", ");
-}
-
-/** An AMI's host list, as the bake that made it read it, with when that was. */
-export interface HostPackageList extends PackageList {
-  created: string;
-}
-
-/** Where an AMI's host list is kept: one file per AMI, target and key. */
-export function hostPackagesFile(dir: string, ami: string, target: string, key: string): string {
-  return path.join(packagesFolder(dir), `ami-${ami}-${target}-${key}.json`);
-}
-
-/** In the archive of a host's databases: what the host's own rpm listed, where it has one. */
-export const HOST_RPM_QUERY = "/bake-rpm-qa";
-
-/** The files of the archive the last provisioners download (paths as on the host). */
-export async function archiveFiles(file: string): Promise<Map<string, Buffer>> {
-  const entries = await tarEntries(createReadStream(file));
-  const files = new Map(
-    entries.filter((e) => e.type === "file").map((e) => [`/${e.name.replace(/^\.?\/+/, "")}`, e.content]),
-  );
-  const rpm = files.get(HOST_RPM_QUERY);
-  if (rpm) files.set(RPM_QUERY, rpm);
-  files.delete(HOST_RPM_QUERY);
-  return files;
-}
-
-/** Reads the host's package databases a bake downloaded and keeps the list by the AMI's key. */
-export async function keepHostPackages(
-  dir: string,
-  ami: string,
-  target: string,
-  key: string,
-  archive: string,
-  hostId: string,
-): Promise<HostPackageList> {
-  const list: HostPackageList = {
-    ...packageListFrom(hostId, await archiveFiles(archive)),
-    created: new Date().toISOString(),
-  };
-  const file = hostPackagesFile(dir, ami, target, key);
-  mkdirSync(path.dirname(file), { recursive: true });
-  writeJsonFile(file, list);
-  return list;
-}
-
-export function readHostPackages(dir: string, ami: string, target: string, key: string): HostPackageList | undefined {
-  try {
-    return JSON.parse(readFileSync(hostPackagesFile(dir, ami, target, key), "utf8")) as HostPackageList;
-  } catch {
-    return undefined;
-  }
-}
-
-/** What changed in an AMI's host packages since the bake the manifest recorded before this one (both lists kept by key). */
-export function hostPackageChanges(
-  dir: string,
-  ami: string,
-  target: string,
-  beforeKey: string | undefined,
-  afterKey: string,
-): (PackageDiff & { since: string }) | undefined {
-  const was = beforeKey && beforeKey !== afterKey ? readHostPackages(dir, ami, target, beforeKey) : undefined;
-  const now = readHostPackages(dir, ami, target, afterKey);
-  return was && now ? { since: was.image, ...diffPackages(was.packages, now.packages) } : undefined;
 }

@@ -19,7 +19,7 @@ import type { BootReport } from "../host/boot-test.js";
 import type { ImageResult } from "../images/node-build.js";
 import { exportImages, runPacker, type RenderedFolder } from "../ami/bake-ami.js";
 import { HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE, type PackerVariable } from "../ami/context.js";
-import { keepHostPackages } from "../sbom/packages.js";
+import { keepHostPackages } from "../sbom/host-packages.js";
 
 /** One bake of one key, as the AMI's run hands it to its target. */
 export interface BakeRun {

@@ -8,16 +8,13 @@ import {
   RPM_QUERY,
   parseRpmQuery,
   rpmQueryArgs,
-  describeDiff,
-  diffPackages,
-  hostPackageChanges,
-  keepHostPackages,
   packageListFrom,
   parseApkInstalled,
   parseDpkgStatus,
   parseOsRelease,
-  readHostPackages,
 } from "../../src/sbom/packages.js";
+import { describeDiff, diffPackages } from "../../src/sbom/package-diff.js";
+import { hostPackageChanges, keepHostPackages, readHostPackages } from "../../src/sbom/host-packages.js";
 import { execa } from "execa";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cycloneDx, packageUrl, sbomDigests, spdx, type SbomSubject } from "../../src/sbom/sbom.js";
