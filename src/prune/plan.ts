@@ -179,100 +179,68 @@ export const KEEP_LOG_RUNS = 10;
 
 /** Leftovers: parent tags of runs that ended without removing them, AMI folders no bake holds, all but the newest logs. */
 export function planLeftovers(state: LeftoverState, keepLogRuns = KEEP_LOG_RUNS): PruneDecision[] {
-  const base = { kind: "leftover" as const, key: "", created: "" };
+  const leftover = (name: string, id: string, remove: boolean, reason: string): PruneDecision => ({
+    kind: "leftover",
+    key: "",
+    created: "",
+    name,
+    where: "local",
+    id,
+    action: remove ? "remove" : "keep",
+    reason,
+  });
   const decisions: PruneDecision[] = [];
-  for (const t of state.parentTags) {
+  for (const t of state.parentTags)
     decisions.push(
-      t.ownerRunning === false
-        ? {
-            ...base,
-            name: "parent tag",
-            where: "local",
-            id: t.ref,
-            action: "remove",
-            reason: "left by a build that did not finish",
-          }
-        : {
-            ...base,
-            name: "parent tag",
-            where: "local",
-            id: t.ref,
-            action: "keep",
-            reason: t.ownerRunning
-              ? "its build is running"
-              : "made on another machine (or by an older bake): its build may be running",
-          },
+      leftover(
+        "parent tag",
+        t.ref,
+        t.ownerRunning === false,
+        t.ownerRunning === false
+          ? "left by a build that did not finish"
+          : t.ownerRunning
+            ? "its build is running"
+            : "made on another machine (or by an older bake): its build may be running",
+      ),
     );
-  }
   for (const f of state.amiFolders) {
     const size = `${(f.bytes / 2 ** 20).toFixed(0)} MiB`;
     decisions.push(
-      f.inUse
-        ? {
-            ...base,
-            name: "ami folder",
-            where: "local",
-            id: f.path,
-            action: "keep",
-            reason: `a bake is using it (${size})`,
-          }
-        : {
-            ...base,
-            name: "ami folder",
-            where: "local",
-            id: f.path,
-            action: "remove",
-            reason: `rendered folder and image archive of an earlier bake (${size})`,
-          },
+      leftover(
+        "ami folder",
+        f.path,
+        !f.inUse,
+        f.inUse ? `a bake is using it (${size})` : `rendered folder and image archive of an earlier bake (${size})`,
+      ),
     );
   }
   for (const b of state.bootTests ?? []) {
     const what = `${b.containers} container${b.containers === 1 ? "" : "s"}`;
     decisions.push(
-      b.ownerRunning === false
-        ? {
-            ...base,
-            name: "boot test",
-            where: "local",
-            id: b.namespace,
-            action: "remove",
-            reason: `left by a boot test that did not finish (${what}, holding secrets)`,
-          }
-        : {
-            ...base,
-            name: "boot test",
-            where: "local",
-            id: b.namespace,
-            action: "keep",
-            reason: b.ownerRunning ? `its boot test is running (${what})` : `its owner is on another machine (${what})`,
-          },
+      leftover(
+        "boot test",
+        b.namespace,
+        b.ownerRunning === false,
+        b.ownerRunning === false
+          ? `left by a boot test that did not finish (${what}, holding secrets)`
+          : b.ownerRunning
+            ? `its boot test is running (${what})`
+            : `its owner is on another machine (${what})`,
+      ),
     );
   }
-  for (const c of state.bootCopies ?? []) {
+  for (const c of state.bootCopies ?? [])
     decisions.push(
-      c.inUse
-        ? { ...base, name: "boot copy", where: "local", id: c.path, action: "keep", reason: "its VM bake is running" }
-        : {
-            ...base,
-            name: "boot copy",
-            where: "local",
-            id: c.path,
-            action: "remove",
-            reason: "a VM boot test's disk left by a bake that did not finish (holds secrets)",
-          },
+      leftover(
+        "boot copy",
+        c.path,
+        !c.inUse,
+        c.inUse ? "its VM bake is running" : "a VM boot test's disk left by a bake that did not finish (holds secrets)",
+      ),
     );
-  }
   const newestFirst = [...state.logRuns].sort().reverse();
   newestFirst.forEach((run, i) => {
-    if (i >= keepLogRuns)
-      decisions.push({
-        ...base,
-        name: "logs",
-        where: "local",
-        id: run,
-        action: "remove",
-        reason: `older than the newest ${keepLogRuns} runs`,
-      });
+    if (i >= keepLogRuns) decisions.push(leftover("logs", run, true, `older than the newest ${keepLogRuns} runs`));
   });
   return decisions;
 }

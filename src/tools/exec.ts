@@ -109,52 +109,19 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     ...(options.input !== undefined ? { input: options.input } : {}),
   });
   const tail: string[] = [];
-  const collect = (stream: "stdout" | "stderr") => {
-    let partial = "";
-    return (chunk: Buffer) => {
-      const text = partial + chunk.toString("utf8");
-      const lines = text.split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) emit(l, stream);
-    };
-  };
-  const emit = (line: string, stream: "stdout" | "stderr") => {
-    const clean = redact(line, secrets);
-    if (stream === "stderr") {
-      tail.push(clean);
-      if (tail.length > 20) tail.shift();
-    }
-    options.onLine?.(clean, stream);
-  };
+  const collect = lineCollector(secrets, tail, options.onLine);
   child.stdout?.on("data", collect("stdout"));
   child.stderr?.on("data", collect("stderr"));
-  let interrupted = false;
-  let forceKill: NodeJS.Timeout | undefined;
-  const interruptGroup = () => {
-    if (!child.pid || interrupted) return;
-    interrupted = true;
-    try {
-      process.kill(-child.pid, "SIGINT");
-    } catch {
-      /* already gone */
-    }
-    forceKill = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, "SIGKILL");
-      } catch {
-        /* already gone */
-      }
-    }, options.processGroup!.graceMs);
-  };
-  if (options.processGroup && child.pid) liveGroups.add(child.pid);
-  if (options.processGroup && options.signal) {
-    if (options.signal.aborted) interruptGroup();
-    else options.signal.addEventListener("abort", interruptGroup, { once: true });
+  const group = options.processGroup ? groupInterrupter(child.pid, options.processGroup.graceMs) : undefined;
+  if (group && child.pid) liveGroups.add(child.pid);
+  if (group && options.signal) {
+    if (options.signal.aborted) group.interrupt();
+    else options.signal.addEventListener("abort", group.interrupt, { once: true });
   }
   const result = await child;
   if (child.pid) liveGroups.delete(child.pid);
-  if (forceKill) clearTimeout(forceKill);
-  options.signal?.removeEventListener("abort", interruptGroup);
+  group?.done();
+  if (group) options.signal?.removeEventListener("abort", group.interrupt);
   if ((result as any).code === "ENOENT" || /ENOENT/.test(String((result as any).originalMessage ?? ""))) {
     throw new BakeError(options.notInstalled ?? `${file} is not installed: run make setup`);
   }
@@ -179,6 +146,58 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     stdout: redact(String(result.stdout ?? ""), secrets),
     stderr: redact(String(result.stderr ?? ""), secrets),
     exitCode: result.exitCode,
+  };
+}
+
+/** Splits a stream's chunks into lines, redacted; stderr's last 20 lines kept in `tail` for the error. */
+function lineCollector(
+  secrets: string[],
+  tail: string[],
+  onLine: RunOptions["onLine"],
+): (stream: "stdout" | "stderr") => (chunk: Buffer) => void {
+  const emit = (line: string, stream: "stdout" | "stderr") => {
+    const clean = redact(line, secrets);
+    if (stream === "stderr") {
+      tail.push(clean);
+      if (tail.length > 20) tail.shift();
+    }
+    onLine?.(clean, stream);
+  };
+  return (stream) => {
+    let partial = "";
+    return (chunk: Buffer) => {
+      const text = partial + chunk.toString("utf8");
+      const lines = text.split("\n");
+      partial = lines.pop() ?? "";
+      for (const l of lines) emit(l, stream);
+    };
+  };
+}
+
+/** An interrupt of a tool's whole process group: SIGINT, then SIGKILL after `graceMs` if it is still there. */
+function groupInterrupter(pid: number | undefined, graceMs: number): { interrupt: () => void; done: () => void } {
+  let interrupted = false;
+  let forceKill: NodeJS.Timeout | undefined;
+  return {
+    interrupt: () => {
+      if (!pid || interrupted) return;
+      interrupted = true;
+      try {
+        process.kill(-pid, "SIGINT");
+      } catch {
+        /* already gone */
+      }
+      forceKill = setTimeout(() => {
+        try {
+          process.kill(-pid, "SIGKILL");
+        } catch {
+          /* already gone */
+        }
+      }, graceMs);
+    },
+    done: () => {
+      if (forceKill) clearTimeout(forceKill);
+    },
   };
 }
 
