@@ -95,94 +95,108 @@ export function ansibleInputs(
   env: NodeJS.ProcessEnv = process.env,
 ): AnsibleInput[] {
   const folder = path.dirname(playbook);
-  const inputs = new Map<string, string>();
-  const nameOf = (file: string) => {
-    const inFolder = path.relative(folder, file);
-    if (!inFolder.startsWith("..")) return toPosix(inFolder);
-    const inProject = path.relative(projectDir, file);
-    return inProject.startsWith("..") ? file : toPosix(inProject);
-  };
-  const add = (file: string) => inputs.set(nameOf(file), file);
-
   const ignorePatterns = [...ALWAYS_IGNORED, ...readIgnore(path.join(folder, PLAYBOOK_IGNORE))];
-  for (const f of walk(folder, ignorePatterns)) add(f);
   const config = ansibleConfigFile(playbook, projectDir, env);
-  if (config) add(config);
   const rolesPaths = configuredRolesPaths(config, projectDir, env);
-  for (const dir of rolesPaths) for (const f of walk(dir, ALWAYS_IGNORED)) add(f);
-
   // Roles used by name that live outside the folder and the configured paths (Ansible's defaults).
   const home = env.HOME ?? homedir();
-  const searchRoles = [
+  const scan = new PlaybookScan(folder, projectDir, [
     path.join(folder, "roles"),
     ...(rolesPaths.length
       ? rolesPaths
       : [path.join(home, ".ansible/roles"), "/usr/share/ansible/roles", "/etc/ansible/roles"]),
     folder,
-  ];
-  const seenRoles = new Set<string>();
-  const seenFiles = new Set<string>();
-  const useRole = (name: unknown, from?: string) => {
-    if (typeof name !== "string" || /[{}]/.test(name) || seenRoles.has(name)) return;
-    seenRoles.add(name);
-    const dir = path.isAbsolute(name) ? name : searchRoles.map((r) => path.join(r, name)).find(isDir);
-    if (!dir && from && (BAKE_ROLES as readonly string[]).includes(name)) throw bakeRoleNamed(from, name, projectDir);
-    if (!dir) return;
-    for (const f of walk(dir, ALWAYS_IGNORED)) {
-      add(f);
-      if (
-        /\.ya?ml$/.test(f) &&
-        (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))
-      )
-        scanTasks(readYaml(f), path.dirname(f), f);
-    }
-    for (const dep of roleDependencies(path.join(dir, "meta", "main.yml"), projectDir)) useRole(dep);
-  };
-  // A file named in a task or play: relative to the file that names it, or to the playbook.
-  const named = (value: unknown, from: string) => {
-    const ref = typeof value === "string" ? value : (value as any)?.file;
-    if (typeof ref !== "string" || /[{}]/.test(ref)) return undefined;
-    const file = [path.resolve(from, ref), path.resolve(folder, ref)].find(isFile);
-    if (file && !seenFiles.has(file)) {
-      seenFiles.add(file);
-      add(file);
-      return file;
-    }
-    return undefined;
-  };
-  const scanTasks = (tasks: unknown, from: string, fileOf?: string): void => {
-    if (!Array.isArray(tasks)) return;
-    for (const t of tasks) {
-      if (!t || typeof t !== "object") continue;
-      for (const [k, v] of Object.entries(t)) {
-        const verb = k.replace(/^ansible\.(builtin|legacy)\./, "");
-        if (verb === "include_role" || verb === "import_role") useRole((v as any)?.name, fileOf);
-        else if (verb === "include_tasks" || verb === "import_tasks" || verb === "include") {
-          const file = named(v, from);
-          if (file) scanTasks(readYaml(file), path.dirname(file), file);
-        } else if (verb === "include_vars") named(v, from);
-        else if (k === "block" || k === "rescue" || k === "always") scanTasks(v, from, fileOf);
-      }
-    }
-  };
-  const scanPlaybook = (file: string) => {
+  ]);
+  for (const f of walk(folder, ignorePatterns)) scan.add(f);
+  if (config) scan.add(config);
+  for (const dir of rolesPaths) for (const f of walk(dir, ALWAYS_IGNORED)) scan.add(f);
+  scan.seenFiles.add(playbook);
+  scan.playbook(playbook);
+  return [...scan.inputs]
+    .map(([name, file]) => ({ name, file }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** What a playbook reaches, followed through its plays, tasks, roles and their dependencies. */
+class PlaybookScan {
+  /** By the name the key gives it: relative to the playbook's folder, else to the project. */
+  readonly inputs = new Map<string, string>();
+  readonly seenFiles = new Set<string>();
+  private readonly seenRoles = new Set<string>();
+
+  constructor(
+    private readonly folder: string,
+    private readonly projectDir: string,
+    private readonly searchRoles: string[],
+  ) {}
+
+  add(file: string): void {
+    const inFolder = path.relative(this.folder, file);
+    if (!inFolder.startsWith("..")) return void this.inputs.set(toPosix(inFolder), file);
+    const inProject = path.relative(this.projectDir, file);
+    this.inputs.set(inProject.startsWith("..") ? file : toPosix(inProject), file);
+  }
+
+  playbook(file: string): void {
     const plays = readYaml(file);
     if (!Array.isArray(plays)) return;
     const from = path.dirname(file);
     for (const play of plays) {
       if (!play || typeof play !== "object") continue;
-      const imported = named(play.import_playbook ?? play["ansible.builtin.import_playbook"], from);
-      if (imported) scanPlaybook(imported);
-      for (const v of [play.vars_files ?? []].flat()) for (const f of [v].flat()) named(f, from);
-      for (const r of play.roles ?? []) useRole(typeof r === "string" ? r : (r?.role ?? r?.name), file);
-      for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) scanTasks(play[section], from, file);
+      const imported = this.named(play.import_playbook ?? play["ansible.builtin.import_playbook"], from);
+      if (imported) this.playbook(imported);
+      for (const v of [play.vars_files ?? []].flat()) for (const f of [v].flat()) this.named(f, from);
+      for (const r of play.roles ?? []) this.role(typeof r === "string" ? r : (r?.role ?? r?.name), file);
+      for (const section of ["pre_tasks", "tasks", "post_tasks", "handlers"]) this.tasks(play[section], from, file);
     }
-  };
-  seenFiles.add(playbook);
-  scanPlaybook(playbook);
-  return [...inputs]
-    .map(([name, file]) => ({ name, file }))
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  private role(name: unknown, from?: string): void {
+    if (typeof name !== "string" || /[{}]/.test(name) || this.seenRoles.has(name)) return;
+    this.seenRoles.add(name);
+    const dir = path.isAbsolute(name) ? name : this.searchRoles.map((r) => path.join(r, name)).find(isDir);
+    if (!dir && from && (BAKE_ROLES as readonly string[]).includes(name))
+      throw bakeRoleNamed(from, name, this.projectDir);
+    if (!dir) return;
+    for (const f of walk(dir, ALWAYS_IGNORED)) {
+      this.add(f);
+      if (
+        /\.ya?ml$/.test(f) &&
+        (f.includes(`${path.sep}tasks${path.sep}`) || f.includes(`${path.sep}handlers${path.sep}`))
+      )
+        this.tasks(readYaml(f), path.dirname(f), f);
+    }
+    for (const dep of roleDependencies(path.join(dir, "meta", "main.yml"), this.projectDir)) this.role(dep);
+  }
+
+  /** A file named in a task or play: relative to the file that names it, or to the playbook. */
+  private named(value: unknown, from: string): string | undefined {
+    const ref = typeof value === "string" ? value : (value as any)?.file;
+    if (typeof ref !== "string" || /[{}]/.test(ref)) return undefined;
+    const file = [path.resolve(from, ref), path.resolve(this.folder, ref)].find(isFile);
+    if (file && !this.seenFiles.has(file)) {
+      this.seenFiles.add(file);
+      this.add(file);
+      return file;
+    }
+    return undefined;
+  }
+
+  private tasks(tasks: unknown, from: string, fileOf?: string): void {
+    if (!Array.isArray(tasks)) return;
+    for (const t of tasks) {
+      if (!t || typeof t !== "object") continue;
+      for (const [k, v] of Object.entries(t)) {
+        const verb = k.replace(/^ansible\.(builtin|legacy)\./, "");
+        if (verb === "include_role" || verb === "import_role") this.role((v as any)?.name, fileOf);
+        else if (verb === "include_tasks" || verb === "import_tasks" || verb === "include") {
+          const file = this.named(v, from);
+          if (file) this.tasks(readYaml(file), path.dirname(file), file);
+        } else if (verb === "include_vars") this.named(v, from);
+        else if (k === "block" || k === "rescue" || k === "always") this.tasks(v, from, fileOf);
+      }
+    }
+  }
 }
 
 /**
