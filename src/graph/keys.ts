@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { Graph, GraphNode } from "./graph.js";
+import type { AmiNode, ImageNode } from "../config/model.js";
 
 export const KEY_VERSION = "bake-key-v1";
 
@@ -78,79 +79,81 @@ export function computeKeys(
   for (const node of nodes) {
     const inputs: InputDigests = { ...own.get(node.name)! };
     const why = unreadable.get(node.name);
-    if (why) {
-      keys.set(node.name, { key: undefined, inputs, unknownBecause: why });
-      continue;
-    }
-    if (node.kind === "image") {
-      if (node.image.parent) {
-        const parent = keys.get(node.image.parent)!;
-        if (parent.key === undefined) {
-          keys.set(node.name, { key: undefined, inputs, unknownBecause: `parent ${node.image.parent} has no key` });
-          continue;
-        }
-        inputs.parent = parent.key;
-      }
-      if (contextPending.has(node.name)) {
-        keys.set(node.name, {
-          key: undefined,
-          inputs,
-          unknownBecause: "large files of its context are hashed while they are sent",
-          contextPending: true,
-        });
-        continue;
-      }
-      keys.set(node.name, { key: keyOf(inputs), inputs });
-      continue;
-    }
-    const ami = node.ami;
-    inputs.target = target;
-    if (target !== "vm") delete inputs[VM_DISK_INPUT];
-    const missing: string[] = [];
-    for (const [field, names] of [
-      ["preload", ami.preload],
-      ["services", ami.services],
-    ] as const) {
-      inputs[field] = names
-        .map((n) => {
-          const k = keys.get(n)?.key;
-          if (!k) missing.push(n);
-          return `${n}:${k ?? "?"}`;
-        })
-        .join(",");
-    }
-    if (missing.length) {
-      keys.set(node.name, { key: undefined, inputs, unknownBecause: `images without a key: ${missing.join(", ")}` });
-      continue;
-    }
-    if (target === "aws") {
-      const source = sources.sourceAmi.get(ami.name);
-      if (!source) {
-        keys.set(node.name, {
-          key: undefined,
-          inputs,
-          unknownBecause: sources.unresolved.get(ami.name) ?? "source AMI not resolved",
-        });
-        continue;
-      }
-      inputs.source = source;
-    } else if (target === "vm") {
-      // The VM host starts from its disk (vm:), an own input; without one, bake ami refuses the target.
-    } else {
-      // The local host starts from its own image (local.image); without one, bake ami refuses the target.
-      const host = ami.local?.image;
-      if (host) {
-        const hostKey = keys.get(host)?.key;
-        if (!hostKey) {
-          keys.set(node.name, { key: undefined, inputs, unknownBecause: `the local host image ${host} has no key` });
-          continue;
-        }
-        inputs.source = `${host}:${hostKey}`;
-      }
-    }
-    keys.set(node.name, { key: keyOf(inputs), inputs });
+    keys.set(
+      node.name,
+      why
+        ? { key: undefined, inputs, unknownBecause: why }
+        : node.kind === "image"
+          ? imageKey(node.image, inputs, keys, contextPending.has(node.name))
+          : amiKey(node.ami, inputs, keys, target, sources),
+    );
   }
   return keys;
+}
+
+/** An image's key: its own inputs and its parent's key (unknown while its context is hashed as it is sent). */
+function imageKey(
+  image: ImageNode,
+  inputs: InputDigests,
+  keys: Map<string, KeyResult>,
+  contextPending: boolean,
+): KeyResult {
+  if (image.parent) {
+    const parent = keys.get(image.parent)!;
+    if (parent.key === undefined)
+      return { key: undefined, inputs, unknownBecause: `parent ${image.parent} has no key` };
+    inputs.parent = parent.key;
+  }
+  if (contextPending)
+    return {
+      key: undefined,
+      inputs,
+      unknownBecause: "large files of its context are hashed while they are sent",
+      contextPending: true,
+    };
+  return { key: keyOf(inputs), inputs };
+}
+
+/** An AMI's key: its inputs, the keys of the images it ships, and what its host starts from on the target. */
+function amiKey(
+  ami: AmiNode,
+  inputs: InputDigests,
+  keys: Map<string, KeyResult>,
+  target: Target,
+  sources: SourceResolution,
+): KeyResult {
+  inputs.target = target;
+  if (target !== "vm") delete inputs[VM_DISK_INPUT];
+  const missing: string[] = [];
+  for (const [field, names] of [
+    ["preload", ami.preload],
+    ["services", ami.services],
+  ] as const) {
+    inputs[field] = names
+      .map((n) => {
+        const k = keys.get(n)?.key;
+        if (!k) missing.push(n);
+        return `${n}:${k ?? "?"}`;
+      })
+      .join(",");
+  }
+  if (missing.length) return { key: undefined, inputs, unknownBecause: `images without a key: ${missing.join(", ")}` };
+  if (target === "aws") {
+    const source = sources.sourceAmi.get(ami.name);
+    if (!source)
+      return { key: undefined, inputs, unknownBecause: sources.unresolved.get(ami.name) ?? "source AMI not resolved" };
+    inputs.source = source;
+  } else if (target === "local") {
+    // The local host starts from its own image (local.image); without one, bake ami refuses the target.
+    // (The VM host starts from its disk (vm:), an own input; without one, bake ami refuses the target.)
+    const host = ami.local?.image;
+    if (host) {
+      const hostKey = keys.get(host)?.key;
+      if (!hostKey) return { key: undefined, inputs, unknownBecause: `the local host image ${host} has no key` };
+      inputs.source = `${host}:${hostKey}`;
+    }
+  }
+  return { key: keyOf(inputs), inputs };
 }
 
 /** The base image at the bottom of an image's parent chain. */
