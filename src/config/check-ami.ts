@@ -33,7 +33,7 @@ export function checkAmi(
     kindOf(playbook) !== "file"
   )
     err([...at, "playbook"], `playbook ${ami.playbook} does not exist`, `looked for ${playbook}`);
-  const { preload, services } = checkShipped(ami, layers, at, err);
+  const { preload, services, releaseImages } = checkShipped(ami, layers, at, err);
   if (ami.local) checkLocalHost(ami.local, imageEntries, layers, [...at, "local", "image"], err);
   const vm = ami.vm ? checkVm(ami.vm, [...at, "vm"], err, map) : undefined;
   const test = ami.test === undefined ? undefined : checkTest(ami.test, [...at, "test"], dir, err, map);
@@ -51,6 +51,7 @@ export function checkAmi(
     engine: ami.engine ?? "bake",
     preload,
     services,
+    releaseImages,
     retention: { keep: ami.retention?.keep ?? 5 },
     ...(ami.local ? { local: { image: ami.local.image, position: map.locate([...at, "local", "image"]) } } : {}),
     ...(vm ? { vm } : {}),
@@ -141,7 +142,7 @@ function checkAws(name: string, ami: AmiEntry, at: YamlPath, err: Report) {
   return { bundle, shareWith, owners };
 }
 
-/** preload: names images; services: names releases (images with run:). */
+/** preload: names images; services: names releases (images with run:); release_images: names preloaded images. */
 function checkShipped(ami: AmiEntry, layers: Map<string, Layer>, at: YamlPath, err: Report) {
   const preload = ami.preload ?? [];
   preload.forEach((p, i) => {
@@ -159,7 +160,19 @@ function checkShipped(ami: AmiEntry, layers: Map<string, Layer>, at: YamlPath, e
         "services: lists release images (those with run:)",
       );
   });
-  return { preload, services };
+  const releaseImages = ami.release_images ?? [];
+  releaseImages.forEach((r, i) => {
+    const where = [...at, "release_images", i];
+    if (services.includes(r))
+      err(where, `"${r}" is a service: services always ship in the release stage`, "remove it from release_images:");
+    else if (!preload.includes(r))
+      err(
+        where,
+        `release image "${r}" is not in preload:`,
+        `release_images: lists images of preload: (${preload.join(", ") || "none"}) that ship with the release stage`,
+      );
+  });
+  return { preload, services, releaseImages };
 }
 
 /** The local target's host image: defined, and with systemd when bake.yml says what it holds. */

@@ -85,6 +85,8 @@ export interface AmiNode {
   engine: "bake" | "own";
   preload: string[];
   services: string[];
+  /** Preloaded images that ship in the release stage (with the services) on a staged bake. */
+  releaseImages: string[];
   retention: { keep: number };
   /** The local target's host: the image it starts from (systemd as PID 1). */
   local?: { image: string; position: SourcePosition };

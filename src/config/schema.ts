@@ -143,6 +143,12 @@ export const AmiSchema = Type.Object(
     ),
     preload: Type.Optional(Type.Array(NonEmpty)),
     services: Type.Optional(Type.Array(NonEmpty)),
+    release_images: Type.Optional(
+      Type.Array(NonEmpty, {
+        description:
+          "images of preload: that change with every release: on a staged bake they ship in the release stage, with the services, instead of the host stage",
+      }),
+    ),
     retention: Type.Optional(Type.Object({ keep: Type.Integer({ minimum: 1 }) }, { additionalProperties: false })),
     local: Type.Optional(
       Type.Object(

@@ -150,6 +150,8 @@ export async function amiInputs(ami: AmiNode, dir: string): Promise<InputDigests
     playbook: ami.playbook ? path.relative(dir, ami.playbook) : null,
     engine: ami.engine,
     runtimeEnv: ami.runtimeEnv,
+    // Which stage ships which image (only when bake.yml says more than the default).
+    ...(ami.releaseImages.length ? { releaseImages: ami.releaseImages } : {}),
   };
   // bake's own provisioning (engine, agent, shipped images, services) runs on every host.
   const inputs: InputDigests = {

@@ -4,9 +4,10 @@
  * playbook, the base images). Two stages:
  *
  * - `host`: the source, the engine and bake's agent, the AMI's playbook and roles, and the images
- *   it ships without running them (`preload:` that are not services);
- * - `release`: the images the AMI runs (`services:`) with their runtime contracts (`contracts`), the package
- *   list and the AMI's test. Its key is the AMI's key, which covers every input.
+ *   it ships without running them (`preload:` that are not services or `release_images:`);
+ * - `release`: the images the AMI runs (`services:`) with their runtime contracts (`contracts`),
+ *   the preloaded images bake.yml says change with them (`release_images:`), the package list and
+ *   the AMI's test. Its key is the AMI's key, which covers every input.
  *
  * The release stage starts from the host stage's result. Pure.
  */
@@ -49,10 +50,10 @@ export function isStaged(ami: Pick<AmiNode, "services">, target: Target): boolea
  * key leaves out the services, the test and the images only the release stage ships.
  */
 export function amiStages(
-  ami: Pick<AmiNode, "name" | "preload" | "services">,
+  ami: Pick<AmiNode, "name" | "preload" | "services" | "releaseImages">,
   amiKey: { key: string; inputs: InputDigests },
 ): [Stage, Stage] {
-  const released = new Set(ami.services);
+  const released = new Set([...ami.services, ...ami.releaseImages]);
   const hostImages = shippedImages(ami).filter((n) => !released.has(n));
   const hostInputs: InputDigests = { ...amiKey.inputs, stage: "host" };
   delete hostInputs.services;
@@ -74,7 +75,7 @@ export function amiStages(
     },
     {
       name: "release",
-      images: [...ami.services],
+      images: [...ami.services, ...ami.releaseImages.filter((n) => !ami.services.includes(n))],
       services: [...ami.services],
       node: ami.name,
       key: amiKey.key,
@@ -90,7 +91,7 @@ export function stageTag(stage: Pick<Stage, "name" | "key">): string {
 
 /** The AMI's stages on this target, or undefined when it bakes in one run (or its key is not known). */
 export function stagesOn(
-  ami: Pick<AmiNode, "name" | "preload" | "services">,
+  ami: Pick<AmiNode, "name" | "preload" | "services" | "releaseImages">,
   target: Target,
   amiKey: { key?: string; inputs: InputDigests } | undefined,
 ): [Stage, Stage] | undefined {

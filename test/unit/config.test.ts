@@ -224,6 +224,18 @@ const BAD: [string, string, number, RegExp][] = [
   ["preload unknown", variant({ 21: "    preload: [base, nope]" }), 21, /preload image "nope" is not defined/],
   ["services not a release", variant({ 22: "    services: [svc]" }), 22, /"svc" is a service image, not a release/],
   [
+    "release image not preloaded",
+    variant({ 22: "    services: [rel]\n    release_images: [svc]" }),
+    23,
+    /release image "svc" is not in preload:[\s\S]*\(base\)/,
+  ],
+  [
+    "release image that is a service",
+    variant({ 22: "    services: [rel]\n    release_images: [rel]" }),
+    23,
+    /"rel" is a service: services always ship in the release stage/,
+  ],
+  [
     "playbook missing",
     variant({ 20: "    playbook: ansible/site.yml" }),
     20,

@@ -233,6 +233,46 @@ test("a service's runtime contract is in the AMI's key (what its host starts it 
   assert.equal(changedInputs(before.stages[1].inputs, after.stages[1].inputs), ["contracts"]);
 });
 
+test("release_images: a preloaded image ships in the release stage, out of the host stage's key; the split is in the AMI's key", async () => {
+  const dir = tempTree({ ...FILES, "bake.yml": PIPELINE.replace("    preload: [base]", "    preload: [base, other]") });
+  const { readFileSync } = await import("node:fs");
+  const stagesOf = async () => {
+    const config = parseConfig(readFileSync(path.join(dir, "bake.yml"), "utf8"), "bake.yml", dir, {});
+    const own = await readInputDigests(config);
+    const keysWith = (otherInputs: Record<string, string>) =>
+      computeKeys(
+        buildGraph(config, "local"),
+        new Map([...own, ["other", { ...own.get("other")!, ...otherInputs }]]),
+        "local",
+        {
+          sourceAmi: new Map(),
+          unresolved: new Map(),
+        },
+      );
+    const now = keysWith({});
+    const moved = keysWith({ dockerfile: "changed" });
+    return {
+      now: stagesOn(config.amis[0], "local", now.get("host"))!,
+      moved: stagesOn(config.amis[0], "local", moved.get("host"))!,
+    };
+  };
+  const byDefault = await stagesOf();
+  assert.equal(byDefault.now[0].images, ["base", "other"]);
+  assert.equal(byDefault.now[1].images, ["rel"]);
+  assert.is.not(byDefault.moved[0].key, byDefault.now[0].key, "a host image that changes moves the host stage");
+  writeFileSync(
+    path.join(dir, "bake.yml"),
+    PIPELINE.replace("    preload: [base]", "    preload: [base, other]\n    release_images: [other]"),
+  );
+  const split = await stagesOf();
+  assert.equal(split.now[0].images, ["base"]);
+  assert.equal([split.now[1].images, split.now[1].services], [["rel", "other"], ["rel"]]);
+  assert.is(split.moved[0].key, split.now[0].key, "a release image that changes leaves the host stage");
+  assert.is.not(split.moved[1].key, split.now[1].key, "and bakes the release stage again");
+  assert.is.not(split.now[1].key, byDefault.now[1].key, "the split is in the AMI's key");
+  assert.is.not(split.now[0].key, byDefault.now[0].key);
+});
+
 test("a bake.lock release pin changes the debootstrap base's key and everything above it", async () => {
   const dir = tempTree({
     "bake.yml":

@@ -102,6 +102,7 @@ test("an edit of any file Ansible reads moves the AMI's key, and the change is n
     source: {},
     instanceType: "t3.small",
     playbook: path.join(dir, "ansible/host.yml"),
+    releaseImages: [],
   } as unknown as AmiNode;
   const before = await amiInputs(ami, dir);
   for (const [file, name] of [
@@ -197,6 +198,7 @@ test("bake's own provisioning is an input of every AMI's key, named in the plan 
     source: {},
     instanceType: "t3.small",
     engine: "bake",
+    releaseImages: [],
   } as unknown as AmiNode;
   const inputs = await amiInputs(ami, dir);
   assert.match(inputs.provisioning, /^[0-9a-f]{64}$/);
