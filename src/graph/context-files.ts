@@ -104,49 +104,13 @@ export async function listContext(
       .map((f) => path.relative(root, f).split(path.sep).join("/"))
       .filter((rel) => rel && !rel.startsWith("..") && !path.isAbsolute(rel)),
   );
-  const secretsSeen: string[] = [];
-  const hasExceptions = patterns.some((p) => p.startsWith("!"));
-  // The walk and small files use synchronous calls: for thousands of small files they are
-  // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.
-  const large: { entry: ContextEntry; st: Stats }[] = [];
-  const walk = (dirRel: string): ContextEntry[] => {
-    const out: ContextEntry[] = [];
-    for (const name of readdirSync(path.join(root, dirRel)).sort(compareBytes)) {
-      const rel = dirRel ? `${dirRel}/${name}` : name;
-      const abs = path.join(root, rel);
-      const st = lstatSync(abs);
-      if (secrets.has(rel)) {
-        secretsSeen.push(rel);
-        continue;
-      }
-      // Withheld (bake's .env and state) with everything under it, whatever `!` rules follow.
-      if (withheld.has(rel)) continue;
-      const ignored = patterns.length > 0 && matcher.ignores(rel);
-      if (st.isDirectory()) {
-        // An excluded folder is still walked when a `!` pattern might bring something back,
-        // and it arrives in the image when something inside it is kept.
-        if (ignored && !hasExceptions) continue;
-        const inside = walk(rel);
-        if (!ignored || inside.length) out.push({ path: rel, type: "dir", executable: false, size: 0 }, ...inside);
-      } else if (ignored) {
-        continue;
-      } else if (st.isSymbolicLink()) {
-        out.push({ path: rel, type: "symlink", executable: false, size: 0, digest: sha256(readlinkSync(abs)) });
-      } else if (st.isFile()) {
-        const entry: ContextEntry = { path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size };
-        // A file changed within the last seconds may change again within one timestamp tick: not trusted by identity.
-        if (Date.now() - st.mtimeMs > RACY_MS) entry.seen = { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
-        if (st.size <= SMALL_FILE) entry.digest = sha256(readFileSync(abs));
-        else {
-          entry.digest = options.cache?.get(abs, st);
-          if (!entry.digest) large.push({ entry, st });
-        }
-        out.push(entry);
-      }
-    }
-    return out;
-  };
-  const entries = walk("");
+  const { entries, large, secretsSeen } = walkContext(root, {
+    ignores: patterns.length ? (rel) => matcher.ignores(rel) : () => false,
+    hasExceptions: patterns.some((p) => p.startsWith("!")),
+    withheld,
+    secrets,
+    cache: options.cache,
+  });
   const alwaysSent = [".dockerignore"];
   if (options.dockerfile) {
     const rel = path.relative(root, options.dockerfile).split(path.sep).join("/");
@@ -163,6 +127,66 @@ export async function listContext(
   if (options.deferLarge && deferred.length) listing.deferred = deferred;
   else await hashInto(deferred, options.cache);
   return listing;
+}
+
+/** What the walk of a context keeps out, and where it finds digests it took before. */
+interface WalkRules {
+  /** Whether .dockerignore's patterns exclude a path. */
+  ignores: (rel: string) => boolean;
+  /** A `!` pattern may bring back something inside an excluded folder. */
+  hasExceptions: boolean;
+  withheld: Set<string>;
+  secrets: Set<string>;
+  cache?: DigestCache;
+}
+
+/** Walks the context: its entries in path order, the large files left to hash, and the secret files it passed over. */
+function walkContext(
+  root: string,
+  rules: WalkRules,
+): { entries: ContextEntry[]; large: { entry: ContextEntry; st: Stats }[]; secretsSeen: string[] } {
+  const secretsSeen: string[] = [];
+  // The walk and small files use synchronous calls: for thousands of small files they are
+  // several times faster than the thread pool (bench/keys.ts). Large files stream, in parallel.
+  const large: { entry: ContextEntry; st: Stats }[] = [];
+  const walk = (dirRel: string): ContextEntry[] => {
+    const out: ContextEntry[] = [];
+    for (const name of readdirSync(path.join(root, dirRel)).sort(compareBytes)) {
+      const rel = dirRel ? `${dirRel}/${name}` : name;
+      const abs = path.join(root, rel);
+      const st = lstatSync(abs);
+      if (rules.secrets.has(rel)) {
+        secretsSeen.push(rel);
+        continue;
+      }
+      // Withheld (bake's .env and state) with everything under it, whatever `!` rules follow.
+      if (rules.withheld.has(rel)) continue;
+      const ignored = rules.ignores(rel);
+      if (st.isDirectory()) {
+        // An excluded folder is still walked when a `!` pattern might bring something back,
+        // and it arrives in the image when something inside it is kept.
+        if (ignored && !rules.hasExceptions) continue;
+        const inside = walk(rel);
+        if (!ignored || inside.length) out.push({ path: rel, type: "dir", executable: false, size: 0 }, ...inside);
+      } else if (ignored) {
+        continue;
+      } else if (st.isSymbolicLink()) {
+        out.push({ path: rel, type: "symlink", executable: false, size: 0, digest: sha256(readlinkSync(abs)) });
+      } else if (st.isFile()) {
+        const entry: ContextEntry = { path: rel, type: "file", executable: (st.mode & 0o111) !== 0, size: st.size };
+        // A file changed within the last seconds may change again within one timestamp tick: not trusted by identity.
+        if (Date.now() - st.mtimeMs > RACY_MS) entry.seen = { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+        if (st.size <= SMALL_FILE) entry.digest = sha256(readFileSync(abs));
+        else {
+          entry.digest = rules.cache?.get(abs, st);
+          if (!entry.digest) large.push({ entry, st });
+        }
+        out.push(entry);
+      }
+    }
+    return out;
+  };
+  return { entries: walk(""), large, secretsSeen };
 }
 
 /** Takes the digests a listing deferred (on worker threads) and remembers them in the cache. */

@@ -48,7 +48,8 @@ export interface AmiVerbs {
   ): Promise<{ snapshotId: string; created: string; key: string }[]>;
 }
 
-export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVerbs {
+export function amiVerbs(connection: Ec2Connection): AmiVerbs {
+  const { client, translate, describe } = connection;
   return {
     async findSourceAmi(region, owners, name) {
       return newest(
@@ -134,6 +135,16 @@ export function amiVerbs({ client, translate, describe }: Ec2Connection): AmiVer
         .map((p) => p.UserId ?? p.Group ?? p.OrganizationArn ?? p.OrganizationalUnitArn)
         .filter((who): who is string => Boolean(who));
     },
+    ...retentionVerbs(connection),
+  };
+}
+
+/** What retention reads and removes: the AMIs bake made, their snapshots, and snapshots no image uses. */
+function retentionVerbs({
+  client,
+  translate,
+}: Ec2Connection): Pick<AmiVerbs, "listBakedAmis" | "deregister" | "deleteSnapshot" | "orphanedSnapshots"> {
+  return {
     async listBakedAmis(region, project, ami) {
       const { sdk, ec2 } = await client(region);
       const baked = new Map<string, BakedAmi>();
