@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs every uvu suite, one test file per process (the VM file beside the rest on the second core),
+// Runs every uvu suite, one test file per process, in two lanes (the VM file first on the second),
 // streams its output, and ends with one line `N passed, N failed` summing them all. Exits non-zero on any failure, including a file that
 // crashed. Before that line: the ten slowest files and the ten slowest tests, with their seconds;
 // every timing is written to .bake/test-timings.json, so that suite time is visible in each CI log.
@@ -17,13 +17,18 @@ const fast = process.argv.includes("--fast");
 // Two lanes, one per core. Every file uses a project name and folder of its own, no fixed host
 // port, and counts only its own project's containers and its own bake's parent tags; what two
 // files cannot share is moto (its users reset it), so they stay in one lane. `make test`: the VM
-// file (mostly QEMU's time) beside all the others. `make test-fast`: the files that use moto
-// (they import test/helpers/moto) beside those that do not.
+// file (mostly QEMU's time) starts on the second lane; once it ends, that lane takes files from the
+// end of the first lane's queue that neither use moto nor count the engine's unlabelled containers
+// (those run first on the first lane, beside the VM file alone). `make test-fast`: the files that
+// use moto (they import test/helpers/moto) beside those that do not.
 const BESIDE = /^it\/ami-vm\.test\.js$/;
 // Files that count what the whole engine holds (BuildKit's records of the files sent to it):
 // they run last, with nothing beside them.
 const ALONE = /^it\/buildkit\.test\.js$/;
 const usesMoto = (suite, file) => readFileSync(`dist/test/${suite}/${file}`, "utf8").includes("helpers/moto.js");
+// Files that count every container without a project label (test/helpers/engine containerCount).
+const countsContainers = (suite, file) =>
+  /containerCount\(|listContainers\(\{ all: true \}\)/.test(readFileSync(`dist/test/${suite}/${file}`, "utf8"));
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));
 const timingsDir = path.resolve(".bake");
@@ -46,16 +51,46 @@ const alone = jobs.filter((j) => ALONE.test(`${j.suite}/${j.file}`));
 const beside = jobs.filter(
   (j) => !alone.includes(j) && (fast ? usesMoto(j.suite, j.file) : BESIDE.test(`${j.suite}/${j.file}`)),
 );
-const inTurn = jobs.filter((j) => !beside.includes(j) && !alone.includes(j));
-await Promise.all([runLane(inTurn, false), runLane(beside, true)]);
-await runLane(alone, false);
+const rest = jobs.filter((j) => !beside.includes(j) && !alone.includes(j));
+// The files that count unlabelled containers first, with only the VM file beside them: the second
+// lane takes other files once they have all ended.
+const counting = rest.filter((j) => !fast && countsContainers(j.suite, j.file));
+const inTurn = [...counting, ...rest.filter((j) => !counting.includes(j))];
+let countingLeft = counting.length;
+let countingEnded = () => {};
+const countingOver = countingLeft ? new Promise((r) => (countingEnded = r)) : Promise.resolve();
+const portable = (j) => !usesMoto(j.suite, j.file) && !countsContainers(j.suite, j.file);
+await Promise.all([
+  runLane(
+    {
+      next: async () => inTurn.shift(),
+      ended: (job) => counting.includes(job) && --countingLeft === 0 && countingEnded(),
+    },
+    false,
+  ),
+  runLane(
+    {
+      next: async () => {
+        if (beside.length) return beside.shift();
+        if (fast) return undefined;
+        await countingOver;
+        const at = inTurn.findLastIndex(portable);
+        return at < 0 ? undefined : inTurn.splice(at, 1)[0];
+      },
+    },
+    true,
+  ),
+]);
+await runLane({ next: async () => alone.shift() }, false);
 for (const suite of suites) {
   const of = files.filter((f) => f.suite === suite);
   console.log(`suite ${suite}: ${of.length} files, ${of.reduce((n, f) => n + f.seconds, 0).toFixed(1)} s of file time`);
 }
 
-async function runLane(lane, buffered) {
-  for (const { suite, file } of lane) {
+/** Runs the files `queue.next()` hands out, one after another, until it hands out none. */
+async function runLane(queue, buffered) {
+  for (let job = await queue.next(); job; queue.ended?.(job), job = await queue.next()) {
+    const { suite, file } = job;
     const fileStarted = Date.now();
     const { code, output } = await runFile(suite, file, buffered);
     const plain = output.replace(/\u001b\[[0-9;]*m/g, "");
