@@ -87,7 +87,7 @@ export function templateContext(input: AmiRenderInput, part: TargetTemplatePart)
     // A staged bake: the host stage runs bake's provisioning before the AMI's playbook and the
     // playbook; the release stage (the last) the package list and the test. One run does all.
     stageHost: stage?.name !== "release",
-    stageFinal: stage?.name !== "host",
+    readsPackages: stage?.name !== "host",
     preloadArchive: PRELOAD_ARCHIVE,
     hostPackagesArchive: HOST_PACKAGES_ARCHIVE,
     rpmQueryFormat: rpmQueryArgs()[2],

@@ -25,9 +25,10 @@ export interface TemplateContext {
   sensitive: { name: string; env: string }[];
   /** Machine-specific settings read from the environment Packer runs in (not secret). */
   machine: { name: string; env: string }[];
-  /** A staged bake (graph/stages.ts): this run provisions the host (the engine, the agent, the playbook); this run is the last. */
+  /** A staged bake (graph/stages.ts): this run provisions the host (the engine, the agent, the playbook). */
   stageHost: boolean;
-  stageFinal: boolean;
+  /** This run reads the host's package list: the last Packer run of a bake (the vm target's host stage: its release stage is written). */
+  readsPackages: boolean;
   preloadArchive: string;
   /** The host's package databases, downloaded by the last provisioners, and the rpm query that reads them. */
   hostPackagesArchive: string;

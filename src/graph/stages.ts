@@ -18,7 +18,7 @@ import { keyOf, type InputDigests, type Target } from "./keys.js";
 export type StageName = "host" | "release";
 
 /** The targets whose bakes go in stages (the others bake an AMI in one run). */
-export const STAGED_TARGETS: readonly Target[] = ["local"];
+export const STAGED_TARGETS: readonly Target[] = ["local", "vm"];
 
 export interface Stage {
   name: StageName;

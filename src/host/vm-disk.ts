@@ -11,8 +11,8 @@ import type { VmSpec } from "../config/model.js";
 import { VM_ENABLED_UNITS, VM_ROOTFS_FILES, vmDiskDigest } from "../graph/vm-disk-spec.js";
 import { VM_FILES } from "../state/vm-record.js";
 import { debootstrap } from "../tools/debootstrap.js";
-import { copyOut, makeExt4, writeFiles } from "../tools/ext4.js";
-import { convertDisk } from "../tools/qemu.js";
+import { copyOut, makeExt4, writeFiles, type DiskFile, type DiskLink } from "../tools/ext4.js";
+import { convertDisk, overlayDisk } from "../tools/qemu.js";
 import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
 
 export function vmDiskCacheDir(env = process.env): string {
@@ -111,4 +111,25 @@ export function keepBakedDisk(packerDisk: string, dir: string, from: string): vo
   mkdirSync(dir, { recursive: true });
   renameSync(packerDisk, path.join(dir, VM_FILES.disk));
   for (const f of [VM_FILES.key, `${VM_FILES.key}.pub`]) renameSync(path.join(from, f), path.join(dir, f));
+}
+
+/**
+ * A disk made on the disk of the stage below without booting either: a qcow2 whose backing file
+ * is `below` (named relative to its folder), holding only what the files and links written into
+ * it change. The raw copy it is written through goes whatever happens.
+ */
+export async function diskOnBelow(
+  below: string,
+  out: string,
+  write: { files: DiskFile[]; links: DiskLink[] },
+  signal?: AbortSignal,
+): Promise<void> {
+  const raw = `${out}.raw`;
+  try {
+    await convertDisk({ file: below, format: "qcow2" }, { file: raw, format: "raw" }, signal);
+    await writeFiles(raw, write.files, {}, write.links);
+    await overlayDisk(raw, out, below, signal);
+  } finally {
+    rmSync(raw, { force: true });
+  }
 }

@@ -63,25 +63,31 @@ export interface VmBakeOptions {
   onLine: (l: string) => void;
 }
 
+/** Packer's disk into the AMI's folder, with the key it was baked with (a bake in one run, or a stage baked by Packer). */
+export function packerDisk(workDir: string): (dir: string) => Promise<void> {
+  return async (dir) => keepBakedDisk(path.join(workDir, "output", VM_FILES.disk), dir, workDir);
+}
+
 /**
- * After Packer: the disk into .bake/vm/<ami>-<key12>/ with the kernel and initrd it holds, the boot
- * test on a copy that carries the runtime environment file, and vm.json once everything passed.
+ * After Packer (or a stage written on the stage below): the disk into .bake/vm/<ami>-<key12>/ by
+ * `place`, the kernel and initrd it holds beside it, the boot test on a copy that carries the
+ * runtime environment file, and vm.json once everything passed.
  */
 export async function keepAndBootVm(
   pipeline: Pipeline,
   ami: AmiNode,
-  workDir: string,
-  options: VmBakeOptions,
+  place: (dir: string) => Promise<void>,
+  options: VmBakeOptions & { below?: VmRecord["below"] },
 ): Promise<{ record: VmRecord & { dir: string }; boot?: BootReport }> {
   const vm = checkVmTarget(ami);
   const key = pipeline.keys.get(ami.name)!.key!;
   const dir = vmDir(pipeline.config.dir, ami.name, key);
-  keepBakedDisk(path.join(workDir, "output", VM_FILES.disk), dir, workDir);
   const bootDir = path.join(dir, `boot-${randomBytes(3).toString("hex")}`);
   let passed = false;
   // A forced stop (a second signal) still removes the boot copy: its disk holds the runtime env file.
   const release = cleanUpOnForcedStop(() => rmSync(bootDir, { recursive: true, force: true }));
   try {
+    await place(dir);
     const raw = await bootCopy(path.join(dir, VM_FILES.disk), bootDir, options.signal);
     // The kernel and initrd the baked disk holds (a playbook may have changed them).
     const { kernel, initrd } = await bootFiles(raw, dir);
@@ -98,7 +104,14 @@ export async function keepAndBootVm(
       }
     }
     if (options.signal.aborted) throw interruption(options.signal);
-    const record = writeVmRecord(dir, { ami: ami.name, key, disk: VM_FILES.disk, memory: vm.memory, cpus: vm.cpus });
+    const record = writeVmRecord(dir, {
+      ami: ami.name,
+      key,
+      disk: VM_FILES.disk,
+      memory: vm.memory,
+      cpus: vm.cpus,
+      ...(options.below ? { below: options.below } : {}),
+    });
     passed = true;
     return { record: { ...record, dir }, boot };
   } finally {

@@ -7,8 +7,8 @@ import type { GraphNode } from "../graph/graph.js";
 import { ANSIBLE_INPUT, type InputDigests, type KeyResult, type Target } from "../graph/keys.js";
 import type { BakeImageRecord } from "../tools/docker.js";
 import type { AmiRecord } from "../tools/ec2.js";
-import type { Layer } from "../config/model.js";
-import { stagesOn, stageTag, type Stage, type StageName } from "../graph/stages.js";
+import type { AmiNode, Layer } from "../config/model.js";
+import { amiStages, stagesOn, stageTag, type Stage, type StageName } from "../graph/stages.js";
 
 export type Status = "cached" | "build" | "unknown";
 
@@ -136,11 +136,35 @@ function awsEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState
 /** A VM AMI: the disk under .bake/vm with the key. */
 function vmEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState): PlanEntry {
   const disk = state.vmDisks?.get(node.name);
-  if (disk) return entry("cached", `${disk} has this key`, disk);
-  return entry(
-    "build",
-    unbakedReason(node.name, k, state, "vm", depsBuilding, "no VM disk under .bake/vm has this key"),
-  );
+  const done = disk
+    ? entry("cached", `${disk} has this key`, disk)
+    : entry("build", unbakedReason(node.name, k, state, "vm", depsBuilding, "no VM disk under .bake/vm has this key"));
+  const stages = node.kind === "ami" ? stagesOn(node.ami, "vm", k) : undefined;
+  if (stages && node.kind === "ami")
+    done.stages = [
+      vmStageEntry(node.ami, stages[0], Boolean(disk), state),
+      { name: "release", key: k.key, status: done.status, reason: done.reason },
+    ];
+  return done;
+}
+
+/** The host stage below a staged VM AMI: reused when the AMI has its key, or when a disk has the stage's. */
+function vmStageEntry(ami: AmiNode, host: Stage, amiFound: boolean, state: WorldState): StageEntry {
+  if (amiFound) return { name: "host", key: host.key, status: "cached", reason: "the AMI has its key" };
+  const disk = state.vmDisks?.get(host.node);
+  if (disk) return { name: "host", key: host.key, status: "cached", reason: `${disk} has this key: reused` };
+  const last = state.lastBaked?.get(ami.name);
+  const lastHost =
+    last?.target === "vm" && last.inputs ? amiStages(ami, { key: last.key, inputs: last.inputs })[0] : undefined;
+  const changed = lastHost && lastHost.key !== host.key ? changedInputs(lastHost.inputs, host.inputs) : undefined;
+  return {
+    name: "host",
+    key: host.key,
+    status: "build",
+    reason: changed
+      ? `${describeInputs(changed)} changed since ${shortKey(lastHost!.key)}`
+      : "no VM disk under .bake/vm has this key",
+  };
 }
 
 /** An image, or a local AMI (an image too): the engine's image with the key, its test passed. */

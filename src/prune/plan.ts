@@ -141,19 +141,48 @@ export function planVmRetention(
   keep: number,
   currentKey?: string,
 ): PruneDecision[] {
-  const newestFirst = [...disks].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
   let kept = 0;
+  return vmDecisions(name, disks, currentKey, (d, size) => {
+    if (kept < keep) {
+      kept++;
+      return ["keep", `one of the newest ${keep}`];
+    }
+    return ["remove", `older than the newest ${keep} (${size})`];
+  });
+}
+
+/** The host stage disks of one AMI (`<ami>@host`): the current stage's stays, and each one a kept disk stands on. */
+export function planVmStageRetention(
+  name: string,
+  disks: VmDiskFolder[],
+  keptOn: Map<string, string>,
+  currentKey?: string,
+): PruneDecision[] {
+  return vmDecisions(name, disks, currentKey, (d, size) => {
+    const on = keptOn.get(d.key!);
+    return on ? ["keep", `the kept disk ${on} stands on it`] : ["remove", `no kept disk stands on it (${size})`];
+  });
+}
+
+/**
+ * VM disk folders, newest first: one a bake uses stays, one without a record (a bake that did not
+ * finish) goes, the current key stays; `otherwise` decides the rest.
+ */
+function vmDecisions(
+  name: string,
+  disks: VmDiskFolder[],
+  currentKey: string | undefined,
+  otherwise: (d: VmDiskFolder, size: string) => [PruneDecision["action"], string],
+): PruneDecision[] {
+  const newestFirst = [...disks].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
   return newestFirst.map((d): PruneDecision => {
     const size = `${(d.bytes / 2 ** 20).toFixed(0)} MiB`;
     const base = { kind: "vm" as const, name, where: "local", id: d.path, key: d.key ?? "", created: d.created };
     if (d.inUse) return { ...base, action: "keep", reason: `a bake is using it (${size})` };
     if (!d.key) return { ...base, action: "remove", reason: `left by a bake that did not finish (${size})` };
     if (currentKey && d.key === currentKey) return { ...base, action: "keep", reason: "carries the current key" };
-    if (kept < keep) {
-      kept++;
-      return { ...base, action: "keep", reason: `one of the newest ${keep}` };
-    }
-    return { ...base, action: "remove", reason: `older than the newest ${keep} (${size})` };
+    const [action, reason] = otherwise(d, size);
+    return { ...base, action, reason };
   });
 }
 

@@ -10,6 +10,7 @@ import {
   planLeftovers,
   planStageRetention,
   planVmRetention,
+  planVmStageRetention,
   type LeftoverState,
   type PruneDecision,
   type VmDiskFolder,
@@ -56,10 +57,8 @@ export async function runPrune(options: PruneOptions, tools: Tools): Promise<Pru
   if (pipeline.state.images.ok)
     decisions.push(...planLocal(pipeline, pipeline.state.images.value, manifest.amis, options.keepImages));
   else notes.push(`local images not looked at: ${pipeline.state.images.reason}`);
-  for (const ami of config.amis) {
-    const current = manifest.amis[ami.name]?.target === "vm" ? manifest.amis[ami.name].key : undefined;
-    decisions.push(...planVmRetention(ami.name, await readVmDisks(pipeline, ami.name), ami.retention.keep, current));
-  }
+  for (const ami of config.amis)
+    decisions.push(...(await planVm(pipeline, ami.name, ami.retention.keep, manifest.amis)));
   decisions.push(...planLeftovers(await readLeftovers(pipeline, pipeline.state.images.ok ? docker : undefined)));
 
   const removed: PruneDecision[] = [];
@@ -243,6 +242,25 @@ function folderBytes(dir: string): number {
   } catch {
     return 0;
   }
+}
+
+/** An AMI's VM disks, then the host stage disks below them: a stage a kept disk stands on (its backing file) stays. */
+async function planVm(
+  pipeline: Pipeline,
+  ami: string,
+  keep: number,
+  recorded: Record<string, ManifestAmi>,
+): Promise<PruneDecision[]> {
+  const last = recorded[ami]?.target === "vm" ? recorded[ami] : undefined;
+  const disks = planVmRetention(ami, await readVmDisks(pipeline, ami), keep, last?.key);
+  const keptOn = new Map<string, string>();
+  for (const d of disks.filter((x) => x.action === "keep")) {
+    const below = readVmRecord(d.id)?.below;
+    if (below) keptOn.set(below.key, shortKey(d.key));
+  }
+  const below = stageNode(ami, "host");
+  const stages = planVmStageRetention(below, await readVmDisks(pipeline, below), keptOn, last?.stages?.[0]?.key);
+  return [...disks, ...stages];
 }
 
 /** The vm target's disk folders of one AMI (.bake/vm/<ami>-<key12>/). */

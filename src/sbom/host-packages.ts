@@ -54,6 +54,22 @@ export async function keepHostPackages(
   return list;
 }
 
+/**
+ * A stage written on the stage below without booting (the vm target's release stage) installs no
+ * package: its host list is the stage below's, kept again under the AMI's key. False without one.
+ */
+export function keepPackagesOfBelow(
+  dir: string,
+  target: string,
+  below: { node: string; key: string },
+  ami: { name: string; key: string },
+): boolean {
+  const list = readHostPackages(dir, below.node, target, below.key);
+  if (!list) return false;
+  writeJsonFile(hostPackagesFile(dir, ami.name, target, ami.key), list);
+  return true;
+}
+
 export function readHostPackages(dir: string, ami: string, target: string, key: string): HostPackageList | undefined {
   try {
     return JSON.parse(readFileSync(hostPackagesFile(dir, ami, target, key), "utf8")) as HostPackageList;

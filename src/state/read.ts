@@ -2,6 +2,7 @@
 import path from "node:path";
 import { withDefaultLocalHost } from "../config/local-host.js";
 import { loadConfig } from "../config/load.js";
+import { stagesOn } from "../graph/stages.js";
 import { findVmDisk } from "./vm-record.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
 import { UsageError } from "../errors.js";
@@ -129,7 +130,7 @@ export async function readPipeline(options: ReadOptions, tools: Tools): Promise<
   };
 }
 
-/** The vm target's disks: the folder under .bake/vm/ whose vm.json holds each AMI's key. */
+/** The vm target's disks: the folder under .bake/vm/ whose vm.json holds each AMI's key (and each host stage's). */
 function findVmDisks(dir: string, nodes: GraphNode[], keys: Map<string, KeyResult>): Map<string, string | undefined> {
   const found = new Map<string, string | undefined>();
   for (const n of nodes) {
@@ -137,6 +138,10 @@ function findVmDisks(dir: string, nodes: GraphNode[], keys: Map<string, KeyResul
     if (n.kind !== "ami" || !key) continue;
     const disk = findVmDisk(dir, n.name, key);
     found.set(n.name, disk ? path.relative(dir, path.join(disk.dir, disk.disk)) : undefined);
+    // A staged AMI's host stage, under its own node name (`<ami>@host`).
+    const host = stagesOn(n.ami, "vm", keys.get(n.name))?.[0];
+    const below = host && findVmDisk(dir, host.node, host.key);
+    if (host) found.set(host.node, below ? path.relative(dir, path.join(below.dir, below.disk)) : undefined);
   }
   return found;
 }

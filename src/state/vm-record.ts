@@ -29,6 +29,8 @@ export interface VmRecord {
   cpus: number;
   user: string;
   created: string;
+  /** A stage's disk: the stage below whose disk is its backing file (`<ami>@host` and its key). */
+  below?: { node: string; key: string };
 }
 
 /** The folder a VM bake leaves: one per AMI and key. */

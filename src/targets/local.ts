@@ -17,10 +17,14 @@ import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
 import { DOCKER_SOCKET_ENV, type TargetTemplatePart } from "../ami/context.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
-import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type TargetBake } from "./target.js";
-
-/** Where a staged bake renders its host stage: a folder inside the AMI's. */
-const HOST_STAGE_DIR = "host-stage";
+import {
+  exportAndRunPacker,
+  HOST_STAGE_DIR,
+  imagesOf,
+  keepPackagesOf,
+  type AmiTarget,
+  type TargetBake,
+} from "./target.js";
 
 export const local: AmiTarget = {
   name: "local",

@@ -3,7 +3,7 @@
  * or mount needed), debugfs reads files out of it and writes files into it, so a VM disk is made
  * and changed without root's mount privileges.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { BakeError } from "../errors.js";
@@ -52,23 +52,27 @@ export async function copyOut(disk: string, file: string, out: string): Promise<
   return target;
 }
 
-export interface DiskFile {
+/** A file to put into the image: its content, or the local file that holds it (an archive too large to hold in memory). */
+export type DiskFile = { path: string; mode: number } & ({ content: string | Buffer } | { from: string });
+
+/** A symbolic link to put into the image (`systemctl enable` leaves these). */
+export interface DiskLink {
   path: string;
-  content: string | Buffer;
-  mode: number;
+  target: string;
 }
 
 /**
- * debugfs requests that put files into the image, owned by root, with their folders (each
- * created with mode 0755 unless it exists; debugfs answers "exists" for those, which is fine).
+ * debugfs requests that put files and links into the image, owned by root, with their folders
+ * (each created with mode 0755 unless it exists; debugfs answers "exists" for those, which is fine).
  */
 export function writeRequests(
   files: { path: string; local: string; mode: number }[],
   folderMode: Record<string, number> = {},
+  links: DiskLink[] = [],
 ): string[] {
   const lines: string[] = [];
   const folders = new Set<string>();
-  for (const f of files) {
+  for (const f of [...files, ...links]) {
     const parts = path.posix.dirname(f.path).split("/").filter(Boolean);
     for (let i = 1; i <= parts.length; i++) folders.add(`/${parts.slice(0, i).join("/")}`);
   }
@@ -86,31 +90,36 @@ export function writeRequests(
       `set_inode_field ${f.path} gid 0`,
     );
   }
+  for (const l of links) lines.push(`rm ${l.path}`, `symlink ${l.path} ${l.target}`);
   return lines;
 }
 
-/** Writes files into the image (replacing any at their paths), then reads each back to check it. */
+/** Writes files and links into the image (replacing any at their paths), then reads each back to check it. */
 export async function writeFiles(
   disk: string,
   files: DiskFile[],
   folderMode: Record<string, number> = {},
+  links: DiskLink[] = [],
 ): Promise<void> {
   const work = mkdtempSync(path.join(tmpdir(), "bake-ext4-"));
   try {
     const staged = files.map((f, i) => {
+      if ("from" in f) return { path: f.path, local: f.from, mode: f.mode, size: statSync(f.from).size };
       const local = path.join(work, `f${i}`);
       writeFileSync(local, f.content, { mode: 0o600 });
-      return { path: f.path, local, mode: f.mode };
+      return { path: f.path, local, mode: f.mode, size: Buffer.byteLength(f.content) };
     });
     const requests = path.join(work, "requests");
-    writeFileSync(requests, `${writeRequests(staged, folderMode).join("\n")}\n`);
+    writeFileSync(requests, `${writeRequests(staged, folderMode, links).join("\n")}\n`);
     await debugfs(disk, ["-w", "-f", requests]);
-    for (const f of files) {
+    for (const f of staged) {
       const { stdout } = await debugfs(disk, ["-R", `stat ${f.path}`]);
       const size = /Size: (\d+)/.exec(stdout)?.[1];
-      if (size === undefined || Number(size) !== Buffer.byteLength(f.content))
+      if (size === undefined || Number(size) !== f.size)
         throw new BakeError(`writing ${f.path} into ${disk} failed (debugfs left ${size ?? "no"} bytes)`);
     }
+    for (const l of links)
+      if ((await readLink(disk, l.path)) !== l.target) throw new BakeError(`linking ${l.path} in ${disk} failed`);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -197,6 +197,20 @@ export async function convertDisk(
   });
 }
 
+/**
+ * A qcow2 image of a raw disk that holds only the clusters that differ from `backing` (a qcow2
+ * image), which it names by a path relative to its own folder: a stage's disk on the disk of the
+ * stage below. Made on the raw disk as its backing file, then rebased in qemu-img's safe mode,
+ * which compares the two backing files and copies in only what differs.
+ */
+export async function overlayDisk(raw: string, out: string, backing: string, signal?: AbortSignal): Promise<void> {
+  const dir = path.dirname(out);
+  const name = path.basename(out);
+  const options = { cwd: dir, signal, notInstalled: NOT_INSTALLED };
+  await run(QEMU_IMG, ["create", "-q", "-f", "qcow2", "-b", path.resolve(raw), "-F", "raw", name], options);
+  await run(QEMU_IMG, ["rebase", "-f", "qcow2", "-b", path.relative(dir, backing), "-F", "qcow2", name], options);
+}
+
 /** A disk image's virtual size and the bytes it takes on this machine. */
 export async function diskInfo(file: string): Promise<{ format: string; virtualSize: number; actualSize: number }> {
   const { stdout } = await run(QEMU_IMG, ["info", "--output=json", file], { notInstalled: NOT_INSTALLED });

@@ -2,7 +2,8 @@
  * `bake ami --target vm`, end to end: the reference host baked by Packer's qemu builder into a disk
  * made from its debootstrap spec, provisioned by the production playbook with the engine installed
  * in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
- * A variant whose service fails its health check fails the boot test and leaves nothing behind;
+ * The AMI bakes in stages: a release-only change (a service that fails its health check) is
+ * written on the kept host stage's disk without Packer, fails its boot test and leaves nothing;
  * `bake test --target vm` boots the kept disk again, and interrupted, stops without touching it.
  */
 import { test } from "uvu";
@@ -13,7 +14,7 @@ import { execa } from "execa";
 import { createHash } from "node:crypto";
 import { CLI, ROOT, testEnv, writeTree, tempDir } from "../helpers/bake.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
-import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
+import { removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("vm");
 const SECRET = `vm-sentinel-${process.pid}-Kq7`;
@@ -70,13 +71,20 @@ test.before(async () => {
     /^project: arcade$/m,
     `project: ${project}`,
   );
-  // A variant whose only service never becomes healthy, on a busybox base (a small archive to ship).
-  const variant = [
-    "  bbase:",
-    `    rootfs: { tar: ${await busyboxRootfs()} }`,
-    "  bsvc: { parent: bbase, dockerfile: broken/Dockerfile }",
+  // One CPU per VM: scripts/test.mjs runs this file beside the others, which keep the other core.
+  const text = reference
+    .replace(/^    vm: .*\n/m, (line) => `${line}      cpus: 1\n`)
+    .replace(/^    vm:\n/m, "    vm:\n      cpus: 1\n");
+  writeFileSync(path.join(dir, "bake.yml"), text);
+  mkdirSync(path.join(dir, "broken"));
+  writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n");
+});
+
+/** The reference's bake.yml with one more release service, which never becomes healthy: a release-only change. */
+function withBrokenService(yml: string): string {
+  const broken = [
     "  broken:",
-    "    parent: bsvc",
+    "    parent: runtime",
     "    dockerfile: broken/Dockerfile",
     "    run:",
     '      ports: ["8090:8090"]',
@@ -84,30 +92,10 @@ test.before(async () => {
     '      health: { cmd: ["sh", "-c", "echo no answer on 8090; exit 1"], interval: 1, retries: 2 }',
     "",
   ].join("\n");
-  const brokenHost = [
-    "  broken-host:",
-    "    builder: ebs",
-    "    region: us-east-1",
-    '    source: { owners: ["136693071363"], name: "debian-12-amd64-*" }',
-    "    instance_type: t3.small",
-    "    services: [broken]", // no playbook: bake provisions the engine, the image and the service alone
-    "    vm:",
-    "      rootfs:",
-    "        debootstrap:",
-    "          suite: bookworm",
-    "          variant: minbase",
-    "          include: [linux-image-cloud-amd64, initramfs-tools, systemd-sysv, dbus, udev, kmod, openssh-server, python3, python3-apt, docker.io, apparmor]",
-    "",
-  ].join("\n");
-  // One CPU per VM: scripts/test.mjs runs this file beside the others, which keep the other core.
-  const text = reference
-    .replace(/^amis:$/m, `${variant}\namis:\n${brokenHost}`)
-    .replace(/^    vm: .*\n/m, (line) => `${line}      cpus: 1\n`)
-    .replace(/^    vm:\n/m, "    vm:\n      cpus: 1\n");
-  writeFileSync(path.join(dir, "bake.yml"), text);
-  mkdirSync(path.join(dir, "broken"));
-  writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n");
-});
+  return yml
+    .replace(/^amis:$/m, `${broken}\namis:`)
+    .replace("    services: [diagnostics, replays]", "    services: [diagnostics, replays, broken]");
+}
 
 test.after(async () => {
   await removeProject(project);
@@ -136,6 +124,19 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   assert.equal(manifest.amis["app-host"].vm, { path: result.regions.vm, format: "qcow2", bytes: statSync(disk).size });
   assert.is(manifest.amis["app-host"].target, "vm");
   assert.ok(manifest.amis["app-host"].boot.ok);
+  // In stages: Packer baked the host stage, kept by its key; the release stage was written on its disk.
+  const [hostStage] = manifest.amis["app-host"].stages;
+  assert.equal([hostStage.name, hostStage.node], ["host", "app-host@host"]);
+  const stageDisk = `.bake/vm/app-host@host-${hostStage.key.slice(0, 12)}/disk.qcow2`;
+  assert.match(r.stderr, `app-host: stage host: kept ${stageDisk}`);
+  assert.match(r.stderr, "app-host: stage release: writing the release into a disk on the host stage's");
+  const info = JSON.parse((await execa("qemu-img", ["info", "--output=json", disk])).stdout);
+  assert.is(info["backing-filename"], `../app-host@host-${hostStage.key.slice(0, 12)}/disk.qcow2`);
+  const stageBytes = statSync(path.join(dir, stageDisk)).size;
+  assert.ok(
+    statSync(disk).size * 4 < stageBytes,
+    `release ${statSync(disk).size} bytes on a ${stageBytes}-byte host stage`,
+  );
   // Every check, on the first boot and after the reboot, in the guest's own engine.
   for (const round of ["", " after reboot"]) {
     for (const check of [
@@ -244,22 +245,51 @@ test("Ctrl-C while bake test boots the kept disk: exit 130, the VM stopped, no b
   assert.equal(JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host").status, "cached");
 });
 
-test("a service that never becomes healthy fails the boot test: exit 1, the service and its journal named, nothing left", async () => {
-  const r = await bakeVm(["ami", "broken-host", "--target", "vm"]);
-  assert.is(r.code, 1, r.stderr.slice(-3000));
-  assert.match(r.stderr, /broken-host: boot test failed: service broken/);
-  assert.match(r.stderr, /service broken: .*container [\w-]+-broken (running unhealthy|exited)/);
-  assert.match(r.stderr, /bake-service@[\w-]+-broken\.service journal:\n[\s\S]*broken: started/);
-  assert.match(r.stderr, /broken starts/, "the container's own log lines");
-  assert.equal(await qemuOfProject(), []);
+test("a release-only change on the kept host stage: written in seconds, no Packer; a service that never becomes healthy fails its boot test, nothing left", async () => {
+  const before = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"];
+  const [hostStage] = before.stages;
   const vmRoot = path.join(dir, ".bake", "vm");
-  assert.equal(existsSync(vmRoot) ? readdirSync(vmRoot).filter((f) => f.startsWith("broken-host-")) : [], []);
-  const ami = path.join(dir, ".bake", "ami");
-  assert.equal(existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith("broken-host-vm-")) : [], []);
-  const manifest = existsSync(path.join(dir, "bake-manifest.json"))
-    ? JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"))
-    : { amis: {} };
-  assert.is(manifest.amis["broken-host"], undefined);
+  const folders = readdirSync(vmRoot).sort();
+  const original = readFileSync(path.join(dir, "bake.yml"), "utf8");
+  writeFileSync(path.join(dir, "bake.yml"), withBrokenService(original));
+  try {
+    const planned = JSON.parse((await bakeVm(["plan", "app-host", "--target", "vm", "--json"])).stdout).nodes.find(
+      (n: { name: string }) => n.name === "app-host",
+    );
+    assert.equal(
+      planned.stages.map((st: { name: string; key: string; status: string }) => [st.name, st.key, st.status]),
+      [
+        ["host", hostStage.key, "cached"],
+        ["release", planned.key, "build"],
+      ],
+    );
+    const r = await bakeVm(["ami", "app-host", "--target", "vm"]);
+    assert.is(r.code, 1, r.stderr.slice(-3000));
+    assert.match(
+      r.stderr,
+      `app-host: stage host: .bake/vm/app-host@host-${hostStage.key.slice(0, 12)}/disk.qcow2 has this key: reused`,
+    );
+    assert.not.match(r.stderr, /packer build/, "no Packer run: the release stage is written, not booted");
+    assert.match(r.stderr, /app-host: boot test failed: service broken/);
+    assert.match(r.stderr, /service broken: .*container [\w-]+-broken (running unhealthy|exited)/);
+    assert.match(r.stderr, /bake-service@[\w-]+-broken\.service journal:\n[\s\S]*broken: started/);
+    assert.match(r.stderr, /broken starts/, "the container's own log lines");
+    // The other services came up from the release archive the loader loaded at boot.
+    assert.match(r.stderr, /boot test: ok preload \(/);
+    assert.match(r.stderr, /boot test: ok service replays \(/);
+    assert.equal(await qemuOfProject(), []);
+    assert.equal(readdirSync(vmRoot).sort(), folders, "no disk for the new key; the host stage and the kept disk stay");
+    const ami = path.join(dir, ".bake", "ami");
+    assert.equal(
+      existsSync(ami) ? readdirSync(ami).filter((f) => f.startsWith(`app-host-vm-${planned.key.slice(0, 12)}`)) : [],
+      [],
+    );
+    const after = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8")).amis["app-host"];
+    assert.equal(after, before, "the manifest still records the disk that passed");
+    console.log(`  release-only vm bake with its boot test: ${r.seconds.toFixed(0)} s`);
+  } finally {
+    writeFileSync(path.join(dir, "bake.yml"), original);
+  }
 });
 
 test.run();

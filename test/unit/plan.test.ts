@@ -271,6 +271,48 @@ test("stages: the host stage's key leaves out the services and the test; the rel
   assert.is(stagesOn({ ...ami, services: [] }, "local", localKeys.get("host")), undefined);
 });
 
+test("plan of a staged VM AMI: the host stage's disk reused, or the input that moved it since the last bake named", () => {
+  const vmKeys = computeKeys(graph, own, "vm", { sourceAmi: new Map(), unresolved: new Map() });
+  const [host] = stagesOn(config.amis[0], "vm", vmKeys.get("host"))!;
+  const images = graph.order.filter((n) => n.kind === "image").map((n) => record(n.name, key(n.name)));
+  const vmState = (disks: [string, string][], lastBaked?: WorldState["lastBaked"]): WorldState => ({
+    ...state(images),
+    vmDisks: new Map(disks),
+    lastBaked,
+  });
+  const stageDisk = `.bake/vm/host@host-${host.key.slice(0, 12)}/disk.qcow2`;
+  const reused = assemblePlan(graph.order, vmKeys, vmState([[host.node, stageDisk]]), "vm").find(
+    (e) => e.name === "host",
+  )!;
+  assert.equal(
+    reused.stages!.map((s) => [s.name, s.key, s.status, s.reason]),
+    [
+      ["host", host.key, "cached", `${stageDisk} has this key: reused`],
+      ["release", vmKeys.get("host")!.key, "build", "no VM disk under .bake/vm has this key"],
+    ],
+  );
+  // The last bake stood on another host stage: the input that moved it is named.
+  const before = computeKeys(
+    graph,
+    new Map<string, Record<string, string>>([...own, ["host", { ...own.get("host")!, "ansible:p.yml": "before" }]]),
+    "vm",
+    { sourceAmi: new Map(), unresolved: new Map() },
+  ).get("host")!;
+  const moved = assemblePlan(
+    graph.order,
+    vmKeys,
+    vmState([], new Map([["host", { key: before.key!, target: "vm", inputs: before.inputs }]])),
+    "vm",
+  ).find((e) => e.name === "host")!;
+  assert.equal(moved.stages![0].status, "build");
+  const beforeHost = amiStages(config.amis[0], { key: before.key!, inputs: before.inputs })[0];
+  assert.match(moved.stages![0].reason, new RegExp(`changed since ${beforeHost.key.slice(0, 12)}$`));
+  assert.match(moved.stages![0].reason, /p\.yml/);
+  // The AMI's disk is there: its stages are too.
+  const done = assemblePlan(graph.order, vmKeys, vmState([["host", ".bake/vm/host-x/disk.qcow2"]]), "vm");
+  assert.ok(done.find((e) => e.name === "host")!.stages!.every((s) => s.status === "cached"));
+});
+
 test("plan of a staged AMI: each stage with its status and reason, the host stage reused when only a release moved", () => {
   const [host] = stagesOn(config.amis[0], "local", localKeys.get("host"))!;
   const images = graph.order.filter((n) => n.kind === "image").map((n) => record(n.name, key(n.name)));

@@ -15,7 +15,14 @@ import { bootCopy, bootHostKey } from "../../src/host/vm-host.js";
 import { freePort, startVmForwardingSsh } from "../../src/host/vm-boot-test.js";
 import { statSync } from "node:fs";
 import { execa } from "execa";
-import { planVmRetention } from "../../src/prune/plan.js";
+import { randomBytes } from "node:crypto";
+import { planVmRetention, planVmStageRetention } from "../../src/prune/plan.js";
+import { copyOut, readLink } from "../../src/tools/ext4.js";
+import { diskOnBelow } from "../../src/host/vm-disk.js";
+import { HOST_PATHS, releaseFiles } from "../../src/targets/vm-stages.js";
+import type { AnsibleVars } from "../../src/ami/context.js";
+import { parse as parseYaml } from "yaml";
+import { ROOT } from "../helpers/bake.js";
 
 test("QEMU: the disk's kernel booted directly, no display, every forward on 127.0.0.1 only", () => {
   const args = vmArgs({
@@ -275,14 +282,19 @@ test("a VM host's runtime environment holds the pass_env values only (its own en
   assert.match(runtimeEnvFile({}, "bake-boot-1"), /BAKE_NAMESPACE=bake-boot-1\nBAKE_PUBLISH=ephemeral/);
 });
 
-test("prune keeps a vm disk with the current key, the newest `keep` and any a bake holds; removes unfinished ones", () => {
-  const disk = (key: string | undefined, day: number, inUse = false) => ({
-    path: `/p/.bake/vm/host-${(key ?? "unfinished000").slice(0, 12)}`,
+/** A VM disk folder of `node` as prune reads it: made on day `day`, `mib` big. */
+const vmFolder =
+  (node: string, mib: number) =>
+  (key: string | undefined, day: number, inUse = false) => ({
+    path: `/p/.bake/vm/${node}-${(key ?? "unfinished000").slice(0, 12)}`,
     key,
     created: `2026-12-0${day}T00:00:00.000Z`,
-    bytes: 512 * 2 ** 20,
+    bytes: mib * 2 ** 20,
     inUse,
   });
+
+test("prune keeps a vm disk with the current key, the newest `keep` and any a bake holds; removes unfinished ones", () => {
+  const disk = vmFolder("host", 512);
   const decisions = planVmRetention(
     "host",
     [
@@ -322,6 +334,144 @@ test("the boot copy that will carry the secrets: its folder 0700 and the disk 06
     process.umask(old);
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("debugfs requests for a link: its folders, then the link replacing whatever stood there", () => {
+  assert.equal(writeRequests([], {}, [{ path: "/etc/w/a@b.service", target: "/etc/a@.service" }]), [
+    "mkdir /etc",
+    "mkdir /etc/w",
+    "rm /etc/w/a@b.service",
+    "symlink /etc/w/a@b.service /etc/a@.service",
+  ]);
+});
+
+test("a disk written on the disk below: a qcow2 whose backing file is the stage below's, holding only the files written", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-overlay-"));
+  try {
+    const raw = path.join(dir, "base.raw");
+    await execa("truncate", ["-s", "64M", raw]);
+    await execa("mkfs.ext4", ["-q", "-F", raw]);
+    // The stage below holds data of its own (16 MiB that must not be copied into the disk above).
+    writeFileSync(path.join(dir, "below.bin"), randomBytes(16 << 20));
+    await execa("debugfs", ["-w", "-R", `write ${path.join(dir, "below.bin")} /below.bin`, raw]);
+    mkdirSync(path.join(dir, "app@host-1"));
+    mkdirSync(path.join(dir, "app-2"));
+    const below = path.join(dir, "app@host-1", "disk.qcow2");
+    await execa("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, below]);
+    const archive = path.join(dir, "release.tar");
+    writeFileSync(archive, Buffer.alloc(3 << 20, 7));
+    const out = path.join(dir, "app-2", "disk.qcow2");
+    await diskOnBelow(below, out, {
+      files: [
+        { path: "/var/lib/bake/preload/release.tar", from: archive, mode: 0o644 },
+        { path: "/etc/bake/services/p-app.json", content: "{}\n", mode: 0o644 },
+      ],
+      links: [
+        {
+          path: "/etc/systemd/system/multi-user.target.wants/bake-service@p-app.service",
+          target: "/etc/systemd/system/bake-service@.service",
+        },
+      ],
+    });
+    const info = JSON.parse((await execa("qemu-img", ["info", "--output=json", out])).stdout);
+    assert.is(info["backing-filename"], "../app@host-1/disk.qcow2", "named relative to its folder");
+    assert.is(info["backing-filename-format"], "qcow2");
+    assert.ok(statSync(out).size < 5 << 20, `${statSync(out).size} bytes: only what was written (3 MiB)`);
+    assert.not.ok(existsSync(`${out}.raw`), "no raw copy left");
+    // Read back through the chain, as a boot copy is made.
+    const back = path.join(dir, "back.raw");
+    await execa("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", out, back]);
+    await copyOut(back, "/var/lib/bake/preload/release.tar", path.join(dir, "out.tar"));
+    assert.ok(readFileSync(path.join(dir, "out.tar")).equals(readFileSync(archive)));
+    await copyOut(back, "/below.bin", path.join(dir, "below.out"));
+    assert.ok(
+      readFileSync(path.join(dir, "below.out")).equals(readFileSync(path.join(dir, "below.bin"))),
+      "the stage below's files",
+    );
+    assert.is(
+      await readLink(back, "/etc/systemd/system/multi-user.target.wants/bake-service@p-app.service"),
+      "/etc/systemd/system/bake-service@.service",
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the release stage as files: the archive and its record under the stage's name, each contract, each unit enabled", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "bake-release-files-"));
+  try {
+    const archive = path.join(dir, "preload.tar");
+    writeFileSync(archive, "");
+    const vars = {
+      bake_preload_name: "release",
+      bake_preload_images: [{ name: "app", ref: "p/app:0123456789ab", key: "k".repeat(64) }],
+      bake_services: [{ name: "p-app", create: { name: "p-app", Image: "p/app:0123456789ab" }, pass_env: ["TOKEN"] }],
+      bake_runtime_env: "/etc/bake/runtime.env",
+    } as unknown as AnsibleVars;
+    const { files, links } = releaseFiles(vars, archive);
+    assert.equal(
+      files.map((f) => [f.path, f.mode, "from" in f ? f.from : f.content]),
+      [
+        ["/var/lib/bake/preload/release.tar", 0o644, archive],
+        [
+          "/var/lib/bake/preload/release.json",
+          0o644,
+          '[\n    {\n        "key": "' +
+            "k".repeat(64) +
+            '",\n        "name": "app",\n        "ref": "p/app:0123456789ab"\n    }\n]\n',
+        ],
+        [
+          "/etc/bake/services/p-app.json",
+          0o644,
+          '{\n    "create": {\n        "Image": "p/app:0123456789ab",\n        "name": "p-app"\n    },\n    "pass_env": [\n        "TOKEN"\n    ],\n    "runtime_env": "/etc/bake/runtime.env"\n}\n',
+        ],
+      ],
+    );
+    assert.equal(links, [
+      {
+        path: "/etc/systemd/system/multi-user.target.wants/bake-service@p-app.service",
+        target: "/etc/systemd/system/bake-service@.service",
+      },
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the release stage's paths are the ones bake's roles use on every other target", () => {
+  const roles = path.join(ROOT, "ansible/bake/roles");
+  const preload = parseYaml(readFileSync(path.join(roles, "preload/defaults/main.yml"), "utf8"));
+  assert.is(preload.preload_dir, HOST_PATHS.preload);
+  const atBoot = readFileSync(path.join(roles, "service/tasks/at-boot.yml"), "utf8");
+  assert.ok(atBoot.includes(`dest: "${HOST_PATHS.services}/{{ item.name }}.json"`), atBoot);
+  assert.ok(atBoot.includes(`dest: ${HOST_PATHS.serviceUnit}`), atBoot);
+  assert.ok(atBoot.includes("WantedBy=multi-user.target"));
+});
+
+test("host stage disks: the current one and each one a kept disk stands on stay; the others go", () => {
+  const disk = vmFolder("host@host", 2048);
+  const decisions = planVmStageRetention(
+    "host@host",
+    [
+      disk("a".repeat(64), 1),
+      disk("b".repeat(64), 2),
+      disk("c".repeat(64), 3),
+      disk(undefined, 4),
+      disk("d".repeat(64), 5, true),
+    ],
+    new Map([["b".repeat(64), "0123456789ab"]]),
+    "c".repeat(64),
+  );
+  assert.equal(
+    decisions.map((d) => [d.key.slice(0, 1), d.action, d.reason]),
+    [
+      ["d", "keep", "a bake is using it (2048 MiB)"],
+      ["", "remove", "left by a bake that did not finish (2048 MiB)"],
+      ["c", "keep", "carries the current key"],
+      ["b", "keep", "the kept disk 0123456789ab stands on it"],
+      ["a", "remove", "no kept disk stands on it (2048 MiB)"],
+    ],
+  );
 });
 
 test.run();
