@@ -92,7 +92,6 @@ test.before(() => {
 
 test.after(async () => {
   await removeProject(project);
-  await removeProject(RELEASED);
 });
 
 /** What a boot test of the project left on the engine: containers and networks under a namespace. */
@@ -118,6 +117,22 @@ function filesUnder(root: string): string[] {
     .filter((e) => e.isFile())
     .map((e) => path.join(e.parentPath ?? (e as any).path, e.name))
     .filter((f) => statSync(f).size < 64 << 20);
+}
+
+/**
+ * Starts `bake <args>` in `cwd` and returns once its output shows `line` (or after `limit` ms),
+ * with the running child and what it printed so far.
+ */
+async function bakeUntil(cwd: string, args: string[], line: RegExp, limit: number, env: Record<string, string> = {}) {
+  const child = execa(process.execPath, [CLI, ...args], { cwd, env: testEnv(env), reject: false });
+  let seen = "";
+  child.stderr!.on("data", (d) => (seen += d));
+  const started = Date.now();
+  while (!line.test(seen) && child.exitCode === null && Date.now() - started < limit)
+    await new Promise((r) => setTimeout(r, 100));
+  assert.match(seen, line, seen.slice(-2000));
+  // Wrapped: an execa child is a promise, which an async function's caller would wait for.
+  return { child };
 }
 
 let first = { stdout: "", stderr: "" };
@@ -574,57 +589,67 @@ test("a change below the release (a playbook input) bakes the host stage again a
 });
 
 /**
- * The project of the variants that differ from each other in their services only (the health
- * check): the second one's bake reuses the first one's host stage.
+ * The pipeline under another project name (`<project>-<suffix>`), with a playbook of its own, for
+ * the bakes that fail or stop inside Packer.
  */
-const RELEASED = `${project}-rel`;
-
-function variant(suffix: string, options: { edit?: (yml: string) => string; task?: string } = {}): string {
-  const yml = PIPELINE.replace(
-    `project: ${project}`,
-    `project: ${suffix === "rel" ? RELEASED : `${project}-${suffix}`}`,
-  ).replace("    test: tests/host.goss.yaml\n", "");
+function variant(suffix: string, options: { task: string }): string {
+  const yml = PIPELINE.replace(`project: ${project}`, `project: ${project}-${suffix}`).replace(
+    "    test: tests/host.goss.yaml\n",
+    "",
+  );
   return tempTree({
     // Variants bake other playbooks: the main host's spec is not theirs.
-    "bake.yml": (options.edit ?? ((y: string) => y))(
-      options.task ? yml : yml.replace("    playbook: ansible/host.yml\n", ""),
-    ),
+    "bake.yml": yml,
     "app/Dockerfile": readFileSync(path.join(dir, "app/Dockerfile"), "utf8"),
     "host/Dockerfile": HOST_DOCKERFILE,
-    ...(options.task
-      ? { "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}` }
-      : {}),
+    "ansible/host.yml": `---\n- name: Variant host\n  hosts: all\n  tasks:\n${options.task}`,
   });
+}
+
+/**
+ * Runs `body` with the project's bake.yml edited (a change to a service's contract: the release
+ * stage bakes alone, on the host stage as it is), then puts it back.
+ */
+async function withContract<T>(edit: (yml: string) => string, body: () => Promise<T>): Promise<T> {
+  const file = path.join(dir, "bake.yml");
+  const original = readFileSync(file, "utf8");
+  writeFileSync(file, edit(original));
+  try {
+    return await body();
+  } finally {
+    writeFileSync(file, original);
+  }
 }
 
 test("a service that fails its health check fails the boot test: exit 1 naming it, nothing tagged, no container left", async () => {
   // The service prints its pass_env value before it fails its health check: the boot test shows
   // its last log lines, redacted like every other line bake shows or writes.
-  const failing = variant("rel", {
-    edit: (y) =>
+  const before = { tags: await amiTags(project), ami: manifest().amis.host };
+  const containersBefore = await containerCount(project);
+  const r = await withContract(
+    (y) =>
       y
         .replace("http: /,", "http: /missing,")
         .replace(
           'command: [python3, -m, http.server, "8080"]',
           () => 'command: [sh, -c, "echo token is $$APP_TOKEN; exec python3 -m http.server 8080"]',
         ),
-  });
-  const containersBefore = await containerCount(project);
-  const r = await bake(["ami", "host", "--target", "local"], { cwd: failing, env: { APP_TOKEN: SECRET } });
+    () => bake(["ami", "host", "--target", "local"], { cwd: dir, env: { APP_TOKEN: SECRET } }),
+  );
   assert.is(r.code, 1, r.stderr.slice(-3000));
+  assert.match(r.stderr, /host: stage host: \S+ has this key: reused/);
   assert.match(r.stderr, /error: host: boot test failed: service app\n/);
   assert.match(
     r.stderr,
     /service app: bake-service@[^ ]+-app\.service active[^\n]*container bake-boot-[0-9a-f]+-[^ ]+-app unhealthy/,
   );
-  assert.equal(await amiTags(RELEASED), [], "nothing tagged but the host stage");
+  assert.equal(await amiTags(project), before.tags, "nothing tagged");
   assert.is(await containerCountSettling(containersBefore, project), containersBefore, "no container left behind");
-  const manifestFile = path.join(failing, "bake-manifest.json");
-  assert.equal(existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, "utf8")).amis : {}, {});
+  assert.equal(manifest().amis.host, before.ami, "the manifest still records the AMI that passed");
   assert.not.ok(r.stderr.includes(SECRET), "the secret in no output");
   assert.match(r.stderr, /token is \*\*\*/, "the service's own line, redacted");
   assert.equal(
-    filesUnder(failing).filter((f) => readFileSync(f).includes(SECRET)),
+    filesUnder(dir).filter((f) => readFileSync(f).includes(SECRET)),
     [],
     "no log or file holds it",
   );
@@ -632,21 +657,18 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
 
 test("Ctrl-C during the boot test: exit 130, the host and its services removed, nothing tagged", async () => {
   // A health check whose first probe comes late: the interrupt lands while the test waits for it.
-  const slow = variant("rel", { edit: (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1") });
+  const tagsBefore = await amiTags(project);
   const containersBefore = await containerCount(project);
-  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], {
-    cwd: slow,
-    env: testEnv({ APP_TOKEN: SECRET }),
-    reject: false,
-  });
-  let seen = "";
-  child.stderr!.on("data", (d) => (seen += d));
-  const started = Date.now();
-  while (!/boot test: ok preload/.test(seen) && Date.now() - started < 300_000)
-    await new Promise((r) => setTimeout(r, 100));
-  assert.match(seen, /boot test: ok preload/);
-  child.kill("SIGINT");
-  const result = await child;
+  const result = await withContract(
+    (y) => y.replace("interval: 1, retries: 3", "interval: 120, retries: 1"),
+    async () => {
+      const { child } = await bakeUntil(dir, ["ami", "host", "--target", "local"], /boot test: ok preload/, 300_000, {
+        APP_TOKEN: SECRET,
+      });
+      child.kill("SIGINT");
+      return child;
+    },
+  );
   assert.is(result.exitCode, 130, String(result.stderr).slice(-2000));
   assert.not.match(String(result.stderr), /\n\s+at /);
   assert.is(
@@ -654,8 +676,8 @@ test("Ctrl-C during the boot test: exit 130, the host and its services removed, 
     containersBefore,
     "the host and its services are gone",
   );
-  assert.is((await bootTestLeft(RELEASED)).networks, 0);
-  assert.equal(await amiTags(RELEASED), [], "nothing tagged but the host stage");
+  assert.is((await bootTestLeft(project)).networks, 0);
+  assert.equal(await amiTags(project), tagsBefore, "nothing tagged");
 });
 
 test("a failed bake exits 1 naming the failure, tags nothing and leaves no manifest entry", async () => {
@@ -679,17 +701,9 @@ test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, 
     task: "    - name: Take a while\n      ansible.builtin.command: sleep 120\n      changed_when: false\n",
   });
   const containersBefore = await containerCount(project);
-  const child = execa(process.execPath, [CLI, "ami", "host", "--target", "local"], {
-    cwd: slow,
-    env: testEnv({ APP_TOKEN: SECRET }),
-    reject: false,
+  const { child } = await bakeUntil(slow, ["ami", "host", "--target", "local"], /TASK \[Take a while\]/, 240_000, {
+    APP_TOKEN: SECRET,
   });
-  let seen = "";
-  child.stderr!.on("data", (d) => (seen += d));
-  const started = Date.now();
-  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 240_000)
-    await new Promise((r) => setTimeout(r, 200));
-  assert.match(seen, /TASK \[Take a while\]/);
   const interrupted = Date.now();
   child.kill("SIGINT");
   const result = await child;
@@ -703,10 +717,10 @@ test("Ctrl-C during the Packer run: Packer cleans up, exit 130, nothing tagged, 
   await removeProject(`${project}-int`);
 });
 
-/** Two more AMIs on the same local host image, with playbooks of one quick task (and one slow task). */
+/** Two more AMIs on the same local host image, shipping no image, with playbooks of one quick task (and one slow task). */
 function quickAmis(): void {
   const ami = (name: string, playbook: string) =>
-    `  ${name}:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "unused-*" }\n    instance_type: t3.small\n    playbook: ${playbook}\n    preload: [base]\n    local: { image: hostimg }\n`;
+    `  ${name}:\n    builder: ebs\n    region: us-east-1\n    source: { owners: [self], name: "unused-*" }\n    instance_type: t3.small\n    playbook: ${playbook}\n    local: { image: hostimg }\n`;
   if (readFileSync(path.join(dir, "bake.yml"), "utf8").includes("  quick:")) return;
   appendFileSync(path.join(dir, "bake.yml"), ami("quick", "quick/site.yml") + ami("slow", "slow/site.yml"));
   const play = (task: string) => `- name: Quick host\n  hosts: all\n  gather_facts: false\n  tasks:\n${task}`;
@@ -770,17 +784,12 @@ test("two bakes of one AMI key at once: one bakes, the other waits for it and re
 
 test("a second signal stops bake at once and leaves no Packer or ansible-playbook running", async () => {
   quickAmis();
-  const child = execa(process.execPath, [CLI, "ami", "slow", "--target", "local", "--no-boot-test"], {
-    cwd: dir,
-    env: testEnv(),
-    reject: false,
-  });
-  let seen = "";
-  child.stderr!.on("data", (d) => (seen += d));
-  const started = Date.now();
-  while (!/TASK \[Take a while\]/.test(seen) && Date.now() - started < 180_000)
-    await new Promise((r) => setTimeout(r, 200));
-  assert.match(seen, /TASK \[Take a while\]/);
+  const { child } = await bakeUntil(
+    dir,
+    ["ami", "slow", "--target", "local", "--no-boot-test"],
+    /TASK \[Take a while\]/,
+    180_000,
+  );
   const folder = readdirSync(path.join(dir, ".bake/ami")).find((f) => f.startsWith("slow-"))!;
   child.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 300));
