@@ -67,8 +67,8 @@ export async function renderFolder(
   extra: { sourceAmi?: string; revision?: string },
   /** The target's own part of the template (targets/<name>.ts). */
   part: TargetTemplatePart,
-  /** A staged bake: the stage this folder bakes and, above the host stage, what it starts from (the stage below's result). */
-  staged?: { stage: Stage; startsFrom?: string },
+  /** A staged bake: the stage this folder bakes. */
+  staged?: { stage: Stage },
 ): Promise<RenderedFolder> {
   const version = await packer.version();
   const imageKeys = knownKeys(pipeline);
@@ -88,7 +88,6 @@ export async function renderFolder(
         inputs: pipeline.keys.get(ami.name)?.inputs,
         imageKeys,
         baseImageId:
-          staged?.startsFrom ??
           hostRecord?.id ??
           (host
             ? `${imageRepository(pipeline.config, host)}:${(imageKeys.get(host) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`

@@ -4,17 +4,19 @@
  * key; the boot test then boots it as a host (host/local-host.ts). A failed boot test leaves
  * nothing tagged.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { localAmiRepository, shortKey } from "../config/model.js";
 import { canonicalJson } from "../graph/keys.js";
-import { BakeError } from "../errors.js";
+import { BakeError, interruption } from "../errors.js";
 import { acquireLock, machineLock } from "../files/process-lock.js";
 import { stagesOn, stageTag, type Stage } from "../graph/stages.js";
 import type { Pipeline } from "../state/read.js";
 import type { AmiNode } from "../config/model.js";
 import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
-import { DOCKER_SOCKET_ENV, type TargetTemplatePart } from "../ami/context.js";
+import { DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE, type TargetTemplatePart } from "../ami/context.js";
+import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js";
+import { releaseContent } from "./release-stage.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
 import {
@@ -52,17 +54,10 @@ export const local: AmiTarget = {
 
   async render(pipeline, ami, dir, packer, extra) {
     const stages = stagesOn(ami, "local", pipeline.keys.get(ami.name));
-    if (!stages) return withStandin(await renderFolder(pipeline, ami, dir, packer, extra, localTemplate));
-    // Staged: the host stage in a folder of its own; the release stage starts from its image.
-    const [host, release] = stages;
-    withStandin(
-      await renderFolder(pipeline, ami, path.join(dir, HOST_STAGE_DIR), packer, extra, localTemplate, { stage: host }),
-    );
+    // Staged: Packer bakes the host stage alone, in a folder of its own; the release stage is written (release-stage.ts).
+    const at = stages ? path.join(dir, HOST_STAGE_DIR) : dir;
     return withStandin(
-      await renderFolder(pipeline, ami, dir, packer, extra, localTemplate, {
-        stage: release,
-        startsFrom: stageRef(pipeline, ami, host),
-      }),
+      await renderFolder(pipeline, ami, at, packer, extra, localTemplate, stages && { stage: stages[0] }),
     );
   },
 
@@ -74,17 +69,13 @@ export const local: AmiTarget = {
     let ids: string[];
     if (!stages) ids = await exportAndRunPacker(b, env);
     else {
-      const [host, release] = stages;
-      await bakeHostStage(b, host, env);
-      ids = await exportAndRunPacker(b, env, {
-        name: release.name,
-        folder: b.folder,
-        images: release.images,
-        below: host.images,
-      });
+      await bakeHostStage(b, stages[0], env);
+      ids = [await releaseOnHostStage(b, stages)];
     }
     const regions = { local: localImageId(ids) };
-    await keepPackagesOf(b, regions.local);
+    // A written release stage installs nothing: its package list is the host stage's.
+    if (!stages) await keepPackagesOf(b, regions.local);
+    else keepPackagesOfBelow(pipeline.config.dir, "local", stages[0], { name: ami.name, key: stages[1].key });
     const boot = run.bootTest
       ? await bootTestLocal(pipeline, ami, regions.local, docker, {
           engineSocket,
@@ -113,6 +104,8 @@ const LOCAL_VARIABLES = { sensitive: [{ name: "docker_socket", env: DOCKER_SOCKE
 export const localTemplate: TargetTemplatePart = (input) => {
   const { config, ami, stage } = input;
   return {
+    // A staged bake's release stage is written on the host stage's image: the host stage reads the package list.
+    readsPackages: true,
     sourcePartial: "docker",
     sourceRef: "source.docker.ami",
     ...LOCAL_VARIABLES,
@@ -123,18 +116,28 @@ export const localTemplate: TargetTemplatePart = (input) => {
     hostRunFlags: SYSTEMD_RUN_FLAGS,
     standinUnits: STANDIN_UNITS,
     engineSocket: ENGINE_SOCKET_IN_HOST,
-    dockerChanges: [
-      `LABEL bake.project=${config.project}`,
-      `LABEL bake.node=${stage?.node ?? ami.name}`,
-      `LABEL bake.key=${stage?.key ?? input.key ?? "unknown"}`,
-      `LABEL bake.inputs=${JSON.stringify(canonicalJson(stage?.inputs ?? input.inputs ?? {}))}`,
-      // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
-      "ENV container=docker",
-      'ENTRYPOINT [""]',
-      'CMD ["/sbin/init"]',
-    ],
+    dockerChanges: localImageChanges(
+      config.project,
+      stage?.node ?? ami.name,
+      stage?.key ?? input.key ?? "unknown",
+      stage?.inputs ?? input.inputs ?? {},
+    ),
   };
 };
+
+/** What a local AMI's image (or its host stage's) is committed with: bake's labels, and how it boots. */
+function localImageChanges(project: string, node: string, key: string, inputs: Record<string, string>): string[] {
+  return [
+    `LABEL bake.project=${project}`,
+    `LABEL bake.node=${node}`,
+    `LABEL bake.key=${key}`,
+    `LABEL bake.inputs=${JSON.stringify(canonicalJson(inputs))}`,
+    // Started as it was baked, the image boots: systemd as PID 1 (`docker commit` takes no STOPSIGNAL).
+    "ENV container=docker",
+    'ENTRYPOINT [""]',
+    'CMD ["/sbin/init"]',
+  ];
+}
 
 /** A stage's image: `<project>/<ami>:<stage>-<key12>`. */
 function stageRef(pipeline: Pipeline, ami: AmiNode, stage: Stage): string {
@@ -162,13 +165,45 @@ async function bakeHostStage(b: TargetBake, host: Stage, env: Record<string, str
       return;
     }
     const dir = path.join(run.dir, HOST_STAGE_DIR);
-    await exportAndRunPacker(b, env, {
-      name: host.name,
-      folder: { dir, hclFile: path.join(dir, "ami.pkr.hcl") },
-      images: host.images,
-    });
+    const ids = await exportAndRunPacker(b, env, { name: host.name, folder: b.folder, images: host.images });
+    await keepHostPackages(
+      pipeline.config.dir,
+      host.node,
+      "local",
+      host.key,
+      path.join(dir, HOST_PACKAGES_ARCHIVE),
+      localImageId(ids),
+    );
   } finally {
     await release();
+  }
+}
+
+/**
+ * The release stage written on the host stage's image, not provisioned (release-stage.ts): its
+ * files put into a container of that image (never started) and committed as a new layer, tagged
+ * as Packer tags an AMI image. The container and the archive go whatever happens.
+ */
+async function releaseOnHostStage(b: TargetBake, stages: [Stage, Stage]): Promise<string> {
+  const { pipeline, ami, run, docker } = b;
+  const [host, release] = stages;
+  const content = await releaseContent(b, stages);
+  let container: string | undefined;
+  try {
+    run.say("stage release: writing the release into an image on the host stage's");
+    container = await docker.createContainer({ Image: stageRef(pipeline, ami, host) });
+    await docker.putFiles(container, content.files, content.links);
+    if (run.signal.aborted) throw interruption(run.signal);
+    const id = await docker.commitContainer(container, {
+      repo: localAmiRepository(pipeline.config, ami.name),
+      tag: shortKey(release.key),
+      changes: localImageChanges(pipeline.config.project, ami.name, release.key, release.inputs),
+    });
+    run.say(`stage release: ${localAmiRepository(pipeline.config, ami.name)}:${shortKey(release.key)} (${id})`);
+    return id;
+  } finally {
+    if (container) await docker.removeContainer(container);
+    rmSync(content.archive, { force: true });
   }
 }
 

@@ -129,8 +129,6 @@ export interface StageRun {
   name: string;
   folder: RenderedFolder;
   images: string[];
-  /** The images of the stage below, whose layers the host already holds. */
-  below?: string[];
 }
 
 /**
@@ -146,7 +144,7 @@ export async function exportAndRunPacker(
   const folder = stage?.folder ?? b.folder;
   try {
     run.say(`${stage ? `stage ${stage.name}: ` : ""}exporting the shipped images`);
-    await exportImages(pipeline, ami, folder.dir, b.docker, run.signal, stage?.images, stage?.below);
+    await exportImages(pipeline, ami, folder.dir, b.docker, run.signal, stage?.images);
     run.say(`${stage ? `stage ${stage.name}: ` : ""}packer build ${folder.dir}`);
     return await runPacker(ami, folder, run.packer, {
       projectDir: pipeline.config.dir,

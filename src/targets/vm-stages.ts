@@ -1,37 +1,24 @@
 /**
  * The vm target in stages. Packer bakes the host stage, whose disk is kept once per key on this
  * machine under .bake/vm/<ami>@host-<key12>/ (with its kernel, initrd, key and package list). The
- * release stage is written, not booted: a qcow2 whose backing file is the host stage's disk,
- * holding what bake's release-stage provisioning leaves on every target (the release images'
- * archive with only the layers the host stage lacks and its record, each service's runtime
- * contract, its unit enabled at boot). The host's loader loads the archive at the first boot, as it
- * loads whatever a stage shipped and the engine lacks; the boot test boots that disk.
+ * release stage is written, not booted (release-stage.ts): a qcow2 whose backing file is the host
+ * stage's disk, holding the release's files. The host's loader loads its archive at the first
+ * boot; the boot test boots that disk.
  */
-import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { shortKey } from "../config/model.js";
-import { canonicalJson } from "../graph/keys.js";
 import type { Stage } from "../graph/stages.js";
 import { acquireLock, machineLock } from "../files/process-lock.js";
-import { knownKeys } from "../state/read.js";
 import { findVmDisk, VM_FILES, vmDir, writeVmRecord } from "../state/vm-record.js";
 import { diskOnBelow, keepBakedDisk, PACKER_DISK } from "../host/vm-disk.js";
 import { prepareVm } from "../host/vm-host.js";
 import { ACCELERATOR_ENV, chooseAccelerator, type AcceleratorChoice } from "../tools/qemu.js";
-import type { DiskFile, DiskLink } from "../tools/ext4.js";
 import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js";
-import { exportImages } from "../ami/bake-ami.js";
-import { ansibleVars, HOST_PACKAGES_ARCHIVE, PRELOAD_ARCHIVE, type AnsibleVars } from "../ami/context.js";
+import { HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
 import { BakeError } from "../errors.js";
 import { exportAndRunPacker, HOST_STAGE_DIR, type TargetBake } from "./target.js";
-
-/** Where bake's roles keep what a stage ships and each service's contract (ansible/bake/roles/*\/defaults). */
-export const HOST_PATHS = {
-  preload: "/var/lib/bake/preload",
-  services: "/etc/bake/services",
-  serviceUnit: "/etc/systemd/system/bake-service@.service",
-  wants: "/etc/systemd/system/multi-user.target.wants",
-} as const;
+import { releaseContent } from "./release-stage.js";
 
 /** The host stage's disk on this machine: found by its key, else baked by Packer and kept. One bake per stage key. */
 export async function vmHostStage(
@@ -103,58 +90,19 @@ export function releaseOnHostStage(
   belowDir: string,
 ): (dir: string) => Promise<void> {
   const { pipeline, ami, run } = b;
-  const [host, release] = stages;
+  const [host] = stages;
   return async (dir) => {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    run.say("stage release: exporting the release images (the layers the host stage lacks)");
-    await exportImages(pipeline, ami, run.dir, b.docker, run.signal, release.images, host.images);
-    const archive = path.join(run.dir, PRELOAD_ARCHIVE);
+    const release = await releaseContent(b, stages);
     try {
       run.say("stage release: writing the release into a disk on the host stage's");
-      const vars = ansibleVars(pipeline.config, ami, "vm", knownKeys(pipeline), release);
-      await diskOnBelow(
-        path.join(belowDir, VM_FILES.disk),
-        path.join(dir, VM_FILES.disk),
-        releaseFiles(vars, archive),
-        run.signal,
-      );
+      await diskOnBelow(path.join(belowDir, VM_FILES.disk), path.join(dir, VM_FILES.disk), release, run.signal);
     } finally {
-      rmSync(archive, { force: true });
+      rmSync(release.archive, { force: true });
     }
     for (const f of [VM_FILES.key, `${VM_FILES.key}.pub`]) copyFileSync(path.join(belowDir, f), path.join(dir, f));
-    if (!keepPackagesOfBelow(pipeline.config.dir, "vm", host, { name: ami.name, key: release.key }))
+    if (!keepPackagesOfBelow(pipeline.config.dir, "vm", host, { name: ami.name, key: stages[1].key }))
       throw new BakeError(`${ami.name}: the host stage ${shortKey(host.key)} has no package list kept: bake it again`);
   };
-}
-
-/** As Ansible's to_nice_json writes it: keys sorted, four spaces, a final newline. */
-function niceJson(value: unknown): string {
-  return `${JSON.stringify(JSON.parse(canonicalJson(value)), null, 4)}\n`;
-}
-
-/**
- * What bake's preload and service roles leave for a release stage (bake_stage: release), as files:
- * the archive and its record under the stage's name, each contract, each service's unit enabled.
- */
-export function releaseFiles(vars: AnsibleVars, archive: string): { files: DiskFile[]; links: DiskLink[] } {
-  if (!existsSync(archive)) throw new BakeError(`no release archive at ${archive}`);
-  const files: DiskFile[] = [
-    { path: `${HOST_PATHS.preload}/${vars.bake_preload_name}.tar`, from: archive, mode: 0o644 },
-    {
-      path: `${HOST_PATHS.preload}/${vars.bake_preload_name}.json`,
-      content: niceJson(vars.bake_preload_images),
-      mode: 0o644,
-    },
-    ...vars.bake_services.map((s) => ({
-      path: `${HOST_PATHS.services}/${s.name}.json`,
-      content: niceJson({ create: s.create, pass_env: s.pass_env, runtime_env: vars.bake_runtime_env }),
-      mode: 0o644,
-    })),
-  ];
-  const links = vars.bake_services.map((s) => ({
-    path: `${HOST_PATHS.wants}/bake-service@${s.name}.service`,
-    target: HOST_PATHS.serviceUnit,
-  }));
-  return { files, links };
 }

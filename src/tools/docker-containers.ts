@@ -1,4 +1,6 @@
 /** The Docker engine's containers and networks: what `bake up`, the host boot test and exec use. */
+import { createReadStream, statSync } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import type { EngineConnection } from "./docker-engine.js";
 
@@ -11,6 +13,9 @@ export interface ContainerRecord {
   labels: Record<string, string>;
   ports: { ip?: string; publicPort?: number; privatePort: number; type: string }[];
 }
+
+/** A file to put into a container: its content, or the local file that holds it (streamed). */
+export type ContainerFile = { path: string; mode: number } & ({ content: string | Buffer } | { from: string });
 
 /** The engine's verbs for networks and containers (part of DockerTool). */
 export interface ContainerVerbs {
@@ -33,7 +38,10 @@ export interface ContainerVerbs {
   /** Runs a command in a running container, streaming its output; returns its exit code. */
   exec(id: string, cmd: string[], write: (stream: "stdout" | "stderr", chunk: Buffer) => void): Promise<number>;
   /** Writes files into a container (created or running), from memory: nothing lands on this machine's disk. */
-  putFiles(id: string, files: { path: string; content: string | Buffer; mode: number }[]): Promise<void>;
+  /** Files (their content, or the local file that holds it) and symbolic links into a container, owned by root. */
+  putFiles(id: string, files: ContainerFile[], links?: { path: string; target: string }[]): Promise<void>;
+  /** The container's file system as a new image, tagged `repo:tag`, with Dockerfile-style `changes`; its id. */
+  commitContainer(id: string, to: { repo: string; tag: string; changes: string[] }): Promise<string>;
   /** Waits for a container to stop; returns its exit code. */
   waitContainer(id: string): Promise<number>;
 }
@@ -161,13 +169,32 @@ export function containerVerbs({ dockerode }: EngineConnection): ContainerVerbs 
       const { longDocker } = dockerode();
       return ((await longDocker.getContainer(id).wait()) as { StatusCode: number }).StatusCode;
     },
-    async putFiles(id, files) {
+    async putFiles(id, files, links = []) {
       const pack = tar.pack();
-      for (const f of files) pack.entry({ name: f.path.replace(/^\/+/, ""), mode: f.mode, uid: 0, gid: 0 }, f.content);
+      const name = (p: string) => p.replace(/^\/+/, "");
+      const sent = dockerode()
+        .docker.getContainer(id)
+        .putArchive(pack as unknown as NodeJS.ReadableStream, { path: "/" });
+      for (const f of files) {
+        const header = { name: name(f.path), mode: f.mode, uid: 0, gid: 0 };
+        if ("content" in f) pack.entry(header, f.content);
+        else
+          await pipeline(
+            createReadStream(f.from),
+            pack.entry({ ...header, size: statSync(f.from).size }) as unknown as NodeJS.WritableStream,
+          );
+      }
+      for (const l of links)
+        pack.entry({ name: name(l.path), type: "symlink", linkname: l.target, mode: 0o777, uid: 0, gid: 0 });
       pack.finalize();
-      const chunks: Buffer[] = [];
-      for await (const c of pack) chunks.push(c as Buffer);
-      await dockerode().docker.getContainer(id).putArchive(Buffer.concat(chunks), { path: "/" });
+      await sent;
+    },
+    async commitContainer(id, to) {
+      const { longDocker } = dockerode();
+      const made = (await longDocker.getContainer(id).commit({ repo: to.repo, tag: to.tag, changes: to.changes })) as {
+        Id: string;
+      };
+      return made.Id;
     },
   };
 }

@@ -270,7 +270,7 @@ test("a release-only change on the kept host stage: written in seconds, no Packe
       `app-host: stage host: .bake/vm/app-host@host-${hostStage.key.slice(0, 12)}/disk.qcow2 has this key: reused`,
     );
     assert.not.match(r.stderr, /packer build/, "no Packer run: the release stage is written, not booted");
-    assert.match(r.stderr, /app-host: boot test failed: service broken/);
+    assert.match(r.stderr, /app-host: boot test failed: [^\n]*\bservice broken\b/, r.stderr.slice(-4000));
     assert.match(r.stderr, /service broken: .*container [\w-]+-broken (running unhealthy|exited)/);
     assert.match(r.stderr, /bake-service@[\w-]+-broken\.service journal:\n[\s\S]*broken: started/);
     assert.match(r.stderr, /broken starts/, "the container's own log lines");

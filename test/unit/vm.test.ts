@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import { planVmRetention, planVmStageRetention } from "../../src/prune/plan.js";
 import { copyOut, readLink } from "../../src/tools/ext4.js";
 import { diskOnBelow } from "../../src/host/vm-disk.js";
-import { HOST_PATHS, releaseFiles } from "../../src/targets/vm-stages.js";
+import { HOST_PATHS, releaseFiles } from "../../src/targets/release-stage.js";
 import type { AnsibleVars } from "../../src/ami/context.js";
 import { parse as parseYaml } from "yaml";
 import { ROOT } from "../helpers/bake.js";
