@@ -1,7 +1,7 @@
 /** Registry credentials from the Docker config file: auths entries and credential helpers. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DOCKER_HUB, registryAuth, registryOf } from "../../src/tools/docker-credentials.js";
@@ -11,8 +11,13 @@ import { DOCKER_HUB, registryAuth, registryOf } from "../../src/tools/docker-cre
  * answers `get` for the registries in `answers` (stdout, exit code) and fails on any other call.
  * Every call is recorded in `calls`.
  */
+/** The config folders made here, removed when the file's tests end. */
+const made: string[] = [];
+test.after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 function dockerConfig(config: object, answers: Record<string, { out: string; code?: number }> = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-docker-config-"));
+  made.push(dir);
   writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
   const calls = path.join(dir, "calls");
   const cases = Object.entries(answers)
