@@ -19,14 +19,7 @@ import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js"
 import { releaseContent } from "./release-stage.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
-import {
-  exportAndRunPacker,
-  HOST_STAGE_DIR,
-  imagesOf,
-  keepPackagesOf,
-  type AmiTarget,
-  type TargetBake,
-} from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type TargetBake } from "./target.js";
 
 export const local: AmiTarget = {
   name: "local",
@@ -53,11 +46,10 @@ export const local: AmiTarget = {
   },
 
   async render(pipeline, ami, dir, packer, extra) {
+    // Staged: the folder is the host stage's, which Packer bakes; the release stage is written (release-stage.ts).
     const stages = stagesOn(ami, "local", pipeline.keys.get(ami.name));
-    // Staged: Packer bakes the host stage alone, in a folder of its own; the release stage is written (release-stage.ts).
-    const at = stages ? path.join(dir, HOST_STAGE_DIR) : dir;
     return withStandin(
-      await renderFolder(pipeline, ami, at, packer, extra, localTemplate, stages && { stage: stages[0] }),
+      await renderFolder(pipeline, ami, dir, packer, extra, localTemplate, stages && { stage: stages[0] }),
     );
   },
 
@@ -164,7 +156,7 @@ async function bakeHostStage(b: TargetBake, host: Stage, env: Record<string, str
       run.say(`stage host: ${ref} has this key: reused`);
       return;
     }
-    const dir = path.join(run.dir, HOST_STAGE_DIR);
+    const dir = b.folder.dir;
     const ids = await exportAndRunPacker(b, env, { name: host.name, folder: b.folder, images: host.images });
     await keepHostPackages(
       pipeline.config.dir,

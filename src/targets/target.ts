@@ -121,9 +121,6 @@ export function imagesOf(built: ImageResult[]): BakeOutcome["images"] {
   return Object.fromEntries(built.map((r) => [r.name, { key: r.key, id: r.id, tags: r.tags }]));
 }
 
-/** Where a staged bake renders its host stage: a folder inside the AMI's. */
-export const HOST_STAGE_DIR = "host-stage";
-
 /** One stage of a staged bake as a target runs it: its folder and the images it ships. */
 export interface StageRun {
   name: string;

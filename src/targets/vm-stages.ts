@@ -17,7 +17,7 @@ import { ACCELERATOR_ENV, chooseAccelerator, type AcceleratorChoice } from "../t
 import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js";
 import { HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
 import { BakeError } from "../errors.js";
-import { exportAndRunPacker, HOST_STAGE_DIR, type TargetBake } from "./target.js";
+import { exportAndRunPacker, type TargetBake } from "./target.js";
 import { releaseContent } from "./release-stage.js";
 
 /** The host stage's disk on this machine: found by its key, else baked by Packer and kept. One bake per stage key. */
@@ -44,7 +44,7 @@ export async function vmHostStage(
       run.say(`QEMU accelerator: ${accel.accelerator} (${accel.reason})`);
       return { dir: found.dir, accel };
     }
-    const work = path.join(run.dir, HOST_STAGE_DIR);
+    const work = b.folder.dir;
     const accel = await prepareVm(pipeline, ami, work, { step: run.say, line: run.say }, run.signal);
     try {
       await exportAndRunPacker(

@@ -17,7 +17,7 @@ import { ACCELERATOR_ENV, KERNEL_CMDLINE, type AcceleratorChoice } from "../tool
 import { stagesOn } from "../graph/stages.js";
 import type { TargetTemplatePart } from "../ami/context.js";
 import { generateKey } from "../tools/ssh.js";
-import { exportAndRunPacker, HOST_STAGE_DIR, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
+import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget } from "./target.js";
 import { releaseOnHostStage, vmHostStage } from "./vm-stages.js";
 
 export const vm: AmiTarget = {
@@ -40,12 +40,11 @@ export const vm: AmiTarget = {
   },
 
   async render(pipeline, ami, dir, packer, extra) {
-    // Staged: Packer bakes the host stage alone, in a folder of its own; the release stage is written (vm-stages.ts).
+    // Staged: the folder is the host stage's, which Packer bakes; the release stage is written (vm-stages.ts).
     const stages = stagesOn(ami, "vm", pipeline.keys.get(ami.name));
-    const at = stages ? path.join(dir, HOST_STAGE_DIR) : dir;
-    const folder = await renderFolder(pipeline, ami, at, packer, extra, vmTemplate, stages && { stage: stages[0] });
+    const folder = await renderFolder(pipeline, ami, dir, packer, extra, vmTemplate, stages && { stage: stages[0] });
     // The SSH key pair of this folder only: Packer logs in with it, and the disk the bake boots carries its public half.
-    await generateKey(path.join(at, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
+    await generateKey(path.join(dir, VM_FILES.key), `bake@${pipeline.config.project}-${ami.name}`);
     return folder;
   },
 
@@ -90,8 +89,7 @@ export const vm: AmiTarget = {
         boot,
       };
     } finally {
-      for (const at of [run.dir, path.join(run.dir, HOST_STAGE_DIR)])
-        keepSerialLog(path.join(at, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
+      keepSerialLog(path.join(run.dir, "serial.log"), run.logs.dir, `${ami.name}.packer-serial.log`);
       if (!run.lockLost?.aborted) rmSync(run.dir, { recursive: true, force: true });
     }
   },
