@@ -89,7 +89,8 @@ function withBrokenService(yml: string): string {
     "    run:",
     '      ports: ["8090:8090"]',
     '      command: ["sh", "-c", "echo broken starts; exec sleep 3600"]',
-    '      health: { cmd: ["sh", "-c", "echo no answer on 8090; exit 1"], interval: 1, retries: 2 }',
+    // One probe, five seconds in: a probe a second (an exec each, under TCG) starves the other services' probes.
+    '      health: { cmd: ["sh", "-c", "echo no answer on 8090; exit 1"], interval: 5, retries: 1 }',
     "",
   ].join("\n");
   return yml
