@@ -14,8 +14,8 @@ import { stagesOn, stageTag, type Stage } from "../graph/stages.js";
 import type { Pipeline } from "../state/read.js";
 import type { AmiNode } from "../config/model.js";
 import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
-import { DOCKER_SOCKET_ENV, HOST_PACKAGES_ARCHIVE, type TargetTemplatePart } from "../ami/context.js";
-import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js";
+import { DOCKER_SOCKET_ENV, type TargetTemplatePart } from "../ami/context.js";
+import { keepPackagesOfBelow } from "../sbom/host-packages.js";
 import { releaseContent } from "./release-stage.js";
 import { bootTestLocal, checkHostImage, checkLocalTarget } from "../host/local-host.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS, SYSTEMD_RUN_FLAGS } from "../host/standin.js";
@@ -156,16 +156,8 @@ async function bakeHostStage(b: TargetBake, host: Stage, env: Record<string, str
       run.say(`stage host: ${ref} has this key: reused`);
       return;
     }
-    const dir = b.folder.dir;
     const ids = await exportAndRunPacker(b, env, { name: host.name, folder: b.folder, images: host.images });
-    await keepHostPackages(
-      pipeline.config.dir,
-      host.node,
-      "local",
-      host.key,
-      path.join(dir, HOST_PACKAGES_ARCHIVE),
-      localImageId(ids),
-    );
+    await keepPackagesOf(b, localImageId(ids), host);
   } finally {
     await release();
   }

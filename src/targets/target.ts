@@ -10,6 +10,7 @@ import { rmSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import type { Target } from "../graph/keys.js";
+import type { Stage } from "../graph/stages.js";
 import type { PlanEntry } from "../plan/plan.js";
 import type { Pipeline, Tools } from "../state/read.js";
 import type { RunLogs } from "../state/logs.js";
@@ -158,14 +159,21 @@ export async function exportAndRunPacker(
   }
 }
 
-/** The host's package list Packer wrote into the folder, kept under the AMI's key with where it was read (`source`). */
-export async function keepPackagesOf(b: TargetBake, source: string): Promise<void> {
+/**
+ * The host's package list Packer wrote into the folder, kept under the AMI's key (or, for a host
+ * stage, the stage's node and key) with where it was read (`source`).
+ */
+export async function keepPackagesOf(
+  b: TargetBake,
+  source: string,
+  stage?: Pick<Stage, "node" | "key">,
+): Promise<void> {
   const { pipeline, ami, run } = b;
   await keepHostPackages(
     pipeline.config.dir,
-    ami.name,
+    stage?.node ?? ami.name,
     run.target,
-    run.key,
+    stage?.key ?? run.key,
     path.join(run.dir, HOST_PACKAGES_ARCHIVE),
     source,
   );

@@ -14,10 +14,9 @@ import { findVmDisk, VM_FILES, vmDir, writeVmRecord } from "../state/vm-record.j
 import { diskOnBelow, keepBakedDisk, PACKER_DISK } from "../host/vm-disk.js";
 import { prepareVm } from "../host/vm-host.js";
 import { ACCELERATOR_ENV, chooseAccelerator, type AcceleratorChoice } from "../tools/qemu.js";
-import { keepHostPackages, keepPackagesOfBelow } from "../sbom/host-packages.js";
-import { HOST_PACKAGES_ARCHIVE } from "../ami/context.js";
+import { keepPackagesOfBelow } from "../sbom/host-packages.js";
 import { BakeError } from "../errors.js";
-import { exportAndRunPacker, type TargetBake } from "./target.js";
+import { exportAndRunPacker, keepPackagesOf, type TargetBake } from "./target.js";
 import { releaseContent } from "./release-stage.js";
 
 /** The host stage's disk on this machine: found by its key, else baked by Packer and kept. One bake per stage key. */
@@ -56,14 +55,7 @@ export async function vmHostStage(
       rmSync(path.join(work, PACKER_DISK), { force: true });
     }
     const dir = vmDir(pipeline.config.dir, host.node, host.key);
-    await keepHostPackages(
-      pipeline.config.dir,
-      host.node,
-      "vm",
-      host.key,
-      path.join(work, HOST_PACKAGES_ARCHIVE),
-      `vm:${host.node}-${shortKey(host.key)}`,
-    );
+    await keepPackagesOf(b, `vm:${host.node}-${shortKey(host.key)}`, host);
     try {
       keepBakedDisk(path.join(work, "output", VM_FILES.disk), dir, work);
       for (const f of [VM_FILES.kernel, VM_FILES.initrd]) copyFileSync(path.join(work, f), path.join(dir, f));
