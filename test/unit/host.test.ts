@@ -3,12 +3,14 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { hostContainer, runtimeEnvFile } from "../../src/host/boot-test.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
-import { runtimeContract } from "../../src/runtime/contract.js";
+import { httpProbe, runtimeContract } from "../../src/runtime/contract.js";
 import { passEnvValues } from "../../src/up/services.js";
 import { UsageError } from "../../src/errors.js";
 import { execa } from "execa";
 import path from "node:path";
-import { hostname } from "node:os";
+import { createServer } from "node:http";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { ROOT, tempTree } from "../helpers/bake.js";
 
 test("the boot test's host: systemd as PID 1, unprivileged, no network of its own, the engine's socket where the host's engine would be", () => {
@@ -99,3 +101,43 @@ test("the host's agent reads the runtime env file by \\n lines only: other break
 });
 
 test.run();
+
+test("a service's HTTP health probe, run by a shell with python3 and neither wget nor curl (a minimal Debian image): a status below 400 is healthy, an error status or a closed port is not", async () => {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.headers.host}`);
+    const status = Number(/status=(\d+)/.exec(req.url ?? "")?.[1] ?? 200);
+    res.writeHead(status, status === 302 ? { location: "/elsewhere" } : {}).end("body");
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  // A PATH with a shell and python3 only, as in an image without wget or curl.
+  const bin = mkdtempSync(path.join(tmpdir(), "bake-probe-bin-"));
+  const python = (await execa("python3", ["-c", "import sys; print(sys.executable)"])).stdout;
+  symlinkSync(python, path.join(bin, "python3"));
+  symlinkSync("/bin/sh", path.join(bin, "sh"));
+  const probe = async (p: number, at: string) => {
+    const [kind, command] = httpProbe(p, at);
+    assert.is(kind, "CMD-SHELL");
+    return (await execa(path.join(bin, "sh"), ["-c", command], { env: { PATH: bin }, extendEnv: false, reject: false }))
+      .exitCode;
+  };
+  try {
+    assert.is(await probe(port, "/healthz"), 0);
+    assert.is(await probe(port, "/healthz?status=204"), 0);
+    assert.is(await probe(port, "/healthz?status=302"), 0);
+    assert.is(await probe(port, "/healthz?status=404"), 1);
+    assert.is(await probe(port, "/healthz?status=503"), 1);
+    assert.equal(seen.slice(0, 2), [`GET /healthz 127.0.0.1:${port}`, `GET /healthz?status=204 127.0.0.1:${port}`]);
+    const closed = await new Promise<number>((r) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => r(p));
+      });
+    });
+    assert.is(await probe(closed, "/healthz"), 1);
+  } finally {
+    server.close();
+    rmSync(bin, { recursive: true, force: true });
+  }
+});
