@@ -4,7 +4,7 @@ import pLimit from "p-limit";
 import type { AmiNode, BakeConfig, ImageNode, TestSpec } from "../config/model.js";
 import { contextDigest, hashFile, listContext, type ContextListing } from "./context-files.js";
 import { ansibleInputs } from "./playbook-inputs.js";
-import { ANSIBLE_INPUT, digestOf, type InputDigests } from "./keys.js";
+import { ANSIBLE_INPUT, ROOTFS_TIDY, digestOf, type InputDigests } from "./keys.js";
 import { readTemplates } from "./templates.js";
 import { ec2AmiToolsDigest, hostProvisioningDigest } from "./provisioning.js";
 import { vmDiskDigest } from "./vm-disk-spec.js";
@@ -95,8 +95,8 @@ export async function imageInputs(
   if (img.rootfs?.debootstrap)
     inputs.rootfs = digestOf(
       upstreamRelease
-        ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease }
-        : { debootstrap: img.rootfs.debootstrap },
+        ? { debootstrap: img.rootfs.debootstrap, release: upstreamRelease, tidy: ROOTFS_TIDY }
+        : { debootstrap: img.rootfs.debootstrap, tidy: ROOTFS_TIDY },
     );
   if (img.rootfs?.tar) inputs.rootfs = `tar:${await hashFile(img.rootfs.tar)}`;
   if (img.from) inputs.from = img.from;

@@ -11,6 +11,9 @@ export const KEY_VERSION = "bake-key-v1";
 /** The prefix of an AMI's input components that are files Ansible may read (playbook-inputs.ts). */
 export const ANSIBLE_INPUT = "ansible:";
 
+/** What bake removes from a debootstrap rootfs before it is imported (tools/debootstrap.ts tidyRootfs): part of its key. */
+export const ROOTFS_TIDY = "apt-caches-removed";
+
 /** Named digests of a node's own inputs (without its dependencies' keys). */
 export type InputDigests = Record<string, string>;
 

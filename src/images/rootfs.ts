@@ -9,7 +9,7 @@ import path from "node:path";
 import type { ImageNode } from "../config/model.js";
 import { BakeError } from "../errors.js";
 import { sha256 } from "../graph/context-files.js";
-import { debootstrap, packRootfs } from "../tools/debootstrap.js";
+import { debootstrap, packRootfs, tidyRootfs } from "../tools/debootstrap.js";
 import { LABEL, repositoryOf, type DockerTool } from "../tools/docker.js";
 import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
 
@@ -68,6 +68,7 @@ export async function baseParentId(
               onLine: report.line,
               signal,
             });
+            tidyRootfs(work);
             report.step("packing the rootfs");
             await packRootfs(work, partial, signal);
             renameSync(partial, tarFile);

@@ -1,5 +1,5 @@
 /** The only module that runs debootstrap (and tar, to pack the folder it fills). */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { DebootstrapSpec } from "../config/model.js";
@@ -45,6 +45,27 @@ export async function debootstrap(
     });
   } finally {
     if (home) rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What a debootstrap run leaves that no image needs, removed before the rootfs is packed, as
+ * Debian's own images do: the downloaded packages and apt's lists and caches (a third of a minbase
+ * rootfs with python3). An image installs packages after `apt-get update`, as on debian:bookworm.
+ * A change here changes ROOTFS_TIDY (graph/keys.ts), part of a debootstrap rootfs's key.
+ */
+export function tidyRootfs(dir: string): void {
+  const emptied: [string, (name: string) => boolean][] = [
+    ["var/cache/apt/archives", (f) => f.endsWith(".deb")],
+    ["var/cache/apt/archives/partial", () => true],
+    ["var/cache/apt", (f) => f.endsWith(".bin")],
+    ["var/lib/apt/lists", (f) => f !== "lock" && f !== "partial"],
+    ["var/lib/apt/lists/partial", () => true],
+  ];
+  for (const [folder, remove] of emptied) {
+    const at = path.join(dir, folder);
+    if (!existsSync(at)) continue;
+    for (const f of readdirSync(at)) if (remove(f)) rmSync(path.join(at, f), { recursive: true, force: true });
   }
 }
 

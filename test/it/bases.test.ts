@@ -105,6 +105,31 @@ images:
     "cat /four /etc/debian_version; python3 --version",
   ]);
   assert.match(stdout, /^4\n12\.\d+\nPython 3\.11\.\d+$/);
+  // What debootstrap downloaded and apt's lists are not in the base, as in Debian's own images.
+  const leftovers = await execa("docker", [
+    "run",
+    "--rm",
+    images.base.id,
+    "find",
+    "/var/cache/apt",
+    "/var/lib/apt/lists",
+    "-type",
+    "f",
+    "(",
+    "-name",
+    "*.deb",
+    "-o",
+    "-name",
+    "*.bin",
+    "-o",
+    "-name",
+    "*_InRelease",
+    "-o",
+    "-name",
+    "*_Packages*",
+    ")",
+  ]);
+  assert.is(leftovers.stdout, "");
   const again = await bake(["build", "--json"], { cwd: dir });
   assert.equal(
     Object.values(JSON.parse(again.stdout).images).map((i: any) => i.action),
