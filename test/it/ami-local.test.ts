@@ -52,8 +52,13 @@ amis:
     local: { image: hostimg }
     test: tests/host.goss.yaml
 `;
+/**
+ * The local host: systemd, and the engine's packages, as an engine-ready source AMI has them: bake's
+ * engine role finds them and skips apt (every host-stage bake here would install them again). The
+ * install from apt is the install test's, on bake's default host.
+ */
 const HOST_DOCKERFILE =
-  "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus >/dev/null && rm -rf /var/lib/apt/lists/*\n";
+  "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-sysv dbus docker.io apparmor >/dev/null && rm -rf /var/lib/apt/lists/*\n";
 
 test.before(() => {
   dir = tempTree({
@@ -222,6 +227,11 @@ test("the bake ran on a systemd host, and the image boots: no failed unit, the l
   assert.ok(
     order.every(([, i], n) => i >= 0 && (n === 0 || i > order[n - 1][1])),
     JSON.stringify(order),
+  );
+  // The host image has the engine's packages: apt is not asked.
+  assert.match(
+    first.stderr,
+    /TASK \[docker_host : Ask whether the engine's packages are installed\][\s\S]*?ok: \[default\][\s\S]*?TASK \[docker_host : Install the Docker engine\][^\n]*\n[^\n]*skipping: \[default\]/,
   );
   assert.not.ok(
     existsSync(path.join(dir, "ansible/roles/docker_host")) || existsSync(path.join(dir, "ansible/roles/preload")),
