@@ -28,7 +28,17 @@ await build({
   banner: { js: 'const __bakeModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
   // Loaded from node_modules when first used: the SDKs, with native or data files of their own.
   // The SBOM libraries too (src/sbom/sbom.ts loads them when it writes one).
-  external: ["dockerode", "@aws-sdk/*", "ajv", "@grpc/grpc-js", "protobufjs", "@cyclonedx/*", "packageurl-js"],
+  // Graphviz (WebAssembly, megabytes) only for `bake plan --format svg`.
+  external: [
+    "dockerode",
+    "@aws-sdk/*",
+    "ajv",
+    "@grpc/grpc-js",
+    "protobufjs",
+    "@cyclonedx/*",
+    "packageurl-js",
+    "@viz-js/viz",
+  ],
   plugins: [yargsCommonJs],
   legalComments: "none",
   // A third less to read and to check against the code cache on every start (a no-op build:

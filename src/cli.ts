@@ -109,6 +109,11 @@ export async function main(argv: string[]): Promise<number> {
             type: "boolean",
             default: false,
             describe: "print the nodes to build as a CI matrix (JSON), grouped by level",
+          })
+          .option("format", {
+            choices: ["table", "json", "dot", "mermaid", "svg"] as const,
+            describe:
+              "table (the default), json (as --json), or the graph as a picture: dot (Graphviz), mermaid (pastes into a GitHub comment) or svg (drawn offline)",
           }),
       async (args) => {
         const { planCommand } = await import("./commands/plan.js");
@@ -117,9 +122,11 @@ export async function main(argv: string[]): Promise<number> {
             file: args.file,
             nodes: (args.nodes as string[] | undefined) ?? [],
             target: args.target as Target,
-            json: args.json,
+            json: args.json || args.format === "json",
             pull: args.pull,
             matrix: args.matrix,
+            picture:
+              args.format === "dot" || args.format === "mermaid" || args.format === "svg" ? args.format : undefined,
           },
           tools,
           stdout,

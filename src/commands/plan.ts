@@ -3,6 +3,8 @@ import { shortKey } from "../config/model.js";
 import { readPipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { assemblePlan, type PlanEntry } from "../plan/plan.js";
+import { planPicture, type PictureFormat } from "../plan/picture.js";
+import { renderSvg } from "../tools/graphviz.js";
 
 export interface PlanOptions {
   file: string;
@@ -11,6 +13,8 @@ export interface PlanOptions {
   json: boolean;
   pull?: boolean;
   matrix?: boolean;
+  /** The graph as a picture (Graphviz DOT, Mermaid or SVG) instead of the table. */
+  picture?: PictureFormat;
 }
 
 export async function planCommand(
@@ -36,6 +40,7 @@ export async function planCommand(
         ),
       ),
     );
+  else if (options.picture) out(await planPicture(entries, options.picture, renderSvg));
   else if (options.json) out(planJson(entries, withheld));
   else
     out(

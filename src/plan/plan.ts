@@ -22,6 +22,8 @@ export interface PlanEntry {
   deps: string[];
   /** The image id or AMI id that makes this node cached. */
   existing?: string;
+  /** An AMI's shipped images (preload: and services:); its other dependency is the local host it starts from. */
+  ships?: string[];
   /** An AMI baked in stages (graph/stages.ts): each stage, bottom first; the last is the AMI itself. */
   stages?: StageEntry[];
 }
@@ -85,6 +87,7 @@ export function assemblePlan(
       layer: node.kind === "image" ? node.image.layer : "ami",
       key: k.key ?? null,
       deps: node.deps,
+      ...(node.kind === "ami" ? { ships: [...new Set([...node.ami.preload, ...node.ami.services])] } : {}),
     });
     if (k.key === undefined && "contextPending" in k && k.contextPending && state.images.ok)
       // Only a build defers (never `bake plan`): it reuses an image with the final key if one exists.

@@ -73,6 +73,28 @@ test("the human table names every node with its short key", async () => {
   assert.match(r.stdout, /target local: 4 build, 0 cached, 0 unknown/);
 });
 
+test("the graph as a picture: Mermaid text, Graphviz DOT, and an SVG drawn offline with an element per node and edge", async () => {
+  const keys = json((await bake(["plan", "--json", "--target", "local"], { cwd: dir })).stdout);
+  const mermaid = await bake(["plan", "--format", "mermaid", "--target", "local"], { cwd: dir });
+  assert.is(mermaid.code, 0, mermaid.stderr);
+  assert.match(mermaid.stdout, /^flowchart LR\n/);
+  for (const n of keys) assert.match(mermaid.stdout, `["${n.name}<br/>${n.key!.slice(0, 12)} · build<br/>`);
+  // base → svc → web, and into the AMI: base shipped and its host, web shipped.
+  assert.equal(mermaid.stdout.match(/^ {2}n\d+ (-->|-\. \w+ \.->) n\d+$/gm)?.length, 4);
+  const dot = await bake(["plan", "--format", "dot", "--target", "local"], { cwd: dir });
+  assert.match(
+    dot.stdout,
+    /^digraph bake \{[\s\S]*"svc" -> "web";[\s\S]*"web" -> "host" \[style=dashed, label="ships"\];\n\}$/,
+  );
+  const svg = await bake(["plan", "--format", "svg", "--target", "local"], { cwd: dir });
+  assert.is(svg.code, 0, svg.stderr);
+  assert.is((svg.stdout.match(/<g id="node\d+" class="node">/g) ?? []).length, keys.length);
+  assert.is((svg.stdout.match(/<g id="edge\d+" class="edge">/g) ?? []).length, 4);
+  const bad = await bake(["plan", "--format", "png"], { cwd: dir });
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /format/);
+});
+
 test("selected nodes come with their dependencies only", async () => {
   const r = await bake(["plan", "svc", "--json", "--target", "local"], { cwd: dir });
   assert.equal(
