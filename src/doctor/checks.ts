@@ -11,7 +11,7 @@ import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
 import type { Tools } from "../state/read.js";
 import { run } from "../tools/exec.js";
-import { describeDockerError } from "../tools/docker.js";
+import { describeDockerError, engineTransport } from "../tools/docker.js";
 import { dockerConfigFile, registryAuth } from "../tools/docker-credentials.js";
 import { probeRegistry } from "../tools/docker-registry.js";
 import { ec2Endpoint, NoCredentialsError } from "../tools/ec2.js";
@@ -84,13 +84,16 @@ async function checkDocker(tools: Tools): Promise<Check> {
     const docker = tools.docker();
     endpoint = docker.endpoint;
     const v = await docker.ping();
+    const transport = engineTransport();
     const builder = (await docker.canBuildKit())
       ? "builds through BuildKit with a session"
-      : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+, on a unix socket or plain tcp)";
+      : transport === "ssh" || transport === "other"
+        ? `builds through the classic builder: bake opens BuildKit sessions on a unix socket or tcp (with or without TLS), not over ${transport === "ssh" ? "ssh" : "this DOCKER_HOST"}`
+        : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+)";
     return {
       name: "docker engine",
       status: "ok",
-      detail: `${v.version} (API ${v.apiVersion}) at ${endpoint}; ${builder}`,
+      detail: `${v.version} (API ${v.apiVersion}) at ${endpoint} (${transport}); ${builder}`,
     };
   } catch (e) {
     return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };

@@ -10,7 +10,7 @@ import path from "node:path";
 import type { ImageNode } from "../config/model.js";
 import { KEY_TAG_LENGTH, imageRepository } from "../config/model.js";
 import { BakeError } from "../errors.js";
-import { LABEL, type DockerTool } from "../tools/docker.js";
+import { LABEL, engineTransport, type DockerTool } from "../tools/docker.js";
 import { contextTar, dockerfileOnlyTar } from "./context-tar.js";
 import { refuseClassic } from "./secrets.js";
 import { redact } from "../tools/exec.js";
@@ -163,6 +163,7 @@ async function buildWithSession(
   // A step that prints a secret (it should not) shows *** in the output and the log.
   const secretValues = [...(secrets?.values() ?? [])].map((s) => s.toString("utf8"));
   try {
+    report.line(`building through BuildKit with a session (${docker.endpoint}, ${engineTransport()})`);
     // Served only now: every file's digest is settled, and the engine tells content apart by it.
     const id = await docker.buildWithSession({
       ...request,

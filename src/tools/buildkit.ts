@@ -13,7 +13,8 @@
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import { createRequire } from "node:module";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
+import { TLSSocket } from "node:tls";
 import { diffCopy, type SessionDirs } from "./buildkit-files.js";
 
 /**
@@ -79,8 +80,8 @@ const codec = (type: any) => ({
 export class SessionRefusedError extends Error {}
 
 /**
- * Opens a session on the engine and serves `dirs` in it until closed. `target` is where plain
- * HTTP reaches the engine (a unix socket, or tcp); `sharedKey` names the files it keeps.
+ * Opens a session on the engine and serves `dirs` in it until closed. `target` is where bake's
+ * HTTP reaches the engine (a unix socket, tcp, or tcp over TLS); `sharedKey` names the files it keeps.
  */
 export async function openSession(
   target: http.RequestOptions,
@@ -92,8 +93,12 @@ export async function openSession(
   const id = randomUUID();
   const server = sessionServer(dirs, secrets);
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  const socket = await upgradeToSession(target, id, sharedKey);
-  injector.injectConnection(socket);
+  const upgraded = await upgradeToSession(target, id, sharedKey);
+  // Over TLS, HTTP/2 would read the TLS socket's native handle and lose what Node already read
+  // from it; as a plain stream, it reads everything in order.
+  const socket = upgraded instanceof TLSSocket ? Duplex.from({ readable: upgraded, writable: upgraded }) : upgraded;
+  if (socket !== upgraded) socket.on("close", () => upgraded.destroy());
+  injector.injectConnection(socket as any);
   return {
     id,
     close: () => {

@@ -4,11 +4,16 @@
  * streamed answers. What the engine's answers mean to bake (labels, records) lives here too.
  */
 import { createRequire } from "node:module";
+import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
+import { isIP } from "node:net";
+import { homedir } from "node:os";
+import path from "node:path";
+import tls from "node:tls";
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
 import type { InputDigests } from "../graph/keys.js";
-import { BakeError } from "../errors.js";
+import { BakeError, UsageError } from "../errors.js";
 import { JsonLines, type StreamMessage } from "./docker-stream.js";
 
 export const LABEL = {
@@ -45,15 +50,88 @@ export function dockerEndpoint(env = process.env): string {
   return env.DOCKER_HOST || "unix:///var/run/docker.sock";
 }
 
-/** Where plain HTTP reaches the engine (a unix socket, or tcp without TLS); undefined otherwise. */
+/** How the engine is reached: DOCKER_HOST's scheme, and TLS for tcp as the docker CLI decides it. */
+export type Transport = "unix" | "tcp" | "tcp+tls" | "ssh" | "other";
+
+/** TLS to a tcp engine, as the docker CLI reads it: DOCKER_TLS_VERIFY, DOCKER_TLS, DOCKER_CERT_PATH (default ~/.docker). */
+export interface EngineTls {
+  verify: boolean;
+  certPath: string;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+export function engineTls(env = process.env): EngineTls | undefined {
+  if (!env.DOCKER_TLS_VERIFY && !env.DOCKER_TLS && !env.DOCKER_CERT_PATH) return undefined;
+  const certPath = env.DOCKER_CERT_PATH || path.join(homedir(), ".docker");
+  const read = (f: string) => (existsSync(path.join(certPath, f)) ? readFileSync(path.join(certPath, f)) : undefined);
+  const verify = Boolean(env.DOCKER_TLS_VERIFY);
+  const files = { ca: read("ca.pem"), cert: read("cert.pem"), key: read("key.pem") };
+  if (verify && !files.ca)
+    throw new UsageError(
+      `DOCKER_TLS_VERIFY is set but ${path.join(certPath, "ca.pem")} does not exist: put the engine's CA certificate there, or point DOCKER_CERT_PATH at the folder holding ca.pem, cert.pem and key.pem`,
+    );
+  if (Boolean(files.cert) !== Boolean(files.key))
+    throw new UsageError(
+      `${certPath} holds ${files.cert ? "cert.pem without key.pem" : "key.pem without cert.pem"}: a client certificate needs both`,
+    );
+  return { verify, certPath, ...files };
+}
+
+export function engineTransport(env = process.env): Transport {
+  const host = dockerEndpoint(env);
+  if (host.startsWith("unix://")) return "unix";
+  if (host.startsWith("ssh://")) return "ssh";
+  if (host.startsWith("tcp://"))
+    return env.DOCKER_TLS_VERIFY || env.DOCKER_TLS || env.DOCKER_CERT_PATH ? "tcp+tls" : "tcp";
+  return "other";
+}
+
+/**
+ * Where bake's own HTTP reaches the engine (quick calls, build uploads, BuildKit sessions): a unix
+ * socket, plain tcp, or tcp over TLS (a connection made with the CLI's certificates, on which the
+ * same HTTP and its /session upgrade run); undefined for other transports (ssh).
+ */
 export function engineTarget(env = process.env): http.RequestOptions | undefined {
   const host = dockerEndpoint(env);
-  if (host.startsWith("unix://")) return { socketPath: host.slice("unix://".length) };
-  if (host.startsWith("tcp://") && env.DOCKER_TLS_VERIFY !== "1" && !env.DOCKER_CERT_PATH) {
-    const url = new URL(`http://${host.slice("tcp://".length)}`);
-    return { host: url.hostname, port: Number(url.port || 2375) };
-  }
-  return undefined;
+  const transport = engineTransport(env);
+  if (transport === "unix") return { socketPath: host.slice("unix://".length) };
+  if (transport !== "tcp" && transport !== "tcp+tls") return undefined;
+  const url = new URL(`http://${host.slice("tcp://".length)}`);
+  const hostname = url.hostname.replace(/^\[|\]$/g, "");
+  if (transport === "tcp") return { host: hostname, port: Number(url.port || 2375) };
+  const t = engineTls(env)!;
+  const port = Number(url.port || 2376);
+  return {
+    host: hostname,
+    port,
+    createConnection: () =>
+      tls.connect({
+        host: hostname,
+        port,
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key,
+        rejectUnauthorized: t.verify,
+        ...(isIP(hostname) ? {} : { servername: hostname }),
+      }),
+  };
+}
+
+/** dockerode's options for the engine DOCKER_HOST names, with the same TLS material as bake's own HTTP. */
+function dockerodeOptions(env = process.env): Docker.DockerOptions {
+  if (engineTransport(env) !== "tcp+tls") return {};
+  const url = new URL(`http://${dockerEndpoint(env).slice("tcp://".length)}`);
+  const t = engineTls(env)!;
+  return {
+    protocol: "https",
+    host: url.hostname.replace(/^\[|\]$/g, ""),
+    port: Number(url.port || 2376),
+    ca: t.ca,
+    cert: t.cert,
+    key: t.key,
+  } as Docker.DockerOptions;
 }
 
 /** dockerode is loaded on first connect: commands that fail before reaching the engine skip its cost. */
@@ -118,9 +196,10 @@ export function connectEngine(options: { timeoutMs?: number } = {}): EngineConne
     if (!loaded) {
       const Dockerode = loadDockerode();
       // Builds, pulls and pushes are long: no socket timeout on them.
+      const route = dockerodeOptions();
       loaded = {
-        docker: new Dockerode({ timeout: options.timeoutMs } as Docker.DockerOptions),
-        longDocker: new Dockerode(),
+        docker: new Dockerode({ ...route, timeout: options.timeoutMs } as Docker.DockerOptions),
+        longDocker: new Dockerode(route),
       };
     }
     return loaded;
@@ -192,9 +271,34 @@ export function repositoryOf(ref: string): string {
 }
 
 /** Explains an engine connection failure in one line. */
+/** What a TLS handshake's failure means, and what to fix. */
+const TLS_FAILURES: [RegExp, string][] = [
+  [
+    /SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_SIGNATURE_FAILURE/,
+    "the engine's certificate is not signed by ca.pem: put the engine's CA certificate in DOCKER_CERT_PATH",
+  ],
+  [
+    /ERR_TLS_CERT_ALTNAME_INVALID/,
+    "the engine's certificate does not name this host: use the name or address it names in DOCKER_HOST",
+  ],
+  [/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/, "the engine's certificate is not valid now: renew it"],
+  [
+    /CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|alert/i,
+    "the engine refused bake's client certificate: put a certificate the engine's CA signed in DOCKER_CERT_PATH (cert.pem, key.pem)",
+  ],
+];
+
 export function describeDockerError(error: unknown, endpoint: string): string {
   const e = error as { code?: string; message?: string };
-  if (e?.code === "ENOENT" || e?.code === "ECONNREFUSED") return `docker engine unreachable at ${endpoint} (${e.code})`;
+  const over = engineTransport() === "tcp+tls" && endpoint === dockerEndpoint() ? " over TLS" : "";
+  if (over) {
+    const said = `${e?.code ?? ""} ${e?.message ?? ""}`;
+    const found = TLS_FAILURES.find(([pattern]) => pattern.test(said));
+    if (found)
+      return `docker engine at ${endpoint}${over} (${engineTls()?.certPath}): ${found[1]} (${e?.code ?? e?.message})`;
+  }
+  if (e?.code === "ENOENT" || e?.code === "ECONNREFUSED")
+    return `docker engine unreachable at ${endpoint}${over} (${e.code})`;
   if (e?.code === "EACCES") return `no permission to use ${endpoint} (EACCES)`;
   return `docker engine at ${endpoint}: ${e?.message ?? String(error)}`;
 }

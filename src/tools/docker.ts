@@ -17,6 +17,8 @@ export {
   BuildStreamError,
   dockerEndpoint,
   engineTarget,
+  engineTransport,
+  engineTls,
   engineClient,
   loadDockerode,
   toRecord,

@@ -23,7 +23,7 @@ test("all services up: every check ok, exit 0", async () => {
   assert.match(r.stdout, /registry\s+127\.0\.0\.1:5000 answers/);
   assert.match(
     r.stdout,
-    /docker engine\s+\S+ \(API 1\.\d+\) at unix:\/\/\/var\/run\/docker\.sock; builds through BuildKit with a session$/m,
+    /docker engine\s+\S+ \(API 1\.\d+\) at unix:\/\/\/var\/run\/docker\.sock \(unix\); builds through BuildKit with a session$/m,
   );
   assert.match(r.stdout, /packer\s+1\.\d+\.\d+/);
   assert.match(r.stdout, /endpoint http:\/\/localhost:5001 answers in us-east-1/);

@@ -10,7 +10,8 @@ import { debootstrapArgs, packRootfsArgs } from "../../src/tools/debootstrap.js"
 import { stripCredentials } from "../../src/tools/git.js";
 import { basicAuth, netrcEntry, splitCredentials } from "../../src/config/url-credentials.js";
 import { parseConfig } from "../../src/config/load.js";
-import { buildQuery, engineTarget, repositoryOf } from "../../src/tools/docker.js";
+import { buildQuery, engineTarget, engineTls, engineTransport, repositoryOf } from "../../src/tools/docker.js";
+import { UsageError } from "../../src/errors.js";
 import { tempTree } from "../helpers/bake.js";
 
 test("JsonLines joins messages split across chunks", () => {
@@ -253,10 +254,38 @@ test("the build query: every tag, the hidden Dockerfile, args as JSON; labels an
   assert.equal(JSON.parse(params.get("labels")!), { a: "1" });
 });
 
-test("plain http reaches the engine over a unix socket or tcp without TLS, not otherwise", () => {
+test("bake's own HTTP reaches the engine over a unix socket, tcp, and tcp with TLS (the CLI's certificates); not over ssh", () => {
   assert.equal(engineTarget({}), { socketPath: "/var/run/docker.sock" });
   assert.equal(engineTarget({ DOCKER_HOST: "tcp://127.0.0.1:2375" }), { host: "127.0.0.1", port: 2375 });
-  assert.is(engineTarget({ DOCKER_HOST: "tcp://127.0.0.1:2376", DOCKER_TLS_VERIFY: "1" }), undefined);
+  assert.equal(
+    [
+      engineTransport({}),
+      engineTransport({ DOCKER_HOST: "tcp://h:2375" }),
+      engineTransport({ DOCKER_HOST: "ssh://u@h" }),
+    ],
+    ["unix", "tcp", "ssh"],
+  );
+  const certs = tempTree({ "ca.pem": "ca\n", "cert.pem": "cert\n", "key.pem": "key\n" });
+  const tlsEnv = { DOCKER_HOST: "tcp://127.0.0.1:2376", DOCKER_TLS_VERIFY: "1", DOCKER_CERT_PATH: certs };
+  assert.is(engineTransport(tlsEnv), "tcp+tls");
+  const target = engineTarget(tlsEnv)!;
+  assert.equal([target.host, target.port, typeof target.createConnection], ["127.0.0.1", 2376, "function"]);
+  assert.equal(
+    [engineTls(tlsEnv)!.verify, String(engineTls(tlsEnv)!.ca), String(engineTls(tlsEnv)!.cert)],
+    [true, "ca\n", "cert\n"],
+  );
+  // DOCKER_CERT_PATH alone: TLS without verifying the engine (the CLI's --tls).
+  assert.is(engineTls({ DOCKER_HOST: "tcp://h:2376", DOCKER_CERT_PATH: certs })!.verify, false);
+  // Verifying needs ca.pem; a client certificate needs its key.
+  const empty = tempTree({ "cert.pem": "cert\n" });
+  assert.throws(
+    () => engineTarget({ ...tlsEnv, DOCKER_CERT_PATH: empty }),
+    (e: Error) => e instanceof UsageError && /DOCKER_TLS_VERIFY is set but .*ca\.pem does not exist/.test(e.message),
+  );
+  assert.throws(
+    () => engineTls({ DOCKER_TLS: "1", DOCKER_CERT_PATH: empty }),
+    (e: Error) => e instanceof UsageError && /holds cert\.pem without key\.pem/.test(e.message),
+  );
   assert.is(engineTarget({ DOCKER_HOST: "ssh://builder@host" }), undefined);
 });
 

@@ -1,0 +1,219 @@
+/**
+ * The engine reached over TCP with TLS, as GitLab's docker:dind service and a remote engine are
+ * (DOCKER_HOST=tcp://…:2376, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): a TLS listener on 127.0.0.1 in
+ * front of the engine's socket, requiring a client certificate its CA signed, with certificates
+ * made here. Builds keep BuildKit with a session there (a build secret, a cache mount); a wrong
+ * CA or no client certificate stops bake with one line naming the transport and the fix.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
+import { connect, type Server } from "node:net";
+import path from "node:path";
+import tls from "node:tls";
+import { execa } from "execa";
+import { bake, tempDir, tempTree } from "../helpers/bake.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+
+const project = uniqueProject("tls");
+const TOKEN = `tls-secret-${process.pid}`;
+let dir = "";
+let certs = "";
+let server: Server | undefined;
+let port = 0;
+
+const openssl = (args: string[]) => execa("openssl", args, { cwd: certs });
+
+/** A CA, and a key with a certificate it signed (for `name`, with `ext` as its extensions). */
+async function signed(ca: string, name: string, subject: string, ext: string): Promise<void> {
+  writeFileSync(path.join(certs, `${name}.ext`), ext);
+  await openssl([
+    "req",
+    "-new",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    `${name}-key.pem`,
+    "-subj",
+    subject,
+    "-out",
+    `${name}.csr`,
+  ]);
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    `${ca}.pem`,
+    "-CAkey",
+    `${ca}-key.pem`,
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    `${name}.ext`,
+    "-out",
+    `${name}.pem`,
+  ]);
+}
+
+const newCa = (name: string) =>
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}`,
+    "-keyout",
+    `${name}-key.pem`,
+    "-out",
+    `${name}.pem`,
+  ]);
+
+/** A DOCKER_CERT_PATH folder as the docker CLI reads it: ca.pem, and cert.pem with key.pem when given. */
+function certPath(name: string, files: { ca: string; cert?: string }): string {
+  const folder = path.join(certs, name);
+  mkdirSync(folder);
+  copyFileSync(path.join(certs, `${files.ca}.pem`), path.join(folder, "ca.pem"));
+  if (files.cert) {
+    copyFileSync(path.join(certs, `${files.cert}.pem`), path.join(folder, "cert.pem"));
+    copyFileSync(path.join(certs, `${files.cert}-key.pem`), path.join(folder, "key.pem"));
+  }
+  return folder;
+}
+
+const overTls = (folder: string) => ({
+  DOCKER_HOST: `tcp://127.0.0.1:${port}`,
+  DOCKER_TLS_VERIFY: "1",
+  DOCKER_CERT_PATH: folder,
+  BUILD_TOKEN: TOKEN,
+});
+
+test.before(async () => {
+  certs = tempDir("bake-tls-");
+  await newCa("ca");
+  await newCa("other-ca");
+  await signed("ca", "server", "/CN=engine", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  await signed("ca", "client", "/CN=bake", "extendedKeyUsage=clientAuth\n");
+  // The engine's side: TLS with a client certificate required, then the engine's own socket.
+  server = tls
+    .createServer(
+      {
+        key: readFileSync(path.join(certs, "server-key.pem")),
+        cert: readFileSync(path.join(certs, "server.pem")),
+        ca: readFileSync(path.join(certs, "ca.pem")),
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (client) => {
+        const engine = connect("/var/run/docker.sock");
+        client.pipe(engine).pipe(client);
+        for (const s of [client, engine]) s.on("error", () => client.destroy());
+      },
+    )
+    .on("tlsClientError", () => undefined);
+  await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
+  port = (server.address() as { port: number }).port;
+  dir = tempTree({
+    "bake.yml": `project: ${project}
+images:
+  base: { rootfs: { tar: ${await busyboxRootfs()} } }
+  svc:
+    parent: base
+    dockerfile: svc/Dockerfile
+    secrets: { token: { env: BUILD_TOKEN } }
+`,
+    // A build secret and a cache mount: what the classic builder cannot do.
+    "svc/Dockerfile":
+      "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN --mount=type=secret,id=token wc -c < /run/secrets/token > /token.len\nRUN --mount=type=cache,target=/cache echo kept > /cache/run && ls /cache > /cache.seen\nCOPY tls.txt /\n",
+    "svc/tls.txt": "one\n",
+  });
+});
+
+test.after(async () => {
+  server?.close();
+  await removeProject(project);
+});
+
+test("over TCP with TLS and a client certificate: bake doctor names the transport; builds keep BuildKit with a session (a secret, a cache mount)", async () => {
+  const env = overTls(certPath("good", { ca: "ca", cert: "client" }));
+  const doctor = await bake(["doctor"], { cwd: dir, env });
+  assert.match(
+    doctor.stdout,
+    new RegExp(
+      `docker engine +[^\\n]* at tcp://127\\.0\\.0\\.1:${port} \\(tcp\\+tls\\); builds through BuildKit with a session`,
+    ),
+    doctor.stdout,
+  );
+  const r = await bake(["build", "--json"], { cwd: dir, env });
+  assert.is(r.code, 0, r.stderr);
+  const images = JSON.parse(r.stdout).images;
+  assert.equal([images.base.action, images.svc.action], ["built", "built"]);
+  const logs = path.join(dir, ".bake", "logs");
+  const run = readdirSync(logs).sort().pop()!;
+  assert.match(
+    readFileSync(path.join(logs, run, "svc.log"), "utf8"),
+    `building through BuildKit with a session (tcp://127.0.0.1:${port}, tcp+tls)`,
+  );
+  // The same engine, seen through its socket: the image, its key, the secret's length, no cache in the image.
+  const inspect = await docker.getImage(images.svc.id).inspect();
+  assert.is(inspect.Config.Labels["bake.key"], images.svc.key);
+  const { stdout } = await execa("docker", [
+    "run",
+    "--rm",
+    images.svc.id,
+    "sh",
+    "-c",
+    "cat /token.len /cache.seen /tls.txt; ls /cache | wc -l",
+  ]);
+  assert.equal(
+    stdout.split("\n").map((l) => l.trim()),
+    [String(TOKEN.length), "run", "one", "0"],
+  );
+  assert.not.match(r.stdout + r.stderr, TOKEN);
+  // Through the local socket the same graph is cached: the same keys, the same images.
+  const local = await bake(["build", "--json"], { cwd: dir, env: { BUILD_TOKEN: TOKEN } });
+  assert.is(local.code, 0, local.stderr);
+  assert.is(JSON.parse(local.stdout).images.svc.id, images.svc.id);
+  assert.is(JSON.parse(local.stdout).images.svc.action, "cached");
+});
+
+test("a CA that did not sign the engine's certificate, or no client certificate: one line naming TLS and what to fix; nothing built or tagged", async () => {
+  writeFileSync(path.join(dir, "svc/tls.txt"), "two\n");
+  const tagsBefore = (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}/svc`] }) }))
+    .flatMap((i) => i.RepoTags ?? [])
+    .sort();
+  const wrongCa = await bake(["build"], {
+    cwd: dir,
+    env: overTls(certPath("wrong-ca", { ca: "other-ca", cert: "client" })),
+  });
+  assert.is(wrongCa.code, 2, wrongCa.stderr);
+  assert.match(
+    wrongCa.stderr,
+    new RegExp(
+      `^error: docker engine at tcp://127\\.0\\.0\\.1:${port} over TLS \\([^)]*wrong-ca\\): the engine's certificate is not signed by ca\\.pem: put the engine's CA certificate in DOCKER_CERT_PATH`,
+    ),
+  );
+  assert.not.match(wrongCa.stderr, /\n\s+at /, "no stack trace");
+  const noCert = await bake(["build"], { cwd: dir, env: overTls(certPath("no-cert", { ca: "ca" })) });
+  assert.is(noCert.code, 2, noCert.stderr);
+  assert.match(
+    noCert.stderr,
+    /over TLS \([^)]*no-cert\): the engine refused bake's client certificate: put a certificate the engine's CA signed in DOCKER_CERT_PATH/,
+  );
+  const noCa = await bake(["build"], { cwd: dir, env: { ...overTls(path.join(certs, "missing")) } });
+  assert.is(noCa.code, 2, noCa.stderr);
+  assert.match(noCa.stderr, /DOCKER_TLS_VERIFY is set but [^\n]*missing\/ca\.pem does not exist/);
+  const tagsAfter = (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}/svc`] }) }))
+    .flatMap((i) => i.RepoTags ?? [])
+    .sort();
+  assert.equal(tagsAfter, tagsBefore, "nothing tagged");
+});
+
+test.run();
