@@ -19,7 +19,8 @@ const fast = process.argv.includes("--fast");
 // files cannot share is moto (its users reset it), so they stay in one lane. `make test`: the VM
 // file (mostly QEMU's time) starts on the second lane; once it ends, that lane takes files from the
 // end of the first lane's queue that neither use moto nor count the engine's unlabelled containers
-// (those run first on the first lane, beside the VM file alone). `make test-fast`: the files that
+// (those run first on the first lane, beside the VM file alone; the moto files next, so that the
+// queue ends with files either lane can take). `make test-fast`: the files that
 // use moto (they import test/helpers/moto) beside those that do not.
 const BESIDE = /^it\/ami-vm\.test\.js$/;
 // Files that count what the whole engine holds (BuildKit's records of the files sent to it):
@@ -55,11 +56,14 @@ const rest = jobs.filter((j) => !beside.includes(j) && !alone.includes(j));
 // The files that count unlabelled containers first, with only the VM file beside them: the second
 // lane takes other files once they have all ended.
 const counting = rest.filter((j) => !fast && countsContainers(j.suite, j.file));
-const inTurn = [...counting, ...rest.filter((j) => !counting.includes(j))];
+// Then the files that use moto (the first lane's alone), then the portable ones, which the second
+// lane takes from the end: the two lanes share the last files and end together.
+const portable = (j) => !usesMoto(j.suite, j.file) && !countsContainers(j.suite, j.file);
+const others = rest.filter((j) => !counting.includes(j));
+const inTurn = [...counting, ...others.filter((j) => !portable(j)), ...others.filter(portable)];
 let countingLeft = counting.length;
 let countingEnded = () => {};
 const countingOver = countingLeft ? new Promise((r) => (countingEnded = r)) : Promise.resolve();
-const portable = (j) => !usesMoto(j.suite, j.file) && !countsContainers(j.suite, j.file);
 await Promise.all([
   runLane(
     {
