@@ -800,11 +800,17 @@ test("a second signal stops bake at once and leaves no Packer or ansible-playboo
   );
   const folder = readdirSync(path.join(dir, ".bake/ami")).find((f) => f.startsWith("slow-"))!;
   child.kill("SIGTERM");
-  await new Promise((r) => setTimeout(r, 300));
+  // Soon after the first: given time, Packer's own interrupt handling can end it before the second
+  // signal arrives (seen in one clean-clone run at 300 ms), and there is nothing left to kill.
+  await new Promise((r) => setTimeout(r, 50));
   child.kill("SIGTERM");
   const result = await child;
   assert.is(result.exitCode, 130);
-  assert.match(String(result.stderr), /SIGTERM again: stopping at once \(killed 1 running tool/);
+  assert.match(
+    String(result.stderr),
+    /SIGTERM again: stopping at once \(killed 1 running tool/,
+    String(result.stderr).slice(-1500),
+  );
   await new Promise((r) => setTimeout(r, 500));
   const tools = (await execa("ps", ["-eo", "args"])).stdout
     .split("\n")
