@@ -129,9 +129,10 @@ images:
     dockerfile: svc/Dockerfile
     secrets: { token: { env: BUILD_TOKEN } }
 `,
-    // A build secret and a cache mount: what the classic builder cannot do.
-    "svc/Dockerfile":
-      "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN --mount=type=secret,id=token wc -c < /run/secrets/token > /token.len\nRUN --mount=type=cache,target=/cache echo kept > /cache/run && ls /cache > /cache.seen\nCOPY tls.txt /\n",
+    // A build secret and a cache mount: what the classic builder cannot do. A secret's value is not
+    // part of the engine's cache key, so the step names the project: an earlier run's layer (another
+    // token's length) is never reused. The cache mount is the project's own, for the same reason.
+    "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN --mount=type=secret,id=token echo ${project} && wc -c < /run/secrets/token > /token.len\nRUN --mount=type=cache,id=${project},target=/cache echo kept > /cache/run && ls /cache > /cache.seen\nCOPY tls.txt /\n`,
     "svc/tls.txt": "one\n",
   });
 });
