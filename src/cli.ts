@@ -18,7 +18,7 @@ import {
 import type { Tools } from "./state/read.js";
 import { TARGET_NAMES, type Target } from "./graph/keys.js";
 import { ALLOW_PATHS_ENV } from "./config/project-paths.js";
-import { connectDocker } from "./tools/docker.js";
+import { applyDockerContext, connectDocker } from "./tools/docker.js";
 import { connectEc2 } from "./tools/ec2.js";
 import { runForcedCleanups } from "./state/forced-cleanup.js";
 import { killProcessGroups } from "./tools/exec.js";
@@ -85,7 +85,14 @@ export async function main(argv: string[]): Promise<number> {
       array: true,
       describe: "a folder outside the project that bake.yml may name (also BAKE_ALLOW_PATHS, colon-separated)",
     })
+    .option("context", {
+      type: "string",
+      describe:
+        "the docker context whose engine builds run on (default: DOCKER_HOST, DOCKER_CONTEXT, then docker's current context)",
+    })
     .middleware((args) => {
+      // Once, before anything reaches the engine: a context becomes DOCKER_HOST and its TLS variables.
+      applyDockerContext(args.context as string | undefined);
       // The opt-in lives outside bake.yml, which a change under review could edit.
       const allowed = (args["allow-path"] as string[] | undefined) ?? [];
       if (allowed.length)

@@ -43,6 +43,12 @@ export class ConfigErrors extends BakeError {
 /** Bad flags or arguments on the command line. */
 export class UsageError extends BakeError {}
 
+/**
+ * The Docker engine could not be reached, or refused bake (TLS, ssh): the environment failed, not
+ * the command line or bake.yml (exit 1). The message names the transport and what to fix.
+ */
+export class EngineUnreachableError extends BakeError {}
+
 export class ToolFailedError extends BakeError {
   readonly tool: string;
   readonly exitCode?: number;

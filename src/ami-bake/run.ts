@@ -1,5 +1,5 @@
 /** An AMI's run, as `bake ami` and the nightly ask for it: build what it needs, bake it (or find it by key), tag, copy, share, manifest. */
-import { readPipeline, type Pipeline, type Tools } from "../state/read.js";
+import { readPipeline, requireEngine, type Pipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan, type PlanEntry } from "../plan/plan.js";
@@ -121,7 +121,7 @@ async function readAmiRun(
   await target.ready?.(pipeline, ami, tools);
   if (!keyResult.key)
     throw new UsageError(`${ami.name}: key unknown: ${(keyResult as { unknownBecause?: string }).unknownBecause}`);
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
+  requireEngine(pipeline);
   const plan = assemblePlan(pipeline.nodes, pipeline.keys, pipeline.state, options.target);
   target.needs(ami);
   const logs = new RunLogs(pipeline.config.dir);

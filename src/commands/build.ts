@@ -1,7 +1,7 @@
 /** `bake build`: build the container images (and their parents) the plan says to build. */
 import { existsSync } from "node:fs";
-import { readPipeline, type Tools } from "../state/read.js";
-import { UsageError } from "../errors.js";
+import { readPipeline, requireEngine, type Tools } from "../state/read.js";
+import { EngineUnreachableError, UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import type { ImageResult } from "../images/node-build.js";
 import { describeDockerError } from "../tools/docker.js";
@@ -37,10 +37,7 @@ export async function buildCommand(
   );
   if (options.push && !pipeline.config.registry)
     throw new UsageError(`--push needs a registry: set registry: in ${options.file} (or BAKE_REGISTRY)`);
-  if (!pipeline.state.images.ok)
-    throw new UsageError(
-      `${pipeline.state.images.reason}: start it with make services, or point DOCKER_HOST at an engine`,
-    );
+  requireEngine(pipeline);
   const plan = assemblePlan(
     pipeline.nodes.filter((n) => n.kind === "image"),
     pipeline.keys,
@@ -63,7 +60,7 @@ export async function buildCommand(
     });
   } catch (e) {
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT")
-      throw new UsageError(describeDockerError(e, docker.endpoint));
+      throw new EngineUnreachableError(describeDockerError(e, docker.endpoint));
     throw e;
   }
   const { results, contents } = build;

@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BakeError, UsageError } from "../errors.js";
 import type { Target } from "../graph/keys.js";
-import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/read.js";
+import { currentImage, readPipeline, requireEngine, type Pipeline, type Tools } from "../state/read.js";
 import { imagePackages } from "../sbom/packages.js";
 import { imageSubject } from "../sbom/record.js";
 import { amiSubject } from "../sbom/ami-record.js";
@@ -29,7 +29,7 @@ export async function sbomCommand(
   if (options.out && !existsSync(path.dirname(path.resolve(options.out))))
     throw new UsageError(`--out ${options.out}: the folder ${path.dirname(path.resolve(options.out))} does not exist`);
   const pipeline = await readPipeline({ file: options.file, target: options.target, nodes: [options.node] }, tools);
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
+  requireEngine(pipeline);
   const subject = await sbomSubject(pipeline, options.node, tools.docker());
   const text = renderSbom(subject, options.format);
   if (options.out) {

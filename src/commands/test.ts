@@ -1,6 +1,6 @@
 /** `bake test [nodes..] [--target local|vm]`: run the test: specs of what exists (images, local AMIs and VM disks), building nothing. */
 import path from "node:path";
-import { currentImage, readPipeline, type Pipeline, type Tools } from "../state/read.js";
+import { currentImage, readPipeline, requireEngine, type Pipeline, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import type { DockerTool } from "../tools/docker.js";
 import { gossBinary, requireGoss } from "../tools/goss.js";
@@ -42,7 +42,7 @@ export async function testCommand(
     { file: options.file, target: options.target ?? "local", nodes: options.nodes, everyImage: true },
     tools,
   );
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
+  requireEngine(pipeline);
   const selected = pipeline.nodes.filter((n) => (options.nodes.length ? options.nodes.includes(n.name) : true));
   const withTest = selected.filter((n) => (n.kind === "image" ? n.image.test : n.ami.test));
   const named = options.nodes.filter((n) => !withTest.some((w) => w.name === n));

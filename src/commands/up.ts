@@ -2,7 +2,7 @@
 import path from "node:path";
 import { PROVISIONING_DIR, PROVISIONING_PLAYBOOKS } from "../graph/provisioning.js";
 import { loadConfig } from "../config/load.js";
-import { knownKeys, readPipeline, type Tools } from "../state/read.js";
+import { knownKeys, readPipeline, requireEngine, type Tools } from "../state/read.js";
 import { UsageError } from "../errors.js";
 import { assemblePlan } from "../plan/plan.js";
 import { executeBuild } from "../images/execute.js";
@@ -44,7 +44,7 @@ export async function upCommand(
     { file: options.file, target: "local", nodes: releases, imagesOnly: true },
     tools,
   );
-  if (!pipeline.state.images.ok) throw new UsageError(`${pipeline.state.images.reason}: start it with make services`);
+  requireEngine(pipeline);
   const keys = knownKeys(pipeline);
   const services = servicesOf(pipeline.config, options.services, keys);
   // Secrets are checked before anything is built or started.

@@ -11,7 +11,7 @@ import { loadConfig } from "../config/load.js";
 import { ConfigError, ConfigErrors } from "../errors.js";
 import type { Tools } from "../state/read.js";
 import { run } from "../tools/exec.js";
-import { describeDockerError, engineTransport } from "../tools/docker.js";
+import { appliedContext, describeDockerError, engineTransport } from "../tools/docker.js";
 import { dockerConfigFile, registryAuth } from "../tools/docker-credentials.js";
 import { probeRegistry } from "../tools/docker-registry.js";
 import { ec2Endpoint, NoCredentialsError } from "../tools/ec2.js";
@@ -85,6 +85,7 @@ async function checkDocker(tools: Tools): Promise<Check> {
     endpoint = docker.endpoint;
     const v = await docker.ping();
     const transport = engineTransport();
+    const context = appliedContext();
     const builder = (await docker.canBuildKit())
       ? "builds through BuildKit with a session"
       : transport === "ssh" || transport === "other"
@@ -93,7 +94,7 @@ async function checkDocker(tools: Tools): Promise<Check> {
     return {
       name: "docker engine",
       status: "ok",
-      detail: `${v.version} (API ${v.apiVersion}) at ${endpoint} (${transport}); ${builder}`,
+      detail: `${v.version} (API ${v.apiVersion}) at ${endpoint} (${transport}${context ? `, docker context ${context}` : ""}); ${builder}`,
     };
   } catch (e) {
     return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };

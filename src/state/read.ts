@@ -5,7 +5,7 @@ import { loadConfig } from "../config/load.js";
 import { stagesOn } from "../graph/stages.js";
 import { findVmDisk } from "./vm-record.js";
 import { KEY_TAG_LENGTH, imageRepository, localAmiRepository, type BakeConfig } from "../config/model.js";
-import { UsageError } from "../errors.js";
+import { EngineUnreachableError, UsageError } from "../errors.js";
 import { readManifest } from "../state/manifest.js";
 import { buildGraph, selectWithDependencies, type Graph, type GraphNode } from "../graph/graph.js";
 import { readInputs } from "../graph/inputs.js";
@@ -191,6 +191,16 @@ function leaves(nodes: GraphNode[]): Set<string> {
   return new Set(nodes.filter((n) => n.kind === "image" && !parents.has(n.name)).map((n) => n.name));
 }
 
+/** Stops a command that needs the engine when it could not be reached: one line, exit 1. */
+export function requireEngine(pipeline: Pick<Pipeline, "state">): void {
+  const images = pipeline.state.images;
+  if (images.ok) return;
+  const hint = /unreachable/.test(images.reason)
+    ? ": start it with make services, or point DOCKER_HOST at an engine"
+    : "";
+  throw new EngineUnreachableError(`${images.reason}${hint}`);
+}
+
 async function engineReachable(tools: Tools): Promise<Known<true>> {
   let docker: DockerTool | undefined;
   try {
@@ -198,6 +208,8 @@ async function engineReachable(tools: Tools): Promise<Known<true>> {
     await docker.reachable();
     return { ok: true, value: true };
   } catch (e) {
+    // A TLS setting naming files that are not there is bad configuration, not an absent engine.
+    if (e instanceof UsageError) throw e;
     return { ok: false, reason: describeDockerError(e, docker?.endpoint ?? "DOCKER_HOST") };
   }
 }
@@ -240,6 +252,7 @@ async function readImages(
     }
     return { images: { ok: true, value: await docker.listBakeImages(config.project) }, listed: true };
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     return { images: { ok: false, reason: describeDockerError(e, docker.endpoint) }, listed: false };
   }
 }

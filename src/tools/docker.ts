@@ -26,6 +26,7 @@ export {
   describeDockerError,
   type BakeImageRecord,
 } from "./docker-engine.js";
+export { applyDockerContext, appliedContext } from "./docker-context.js";
 export type { ImageVerbs } from "./docker-images.js";
 export { buildQuery, type BuildRequest, type BuildVerbs, type SessionBuildRequest } from "./docker-builds.js";
 export type { ImageFileVerbs } from "./docker-image-files.js";

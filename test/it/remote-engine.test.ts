@@ -2,8 +2,9 @@
  * The engine reached over TCP with TLS, as GitLab's docker:dind service and a remote engine are
  * (DOCKER_HOST=tcp://…:2376, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): a TLS listener on 127.0.0.1 in
  * front of the engine's socket, requiring a client certificate its CA signed, with certificates
- * made here. Builds keep BuildKit with a session there (a build secret, a cache mount); a wrong
- * CA or no client certificate stops bake with one line naming the transport and the fix.
+ * made here. Builds keep BuildKit with a session there (a build secret, a cache mount), whether
+ * the engine is named by DOCKER_HOST or by a `docker context` the docker CLI made; a wrong CA or
+ * no client certificate stops bake (exit 1) with one line naming the transport and the fix.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -185,7 +186,57 @@ test("over TCP with TLS and a client certificate: bake doctor names the transpor
   assert.is(JSON.parse(local.stdout).images.svc.action, "cached");
 });
 
-test("a CA that did not sign the engine's certificate, or no client certificate: one line naming TLS and what to fix; nothing built or tagged", async () => {
+test("a docker context the docker CLI made names the same engine: --context, DOCKER_CONTEXT and the current context each reach it over TLS with a session", async () => {
+  const config = tempDir("bake-docker-config-");
+  const good = certPath("context", { ca: "ca", cert: "client" });
+  const cli = (args: string[]) => execa("docker", args, { env: { DOCKER_CONFIG: config, DOCKER_HOST: "" } });
+  await cli([
+    "context",
+    "create",
+    "tls-engine",
+    "--docker",
+    `host=tcp://127.0.0.1:${port},ca=${good}/ca.pem,cert=${good}/cert.pem,key=${good}/key.pem`,
+  ]);
+  // The reference tool reaches the engine through it.
+  assert.match(
+    (await cli(["--context", "tls-engine", "version", "--format", "{{.Server.APIVersion}}"])).stdout,
+    /^1\.\d+$/,
+  );
+  const env = { DOCKER_CONFIG: config, DOCKER_HOST: "", BUILD_TOKEN: TOKEN };
+  const doctor = await bake(["--context", "tls-engine", "doctor"], { cwd: dir, env });
+  assert.match(
+    doctor.stdout,
+    new RegExp(
+      `docker engine +[^\\n]* at tcp://127\\.0\\.0\\.1:${port} \\(tcp\\+tls, docker context tls-engine\\); builds through BuildKit with a session`,
+    ),
+    doctor.stdout,
+  );
+  writeFileSync(path.join(dir, "svc/tls.txt"), "context\n");
+  const r = await bake(["build", "--json"], { cwd: dir, env: { ...env, DOCKER_CONTEXT: "tls-engine" } });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(JSON.parse(r.stdout).images.svc.action, "built");
+  const logs = path.join(dir, ".bake", "logs");
+  const run = readdirSync(logs).sort().pop()!;
+  assert.match(
+    readFileSync(path.join(logs, run, "svc.log"), "utf8"),
+    `building through BuildKit with a session (tcp://127.0.0.1:${port}, tcp+tls)`,
+  );
+  // `docker context use`: bake follows the current context with nothing else set.
+  await cli(["context", "use", "tls-engine"]);
+  const current = await bake(["doctor"], { cwd: dir, env });
+  assert.match(current.stdout, /\(tcp\+tls, docker context tls-engine\); builds through BuildKit with a session/);
+  // DOCKER_HOST, set, wins over the current context, as in the CLI.
+  const overridden = await bake(["doctor"], { cwd: dir, env: { ...env, DOCKER_HOST: "unix:///var/run/docker.sock" } });
+  assert.match(overridden.stdout, /at unix:\/\/\/var\/run\/docker\.sock \(unix\); builds through BuildKit/);
+  const unknown = await bake(["--context", "nowhere", "build"], { cwd: dir, env });
+  assert.is(unknown.code, 2, unknown.stderr);
+  assert.match(
+    unknown.stderr,
+    /^error: docker context "nowhere" \(from --context\) does not exist: no [^\n]*meta\.json; `docker context ls`/,
+  );
+});
+
+test("a CA that did not sign the engine's certificate, or no client certificate: exit 1, one line naming TLS and what to fix; nothing built or tagged", async () => {
   writeFileSync(path.join(dir, "svc/tls.txt"), "two\n");
   const tagsBefore = (await docker.listImages({ filters: JSON.stringify({ reference: [`${project}/svc`] }) }))
     .flatMap((i) => i.RepoTags ?? [])
@@ -194,7 +245,7 @@ test("a CA that did not sign the engine's certificate, or no client certificate:
     cwd: dir,
     env: overTls(certPath("wrong-ca", { ca: "other-ca", cert: "client" })),
   });
-  assert.is(wrongCa.code, 2, wrongCa.stderr);
+  assert.is(wrongCa.code, 1, wrongCa.stderr);
   assert.match(
     wrongCa.stderr,
     new RegExp(
@@ -203,11 +254,12 @@ test("a CA that did not sign the engine's certificate, or no client certificate:
   );
   assert.not.match(wrongCa.stderr, /\n\s+at /, "no stack trace");
   const noCert = await bake(["build"], { cwd: dir, env: overTls(certPath("no-cert", { ca: "ca" })) });
-  assert.is(noCert.code, 2, noCert.stderr);
+  assert.is(noCert.code, 1, noCert.stderr);
   assert.match(
     noCert.stderr,
     /over TLS \([^)]*no-cert\): the engine refused bake's client certificate: put a certificate the engine's CA signed in DOCKER_CERT_PATH/,
   );
+  // A TLS setting that names no CA file is bad configuration, not a failed engine: exit 2.
   const noCa = await bake(["build"], { cwd: dir, env: { ...overTls(path.join(certs, "missing")) } });
   assert.is(noCa.code, 2, noCa.stderr);
   assert.match(noCa.stderr, /DOCKER_TLS_VERIFY is set but [^\n]*missing\/ca\.pem does not exist/);
