@@ -20,14 +20,25 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { withLabels } from "../src/images/context-tar.js";
 import { busyboxRootfs } from "../test/helpers/engine.js";
-import { env, generatedGraph, gibibyteOfFiles, median, mid, ratio, rawBuilds, seconds, type Node } from "./graph.js";
+import {
+  env,
+  generatedGraph,
+  gibibyteOfFiles,
+  median,
+  mid,
+  nodeStartWith,
+  ratio,
+  rawBuilds,
+  seconds,
+  type Node,
+} from "./graph.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = path.join(ROOT, "dist/src/bake.cjs");
 const quick = process.argv.includes("--quick");
 const onlyBig = process.argv.includes("--only-big");
 
-const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env });
+const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env, extendEnv: false });
 
 async function rootfsImageOf(dir: string, node: string): Promise<string> {
   // The imported rootfs bake made for this base, so both sides start from the same image.
@@ -90,6 +101,11 @@ if (!onlyBig) {
   say(
     `no-op, reference graph (4 images): bake ${refBake.toFixed(2)} s, docker build warm ${refRaw.toFixed(2)} s, ratio ${ratio(refBake, refRaw)} (target <= 0.6x)`,
   );
+  const nodeStart = await nodeStartWith();
+  if (process.env.NODE_EXTRA_CA_CERTS)
+    say(
+      `  (bake ran without NODE_EXTRA_CA_CERTS, which this machine sets: a bare node starts in ${nodeStart.bench.toFixed(2)} s without it, ${nodeStart.given.toFixed(2)} s with it)`,
+    );
 
   // --- generated 20-node graph
   const graph = generatedGraph(rootfsTar);
@@ -171,7 +187,7 @@ if (!quick) {
   ).stdout.trim();
   const timed = async (cmd: string[], cwd: string) => {
     changeDockerfile();
-    const r = await execa("/usr/bin/time", ["-f", "%M %e", ...cmd], { cwd, env, reject: true });
+    const r = await execa("/usr/bin/time", ["-f", "%M %e", ...cmd], { cwd, env, extendEnv: false, reject: true });
     const [kb, s] = r.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
     return { mb: kb / 1024, s };
   };

@@ -8,13 +8,28 @@ import { ROOT } from "../test/helpers/bake.js";
 /**
  * The docker CLI here has no buildx: the raw side is the classic builder, as it falls back to.
  * The benchmarks' pipelines name the busybox rootfs the tests share, outside each project.
+ *
+ * NODE_EXTRA_CA_CERTS is left out: some of these machines set it to the system's whole CA bundle,
+ * which Node reads and parses before any script runs (a bare `node -e ''` took 100 ms with it
+ * and 25 ms without, on one machine). That is a cost of the machine's setup to every Node
+ * process, not of bake's path, and the docker CLI on the other side does not pay it; the bench
+ * prints what it is on the machine it ran on (nodeStartWith below). Every run given this env
+ * passes `extendEnv: false`: execa otherwise merges process.env back in, variable and all.
  */
-export const env = {
+export const env: NodeJS.ProcessEnv = {
   ...process.env,
   CI: "true",
   DOCKER_BUILDKIT: "0",
   BAKE_ALLOW_PATHS: path.join(ROOT, ".bake", "test-cache"),
 };
+delete env.NODE_EXTRA_CA_CERTS;
+
+/** How long a bare `node -e ''` takes with the environment as given and as the bench runs bake (median of 5). */
+export async function nodeStartWith(): Promise<{ given: number; bench: number }> {
+  const start = (e: NodeJS.ProcessEnv) =>
+    median(5, () => execa(process.execPath, ["-e", ""], { env: e, extendEnv: false }));
+  return { given: await start(process.env), bench: await start(env) };
+}
 
 export const seconds = async (fn: () => Promise<unknown>): Promise<number> => {
   const t = process.hrtime.bigint();
@@ -65,7 +80,7 @@ export async function rawBuilds(
         tag,
         n.context,
       ],
-      { env },
+      { env, extendEnv: false },
     );
     ids.set(n.name, stdout.trim().split("\n").at(-1)!);
   }
