@@ -88,8 +88,8 @@ async function checkDocker(tools: Tools): Promise<Check> {
     const context = appliedContext();
     const builder = (await docker.canBuildKit())
       ? "builds through BuildKit with a session"
-      : transport === "ssh" || transport === "other"
-        ? `builds through the classic builder: bake opens BuildKit sessions on a unix socket or tcp (with or without TLS), not over ${transport === "ssh" ? "ssh" : "this DOCKER_HOST"}`
+      : transport === "other"
+        ? "builds through the classic builder: bake opens BuildKit sessions on unix://, tcp:// (with or without TLS) and ssh://, not on this DOCKER_HOST"
         : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+)";
     return {
       name: "docker engine",
@@ -97,7 +97,12 @@ async function checkDocker(tools: Tools): Promise<Check> {
       detail: `${v.version} (API ${v.apiVersion}) at ${endpoint} (${transport}${context ? `, docker context ${context}` : ""}); ${builder}`,
     };
   } catch (e) {
-    return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix: "make services" };
+    // The local engine is started with make services; a remote one's line above says what to fix.
+    const fix =
+      engineTransport() === "unix"
+        ? "make services"
+        : "see above; bake doctor --context NAME or DOCKER_HOST names another engine";
+    return { name: "docker engine", status: "fail", detail: describeDockerError(e, endpoint), fix };
   }
 }
 

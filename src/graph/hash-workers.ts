@@ -3,8 +3,12 @@
  * big context does not queue behind the one JavaScript thread — and so that it can run while
  * that thread streams the same files to the engine.
  */
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+import type { Worker as WorkerType } from "node:worker_threads";
+
+/** Loaded when a file is large enough to hash on a worker: a no-op run does not load worker_threads. */
+const workerClass = (): typeof WorkerType => createRequire(import.meta.url)("node:worker_threads").Worker;
 
 // Inline source: the CLI ships as one bundled file, so the worker has no module of its own.
 const WORKER_SOURCE = `
@@ -49,6 +53,7 @@ export async function hashOnWorkers(
     shareOut(files, threads).map(
       (paths) =>
         new Promise<void>((resolve, reject) => {
+          const Worker = workerClass();
           const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { files: paths } });
           worker.on("message", (m: { file: string; digest?: string; error?: string }) => {
             if (m.error) {

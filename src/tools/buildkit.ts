@@ -14,7 +14,6 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import { createRequire } from "node:module";
 import { Duplex } from "node:stream";
-import { TLSSocket } from "node:tls";
 import { diffCopy, type SessionDirs } from "./buildkit-files.js";
 
 /**
@@ -96,7 +95,9 @@ export async function openSession(
   const upgraded = await upgradeToSession(target, id, sharedKey);
   // Over TLS, HTTP/2 would read the TLS socket's native handle and lose what Node already read
   // from it; as a plain stream, it reads everything in order.
-  const socket = upgraded instanceof TLSSocket ? Duplex.from({ readable: upgraded, writable: upgraded }) : upgraded;
+  const socket = (upgraded as { encrypted?: boolean }).encrypted
+    ? Duplex.from({ readable: upgraded, writable: upgraded })
+    : upgraded;
   if (socket !== upgraded) socket.on("close", () => upgraded.destroy());
   injector.injectConnection(socket as any);
   return {
@@ -177,6 +178,7 @@ function upgradeToSession(target: http.RequestOptions, id: string, sharedKey: st
       method: "POST",
       path: "/session",
       headers: {
+        ...(target.headers as Record<string, string> | undefined),
         Connection: "Upgrade",
         Upgrade: "h2c",
         "X-Docker-Expose-Session-Uuid": id,

@@ -67,7 +67,13 @@ function uploadTar(
 ): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { ...target, method: "POST", path: apiPath, headers: { "Content-Type": "application/x-tar" }, signal },
+      {
+        ...target,
+        method: "POST",
+        path: apiPath,
+        headers: { ...target.headers, "Content-Type": "application/x-tar" },
+        signal,
+      },
       (res) => {
         if (res.statusCode === 200) return resolve(res);
         let text = "";

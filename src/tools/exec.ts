@@ -274,3 +274,58 @@ export async function start(
     },
   };
 }
+
+/** A process whose stdin and stdout are one byte stream (ssh running `docker system dial-stdio`). */
+export interface PipedProcess {
+  stdin: NodeJS.WritableStream;
+  stdout: NodeJS.ReadableStream;
+  /** Settles when the process has ended, with what it printed on stderr last. */
+  exited: Promise<{ exitCode?: number; signal?: string; stderrTail: string }>;
+  /** Ends it (SIGTERM to its process group); a no-op once it ended. */
+  kill(): void;
+}
+
+/**
+ * Starts a process whose stdin and stdout carry a stream, in a process group of its own (a forced
+ * stop of bake kills it with the rest). Its stderr is kept, redacted, for the error it explains.
+ */
+export async function startPiped(
+  file: string,
+  args: string[],
+  options: { secrets?: string[] } = {},
+): Promise<PipedProcess> {
+  const { execa } = await import("execa");
+  const child = execa(file, args, {
+    reject: false,
+    detached: true,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    buffer: false,
+    encoding: "buffer",
+  });
+  const tail: string[] = [];
+  child.stderr?.on("data", lineCollector(options.secrets ?? [], tail, undefined)("stderr"));
+  const pid = child.pid;
+  if (pid) liveGroups.add(pid);
+  let ended = false;
+  const exited = child.then((r) => {
+    ended = true;
+    if (pid) liveGroups.delete(pid);
+    if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
+    return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
+  });
+  return {
+    stdin: child.stdin!,
+    stdout: child.stdout!,
+    exited,
+    kill: () => {
+      if (ended || !pid) return;
+      try {
+        process.kill(-pid, "SIGTERM");
+      } catch {
+        /* already gone */
+      }
+    },
+  };
+}

@@ -7,7 +7,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
   DescribeImagesCommand,
@@ -19,7 +19,7 @@ import {
 import { execa } from "execa";
 import { createHash } from "node:crypto";
 import { bake, CLI, ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js";
-import { docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
 import { bootHostKey } from "../../src/host/vm-host.js";
@@ -117,6 +117,7 @@ test.after(async () => {
       .remove({ force: true })
       .catch(() => undefined);
   await removeProject(project);
+  await removeProject(`${project}-ssh`);
 });
 
 const ssh = () => ({ ...motoEnv, BAKE_SSH_HOST: "127.0.0.1", BAKE_SSH_PORT: sshPort, BAKE_EC2_POLL_MS: "200" });
@@ -380,6 +381,86 @@ test("SSH pinned to a host key bake made refuses an sshd with another key before
   } finally {
     rmSync(boot, { recursive: true, force: true });
   }
+});
+
+test("the engine over ssh:// (the stand-in's sshd, whose docker CLI reaches this engine): builds keep BuildKit with a session; a refused key or no sshd is exit 1 naming ssh and the fix, nothing tagged", async () => {
+  // The user's ssh configuration, as ~/.ssh/config would hold it: a key, and this host's key taken
+  // on first use. A wrapper first on PATH stands for it; bake runs `ssh` as the docker CLI does.
+  const home = tempDir("bake-ssh-engine-");
+  const key = path.join(home, "id_ed25519");
+  await generateKey(key, "bake-ssh-engine");
+  writeFileSync(
+    path.join(home, "config"),
+    `Host *\n  IdentityFile ${key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n`,
+  );
+  mkdirSync(path.join(home, "bin"));
+  writeFileSync(path.join(home, "bin", "ssh"), `#!/bin/sh\nexec /usr/bin/ssh -F ${home}/config "$@"\n`, {
+    mode: 0o755,
+  });
+  const PATH = `${path.join(home, "bin")}:${process.env.PATH}`;
+  const token = `over-ssh-${project}`;
+  const dir = tempTree({
+    "bake.yml": `project: ${project}-ssh\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc:\n    parent: base\n    dockerfile: svc/Dockerfile\n    secrets: { token: { env: SSH_TOKEN } }\n`,
+    "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN --mount=type=secret,id=token echo ${project} && wc -c < /run/secrets/token > /token.len\nRUN --mount=type=cache,id=${project}-ssh,target=/cache echo kept > /cache/run && ls /cache > /cache.seen\nCOPY ssh.txt /\n`,
+    "svc/ssh.txt": "over ssh\n",
+  });
+  const host = `ssh://root@127.0.0.1:${sshPort}`;
+  // FORCE_COLOR (set by the test runner) beside NO_COLOR makes Node warn on stderr's first line.
+  const env = { DOCKER_HOST: host, PATH, SSH_TOKEN: token, FORCE_COLOR: undefined };
+  const doctor = await bake(["doctor"], { cwd: dir, env });
+  assert.match(
+    doctor.stdout,
+    new RegExp(
+      `docker engine +[^\\n]* at ssh://root@127\\.0\\.0\\.1:${sshPort} \\(ssh\\); builds through BuildKit with a session`,
+    ),
+    doctor.stdout,
+  );
+  const r = await bake(["build", "--json"], { cwd: dir, env });
+  assert.is(r.code, 0, r.stderr);
+  const images = JSON.parse(r.stdout).images;
+  assert.equal([images.base.action, images.svc.action], ["built", "built"]);
+  const logs = path.join(dir, ".bake", "logs");
+  assert.match(
+    readFileSync(path.join(logs, readdirSync(logs).sort().pop()!, "svc.log"), "utf8"),
+    `building through BuildKit with a session (${host}, ssh)`,
+  );
+  // The same engine through its socket: the image and its key; the secret reached the step, not the image.
+  assert.is((await docker.getImage(images.svc.id).inspect()).Config.Labels["bake.key"], images.svc.key);
+  const seen = await execa("docker", ["run", "--rm", images.svc.id, "sh", "-c", "cat /token.len /cache.seen /ssh.txt"]);
+  assert.equal(
+    seen.stdout.split("\n").map((l) => l.trim()),
+    [String(token.length), "run", "over ssh"],
+  );
+  assert.not.match(r.stdout + r.stderr, token);
+  // Refused and unreachable: one line naming ssh and what to fix; nothing built or tagged.
+  writeFileSync(path.join(dir, "svc/ssh.txt"), "changed\n");
+  const tags = async () =>
+    (await docker.listImages({ filters: JSON.stringify({ label: [`bake.project=${project}-ssh`] }) }))
+      .flatMap((i) => i.RepoTags ?? [])
+      .sort();
+  const before = await tags();
+  const refused = await bake(["build"], {
+    cwd: dir,
+    env: { ...env, DOCKER_HOST: `ssh://nobody-here@127.0.0.1:${sshPort}` },
+  });
+  assert.is(refused.code, 1, refused.stderr);
+  assert.match(
+    refused.stderr,
+    new RegExp(
+      `^error: docker engine at ssh://nobody-here@127\\.0\\.0\\.1:${sshPort} over ssh: the ssh server refused bake's key: add the public key to the user's authorized_keys there, or load the key into ssh-agent \\(ssh: [^\\n]*Permission denied`,
+    ),
+    refused.stderr,
+  );
+  const closed = await bake(["build"], { cwd: dir, env: { ...env, DOCKER_HOST: "ssh://root@127.0.0.1:1" } });
+  assert.is(closed.code, 1, closed.stderr);
+  assert.match(
+    closed.stderr,
+    /^error: docker engine at ssh:\/\/root@127\.0\.0\.1:1 over ssh: ssh could not connect: check the host and port in DOCKER_HOST/,
+    closed.stderr,
+  );
+  for (const run of [refused, closed]) assert.not.match(run.stderr, /\n\s+at /, "no stack trace");
+  assert.equal(await tags(), before, "nothing tagged");
+  rmSync(home, { recursive: true, force: true });
 });
 
 test.run();

@@ -2,6 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import path from "node:path";
+import { statSync } from "node:fs";
 import tar from "tar-stream";
 import { BuildProgress, JsonLines, pushDigest, streamError } from "../../src/tools/docker-stream.js";
 import { contextTar, SENT_DOCKERFILE, withLabels } from "../../src/images/context-tar.js";
@@ -254,8 +255,8 @@ test("the build query: every tag, the hidden Dockerfile, args as JSON; labels an
   assert.equal(JSON.parse(params.get("labels")!), { a: "1" });
 });
 
-test("bake's own HTTP reaches the engine over a unix socket, tcp, and tcp with TLS (the CLI's certificates); not over ssh", () => {
-  assert.equal(engineTarget({}), { socketPath: "/var/run/docker.sock" });
+test("bake's own HTTP reaches the engine over a unix socket, tcp, tcp with TLS (the CLI's certificates), and ssh (a private socket standing for it)", () => {
+  assert.equal(engineTarget({}), { socketPath: "/var/run/docker.sock", headers: { Host: "api.moby.localhost" } });
   assert.equal(engineTarget({ DOCKER_HOST: "tcp://127.0.0.1:2375" }), { host: "127.0.0.1", port: 2375 });
   assert.equal(
     [
@@ -286,7 +287,11 @@ test("bake's own HTTP reaches the engine over a unix socket, tcp, and tcp with T
     () => engineTls({ DOCKER_TLS: "1", DOCKER_CERT_PATH: empty }),
     (e: Error) => e instanceof UsageError && /holds cert\.pem without key\.pem/.test(e.message),
   );
-  assert.is(engineTarget({ DOCKER_HOST: "ssh://builder@host" }), undefined);
+  const ssh = engineTarget({ DOCKER_HOST: "ssh://builder@host" })!;
+  assert.match(ssh.socketPath!, /\/bake-ssh-[^/]+\/engine\.sock$/);
+  assert.is((statSync(path.dirname(ssh.socketPath!)).mode & 0o777).toString(8), "700", "a folder only this user opens");
+  assert.ok(statSync(ssh.socketPath!).isSocket(), "bound before engineTarget returns");
+  assert.is(engineTarget({ DOCKER_HOST: "npipe:////./pipe/docker_engine" }), undefined);
 });
 
 test("repositoryOf strips tags and digests, not registry ports", () => {
