@@ -8,7 +8,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 debs=(docker.io docker-registry packer ansible python3-docker debootstrap busybox-static ansible-lint shellcheck yamllint curl
-  qemu-system-x86 qemu-utils e2fsprogs openssh-client)
+  qemu-system-x86 qemu-utils e2fsprogs openssh-client chromium)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

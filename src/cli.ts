@@ -278,6 +278,15 @@ export async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
+      "report [run]",
+      "a run's report (report.html beside its logs), drawn again from its record: the latest run, or the one named; --json prints the record",
+      (y) => y.positional("run", { type: "string", describe: "a run's folder name under .bake/logs" }),
+      async (args) => {
+        const { reportCommand } = await import("./commands/report.js");
+        reportCommand({ file: args.file, run: args.run as string | undefined, json: args.json }, stdout);
+      },
+    )
+    .command(
       "verify <node>",
       "recompute the node's key from the working tree and check it against its provenance statement, its image's labels and the manifest",
       (y) =>

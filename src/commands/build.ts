@@ -1,7 +1,9 @@
 /** `bake build`: build the container images (and their parents) the plan says to build. */
 import { existsSync } from "node:fs";
 import { readPipeline, requireEngine, type Tools } from "../state/read.js";
-import { EngineUnreachableError, UsageError } from "../errors.js";
+import { BuildFailedError, EngineUnreachableError, exitCodeFor, UsageError } from "../errors.js";
+import { RunLogs } from "../state/logs.js";
+import { reportRun } from "../report/write.js";
 import { assemblePlan } from "../plan/plan.js";
 import type { ImageResult } from "../images/node-build.js";
 import { describeDockerError } from "../tools/docker.js";
@@ -48,7 +50,24 @@ export async function buildCommand(
   if (unknown.length) throw new UsageError(`cannot build ${unknown.map((e) => `${e.name} (${e.reason})`).join(", ")}`);
 
   const docker = tools.docker();
+  const logs = new RunLogs(pipeline.config.dir);
+  const started = new Date();
+  const built: ImageResult[] = [];
+  // The run's record and report beside its logs, whichever way it ends.
+  const report = (exit: number, contents: ImageContents[], failure?: unknown) =>
+    reportRun({
+      folder: logs.dir,
+      run: logs.runId,
+      command: "build",
+      project: pipeline.config.project,
+      started,
+      exit,
+      plan,
+      results: built.map((r) => ({ ...r, packages: contents.find((c) => c.name === r.name)?.packages })),
+      failures: failure instanceof BuildFailedError ? [failure] : [],
+    });
   let build: RecordedBuild;
+  let failedContents: ImageContents[] = [];
   try {
     build = await buildAndRecord(pipeline, plan, docker, {
       noCache: options.noCache,
@@ -57,8 +76,13 @@ export async function buildCommand(
       tags: options.tags,
       signal: options.signal,
       plain: Boolean(process.env.CI) || !process.stderr.isTTY,
+      logs,
+      onImage: (r) => built.push(r),
+      onFailure: (c) => (failedContents = c),
     });
   } catch (e) {
+    const reported = report(exitCodeFor(e), failedContents, e);
+    if (reported) err(`report: ${reported}`);
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT")
       throw new EngineUnreachableError(describeDockerError(e, docker.endpoint));
     throw e;
@@ -68,6 +92,8 @@ export async function buildCommand(
     .map((a) => `${results.filter((r) => r.action === a).length} ${a}`)
     .join(", ");
   err(existsSync(build.logsDir) ? `${counts}; logs in ${build.logsDir}` : counts);
+  const reported = report(0, contents);
+  if (reported) err(`report: ${reported}`);
   out(describeResults(results, contents, options.json));
   return results;
 }

@@ -24,9 +24,13 @@ export interface RecordedBuild {
   skipped: string[];
 }
 
-export interface RecordedBuildOptions extends Omit<BuildOptions, "onImage" | "onPartial"> {
+export interface RecordedBuildOptions extends Omit<BuildOptions, "onPartial"> {
   /** Record what did build when some nodes fail, and return their failures instead of throwing. */
   keepGoing?: boolean;
+  /** The run's log folder, when the caller keeps more of the run beside the logs (its report). */
+  logs?: RunLogs;
+  /** On a failed run (not interrupted), before it throws: the contents of the images that did build. */
+  onFailure?: (contents: ImageContents[]) => void;
 }
 
 export async function buildAndRecord(
@@ -35,27 +39,34 @@ export async function buildAndRecord(
   docker: DockerTool,
   options: RecordedBuildOptions,
 ): Promise<RecordedBuild> {
-  const logs = new RunLogs(pipeline.config.dir);
+  const logs = options.logs ?? new RunLogs(pipeline.config.dir);
   const startedOn = new Date().toISOString();
   const out: RecordedBuild = { results: [], contents: [], logsDir: logs.dir, failures: [], skipped: [] };
   try {
     const replaced = await imagesReplaced(docker, pipeline.config.project, plan);
     // Each image's contents are read as it is built, beside the builds still running.
     const describer = imageDescriber(pipeline, docker, replaced);
+    const built: ImageResult[] = [];
+    const run = () => ({ id: logs.runId, startedOn, finishedOn: new Date().toISOString() });
     try {
       out.results = await executeBuild(pipeline, plan, docker, () => gitInfo(pipeline.config.dir), logs, {
         ...options,
-        onImage: describer.add,
+        onImage: (r) => {
+          built.push(r);
+          options.onImage?.(r);
+          describer.add(r);
+        },
         onPartial: (p) => Object.assign(out, { results: p.built, failures: p.failures, skipped: p.skipped }),
       });
     } catch (e) {
-      if (!options.keepGoing || !out.failures.length || options.signal.aborted) throw e;
+      if (!options.keepGoing || !out.failures.length || options.signal.aborted) {
+        // What did build is described for the run's report; the manifest keeps no failed run.
+        if (options.onFailure && !options.signal.aborted)
+          options.onFailure(await describer.describe(built, run()).catch(() => []));
+        throw e;
+      }
     }
-    out.contents = await describer.describe(out.results, {
-      id: logs.runId,
-      startedOn,
-      finishedOn: new Date().toISOString(),
-    });
+    out.contents = await describer.describe(out.results, run());
   } finally {
     await logs.close();
   }

@@ -20,7 +20,7 @@ const LAYERS: string[][] = [
   ["state"],
   ["images", "host"],
   ["sbom"],
-  ["ami", "image-build"],
+  ["ami", "image-build", "report"],
   ["targets"],
   ["ami-bake"],
   ["prune", "doctor"],
