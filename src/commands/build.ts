@@ -54,8 +54,8 @@ export async function buildCommand(
   const started = new Date();
   const built: ImageResult[] = [];
   // The run's record and report beside its logs, whichever way it ends.
-  const report = (exit: number, contents: ImageContents[], failure?: unknown) =>
-    reportRun({
+  const report = (exit: number, contents: ImageContents[], failure?: unknown) => {
+    const r = reportRun({
       folder: logs.dir,
       run: logs.runId,
       command: "build",
@@ -66,6 +66,9 @@ export async function buildCommand(
       results: built.map((r) => ({ ...r, packages: contents.find((c) => c.name === r.name)?.packages })),
       failures: failure instanceof BuildFailedError ? [failure] : [],
     });
+    if (r.report) err(`report: ${r.report}`);
+    if (r.unwritten) err(`warning: ${r.unwritten}`);
+  };
   let build: RecordedBuild;
   let failedContents: ImageContents[] = [];
   try {
@@ -81,8 +84,7 @@ export async function buildCommand(
       onFailure: (c) => (failedContents = c),
     });
   } catch (e) {
-    const reported = report(exitCodeFor(e), failedContents, e);
-    if (reported) err(`report: ${reported}`);
+    report(exitCodeFor(e), failedContents, e);
     if ((e as any)?.code === "ECONNREFUSED" || (e as any)?.code === "ENOENT")
       throw new EngineUnreachableError(describeDockerError(e, docker.endpoint));
     throw e;
@@ -92,8 +94,7 @@ export async function buildCommand(
     .map((a) => `${results.filter((r) => r.action === a).length} ${a}`)
     .join(", ");
   err(existsSync(build.logsDir) ? `${counts}; logs in ${build.logsDir}` : counts);
-  const reported = report(0, contents);
-  if (reported) err(`report: ${reported}`);
+  report(0, contents);
   out(describeResults(results, contents, options.json));
   return results;
 }

@@ -65,7 +65,9 @@ export function checkRun(run: RunEntry, at: YamlPath, err: Report): RunContract 
       port: h.port,
       cmd: h.cmd,
       interval: h.interval ?? 5,
-      timeout: h.timeout ?? 3,
+      // Long enough for a probe that starts an interpreter on a small or emulated host (~4 s seen
+      // under TCG); Docker's own default is 30 s.
+      timeout: h.timeout ?? 10,
       retries: h.retries ?? 10,
     };
   }

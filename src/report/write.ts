@@ -26,13 +26,19 @@ export function appendStepSummary(record: RunRecord, reportPath: string, env = p
  * Records a run that built, pulled or failed something (a no-op run leaves nothing to look at):
  * run.json and report.html in its folder, and the job summary. Returns the report's path.
  */
-export function reportRun(
-  input: Omit<Parameters<typeof runRecord>[0], "ended" | "logs"> & { folder: string },
-): string | undefined {
+export function reportRun(input: Omit<Parameters<typeof runRecord>[0], "ended" | "logs"> & { folder: string }): {
+  report?: string;
+  unwritten?: string;
+} {
   const logs = existsSync(input.folder) ? readdirSync(input.folder) : [];
   const record = runRecord({ ...input, ended: new Date(), logs });
-  if (!worthReporting(record)) return undefined;
-  const report = writeRunReport(input.folder, record);
-  appendStepSummary(record, report);
-  return report;
+  if (!worthReporting(record)) return {};
+  // The report never stands in the way of the run's own outcome (a full disk is the run's error to tell).
+  try {
+    const report = writeRunReport(input.folder, record);
+    appendStepSummary(record, report);
+    return { report };
+  } catch (e) {
+    return { unwritten: `the run's report was not written: ${(e as Error).message}` };
+  }
 }
