@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs every uvu suite, one test file per process, in two lanes (the VM file first on the second),
+// Runs every uvu suite, one test file per process, in three lanes (the VM file alone on the third),
 // streams its output, and ends with one line `N passed, N failed` summing them all. Exits non-zero on any failure, including a file that
 // crashed. Before that line: the ten slowest files and the ten slowest tests, with their seconds;
 // every timing is written to .bake/test-timings.json, so that suite time is visible in each CI log.
@@ -14,22 +14,17 @@ const TIMING = fileURLToPath(new URL("./uvu-timing.mjs", import.meta.url));
 // the interrupts, the installed package's bake of a user's project.
 const SLOW = /^(ami-local|ami-vm|aws-packer|faults|interrupts|install)\.test\.js$/;
 const fast = process.argv.includes("--fast");
-// Two lanes, one per core. Every file uses a project name and folder of its own, no fixed host
-// port, and counts only its own project's containers and its own bake's parent tags; what two
-// files cannot share is moto (its users reset it), so they stay in one lane. `make test`: the VM
-// file (mostly QEMU's time) starts on the second lane; once it ends, that lane takes files from the
-// end of the first lane's queue that neither use moto nor count the engine's unlabelled containers
-// (those run first on the first lane, beside the VM file alone; the moto files next, so that the
-// queue ends with files either lane can take). `make test-fast`: the files that
-// use moto (they import test/helpers/moto) beside those that do not.
-const BESIDE = /^it\/ami-vm\.test\.js$/;
+// Lanes. Every file uses a project name and folder of its own, no fixed host port, a moto of its
+// own (test/helpers/moto), and counts only its own containers and parent tags, so any two files
+// run side by side. The VM file (QEMU emulating one CPU: the longest file by far) has a lane to
+// itself at the machine's normal priority; every other file runs in one of two more lanes, at a
+// lower priority (nice), longest first, so that the VM keeps its core and the other core and
+// every idle moment go to the rest. Once the VM file ends, its lane takes files too.
+const VM = /^it\/ami-vm\.test\.js$/;
 // Files that count what the whole engine holds (BuildKit's records of the files sent to it):
 // they run last, with nothing beside them.
 const ALONE = /^it\/buildkit\.test\.js$/;
-const usesMoto = (suite, file) => readFileSync(`dist/test/${suite}/${file}`, "utf8").includes("helpers/moto.js");
-// Files that count every container without a project label (test/helpers/engine containerCount).
-const countsContainers = (suite, file) =>
-  /containerCount\(|listContainers\(\{ all: true \}\)/.test(readFileSync(`dist/test/${suite}/${file}`, "utf8"));
+const BESIDE_VM = ["nice", "-n", "10"];
 const names = process.argv.slice(2).filter((a) => a !== "--fast");
 const suites = (names.length ? names : ["unit", "it"]).filter((s) => existsSync(`dist/test/${s}`));
 const timingsDir = path.resolve(".bake");
@@ -47,56 +42,38 @@ const jobs = suites.flatMap((suite) =>
     .sort()
     .map((file) => ({ suite, file })),
 );
-// The second lane's output is printed whole as each of its files ends; the first lane streams.
+// Longest first: by the last run's seconds where this checkout has them, else the slow ones first.
+const last = (() => {
+  try {
+    const { files: seen } = JSON.parse(readFileSync(path.join(timingsDir, "test-timings.json"), "utf8"));
+    return new Map(seen.map((f) => [`${f.suite}/${f.file}`, f.seconds]));
+  } catch {
+    return new Map();
+  }
+})();
+const expected = (j) => last.get(`${j.suite}/${j.file}`) ?? (SLOW.test(j.file) ? 100 : 10);
 const alone = jobs.filter((j) => ALONE.test(`${j.suite}/${j.file}`));
-const beside = jobs.filter(
-  (j) => !alone.includes(j) && (fast ? usesMoto(j.suite, j.file) : BESIDE.test(`${j.suite}/${j.file}`)),
-);
-const rest = jobs.filter((j) => !beside.includes(j) && !alone.includes(j));
-// The files that count unlabelled containers first, with only the VM file beside them: the second
-// lane takes other files once they have all ended.
-const counting = rest.filter((j) => !fast && countsContainers(j.suite, j.file));
-// Then the files that use moto (the first lane's alone), then the portable ones, which the second
-// lane takes from the end: the two lanes share the last files and end together.
-const portable = (j) => !usesMoto(j.suite, j.file) && !countsContainers(j.suite, j.file);
-const others = rest.filter((j) => !counting.includes(j));
-const inTurn = [...counting, ...others.filter((j) => !portable(j)), ...others.filter(portable)];
-let countingLeft = counting.length;
-let countingEnded = () => {};
-const countingOver = countingLeft ? new Promise((r) => (countingEnded = r)) : Promise.resolve();
+const vm = jobs.filter((j) => VM.test(`${j.suite}/${j.file}`));
+const pool = jobs.filter((j) => !alone.includes(j) && !vm.includes(j)).sort((a, b) => expected(b) - expected(a));
+// The first lane streams its output; the others print each file's output whole when it ends.
+const fromPool = async () => pool.shift();
 await Promise.all([
-  runLane(
-    {
-      next: async () => inTurn.shift(),
-      ended: (job) => counting.includes(job) && --countingLeft === 0 && countingEnded(),
-    },
-    false,
-  ),
-  runLane(
-    {
-      next: async () => {
-        if (beside.length) return beside.shift();
-        if (fast) return undefined;
-        await countingOver;
-        const at = inTurn.findLastIndex(portable);
-        return at < 0 ? undefined : inTurn.splice(at, 1)[0];
-      },
-    },
-    true,
-  ),
+  runLane({ next: fromPool }, { buffered: false, prefix: BESIDE_VM }),
+  runLane({ next: fromPool }, { buffered: true, prefix: BESIDE_VM }),
+  runLane({ next: async () => vm.shift() ?? pool.shift() }, { buffered: true, prefix: [] }),
 ]);
-await runLane({ next: async () => alone.shift() }, false);
+await runLane({ next: async () => alone.shift() }, { buffered: false, prefix: [] });
 for (const suite of suites) {
   const of = files.filter((f) => f.suite === suite);
   console.log(`suite ${suite}: ${of.length} files, ${of.reduce((n, f) => n + f.seconds, 0).toFixed(1)} s of file time`);
 }
 
 /** Runs the files `queue.next()` hands out, one after another, until it hands out none. */
-async function runLane(queue, buffered) {
-  for (let job = await queue.next(); job; queue.ended?.(job), job = await queue.next()) {
+async function runLane(queue, { buffered, prefix }) {
+  for (let job = await queue.next(); job; job = await queue.next()) {
     const { suite, file } = job;
     const fileStarted = Date.now();
-    const { code, output } = await runFile(suite, file, buffered);
+    const { code, output } = await runFile(suite, file, buffered, prefix);
     const plain = output.replace(/\u001b\[[0-9;]*m/g, "");
     const total = Number(/Total:\s+(\d+)/.exec(plain)?.[1] ?? NaN);
     const ok = Number(/Passed:\s+(\d+)/.exec(plain)?.[1] ?? NaN);
@@ -158,19 +135,16 @@ console.log(`every timing: ${path.relative(process.cwd(), path.join(timingsDir, 
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
 
-function runFile(suite, file, buffered) {
+function runFile(suite, file, buffered, prefix) {
   return new Promise((resolve) => {
     if (buffered) console.log(`== ${suite}/${file} started beside the others (its output follows when it ends)`);
     else console.log(`== ${suite}/${file}`);
     const pattern = `^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`;
-    const child = spawn(
-      process.execPath,
-      ["--import", TIMING, "node_modules/uvu/bin.js", `dist/test/${suite}`, pattern],
-      {
-        stdio: ["ignore", "pipe", buffered ? "pipe" : "inherit"],
-        env: { ...process.env, FORCE_COLOR: "0", BAKE_TEST_TIMINGS: testLines, BAKE_TEST_FILE: `${suite}/${file}` },
-      },
-    );
+    const node = [process.execPath, "--import", TIMING, "node_modules/uvu/bin.js", `dist/test/${suite}`, pattern];
+    const child = spawn([...prefix, ...node][0], [...prefix, ...node].slice(1), {
+      stdio: ["ignore", "pipe", buffered ? "pipe" : "inherit"],
+      env: { ...process.env, FORCE_COLOR: "0", BAKE_TEST_TIMINGS: testLines, BAKE_TEST_FILE: `${suite}/${file}` },
+    });
     let output = "";
     let errors = "";
     child.stdout.on("data", (d) => {

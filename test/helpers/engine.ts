@@ -80,15 +80,22 @@ export function uniqueProject(prefix: string): string {
 }
 
 /**
- * The containers that can be this test's: every container without a bake project, and those of
- * the project (or a project named after it, `<project>-…`). scripts/test.mjs runs another test
- * file beside this one, and its bakes make short-lived containers of their own projects.
+ * The containers that are this test's: those labelled with the project (or a project named after
+ * it, `<project>-…`), and those without a bake project made from one of its images, as a classic
+ * build's step containers and Packer's build container are. scripts/test.mjs runs other test
+ * files beside this one, whose builds make short-lived containers from images of their own.
  */
 export async function containerCount(project: string): Promise<number> {
+  const ours = (owner: string | undefined) => owner === project || !!owner?.startsWith(`${project}-`);
+  const images = new Set(
+    (await docker.listImages({ all: true, filters: JSON.stringify({ label: ["bake.project"] }) }))
+      .filter((i) => ours(i.Labels?.["bake.project"]))
+      .map((i) => i.Id),
+  );
   const all = await docker.listContainers({ all: true });
   return all.filter((c) => {
     const owner = c.Labels?.["bake.project"];
-    return owner === undefined || owner === project || owner.startsWith(`${project}-`);
+    return ours(owner) || (owner === undefined && images.has(c.ImageID));
   }).length;
 }
 

@@ -1,11 +1,49 @@
-/** moto as the EC2 endpoint: credentials for it, and a client to arrange AMIs. */
+/**
+ * moto as the EC2 endpoint: credentials for it, and a client to arrange AMIs. Each test file that
+ * imports this runs a moto of its own, so that files which reset moto or count what an account
+ * holds run beside each other (scripts/test.mjs runs files in lanes).
+ */
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { EC2Client, RegisterImageCommand, CreateTagsCommand } from "@aws-sdk/client-ec2";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
-export const MOTO = "http://localhost:5001";
+/**
+ * A moto_server on a free port of 127.0.0.1, answering before this returns. It stops when this
+ * process ends, however it ends: its shell waits on a pipe from this process and stops it at EOF.
+ * (`localhost` in the URL: moto's S3 wants it for path-style requests.)
+ */
+async function startMoto(): Promise<string> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const child = spawn(
+    "sh",
+    ["-c", 'moto_server -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; cat >/dev/null; kill $m', "sh", String(port)],
+    {
+      stdio: ["pipe", "ignore", "inherit"],
+    },
+  );
+  child.unref();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  const url = `http://localhost:${port}`;
+  for (const started = Date.now(); Date.now() - started < 30_000;) {
+    if (
+      await fetch(`${url}/moto-api/data.json`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return url;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`moto_server did not answer on ${url} within 30 s (is it installed? make setup)`);
+}
+
+export const MOTO = await startMoto();
 
 export const motoEnv = {
   AWS_ENDPOINT_URL: MOTO,

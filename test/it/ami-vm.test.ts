@@ -1,7 +1,7 @@
 /**
- * `bake ami --target vm`, end to end: the reference host baked by Packer's qemu builder into a disk
- * made from its debootstrap spec, provisioned by the production playbook with the engine installed
- * in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
+ * `bake ami --target vm`, end to end: the reference host (its AMI, disk spec and playbook, with a
+ * public-style role; its images on a busybox base) baked by Packer's qemu builder into a disk made
+ * from its debootstrap spec, provisioned by the production playbook and bake's own roles in the guest, then booted under QEMU with its own engine, checked, rebooted and checked again.
  * The AMI bakes in stages: a release-only change (a service that fails its health check) is
  * written on the kept host stage's disk without Packer, fails its boot test and leaves nothing;
  * `bake test --target vm` boots the kept disk again, and interrupted, stops without touching it.
@@ -14,7 +14,7 @@ import { execa } from "execa";
 import { createHash } from "node:crypto";
 import { CLI, ROOT, testEnv, writeTree, tempDir } from "../helpers/bake.js";
 import { WEB_CHECKS, webRole } from "../fixtures/web-role.js";
-import { removeProject, uniqueProject } from "../helpers/engine.js";
+import { busyboxRootfs, removeProject, uniqueProject } from "../helpers/engine.js";
 
 const project = uniqueProject("vm");
 const SECRET = `vm-sentinel-${process.pid}-Kq7`;
@@ -43,16 +43,49 @@ async function qemuOfProject(): Promise<string[]> {
   return stdout.split("\n").filter((l) => l.includes("qemu-system") && l.includes(dir));
 }
 
+/**
+ * The reference pipeline's images on a busybox base: a base, a runtime layer and two release
+ * services answering HTTP (busybox httpd, probed by the image's own wget). What the VM holds and
+ * runs is what the reference's is (a shipped base and runtime, two services with ports, env,
+ * pass_env and health checks); the Debian images' weight (a 170 MB archive loaded by an emulated
+ * engine, a Python probe started every interval) is the local target's to test, not the VM's.
+ */
+function images(rootfs: string): string {
+  const service = (name: string, port: number, extra: string[] = []) => [
+    `  ${name}:`,
+    "    parent: runtime",
+    `    dockerfile: containers/${name}/Dockerfile`,
+    "    run:",
+    `      ports: ["${port}:${port}"]`,
+    "      env: { LOG_LEVEL: info }",
+    ...extra,
+    `      command: ["httpd", "-f", "-p", "${port}", "-h", "/srv/www"]`,
+    `      health: { http: /healthz, port: ${port} }`,
+  ];
+  return [
+    "images:",
+    `  base: { rootfs: { tar: ${rootfs} } }`,
+    "  runtime: { parent: base, dockerfile: containers/runtime/Dockerfile }",
+    ...service("diagnostics", 8080, ["      pass_env: [DIAGNOSTICS_TOKEN]"]),
+    ...service("replays", 8081),
+    "",
+  ].join("\n");
+}
+
 test.before(async () => {
-  // The reference pipeline as the repository has it, under a project name of this test's own.
   dir = tempDir("bake-vm-");
-  // Only the project's files: bake's own provisioning (ansible/bake/ in this checkout) comes from
-  // bake's package, never from the project.
-  for (const p of ["containers", "ansible"])
-    cpSync(path.join(ROOT, p), path.join(dir, p), {
-      recursive: true,
-      filter: (src) => src !== path.join(ROOT, "ansible/bake"),
-    });
+  const layer = (text: string) => `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\n${text}\n`;
+  writeTree(dir, {
+    "containers/runtime/Dockerfile": layer("RUN mkdir -p /srv/www && echo ok > /srv/www/healthz"),
+    "containers/diagnostics/Dockerfile": layer("RUN echo diagnostics > /srv/www/index.html"),
+    "containers/replays/Dockerfile": layer("RUN echo replays > /srv/www/index.html"),
+  });
+  // The reference's playbook as the repository has it. Only the project's files: bake's own
+  // provisioning (ansible/bake/ in this checkout) comes from bake's package, never from the project.
+  cpSync(path.join(ROOT, "ansible"), path.join(dir, "ansible"), {
+    recursive: true,
+    filter: (src) => src !== path.join(ROOT, "ansible/bake"),
+  });
   // The project's playbook also uses a role in the shape of public ones, checked by its spec.
   writeTree(dir, webRole("ansible"));
   writeFileSync(
@@ -67,15 +100,15 @@ test.before(async () => {
     path.join(dir, "ansible/host.goss.yaml"),
     `${spec.replace(/^service:\n/m, "service:\n  lighttpd:\n    enabled: true\n    running: true\n")}${WEB_CHECKS}`,
   );
-  const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8").replace(
-    /^project: arcade$/m,
-    `project: ${project}`,
-  );
-  // One CPU per VM: scripts/test.mjs runs this file beside the others, which keep the other core.
-  const text = reference
-    .replace(/^    vm: .*\n/m, (line) => `${line}      cpus: 1\n`)
-    .replace(/^    vm:\n/m, "    vm:\n      cpus: 1\n");
-  writeFileSync(path.join(dir, "bake.yml"), text);
+  // The reference's AMI as bake.yml has it (its VM disk spec included), without the local target's host image.
+  const reference = readFileSync(path.join(ROOT, "bake.yml"), "utf8");
+  const amis = reference
+    .slice(reference.search(/^amis:$/m))
+    .replace(/^    local: .*\n/m, "")
+    // One CPU per VM: scripts/test.mjs runs this file beside the others, which keep the other core.
+    .replace(/^    vm:(.*)\n/m, (line) => `${line}      cpus: 1\n`);
+  assert.match(amis, /^  app-host:\n[\s\S]*^    vm:.*\n      cpus: 1\n/m);
+  writeFileSync(path.join(dir, "bake.yml"), `project: ${project}\n${images(await busyboxRootfs())}\n${amis}`);
   mkdirSync(path.join(dir, "broken"));
   writeFileSync(path.join(dir, "broken", "Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n");
 });

@@ -26,7 +26,7 @@ test("all services up: every check ok, exit 0", async () => {
     /docker engine\s+\S+ \(API 1\.\d+\) at unix:\/\/\/var\/run\/docker\.sock \(unix\); builds through BuildKit with a session$/m,
   );
   assert.match(r.stdout, /packer\s+1\.\d+\.\d+/);
-  assert.match(r.stdout, /endpoint http:\/\/localhost:5001 answers in us-east-1/);
+  assert.match(r.stdout, `endpoint ${MOTO} answers in us-east-1`);
   assert.match(r.stdout, /^ok\s+qemu\s+qemu-system-x86_64 \d+\.\d+\.\d+\S*; accelerator (kvm|tcg|not probed yet)/m);
   const forced = await bake(["doctor"], { cwd: ROOT, env: { ...env, BAKE_QEMU_ACCELERATOR: "tcg" } });
   assert.match(forced.stdout, /^ok\s+qemu\s+qemu-system-x86_64 \S+; accelerator tcg \(BAKE_QEMU_ACCELERATOR\)$/m);

@@ -146,8 +146,9 @@ test("the Docker engine goes away during a build: exit 1 saying so; it comes bac
   // other test files that run beside this one.
   const engine = await cuttableEngine();
   const dir = tempTree({
-    "bake.yml": `project: ${project}-engine\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile }\n`,
-    "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${process.pid} > /engine && sleep 30\n`,
+    // The step sleeps while the engine is cut; the rerun's step (NAP=0) does not.
+    "bake.yml": `project: ${project}-engine\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile, args: { NAP: "\${NAP:-30}" } }\n`,
+    "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nARG NAP\nRUN echo ${process.pid} > /engine && sleep $NAP\n`,
   });
   try {
     const child = execa(process.execPath, [CLI, "build"], {
@@ -175,7 +176,7 @@ test("the Docker engine goes away during a build: exit 1 saying so; it comes bac
     assert.not.match(String(r.stderr), /\n\s+at /, "no stack trace");
     assert.ok(Date.now() - cutAt < 20_000, "it stopped when the engine went, not when the step would have ended");
     await engine.restore();
-    const rerun = await bake(["build", "--json"], { cwd: dir, env: { DOCKER_HOST: engine.host } });
+    const rerun = await bake(["build", "--json"], { cwd: dir, env: { DOCKER_HOST: engine.host, NAP: "0" } });
     assert.is(rerun.code, 0, rerun.stderr);
     assert.is(JSON.parse(rerun.stdout).images.svc.action, "built");
     assert.is(
