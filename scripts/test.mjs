@@ -33,6 +33,7 @@ mkdirSync(timingsDir, { recursive: true });
 rmSync(testLines, { force: true });
 
 const started = Date.now();
+const cpuAtStart = machineTicks();
 let passed = 0;
 let failed = 0;
 const files = [];
@@ -98,21 +99,35 @@ async function runLane(queue, { buffered, prefix }) {
   }
 }
 
-const tests = existsSync(testLines)
+const lines = existsSync(testLines)
   ? readFileSync(testLines, "utf8")
       .split("\n")
       .filter(Boolean)
       .map((l) => JSON.parse(l))
   : [];
+const tests = lines.filter((l) => l.test !== undefined);
+for (const l of lines.filter((l) => l.cpu !== undefined)) {
+  const f = files.find((f) => `${f.suite}/${f.file}` === l.file);
+  if (f) f.cpu = l.cpu;
+}
+const machineCpu = busySince(cpuAtStart);
 rmSync(testLines, { force: true });
 const seconds = (Date.now() - started) / 1000;
 writeFileSync(
   path.join(timingsDir, "test-timings.json"),
-  `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, files, tests }, null, 2)}\n`,
+  `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, cpu: machineCpu, files, tests }, null, 2)}\n`,
 );
+// CPU: the machine is CPU-bound while the suite runs, so its time follows the CPU the files use.
+const filesCpu = files.reduce((n, f) => n + (f.cpu ?? 0), 0);
 console.log(`\nslowest files (of ${files.length}, ${seconds.toFixed(0)} s in all):`);
 for (const f of [...files].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
-  console.log(`  ${f.seconds.toFixed(1).padStart(7)} s  ${f.suite}/${f.file}`);
+  console.log(
+    `  ${f.seconds.toFixed(1).padStart(7)} s  ${f.cpu === undefined ? "" : `${f.cpu.toFixed(0).padStart(5)} s CPU  `}${f.suite}/${f.file}`,
+  );
+if (machineCpu)
+  console.log(
+    `CPU: ${machineCpu.busy.toFixed(0)} s busy of ${machineCpu.total.toFixed(0)} s (${machineCpu.cores} cores); the test files and what they waited for ${filesCpu.toFixed(0)} s, the rest the engine, its containers and the services`,
+  );
 console.log(`slowest tests (of ${tests.length}):`);
 for (const t of [...tests].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
   console.log(
@@ -161,4 +176,27 @@ function runFile(suite, file, buffered, prefix) {
       resolve({ code, output });
     });
   });
+}
+
+/** The machine's CPU ticks (all cores) from /proc/stat: busy and in all; undefined off Linux. */
+function machineTicks() {
+  try {
+    const [, ...fields] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
+    const ticks = fields.map(Number);
+    const idle = ticks[3] + (ticks[4] ?? 0);
+    const cores = readFileSync("/proc/stat", "utf8")
+      .split("\n")
+      .filter((l) => /^cpu\d/.test(l)).length;
+    return { total: ticks.slice(0, 8).reduce((n, t) => n + t, 0), idle, cores };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total core-seconds since `before` (100 ticks a second). */
+function busySince(before) {
+  const now = machineTicks();
+  if (!before || !now) return undefined;
+  const total = (now.total - before.total) / 100;
+  return { busy: total - (now.idle - before.idle) / 100, total, cores: now.cores };
 }
