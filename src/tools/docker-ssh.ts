@@ -123,7 +123,9 @@ async function join(client: Socket, args: string[], state: Dialer): Promise<void
   // The client's end waits for ssh's: a failed ssh is recorded before the client sees its
   // connection drop, so the error it raises can say why.
   ssh.stdout.pipe(client, { end: false });
-  ssh.stdin.on("error", () => client.destroy());
+  // Writing to an ssh that died fails (EPIPE), often before its exit is known: the exit below ends
+  // the client's connection, after recording why (closing it here lost the reason under load).
+  ssh.stdin.on("error", () => undefined);
   client.on("error", () => ssh.kill());
   // The connection is done when the client closes it: ssh is not needed past that.
   client.on("close", () => ssh.kill());
