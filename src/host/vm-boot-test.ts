@@ -43,6 +43,12 @@ export async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * What ssh says when it did not reach the host's shell, so the command never ran (a connection
+ * closed later, as a reboot closes it, may have run it: not retried).
+ */
+export const SSH_UNREACHED = /during banner exchange|kex_exchange_identification|Connection (timed out|refused)$/m;
+
 export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   const started = Date.now();
   const timeout = 1000 * (input.timeoutSeconds ?? 300);
@@ -62,7 +68,15 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
     knownHosts: input.knownHosts,
     hostKeyAlias: HOST_KEY_ALIAS,
   };
-  const sh = (command: string, timeoutMs = 120_000) => sshRun(target, command, { timeoutMs, signal: input.signal });
+  // A command whose connection failed did not run: it runs again (three tries), so that a guest slow
+  // to answer under load is not reported as a failed check.
+  const sh = async (command: string, timeoutMs = 120_000) => {
+    for (let attempt = 1; ; attempt++) {
+      const r = await sshRun(target, command, { timeoutMs, signal: input.signal });
+      if (r.code !== 255 || !SSH_UNREACHED.test(r.out) || attempt >= 3 || input.signal?.aborted) return r;
+      await sleep(2000);
+    }
+  };
   const run = (cmd: string[]) => sh(renderCommand(cmd[0], cmd.slice(1)));
   let vm: BackgroundProcess | undefined;
   try {

@@ -55,7 +55,9 @@ export function sshOptions(t: SshTarget): string[] {
     "-o",
     "LogLevel=ERROR",
     "-o",
-    "ConnectTimeout=5",
+    // An emulated guest under load can take more than 5 s to send its banner (sshd re-executes
+    // itself for every connection): ssh gave up "during banner exchange" with the guest up.
+    "ConnectTimeout=15",
     "-o",
     "ServerAliveInterval=5",
     "-o",

@@ -12,7 +12,7 @@ import { VM_ROOTFS_FILES, vmDiskDigest } from "../../src/graph/vm-disk-spec.js";
 import type { VmSpec } from "../../src/config/model.js";
 import { runtimeEnvFile } from "../../src/host/boot-test.js";
 import { bootCopy, bootHostKey } from "../../src/host/vm-host.js";
-import { freePort, startVmForwardingSsh } from "../../src/host/vm-boot-test.js";
+import { freePort, SSH_UNREACHED, startVmForwardingSsh } from "../../src/host/vm-boot-test.js";
 import { statSync } from "node:fs";
 import { execa } from "execa";
 import { randomBytes } from "node:crypto";
@@ -472,6 +472,22 @@ test("host stage disks: the current one and each one a kept disk stands on stay;
       ["a", "remove", "no kept disk stands on it (2048 MiB)"],
     ],
   );
+});
+
+test("the boot test runs a command again only when ssh never reached the guest's shell", () => {
+  for (const said of [
+    "Connection timed out during banner exchange\nConnection to 127.0.0.1 port 40123 timed out",
+    "kex_exchange_identification: read: Connection reset by peer",
+    "ssh: connect to host 127.0.0.1 port 40123: Connection refused",
+    "ssh: connect to host 127.0.0.1 port 40123: Connection timed out",
+  ])
+    assert.ok(SSH_UNREACHED.test(said), said);
+  for (const said of [
+    "Connection to 127.0.0.1 closed by remote host.",
+    "degraded",
+    "curl: (7) Failed to connect to 127.0.0.1 port 8080 after 0 ms: Connection refused on the service",
+  ])
+    assert.not.ok(SSH_UNREACHED.test(said), said);
 });
 
 test.run();
