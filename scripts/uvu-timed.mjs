@@ -1,5 +1,5 @@
 // uvu's `test` and `suite`, each test timed: {file, test, seconds} per line in BAKE_TEST_TIMINGS, and
-// for a test that threw, `error`: the first lines of what it threw (printed again at the end of the run).
+// for a test that threw, `error`: what it threw, in short (printed again at the end of the run).
 import { appendFileSync, readFileSync } from "node:fs";
 import { suite as uvuSuite, test as uvuTest } from "uvu";
 
@@ -29,11 +29,7 @@ function timed(s) {
           try {
             return await fn(context);
           } catch (e) {
-            error = String(e?.stack ?? e)
-              .split("\n")
-              .filter((l) => !/node_modules|uvu-timed|node:internal/.test(l))
-              .slice(0, 6)
-              .join("\n");
+            error = summary(String(e?.stack ?? e));
             throw e;
           } finally {
             if (out)
@@ -52,3 +48,16 @@ function timed(s) {
 
 export const test = timed(uvuTest);
 export const suite = (...args) => timed(uvuSuite(...args));
+
+/**
+ * What a failure's summary keeps: the message's first 2 lines and its last 14 (a command's output
+ * given as the message ends with the command's own error), then the stack's first 2 frames.
+ */
+function summary(stack) {
+  const lines = stack.split("\n").filter((l) => !/node_modules|uvu-timed|node:internal/.test(l));
+  const at = lines.findIndex((l) => /^\s+at /.test(l));
+  const message = at < 0 ? lines : lines.slice(0, at);
+  const frames = at < 0 ? [] : lines.slice(at, at + 2);
+  const kept = message.length > 16 ? [...message.slice(0, 2), "      …", ...message.slice(-14)] : message;
+  return [...kept, ...frames].join("\n");
+}
