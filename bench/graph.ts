@@ -42,6 +42,18 @@ export const median = async (runs: number, fn: () => Promise<unknown>) => {
   for (let i = 0; i < runs; i++) s.push(await seconds(fn));
   return mid(s);
 };
+/**
+ * Two commands timed in turn (a, b, a, b, …), `runs` times each: their medians. Taken in turn, a
+ * drift in the machine's load (another process, the page cache) falls on both sides alike.
+ */
+export const pairedMedians = async (runs: number, a: () => Promise<unknown>, b: () => Promise<unknown>) => {
+  const [as, bs]: number[][] = [[], []];
+  for (let i = 0; i < runs; i++) {
+    as.push(await seconds(a));
+    bs.push(await seconds(b));
+  }
+  return { a: mid(as), b: mid(bs) };
+};
 export const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 
 export interface Node {

@@ -151,7 +151,8 @@ async function untilSsh(
       const ended = await vm.exited;
       return { ok: false, detail: `QEMU exited (${ended.exitCode ?? ended.signal}): ${ended.stderrTail}` };
     }
-    const r = await sh("cat /proc/sys/kernel/random/boot_id", 15_000);
+    // Longer than ssh's own ConnectTimeout, so that a guest not yet answering is ssh's to report.
+    const r = await sh("cat /proc/sys/kernel/random/boot_id", 30_000);
     if (r.code === 0 && r.out && r.out !== lastBootId) return { ok: true, bootId: r.out };
     await sleep(1000);
   }

@@ -144,7 +144,7 @@ async function lookUp(file: string, registry: string, env: NodeJS.ProcessEnv): P
     if (NOT_FOUND.test(answer.stdout) || NOT_FOUND.test(answer.stderr)) return undefined;
     const said = (answer.stderr || answer.stdout).trim().split("\n")[0] ?? "";
     throw new BakeError(
-      `${program} (named by ${where}) failed for ${registry} (exit ${answer.exitCode})${said ? `: ${said}` : ""}`,
+      `${program} (named by ${where}) failed for ${registry} (${answer.timedOut ? "no answer within 60 s" : `exit ${answer.exitCode}`})${said ? `: ${said}` : ""}`,
     );
   }
   try {

@@ -21,7 +21,7 @@ export interface RunOptions {
   processGroup?: { graceMs: number };
   /** Written to the tool's stdin. */
   input?: string | Buffer;
-  /** false: a non-zero exit is returned in `exitCode` instead of thrown. */
+  /** false: a non-zero exit, or a stop at `timeoutMs` (`timedOut`), is returned instead of thrown. */
   reject?: boolean;
   /** The message when the program is missing (default: "<file> is not installed: run make setup"). */
   notInstalled?: string;
@@ -31,6 +31,8 @@ export interface RunResult {
   stdout: string;
   stderr: string;
   exitCode?: number;
+  /** With `reject: false`: the tool was stopped at `timeoutMs` (exitCode is then undefined). */
+  timedOut?: boolean;
 }
 
 /**
@@ -125,7 +127,8 @@ export async function run(file: string, args: string[], options: RunOptions = {}
   if ((result as any).code === "ENOENT" || /ENOENT/.test(String((result as any).originalMessage ?? ""))) {
     throw new BakeError(options.notInstalled ?? `${file} is not installed: run make setup`);
   }
-  if (result.failed && (options.reject !== false || result.exitCode === undefined)) {
+  const timedOut = Boolean(result.timedOut) && !options.signal?.aborted;
+  if (result.failed && (options.reject !== false || (result.exitCode === undefined && !timedOut))) {
     throw new ToolFailedError({
       tool: file,
       exitCode: result.exitCode,
@@ -146,6 +149,7 @@ export async function run(file: string, args: string[], options: RunOptions = {}
     stdout: redact(String(result.stdout ?? ""), secrets),
     stderr: redact(String(result.stderr ?? ""), secrets),
     exitCode: result.exitCode,
+    ...(timedOut ? { timedOut } : {}),
   };
 }
 

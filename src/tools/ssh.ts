@@ -82,14 +82,16 @@ export async function sshRun(
   command: string,
   options: { input?: string | Buffer; timeoutMs?: number; signal?: AbortSignal } = {},
 ): Promise<{ code: number; out: string }> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
   const r = await run("ssh", sshArgs(t, command), {
     input: options.input,
-    timeoutMs: options.timeoutMs ?? 120_000,
+    timeoutMs,
     signal: options.signal,
     reject: false,
     notInstalled: NOT_INSTALLED,
   });
-  return { code: r.exitCode ?? 255, out: [r.stdout, r.stderr].filter(Boolean).join("\n").trim() };
+  const stopped = r.timedOut ? `ssh stopped: no end within ${timeoutMs / 1000} s` : "";
+  return { code: r.exitCode ?? 255, out: [r.stdout, r.stderr, stopped].filter(Boolean).join("\n").trim() };
 }
 
 /**

@@ -1,12 +1,29 @@
 /** Redaction: every form a secret takes in a tool's output becomes ***. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { redact, renderCommand, secretForms } from "../../src/tools/exec.js";
+import { redact, renderCommand, run, secretForms } from "../../src/tools/exec.js";
+import { ToolFailedError } from "../../src/errors.js";
 import { parseMachineLine, uiText } from "../../src/tools/packer-output.js";
 
 const PEM =
   "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----";
 const JSON_SECRET = '{"user":"svc","password":"hunter2,hunter3"}';
+
+test("a tool stopped at its timeout: returned as timed out with reject false, thrown otherwise; an abort always throws", async () => {
+  const started = Date.now();
+  const r = await run("sleep", ["30"], { timeoutMs: 300, reject: false });
+  assert.equal([r.exitCode, r.timedOut], [undefined, true]);
+  assert.ok(Date.now() - started < 10_000);
+  const thrown = await run("sleep", ["30"], { timeoutMs: 300 }).catch((e) => e);
+  assert.instance(thrown, ToolFailedError);
+  const abort = new AbortController();
+  setTimeout(() => abort.abort(), 300);
+  const aborted = await run("sleep", ["30"], { timeoutMs: 20_000, signal: abort.signal, reject: false }).catch(
+    (e) => e,
+  );
+  assert.instance(aborted, Error);
+  assert.equal((await run("sh", ["-c", "exit 3"], { reject: false })).exitCode, 3);
+});
 
 test("a secret with commas or newlines is redacted in Packer's machine-readable lines, before they are unescaped", () => {
   const escaped = (s: string) => s.replace(/,/g, "%!(PACKER_COMMA)").replace(/\n/g, "\\n");
