@@ -3,7 +3,7 @@
 // streams its output, and ends with one line `N passed, N failed` summing them all. Exits non-zero on any failure, including a file that
 // crashed. Before that line: the ten slowest files and the ten slowest tests, with their seconds;
 // every timing is written to .bake/test-timings.json, so that suite time is visible in each CI log.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,6 +34,7 @@ rmSync(testLines, { force: true });
 
 const started = Date.now();
 const cpuAtStart = machineTicks();
+const engineAtStart = engineCpu();
 let passed = 0;
 let failed = 0;
 const files = [];
@@ -111,11 +112,19 @@ for (const l of lines.filter((l) => l.cpu !== undefined)) {
   if (f) f.cpu = l.cpu;
 }
 const machineCpu = busySince(cpuAtStart);
+const engineNow = engineCpu();
+const engine =
+  engineAtStart && engineNow
+    ? {
+        dockerd: engineNow.dockerd - engineAtStart.dockerd,
+        containers: engineNow.containers - engineAtStart.containers,
+      }
+    : undefined;
 rmSync(testLines, { force: true });
 const seconds = (Date.now() - started) / 1000;
 writeFileSync(
   path.join(timingsDir, "test-timings.json"),
-  `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, cpu: machineCpu, files, tests }, null, 2)}\n`,
+  `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, cpu: machineCpu, engine, files, tests }, null, 2)}\n`,
 );
 // CPU: the machine is CPU-bound while the suite runs, so its time follows the CPU the files use.
 const filesCpu = files.reduce((n, f) => n + (f.cpu ?? 0), 0);
@@ -127,6 +136,10 @@ for (const f of [...files].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
 if (machineCpu)
   console.log(
     `CPU: ${machineCpu.busy.toFixed(0)} s busy of ${machineCpu.total.toFixed(0)} s (${machineCpu.cores} cores); the test files and what they waited for ${filesCpu.toFixed(0)} s, the rest the engine, its containers and the services`,
+  );
+if (engine)
+  console.log(
+    `  of which the engine: dockerd ${engine.dockerd.toFixed(0)} s (builds, commits, image saves and loads), its containers ${engine.containers.toFixed(0)} s`,
   );
 console.log(`slowest tests (of ${tests.length}):`);
 for (const t of [...tests].sort((a, b) => b.seconds - a.seconds).slice(0, 10))
@@ -188,6 +201,26 @@ function machineTicks() {
       .split("\n")
       .filter((l) => /^cpu\d/.test(l)).length;
     return { total: ticks.slice(0, 8).reduce((n, t) => n + t, 0), idle, cores };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The engine's CPU seconds so far, where this machine lets us read them (as root, cgroup v1 or
+ * v2 with the cgroupfs driver): dockerd's own (with what it waited for), and its containers' (the
+ * "docker" cgroup, which keeps the time of containers since removed). Undefined otherwise.
+ */
+function engineCpu() {
+  try {
+    const pid = execFileSync("pgrep", ["-xo", "dockerd"], { encoding: "utf8" }).trim();
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    const dockerd = (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+    const v1 = "/sys/fs/cgroup/cpuacct/docker/cpuacct.usage";
+    const containers = existsSync(v1)
+      ? Number(readFileSync(v1, "utf8")) / 1e9
+      : Number(/usage_usec (\d+)/.exec(readFileSync("/sys/fs/cgroup/docker/cpu.stat", "utf8"))[1]) / 1e6;
+    return Number.isFinite(dockerd) && Number.isFinite(containers) ? { dockerd, containers } : undefined;
   } catch {
     return undefined;
   }
