@@ -28,6 +28,8 @@ import {
   mid,
   nodeStartWith,
   pairedMedians,
+  removeBenchImages,
+  RUN,
   ratio,
   rawBuilds,
   seconds,
@@ -183,11 +185,11 @@ if (!quick) {
   changeDockerfile();
   writeFileSync(
     path.join(big, "bake.yml"),
-    `project: benchbig\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`,
+    `project: benchbig-${RUN}\nimages:\n  base: { rootfs: { tar: ${rootfsTar} } }\n  big: { parent: base, dockerfile: ctx/Dockerfile }\n`,
   );
   await bake(big, ["build", "base"]);
   const bigRootfs = (
-    await execa("docker", ["image", "inspect", "-f", "{{.Id}}", "benchbig/base:latest"])
+    await execa("docker", ["image", "inspect", "-f", "{{.Id}}", `benchbig-${RUN}/base:latest`])
   ).stdout.trim();
   const timed = async (cmd: string[], cwd: string) => {
     changeDockerfile();
@@ -203,7 +205,17 @@ if (!quick) {
   const bakeBuild = () => timed([process.execPath, CLI, "build", "big"], big);
   const rawBuild = () =>
     timed(
-      ["docker", "build", "-q", "--no-cache", "--build-arg", `BAKE_PARENT=${bigRootfs}`, "-t", "bench-raw/big", "ctx"],
+      [
+        "docker",
+        "build",
+        "-q",
+        "--no-cache",
+        "--build-arg",
+        `BAKE_PARENT=${bigRootfs}`,
+        "-t",
+        `bench-raw-${RUN}/big`,
+        "ctx",
+      ],
       big,
     );
   // In turns, so that the disk's write-back of one build's 1 GiB weighs on every side alike.
@@ -243,15 +255,9 @@ if (!quick) {
     `1 GiB context copied whole into the image (COPY . /data), digests cached: bake ${bakeCopy.s.toFixed(2)} s, peak RSS ${bakeCopy.mb.toFixed(0)} MB; docker build ${rawCopy.s.toFixed(2)} s; ratio ${ratio(bakeCopy.s, rawCopy.s)} (target <= 1.1x)`,
   );
   rmSync(big, { recursive: true, force: true });
-  await execa("sh", [
-    "-c",
-    "docker images -q 'benchbig/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker rmi -f bench-raw/big >/dev/null 2>&1 || true",
-  ]);
+  await removeBenchImages("benchbig", "bench-raw");
 }
-await execa("sh", [
-  "-c",
-  "docker images -q 'bench-raw/*' | xargs -r docker rmi -f >/dev/null 2>&1; docker images -q 'bench20/*' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
-]);
+await removeBenchImages("bench-raw", "bench20");
 
 // The gate: each figure against its target, and exit 1 when one misses it by more than the slack.
 const missed = gates.filter((g) => g.value > g.target * (1 + GATE_SLACK));

@@ -67,6 +67,26 @@ export interface Node {
  * Raw docker builds of the graph, parents first, each FROM its parent's id like bake's.
  * `dockerfiles` replaces a node's Dockerfile (kept outside its context, as bake's is).
  */
+/**
+ * What names this run's images (`bench20-<run>/…`, `bench-raw-<run>/…`): two benches on one engine
+ * (a second checkout's, one left running by an interrupted run) never remove each other's images.
+ */
+export const RUN = String(process.pid);
+/** Removes this run's images with these repository prefixes, by tag: an image another project also tags stays. */
+export async function removeBenchImages(...prefixes: string[]): Promise<void> {
+  const refs = (
+    await Promise.all(
+      prefixes.map((p) =>
+        execa("docker", ["images", "--format", "{{.Repository}}:{{.Tag}}", `${p}-${RUN}/*`]).then((r) => r.stdout),
+      ),
+    )
+  )
+    .join("\n")
+    .split("\n")
+    .filter(Boolean);
+  if (refs.length) await execa("docker", ["rmi", ...refs], { reject: false });
+}
+
 export async function rawBuilds(
   nodes: Node[],
   rootfsImage: string,
@@ -76,7 +96,7 @@ export async function rawBuilds(
   const ids = new Map<string, string>();
   for (const n of nodes) {
     const parent = n.parent ? ids.get(n.parent)! : rootfsImage;
-    const tag = `bench-raw/${n.name}:latest`;
+    const tag = `bench-raw-${RUN}/${n.name}:latest`;
     // -q prints only the image id: one docker command per node, as a hand-written script would.
     const { stdout } = await execa(
       "docker",
@@ -104,7 +124,7 @@ export function generatedGraph(rootfs: string): { dir: string; nodes: Node[] } {
   const nodes: Node[] = [
     { name: "base", dockerfile: path.join(dir, "base/Dockerfile"), context: path.join(dir, "base") },
   ];
-  let yaml = `project: bench20\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
+  let yaml = `project: bench20-${RUN}\nimages:\n  base: { rootfs: { tar: ${rootfs} }, dockerfile: base/Dockerfile }\n`;
   mkdirSync(path.join(dir, "base"));
   writeFileSync(path.join(dir, "base/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN mkdir -p /srv\n");
   for (let i = 1; i < 20; i++) {
