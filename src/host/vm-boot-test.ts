@@ -7,11 +7,13 @@
  * baked disk. The VM is stopped and the copy removed at the end, interrupt or not.
  */
 import { createServer } from "node:net";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { interruption } from "../errors.js";
 import { redact, renderCommand, type BackgroundProcess } from "../tools/exec.js";
 import { startVm, type VmArgsInput } from "../tools/qemu.js";
-import { sshRun, type SshTarget } from "../tools/ssh.js";
+import { masterConnection, sshRun, type SshTarget } from "../tools/ssh.js";
 import type { BootCheck, BootReport } from "./boot-test.js";
 import { hostChecks, type Shell, type VmChecksInput } from "./vm-checks.js";
 
@@ -79,6 +81,16 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   };
   const run = (cmd: string[]) => sh(renderCommand(cmd[0], cmd.slice(1)));
   let vm: BackgroundProcess | undefined;
+  // Once a boot answers, the checks share one SSH connection (dozens of commands a round: under
+  // emulation, a connection of its own costs each one an sshd, a key exchange and a login). Its
+  // socket in a short folder of this user's only (a socket's path has at most 107 bytes).
+  const muxDir = mkdtempSync(path.join(tmpdir(), "bake-ssh-"));
+  let master: BackgroundProcess | undefined;
+  const dropMaster = async () => {
+    target.controlPath = undefined;
+    await master?.stop("SIGTERM", 2_000);
+    master = undefined;
+  };
   try {
     const started = await startVmForwardingSsh(input.vm);
     vm = started.vm;
@@ -93,6 +105,7 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
       if (round === "reboot") {
         input.onLine?.("boot test: rebooting the VM");
         await sh("systemctl reboot", 15_000);
+        await dropMaster(); // its connection goes with the boot
       }
       // SSH answers, on a boot of its own: the boot id differs from the last one.
       const answer = await untilSsh(sh, vm, deadline, input.signal, bootId);
@@ -106,6 +119,8 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
         break;
       }
       bootId = answer.bootId;
+      master = await masterConnection(target, path.join(muxDir, "master"));
+      if (master) target.controlPath = path.join(muxDir, "master");
       // A boot that fails its checks is not rebooted: the failure is what the test reports.
       const before = checks.length;
       await hostChecks(input, sh, run, check, suffix, deadline, target);
@@ -114,7 +129,9 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   } finally {
     // QEMU is stopped at once: the VM runs a copy of the disk that is thrown away after, so a
     // clean power-off (its services stopped one by one, under emulation half a minute) keeps nothing.
+    await dropMaster();
     if (vm?.running()) await vm.stop("SIGTERM", 5_000);
+    rmSync(muxDir, { recursive: true, force: true });
   }
   if (input.signal?.aborted) throw interruption(input.signal);
   return { ok: checks.length > 0 && checks.every((c) => c.ok), seconds: (Date.now() - started) / 1000, checks };

@@ -3,7 +3,7 @@
  * on a VM host through its forwarded port on 127.0.0.1 (ssh), and port forwards to the host's own
  * loopback (ssh -L), which is where its services publish their ports.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { run, start, type BackgroundProcess } from "./exec.js";
 
 export interface SshTarget {
@@ -14,6 +14,12 @@ export interface SshTarget {
   /** A known_hosts file that pins the host's ed25519 key under `hostKeyAlias`: no other host is talked to. */
   knownHosts: string;
   hostKeyAlias: string;
+  /**
+   * A master connection's socket (`masterConnection`): commands ride it as sessions of one
+   * connection (no new sshd process, key exchange or login each); while no master answers on it,
+   * ssh connects on its own.
+   */
+  controlPath?: string;
 }
 
 const NOT_INSTALLED = "ssh is not installed (Debian: openssh-client): run make setup";
@@ -73,7 +79,42 @@ export function sshOptions(t: SshTarget): string[] {
 
 /** `ssh … user@127.0.0.1 -- command`: the command is one shell line on the host. */
 export function sshArgs(t: SshTarget, command: string): string[] {
-  return [...sshOptions(t), `${t.user}@127.0.0.1`, "--", command];
+  const shared = t.controlPath ? ["-o", "ControlMaster=no", "-o", `ControlPath=${t.controlPath}`] : [];
+  return [...sshOptions(t), ...shared, `${t.user}@127.0.0.1`, "--", command];
+}
+
+/** `ssh -M -N`: the master connection whose socket is `controlPath`, in the foreground (bake stops it). */
+export function masterArgs(t: SshTarget, controlPath: string): string[] {
+  return [
+    ...sshOptions(t),
+    "-M",
+    "-N",
+    "-o",
+    `ControlPath=${controlPath}`,
+    "-o",
+    "ControlPersist=no",
+    `${t.user}@127.0.0.1`,
+  ];
+}
+
+/**
+ * Opens a master connection to the host and waits (up to `waitMs`) for its socket: commands with
+ * `controlPath` set then share it. Ends when the connection does (the host reboots or stops) or
+ * when stopped; a master that did not come up is stopped, and commands connect on their own.
+ */
+export async function masterConnection(
+  t: SshTarget,
+  controlPath: string,
+  waitMs = 20_000,
+): Promise<BackgroundProcess | undefined> {
+  rmSync(controlPath, { force: true }); // a socket left by a master that was killed
+  const master = await start("ssh", masterArgs(t, controlPath));
+  const deadline = Date.now() + waitMs;
+  while (master.running() && !existsSync(controlPath) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 200));
+  if (master.running() && existsSync(controlPath)) return master;
+  await master.stop("SIGTERM", 2_000);
+  return undefined;
 }
 
 /** Runs a shell line on the host: its exit code (255: ssh itself failed) and output. */

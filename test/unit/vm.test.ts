@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync,
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { KERNEL_CMDLINE, probeArgs, vmArgs } from "../../src/tools/qemu.js";
-import { forwardArgs, knownHostsLine, sshArgs } from "../../src/tools/ssh.js";
+import { forwardArgs, knownHostsLine, masterArgs, sshArgs } from "../../src/tools/ssh.js";
 import { mkfsArgs, writeRequests } from "../../src/tools/ext4.js";
 import { prepareRootfs } from "../../src/host/vm-disk.js";
 import { VM_ROOTFS_FILES, vmDiskDigest } from "../../src/graph/vm-disk-spec.js";
@@ -488,6 +488,28 @@ test("the boot test runs a command again only when ssh never reached the guest's
     "curl: (7) Failed to connect to 127.0.0.1 port 8080 after 0 ms: Connection refused on the service",
   ])
     assert.not.ok(SSH_UNREACHED.test(said), said);
+});
+
+test("the boot test's commands share one master connection: the master in the foreground, commands on its socket, forwards on their own", () => {
+  const t = { port: 40123, key: "/b/id", user: "root", knownHosts: "/b/kh", hostKeyAlias: "bake-boot-test" };
+  const master = masterArgs(t, "/tmp/bake-ssh-x/master");
+  assert.ok(master.includes("-M") && master.includes("-N"));
+  assert.ok(master.includes("ControlPersist=no") && master.includes("ControlPath=/tmp/bake-ssh-x/master"));
+  assert.ok(master.includes("StrictHostKeyChecking=yes") && master.includes("HostKeyAlias=bake-boot-test"));
+  const shared = sshArgs({ ...t, controlPath: "/tmp/bake-ssh-x/master" }, "true");
+  assert.equal(shared.slice(-7), [
+    "-o",
+    "ControlMaster=no",
+    "-o",
+    "ControlPath=/tmp/bake-ssh-x/master",
+    "root@127.0.0.1",
+    "--",
+    "true",
+  ]);
+  assert.not.ok(sshArgs(t, "true").some((a) => a.startsWith("ControlPath")));
+  assert.not.ok(
+    forwardArgs({ ...t, controlPath: "/tmp/bake-ssh-x/master" }, "/s", 80).some((a) => a.startsWith("Control")),
+  );
 });
 
 test.run();
