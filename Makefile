@@ -16,7 +16,7 @@ demo: services
 test: services
 	@node scripts/test.mjs unit it
 
-# Everything but the slowest files (booted hosts, the AWS Packer run, faults, interrupts, the installed package), in two lanes.
+# Everything but the slowest files (booted hosts, the AWS Packer run, faults, interrupts, the installed package, the rendering property tests), in three lanes.
 test-fast: services
 	@node scripts/test.mjs --fast unit it
 

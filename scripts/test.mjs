@@ -11,8 +11,8 @@ import { fileURLToPath } from "node:url";
 const TIMING = fileURLToPath(new URL("./uvu-timing.mjs", import.meta.url));
 
 // --fast leaves out the slowest files: booted local hosts and VMs, the AWS Packer run, the faults,
-// the interrupts, the installed package's bake of a user's project.
-const SLOW = /^(ami-local|ami-vm|aws-packer|faults|interrupts|install)\.test\.js$/;
+// the interrupts, the installed package's bake of a user's project, the property tests of rendering.
+const SLOW = /^(ami-local|ami-vm|ami-aws-property|aws-packer|faults|interrupts|install)\.test\.js$/;
 const fast = process.argv.includes("--fast");
 // Lanes. Every file uses a project name and folder of its own, no fixed host port, a moto of its
 // own (test/helpers/moto), and counts only its own containers and parent tags, so any two files

@@ -7,52 +7,11 @@ import path from "node:path";
 import { execa } from "execa";
 import { parse as parseYaml } from "yaml";
 import { DescribeImageAttributeCommand, DescribeImagesCommand } from "@aws-sdk/client-ec2";
-import { bake, tempTree, testEnv, tempDir } from "../helpers/bake.js";
-import { busyboxRootfs } from "../helpers/engine.js";
+import { bake, tempDir } from "../helpers/bake.js";
 import { motoEc2, motoEnv, registerAmi, resetMoto } from "../helpers/moto.js";
-import { hclString } from "../../src/ami/hcl.js";
+import { awsFixture, packerEnv, suffix } from "../helpers/aws-project.js";
 
-const suffix = `${process.pid}`;
 const SHARE = "210987654321";
-
-async function fixture(
-  extra = "",
-  builder = "ebs",
-  sourceName = `aws-src-${suffix}-*`,
-  playbook = "host.yml",
-): Promise<string> {
-  const rootfs = await busyboxRootfs();
-  return tempTree({
-    "bake.yml": `project: aws-${suffix}
-images:
-  base: { rootfs: { tar: ${rootfs} } }
-  svc: { parent: base, dockerfile: svc/Dockerfile }
-  web:
-    parent: svc
-    dockerfile: svc/Dockerfile
-    run: { ports: ["8080"], command: [httpd, -f], pass_env: [WEB_TOKEN] }
-amis:
-  host:
-    builder: ${builder}
-${builder === "instance-store" ? '    bundle: { s3_bucket: bake-bundles, account_id: "123456789012" }\n' : ""}    region: us-east-1
-    source: { owners: [self], name: ${yamlValue(sourceName)} }
-    instance_type: ${builder === "instance-store" ? "m3.medium" : "t3.small"}
-    playbook: ${yamlValue(playbook)}
-    preload: [base]
-    services: [web]
-${extra}`,
-    "svc/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
-    [playbook]: "- hosts: all\n  tasks: []\n",
-  });
-}
-
-/** A double-quoted YAML scalar whose value, after bake's ${VAR} interpolation, is `value` ($ → $$). */
-function yamlValue(value: string): string {
-  return JSON.stringify(value.replace(/\$/g, "$$$$"));
-}
-
-const packerEnv = (extra: Record<string, string> = {}) =>
-  ({ ...process.env, ...testEnv(), ...motoEnv, ...extra }) as Record<string, string>;
 
 test.before(async () => {
   await resetMoto();
@@ -69,7 +28,10 @@ for (const [builder, target] of [
   ["ebs", "vm"],
 ] as const) {
   test(`render ${builder} on ${target}: packer validate and packer fmt -check accept the folder as it is`, async () => {
-    const dir = await fixture(target === "local" ? "    local: { image: base }\n" : target === "vm" ? VM : "", builder);
+    const dir = await awsFixture(
+      target === "local" ? "    local: { image: base }\n" : target === "vm" ? VM : "",
+      builder,
+    );
     const cert = path.join(dir, "cert.pem");
     writeFileSync(cert, "not a real certificate");
     const env = { ...motoEnv, BAKE_X509_CERT: cert, BAKE_X509_KEY: cert };
@@ -104,7 +66,7 @@ for (const [builder, target] of [
 }
 
 test("render --target local of an AMI without local: the host starts from bake's default (Debian 12 with systemd), on that target only", async () => {
-  const dir = await fixture();
+  const dir = await awsFixture();
   const out = path.join(dir, "rendered");
   const r = await bake(["render", "host", "--target", "local", "--out", out], { cwd: dir, env: motoEnv });
   assert.is(r.code, 0, r.stderr);
@@ -144,7 +106,7 @@ test("render --target local of an AMI without local: the host starts from bake's
 });
 
 test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's line, nothing rendered or built", async () => {
-  const dir = await fixture();
+  const dir = await awsFixture();
   for (const command of ["render", "ami"]) {
     const out = path.join(dir, "rendered");
     const r = await bake([command, "host", "--target", "vm", ...(command === "render" ? ["--out", out] : [])], {
@@ -159,80 +121,14 @@ test("render or ami --target vm of an AMI without vm: exit 2 naming the AMI's li
 });
 
 test("instance-store without the x509 paths in the environment: exit 2 naming them", async () => {
-  const dir = await fixture("", "instance-store");
+  const dir = await awsFixture("", "instance-store");
   const r = await bake(["render", "host", "--out", path.join(dir, "o")], { cwd: dir, env: motoEnv });
   assert.is(r.code, 2);
   assert.match(r.stderr, /set BAKE_X509_CERT and BAKE_X509_KEY/);
 });
 
-const ALPHABET = [
-  '"',
-  "\\",
-  "$",
-  "{",
-  "}",
-  "%",
-  "\n",
-  "\t",
-  "\r",
-  "'",
-  "`",
-  "é",
-  "✓",
-  " ",
-  "a",
-  "Z",
-  "0",
-  ":",
-  "/",
-  "*",
-  "[",
-  "]",
-  "=",
-  "#",
-];
-const PIECES = ["${", "%{", "$${", "%%{", "{{", "}}", "\\n", '\\"', "${var.x}", "%{ if true }"];
-function arbitrary(seed: number): string {
-  let x = (seed * 2654435761) % 2 ** 32;
-  const next = () => (x = (x * 1664525 + 1013904223) % 2 ** 32) / 2 ** 32;
-  let s = "";
-  const length = 1 + Math.floor(next() * 24);
-  for (let i = 0; i < length; i++)
-    s += next() < 0.25 ? PIECES[Math.floor(next() * PIECES.length)] : ALPHABET[Math.floor(next() * ALPHABET.length)];
-  return s;
-}
-
-test("property: arbitrary strings through the hcl helper reach Packer literally", async () => {
-  const values = Array.from({ length: 60 }, (_, i) => arbitrary(i + 1));
-  const dir = tempDir("bake-hcl-property-");
-  writeFileSync(
-    path.join(dir, "t.pkr.hcl"),
-    `locals {\n${values.map((v, i) => `  v${i} = ${hclString(v)}`).join("\n")}\n}\nsource "null" "n" {\n  communicator = "none"\n}\nbuild {\n  sources = ["source.null.n"]\n}\n`,
-  );
-  const { stdout } = await execa("packer", ["console", "-config-type=hcl2", dir], {
-    input: `jsonencode([${values.map((_, i) => `local.v${i}`).join(", ")}])\n`,
-  });
-  assert.equal(JSON.parse(stdout.trim()), values);
-});
-
-test("property: arbitrary strings in config values render to HCL that packer validate accepts", async () => {
-  for (let i = 0; i < 6; i++) {
-    const name = arbitrary(100 + i).replace(/[\n\r]/g, " ");
-    const playbook = `play ${arbitrary(200 + i).replace(/[\n\r\t/\\]/g, "_")}.yml`;
-    const dir = await fixture("    local: { image: base }\n", "ebs", name, playbook);
-    for (const target of ["aws", "local"]) {
-      const out = path.join(dir, `rendered-${target}`);
-      const r = await bake(["render", "host", "--target", target, "--out", out], { cwd: dir, env: motoEnv });
-      assert.is(r.code, 0, `${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${r.stderr}`);
-      await execa("packer", ["validate", out], { env: packerEnv() }).catch((e) =>
-        assert.unreachable(`${target} ${JSON.stringify(name)} ${JSON.stringify(playbook)}: ${e.stderr}`),
-      );
-    }
-  }
-});
-
 test("an AMI with the same key exists: returned without Packer, tagged, copied to copy_to, shared", async () => {
-  const dir = await fixture(`    copy_to: [eu-west-1]\n    share_with: ["${SHARE}"]\n`);
+  const dir = await awsFixture(`    copy_to: [eu-west-1]\n    share_with: ["${SHARE}"]\n`);
   const plan = JSON.parse((await bake(["plan", "--json"], { cwd: dir, env: motoEnv })).stdout).nodes;
   const key = plan.find((n: any) => n.name === "host").key;
   assert.match(key, /^[0-9a-f]{64}$/);
@@ -292,14 +188,14 @@ test("an AMI with the same key exists: returned without Packer, tagged, copied t
 });
 
 test("no AWS credentials: exit 2, pointing to --target local", async () => {
-  const dir = await fixture();
+  const dir = await awsFixture();
   const r = await bake(["ami", "host"], { cwd: dir });
   assert.is(r.code, 2);
   assert.match(r.stderr, /no AWS credentials.*use --target local/);
 });
 
 test("an unknown region: exit 2 naming it", async () => {
-  const dir = await fixture("    copy_to: [xx-nowhere-1]\n");
+  const dir = await awsFixture("    copy_to: [xx-nowhere-1]\n");
   const r = await bake(["ami", "host"], { cwd: dir, env: motoEnv });
   assert.is(r.code, 2, r.stderr);
   assert.match(r.stderr, /unknown AWS region xx-nowhere-1/);
