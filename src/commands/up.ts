@@ -46,7 +46,7 @@ export async function upCommand(
   );
   requireEngine(pipeline);
   const keys = knownKeys(pipeline);
-  const services = servicesOf(pipeline.config, options.services, keys);
+  const services = servicesOf(pipeline.config, releases, keys);
   // Secrets are checked before anything is built or started.
   const passEnv = passEnvValues(pipeline.config, services);
   const docker = tools.docker();

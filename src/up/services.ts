@@ -20,6 +20,10 @@ export interface Service {
   contract: RuntimeContract;
 }
 
+/**
+ * The named release images as services, each with its runtime contract, in bake.yml's order: none
+ * for no name (an AMI that runs no service). An unknown name or one without `run:` is exit 2.
+ */
 export function servicesOf(config: BakeConfig, names: string[], keys: Map<string, string | undefined>): Service[] {
   const releases = config.images.filter((i) => i.layer === "release");
   for (const n of names) {
@@ -29,7 +33,7 @@ export function servicesOf(config: BakeConfig, names: string[], keys: Map<string
     if (image.layer !== "release")
       throw new UsageError(`${n} is a ${image.layer} image, not a release: only images with run: can be started`);
   }
-  const chosen = names.length ? releases.filter((r) => names.includes(r.name)) : releases;
+  const chosen = releases.filter((r) => names.includes(r.name));
   return chosen.map((release) => {
     const key = keys.get(release.name)!;
     return {

@@ -79,7 +79,7 @@ amis:
       await bake(["plan", "--target", "aws"], { cwd: dir, env }),
       await bake(["nightly", "--target", "local", "--json"], { cwd: dir, env }),
     ]);
-    const [build, up, , viaAnsible, plan] = runs;
+    const [build, up, , viaAnsible, plan, night] = runs;
     for (const [name, r] of [
       ["build", build],
       ["up", up],
@@ -88,6 +88,15 @@ amis:
     ] as const)
       assert.is(r.code, 0, `${name}: ${r.stderr}`);
     assert.ok(auth > 0, "the mirror got the password (as a header or through .netrc)");
+    // Nightly baked the local AMI, which runs no service, and its boot test passed; only the base
+    // whose mirror answers 404 failed.
+    const nightly = JSON.parse(night.stdout);
+    assert.equal(
+      nightly.failed.map((f: { node: string }) => f.node),
+      ["deb"],
+      night.stderr.slice(-2000),
+    );
+    assert.match(nightly.amis.host?.local ?? "", /^sha256:/);
     assert.equal(seen, [], "no process argument list");
     for (const r of runs) assert.not.ok(`${r.stdout}${r.stderr}`.includes(SENTINEL), "output");
     assert.equal(filesHolding(dir), [], "files under the project (logs, manifest, bake.lock)");

@@ -4,7 +4,8 @@ import * as assert from "uvu/assert";
 import { hostContainer, runtimeEnvFile } from "../../src/host/boot-test.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
 import { httpProbe, runtimeContract } from "../../src/runtime/contract.js";
-import { passEnvValues } from "../../src/up/services.js";
+import { passEnvValues, servicesOf } from "../../src/up/services.js";
+import { parseConfig } from "../../src/config/load.js";
 import { UsageError } from "../../src/errors.js";
 import { execa } from "execa";
 import path from "node:path";
@@ -68,6 +69,27 @@ test("a host's service contract is bake up's create options without pass_env val
   assert.equal(contract.ansible.create, { ...contract.create({ TOKEN: "x" }), Env: ["A=1"] });
   assert.equal(contract.create({ TOKEN: "x" }).Env, ["A=1", "TOKEN=x"]);
   assert.not.ok(JSON.stringify(contract.ansible).includes("TOKEN=x"));
+});
+
+test("an AMI's services are the releases it names, none when it names none (its boot test then expects no service)", () => {
+  const text = `project: p
+images:
+  base: { from: busybox }
+  web: { parent: base, dockerfile: Dockerfile, run: { command: [httpd, -f] } }
+  api: { parent: base, dockerfile: Dockerfile, run: { command: [httpd, -f] } }
+`;
+  const dir = tempTree({ "bake.yml": text, Dockerfile: "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n" });
+  const config = parseConfig(text, path.join(dir, "bake.yml"), dir, {});
+  const keys = new Map(["base", "web", "api"].map((n) => [n, n.padEnd(64, "0")]));
+  assert.equal(servicesOf(config, [], keys), []);
+  assert.equal(
+    servicesOf(config, ["api"], keys).map((s) => [s.release.name, s.contract.create({}).Image]),
+    [["api", "p/api:api000000000"]],
+  );
+  assert.throws(
+    () => servicesOf(config, ["base"], keys),
+    (e: unknown) => e instanceof UsageError,
+  );
 });
 
 test("a pass_env value with a line break of any kind, or NUL, is refused naming the variable (exit 2), never cut on a host", () => {
