@@ -113,18 +113,27 @@ export function gossCommand(project: string, node: string, test: TestSpec): stri
   return renderCommand(`${GOSS_DIR}/goss`, args);
 }
 
+/**
+ * The tags of an AMI bake made. A host stage's AMI (a staged bake on aws) carries the stage's key
+ * and node (`<ami>@host`) and `bake:stage`, so that neither a lookup of the AMI's key nor its
+ * retention counts it as the AMI; the release stage's AMI is the AMI, its `bake:source-ami` the
+ * host stage's AMI it was baked on.
+ */
 export function amiTags(
-  input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision">,
+  input: Pick<AmiRenderInput, "config" | "ami" | "key" | "imageKeys" | "sourceAmi" | "revision" | "stage">,
 ): Record<string, string> {
-  const { config, ami } = input;
+  const { config, ami, stage } = input;
+  const host = stage?.name === "host" ? stage : undefined;
+  const preloaded = host ? host.images : ami.preload;
   return {
-    Name: `${config.project}-${ami.name}`,
-    "bake:key": input.key ?? "unknown",
+    Name: `${config.project}-${host?.node ?? ami.name}`,
+    "bake:key": host?.key ?? input.key ?? "unknown",
     "bake:project": config.project,
-    "bake:ami": ami.name,
+    "bake:ami": host?.node ?? ami.name,
+    ...(host ? { "bake:stage": host.name } : {}),
     "bake:source-ami": input.sourceAmi ?? "{{ .SourceAMI }}",
     "bake:revision": input.revision ?? "unknown",
-    "bake:preload": ami.preload
+    "bake:preload": preloaded
       .map((n) => `${n}=${(input.imageKeys.get(n) ?? "unknown").slice(0, KEY_TAG_LENGTH)}`)
       .join(" "),
   };

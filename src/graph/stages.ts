@@ -17,8 +17,8 @@ import { keyOf, type InputDigests, type Target } from "./keys.js";
 
 export type StageName = "host" | "release";
 
-/** The targets whose bakes go in stages (the others bake an AMI in one run). */
-export const STAGED_TARGETS: readonly Target[] = ["local", "vm"];
+/** The targets whose bakes go in stages: every one. */
+export const STAGED_TARGETS: readonly Target[] = ["local", "vm", "aws"];
 
 export interface Stage {
   name: StageName;

@@ -129,11 +129,26 @@ function awsEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState
   const region = (node as { ami: { region: string } }).ami.region;
   const found = state.amis.get(node.name);
   if (!found || !found.ok) return entry("unknown", found ? found.reason : "AMIs not looked up");
-  if (found.value) return entry("cached", `${found.value.imageId} in ${region} carries this key`, found.value.imageId);
-  return entry(
-    "build",
-    unbakedReason(node.name, k, state, "aws", depsBuilding, `no AMI in ${region} is tagged with this key`),
-  );
+  const done = found.value
+    ? entry("cached", `${found.value.imageId} in ${region} carries this key`, found.value.imageId)
+    : entry(
+        "build",
+        unbakedReason(node.name, k, state, "aws", depsBuilding, `no AMI in ${region} is tagged with this key`),
+      );
+  const stages = node.kind === "ami" ? stagesOn(node.ami, "aws", k) : undefined;
+  if (stages && node.kind === "ami") {
+    const below = state.amis.get(stages[0].node);
+    done.stages = [
+      below && !below.ok && !found.value
+        ? { name: "host", key: stages[0].key, status: "unknown", reason: below.reason }
+        : keptStageEntry(node.ami, stages[0], Boolean(found.value), state, "aws", {
+            found: below?.ok && below.value ? `${below.value.imageId} in ${region}` : undefined,
+            none: `no AMI in ${region} is tagged with this key`,
+          }),
+      { name: "release", key: k.key, status: done.status, reason: done.reason },
+    ];
+  }
+  return done;
 }
 
 /** A VM AMI: the disk under .bake/vm with the key. */
@@ -145,28 +160,40 @@ function vmEntry({ node, k, entry, depsBuilding }: KeyedNode, state: WorldState)
   const stages = node.kind === "ami" ? stagesOn(node.ami, "vm", k) : undefined;
   if (stages && node.kind === "ami")
     done.stages = [
-      vmStageEntry(node.ami, stages[0], Boolean(disk), state),
+      keptStageEntry(node.ami, stages[0], Boolean(disk), state, "vm", {
+        found: state.vmDisks?.get(stages[0].node),
+        none: "no VM disk under .bake/vm has this key",
+      }),
       { name: "release", key: k.key, status: done.status, reason: done.reason },
     ];
   return done;
 }
 
-/** The host stage below a staged VM AMI: reused when the AMI has its key, or when a disk has the stage's. */
-function vmStageEntry(ami: AmiNode, host: Stage, amiFound: boolean, state: WorldState): StageEntry {
+/**
+ * The host stage below a staged AMI kept outside the engine (a VM disk, an AWS AMI): reused when
+ * the AMI has its key, or when the stage's own result (`found`) does; else what changed since the
+ * last bake on this target.
+ */
+function keptStageEntry(
+  ami: AmiNode,
+  host: Stage,
+  amiFound: boolean,
+  state: WorldState,
+  target: Target,
+  result: { found?: string; none: string },
+): StageEntry {
   if (amiFound) return { name: "host", key: host.key, status: "cached", reason: "the AMI has its key" };
-  const disk = state.vmDisks?.get(host.node);
-  if (disk) return { name: "host", key: host.key, status: "cached", reason: `${disk} has this key: reused` };
+  if (result.found)
+    return { name: "host", key: host.key, status: "cached", reason: `${result.found} has this key: reused` };
   const last = state.lastBaked?.get(ami.name);
   const lastHost =
-    last?.target === "vm" && last.inputs ? amiStages(ami, { key: last.key, inputs: last.inputs })[0] : undefined;
+    last?.target === target && last.inputs ? amiStages(ami, { key: last.key, inputs: last.inputs })[0] : undefined;
   const changed = lastHost && lastHost.key !== host.key ? changedInputs(lastHost.inputs, host.inputs) : undefined;
   return {
     name: "host",
     key: host.key,
     status: "build",
-    reason: changed
-      ? `${describeInputs(changed)} changed since ${shortKey(lastHost!.key)}`
-      : "no VM disk under .bake/vm has this key",
+    reason: changed ? `${describeInputs(changed)} changed since ${shortKey(lastHost!.key)}` : result.none,
   };
 }
 

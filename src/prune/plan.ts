@@ -124,6 +124,41 @@ export function planStageRetention(
     });
 }
 
+/**
+ * The AMIs of an AMI's host stage on aws (`<ami>@host`, in the AMI's region): one goes only when
+ * neither the current bake, nor an AMI kept (`keptOn`: host stage AMI id → the kept AMI baked on
+ * it, from its bake:source-ami), nor anything that launches AMIs in the region uses it.
+ */
+export function planAwsStageRetention(
+  name: string,
+  region: string,
+  stages: BakedAmi[],
+  keptOn: Map<string, string>,
+  inUse: Map<string, string>,
+  currentKey?: string,
+): PruneDecision[] {
+  return [...stages]
+    .sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0))
+    .map((a): PruneDecision => {
+      const base = {
+        kind: "ami" as const,
+        name,
+        where: region,
+        id: a.imageId,
+        key: a.tags["bake:key"] ?? "",
+        created: a.created,
+        snapshots: a.snapshots,
+      };
+      if (currentKey && a.tags["bake:key"] === currentKey)
+        return { ...base, action: "keep", reason: "carries the current key" };
+      const on = keptOn.get(a.imageId);
+      if (on) return { ...base, action: "keep", reason: `the kept AMI ${on} was baked on it` };
+      if (a.tags["bake:keep"] !== undefined) return { ...base, action: "keep", reason: "tagged bake:keep" };
+      if (inUse.has(a.imageId)) return { ...base, action: "keep", reason: `used by ${inUse.get(a.imageId)}` };
+      return { ...base, action: "remove", reason: "no AMI kept was baked on it" };
+    });
+}
+
 /** A vm target's disk folder under .bake/vm/ (vm.json's key and time; no key: a bake that did not finish). */
 export interface VmDiskFolder {
   path: string;

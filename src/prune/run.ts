@@ -6,6 +6,7 @@ import { readManifest, type ManifestAmi } from "../state/manifest.js";
 import {
   keysMarkedKeep,
   planAmiRetention,
+  planAwsStageRetention,
   planImageRetention,
   planLeftovers,
   planStageRetention,
@@ -23,7 +24,7 @@ import { isLocked } from "../files/process-lock.js";
 import { parentTagOwnerRunning } from "../state/parent-tags.js";
 import { BOOT_OWNER_LABEL, bootOwnerRunning, removeNamespace } from "../host/boot-test.js";
 import { interruption } from "../errors.js";
-import { amiStages, stageNode } from "../graph/stages.js";
+import { amiStages, stageNode, stagesOn } from "../graph/stages.js";
 import { shortKey } from "../config/model.js";
 
 export interface PruneOptions {
@@ -161,6 +162,28 @@ async function planAws(
           d.warning = `shared with ${shared.join(", ")}: instances in those accounts are not visible here`;
       }
       decisions.push(...planned);
+      // The host stage's AMIs (a staged bake's, in the AMI's region only): kept while a kept AMI stands on one.
+      if (region === ami.region) {
+        const below = stageNode(ami.name, "host");
+        const keptOn = new Map(
+          planned
+            .filter((d) => d.action === "keep")
+            .flatMap((d) => {
+              const source = amis.find((a) => a.imageId === d.id)?.tags["bake:source-ami"];
+              return source ? [[source, d.id] as const] : [];
+            }),
+        );
+        decisions.push(
+          ...planAwsStageRetention(
+            below,
+            region,
+            await ec2.listBakedAmis(region, config.project, below),
+            keptOn,
+            inUse.get(region)!,
+            stagesOn(ami, "aws", pipeline.keys.get(ami.name))?.[0].key,
+          ),
+        );
+      }
       for (const o of await ec2.orphanedSnapshots(region, config.project, ami.name)) {
         decisions.push({
           kind: "snapshot",

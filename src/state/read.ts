@@ -302,11 +302,14 @@ async function findAmis(
     nodes.map(async (n) => {
       const key = keys.get(n.name)?.key;
       if (n.kind !== "ami" || !key) return;
-      try {
-        out.set(n.name, { ok: true, value: await ec2.findAmiByKey(n.ami.region, key) });
-      } catch (e) {
-        out.set(n.name, { ok: false, reason: awsReason(e) });
-      }
+      // A staged AMI's host stage too, under its own node name (`<ami>@host`).
+      const host = stagesOn(n.ami, "aws", keys.get(n.name))?.[0];
+      for (const [name, k] of [[n.name, key], ...(host ? [[host.node, host.key]] : [])])
+        try {
+          out.set(name, { ok: true, value: await ec2.findAmiByKey(n.ami.region, k) });
+        } catch (e) {
+          out.set(name, { ok: false, reason: awsReason(e) });
+        }
     }),
   );
   return out;

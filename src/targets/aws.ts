@@ -12,7 +12,9 @@ import { knownKeys, type Pipeline } from "../state/read.js";
 import { ec2Endpoint, NoCredentialsError, type Ec2Tool } from "../tools/ec2.js";
 import { amiIdsByRegion } from "../tools/packer-output.js";
 import { GOSS_DIR, GOSS_ENV, requireGoss } from "../tools/goss.js";
-import { renderFolder } from "../ami/bake-ami.js";
+import { renderFolder, type RenderedFolder } from "../ami/bake-ami.js";
+import { stagesOn, type Stage } from "../graph/stages.js";
+import type { PackerTool } from "../tools/packer.js";
 import {
   amiTags,
   AWS_CONNECTION_ENV,
@@ -23,7 +25,14 @@ import {
   type TargetTemplatePart,
 } from "../ami/context.js";
 import { acquireLease, leasePrefix } from "../ami/lease.js";
-import { exportAndRunPacker, imagesOf, keepPackagesOf, type AmiTarget, type Reconciling } from "./target.js";
+import {
+  exportAndRunPacker,
+  imagesOf,
+  keepPackagesOf,
+  type AmiTarget,
+  type Reconciling,
+  type TargetBake,
+} from "./target.js";
 
 export const aws: AmiTarget = {
   name: "aws",
@@ -74,33 +83,49 @@ export const aws: AmiTarget = {
     );
   },
 
-  async render(pipeline, ami, dir, packer, extra) {
-    const folder = await renderFolder(pipeline, ami, dir, packer, extra, awsTemplate);
-    // The AMI's goss spec runs on the instance, as the last provisioner: it travels in the folder.
-    if (ami.test) {
-      mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
-      copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
-      if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
-    }
-    return folder;
+  render(pipeline, ami, dir, packer, extra) {
+    // Staged: the folder is the host stage's; the release stage's is rendered once the AMI it
+    // starts from is known (bake below).
+    return awsFolder(pipeline, ami, dir, packer, extra, stagesOn(ami, "aws", pipeline.keys.get(ami.name))?.[0]);
   },
 
   async bake(b) {
     const { pipeline, ami, run } = b;
-    const ids = await exportAndRunPacker(b, {
+    const env = {
       ...b.env.withheld,
       [AWS_CONNECTION_ENV.ec2Endpoint]: ec2Endpoint() ?? "",
       ...(ami.test ? { [GOSS_ENV]: requireGoss() } : {}),
-    });
-    const baked = amiIdsByRegion(ids.join(","))[ami.region];
-    if (!baked)
-      throw new BuildFailedError(
-        ami.name,
-        `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`,
+    };
+    const stages = stagesOn(ami, "aws", pipeline.keys.get(ami.name));
+    let ids: string[];
+    let sourceAmi = run.sourceAmi;
+    let packagesDir = run.dir;
+    if (!stages) ids = await exportAndRunPacker(b, env);
+    else {
+      // The release stage: an instance of the host stage's AMI, on which bake's release
+      // provisioning loads the release layers and writes the contracts; no engine, no playbook.
+      const [host, release] = stages;
+      sourceAmi = await awsHostStage(b, host, env);
+      const folder = await awsFolder(
+        pipeline,
+        ami,
+        path.join(run.dir, RELEASE_FOLDER),
+        run.packer,
+        { sourceAmi, revision: run.revision },
+        release,
       );
-    await keepPackagesOf(b, `${ami.region}:${baked}`);
+      packagesDir = folder.dir;
+      ids = await exportAndRunPacker(b, env, {
+        name: release.name,
+        folder,
+        images: release.images,
+        below: host.images,
+      });
+    }
+    const baked = bakedIn(ami, ids);
+    await keepPackagesOf(b, `${ami.region}:${baked}`, undefined, packagesDir);
     const regions = await reconcileAws(pipeline, ami, baked, b.tools.ec2(), {
-      sourceAmi: run.sourceAmi,
+      sourceAmi,
       revision: run.revision,
       signal: run.signal,
       onLine: run.say,
@@ -108,6 +133,81 @@ export const aws: AmiTarget = {
     return { regions, action: "baked", images: imagesOf(b.built), built: b.built };
   },
 };
+
+/** Where a staged bake renders its release stage: a folder inside the host stage's. */
+const RELEASE_FOLDER = "release";
+
+/** The folder Packer runs in on aws (the AMI's, or a stage's); the goss spec travels in it to run on the instance, last. */
+async function awsFolder(
+  pipeline: Pipeline,
+  ami: AmiNode,
+  dir: string,
+  packer: PackerTool,
+  extra: { sourceAmi?: string; revision?: string },
+  stage?: Stage,
+): Promise<RenderedFolder> {
+  const folder = await renderFolder(pipeline, ami, dir, packer, extra, awsTemplate, stage && { stage });
+  if (ami.test && stage?.name !== "host") {
+    mkdirSync(path.join(dir, GOSS_FOLDER), { recursive: true });
+    copyFileSync(ami.test.spec, path.join(dir, GOSS_FOLDER, "goss.yaml"));
+    if (ami.test.vars) copyFileSync(ami.test.vars, path.join(dir, GOSS_FOLDER, "vars.yaml"));
+  }
+  return folder;
+}
+
+/** The AMI Packer made in the AMI's region. */
+function bakedIn(ami: AmiNode, ids: string[]): string {
+  const baked = amiIdsByRegion(ids.join(","))[ami.region];
+  if (!baked)
+    throw new BuildFailedError(
+      ami.name,
+      `${ami.name}: packer reported no AMI in ${ami.region} (artifacts: ${ids.join(", ")})`,
+    );
+  return baked;
+}
+
+/**
+ * The host stage's AMI in the AMI's region: the one tagged with its key, else baked by Packer from
+ * the source and tagged. One bake per stage key across machines (a lease of its own in the account).
+ */
+async function awsHostStage(b: TargetBake, host: Stage, env: Record<string, string | undefined>): Promise<string> {
+  const { pipeline, ami, run } = b;
+  const ec2 = b.tools.ec2();
+  const lease = await acquireLease(
+    ec2,
+    ami.region,
+    leasePrefix(pipeline.config.project, host.node, host.key.slice(0, KEY_TAG_LENGTH)),
+    { signal: run.signal, onWait: run.say, onLost: run.say },
+  );
+  try {
+    const found = run.force ? undefined : await ec2.findAmiByKey(ami.region, host.key);
+    if (found) {
+      run.say(`stage host: ${found.imageId} in ${ami.region} has this key: reused`);
+      return found.imageId;
+    }
+    const id = bakedIn(
+      ami,
+      await exportAndRunPacker(b, env, { name: host.name, folder: b.folder, images: host.images }),
+    );
+    await ec2.tagImage(
+      ami.region,
+      id,
+      amiTags({
+        config: pipeline.config,
+        ami,
+        key: run.key,
+        imageKeys: knownKeys(pipeline),
+        sourceAmi: run.sourceAmi,
+        revision: run.revision,
+        stage: host,
+      }),
+    );
+    run.say(`stage host: ${id} in ${ami.region}`);
+    return id;
+  } finally {
+    await lease.release();
+  }
+}
 
 /**
  * Makes the AMI whole on EC2: its tags in the home region, a tagged copy in every copy_to region

@@ -127,6 +127,8 @@ export interface StageRun {
   name: string;
   folder: RenderedFolder;
   images: string[];
+  /** The images of the stage below: the archive leaves out their layers (the host holds them). */
+  below?: string[];
 }
 
 /**
@@ -142,7 +144,7 @@ export async function exportAndRunPacker(
   const folder = stage?.folder ?? b.folder;
   try {
     run.say(`${stage ? `stage ${stage.name}: ` : ""}exporting the shipped images`);
-    await exportImages(pipeline, ami, folder.dir, b.docker, run.signal, stage?.images);
+    await exportImages(pipeline, ami, folder.dir, b.docker, run.signal, stage?.images, stage?.below);
     run.say(`${stage ? `stage ${stage.name}: ` : ""}packer build ${folder.dir}`);
     return await runPacker(ami, folder, run.packer, {
       projectDir: pipeline.config.dir,
@@ -167,6 +169,8 @@ export async function keepPackagesOf(
   b: TargetBake,
   source: string,
   stage?: Pick<Stage, "node" | "key">,
+  /** The folder Packer downloaded the list into: the bake's, or its release stage's. */
+  dir = b.run.dir,
 ): Promise<void> {
   const { pipeline, ami, run } = b;
   await keepHostPackages(
@@ -174,7 +178,7 @@ export async function keepPackagesOf(
     stage?.node ?? ami.name,
     run.target,
     stage?.key ?? run.key,
-    path.join(run.dir, HOST_PACKAGES_ARCHIVE),
+    path.join(dir, HOST_PACKAGES_ARCHIVE),
     source,
   );
 }

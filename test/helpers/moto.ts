@@ -11,6 +11,31 @@ import { EC2Client, RegisterImageCommand, CreateTagsCommand } from "@aws-sdk/cli
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
 /**
+ * moto's server, with CreateImage as EC2 does it: an image of an instance has the instance's root
+ * device (EBS on every instance moto runs), where moto 5 records `standard`, which Packer's
+ * amazon-ebs refuses as a source ("The root device of the source AMI must be EBS-backed"). A host
+ * stage's AMI is the source of its release stage, as on AWS.
+ */
+const MOTO_SERVER = `
+import sys
+from moto.ec2.models import amis
+
+_init = amis.Ami.__init__
+
+def _ami_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    instance = kwargs.get("instance")
+    if instance is not None:
+        self.root_device_type = getattr(instance, "root_device_type", None) or "ebs"
+        self.root_device_name = getattr(instance, "root_device_name", None) or self.root_device_name
+
+amis.Ami.__init__ = _ami_init
+
+from moto.server import main
+sys.exit(main(sys.argv[1:]))
+`;
+
+/**
  * A moto_server on a free port of 127.0.0.1, answering before this returns. It stops when this
  * process ends, however it ends: its shell waits on a pipe from this process and stops it at EOF.
  * (`localhost` in the URL: moto's S3 wants it for path-style requests.)
@@ -22,7 +47,13 @@ async function startMoto(): Promise<string> {
   await new Promise((r) => probe.close(r));
   const child = spawn(
     "sh",
-    ["-c", 'moto_server -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; cat >/dev/null; kill $m', "sh", String(port)],
+    [
+      "-c",
+      'python3 -c "$2" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; cat >/dev/null; kill $m',
+      "sh",
+      String(port),
+      MOTO_SERVER,
+    ],
     {
       stdio: ["pipe", "ignore", "inherit"],
     },

@@ -53,6 +53,10 @@ images:
     rootfs:
       debootstrap: { suite: bookworm, variant: minbase, include: [python3, ca-certificates] }
   instance: { parent: base, dockerfile: instance/Dockerfile }
+  web:
+    parent: base
+    dockerfile: web/Dockerfile
+    run: { ports: ["8080"], command: [python3, -m, http.server, "8080"], pass_env: [WEB_TOKEN] }
 amis:
   host:
     builder: ebs
@@ -65,8 +69,21 @@ amis:
     playbook: ansible/host.yml
     preload: [base]
     test: host.goss.yaml
+  # Runs a service: baked in two stages, the release stage from the host stage's AMI.
+  app:
+    builder: ebs
+    region: us-east-1
+    source: { owners: ["099720109477"], name: "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-*" }
+    instance_type: t3.small
+    playbook: ansible/app.yml
+    preload: [base]
+    services: [web]
+    retention: { keep: 1 }
 `,
     "instance/Dockerfile": INSTANCE_DOCKERFILE,
+    "web/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo 1 > /release\n",
+    "ansible/app.yml":
+      '- name: App host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the app host\n      ansible.builtin.copy: { dest: /etc/app-host, content: "1\\n", mode: "0644" }\n',
     "ansible/host.yml":
       '- name: Host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the host\n      ansible.builtin.copy: { dest: /etc/baked-on-aws, content: "yes\\n", mode: "0644" }\n',
     // The user's playbook ran, and bake's own provisioning kept the shipped images for the loader.
@@ -461,6 +478,130 @@ test("the engine over ssh:// (the stand-in's sshd, whose docker CLI reaches this
   for (const run of [refused, closed]) assert.not.match(run.stderr, /\n\s+at /, "no stack trace");
   assert.equal(await tags(), before, "nothing tagged");
   rmSync(home, { recursive: true, force: true });
+});
+
+test("staged on aws: the release stage runs on an instance of the host stage's AMI; a release-only change runs it alone, a playbook change both", async () => {
+  const plan = async () =>
+    JSON.parse((await bake(["plan", "app", "--json"], { cwd: dir, env: ssh() })).stdout).nodes.find(
+      (n: any) => n.name === "app",
+    );
+  const image = async (id: string) => {
+    const i = (await ec2.send(new DescribeImagesCommand({ ImageIds: [id] }))).Images![0];
+    return Object.fromEntries(i.Tags!.map((t) => [t.Key, t.Value]));
+  };
+  // The two Packer runs of a bake, as bake's own lines divide its output.
+  const runs = (stderr: string) => {
+    const at = stderr.indexOf("stage release: packer build");
+    assert.ok(at > 0, stderr.slice(-3000));
+    return { host: stderr.slice(0, at), release: stderr.slice(at) };
+  };
+  const inInstance = async (command: string) => (await execa("docker", ["exec", instance, "sh", "-c", command])).stdout;
+
+  // 1. The first bake: the host stage from the source, then the release stage from its AMI.
+  const first = await bake(["ami", "app", "--json"], { cwd: dir, env: ssh() });
+  assert.is(first.code, 0, first.stderr.slice(-4000));
+  const one = runs(first.stderr);
+  assert.match(one.host, /TASK \[docker_host : Install the Docker engine\][\s\S]*TASK \[Mark the app host\]/);
+  assert.match(one.host, /stage host: ami-[0-9a-f]+ in us-east-1\n/);
+  assert.not.match(one.release, /TASK \[docker_host|TASK \[bake_agent|TASK \[Mark the app host\]/);
+  assert.match(one.release, /TASK \[preload : Keep the shipped image archive\][\s\S]*TASK \[service : /);
+  const firstAmi = JSON.parse(first.stdout).regions["us-east-1"];
+  const releaseTags = await image(firstAmi);
+  const hostAmi = releaseTags["bake:source-ami"];
+  const hostTags = await image(hostAmi);
+  const stages = (await plan()).stages;
+  assert.equal(
+    [releaseTags["bake:key"], releaseTags["bake:ami"], releaseTags["bake:stage"]],
+    [JSON.parse(first.stdout).key, "app", undefined],
+  );
+  assert.equal(
+    [hostTags["bake:key"], hostTags["bake:ami"], hostTags["bake:stage"]],
+    [stages[0].key, "app@host", "host"],
+  );
+  assert.equal(
+    stages.map((x: any) => [x.name, x.status]),
+    [
+      ["host", "cached"],
+      ["release", "cached"],
+    ],
+  );
+  // The release archive holds the release's layers only: none of the host stage's archive's.
+  const blobs = async (tar: string) =>
+    (await inInstance(`tar -tf /var/lib/bake/preload/${tar}`))
+      .split("\n")
+      .filter((f) => /(^blobs\/|\/layer\.tar$)/.test(f));
+  const [hostBlobs, releaseBlobs] = [await blobs("images.tar"), await blobs("release.tar")];
+  assert.ok(releaseBlobs.length > 0 && hostBlobs.length > 0, `${hostBlobs} / ${releaseBlobs}`);
+  assert.equal(
+    releaseBlobs.filter((b) => hostBlobs.includes(b)),
+    [],
+  );
+  const [hostBytes, releaseBytes] = (
+    await inInstance("stat -c %s /var/lib/bake/preload/images.tar /var/lib/bake/preload/release.tar")
+  )
+    .split("\n")
+    .map(Number);
+  assert.ok(releaseBytes * 20 < hostBytes, `release.tar ${releaseBytes} bytes, images.tar ${hostBytes}`);
+  const contract = JSON.parse(await inInstance(`cat /etc/bake/services/${project}-web.json`));
+  assert.equal(contract.pass_env, ["WEB_TOKEN"]);
+  const manifest = JSON.parse(readFileSync(path.join(dir, "bake-manifest.json"), "utf8"));
+  assert.equal(
+    manifest.amis.app.stages.map((x: any) => [x.name, x.key]),
+    [["host", hostTags["bake:key"]]],
+  );
+
+  // 2. A release-only change: the host stage's AMI is reused, the release stage alone runs.
+  writeFileSync(path.join(dir, "web/Dockerfile"), "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo 2 > /release\n");
+  assert.equal(
+    (await plan()).stages.map((x: any) => [x.name, x.status, x.reason]),
+    [
+      ["host", "cached", `${hostAmi} in us-east-1 has this key: reused`],
+      ["release", "build", (await plan()).stages[1].reason],
+    ],
+  );
+  const second = await bake(["ami", "app", "--json"], { cwd: dir, env: ssh() });
+  assert.is(second.code, 0, second.stderr.slice(-4000));
+  assert.match(second.stderr, new RegExp(`stage host: ${hostAmi} in us-east-1 has this key: reused`));
+  assert.is(second.stderr.match(/packer build /g)?.length, 1, "one Packer run");
+  assert.not.match(second.stderr, /TASK \[docker_host|TASK \[bake_agent|TASK \[Mark the app host\]/);
+  const secondAmi = JSON.parse(second.stdout).regions["us-east-1"];
+  assert.is.not(secondAmi, firstAmi);
+  assert.is((await image(secondAmi))["bake:source-ami"], hostAmi);
+
+  // 3. The bottom stage moves (the playbook): both stages bake, the release on the new host stage.
+  writeFileSync(
+    path.join(dir, "ansible/app.yml"),
+    '- name: App host\n  hosts: all\n  become: true\n  tasks:\n    - name: Mark the app host\n      ansible.builtin.copy: { dest: /etc/app-host, content: "2\\n", mode: "0644" }\n',
+  );
+  const moved = (await plan()).stages;
+  assert.equal(
+    moved.map((x: any) => [x.name, x.status]),
+    [
+      ["host", "build"],
+      ["release", "build"],
+    ],
+  );
+  assert.match(moved[0].reason, /^playbook input app\.yml changed since [0-9a-f]{12}$/, moved[0].reason);
+  const third = await bake(["ami", "app", "--json"], { cwd: dir, env: ssh() });
+  assert.is(third.code, 0, third.stderr.slice(-4000));
+  const three = runs(third.stderr);
+  assert.match(three.host, /TASK \[Mark the app host\]/);
+  const thirdAmi = JSON.parse(third.stdout).regions["us-east-1"];
+  const newHost = (await image(thirdAmi))["bake:source-ami"];
+  assert.is.not(newHost, hostAmi);
+  assert.is((await image(newHost))["bake:key"], moved[0].key);
+  assert.equal(await leftovers(), { keyPairs: [], groups: [], running: [] }, "Packer removed what it made");
+
+  // Retention (keep: 1): the older release AMIs go, and the host stage AMI only they stood on.
+  const decisions = JSON.parse((await bake(["prune", "--json"], { cwd: dir, env: ssh() })).stdout).decisions.filter(
+    (d: any) => d.kind === "ami" && d.name.startsWith("app"),
+  );
+  const decided = (id: string) => decisions.find((d: any) => d.id === id)?.action;
+  assert.equal(
+    [decided(thirdAmi), decided(secondAmi), decided(firstAmi), decided(newHost), decided(hostAmi)],
+    ["keep", "remove", "remove", "keep", "remove"],
+  );
+  assert.match(decisions.find((d: any) => d.id === hostAmi).reason, /no AMI kept was baked on it/);
 });
 
 test.run();

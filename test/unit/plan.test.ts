@@ -266,8 +266,14 @@ test("stages: the host stage's key leaves out the services and the test; the rel
   const [host3, release3] = stagesOn(ami, "local", based.get("host"))!;
   assert.is.not(host3.key, host.key);
   assert.is.not(release3.key, release.key);
-  // The targets that do not chain stages yet, and an AMI that runs no service, bake in one run.
-  assert.is(stagesOn(ami, "aws", localKeys.get("host")), undefined);
+  // Every target chains the stages; an AMI that runs no service bakes in one run.
+  assert.equal(
+    stagesOn(ami, "aws", localKeys.get("host"))!.map((s) => [s.name, s.node, s.key]),
+    [
+      ["host", "host@host", host.key],
+      ["release", "host", release.key],
+    ],
+  );
   assert.is(stagesOn({ ...ami, services: [] }, "local", localKeys.get("host")), undefined);
 });
 
