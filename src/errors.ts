@@ -86,6 +86,20 @@ export class BuildFailedError extends BakeError {
   }
 }
 
+/** A boot test that failed: the checks it ran, passed or not (the report shows them all). */
+export class BootTestFailedError extends BuildFailedError {
+  readonly checks: { name: string; ok: boolean; detail: string }[];
+  constructor(node: string, checks: { name: string; ok: boolean; detail: string }[]) {
+    const failed = checks.filter((c) => !c.ok);
+    super(
+      node,
+      `${node}: boot test failed: ${failed.map((c) => c.name).join(", ")}`,
+      failed.map((c) => `${c.name}: ${c.detail}`).join("\n"),
+    );
+    this.checks = checks;
+  }
+}
+
 export class InterruptedError extends BakeError {
   constructor(signal = "SIGINT") {
     super(`interrupted by ${signal}`);

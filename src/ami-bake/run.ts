@@ -1,10 +1,12 @@
 /** An AMI's run, as `bake ami` and the nightly ask for it: build what it needs, bake it (or find it by key), tag, copy, share, manifest. */
 import { readPipeline, requireEngine, type Pipeline, type Tools } from "../state/read.js";
 import type { Target } from "../graph/keys.js";
-import { UsageError } from "../errors.js";
+import { BootTestFailedError, BuildFailedError, exitCodeFor, UsageError } from "../errors.js";
 import { assemblePlan, type PlanEntry } from "../plan/plan.js";
 import { RunLogs } from "../state/logs.js";
-import { updateManifest } from "../state/manifest.js";
+import { readManifest, updateManifest } from "../state/manifest.js";
+import { reportRun } from "../report/write.js";
+import { hostPackageChanges } from "../sbom/host-packages.js";
 import { amiNodeOf, amiWorkDir, requireVariables } from "../ami/bake-ami.js";
 import { bakeOnce } from "./once.js";
 import type { BootReport } from "../host/boot-test.js";
@@ -51,6 +53,7 @@ interface AmiRun {
   sourceAmi: string | undefined;
   logs: RunLogs;
   say: (l: string) => void;
+  err: (t: string) => void;
   out: (t: string) => void;
 }
 
@@ -61,49 +64,128 @@ export async function runAmi(
   err: (t: string) => void,
 ): Promise<BakeResult> {
   const run = await readAmiRun(options, tools, out, err);
-  const { pipeline, ami, key, target, plan, logs } = run;
+  const { pipeline, ami, plan, logs } = run;
   const entry = plan.find((e) => e.name === ami.name)!;
+  const started = new Date();
+  const previous = readManifest(pipeline.config.dir).amis[ami.name];
   try {
-    if (entry.status === "cached" && !options.force) {
-      run.say(`${entry.reason}: nothing to bake`);
-      const regions = options.dryRun
-        ? { [options.target === "aws" ? ami.region : options.target]: entry.existing! }
-        : await target.whole(pipeline, ami, entry.existing!, tools, {
-            sourceAmi: run.sourceAmi,
-            revision: run.revision,
-            signal: options.signal,
-            onLine: run.say,
-          });
-      return await finish(run, { key, target: options.target, regions, action: "existing" });
-    }
-    const dir = amiWorkDir(pipeline.config.dir, ami.name, options.target, key);
-    const packer = packerTool();
-    requireVariables(ami, target.variables(ami).sensitive);
-    if (options.dryRun) return await dryRun(run, dir, packer);
-    const startedOn = new Date().toISOString();
-    const replaced = await imagesReplaced(tools.docker(), pipeline.config.project, plan);
-    const baked = await bakeOnce(pipeline, ami, tools, {
-      target: options.target,
-      key,
-      dir,
-      plan,
-      packer,
-      force: options.force,
-      bootTest: options.bootTest !== false,
-      sourceAmi: run.sourceAmi,
-      revision: run.revision,
-      signal: options.signal,
-      logs,
-      say: run.say,
+    const result = await bakeOrFind(run, entry);
+    reportAmi(run, started, 0, {
+      ...result,
+      previousKey: previous?.target === options.target ? previous.key : undefined,
     });
-    return await finish(
-      run,
-      { key, target: options.target, regions: baked.regions, action: baked.action },
-      { built: baked.built, boot: baked.boot, replaced, startedOn: baked.action === "baked" ? startedOn : undefined },
-    );
+    return result.result;
+  } catch (e) {
+    reportAmi(run, started, exitCodeFor(e), { failure: e });
+    throw e;
   } finally {
     await logs.close();
   }
+}
+
+/** The AMI found by its key and made whole, or baked (with the images it ships built first); the manifest records it. */
+async function bakeOrFind(
+  run: AmiRun,
+  entry: PlanEntry,
+): Promise<{ result: BakeResult; built?: ImageResult[]; boot?: BootReport }> {
+  const { options, tools, pipeline, ami, key, target, plan, logs } = run;
+  if (entry.status === "cached" && !options.force) {
+    run.say(`${entry.reason}: nothing to bake`);
+    const regions = options.dryRun
+      ? { [options.target === "aws" ? ami.region : options.target]: entry.existing! }
+      : await target.whole(pipeline, ami, entry.existing!, tools, {
+          sourceAmi: run.sourceAmi,
+          revision: run.revision,
+          signal: options.signal,
+          onLine: run.say,
+        });
+    return { result: await finish(run, { key, target: options.target, regions, action: "existing" }) };
+  }
+  const dir = amiWorkDir(pipeline.config.dir, ami.name, options.target, key);
+  const packer = packerTool();
+  requireVariables(ami, target.variables(ami).sensitive);
+  if (options.dryRun) return { result: await dryRun(run, dir, packer) };
+  const startedOn = new Date().toISOString();
+  const replaced = await imagesReplaced(tools.docker(), pipeline.config.project, plan);
+  const baked = await bakeOnce(pipeline, ami, tools, {
+    target: options.target,
+    key,
+    dir,
+    plan,
+    packer,
+    force: options.force,
+    bootTest: options.bootTest !== false,
+    sourceAmi: run.sourceAmi,
+    revision: run.revision,
+    signal: options.signal,
+    logs,
+    say: run.say,
+  });
+  const result = await finish(
+    run,
+    { key, target: options.target, regions: baked.regions, action: baked.action },
+    { built: baked.built, boot: baked.boot, replaced, startedOn: baked.action === "baked" ? startedOn : undefined },
+  );
+  return { result, built: baked.built, boot: baked.boot };
+}
+
+/**
+ * The run's record and report beside its logs (not on a dry run; not when nothing was built):
+ * the images built, the AMI with its ids, stages, checks and host package changes, or the failure.
+ */
+function reportAmi(
+  run: AmiRun,
+  started: Date,
+  exit: number,
+  how: { result?: BakeResult; built?: ImageResult[]; boot?: BootReport; previousKey?: string; failure?: unknown },
+): void {
+  const { pipeline, ami, options } = run;
+  if (options.dryRun) return;
+  const { result, failure } = how;
+  const packages =
+    result?.action === "baked"
+      ? hostPackageChanges(pipeline.config.dir, ami.name, options.target, how.previousKey, result.key)
+      : undefined;
+  const r = reportRun({
+    folder: run.logs.dir,
+    run: run.logs.runId,
+    command: "ami",
+    project: pipeline.config.project,
+    started,
+    exit,
+    plan: run.plan,
+    results: [
+      ...(how.built ?? []),
+      ...(result
+        ? [
+            {
+              name: ami.name,
+              action: result.action === "baked" ? ("built" as const) : ("cached" as const),
+              seconds: (Date.now() - started.getTime()) / 1000,
+              id: Object.values(result.regions)[0] ?? "",
+              tags: [],
+              regions: result.regions,
+              stages: stagesBelow(pipeline, ami),
+              ...(how.boot ? { checks: how.boot.checks } : {}),
+              ...(packages ? { packages } : {}),
+            },
+          ]
+        : []),
+    ],
+    failures:
+      failure instanceof BuildFailedError
+        ? [
+            {
+              node: failure.node,
+              message: failure.message,
+              detail: failure.detail,
+              ...(failure instanceof BootTestFailedError ? { checks: failure.checks } : {}),
+            },
+          ]
+        : [],
+  });
+  if (r.report) run.err(`report: ${r.report}`);
+  if (r.unwritten) run.err(`warning: ${r.unwritten}`);
 }
 
 /** The pipeline read for the AMI, its key known (or the reason it is not), and the target ready. */
@@ -141,6 +223,7 @@ async function readAmiRun(
       err(`${ami.name}: ${l}`);
       logs.line(ami.name, l);
     },
+    err,
     out,
   };
 }

@@ -6,7 +6,7 @@
 import type { AmiNode } from "../config/model.js";
 import { imageRepository, KEY_TAG_LENGTH, localAmiRepository, shippedImages } from "../config/model.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
-import { BuildFailedError, ConfigError, interruption, UsageError } from "../errors.js";
+import { BootTestFailedError, ConfigError, interruption, UsageError } from "../errors.js";
 import { dockerEndpoint, type DockerTool } from "../tools/docker.js";
 import { passEnvValues, servicesOf } from "../up/services.js";
 import { amiGossTest, bootTest, type BootReport } from "./boot-test.js";
@@ -104,10 +104,5 @@ export async function bootTestLocal(
     `${localAmiRepository(pipeline.config, ami.name)}:${pipeline.keys.get(ami.name)!.key!.slice(0, KEY_TAG_LENGTH)}`,
   );
   if (options.signal.aborted) throw interruption(options.signal);
-  const failed = report.checks.filter((c) => !c.ok);
-  throw new BuildFailedError(
-    ami.name,
-    `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`,
-    failed.map((c) => `${c.name}: ${c.detail}`).join("\n"),
-  );
+  throw new BootTestFailedError(ami.name, report.checks);
 }

@@ -9,7 +9,7 @@ import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
-import { BuildFailedError, ConfigError, interruption } from "../errors.js";
+import { BootTestFailedError, ConfigError, interruption } from "../errors.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
 import { writeFiles } from "../tools/ext4.js";
@@ -94,14 +94,7 @@ export async function keepAndBootVm(
     let boot: BootReport | undefined;
     if (options.bootTest) {
       boot = await bootTestCopy(pipeline, ami, { dir, raw, bootDir, kernel, initrd }, options);
-      if (!boot.ok) {
-        const failed = boot.checks.filter((c) => !c.ok);
-        throw new BuildFailedError(
-          ami.name,
-          `${ami.name}: boot test failed: ${failed.map((c) => c.name).join(", ")}`,
-          failed.map((c) => `${c.name}: ${c.detail}`).join("\n"),
-        );
-      }
+      if (!boot.ok) throw new BootTestFailedError(ami.name, boot.checks);
     }
     if (options.signal.aborted) throw interruption(options.signal);
     const record = writeVmRecord(dir, {

@@ -11,7 +11,10 @@ import { buildAndRecord } from "../image-build/run.js";
 import { aptMirror, debootstrapRelease, type UpstreamCheck } from "./upstream.js";
 import { runAmi } from "../ami-bake/run.js";
 import { runPrune } from "../prune/run.js";
-import { interruption, type BuildFailedError } from "../errors.js";
+import { BootTestFailedError, BuildFailedError, interruption } from "../errors.js";
+import { RunLogs } from "../state/logs.js";
+import { reportRun } from "../report/write.js";
+import type { NodeResult } from "../report/record.js";
 import { describeDiff, type PackageDiff } from "../sbom/package-diff.js";
 import { hostPackageChanges } from "../sbom/host-packages.js";
 
@@ -57,6 +60,12 @@ interface NightlyRun {
   report: NightlyReport;
   /** Images that failed or were not attempted: the AMIs that ship them are not baked. */
   failedImages: Set<string>;
+  /** The run's log folder (the build's step logs, the record and report). */
+  logs: RunLogs;
+  started: Date;
+  /** What the run's record is drawn from: the images built, the AMIs baked or found, the failures. */
+  results: NodeResult[];
+  failures: BuildFailedError[];
 }
 
 async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) => void): Promise<NightlyReport> {
@@ -75,6 +84,10 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
       seconds: {},
     },
     failedImages: new Set(),
+    logs: new RunLogs(path.dirname(path.resolve(options.file))),
+    started: new Date(),
+    results: [],
+    failures: [],
   };
   // Images only (the AMIs bake later, each on its own target): no default local host here.
   const before = await readPipeline({ file: options.file, target: "local", defaultLocalHost: false }, tools);
@@ -91,7 +104,54 @@ async function nightly(options: NightlyOptions, tools: Tools, err: (t: string) =
   if (!options.dryRun) await timed(run, "build", () => buildImages(run, after, plan));
   await timed(run, "bake", () => bakeAmis(run, after));
   await timed(run, "prune", () => prune(run));
+  if (!options.dryRun) reportNightly(run, after, plan);
   return run.report;
+}
+
+/**
+ * The run's record and report beside its logs: every image of the plan and every AMI with what
+ * came of it, the upstreams checked, the phases' times and what was pruned.
+ */
+function reportNightly(run: NightlyRun, after: Pipeline, plan: PlanEntry[]): void {
+  const { report } = run;
+  const baked = new Map(run.results.map((r) => [r.name, r]));
+  const amiEntries: PlanEntry[] = after.config.amis.map((ami) => {
+    const r = baked.get(ami.name);
+    return {
+      name: ami.name,
+      kind: "ami",
+      layer: "ami",
+      key: r?.key ?? null,
+      status: r?.action === "cached" ? "cached" : "build",
+      reason: r
+        ? r.action === "cached"
+          ? "an AMI carries its key"
+          : "its key has no AMI"
+        : report.skipped.includes(ami.name)
+          ? "an image it ships did not build"
+          : "not baked",
+      deps: [...new Set([...ami.preload, ...ami.services])],
+    };
+  });
+  const r = reportRun({
+    folder: run.logs.dir,
+    run: run.logs.runId,
+    command: "nightly",
+    project: after.config.project,
+    started: run.started,
+    exit: report.failed.length ? 1 : 0,
+    plan: [...plan, ...amiEntries],
+    results: run.results,
+    failures: run.failures.map((f) => ({
+      node: f.node,
+      message: f.message,
+      detail: f.detail,
+      ...(f instanceof BootTestFailedError ? { checks: f.checks } : {}),
+    })),
+    nightly: { upstream: report.upstream, pruned: report.pruned, phases: report.seconds },
+  });
+  if (r.report) run.err(`report: ${r.report}`);
+  if (r.unwritten) run.err(`warning: ${r.unwritten}`);
 }
 
 /**
@@ -102,6 +162,7 @@ function stopIfInterrupted(run: NightlyRun): void {
   if (run.options.signal.aborted) throw interruption(run.options.signal);
 }
 
+/** A phase, announced as it starts and ends with its time and the run's so far (plain lines: they read the same in CI). */
 async function timed<T>(run: NightlyRun, phase: string, fn: () => Promise<T>): Promise<T> {
   stopIfInterrupted(run);
   run.err(`nightly: ${phase}`);
@@ -110,6 +171,9 @@ async function timed<T>(run: NightlyRun, phase: string, fn: () => Promise<T>): P
     return await fn();
   } finally {
     run.report.seconds[phase] = (Date.now() - t) / 1000;
+    run.err(
+      `nightly: ${phase} ended after ${run.report.seconds[phase].toFixed(1)} s (${((Date.now() - run.started.getTime()) / 1000).toFixed(0)} s in all)`,
+    );
     stopIfInterrupted(run);
   }
 }
@@ -190,9 +254,15 @@ async function buildImages(run: NightlyRun, after: Pipeline, plan: PlanEntry[]):
     concurrency: 2,
     tags: [],
     signal: options.signal,
-    plain: true,
+    // As bake build: listr's live view on a terminal, plain lines in CI.
+    plain: Boolean(process.env.CI) || !process.stderr.isTTY,
     keepGoing: true,
+    logs: run.logs,
   });
+  run.failures.push(...build.failures);
+  run.results.push(
+    ...build.results.map((r) => ({ ...r, packages: build.contents.find((c) => c.name === r.name)?.packages })),
+  );
   for (const f of build.failures) {
     report.failed.push({ node: f.node, error: `${f.message}${f.detail ? `\n${f.detail}` : ""}` });
     run.failedImages.add(f.node);
@@ -210,11 +280,14 @@ async function buildImages(run: NightlyRun, after: Pipeline, plan: PlanEntry[]):
 /** 3. bake: every AMI whose images all built. */
 async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
   const { report, options } = run;
-  for (const ami of after.config.amis) {
+  for (const [i, ami] of after.config.amis.entries()) {
     if ([...ami.preload, ...ami.services].some((n) => run.failedImages.has(n))) {
       report.skipped.push(ami.name);
+      run.err(`nightly: bake ${ami.name}: not attempted, an image it ships did not build`);
       continue;
     }
+    run.err(`nightly: bake ${ami.name} (${i + 1} of ${after.config.amis.length}) on ${options.target}`);
+    const t = Date.now();
     try {
       const before = readManifest(after.config.dir).amis[ami.name];
       const result = await runAmi(
@@ -232,6 +305,15 @@ async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
         run.err,
       );
       report.amis[ami.name] = result.regions;
+      run.results.push({
+        name: ami.name,
+        key: result.key,
+        action: result.action === "baked" ? "built" : "cached",
+        seconds: (Date.now() - t) / 1000,
+        id: Object.values(result.regions)[0] ?? "",
+        tags: [],
+        regions: result.regions,
+      });
       if (result.action === "baked" && !options.dryRun) {
         const packages = hostPackageChanges(
           after.config.dir,
@@ -250,6 +332,9 @@ async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
     } catch (e) {
       stopIfInterrupted(run);
       report.failed.push({ node: ami.name, error: (e as BuildFailedError).message });
+      run.failures.push(
+        e instanceof BuildFailedError ? e : new BuildFailedError(ami.name, (e as Error).message ?? String(e)),
+      );
     }
   }
 }

@@ -100,9 +100,62 @@ function packageTable(n: ReportNode): string {
   ].join("\n");
 }
 
+/** An AMI's ids (per region, or the local image, the VM disk), the stages below it, and its checks. */
+function amiSection(n: ReportNode): string {
+  const rows = Object.entries(n.regions ?? {});
+  return [
+    `<div class="ami" id="ami-${esc(n.name)}">`,
+    `<h3>${esc(n.name)}</h3>`,
+    rows.length
+      ? `<table class="regions"><tr><th>where</th><th>id</th></tr>${rows.map(([where, id]) => `<tr><td>${esc(where)}</td><td><code>${esc(id)}</code></td></tr>`).join("")}</table>`
+      : "",
+    n.stages?.length
+      ? `<p>Baked on: ${n.stages.map((st) => `stage ${esc(st.name)} <code>${esc(shortKey(st.key))}</code>`).join(", ")}.</p>`
+      : "",
+    n.checks?.length
+      ? [
+          `<table class="checks"><tr><th>check</th><th>result</th><th>what it saw</th></tr>`,
+          ...n.checks.map(
+            (c) =>
+              `<tr class="${c.ok ? "passed" : "failed"}"><td>${esc(c.name)}</td><td>${c.ok ? "passed" : "FAILED"}</td><td><pre>${esc(c.detail)}</pre></td></tr>`,
+          ),
+          `</table>`,
+        ].join("\n")
+      : "",
+    `</div>`,
+  ]
+    .filter(Boolean)
+    .join("\n");
+}
+
+/** A nightly run's own parts: the upstreams it checked, its phases' times, what its prune removed. */
+function nightlySection(record: RunRecord): string {
+  const night = record.nightly;
+  if (!night) return "";
+  return [
+    `<h2>Upstream</h2>`,
+    `<table class="upstream"><tr><th>node</th><th>kind</th><th>upstream</th><th>note</th></tr>`,
+    ...night.upstream.map(
+      (u) =>
+        `<tr class="${u.changed ? "changed" : "unchanged"}"><td>${esc(u.node)}</td><td>${esc(u.kind)}</td><td>${u.changed ? "changed" : "unchanged"}</td><td>${esc(u.note ?? "")}</td></tr>`,
+    ),
+    `</table>`,
+    `<p>Phases: ${esc(
+      Object.entries(night.phases)
+        .map(([phase, sec]) => `${phase} ${sec.toFixed(1)} s`)
+        .join(", "),
+    )}.</p>`,
+    `<h2>Pruned</h2>`,
+    night.pruned.length
+      ? `<ul class="pruned">${night.pruned.map((p) => `<li>${esc(`${p.kind} ${p.name} ${p.id} (${p.where})`)}</li>`).join("")}</ul>`
+      : "<p>Nothing pruned.</p>",
+  ].join("\n");
+}
+
 export function reportHtml(record: RunRecord): string {
   const failed = record.nodes.filter((n) => n.outcome === "failed");
   const withPackages = record.nodes.filter((n) => n.packages && !diffIsEmpty(n.packages));
+  const amis = record.nodes.filter((n) => n.regions || n.checks);
   const count = (o: Outcome) => record.nodes.filter((n) => n.outcome === o).length;
   const summary = (["built", "pulled", "cached", "failed", "not reached"] as const)
     .filter((o) => count(o))
@@ -120,7 +173,7 @@ body { font-family: sans-serif; margin: 2rem; color: #212529; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 .status.passed { color: #2b8a3e; } .status.failed { color: #c92a2a; }
 table { border-collapse: collapse; } td, th { border: 1px solid #dee2e6; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-tr.failed td { background: #ffe3e3; } tr.built td { background: #fff9f0; }
+tr.failed td { background: #ffe3e3; } tr.built td { background: #fff9f0; } tr.changed td { background: #fff9f0; }
 .failure { border-left: 4px solid #c92a2a; padding: 0.5rem 1rem; background: #fff5f5; }
 pre { white-space: pre-wrap; font-size: 0.85rem; } code { font-size: 0.9rem; }
 .graph { overflow-x: auto; }
@@ -144,8 +197,10 @@ ${record.nodes
   )
   .join("\n")}
 </table>
+${amis.length ? `<h2>AMIs</h2>\n${amis.map(amiSection).join("\n")}` : ""}
 <h2>Package changes</h2>
-${withPackages.length ? withPackages.map(packageTable).join("\n") : "<p>No package changes in the images this run built.</p>"}
+${withPackages.length ? withPackages.map(packageTable).join("\n") : "<p>No package changes in what this run built.</p>"}
+${nightlySection(record)}
 </body>
 </html>
 `;

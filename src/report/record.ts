@@ -28,8 +28,26 @@ export interface ReportNode {
   tags?: string[];
   packages?: PackageDiff & { since: string };
   failure?: { message: string; detail: string };
+  /** An AMI: its id in each region (or the local image, the VM disk), and the stages it was baked on. */
+  regions?: Record<string, string>;
+  stages?: { name: string; key: string }[];
+  /** An AMI's boot test and goss checks, passed or not, with what each saw. */
+  checks?: Check[];
   /** The node's log, a file name in the run's folder, when the run wrote one. */
   log?: string;
+}
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** What a nightly run adds to its record: each upstream it checked, and what its prune removed. */
+export interface NightlyParts {
+  upstream: { node: string; kind: string; changed: boolean; note?: string }[];
+  pruned: { kind: string; name: string; where: string; id: string }[];
+  phases: Record<string, number>;
 }
 
 export interface RunRecord {
@@ -41,15 +59,20 @@ export interface RunRecord {
   ended: string;
   exit: number;
   nodes: ReportNode[];
+  nightly?: NightlyParts;
 }
 
 export interface NodeResult {
   name: string;
+  key?: string;
   action: "built" | "pulled" | "cached";
   seconds: number;
   id: string;
   tags: string[];
   packages?: PackageDiff & { since: string };
+  regions?: Record<string, string>;
+  stages?: { name: string; key: string }[];
+  checks?: Check[];
 }
 
 /** The record of a run, from its plan and what came of it: pure. */
@@ -62,8 +85,9 @@ export function runRecord(input: {
   exit: number;
   plan: PlanEntry[];
   results: NodeResult[];
-  failures: { node: string; message: string; detail: string }[];
+  failures: { node: string; message: string; detail: string; checks?: Check[] }[];
   logs: string[];
+  nightly?: NightlyParts;
 }): RunRecord {
   const result = new Map(input.results.map((r) => [r.name, r]));
   const failure = new Map(input.failures.map((f) => [f.node, f]));
@@ -92,15 +116,23 @@ export function runRecord(input: {
         ...(r ? { seconds: Math.round(r.seconds * 10) / 10, id: r.id, tags: r.tags } : {}),
         ...(r?.packages ? { packages: r.packages } : {}),
         ...(f ? { failure: { message: f.message, detail: f.detail } } : {}),
+        ...(r?.regions ? { regions: r.regions } : {}),
+        ...(r?.stages?.length ? { stages: r.stages } : {}),
+        ...((r?.checks ?? f?.checks) ? { checks: r?.checks ?? f?.checks } : {}),
         ...(logs.has(`${e.name}.log`) ? { log: `${e.name}.log` } : {}),
       };
     }),
+    ...(input.nightly ? { nightly: input.nightly } : {}),
   };
 }
 
 /** A run that is worth a report: something was built, pulled or failed (a no-op run leaves none). */
 export function worthReporting(record: RunRecord): boolean {
-  return record.exit !== 0 || record.nodes.some((n) => n.outcome === "built" || n.outcome === "pulled");
+  return (
+    record.exit !== 0 ||
+    record.nodes.some((n) => n.outcome === "built" || n.outcome === "pulled") ||
+    Boolean(record.nightly?.pruned.length)
+  );
 }
 
 /** The folder of a run under `.bake/logs`: the one named, else the latest with a record. */
@@ -117,7 +149,9 @@ export function runFolder(projectDir: string, run?: string): string {
         .sort()
     : [];
   if (!runs.length)
-    throw new UsageError(`no run with a record under ${root}: a bake build that builds something writes one`);
+    throw new UsageError(
+      `no run with a record under ${root}: a bake build, ami or nightly that builds something writes one`,
+    );
   return path.join(root, runs.at(-1)!);
 }
 

@@ -42,9 +42,19 @@ export function stepSummary(record: RunRecord, reportPath: string): string {
   ];
   if (failed.length) {
     lines.push("**Failed**", "");
-    for (const n of failed) lines.push(`- \`${n.name}\`: ${cell(n.failure?.message ?? "failed")}`);
+    for (const n of failed) {
+      lines.push(`- \`${n.name}\`: ${cell(n.failure?.message ?? "failed")}`);
+      for (const c of (n.checks ?? []).filter((x) => !x.ok)) lines.push(`  - check ${cell(c.name)}: ${cell(c.detail)}`);
+    }
     lines.push("");
   }
+  for (const n of record.nodes.filter((x) => x.regions))
+    lines.push(
+      `**AMI \`${n.name}\`**: ${Object.entries(n.regions!)
+        .map(([where, id]) => `${cell(where)} \`${cell(id)}\``)
+        .join(", ")}${n.checks ? ` — checks ${n.checks.filter((c) => c.ok).length} of ${n.checks.length} passed` : ""}`,
+      "",
+    );
   lines.push("| node | outcome | why | key | time |", "|---|---|---|---|---|");
   for (const n of [...failed, ...rebuilt, ...record.nodes.filter((x) => !failed.includes(x) && !rebuilt.includes(x))])
     lines.push(
@@ -54,6 +64,11 @@ export function stepSummary(record: RunRecord, reportPath: string): string {
   if (changes.length) {
     lines.push("**Package changes**", "");
     for (const n of changes) lines.push(`- \`${n.name}\`: ${cell(describeDiff(n.packages!))}`);
+    lines.push("");
+  }
+  if (record.nightly?.pruned.length) {
+    lines.push("**Pruned**", "");
+    for (const p of record.nightly.pruned) lines.push(`- ${cell(`${p.kind} ${p.name} ${p.id} (${p.where})`)}`);
     lines.push("");
   }
   lines.push("```mermaid", mermaidOf(record), "```", "", `Report: \`${reportPath}\``, "");

@@ -142,6 +142,14 @@ async function bakeUntil(cwd: string, args: string[], line: RegExp, limit: numbe
 
 let first = { stdout: "", stderr: "" };
 
+/** The record of the bake run whose output this is (`report: <path>` names its page). */
+function amiReport(stderr: string): any {
+  const page = /^report: (.+\/report\.html)$/m.exec(stderr)?.[1];
+  assert.ok(page, `no report line in: ${stderr.slice(-1500)}`);
+  const record = JSON.parse(readFileSync(path.join(path.dirname(page), "run.json"), "utf8"));
+  assert.is(record.command, "ami");
+  return record;
+}
 test("bake ami --target local: a tagged image carrying the shipped images, whose ids equal the built ones", async () => {
   const r = await bake(["ami", "host", "--target", "local"], { cwd: dir, env: { APP_TOKEN: SECRET } });
   first = r;
@@ -154,6 +162,14 @@ test("bake ami --target local: a tagged image carrying the shipped images, whose
   const image = await docker.getImage(`${project}/host:${key12}`).inspect();
   assert.is(image.Id, id);
   assert.is(image.Config.Labels["bake.key"], m.amis.host.key);
+  // The run's report: the AMI with its image, the stage it was baked on and every boot test check.
+  const ami = amiReport(r.stderr).nodes.find((n: any) => n.name === "host");
+  assert.equal([ami.outcome, ami.regions, ami.stages.map((x: any) => x.name)], ["built", { local: id }, ["host"]]);
+  assert.ok(ami.checks.length >= 4 && ami.checks.every((c: any) => c.ok), JSON.stringify(ami.checks));
+  assert.ok(
+    ["boot", "units", "preload", "service app"].every((name) => ami.checks.some((c: any) => c.name === name)),
+    JSON.stringify(ami.checks.map((c: any) => c.name)),
+  );
 
   // Baked in two stages: the host stage (engine, agent, playbook, base) under its own key, the
   // release stage (the service) on top of it.
@@ -656,6 +672,14 @@ test("a service that fails its health check fails the boot test: exit 1 naming i
   assert.equal(manifest().amis.host, before.ami, "the manifest still records the AMI that passed");
   assert.not.ok(r.stderr.includes(SECRET), "the secret in no output");
   assert.match(r.stderr, /token is \*\*\*/, "the service's own line, redacted");
+  // The report shows every check, the failing one with what it saw (redacted too: filesUnder below).
+  const failed = amiReport(r.stderr).nodes.find((n: any) => n.name === "host");
+  assert.is(failed.outcome, "failed");
+  const app = failed.checks.find((c: any) => c.name === "service app");
+  assert.equal([app.ok, failed.checks.find((c: any) => c.name === "boot").ok], [false, true]);
+  assert.match(app.detail, /unhealthy/);
+  const page = readFileSync(/^report: (.+)$/m.exec(r.stderr)![1], "utf8");
+  assert.match(page, /<tr class="failed"><td>service app<\/td><td>FAILED<\/td>/);
   assert.equal(
     filesUnder(dir).filter((f) => readFileSync(f).includes(SECRET)),
     [],

@@ -163,6 +163,34 @@ test("a failing node does not stop independent ones; the exit code says it faile
   );
   assert.equal(r.report.skipped, ["above-bad"]);
   assert.match(r.stderr, /FAILED bad: /);
+  // Progress as it goes: each phase, its time and the run's so far.
+  assert.match(r.stderr, /^nightly: build\n[\s\S]*^nightly: build ended after \d+\.\d s \(\d+ s in all\)$/m);
+  // The run's record and report, beside the build's logs: the failure with its log, what built,
+  // the upstreams checked and the phases.
+  const page = /^report: (.+\/report\.html)$/m.exec(r.stderr)?.[1];
+  assert.ok(page && existsSync(page), r.stderr.slice(-2000));
+  const record = JSON.parse(readFileSync(path.join(path.dirname(page), "run.json"), "utf8"));
+  assert.is(record.command, "nightly");
+  assert.is(record.exit, 1);
+  assert.equal(Object.fromEntries(record.nodes.map((n: any) => [n.name, n.outcome])), {
+    base: "built",
+    good: "built",
+    bad: "failed",
+    "above-bad": "not reached",
+  });
+  const bad = record.nodes.find((n: any) => n.name === "bad");
+  assert.ok(
+    bad.log && existsSync(path.join(path.dirname(page), bad.log)),
+    "the failed node's log is beside the report",
+  );
+  assert.equal(
+    record.nightly.upstream.map((u: any) => [u.node, u.kind]),
+    [["base", "tar"]],
+  );
+  assert.equal(Object.keys(record.nightly.phases), ["refresh", "build", "bake", "prune"]);
+  const html = readFileSync(page, "utf8");
+  assert.match(html, /<h2>Upstream<\/h2>/);
+  assert.match(html, /id="failure-bad"/);
 });
 
 test("debootstrap base: the suite's release index is checked (dry run: reported, nothing written)", async () => {

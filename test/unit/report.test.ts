@@ -167,6 +167,93 @@ test("the job summary: failures, then what rebuilt and why, package changes, the
   );
 });
 
+test("an AMI run: its ids, the stage it was baked on and every check, the failing one with what it saw; a nightly's upstreams and prune", () => {
+  const ami: PlanEntry = {
+    name: "app-host",
+    kind: "ami",
+    layer: "ami",
+    key: K("9"),
+    status: "build",
+    reason: "release web changed",
+    deps: ["web"],
+  };
+  const checks = [
+    { name: "boot", ok: true, detail: "systemd running after 2.1 s" },
+    { name: "service web", ok: false, detail: "container web unhealthy: GET /healthz <refused>" },
+  ];
+  const failed = runRecord({
+    run: "20261207-070000-cd34",
+    command: "ami",
+    project: "shop",
+    started: at("00"),
+    ended: at("30"),
+    exit: 1,
+    plan: [plan[0], ami],
+    results: [],
+    failures: [{ node: "app-host", message: "app-host: boot test failed: service web", detail: "", checks }],
+    logs: [],
+  });
+  assert.equal([failed.nodes[1].outcome, failed.nodes[1].checks], ["failed", checks]);
+  const html = reportHtml(failed);
+  assert.match(
+    html,
+    /<tr class="passed"><td>boot<\/td><td>passed<\/td><td><pre>systemd running after 2\.1 s<\/pre><\/td><\/tr>/,
+  );
+  assert.match(
+    html,
+    /<tr class="failed"><td>service web<\/td><td>FAILED<\/td><td><pre>container web unhealthy: GET \/healthz &lt;refused&gt;<\/pre><\/td><\/tr>/,
+  );
+  assert.match(
+    stepSummary(failed, "r.html"),
+    /^  - check service web: container web unhealthy: GET \/healthz <refused>$/m,
+  );
+
+  const baked = runRecord({
+    run: "20261207-070000-cd35",
+    command: "nightly",
+    project: "shop",
+    started: at("00"),
+    ended: at("40"),
+    exit: 0,
+    plan: [plan[0], ami],
+    results: [
+      {
+        name: "app-host",
+        action: "built",
+        seconds: 31,
+        id: "ami-0abc",
+        tags: [],
+        regions: { "us-east-1": "ami-0abc", "eu-west-1": "ami-0def" },
+        stages: [{ name: "host", key: K("8") }],
+      },
+    ],
+    failures: [],
+    logs: [],
+    nightly: {
+      upstream: [{ node: "base", kind: "debootstrap", changed: true, note: "first pin" }],
+      pruned: [{ kind: "ami", name: "app-host", where: "us-east-1", id: "ami-0old" }],
+      phases: { refresh: 1.25, build: 0, bake: 31, prune: 2 },
+    },
+  });
+  const page = reportHtml(baked);
+  assert.match(
+    page,
+    /<tr><td>us-east-1<\/td><td><code>ami-0abc<\/code><\/td><\/tr><tr><td>eu-west-1<\/td><td><code>ami-0def<\/code><\/td><\/tr>/,
+  );
+  assert.match(page, /<p>Baked on: stage host <code>888888888888<\/code>\.<\/p>/);
+  assert.match(
+    page,
+    /<tr class="changed"><td>base<\/td><td>debootstrap<\/td><td>changed<\/td><td>first pin<\/td><\/tr>/,
+  );
+  assert.match(page, /<p>Phases: refresh 1\.3 s, build 0\.0 s, bake 31\.0 s, prune 2\.0 s\.<\/p>/);
+  assert.match(page, /<li>ami app-host ami-0old \(us-east-1\)<\/li>/);
+  const md = stepSummary(baked, "r.html");
+  assert.match(md, /^\*\*AMI `app-host`\*\*: us-east-1 `ami-0abc`, eu-west-1 `ami-0def`$/m);
+  assert.match(md, /^- ami app-host ami-0old \(us-east-1\)$/m);
+  // A nightly that only pruned is worth its report.
+  assert.ok(worthReporting({ ...baked, nodes: baked.nodes.map((n) => ({ ...n, outcome: "cached" as const })) }));
+});
+
 test("runs on disk: the latest with a record, or the one named; anything else is one line", () => {
   const dir = tempTree({ "bake.yml": "project: p\n" });
   const logs = path.join(dir, ".bake", "logs");
