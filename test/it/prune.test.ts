@@ -195,7 +195,9 @@ test("--yes: a snapshot that cannot be deleted is reported and the rest goes on 
         `FAILED ami ${amis[3]} in us-east-1: deregistered, but snapshots were not deleted: ${stuck}: injected by the test: InvalidSnapshot.InUse`,
       ),
     );
-    assert.match(r.stderr, /removed 1, 1 failed/);
+    // One AMI removed (checked below), and whatever leftovers of the engine's other bakes went too
+    // (a killed bake's parent tag is anyone's to prune): the count is not this file's alone.
+    assert.match(r.stderr, /removed [1-9]\d*, 1 failed/, r.stderr);
   } finally {
     endpoint.close();
   }
