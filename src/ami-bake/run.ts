@@ -25,6 +25,9 @@ export interface BakeResult {
   target: Target;
   regions: Record<string, string>;
   action: "existing" | "baked";
+  /** What the run's report holds besides (never printed with --json): the boot test, the stages below. */
+  boot?: BootReport;
+  stages?: { name: string; key: string }[];
 }
 
 export interface AmiOptions {
@@ -74,7 +77,12 @@ export async function runAmi(
       ...result,
       previousKey: previous?.target === options.target ? previous.key : undefined,
     });
-    return result.result;
+    const stages = stagesBelow(pipeline, ami);
+    return {
+      ...result.result,
+      ...(result.boot ? { boot: result.boot } : {}),
+      ...(stages.length && result.result.action === "baked" ? { stages } : {}),
+    };
   } catch (e) {
     reportAmi(run, started, exitCodeFor(e), { failure: e });
     throw e;

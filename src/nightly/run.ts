@@ -305,7 +305,7 @@ async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
         run.err,
       );
       report.amis[ami.name] = result.regions;
-      run.results.push({
+      const amiResult: NodeResult = {
         name: ami.name,
         key: result.key,
         action: result.action === "baked" ? "built" : "cached",
@@ -313,7 +313,10 @@ async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
         id: Object.values(result.regions)[0] ?? "",
         tags: [],
         regions: result.regions,
-      });
+        ...(result.stages ? { stages: result.stages } : {}),
+        ...(result.boot ? { checks: result.boot.checks } : {}),
+      };
+      run.results.push(amiResult);
       if (result.action === "baked" && !options.dryRun) {
         const packages = hostPackageChanges(
           after.config.dir,
@@ -328,6 +331,7 @@ async function bakeAmis(run: NightlyRun, after: Pipeline): Promise<void> {
           action: "baked",
           ...(packages ? { packages } : {}),
         });
+        if (packages) amiResult.packages = packages;
       }
     } catch (e) {
       stopIfInterrupted(run);

@@ -3,7 +3,8 @@
  * node rebuilt with a package change and one that fails; report.html beside the logs, opened in
  * headless Chromium with no network (the graph has one element per node, the failure and the
  * package change are visible text, every log link is a file); `bake report` draws it again from
- * the record, `--json` is the record; the CI job summary holds the same facts.
+ * the record, `--json` is the record; the CI job summary holds the same facts. Then a nightly's
+ * page, opened the same way: the upstreams it checked, what rebuilt and the package changes.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -136,6 +137,37 @@ test("a build with a rebuilt node, a package change and a failure: report.html o
   const noop = await bake(["build"], { cwd: dir });
   assert.is(noop.code, 0, noop.stderr);
   assert.not.match(noop.stderr, /^report: /m);
+
+  // The morning after a nightly: what changed, on one page, offline.
+  await rootfs(dir, "3.0.16-1");
+  const night = await bake(["nightly", "--target", "local"], { cwd: dir });
+  assert.is(night.code, 0, night.stderr);
+  const nightPage = /^report: (.+\/report\.html)$/m.exec(night.stderr)?.[1];
+  assert.ok(nightPage && existsSync(nightPage), night.stderr);
+  const seen = await execa(
+    "unshare",
+    [
+      "--net",
+      "chromium",
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--enable-logging=stderr",
+      "--v=0",
+      "--dump-dom",
+      `file://${nightPage}`,
+    ],
+    { reject: false, timeout: 60_000 },
+  );
+  assert.is(seen.exitCode, 0, seen.stderr);
+  assert.not.match(seen.stderr, /CONSOLE|Uncaught|Failed to load/, "no console errors, nothing fetched");
+  assert.match(seen.stdout, /<title>bake nightly: [^<]*passed<\/title>/);
+  assert.is(seen.stdout.match(/<g class="node"/g)?.length, 3, "one graph element per node");
+  assert.match(seen.stdout, /<tr class="unchanged"><td>base<\/td><td>tar<\/td><td>unchanged<\/td>/);
+  assert.match(seen.stdout, /<td>openssl<\/td><td>3\.0\.15-1 → 3\.0\.16-1<\/td>/);
+  assert.match(seen.stdout, /<p>Phases: refresh [\d.]+ s, build [\d.]+ s, bake [\d.]+ s, prune [\d.]+ s\.<\/p>/);
+  for (const l of [...seen.stdout.matchAll(/<a href="([^"]+)">/g)].map((m) => m[1]))
+    assert.ok(existsSync(path.join(path.dirname(nightPage!), decodeURIComponent(l))), `${l} resolves to a file`);
 });
 
 test.run();

@@ -97,6 +97,13 @@ amis:
       night.stderr.slice(-2000),
     );
     assert.match(nightly.amis.host?.local ?? "", /^sha256:/);
+    // Its report shows the AMI with every check of its boot test, passed.
+    const page = /^report: (.+\/report\.html)$/m.exec(night.stderr.split("nightly: prune").at(-1)!)?.[1];
+    const host = JSON.parse(readFileSync(path.join(path.dirname(page!), "run.json"), "utf8")).nodes.find(
+      (n: { name: string }) => n.name === "host",
+    );
+    assert.equal([host.outcome, host.regions], ["built", nightly.amis.host]);
+    assert.ok(host.checks.length >= 3 && host.checks.every((c: { ok: boolean }) => c.ok), JSON.stringify(host.checks));
     assert.equal(seen, [], "no process argument list");
     for (const r of runs) assert.not.ok(`${r.stdout}${r.stderr}`.includes(SENTINEL), "output");
     assert.equal(filesHolding(dir), [], "files under the project (logs, manifest, bake.lock)");
