@@ -1,6 +1,6 @@
 /**
  * A run's report, as a person opens it: a real build in a project outside the repository, one
- * node rebuilt with a package change and one that fails; report.html beside the logs, opened in
+ * node rebuilt with a package change and one whose goss check fails; report.html beside the logs, opened in
  * headless Chromium with no network (the graph has one element per node, the failure and the
  * package change are visible text, every log link is a file); `bake report` draws it again from
  * the record, `--json` is the record; the CI job summary holds the same facts. Then a nightly's
@@ -30,26 +30,27 @@ async function rootfs(dir: string, openssl: string): Promise<void> {
   await execa("tar", ["-C", root, "-cf", path.join(dir, "base.tar"), "."]);
 }
 
+/** A goss spec of the check image: /srv/hello.txt holds this word. */
+const GOSS = (word: string) => `file:\n  /srv/hello.txt:\n    exists: true\n    contents: [${word}]\n`;
+
 test.after(async () => {
   await removeProject(project);
 });
 
-test("a build with a rebuilt node, a package change and a failure: report.html opened in Chromium offline, bake report, the job summary", async () => {
+test("a build with a rebuilt node, a package change and a failing goss check: report.html opened in Chromium offline, bake report, the job summary", async () => {
   const dir = tempTree({
-    "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: base.tar } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n  check: { parent: app, dockerfile: check/Dockerfile }\n`,
+    "bake.yml": `project: ${project}\nimages:\n  base: { rootfs: { tar: base.tar } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n  check: { parent: app, dockerfile: check/Dockerfile, test: check.goss.yaml }\n`,
     "app/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nCOPY hello.txt /srv/hello.txt\n",
     "app/hello.txt": "hello\n",
     "check/Dockerfile": "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN test -e /srv/hello.txt\n",
+    "check.goss.yaml": GOSS("hello"),
   });
   await rootfs(dir, "3.0.13-1");
   const first = await bake(["build"], { cwd: dir });
   assert.is(first.code, 0, first.stderr);
-  // The next run: the base's packages move, and the check now fails.
+  // The next run: the base's packages move, and a check of the image's goss spec fails.
   await rootfs(dir, "3.0.15-1");
-  writeFileSync(
-    path.join(dir, "check/Dockerfile"),
-    "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN echo the check fails here && exit 3\n",
-  );
+  writeFileSync(path.join(dir, "check.goss.yaml"), GOSS("goodbye"));
   const summaryFile = path.join(tempDir("bake-summary-"), "summary.md");
   const r = await bake(["build"], { cwd: dir, env: { GITHUB_STEP_SUMMARY: summaryFile } });
   assert.is(r.code, 1, r.stderr);
@@ -94,8 +95,8 @@ test("a build with a rebuilt node, a package change and a failure: report.html o
   assert.is(dom.exitCode, 0, `${dom.stderr}\n(chromium comes with make setup)`);
   assert.not.match(dom.stderr, /CONSOLE|Uncaught|Failed to load/, "no console errors, nothing fetched");
   assert.is(dom.stdout.match(/<g class="node"/g)?.length, 3, "one graph element per node");
-  assert.match(dom.stdout, /<strong>check<\/strong>: [^<]*check/);
-  assert.match(dom.stdout, /the check fails here|exit code: 3|returned a non-zero code: 3/);
+  assert.match(dom.stdout, /<strong>check<\/strong>: check: test check\.goss\.yaml: 1 of \d+ checks? failed/);
+  assert.match(dom.stdout, /\/srv\/hello\.txt[\s\S]*goodbye/, "goss's failing line");
   assert.match(dom.stdout, /<td>openssl<\/td><td>3\.0\.13-1 → 3\.0\.15-1<\/td>/);
   const links = [...dom.stdout.matchAll(/<a href="([^"]+)">/g)].map((m) => m[1]);
   assert.ok(links.length >= 3, links.join(" "));
@@ -129,10 +130,7 @@ test("a build with a rebuilt node, a package change and a failure: report.html o
   assert.ok(md.includes(`Report: \`${reportPath}\``));
 
   // A no-op run leaves no report: nothing to look at.
-  writeFileSync(
-    path.join(dir, "check/Dockerfile"),
-    "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\nRUN test -e /srv/hello.txt\n",
-  );
+  writeFileSync(path.join(dir, "check.goss.yaml"), GOSS("hello"));
   assert.is((await bake(["build"], { cwd: dir })).code, 0);
   const noop = await bake(["build"], { cwd: dir });
   assert.is(noop.code, 0, noop.stderr);
