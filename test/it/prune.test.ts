@@ -38,7 +38,7 @@ const snapshotOf = new Map<string, string>();
 let amazon = "";
 
 async function bakedAmi(i: number, extraTags: Record<string, string> = {}): Promise<string> {
-  // moto answers with every image it knows of Amazon's (a response of megabytes): asked once.
+  // The source of every AMI made here: moto's answer does not change, asked once.
   amazon ||= (await ec2.send(new DescribeImagesCommand({ Owners: ["amazon"] }))).Images![0].ImageId!;
   const instance = (await ec2.send(new RunInstancesCommand({ ImageId: amazon, MinCount: 1, MaxCount: 1 })))
     .Instances![0].InstanceId!;
