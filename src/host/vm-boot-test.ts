@@ -85,6 +85,7 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
   // emulation, a connection of its own costs each one an sshd, a key exchange and a login). Its
   // socket in a short folder of this user's only (a socket's path has at most 107 bytes).
   const muxDir = mkdtempSync(path.join(tmpdir(), "bake-ssh-"));
+  const muxSocket = path.join(muxDir, "master");
   let master: BackgroundProcess | undefined;
   const dropMaster = async () => {
     target.controlPath = undefined;
@@ -119,8 +120,8 @@ export async function bootTestVm(input: VmBootInput): Promise<BootReport> {
         break;
       }
       bootId = answer.bootId;
-      master = await masterConnection(target, path.join(muxDir, "master"));
-      if (master) target.controlPath = path.join(muxDir, "master");
+      master = await masterConnection(target, muxSocket);
+      if (master) target.controlPath = muxSocket;
       // A boot that fails its checks is not rebooted: the failure is what the test reports.
       const before = checks.length;
       await hostChecks(input, sh, run, check, suffix, deadline, target);
