@@ -46,15 +46,7 @@ export function planAmiRetention(
     a.created < b.created ? 1 : a.created > b.created ? -1 : a.imageId < b.imageId ? 1 : -1,
   );
   return newestFirst.map((a, i): PruneDecision => {
-    const base = {
-      kind: "ami" as const,
-      name,
-      where: region,
-      id: a.imageId,
-      key: a.tags["bake:key"] ?? "",
-      created: a.created,
-      snapshots: a.snapshots,
-    };
+    const base = amiDecision(name, region, a);
     if (i < keep) return { ...base, action: "keep", reason: `one of the newest ${keep}` };
     // An AMI without bake's tags (a copy whose tagging never ran) is known by the key in its name.
     if (
@@ -68,6 +60,19 @@ export function planAmiRetention(
     if (inUse.has(a.imageId)) return { ...base, action: "keep", reason: `used by ${inUse.get(a.imageId)}` };
     return { ...base, action: "remove", reason: `older than the newest ${keep}` };
   });
+}
+
+/** What a decision on an AMI says of it (its action and reason apart). */
+function amiDecision(name: string, region: string, a: BakedAmi) {
+  return {
+    kind: "ami" as const,
+    name,
+    where: region,
+    id: a.imageId,
+    key: a.tags["bake:key"] ?? "",
+    created: a.created,
+    snapshots: a.snapshots,
+  };
 }
 
 /** What a decision on a local image says of it. */
@@ -140,15 +145,7 @@ export function planAwsStageRetention(
   return [...stages]
     .sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0))
     .map((a): PruneDecision => {
-      const base = {
-        kind: "ami" as const,
-        name,
-        where: region,
-        id: a.imageId,
-        key: a.tags["bake:key"] ?? "",
-        created: a.created,
-        snapshots: a.snapshots,
-      };
+      const base = amiDecision(name, region, a);
       if (currentKey && a.tags["bake:key"] === currentKey)
         return { ...base, action: "keep", reason: "carries the current key" };
       const on = keptOn.get(a.imageId);

@@ -33,6 +33,24 @@ async function rootfs(dir: string, openssl: string): Promise<void> {
 /** A goss spec of the check image: /srv/hello.txt holds this word. */
 const GOSS = (word: string) => `file:\n  /srv/hello.txt:\n    exists: true\n    contents: [${word}]\n`;
 
+/** A page opened in headless Chromium with no network (`unshare --net`). */
+const offline = (page: string, args: string[]) =>
+  execa(
+    "unshare",
+    [
+      "--net",
+      "chromium",
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--enable-logging=stderr",
+      "--v=0",
+      ...args,
+      `file://${page}`,
+    ],
+    { reject: false, timeout: 60_000 },
+  );
+
 test.after(async () => {
   await removeProject(project);
 });
@@ -75,22 +93,7 @@ test("a build with a rebuilt node, a package change and a failing goss check: re
   // In a browser, with no network: what a person sees.
   const shot = path.join(ROOT, ".bake", "test-artifacts", "report.png");
   mkdirSync(path.dirname(shot), { recursive: true });
-  const chromium = (args: string[]) =>
-    execa(
-      "unshare",
-      [
-        "--net",
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-logging=stderr",
-        "--v=0",
-        ...args,
-        `file://${reportPath}`,
-      ],
-      { reject: false, timeout: 60_000 },
-    );
+  const chromium = (args: string[]) => offline(reportPath!, args);
   const dom = await chromium(["--dump-dom"]);
   assert.is(dom.exitCode, 0, `${dom.stderr}\n(chromium comes with make setup)`);
   assert.not.match(dom.stderr, /CONSOLE|Uncaught|Failed to load/, "no console errors, nothing fetched");
@@ -142,21 +145,7 @@ test("a build with a rebuilt node, a package change and a failing goss check: re
   assert.is(night.code, 0, night.stderr);
   const nightPage = /^report: (.+\/report\.html)$/m.exec(night.stderr)?.[1];
   assert.ok(nightPage && existsSync(nightPage), night.stderr);
-  const seen = await execa(
-    "unshare",
-    [
-      "--net",
-      "chromium",
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--enable-logging=stderr",
-      "--v=0",
-      "--dump-dom",
-      `file://${nightPage}`,
-    ],
-    { reject: false, timeout: 60_000 },
-  );
+  const seen = await offline(nightPage!, ["--dump-dom"]);
   assert.is(seen.exitCode, 0, seen.stderr);
   assert.not.match(seen.stderr, /CONSOLE|Uncaught|Failed to load/, "no console errors, nothing fetched");
   assert.match(seen.stdout, /<title>bake nightly: [^<]*passed<\/title>/);
