@@ -14,7 +14,7 @@
  * peak memory of a 1 GiB context; no absolute time is a target.
  */
 import { execa } from "execa";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,7 +41,26 @@ const CLI = path.join(ROOT, "dist/src/bake.cjs");
 const quick = process.argv.includes("--quick");
 const onlyBig = process.argv.includes("--only-big");
 
-const bake = (cwd: string, args: string[]) => execa(process.execPath, [CLI, ...args], { cwd, env, extendEnv: false });
+/**
+ * The log folders of the bake runs: the figures compare BuildKit builds with docker build's, and
+ * a fallback to the classic builder (an engine that would not open a session) measures something
+ * else. Read after the runs, outside their time; every reason found is printed with the gate.
+ */
+const runLogs: string[] = [];
+const bake = async (cwd: string, args: string[]) => {
+  const r = await execa(process.execPath, [CLI, ...args], { cwd, env, extendEnv: false });
+  const logs = /logs in (\S+)/.exec(r.stdout + r.stderr)?.[1];
+  if (logs) runLogs.push(logs);
+  return r;
+};
+/** Why builds of the bench's bake runs took the classic builder (read before the folders go). */
+const classicBuilds = new Set<string>();
+const readBuilders = () => {
+  for (const dir of runLogs.splice(0))
+    for (const f of readdirSync(dir).filter((f) => f.endsWith(".log")))
+      for (const why of readFileSync(path.join(dir, f), "utf8").matchAll(/building with the classic builder: (.*)/g))
+        classicBuilds.add(why[1]);
+};
 
 async function rootfsImageOf(dir: string, node: string): Promise<string> {
   // The imported rootfs bake made for this base, so both sides start from the same image.
@@ -167,6 +186,7 @@ if (!onlyBig) {
   say(
     `cold, generated graph, the same images by hand (bake's LABEL appended): docker build ${coldLabelled.toFixed(2)} s; bake --concurrency 1 against it ${ratio(coldBakeSerial, coldLabelled)}, the labels alone ${ratio(coldLabelled, coldRaw)}`,
   );
+  readBuilders();
   rmSync(graph.dir, { recursive: true, force: true });
   rmSync(labelledDir, { recursive: true, force: true });
 }
@@ -254,6 +274,7 @@ if (!quick) {
   say(
     `1 GiB context copied whole into the image (COPY . /data), digests cached: bake ${bakeCopy.s.toFixed(2)} s, peak RSS ${bakeCopy.mb.toFixed(0)} MB; docker build ${rawCopy.s.toFixed(2)} s; ratio ${ratio(bakeCopy.s, rawCopy.s)} (target <= 1.1x)`,
   );
+  readBuilders();
   rmSync(big, { recursive: true, force: true });
   await removeBenchImages("benchbig", "bench-raw");
 }
@@ -266,6 +287,8 @@ for (const g of gates) {
   const verdict = g.value <= g.target ? "met" : missed.includes(g) ? "MISSED" : "within the slack";
   console.log(`  ${g.what.padEnd(36)} ${g.value.toFixed(2)}${g.unit}  target <= ${g.target}${g.unit}  ${verdict}`);
 }
+readBuilders();
+for (const why of classicBuilds) console.log(`  bake built with the classic builder in this run: ${why}`);
 console.log(
   missed.length
     ? `bench gate: ${missed.length} of ${gates.length} missed`

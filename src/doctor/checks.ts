@@ -86,11 +86,10 @@ async function checkDocker(tools: Tools): Promise<Check> {
     const v = await docker.ping();
     const transport = engineTransport();
     const context = appliedContext();
-    const builder = (await docker.canBuildKit())
-      ? "builds through BuildKit with a session"
-      : transport === "other"
-        ? "builds through the classic builder: bake opens BuildKit sessions on unix://, tcp:// (with or without TLS) and ssh://, not on this DOCKER_HOST"
-        : "builds through the classic builder (BuildKit sessions need a Linux engine, API 1.39+)";
+    const refusal = await docker.buildKitRefusal();
+    const builder = refusal
+      ? `builds through the classic builder: ${refusal}`
+      : "builds through BuildKit with a session";
     return {
       name: "docker engine",
       status: "ok",

@@ -77,8 +77,10 @@ export async function buildKeyed(b: NodeBuild, holdKey: (key: string) => Promise
   const labelled = settleLabels(k);
   labelled.catch(() => undefined);
   const viaBuildKit = await buildKitRequest(node, parentId, docker);
-  if (!viaBuildKit) refuseClassic(node, "this engine or Dockerfile builds with the classic builder");
-  else {
+  if (typeof viaBuildKit === "string") {
+    refuseClassic(node, viaBuildKit);
+    report.line(`building with the classic builder: ${viaBuildKit}`);
+  } else {
     const built = await buildWithSession(k, viaBuildKit, parentId, labelled);
     if (built) return built;
   }
@@ -223,20 +225,22 @@ async function buildClassic(
 }
 
 /**
- * What a BuildKit build of the node needs (buildkit.ts) but its files, or undefined for the
+ * What a BuildKit build of the node needs (buildkit.ts) but its files, or why it takes the
  * classic builder: an engine without BuildKit sessions, or a Dockerfile whose FROM uses
  * BAKE_PARENT in a way that cannot be pinned to a tag named after the parent's id.
  */
 async function buildKitRequest(node: ImageNode, parentId: string, docker: DockerTool) {
   // bake-parent/<host>/<pid>: prune removes only what this machine can prove dead (an engine may
   // be shared by several CI containers, each with pids of its own).
-  if (!(await docker.canBuildKit())) return undefined;
+  const refusal = await docker.buildKitRefusal();
+  if (refusal) return refusal;
   const parentTag = `${parentTagRepository()}:${parentId.replace(/^sha256:/, "")}`;
   const dockerfileText = pinParent(
     node.dockerfile ? readFileSync(node.dockerfile, "utf8") : "ARG BAKE_PARENT\nFROM ${BAKE_PARENT}\n",
     parentTag,
   );
-  if (dockerfileText === undefined) return undefined;
+  if (dockerfileText === undefined)
+    return "a FROM of its Dockerfile names BAKE_PARENT in a way other than FROM ${BAKE_PARENT}";
   return { dockerfileText, parentTag };
 }
 

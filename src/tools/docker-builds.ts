@@ -10,6 +10,9 @@ import { BuildProgress, streamError, type StreamMessage } from "./docker-stream.
 import { BuildStreamError, engineTarget, type EngineConnection } from "./docker-engine.js";
 import type { ImageVerbs } from "./docker-images.js";
 
+/** How long the engine may take to answer the ping that decides the builder. */
+const PING_MS = 20_000;
+
 /** What every build asks of the engine, whichever builder runs it. */
 interface BuildSettings {
   tags: string[];
@@ -111,8 +114,11 @@ export interface BuildVerbs {
   ): Promise<string>;
   /** Builds through the classic builder; throws BuildStreamError when the stream reports a failure. */
   build(request: BuildRequest): Promise<string>;
-  /** Whether builds can go through BuildKit with a session (a Linux engine on a plain socket, API >= 1.39). */
-  canBuildKit(): Promise<boolean>;
+  /**
+   * Why builds cannot go through BuildKit with a session (which needs a Linux engine, API >= 1.39,
+   * reached on a transport bake opens sessions on); undefined when they can.
+   */
+  buildKitRefusal(): Promise<string | undefined>;
   /** Builds through BuildKit with a session; throws BuildStreamError when the stream reports a failure. */
   buildWithSession(request: SessionBuildRequest): Promise<string>;
 }
@@ -122,7 +128,7 @@ export function buildVerbs(
   { dockerode, quick, follow }: EngineConnection,
   images: Pick<ImageVerbs, "tag" | "inspectImage">,
 ): BuildVerbs {
-  let buildKit: Promise<boolean> | undefined;
+  let buildKit: Promise<string | undefined> | undefined;
   return {
     async importRootfs(tar, ref, labels, signal) {
       const changes = Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
@@ -161,21 +167,24 @@ export function buildVerbs(
         ? progress.imageId
         : (await images.inspectImage(progress.imageId))!.id;
     },
-    async canBuildKit() {
+    async buildKitRefusal() {
       const target = engineTarget();
-      if (!target) return false;
-      buildKit ??= new Promise<boolean>((resolve) => {
-        const req = http.request({ ...target, method: "GET", path: "/_ping", timeout: 5000 }, (res) => {
+      if (!target) return "bake opens BuildKit sessions on unix://, tcp:// (with or without TLS) and ssh:// only";
+      // Asked once per run. The engine may be busy with other builds: a slow answer is waited for,
+      // and a build that takes the classic builder says why in its log.
+      buildKit ??= new Promise<string | undefined>((resolve) => {
+        const req = http.request({ ...target, method: "GET", path: "/_ping", timeout: PING_MS }, (res) => {
           res.resume();
-          const [major, minor] = String(res.headers["api-version"] ?? "0.0")
-            .split(".")
-            .map(Number);
-          resolve(
-            res.statusCode === 200 && res.headers["ostype"] === "linux" && (major > 1 || (major === 1 && minor >= 39)),
-          );
+          const version = String(res.headers["api-version"] ?? "0.0");
+          const [major, minor] = version.split(".").map(Number);
+          if (res.statusCode !== 200) resolve(`the engine answered /_ping with HTTP ${res.statusCode}`);
+          else if (res.headers["ostype"] !== "linux")
+            resolve(`the engine is not a Linux engine (${res.headers["ostype"]})`);
+          else if (!(major > 1 || (major === 1 && minor >= 39))) resolve(`the engine's API is ${version}, before 1.39`);
+          else resolve(undefined);
         });
-        req.on("error", () => resolve(false));
-        req.on("timeout", () => req.destroy());
+        req.on("error", (e) => resolve(`/_ping failed: ${e.message}`));
+        req.on("timeout", () => req.destroy(new Error(`no answer within ${PING_MS / 1000} s`)));
         req.end();
       });
       return buildKit;
@@ -204,7 +213,7 @@ export function buildVerbs(
           request.sharedKey,
           request.secrets,
         ).catch((e) => {
-          if (e instanceof SessionRefusedError) buildKit = Promise.resolve(false); // the rest of the run builds classic
+          if (e instanceof SessionRefusedError) buildKit = Promise.resolve(e.message); // the rest of the run builds classic
           throw e;
         });
         const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));

@@ -91,6 +91,16 @@ test("a FROM that uses BAKE_PARENT with a default goes through the classic build
     history.some((h: any) => /#\(nop\)\s+LABEL/.test(h.CreatedBy)),
     "the classic builder's LABEL step",
   );
+  // Its log says which builder and why; the sibling's says BuildKit.
+  const logs = path.join(dir, ".bake/logs");
+  const first = readdirSync(logs)
+    .sort()
+    .find((run) => existsSync(path.join(logs, run, "classic.log")))!;
+  assert.match(
+    readFileSync(path.join(logs, first, "classic.log"), "utf8"),
+    "building with the classic builder: a FROM of its Dockerfile names BAKE_PARENT in a way other than FROM ${BAKE_PARENT}",
+  );
+  assert.match(readFileSync(path.join(logs, first, "probe.log"), "utf8"), "building through BuildKit with a session");
 });
 
 test("a proxy before the engine that refuses sessions: the build goes through the classic builder", async () => {
