@@ -6,12 +6,12 @@
  * the runtime environment file was written as user-data would write it, so no secret reaches the
  * baked disk. The VM is stopped and the copy removed at the end, interrupt or not.
  */
-import { createServer } from "node:net";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { interruption } from "../errors.js";
 import { redact, renderCommand, type BackgroundProcess } from "../tools/exec.js";
+import { freePort } from "../tools/ports.js";
 import { startVm, type VmArgsInput } from "../tools/qemu.js";
 import { masterConnection, sshRun, type SshTarget } from "../tools/ssh.js";
 import type { BootCheck, BootReport } from "./boot-test.js";
@@ -33,15 +33,6 @@ export interface VmBootInput extends VmChecksInput {
 
 /** The name the boot test's known_hosts gives the VM's host key (whatever port it answers on). */
 export const HOST_KEY_ALIAS = "bake-boot-test";
-
-/** A free TCP port on 127.0.0.1 (the VM's forwards listen there and nowhere else). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { freePort } from "../../src/tools/ports.js";
 import { EC2Client, RegisterImageCommand, CreateTagsCommand } from "@aws-sdk/client-ec2";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
@@ -41,10 +42,7 @@ sys.exit(main(sys.argv[1:]))
  * (`localhost` in the URL: moto's S3 wants it for path-style requests.)
  */
 async function startMoto(): Promise<string> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise((r) => probe.close(r));
+  const port = await freePort();
   const child = spawn(
     "sh",
     [

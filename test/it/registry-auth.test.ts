@@ -6,11 +6,11 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { argvWatch, bake, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { freePort } from "../../src/tools/ports.js";
 
 const project = uniqueProject("auth-it");
 const USER = "ci";
@@ -19,14 +19,6 @@ let registry = "";
 let server: ResultPromise | undefined;
 let dir = "";
 let helperDir = "";
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 
 /** A Docker config folder naming `docker-credential-baketest` for the registry (or nothing). */
 function dockerConfig(withHelper: boolean): Record<string, string> {
