@@ -179,6 +179,7 @@ async function buildWithSession(
       signal: options.signal,
       onLine: secretValues.length ? (l: string) => report.line(redact(l, secretValues)) : report.line,
       secrets,
+      registryCache: await registryCache(k),
     });
     return resultOf(k, "built", id);
   } catch (e) {
@@ -188,6 +189,22 @@ async function buildWithSession(
     report.line(`${e.message}: building with the classic builder`);
     return undefined;
   }
+}
+
+/**
+ * With a registry, the node's images there seed the build's cache: its previous image under each
+ * tag a run moves (latest, and --tag's), whose inline cache BuildKit reads; none with --no-cache.
+ * Only references the registry has (the engine fails a build whose cache source is missing); the
+ * image carries its inline cache even when the registry has none yet.
+ */
+async function registryCache(k: Keyed): Promise<{ from: string[] } | undefined> {
+  const { pipeline, options, docker, report } = k.b;
+  if (!pipeline.config.registry || options.noCache) return undefined;
+  const refs = ["latest", ...(options.tags ?? [])].map((t) => `${k.repo}:${t}`);
+  const digests = await Promise.all(refs.map((r) => docker.distributionDigest(r)));
+  const from = refs.filter((_, i) => digests[i]);
+  if (from.length) report.line(`cache from the registry: ${from.join(", ")}`);
+  return { from };
 }
 
 /** The classic builder: the context as a tar whose last entry (the labelled Dockerfile) waits for the key. */

@@ -47,6 +47,8 @@ export function imageLabels(
 export interface NodeBuildOptions {
   noCache: boolean;
   signal: AbortSignal;
+  /** Moving tags besides `latest`: with a registry, their images there seed a build's cache. */
+  tags?: string[];
 }
 
 /** The tags each image had when the run started (one engine query, made by the read step). */

@@ -41,6 +41,12 @@ export interface SessionBuildRequest extends BuildSettings {
   sharedKey: string;
   /** Build secrets by id, served through the session when a RUN --mount asks. */
   secrets?: Map<string, Buffer>;
+  /**
+   * A shared registry's cache: the image carries BuildKit's inline cache (so that what is pushed
+   * can seed another engine's build), and the steps of these images in the registry are reused
+   * where their cache keys match (a clean CI runner pulls layers instead of running steps again).
+   */
+  registryCache?: { from: string[] };
 }
 
 /** The query of POST /build for a request (the classic builder; labels only when asked for). */
@@ -219,6 +225,10 @@ export function buildVerbs(
         const q = new URLSearchParams(buildQuery({ ...request, dockerfile: "Dockerfile" }));
         for (const [k, v] of Object.entries({ version: "2", session: session.id, remote: "client-session" }))
           q.set(k, v);
+        if (request.registryCache) {
+          q.set("buildargs", JSON.stringify({ ...request.buildArgs, BUILDKIT_INLINE_CACHE: "1" }));
+          if (request.registryCache.from.length) q.set("cachefrom", JSON.stringify(request.registryCache.from));
+        }
         const stream = await uploadTar(target, `/build?${q}`, Readable.from([]), request.signal);
         const progress = new BuildKitProgress();
         await follow(

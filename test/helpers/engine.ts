@@ -75,6 +75,37 @@ export async function removeProject(project: string): Promise<void> {
   }
 }
 
+/**
+ * A clean runner's build cache, for one project only: BuildKit's records of the steps whose
+ * description holds `marker` (a string unique to the test), and every record built on them,
+ * removed children first. Other tests' records stay: the engine is shared.
+ */
+export async function forgetBuildSteps(marker: string): Promise<number> {
+  const records = async (): Promise<{ ID: string; Parent?: string; Description: string }[]> =>
+    ((await docker.df()) as any).BuildCache ?? [];
+  let removed = 0;
+  for (let pass = 0; pass < 10; pass++) {
+    const all = await records();
+    const ours = new Set(all.filter((r) => r.Description.includes(marker)).map((r) => r.ID));
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const r of all)
+        if (r.Parent && ours.has(r.Parent) && !ours.has(r.ID)) {
+          ours.add(r.ID);
+          grew = true;
+        }
+    }
+    if (!ours.size) return removed;
+    // The leaves first: a record that others are built on is kept until they are gone.
+    const leaves = [...ours].filter((id) => !all.some((r) => r.Parent === id));
+    for (const id of leaves) {
+      const res: any = await docker.pruneBuilder({ filters: JSON.stringify({ id: [id] }) } as any);
+      removed += res?.CachesDeleted?.length ?? 0;
+    }
+  }
+  throw new Error(`build cache records of ${marker} are still there after 10 passes`);
+}
+
 export function uniqueProject(prefix: string): string {
   return `${prefix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
 }

@@ -10,6 +10,7 @@ import {
   containerCount,
   containerCountSettling,
   docker,
+  forgetBuildSteps,
   parentTagsOf,
   removeProject,
   uniqueProject,
@@ -216,6 +217,42 @@ test("--push records digests; removed locally, the next build pulls instead of b
   assert.is(again.code, 0, again.stderr);
   assert.equal(actions(again.stdout), { base: "cached", svc: "pulled", tools: "cached", web: "pulled" });
   assert.is((await inspect(`127.0.0.1:5000/${project}/web:latest`))!.Id, m.images.web.id);
+});
+
+test("a clean runner with the registry's cache: a node whose key moved reuses the steps its pushed image ran", async () => {
+  // Runner one builds and pushes; runner two is this engine without the project's images or its
+  // build steps' cache, as a fresh CI runner is. Only a file copied after the costly step changes.
+  const cached = `${project}-rc`;
+  const marker = `step-${cached}`;
+  const ci = tempTree({
+    "bake.yml": `project: ${cached}\nregistry: 127.0.0.1:5000\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  app: { parent: base, dockerfile: app/Dockerfile }\n`,
+    "app/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nRUN echo ${marker}-$(date +%s%N) > /stamp\nCOPY late.txt /late.txt\n`,
+    "app/late.txt": "one\n",
+  });
+  const image = `127.0.0.1:5000/${cached}/app:latest`;
+  const inImage = async (file: string) =>
+    (await execa("docker", ["run", "--rm", "--network", "none", image, "cat", file])).stdout;
+  try {
+    const first = await bake(["build", "--push"], { cwd: ci });
+    assert.is(first.code, 0, first.stderr);
+    const stamp = await inImage("/stamp");
+    assert.match(stamp, marker);
+    await removeProject(cached);
+    assert.ok((await forgetBuildSteps(marker)) >= 2, "the RUN step's record and the COPY's on it");
+    writeFileSync(path.join(ci, "app/late.txt"), "two\n");
+    const second = await bake(["build"], { cwd: ci });
+    assert.is(second.code, 0, second.stderr);
+    assert.match(second.stdout, /^base\s+pulled/m);
+    assert.match(second.stdout, /^app\s+built/m);
+    const logs = path.join(ci, ".bake/logs");
+    const log = readFileSync(path.join(logs, readdirSync(logs).sort().at(-1)!, "app.log"), "utf8");
+    assert.match(log, `cache from the registry: ${image}`);
+    assert.match(log, /RUN echo step-[^\n]*\(cached\)/);
+    assert.is(await inImage("/stamp"), stamp, "the step's layer came from the registry, not a new run");
+    assert.is(await inImage("/late.txt"), "two");
+  } finally {
+    await removeProject(cached);
+  }
 });
 
 test("no engine: exit 1 naming where bake looked and how to start one, nothing written", async () => {
