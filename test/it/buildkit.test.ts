@@ -114,7 +114,7 @@ test("a proxy before the engine that refuses sessions: the build goes through th
     assert.is(r.code, 0, r.stderr);
     const m = JSON.parse(readFileSync(path.join(proxied, "bake-manifest.json"), "utf8"));
     const logs = readdirSync(path.join(proxied, ".bake/logs"));
-    // The first build that asks says so in its log; the rest of the run builds classic directly.
+    // The first build that asks says so in its log; the rest of the run builds classic, each saying why.
     const runLogs = readdirSync(path.join(proxied, ".bake/logs", logs[0])).map((f) =>
       readFileSync(path.join(proxied, ".bake/logs", logs[0], f), "utf8"),
     );
