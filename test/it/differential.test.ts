@@ -17,6 +17,7 @@ import {
   linkSync,
   mkdirSync,
   readFileSync,
+  readdirSync,
   renameSync,
   rmSync,
   symlinkSync,
@@ -26,6 +27,7 @@ import path from "node:path";
 import { extract } from "tar-stream";
 import { bake, removeTree, tempTree, writeTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, sessionRefusingProxy, uniqueProject } from "../helpers/engine.js";
+import { tlsEngine } from "../helpers/tls-engine.js";
 
 interface FsRecord {
   type: string;
@@ -246,14 +248,17 @@ function pipeline(dir: string, name: string, rootfs: string): void {
   );
 }
 
-test("bake's images hold what docker build's hold, round after round, through BuildKit and the classic builder", async () => {
+test("bake's images hold what docker build's hold, round after round, through BuildKit (socket and TCP+TLS) and the classic builder", async () => {
   const rootfs = await busyboxRootfs();
   // Two checkouts of one project (same project and node names: the engine's copy of the node's
-  // files is shared by both) and, beside them, the same trees built through a proxy that refuses
-  // sessions (the classic builder), under another project name so that every round builds.
+  // files is shared by both) and, beside them, the same trees built over TCP+TLS and through a
+  // proxy that refuses sessions (the classic builder), each under a project name of its own.
   const first = tempTree({}, "bake-diff-");
   const second = tempTree({}, "bake-diff-");
   const proxy = await sessionRefusingProxy();
+  // The same engine as a remote one over TCP with TLS and a client certificate (GitLab's dind).
+  const overTls = await tlsEngine();
+  const tlsEnv = overTls.env(overTls.certPath("client", { ca: "ca", cert: "client" }));
   try {
     pipeline(first, project, rootfs);
     firstTree(first);
@@ -276,12 +281,23 @@ test("bake's images hold what docker build's hold, round after round, through Bu
       round.change(round.dir);
       const fromDocker = await filesOf(await dockerBuild(round.dir));
       assert.ok(fromDocker.size > 20, `${round.name}: docker's image holds the tree`);
-      for (const [builder, env] of [
-        ["BuildKit session", {}],
-        ["classic builder", { DOCKER_HOST: proxy.host }],
+      for (const [builder, env, name] of [
+        ["BuildKit session", {} as Record<string, string>, project],
+        ["BuildKit session over TCP+TLS", tlsEnv, `${project}-tls`],
+        ["classic builder", { DOCKER_HOST: proxy.host }, `${project}-classic`],
       ] as const) {
-        if (builder === "classic builder") pipeline(round.dir, `${project}-classic`, rootfs);
+        // Each builder under a project name of its own, so that every round builds through each.
+        pipeline(round.dir, name, rootfs);
         const id = await bakeBuild(round.dir, env);
+        const logs = path.join(round.dir, ".bake/logs");
+        const log = readFileSync(path.join(logs, readdirSync(logs).sort().at(-1)!, "app.log"), "utf8");
+        assert.match(
+          log,
+          builder === "classic builder"
+            ? /the engine answered \/session with HTTP 403: building with the classic builder|building with the classic builder: the engine answered \/session with HTTP 403/
+            : `building through BuildKit with a session (${env.DOCKER_HOST ?? "unix:///var/run/docker.sock"}, ${env.DOCKER_HOST ? "tcp+tls" : "unix"})`,
+          `${round.name} (${builder})`,
+        );
         const diff = differences(fromDocker, await filesOf(id));
         assert.equal(diff, [], `${round.name} (${builder}):\n${diff.slice(0, 15).join("\n")}`);
         pipeline(round.dir, project, rootfs);
@@ -289,12 +305,14 @@ test("bake's images hold what docker build's hold, round after round, through Bu
     }
   } finally {
     proxy.close();
+    overTls.close();
     await docker
       .getImage(`bake-test/diff:${process.pid}`)
       .remove({ force: true })
       .catch(() => undefined);
     await removeProject(project);
     await removeProject(`${project}-classic`);
+    await removeProject(`${project}-tls`);
     removeTree(first);
     removeTree(second);
   }

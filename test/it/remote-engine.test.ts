@@ -8,119 +8,27 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
-import { connect, type Server } from "node:net";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import tls from "node:tls";
 import { execa } from "execa";
 import { bake, tempDir, tempTree } from "../helpers/bake.js";
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
+import { tlsEngine, type TlsEngine } from "../helpers/tls-engine.js";
 
 const project = uniqueProject("tls");
 const TOKEN = `tls-secret-${process.pid}`;
 let dir = "";
 let certs = "";
-let server: Server | undefined;
+let engine: TlsEngine;
 let port = 0;
 
-const openssl = (args: string[]) => execa("openssl", args, { cwd: certs });
-
-/** A CA, and a key with a certificate it signed (for `name`, with `ext` as its extensions). */
-async function signed(ca: string, name: string, subject: string, ext: string): Promise<void> {
-  writeFileSync(path.join(certs, `${name}.ext`), ext);
-  await openssl([
-    "req",
-    "-new",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    `${name}-key.pem`,
-    "-subj",
-    subject,
-    "-out",
-    `${name}.csr`,
-  ]);
-  await openssl([
-    "x509",
-    "-req",
-    "-in",
-    `${name}.csr`,
-    "-CA",
-    `${ca}.pem`,
-    "-CAkey",
-    `${ca}-key.pem`,
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    `${name}.ext`,
-    "-out",
-    `${name}.pem`,
-  ]);
-}
-
-const newCa = (name: string) =>
-  openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-subj",
-    `/CN=${name}`,
-    "-keyout",
-    `${name}-key.pem`,
-    "-out",
-    `${name}.pem`,
-  ]);
-
-/** A DOCKER_CERT_PATH folder as the docker CLI reads it: ca.pem, and cert.pem with key.pem when given. */
-function certPath(name: string, files: { ca: string; cert?: string }): string {
-  const folder = path.join(certs, name);
-  mkdirSync(folder);
-  copyFileSync(path.join(certs, `${files.ca}.pem`), path.join(folder, "ca.pem"));
-  if (files.cert) {
-    copyFileSync(path.join(certs, `${files.cert}.pem`), path.join(folder, "cert.pem"));
-    copyFileSync(path.join(certs, `${files.cert}-key.pem`), path.join(folder, "key.pem"));
-  }
-  return folder;
-}
-
-const overTls = (folder: string) => ({
-  DOCKER_HOST: `tcp://127.0.0.1:${port}`,
-  DOCKER_TLS_VERIFY: "1",
-  DOCKER_CERT_PATH: folder,
-  BUILD_TOKEN: TOKEN,
-});
+const overTls = (folder: string) => ({ ...engine.env(folder), BUILD_TOKEN: TOKEN });
+const certPath = (name: string, files: { ca: string; cert?: string }) => engine.certPath(name, files);
 
 test.before(async () => {
-  certs = tempDir("bake-tls-");
-  await newCa("ca");
-  await newCa("other-ca");
-  await signed("ca", "server", "/CN=engine", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-  await signed("ca", "client", "/CN=bake", "extendedKeyUsage=clientAuth\n");
-  // The engine's side: TLS with a client certificate required, then the engine's own socket.
-  server = tls
-    .createServer(
-      {
-        key: readFileSync(path.join(certs, "server-key.pem")),
-        cert: readFileSync(path.join(certs, "server.pem")),
-        ca: readFileSync(path.join(certs, "ca.pem")),
-        requestCert: true,
-        rejectUnauthorized: true,
-      },
-      (client) => {
-        const engine = connect("/var/run/docker.sock");
-        client.pipe(engine).pipe(client);
-        for (const s of [client, engine]) s.on("error", () => client.destroy());
-      },
-    )
-    .on("tlsClientError", () => undefined);
-  await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
-  port = (server.address() as { port: number }).port;
+  engine = await tlsEngine(["other-ca"]);
+  certs = engine.certs;
+  port = engine.port;
   dir = tempTree({
     "bake.yml": `project: ${project}
 images:
@@ -139,7 +47,7 @@ images:
 });
 
 test.after(async () => {
-  server?.close();
+  engine?.close();
   await removeProject(project);
 });
 
