@@ -4,11 +4,13 @@
  * front of the engine's socket, requiring a client certificate its CA signed, with certificates
  * made here. Builds keep BuildKit with a session there (a build secret, a cache mount), whether
  * the engine is named by DOCKER_HOST or by a `docker context` the docker CLI made; a wrong CA or
- * no client certificate stops bake (exit 1) with one line naming the transport and the fix.
+ * no client certificate stops bake (exit 1) with one line naming the transport and the fix. Over
+ * plain TCP (an engine's unencrypted port) builds keep their session too.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
 import { bake, tempDir, tempTree } from "../helpers/bake.js";
@@ -92,6 +94,37 @@ test("over TCP with TLS and a client certificate: bake doctor names the transpor
   assert.is(local.code, 0, local.stderr);
   assert.is(JSON.parse(local.stdout).images.svc.id, images.svc.id);
   assert.is(JSON.parse(local.stdout).images.svc.action, "cached");
+});
+
+test("over plain TCP (an engine's port 2375, no TLS): builds keep BuildKit with a session (a secret, a cache mount)", async () => {
+  const plain = createServer((client) => {
+    const socket = connect("/var/run/docker.sock");
+    client.pipe(socket).pipe(client);
+    for (const s of [client, socket]) s.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => plain.listen(0, "127.0.0.1", resolve));
+  const host = `tcp://127.0.0.1:${(plain.address() as { port: number }).port}`;
+  try {
+    writeFileSync(path.join(dir, "svc/tls.txt"), "plain\n");
+    const r = await bake(["build", "--json"], { cwd: dir, env: { DOCKER_HOST: host, BUILD_TOKEN: TOKEN } });
+    assert.is(r.code, 0, r.stderr);
+    const svc = JSON.parse(r.stdout).images.svc;
+    assert.is(svc.action, "built");
+    const logs = path.join(dir, ".bake", "logs");
+    assert.match(
+      readFileSync(path.join(logs, readdirSync(logs).sort().pop()!, "svc.log"), "utf8"),
+      `building through BuildKit with a session (${host}, tcp)`,
+    );
+    const { stdout } = await execa("docker", ["run", "--rm", svc.id, "cat", "/token.len", "/tls.txt"]);
+    assert.equal(
+      stdout.split("\n").map((l) => l.trim()),
+      [String(TOKEN.length), "plain"],
+    );
+    assert.not.match(r.stdout + r.stderr, TOKEN);
+  } finally {
+    plain.close();
+    writeFileSync(path.join(dir, "svc/tls.txt"), "one\n");
+  }
 });
 
 test("a docker context the docker CLI made names the same engine: --context, DOCKER_CONTEXT and the current context each reach it over TLS with a session", async () => {
