@@ -51,11 +51,12 @@ const jobs = suites.flatMap((suite) =>
     .sort()
     .map((file) => ({ suite, file })),
 );
-// Longest first: by the last run's seconds where this checkout has them, else the slow ones first.
+// Longest first: by each file's seconds the last time this checkout ran it, else the slow ones
+// first. Kept apart from the run's own timings, so that a run of a few files forgets no other's.
+const durationsFile = path.join(timingsDir, "test-durations.json");
 const last = (() => {
   try {
-    const { files: seen } = JSON.parse(readFileSync(path.join(timingsDir, "test-timings.json"), "utf8"));
-    return new Map(seen.map((f) => [`${f.suite}/${f.file}`, f.seconds]));
+    return new Map(Object.entries(JSON.parse(readFileSync(durationsFile, "utf8"))));
   } catch {
     return new Map();
   }
@@ -133,6 +134,8 @@ writeFileSync(
   path.join(timingsDir, "test-timings.json"),
   `${JSON.stringify({ finished: new Date().toISOString(), seconds, fast, cpu: machineCpu, engine, files, tests }, null, 2)}\n`,
 );
+for (const f of files) last.set(`${f.suite}/${f.file}`, f.seconds);
+writeFileSync(durationsFile, `${JSON.stringify(Object.fromEntries(last), null, 2)}\n`);
 // CPU: the machine is CPU-bound while the suite runs, so its time follows the CPU the files use.
 const filesCpu = files.reduce((n, f) => n + (f.cpu ?? 0), 0);
 console.log(`\nslowest files (of ${files.length}, ${seconds.toFixed(0)} s in all):`);
