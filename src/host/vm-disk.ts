@@ -5,7 +5,17 @@
  * it leaves is a folder under .bake/vm/ with the disk, the kernel and initrd the disk holds, the
  * key, and vm.json, which the plan reads to know the disk by its key.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import type { VmSpec } from "../config/model.js";
 import { VM_ENABLED_UNITS, VM_ROOTFS_FILES, vmDiskDigest } from "../graph/vm-disk-spec.js";
@@ -13,7 +23,9 @@ import { VM_FILES } from "../state/vm-record.js";
 import { debootstrap } from "../tools/debootstrap.js";
 import { copyOut, makeExt4, writeFiles, type DiskFile, type DiskLink } from "../tools/ext4.js";
 import { convertDisk, overlayDisk } from "../tools/qemu.js";
+import { generateKey, HOST_KEY_TYPES } from "../tools/ssh.js";
 import { bakeCacheDir, machineLock, withLock } from "../files/process-lock.js";
+import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
 
 export function vmDiskCacheDir(env = process.env): string {
   return path.join(bakeCacheDir(env), "vm");
@@ -74,25 +86,56 @@ export async function baseDisk(vm: VmSpec, report: DiskReport, signal?: AbortSig
   );
 }
 
+/**
+ * The SSH host keys of one boot, made here in `dir` (a 0700 folder) as sshd names them: a boot
+ * whose disk holds them skips `ssh-keygen -A`, which in an emulated guest is seconds of its one
+ * CPU for the RSA key alone, before sshd answers. Returns the disk files and the ed25519 public key.
+ */
+export async function hostKeyFiles(dir: string, comment: string): Promise<{ files: DiskFile[]; ed25519: string }> {
+  const files: DiskFile[] = [];
+  let ed25519 = "";
+  for (const type of HOST_KEY_TYPES) {
+    const name = `ssh_host_${type}_key`;
+    const publicKey = await generateKey(path.join(dir, name), comment, type);
+    if (type === "ed25519") ed25519 = publicKey;
+    files.push(
+      { path: `/etc/ssh/${name}`, from: path.join(dir, name), mode: 0o600 },
+      { path: `/etc/ssh/${name}.pub`, content: publicKey, mode: 0o644 },
+    );
+  }
+  return { files, ed25519 };
+}
+
 /** The disk Packer starts from, in the bake's rendered folder: a copy of the base disk with the bake's key and host name. */
 export const PACKER_DISK = "disk.raw";
 
 /**
  * The bake's copy of the base disk with the rendered folder's public key (root may log in with
- * it: Packer and the boot test do) and its host name, and the kernel and initrd Packer boots it with.
+ * it: Packer and the boot test do), its host name and host keys for Packer's boot (its shutdown
+ * removes them: every VM booted from the baked disk makes its own), and the kernel and initrd
+ * Packer boots it with.
  */
 export async function diskForBake(base: string, dir: string, hostname: string, signal?: AbortSignal): Promise<void> {
   const disk = path.join(dir, PACKER_DISK);
   await convertDisk({ file: base, format: "raw" }, { file: disk, format: "raw" }, signal);
   const publicKey = readFileSync(path.join(dir, `${VM_FILES.key}.pub`), "utf8");
-  await writeFiles(
-    disk,
-    [
-      { path: "/root/.ssh/authorized_keys", content: publicKey, mode: 0o600 },
-      { path: "/etc/hostname", content: `${hostname}\n`, mode: 0o644 },
-    ],
-    { "/root/.ssh": 0o700 },
-  );
+  const keysDir = mkdtempSync(path.join(tmpdir(), "bake-host-keys-"));
+  const release = cleanUpOnForcedStop(() => rmSync(keysDir, { recursive: true, force: true }));
+  try {
+    const hostKeys = await hostKeyFiles(keysDir, hostname);
+    await writeFiles(
+      disk,
+      [
+        { path: "/root/.ssh/authorized_keys", content: publicKey, mode: 0o600 },
+        { path: "/etc/hostname", content: `${hostname}\n`, mode: 0o644 },
+        ...hostKeys.files,
+      ],
+      { "/root/.ssh": 0o700 },
+    );
+  } finally {
+    rmSync(keysDir, { recursive: true, force: true });
+    release();
+  }
   await bootFiles(disk, dir);
 }
 

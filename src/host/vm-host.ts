@@ -6,20 +6,20 @@
  */
 import { randomBytes } from "node:crypto";
 import { cleanUpOnForcedStop } from "../state/forced-cleanup.js";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { AmiNode } from "../config/model.js";
 import { BootTestFailedError, ConfigError, interruption } from "../errors.js";
 import { knownKeys, type Pipeline } from "../state/read.js";
 import { chooseAccelerator, convertDisk, KERNEL_CMDLINE, type AcceleratorChoice } from "../tools/qemu.js";
-import { writeFiles } from "../tools/ext4.js";
-import { generateKey, knownHostsLine } from "../tools/ssh.js";
+import { writeFiles, type DiskFile } from "../tools/ext4.js";
+import { knownHostsLine } from "../tools/ssh.js";
 import { servicesOf } from "../up/services.js";
 import type { BootReport } from "./boot-test.js";
 import { amiGossTest, runtimeEnvFile } from "./boot-test.js";
 import { bootTestVm, HOST_KEY_ALIAS } from "./vm-boot-test.js";
 import { shippedRefs } from "./local-host.js";
-import { baseDisk, bootFiles, diskForBake, keepBakedDisk, type DiskReport } from "./vm-disk.js";
+import { baseDisk, bootFiles, diskForBake, hostKeyFiles, keepBakedDisk, type DiskReport } from "./vm-disk.js";
 import { findVmDisk, VM_FILES, vmDir, writeVmRecord, type VmRecord } from "../state/vm-record.js";
 
 /** The AMI names the disk its VM host starts from: a config error (exit 2) at the AMI otherwise. */
@@ -143,8 +143,7 @@ async function bootTestCopy(
   const hostKey = await bootHostKey(copy.bootDir);
   await writeFiles(copy.raw, [
     { path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 },
-    { path: "/etc/ssh/ssh_host_ed25519_key", content: hostKey.privateKey, mode: 0o600 },
-    { path: "/etc/ssh/ssh_host_ed25519_key.pub", content: hostKey.publicKey, mode: 0o644 },
+    ...hostKey.files,
   ]);
   const keys = knownKeys(pipeline);
   return bootTestVm({
@@ -218,17 +217,17 @@ export async function bootCopy(disk: string, bootDir: string, signal?: AbortSign
 }
 
 /**
- * An ed25519 host key made for one boot test (sshd keeps a key it finds; `ssh-keygen -A` at boot
- * makes only the missing ones) and the known_hosts file that pins it, both in the 0700 boot folder.
+ * The host keys made for one boot test (sshd keeps the keys it finds; `ssh-keygen -A` at boot
+ * makes only the missing ones, seconds of an emulated CPU for RSA) and the known_hosts file that
+ * pins the ed25519 one, all in the 0700 boot folder.
  */
 export async function bootHostKey(
   bootDir: string,
-): Promise<{ privateKey: Buffer; publicKey: string; knownHosts: string }> {
-  const file = path.join(bootDir, "ssh_host_ed25519_key");
-  const publicKey = await generateKey(file, HOST_KEY_ALIAS);
+): Promise<{ files: DiskFile[]; publicKey: string; knownHosts: string }> {
+  const { files, ed25519 } = await hostKeyFiles(bootDir, HOST_KEY_ALIAS);
   const knownHosts = path.join(bootDir, "known_hosts");
-  writeFileSync(knownHosts, knownHostsLine(HOST_KEY_ALIAS, publicKey), { mode: 0o600 });
-  return { privateKey: readFileSync(file), publicKey, knownHosts };
+  writeFileSync(knownHosts, knownHostsLine(HOST_KEY_ALIAS, ed25519), { mode: 0o600 });
+  return { files, publicKey: ed25519, knownHosts };
 }
 
 /** Keeps a VM's serial console (what systemd printed at boot) with the run's logs. */

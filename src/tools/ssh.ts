@@ -24,9 +24,16 @@ export interface SshTarget {
 
 const NOT_INSTALLED = "ssh is not installed (Debian: openssh-client): run make setup";
 
-/** Makes an ed25519 key pair without a passphrase at `file` and `file.pub`; returns the public key. */
-export async function generateKey(file: string, comment: string): Promise<string> {
-  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file], {
+/** The host key types sshd makes at first boot (`ssh-keygen -A`), each at ssh-keygen's default size. */
+export const HOST_KEY_TYPES = ["rsa", "ecdsa", "ed25519"] as const;
+
+/** Makes a key pair (ed25519 unless told) without a passphrase at `file` and `file.pub`; returns the public key. */
+export async function generateKey(
+  file: string,
+  comment: string,
+  type: (typeof HOST_KEY_TYPES)[number] = "ed25519",
+): Promise<string> {
+  await run("ssh-keygen", ["-q", "-t", type, "-N", "", "-C", comment, "-f", file], {
     notInstalled: NOT_INSTALLED,
   });
   return readFileSync(`${file}.pub`, "utf8");

@@ -162,14 +162,29 @@ test("SSH: only the pinned host key, the bake's key only, 127.0.0.1 and the forw
   );
 });
 
-test("a boot's host key: made for it, pinned in a known_hosts only its user reads", async () => {
+test("a boot's host keys: every type sshd would make at first boot, made for it; the ed25519 one pinned in a known_hosts only its user reads", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-vm-pin-"));
   const key = await bootHostKey(dir);
   assert.match(key.publicKey, /^ssh-ed25519 \S+ bake-boot-test\n$/);
-  assert.match(key.privateKey.toString(), /BEGIN OPENSSH PRIVATE KEY/);
+  assert.equal(
+    key.files.map((f) => [f.path, f.mode]),
+    ["rsa", "ecdsa", "ed25519"].flatMap((t) => [
+      [`/etc/ssh/ssh_host_${t}_key`, 0o600],
+      [`/etc/ssh/ssh_host_${t}_key.pub`, 0o644],
+    ]),
+  );
+  for (const [t, type] of [
+    ["rsa", "ssh-rsa"],
+    ["ecdsa", "ecdsa-sha2-nistp256"],
+    ["ed25519", "ssh-ed25519"],
+  ]) {
+    assert.match(readFileSync(path.join(dir, `ssh_host_${t}_key`), "utf8"), /BEGIN OPENSSH PRIVATE KEY/);
+    assert.is(statSync(path.join(dir, `ssh_host_${t}_key`)).mode & 0o777, 0o600);
+    const pub = key.files.find((f) => f.path === `/etc/ssh/ssh_host_${t}_key.pub`)!;
+    assert.match(String("content" in pub && pub.content), new RegExp(`^${type} `));
+  }
   assert.is(readFileSync(key.knownHosts, "utf8"), `bake-boot-test ${key.publicKey.split(" ").slice(0, 2).join(" ")}\n`);
   assert.is(statSync(key.knownHosts).mode & 0o777, 0o600);
-  assert.is(statSync(path.join(dir, "ssh_host_ed25519_key")).mode & 0o777, 0o600);
   rmSync(dir, { recursive: true, force: true });
 });
 
