@@ -225,7 +225,7 @@ export async function main(argv: string[]): Promise<number> {
           .option("boot-test", {
             type: "boolean",
             default: true,
-            describe: "boot a local bake as a host and check it (--no-boot-test skips)",
+            describe: "boot the baked host (--target local or vm) and check it (--no-boot-test skips)",
           }),
       async (args) => {
         const { amiCommand } = await import("./commands/ami.js");

@@ -74,6 +74,7 @@ async function bake(pipeline: Pipeline, ami: AmiNode, tools: Tools, run: BakeRun
   const { secrets, withheld } = packerEnvironment(pipeline, ami, target.variables(ami).sensitive);
   // A boot test hands the host its pass_env values as user-data would: all must be set (exit 2), before anything builds.
   const passEnv = target.bootsHere && run.bootTest ? bootPassEnv(pipeline, ami) : {};
+  if (target.bootsHere && !run.bootTest) run.say("boot test: skipped (--no-boot-test): the host is baked, not booted");
   const docker = tools.docker();
   const built = await executeBuild(
     pipeline,

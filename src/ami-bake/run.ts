@@ -37,7 +37,7 @@ export interface AmiOptions {
   force: boolean;
   dryRun: boolean;
   json: boolean;
-  /** --no-boot-test: skip booting a local bake (the boot test runs by default). */
+  /** --no-boot-test: skip booting a local or vm bake (the boot test runs by default). */
   bootTest?: boolean;
   signal: AbortSignal;
 }

@@ -20,10 +20,10 @@ const project = uniqueProject("vm");
 const SECRET = `vm-sentinel-${process.pid}-Kq7`;
 let dir = "";
 
-async function bakeVm(args: string[], env: Record<string, string> = {}) {
+async function bakeVm(args: string[], env: Record<string, string> = {}, cwd = dir) {
   const started = Date.now();
   const r = await execa(process.execPath, [CLI, ...args], {
-    cwd: dir,
+    cwd,
     env: testEnv({ DIAGNOSTICS_TOKEN: SECRET, ...env }),
     extendEnv: true,
     reject: false,
@@ -38,9 +38,9 @@ async function bakeVm(args: string[], env: Record<string, string> = {}) {
 }
 
 /** QEMU processes started for this test's project folder. */
-async function qemuOfProject(): Promise<string[]> {
+async function qemuOfProject(folder = dir): Promise<string[]> {
   const { stdout } = await execa("ps", ["-eo", "args"], { reject: false });
-  return stdout.split("\n").filter((l) => l.includes("qemu-system") && l.includes(dir));
+  return stdout.split("\n").filter((l) => l.includes("qemu-system") && l.includes(`${folder}/`));
 }
 
 /**
@@ -250,6 +250,54 @@ test("the reference host baked on --target vm: its own engine loads the images, 
   assert.match(verified.stdout, /ok +ami: the VM disk of key [0-9a-f]{12} is in /);
 });
 
+/** The manifest's record of the AMI in a project folder. */
+const amiRecord = (folder: string) =>
+  JSON.parse(readFileSync(path.join(folder, "bake-manifest.json"), "utf8")).amis["app-host"];
+
+/**
+ * A change below the release (the web role's page, a playbook input) in a copy of the project as
+ * the first test left it: its host stage and its boot-tested disk kept. The copy's bake starts here
+ * and runs beside the next two tests, its VM on the other core; the last test checks it. It skips
+ * the boot test: the first test and the release-only one boot this AMI's disks.
+ */
+const GREETING = `served after the bottom stage moved ${process.pid}`;
+let below: { dir: string; before: any; bake: ReturnType<typeof bakeVm> } | undefined;
+
+test("a change below the release: bake plan shows both stages to bake and why (the bake starts beside the next tests)", async () => {
+  const copy = tempDir("bake-vm-below-");
+  cpSync(dir, copy, { recursive: true });
+  const playbook = path.join(copy, "ansible/host.yml");
+  const text = readFileSync(playbook, "utf8");
+  assert.match(text, "vars: { web_apt_cache_valid_time: 31536000 }");
+  writeFileSync(
+    playbook,
+    text.replace(
+      "vars: { web_apt_cache_valid_time: 31536000 }",
+      `vars: { web_apt_cache_valid_time: 31536000, web_greeting: "${GREETING}" }`,
+    ),
+  );
+  const before = amiRecord(copy);
+  const plan = await bakeVm(["plan", "app-host", "--target", "vm", "--json"], {}, copy);
+  assert.is(plan.code, 0, plan.stderr);
+  const node = JSON.parse(plan.stdout).nodes.find((n: { name: string }) => n.name === "app-host");
+  assert.equal(
+    node.stages.map((st: { name: string; status: string }) => [st.name, st.status]),
+    [
+      ["host", "build"],
+      ["release", "build"],
+    ],
+  );
+  assert.match(
+    node.stages[0].reason,
+    new RegExp(`^playbook input host\\.yml changed since ${before.stages[0].key.slice(0, 12)}$`),
+  );
+  below = {
+    dir: copy,
+    before,
+    bake: bakeVm(["ami", "app-host", "--target", "vm", "--no-boot-test", "--json"], {}, copy),
+  };
+});
+
 test("Ctrl-C while bake test boots the kept disk: exit 130, the VM stopped, no boot copy; the disk stays as baked", async () => {
   // The boot test's interrupt path, through bake test on the disk the first test kept (a bake's
   // own boot test stops the same way; its failure path, which also removes the disk, is the next test).
@@ -330,6 +378,51 @@ test("a release-only change on the kept host stage: written in seconds, no Packe
   } finally {
     writeFileSync(path.join(dir, "bake.yml"), original);
   }
+});
+
+test("a change below the release: Packer bakes the host stage again, the release stage is written on the new one; the disk kept before stays on its own", async () => {
+  assert.ok(below, "the bake was started");
+  const { dir: copy, before } = below!;
+  const r = await below!.bake;
+  assert.is(r.code, 0, r.stderr.slice(-4000));
+  const after = amiRecord(copy);
+  const [oldHost] = before.stages;
+  const [newHost] = after.stages;
+  assert.is.not(newHost.key, oldHost.key);
+  assert.is.not(after.key, before.key);
+  assert.is(JSON.parse(r.stdout).regions.vm, after.regions.vm);
+  const stageDisk = (key: string) => `.bake/vm/app-host@host-${key.slice(0, 12)}/disk.qcow2`;
+  assert.match(r.stderr, `app-host: stage host: packer build `);
+  assert.match(r.stderr, "TASK [web : The site's page]");
+  assert.match(r.stderr, `app-host: stage host: kept ${stageDisk(newHost.key)}`);
+  assert.match(r.stderr, "app-host: stage release: writing the release into a disk on the host stage's");
+  assert.match(r.stderr, "app-host: boot test: skipped (--no-boot-test)");
+  assert.is(after.boot, undefined, "no boot test recorded");
+  // The new release disk stands on the new host stage; the one kept before still stands on the old one.
+  const backing = async (disk: string) =>
+    JSON.parse((await execa("qemu-img", ["info", "--output=json", path.join(copy, disk)])).stdout)["backing-filename"];
+  assert.is(await backing(after.regions.vm), `../app-host@host-${newHost.key.slice(0, 12)}/disk.qcow2`);
+  assert.is(await backing(before.regions.vm), `../app-host@host-${oldHost.key.slice(0, 12)}/disk.qcow2`);
+  // The playbook's change is in the new host stage's disk, not in the old one.
+  const holds = async (disk: string) =>
+    (await execa("grep", ["-c", "-a", GREETING, path.join(copy, disk)], { reject: false })).stdout.trim() !== "0";
+  assert.ok(await holds(stageDisk(newHost.key)), "the new host stage holds the new page");
+  assert.not.ok(await holds(stageDisk(oldHost.key)), "the old host stage is as it was");
+  // Prune (a dry run) keeps both host stages: the current one, and the one the kept disk stands on.
+  const pruned = await bakeVm(["prune", "--json"], {}, copy);
+  assert.is(pruned.code, 0, pruned.stderr);
+  assert.equal(
+    JSON.parse(pruned.stdout)
+      .decisions.filter((d: any) => d.name === "app-host@host")
+      .map((d: any) => [d.key, d.action, d.reason.replace(/[0-9a-f]{12}/, "<key>")]),
+    [
+      [newHost.key, "keep", "carries the current key"],
+      [oldHost.key, "keep", "the kept disk <key> stands on it"],
+    ],
+  );
+  assert.equal(await qemuOfProject(copy), []);
+  console.log(`  vm bake from the host stage up, no boot test: ${r.seconds.toFixed(0)} s`);
+  rmSync(copy, { recursive: true, force: true });
 });
 
 test.run();
