@@ -101,7 +101,7 @@ export function planDot(entries: PlanEntry[]): string {
 }
 
 /** Text inside a Mermaid label: its entity codes for what Mermaid would read as syntax. */
-const mermaidText = (s: string) =>
+export const mermaidText = (s: string) =>
   s.replace(/#/g, "#35;").replace(/"/g, "#quot;").replace(/</g, "#lt;").replace(/>/g, "#gt;");
 
 export function planMermaid(entries: PlanEntry[]): string {

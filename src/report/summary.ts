@@ -4,18 +4,13 @@
  * Pure: what it shows comes from the run's record, already redacted.
  */
 import { shortKey } from "../config/model.js";
+import { mermaidText } from "../plan/picture.js";
 import { describeDiff, diffIsEmpty } from "../sbom/package-diff.js";
 import { OUTCOME_COLOURS } from "./html.js";
 import type { Outcome, RunRecord } from "./record.js";
 
 /** Markdown table cells hold no pipes or line breaks. */
 const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\s+/g, " ").trim();
-/** Mermaid labels hold no quotes or brackets of their own. */
-const label = (s: string) =>
-  s
-    .replace(/["[\]{}()<>#;`]/g, " ")
-    .replace(/\s+/g, " ")
-    .trim();
 
 export function mermaidOf(record: RunRecord): string {
   const id = new Map(record.nodes.map((n, i) => [n.name, `n${i}`]));
@@ -25,7 +20,7 @@ export function mermaidOf(record: RunRecord): string {
     "flowchart LR",
     ...record.nodes.map(
       (n) =>
-        `  ${id.get(n.name)}["${label(n.name)}<br/>${n.key ? shortKey(n.key) : "key unknown"} · ${n.outcome}"]:::${cls(n.outcome)}`,
+        `  ${id.get(n.name)}["${mermaidText(n.name)}<br/>${n.key ? shortKey(n.key) : "key unknown"} · ${n.outcome}"]:::${cls(n.outcome)}`,
     ),
     ...record.nodes.flatMap((n) => n.deps.filter((d) => id.has(d)).map((d) => `  ${id.get(d)} --> ${id.get(n.name)}`)),
     ...outcomes.map((o) => `  classDef ${cls(o)} fill:${OUTCOME_COLOURS[o].fill},stroke:${OUTCOME_COLOURS[o].line}`),
