@@ -168,7 +168,10 @@ test("the job summary: failures, then what rebuilt and why, package changes, the
   // A name with Mermaid's syntax in it is written as the plan's picture writes it: entity codes.
   const odd = fixture();
   odd.nodes[0].name = 'base "<#1>"';
-  assert.match(mermaidOf(odd), /^ {2}n0\["base #quot;#lt;#35;1#gt;#quot;<br\/>aaaaaaaaaaaa · cached"\]:::cached$/m);
+  assert.ok(
+    mermaidOf(odd).split("\n").includes('  n0["base #quot;#lt;#35;1#gt;#quot;<br/>aaaaaaaaaaaa · cached"]:::cached'),
+    mermaidOf(odd),
+  );
 });
 
 test("an AMI run: its ids, the stage it was baked on and every check, the failing one with what it saw; a nightly's upstreams and prune", () => {
