@@ -13,7 +13,7 @@ import type { BootReport } from "../host/boot-test.js";
 import { packerTool, type PackerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
 import { imagesReplaced } from "../sbom/record.js";
-import { recordAmiContents, stagesBelow } from "../sbom/ami-record.js";
+import { recordAmiContents, stagesBelow, toolVersions } from "../sbom/ami-record.js";
 import type { ImageResult } from "../images/node-build.js";
 import { targetOf } from "../targets/index.js";
 import type { AmiTarget } from "../targets/target.js";
@@ -114,6 +114,9 @@ async function bakeOrFind(
   requireVariables(ami, target.variables(ami).sensitive);
   if (options.dryRun) return { result: await dryRun(run, dir, packer) };
   const startedOn = new Date().toISOString();
+  // The provenance's tool versions, read while the bake runs (ansible-playbook --version starts
+  // Python: most of a second, at the end of a release-only bake otherwise). It never rejects.
+  const versions = toolVersions(tools.docker(), packer);
   const replaced = await imagesReplaced(tools.docker(), pipeline.config.project, plan);
   const baked = await bakeOnce(pipeline, ami, tools, {
     target: options.target,
@@ -132,7 +135,13 @@ async function bakeOrFind(
   const result = await finish(
     run,
     { key, target: options.target, regions: baked.regions, action: baked.action },
-    { built: baked.built, boot: baked.boot, replaced, startedOn: baked.action === "baked" ? startedOn : undefined },
+    {
+      built: baked.built,
+      boot: baked.boot,
+      replaced,
+      startedOn: baked.action === "baked" ? startedOn : undefined,
+      versions,
+    },
   );
   return { result, built: baked.built, boot: baked.boot };
 }
@@ -250,11 +259,7 @@ async function dryRun(run: AmiRun, dir: string, packer: PackerTool): Promise<Bak
 }
 
 /** The run's result: the manifest's record (not on a dry run), then the regions (or --json) on stdout. */
-async function finish(
-  run: AmiRun,
-  result: BakeResult,
-  baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string } = {},
-): Promise<BakeResult> {
+async function finish(run: AmiRun, result: BakeResult, baked: BakedRecord = {}): Promise<BakeResult> {
   if (!run.options.dryRun) await recordAmi(run, result, baked);
   run.out(
     run.options.json
@@ -266,12 +271,17 @@ async function finish(
   return result;
 }
 
+/** What a bake hands its record: what it built and booted, what it replaced, when it started, the tools' versions. */
+interface BakedRecord {
+  built?: ImageResult[];
+  boot?: BootReport;
+  replaced?: Map<string, string>;
+  startedOn?: string;
+  versions?: Promise<Record<string, string>>;
+}
+
 /** The manifest's record of the AMI: key, regions, inputs, stages, boot test, SBOM, and the images it ships. */
-async function recordAmi(
-  run: AmiRun,
-  result: BakeResult,
-  baked: { built?: ImageResult[]; boot?: BootReport; replaced?: Map<string, string>; startedOn?: string },
-): Promise<void> {
+async function recordAmi(run: AmiRun, result: BakeResult, baked: BakedRecord): Promise<void> {
   const { pipeline, ami, key, tools, logs } = run;
   const { boot } = baked;
   // A staged bake: what the AMI was baked on, bottom first.

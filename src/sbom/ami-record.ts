@@ -119,7 +119,13 @@ export async function recordAmiContents(
   ami: AmiNode,
   key: string,
   regions: Record<string, string>,
-  baked: { built?: ImageResult[]; replaced?: Map<string, string>; startedOn?: string },
+  baked: {
+    built?: ImageResult[];
+    replaced?: Map<string, string>;
+    startedOn?: string;
+    /** The tools' versions, when they were read while the bake ran. */
+    versions?: Promise<Record<string, string>>;
+  },
   tools: { docker: DockerTool; packer: PackerTool },
   runId: string,
   say: (l: string) => void,
@@ -145,7 +151,7 @@ export async function recordAmiContents(
     return { images: imageEntries(built, images), sbom: recorded.sbom, statements };
   }
   try {
-    const versions = baked.startedOn ? await toolVersions(docker, tools.packer) : {};
+    const versions = baked.startedOn ? await (baked.versions ?? toolVersions(docker, tools.packer)) : {};
     const amiContents = await describeAmi(pipeline, ami, key, regions, docker, {
       versions,
       run: baked.startedOn ? { id: runId, startedOn: baked.startedOn, finishedOn } : undefined,
