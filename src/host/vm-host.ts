@@ -140,7 +140,7 @@ async function bootTestCopy(
   const vm = checkVmTarget(ami);
   // As user-data would: the pass_env values in the runtime environment file, in the copy only;
   // and an SSH host key made for this boot, which the boot test's SSH pins.
-  const hostKey = await bootHostKey(copy.bootDir);
+  const hostKey = await bootHostKeys(copy.bootDir);
   await writeFiles(copy.raw, [
     { path: ami.runtimeEnv, content: runtimeEnvFile(options.passEnv), mode: 0o600 },
     ...hostKey.files,
@@ -221,7 +221,7 @@ export async function bootCopy(disk: string, bootDir: string, signal?: AbortSign
  * makes only the missing ones, seconds of an emulated CPU for RSA) and the known_hosts file that
  * pins the ed25519 one, all in the 0700 boot folder.
  */
-export async function bootHostKey(
+export async function bootHostKeys(
   bootDir: string,
 ): Promise<{ files: DiskFile[]; publicKey: string; knownHosts: string }> {
   const { files, ed25519 } = await hostKeyFiles(bootDir, HOST_KEY_ALIAS);

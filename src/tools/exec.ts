@@ -186,23 +186,41 @@ function groupInterrupter(pid: number | undefined, graceMs: number): { interrupt
     interrupt: () => {
       if (!pid || interrupted) return;
       interrupted = true;
-      try {
-        process.kill(-pid, "SIGINT");
-      } catch {
-        /* already gone */
-      }
-      forceKill = setTimeout(() => {
-        try {
-          process.kill(-pid, "SIGKILL");
-        } catch {
-          /* already gone */
-        }
-      }, graceMs);
+      signalGroup(pid, "SIGINT");
+      forceKill = setTimeout(() => signalGroup(pid, "SIGKILL"), graceMs);
     },
     done: () => {
       if (forceKill) clearTimeout(forceKill);
     },
   };
+}
+
+/** Sends a signal to a process group bake started; nothing if it is gone. */
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* already gone */
+  }
+}
+
+/**
+ * The end of a process bake started in a group of its own (start, startPiped): the group no
+ * longer bake's to kill, a missing program said plainly, and what it printed on stderr last.
+ */
+function watchGroup(
+  child: Promise<{ exitCode?: number; signal?: string }> & { pid?: number },
+  file: string,
+  tail: string[],
+): { exited: BackgroundProcess["exited"]; ended: () => boolean } {
+  let ended = false;
+  const exited = child.then((r) => {
+    ended = true;
+    if (child.pid) liveGroups.delete(child.pid);
+    if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
+    return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
+  });
+  return { exited, ended: () => ended };
 }
 
 /** A process bake started and that runs beside it (a VM, an SSH tunnel) until it is stopped. */
@@ -234,25 +252,10 @@ export async function start(
     buffer: false,
   });
   const tail: string[] = [];
-  let partial = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    const lines = (partial + chunk.toString("utf8")).split("\n");
-    partial = lines.pop() ?? "";
-    for (const l of lines) {
-      const clean = redact(l, options.secrets ?? []);
-      tail.push(clean);
-      if (tail.length > 20) tail.shift();
-      options.onLine?.(clean);
-    }
-  });
+  const onLine = options.onLine;
+  child.stderr?.on("data", lineCollector(options.secrets ?? [], tail, onLine && ((l) => onLine(l)))("stderr"));
   child.stdout?.on("data", () => undefined);
-  let ended = false;
-  const exited = child.then((r) => {
-    ended = true;
-    if (child.pid) liveGroups.delete(child.pid);
-    if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
-    return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
-  });
+  const { exited, ended } = watchGroup(child, file, tail);
   // The spawn itself failing (ENOENT) rejects at once.
   await Promise.race([exited, new Promise((r) => setTimeout(r, 50))]);
   if (!child.pid) throw new BakeError(`${file} could not be started`);
@@ -261,18 +264,11 @@ export async function start(
   return {
     pid,
     exited,
-    running: () => !ended,
+    running: () => !ended(),
     stop: async (signal = "SIGTERM", graceMs = 10_000) => {
-      if (ended) return;
-      const send = (s: NodeJS.Signals) => {
-        try {
-          process.kill(-pid, s);
-        } catch {
-          /* already gone */
-        }
-      };
-      send(signal);
-      const timer = setTimeout(() => send("SIGKILL"), graceMs);
+      if (ended()) return;
+      signalGroup(pid, signal);
+      const timer = setTimeout(() => signalGroup(pid, "SIGKILL"), graceMs);
       await exited.catch(() => undefined);
       clearTimeout(timer);
     },
@@ -312,24 +308,13 @@ export async function startPiped(
   child.stderr?.on("data", lineCollector(options.secrets ?? [], tail, undefined)("stderr"));
   const pid = child.pid;
   if (pid) liveGroups.add(pid);
-  let ended = false;
-  const exited = child.then((r) => {
-    ended = true;
-    if (pid) liveGroups.delete(pid);
-    if ((r as any).code === "ENOENT") throw new BakeError(`${file} is not installed: run make setup`);
-    return { exitCode: r.exitCode, signal: r.signal, stderrTail: tail.join("\n") };
-  });
+  const { exited, ended } = watchGroup(child, file, tail);
   return {
     stdin: child.stdin!,
     stdout: child.stdout!,
     exited,
     kill: () => {
-      if (ended || !pid) return;
-      try {
-        process.kill(-pid, "SIGTERM");
-      } catch {
-        /* already gone */
-      }
+      if (!ended() && pid) signalGroup(pid, "SIGTERM");
     },
   };
 }

@@ -22,7 +22,7 @@ import { bake, CLI, ROOT, tempTree, testEnv, tempDir } from "../helpers/bake.js"
 import { busyboxRootfs, docker, removeProject, uniqueProject } from "../helpers/engine.js";
 import { motoEc2, motoEnv, resetMoto } from "../helpers/moto.js";
 import { ENGINE_SOCKET_IN_HOST, ENGINE_STANDIN, STANDIN_UNITS } from "../../src/host/standin.js";
-import { bootHostKey } from "../../src/host/vm-host.js";
+import { bootHostKeys } from "../../src/host/vm-host.js";
 import { HOST_KEY_ALIAS } from "../../src/host/vm-boot-test.js";
 import { generateKey, sshRun } from "../../src/tools/ssh.js";
 
@@ -380,7 +380,7 @@ test("SSH pinned to a host key bake made refuses an sshd with another key before
   // port a VM's SSH is forwarded from would.
   const boot = tempDir("bake-pin-");
   try {
-    const pinned = await bootHostKey(boot);
+    const pinned = await bootHostKeys(boot);
     const client = path.join(boot, "id_ed25519");
     await generateKey(client, "bake-test");
     const r = await sshRun(

@@ -11,7 +11,7 @@ import { prepareRootfs } from "../../src/host/vm-disk.js";
 import { VM_ROOTFS_FILES, vmDiskDigest } from "../../src/graph/vm-disk-spec.js";
 import type { VmSpec } from "../../src/config/model.js";
 import { runtimeEnvFile } from "../../src/host/boot-test.js";
-import { bootCopy, bootHostKey } from "../../src/host/vm-host.js";
+import { bootCopy, bootHostKeys } from "../../src/host/vm-host.js";
 import { SSH_UNREACHED, startVmForwardingSsh } from "../../src/host/vm-boot-test.js";
 import { freePort } from "../../src/tools/ports.js";
 import { statSync } from "node:fs";
@@ -164,7 +164,7 @@ test("SSH: only the pinned host key, the bake's key only, 127.0.0.1 and the forw
 
 test("a boot's host keys: every type sshd would make at first boot, made for it; the ed25519 one pinned in a known_hosts only its user reads", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "bake-vm-pin-"));
-  const key = await bootHostKey(dir);
+  const key = await bootHostKeys(dir);
   assert.match(key.publicKey, /^ssh-ed25519 \S+ bake-boot-test\n$/);
   assert.equal(
     key.files.map((f) => [f.path, f.mode]),
