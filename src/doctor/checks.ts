@@ -105,13 +105,29 @@ async function checkDocker(tools: Tools): Promise<Check> {
   }
 }
 
+/**
+ * How long a network check waits for an answer. Generous: on a busy machine (a build or a VM
+ * beside it) a local registry or endpoint can take seconds to be scheduled, and doctor should not
+ * call a slow service down.
+ */
+const ANSWER_MS = 10_000;
+
+/** What a network check's error says: a timeout as such, anything else by its message. */
+function answerError(e: any): string {
+  return e?.name === "AbortError" || e?.name === "TimeoutError"
+    ? `no answer within ${ANSWER_MS / 1000}s`
+    : String(e?.message ?? e);
+}
+
 async function checkRegistry(registry: string | undefined): Promise<Check> {
   if (!registry)
     return { name: "registry", status: "ok", detail: "none configured (registry: in bake.yml): images stay local" };
   const host = registry.split("/")[0];
-  const probe = await probeRegistry(host);
-  if (probe.status === "unreachable")
-    return { name: "registry", status: "fail", detail: `${host} unreachable (${probe.why})`, fix: "make services" };
+  const probe = await probeRegistry(host, ANSWER_MS);
+  if (probe.status === "unreachable") {
+    const why = probe.why === "TimeoutError" ? answerError({ name: probe.why }) : probe.why;
+    return { name: "registry", status: "fail", detail: `${host} unreachable (${why})`, fix: "make services" };
+  }
   if (probe.status === 200)
     return { name: "registry", status: "ok", detail: `${host} answers the registry API (HTTP 200)` };
   if (probe.status === 401) {
@@ -244,7 +260,7 @@ async function checkBundleBucket(ami: string, bucket: string, region: string, to
     throw e;
   }
   try {
-    const state = await bucketState(bucket, region);
+    const state = await bucketState(bucket, region, ANSWER_MS);
     if (state === "ok") return { name, status: "ok", detail: `s3://${bucket} exists and answers (${region})` };
     if (state === "missing")
       return {
@@ -263,7 +279,7 @@ async function checkBundleBucket(ami: string, bucket: string, region: string, to
     return {
       name,
       status: "fail",
-      detail: `s3://${bucket}: ${(e as Error).message}`,
+      detail: `s3://${bucket}: ${answerError(e)}`,
       fix: "check AWS_REGION and network access to S3, or AWS_ENDPOINT_URL",
     };
   }
@@ -295,13 +311,13 @@ async function checkAws(tools: Tools): Promise<Check> {
     };
   }
   try {
-    const n = await ec2.ping(region, 5000);
+    const n = await ec2.ping(region, ANSWER_MS);
     return { name: "aws", status: "ok", detail: `credentials found; ${where} answers in ${region} (${n} regions)` };
   } catch (e: any) {
     return {
       name: "aws",
       status: "fail",
-      detail: `${where} in ${region}: ${e?.name === "AbortError" || e?.name === "TimeoutError" ? "no answer within 5s" : (e?.message ?? e)}`,
+      detail: `${where} in ${region}: ${answerError(e)}`,
       fix: endpoint ? "make services" : "check AWS_REGION and network access to EC2, or set AWS_ENDPOINT_URL",
     };
   }

@@ -2,6 +2,8 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { bake, ROOT, tempDir } from "../helpers/bake.js";
 import { MOTO, motoEnv } from "../helpers/moto.js";
@@ -78,6 +80,31 @@ test("engine and registry down, no packer, no credentials: each failure says how
     r.stdout,
     /^FAIL\s+goss\s+not found \(not on PATH\); bake\.yml has test: specs\n\s+fix: make setup, or set BAKE_GOSS/m,
   );
+});
+
+test("a registry and an AWS endpoint that take the connection and never answer: each is named as not answering within 10 s", async () => {
+  const silent = createServer(() => undefined); // holds every connection, answers nothing
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const port = (silent.address() as AddressInfo).port;
+  try {
+    const r = await bake(["doctor"], {
+      cwd: ROOT,
+      env: { ...env, BAKE_REGISTRY: `127.0.0.1:${port}`, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` },
+    });
+    assert.is(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stdout,
+      new RegExp(`^FAIL\\s+registry\\s+127\\.0\\.0\\.1:${port} unreachable \\(no answer within 10s\\)$`, "m"),
+    );
+    assert.match(
+      r.stdout,
+      new RegExp(`^FAIL\\s+aws\\s+endpoint http://127\\.0\\.0\\.1:${port} in us-east-1: no answer within 10s$`, "m"),
+    );
+    assert.match(r.stdout, /^FAIL\s+bucket app-host\s+s3:\/\/app-host-bundles: no answer within 10s$/m);
+  } finally {
+    silent.closeAllConnections?.();
+    silent.close();
+  }
 });
 
 test("an instance-store AMI: the bundle's x509 pair is named (warn), readable (ok) or missing (FAIL)", async () => {
