@@ -147,7 +147,7 @@ test("the Docker engine goes away during a build: exit 1 saying so; it comes bac
   const engine = await cuttableEngine();
   const dir = tempTree({
     // The step sleeps while the engine is cut; the rerun's step (NAP=0) does not.
-    "bake.yml": `project: ${project}-engine\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile, args: { NAP: "\${NAP:-30}" } }\n`,
+    "bake.yml": `project: ${project}-engine\nimages:\n  base: { rootfs: { tar: ${await busyboxRootfs()} } }\n  svc: { parent: base, dockerfile: svc/Dockerfile, args: { NAP: "\${NAP:-300}" } }\n`,
     "svc/Dockerfile": `ARG BAKE_PARENT\nFROM \${BAKE_PARENT}\nARG NAP\nRUN echo ${process.pid} > /engine && sleep $NAP\n`,
   });
   try {
@@ -174,7 +174,10 @@ test("the Docker engine goes away during a build: exit 1 saying so; it comes bac
       String(r.stderr),
     );
     assert.not.match(String(r.stderr), /\n\s+at /, "no stack trace");
-    assert.ok(Date.now() - cutAt < 20_000, "it stopped when the engine went, not when the step would have ended");
+    assert.ok(
+      Date.now() - cutAt < 60_000,
+      "it stopped when the engine went, not when the step (300 s) would have ended",
+    );
     await engine.restore();
     const rerun = await bake(["build", "--json"], { cwd: dir, env: { DOCKER_HOST: engine.host, NAP: "0" } });
     assert.is(rerun.code, 0, rerun.stderr);
