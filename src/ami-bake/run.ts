@@ -13,7 +13,7 @@ import type { BootReport } from "../host/boot-test.js";
 import { packerTool, type PackerTool } from "../tools/packer.js";
 import { readRevision } from "../tools/git.js";
 import { imagesReplaced } from "../sbom/record.js";
-import { recordAmiContents, stagesBelow, toolVersions } from "../sbom/ami-record.js";
+import { recordAmiContents, stagesBelow, toolVersions, type BakedContents } from "../sbom/ami-record.js";
 import type { ImageResult } from "../images/node-build.js";
 import { targetOf } from "../targets/index.js";
 import type { AmiTarget } from "../targets/target.js";
@@ -271,13 +271,9 @@ async function finish(run: AmiRun, result: BakeResult, baked: BakedRecord = {}):
   return result;
 }
 
-/** What a bake hands its record: what it built and booted, what it replaced, when it started, the tools' versions. */
-interface BakedRecord {
-  built?: ImageResult[];
+/** What a bake hands its record: its contents, and the boot test's report. */
+interface BakedRecord extends BakedContents {
   boot?: BootReport;
-  replaced?: Map<string, string>;
-  startedOn?: string;
-  versions?: Promise<Record<string, string>>;
 }
 
 /** The manifest's record of the AMI: key, regions, inputs, stages, boot test, SBOM, and the images it ships. */

@@ -109,6 +109,15 @@ export async function describeAmi(
   return { sbom, statement };
 }
 
+/** What a bake hands the AMI's record of contents: what it built, what it replaced, when it started, the tools' versions. */
+export interface BakedContents {
+  built?: ImageResult[];
+  replaced?: Map<string, string>;
+  startedOn?: string;
+  /** The tools' versions, when they were read while the bake ran. */
+  versions?: Promise<Record<string, string>>;
+}
+
 /**
  * The SBOM digests and provenance statements of what this bake made or found: the images it
  * built on its way and the AMI itself. An AMI whose host list this machine never read (found by
@@ -119,13 +128,7 @@ export async function recordAmiContents(
   ami: AmiNode,
   key: string,
   regions: Record<string, string>,
-  baked: {
-    built?: ImageResult[];
-    replaced?: Map<string, string>;
-    startedOn?: string;
-    /** The tools' versions, when they were read while the bake ran. */
-    versions?: Promise<Record<string, string>>;
-  },
+  baked: BakedContents,
   tools: { docker: DockerTool; packer: PackerTool },
   runId: string,
   say: (l: string) => void,

@@ -78,14 +78,7 @@ const liveGroups = new Set<number>();
  */
 export function killProcessGroups(): number {
   let killed = 0;
-  for (const pid of liveGroups) {
-    try {
-      process.kill(-pid, "SIGKILL");
-      killed++;
-    } catch {
-      /* already gone */
-    }
-  }
+  for (const pid of liveGroups) if (signalGroup(pid, "SIGKILL")) killed++;
   liveGroups.clear();
   return killed;
 }
@@ -195,12 +188,13 @@ function groupInterrupter(pid: number | undefined, graceMs: number): { interrupt
   };
 }
 
-/** Sends a signal to a process group bake started; nothing if it is gone. */
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+/** Sends a signal to a process group bake started: whether the group was still there. */
+function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pid, signal);
+    return true;
   } catch {
-    /* already gone */
+    return false; // already gone
   }
 }
 
