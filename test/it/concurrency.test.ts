@@ -105,7 +105,7 @@ function leaseHolder(name: string, options: { ttl: number; holdMs: number }) {
     await new Promise((r) => { setTimeout(r, ${options.holdMs}); process.stdin.once("data", r); });
     await lease.release();
     console.log("RELEASED " + Date.now());
-    process.stdin.destroy();
+    process.exit(0); // not at the end of its hold: the hold's timer would keep it running
   `;
   return execa(process.execPath, ["--input-type=module", "-e", script], {
     env: testEnv(motoEnv),
