@@ -3,6 +3,8 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = logging.getLogger("replays")
@@ -59,6 +61,9 @@ def main():
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "info").upper(), format="%(asctime)s %(name)s %(message)s")
     port = int(os.environ.get("PORT", "8081"))
     LOG.info("listening on :%d, replays in %s", port, replay_dir())
+    # As a container's first process SIGTERM is ignored unless handled: docker stop (a reboot, bake
+    # up's end) would wait its 10 s and kill. Exit at once instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
 
 
