@@ -193,7 +193,10 @@ async function checkBoot(b: BootRun): Promise<void> {
   const state = await untilDeadline(deadline, input.signal, async () => {
     for (;;) {
       const answer = (await run(["systemctl", "is-system-running", "--wait"])).out.split("\n").pop()!;
-      if (SETTLED.has(answer) || Date.now() > deadline || input.signal?.aborted) return answer;
+      // "offline" in the first seconds is a systemd not yet answering on its bus (seen at 0.6 s on
+      // a busy machine), not a settled state: asked again for up to 30 s.
+      const early = answer === "offline" && Date.now() - started < 30_000;
+      if ((SETTLED.has(answer) && !early) || Date.now() > deadline || input.signal?.aborted) return answer;
       await new Promise((r) => setTimeout(r, 200));
     }
   });
